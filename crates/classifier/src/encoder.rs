@@ -1,0 +1,130 @@
+//! The encoder seam: prompts in, one normalised vector per prompt out.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::Tokenizer;
+
+use crate::error::{ClassifierError, Result};
+use crate::model_dir::{ModelDir, Pooling};
+use crate::truncate;
+
+/// Turns prompts into fixed-size embeddings. Implementations are pure
+/// functions of their weights: the same text always gives the same vector.
+pub trait Encoder: Send + Sync {
+    /// Embedding width (384 for all-MiniLM-L6-v2).
+    fn dim(&self) -> usize;
+    /// Tokens per prompt after truncation, special tokens included.
+    fn window(&self) -> usize;
+    /// One L2-normalised vector per text, in input order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Token count of a text after truncation (what the encoder will see).
+    fn token_count(&self, text: &str) -> Result<usize>;
+}
+
+/// A BERT-family sentence encoder run with candle.
+pub struct BertEncoder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    dim: usize,
+    window: usize,
+    pooling: Pooling,
+    pad_id: u32,
+}
+
+impl BertEncoder {
+    /// Loads a verified model directory onto `device`. Fails with the path and
+    /// the reason when the config, tokenizer or weights cannot be used.
+    pub fn load(dir: &ModelDir, device: Device) -> Result<BertEncoder> {
+        let config_path = dir.config_path();
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|source| ClassifierError::Io { path: config_path.clone(), source })?;
+        let config: Config = serde_json::from_str(&text)
+            .map_err(|e| ClassifierError::Corrupt { path: config_path.clone(), reason: format!("not a BERT config: {e}") })?;
+
+        let tok_path = dir.tokenizer_path();
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| ClassifierError::Corrupt { path: tok_path.clone(), reason: e.to_string() })?;
+        // We truncate ourselves (head and tail) and pad per batch.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| ClassifierError::Corrupt { path: tok_path.clone(), reason: e.to_string() })?;
+        tokenizer.with_padding(None);
+
+        let weights = dir.weights_path();
+        // SAFETY: the file is memory-mapped read-only; it was verified above and
+        // nothing in this process writes to it.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+            .map_err(|e| ClassifierError::Corrupt { path: weights.clone(), reason: e.to_string() })?;
+        let model = BertModel::load(vb, &config).map_err(|e| ClassifierError::Corrupt {
+            path: weights.clone(),
+            reason: format!("weights do not fit config.json: {e}"),
+        })?;
+        Ok(BertEncoder {
+            model,
+            tokenizer,
+            device,
+            dim: config.hidden_size,
+            window: dir.window(config.max_position_embeddings),
+            pooling: dir.pooling(),
+            pad_id: config.pad_token_id as u32,
+        })
+    }
+
+    fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let clipped = truncate::clip_chars(text);
+        let enc = self
+            .tokenizer
+            .encode(clipped.as_ref(), true)
+            .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+        Ok(truncate::head_and_tail(enc.get_ids(), self.window))
+    }
+}
+
+impl Encoder for BertEncoder {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn window(&self) -> usize {
+        self.window
+    }
+
+    fn token_count(&self, text: &str) -> Result<usize> {
+        Ok(self.token_ids(text)?.len())
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.token_ids(t)).collect::<Result<_>>()?;
+        let len = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let batch = ids.len();
+        let mut flat_ids = Vec::with_capacity(batch * len);
+        let mut flat_mask = Vec::with_capacity(batch * len);
+        for row in &ids {
+            flat_ids.extend_from_slice(row);
+            flat_ids.extend(std::iter::repeat_n(self.pad_id, len - row.len()));
+            flat_mask.extend(std::iter::repeat_n(1u32, row.len()));
+            flat_mask.extend(std::iter::repeat_n(0u32, len - row.len()));
+        }
+        let input_ids = Tensor::from_vec(flat_ids, (batch, len), &self.device)?;
+        let mask = Tensor::from_vec(flat_mask, (batch, len), &self.device)?;
+        let token_types = input_ids.zeros_like()?;
+        let hidden = self.model.forward(&input_ids, &token_types, Some(&mask))?; // (b, len, dim)
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (b, len, 1)
+                let summed = hidden.broadcast_mul(&m)?.sum(1)?; // (b, dim)
+                let counts = m.sum(1)?; // (b, 1)
+                summed.broadcast_div(&counts)?
+            }
+        };
+        let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+        let normed = pooled.broadcast_div(&norms)?;
+        Ok(normed.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
+    }
+}

@@ -1,0 +1,338 @@
+//! The task and difficulty heads: small MLPs over [embedding ; surface
+//! features], stored as safetensors plus a JSON metadata file.
+//!
+//! Inference is plain Rust (a few thousand multiply-adds per prompt, no
+//! tensor library needed); training is in [`crate::train`] with candle.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ClassifierError, Result};
+use crate::features::FEATURE_NAMES;
+use crate::taxonomy::Taxonomy;
+
+/// A dense layer: `out = W x + b`, `W` row-major `(out, in)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl Dense {
+    fn forward(&self, x: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        for o in 0..self.outputs {
+            let row = &self.weight[o * self.inputs..(o + 1) * self.inputs];
+            let dot: f32 = row.iter().zip(x).map(|(w, v)| w * v).sum();
+            out.push(dot + self.bias[o]);
+        }
+    }
+}
+
+/// Dense layers with ReLU between them (none after the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mlp {
+    pub layers: Vec<Dense>,
+}
+
+impl Mlp {
+    pub fn inputs(&self) -> usize {
+        self.layers[0].inputs
+    }
+    pub fn outputs(&self) -> usize {
+        self.layers.last().map(|l| l.outputs).unwrap_or(0)
+    }
+
+    /// Raw outputs (logits) for one input vector.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut cur = x.to_vec();
+        let mut next = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.forward(&cur, &mut next);
+            if i + 1 < self.layers.len() {
+                next.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            std::mem::swap(&mut cur, &mut next);
+        }
+        cur
+    }
+
+    fn to_tensors(&self, prefix: &str, out: &mut HashMap<String, Tensor>) -> Result<()> {
+        for (i, l) in self.layers.iter().enumerate() {
+            out.insert(
+                format!("{prefix}.{i}.weight"),
+                Tensor::from_vec(l.weight.clone(), (l.outputs, l.inputs), &Device::Cpu)?,
+            );
+            out.insert(format!("{prefix}.{i}.bias"), Tensor::from_vec(l.bias.clone(), l.outputs, &Device::Cpu)?);
+        }
+        Ok(())
+    }
+
+    fn from_tensors(prefix: &str, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<Mlp> {
+        let corrupt = |reason: String| ClassifierError::Corrupt { path: path.to_path_buf(), reason };
+        let mut layers = Vec::new();
+        while let Some(w) = tensors.get(&format!("{prefix}.{}.weight", layers.len())) {
+            let i = layers.len();
+            let b = tensors.get(&format!("{prefix}.{i}.bias")).ok_or_else(|| corrupt(format!("`{prefix}.{i}.bias` missing")))?;
+            let (outputs, inputs) = w.dims2().map_err(|e| corrupt(format!("`{prefix}.{i}.weight`: {e}")))?;
+            if b.dims() != [outputs] {
+                return Err(corrupt(format!("`{prefix}.{i}.bias` has shape {:?}, expected [{outputs}]", b.dims())));
+            }
+            if let Some(prev) = layers.last().map(|l: &Dense| l.outputs) {
+                if prev != inputs {
+                    return Err(corrupt(format!("`{prefix}.{i}.weight` takes {inputs} inputs, previous layer gives {prev}")));
+                }
+            }
+            let weight = w.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let bias = b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+            if weight.iter().chain(&bias).any(|v| !v.is_finite()) {
+                return Err(corrupt(format!("`{prefix}.{i}` holds NaN or infinite values")));
+            }
+            layers.push(Dense { weight, bias, inputs, outputs });
+        }
+        if layers.is_empty() {
+            return Err(corrupt(format!("no `{prefix}.0.weight` tensor")));
+        }
+        Ok(Mlp { layers })
+    }
+}
+
+/// Which encoder the heads were trained on; checked at load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderInfo {
+    pub name: String,
+    /// sha256 of the encoder's `model.safetensors`.
+    pub weights_sha256: String,
+    pub window: usize,
+    pub truncation: String,
+}
+
+/// Everything about the heads that is not weights. Written as
+/// `<name>.json` beside `<name>.safetensors`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadsMetadata {
+    pub format_version: u32,
+    /// Unique per training run: date plus a hash of data and settings.
+    pub version: String,
+    pub encoder: EncoderInfo,
+    /// Surface feature names appended to the embedding, in order.
+    pub features: Vec<String>,
+    pub task_labels: Taxonomy,
+    /// What the difficulty head was fitted to, in words.
+    pub difficulty_target: String,
+    /// Training settings and data hashes.
+    pub training: serde_json::Value,
+    /// Held-out metrics measured when the heads were trained.
+    pub metrics: serde_json::Value,
+}
+
+/// P(task | prompt) over a taxonomy.
+#[derive(Debug, Clone)]
+pub struct TaskHead {
+    pub mlp: Mlp,
+    pub labels: Taxonomy,
+}
+
+impl TaskHead {
+    /// Softmax scores, one per label, summing to 1.
+    pub fn scores(&self, input: &[f32]) -> Vec<f32> {
+        softmax(&self.mlp.forward(input))
+    }
+}
+
+/// Difficulty in [0, 1]: predicted share of models that fail the prompt.
+#[derive(Debug, Clone)]
+pub struct DifficultyHead {
+    pub mlp: Mlp,
+}
+
+impl DifficultyHead {
+    pub fn difficulty(&self, input: &[f32]) -> f32 {
+        sigmoid(self.mlp.forward(input)[0])
+    }
+}
+
+/// Both heads and their metadata.
+#[derive(Debug, Clone)]
+pub struct Heads {
+    pub task: TaskHead,
+    pub difficulty: DifficultyHead,
+    pub metadata: HeadsMetadata,
+}
+
+pub const FORMAT_VERSION: u32 = 1;
+
+impl Heads {
+    /// The metadata path for a weights path (`x.safetensors` -> `x.json`).
+    pub fn metadata_path(weights: &Path) -> PathBuf {
+        weights.with_extension("json")
+    }
+
+    /// Loads `weights` and its metadata; checks shapes, labels and features.
+    pub fn load(weights: &Path) -> Result<Heads> {
+        let meta_path = Self::metadata_path(weights);
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| ClassifierError::MissingFile {
+            path: meta_path.clone(),
+            reason: e.to_string(),
+            fetch: "switchyard train heads".into(),
+        })?;
+        let metadata: HeadsMetadata = serde_json::from_str(&text)
+            .map_err(|e| ClassifierError::Corrupt { path: meta_path.clone(), reason: e.to_string() })?;
+        if metadata.format_version != FORMAT_VERSION {
+            return Err(ClassifierError::Corrupt {
+                path: meta_path,
+                reason: format!("format_version {} (this build reads {FORMAT_VERSION})", metadata.format_version),
+            });
+        }
+        if !weights.is_file() {
+            return Err(ClassifierError::MissingFile {
+                path: weights.to_path_buf(),
+                reason: "file not found".into(),
+                fetch: "switchyard train heads".into(),
+            });
+        }
+        let tensors = candle_core::safetensors::load(weights, &Device::Cpu)
+            .map_err(|e| ClassifierError::Corrupt { path: weights.to_path_buf(), reason: e.to_string() })?;
+        let task = Mlp::from_tensors("task", &tensors, weights)?;
+        let difficulty = Mlp::from_tensors("difficulty", &tensors, weights)?;
+        let inputs = metadata_inputs(&metadata);
+        let corrupt = |reason: String| ClassifierError::Corrupt { path: weights.to_path_buf(), reason };
+        if task.inputs() != inputs || difficulty.inputs() != inputs {
+            return Err(corrupt(format!(
+                "heads take {} and {} inputs, metadata says {inputs}",
+                task.inputs(),
+                difficulty.inputs()
+            )));
+        }
+        if task.outputs() != metadata.task_labels.len() {
+            return Err(corrupt(format!(
+                "task head has {} outputs for {} labels",
+                task.outputs(),
+                metadata.task_labels.len()
+            )));
+        }
+        if difficulty.outputs() != 1 {
+            return Err(corrupt(format!("difficulty head has {} outputs, expected 1", difficulty.outputs())));
+        }
+        let known: Vec<&str> = FEATURE_NAMES.to_vec();
+        if metadata.features.iter().map(String::as_str).ne(known.iter().copied()) && !metadata.features.is_empty() {
+            return Err(ClassifierError::Incompatible {
+                path: weights.to_path_buf(),
+                reason: format!("trained with features {:?}, this build computes {known:?}", metadata.features),
+            });
+        }
+        Ok(Heads {
+            task: TaskHead { mlp: task, labels: metadata.task_labels.clone() },
+            difficulty: DifficultyHead { mlp: difficulty },
+            metadata,
+        })
+    }
+
+    /// Writes weights to `weights` and metadata beside it.
+    pub fn save(&self, weights: &Path) -> Result<()> {
+        let mut tensors = HashMap::new();
+        self.task.mlp.to_tensors("task", &mut tensors)?;
+        self.difficulty.mlp.to_tensors("difficulty", &mut tensors)?;
+        if let Some(dir) = weights.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| ClassifierError::Io { path: dir.to_path_buf(), source })?;
+        }
+        candle_core::safetensors::save(&tensors, weights)?;
+        let meta_path = Self::metadata_path(weights);
+        let text = serde_json::to_string_pretty(&self.metadata).expect("metadata serialises");
+        std::fs::write(&meta_path, text + "\n").map_err(|source| ClassifierError::Io { path: meta_path, source })
+    }
+
+    /// Whether the heads take surface features after the embedding.
+    pub fn uses_features(&self) -> bool {
+        !self.metadata.features.is_empty()
+    }
+}
+
+fn metadata_inputs(m: &HeadsMetadata) -> usize {
+    m.training.get("embedding_dim").and_then(|v| v.as_u64()).unwrap_or(384) as usize + m.features.len()
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn tiny_heads(inputs: usize) -> Heads {
+        let dense = |i: usize, o: usize, seed: f32| Dense {
+            weight: (0..i * o).map(|k| ((k as f32 * 0.37 + seed).sin()) * 0.1).collect(),
+            bias: (0..o).map(|k| k as f32 * 0.01).collect(),
+            inputs: i,
+            outputs: o,
+        };
+        let labels = Taxonomy::new(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+        Heads {
+            task: TaskHead { mlp: Mlp { layers: vec![dense(inputs, 4, 0.0), dense(4, 3, 1.0)] }, labels: labels.clone() },
+            difficulty: DifficultyHead { mlp: Mlp { layers: vec![dense(inputs, 1, 2.0)] } },
+            metadata: HeadsMetadata {
+                format_version: FORMAT_VERSION,
+                version: "test".into(),
+                encoder: EncoderInfo { name: "x".into(), weights_sha256: "00".into(), window: 8, truncation: "head_and_tail".into() },
+                features: vec![],
+                task_labels: labels,
+                difficulty_target: "test".into(),
+                training: serde_json::json!({"embedding_dim": inputs}),
+                metrics: serde_json::json!({}),
+            },
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_orders() {
+        let s = softmax(&[1.0, 3.0, 2.0]);
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(s[1] > s[2] && s[2] > s[0]);
+        assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn save_then_load_gives_the_same_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heads.safetensors");
+        let heads = tiny_heads(5);
+        heads.save(&path).unwrap();
+        let back = Heads::load(&path).unwrap();
+        let x = [0.1, -0.2, 0.3, 0.0, 1.0];
+        assert_eq!(back.task.scores(&x), heads.task.scores(&x));
+        assert_eq!(back.difficulty.difficulty(&x), heads.difficulty.difficulty(&x));
+        assert_eq!(back.task.labels.labels(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn corrupt_or_mismatched_heads_fail_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heads.safetensors");
+        tiny_heads(5).save(&path).unwrap();
+        std::fs::write(&path, b"not safetensors").unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(err.contains("heads.safetensors"), "{err}");
+
+        let mut h = tiny_heads(5);
+        h.metadata.task_labels = Taxonomy::new(vec!["a".into(), "b".into()]).unwrap();
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(err.contains("3 outputs for 2 labels"), "{err}");
+
+        let missing = dir.path().join("none.safetensors");
+        assert!(Heads::load(&missing).unwrap_err().to_string().contains("none.json"));
+    }
+}

@@ -1,0 +1,24 @@
+//! Switchyard's classifier: reads a prompt with a local BERT-family encoder
+//! (candle) and predicts its task type and difficulty.
+//!
+//! Knows nothing of gRPC or storage. The seam is [`Encoder`]: everything
+//! above it works on embeddings.
+
+pub mod classifier;
+pub mod device;
+pub mod encoder;
+pub mod error;
+pub mod features;
+pub mod heads;
+pub mod model_dir;
+pub mod taxonomy;
+pub mod train;
+pub mod truncate;
+
+pub use classifier::{Classifier, Embedded, Prediction, DEFAULT_BATCH};
+pub use device::DeviceChoice;
+pub use encoder::{BertEncoder, Encoder};
+pub use error::{ClassifierError, Result};
+pub use heads::{DifficultyHead, Heads, HeadsMetadata, TaskHead};
+pub use model_dir::ModelDir;
+pub use taxonomy::{Taxonomy, DEFAULT_TASKS};

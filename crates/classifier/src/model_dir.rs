@@ -1,0 +1,151 @@
+//! A BERT-family model directory in Hugging Face layout, verified by sha256.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ClassifierError, Result};
+
+/// The command that fetches the default model; named in every error.
+pub const FETCH_COMMAND: &str = "scripts/fetch-model";
+
+/// Pins for a model directory: `models/<name>.manifest.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelManifest {
+    pub name: String,
+    /// sha256 (hex) per file name.
+    pub files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub fetch: Option<String>,
+}
+
+/// A verified model directory: `config.json`, `tokenizer.json`,
+/// `model.safetensors`, and optionally sentence-transformers' pooling files.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub path: PathBuf,
+    /// sha256 of `model.safetensors`; heads record it to refuse other encoders.
+    pub weights_sha256: String,
+}
+
+pub(crate) const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
+impl ModelDir {
+    /// Opens `path`, checking the three required files exist. When a manifest
+    /// `<path>.manifest.json` sits beside the directory, every pinned file is
+    /// checked against its sha256 and a mismatch fails with both digests.
+    pub fn open(path: &Path) -> Result<ModelDir> {
+        let manifest_path = PathBuf::from(format!("{}.manifest.json", path.display()));
+        let manifest = if manifest_path.is_file() {
+            let text = std::fs::read_to_string(&manifest_path)
+                .map_err(|source| ClassifierError::Io { path: manifest_path.clone(), source })?;
+            Some(serde_json::from_str::<ModelManifest>(&text).map_err(|e| ClassifierError::Corrupt {
+                path: manifest_path.clone(),
+                reason: e.to_string(),
+            })?)
+        } else {
+            None
+        };
+        Self::open_with(path, manifest.as_ref())
+    }
+
+    /// Opens `path` and verifies it against `manifest` when given.
+    pub fn open_with(path: &Path, manifest: Option<&ModelManifest>) -> Result<ModelDir> {
+        let fetch = manifest.and_then(|m| m.fetch.clone()).unwrap_or_else(|| FETCH_COMMAND.to_string());
+        for name in REQUIRED {
+            let file = path.join(name);
+            if !file.is_file() {
+                return Err(ClassifierError::MissingFile {
+                    path: file,
+                    reason: "file not found".into(),
+                    fetch: fetch.clone(),
+                });
+            }
+        }
+        let mut weights_sha256 = None;
+        if let Some(m) = manifest {
+            for (name, expected) in &m.files {
+                let file = path.join(name);
+                if !file.is_file() {
+                    return Err(ClassifierError::MissingFile { path: file, reason: "file not found".into(), fetch });
+                }
+                let actual = sha256_file(&file)?;
+                if &actual != expected {
+                    return Err(ClassifierError::Checksum { path: file, expected: expected.clone(), actual, fetch });
+                }
+                if name == "model.safetensors" {
+                    weights_sha256 = Some(actual);
+                }
+            }
+        }
+        let weights_sha256 = match weights_sha256 {
+            Some(s) => s,
+            None => sha256_file(&path.join("model.safetensors"))?,
+        };
+        Ok(ModelDir { path: path.to_path_buf(), weights_sha256 })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.path.join("tokenizer.json")
+    }
+    pub fn weights_path(&self) -> PathBuf {
+        self.path.join("model.safetensors")
+    }
+
+    /// The sequence window: sentence-transformers' `max_seq_length` when
+    /// present (what the model was trained with), else the position limit.
+    pub fn window(&self, max_position_embeddings: usize) -> usize {
+        let st = self.path.join("sentence_bert_config.json");
+        std::fs::read_to_string(st)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("max_seq_length").and_then(|x| x.as_u64()))
+            .map(|n| (n as usize).min(max_position_embeddings))
+            .unwrap_or(max_position_embeddings)
+    }
+
+    /// Pooling from `1_Pooling/config.json`: CLS when that is what it says,
+    /// mean otherwise (sentence-transformers' default).
+    pub fn pooling(&self) -> Pooling {
+        let cfg = self.path.join("1_Pooling/config.json");
+        let cls = std::fs::read_to_string(cfg)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("pooling_mode_cls_token").and_then(|x| x.as_bool()))
+            .unwrap_or(false);
+        if cls {
+            Pooling::Cls
+        } else {
+            Pooling::Mean
+        }
+    }
+}
+
+/// How token vectors become one prompt vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let io = |source| ClassifierError::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -1,0 +1,1 @@
+//! Routing: see docs/ARCHITECTURE.md.

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Lists the real user prompts that carry no task label, in a fixed order.
+
+Used twice: to write the batches that were labelled by hand (see
+training-data/labels/GUIDE.md), and by build_training_data.py to join those
+labels back to the prompt text. Ids are stable: `<source>/<row id>`.
+Stdlib only; reads ../shared/data/raw (or $SWITCHYARD_RAW).
+"""
+import csv
+import gzip
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+RAW = Path(os.environ.get("SWITCHYARD_RAW", Path(__file__).resolve().parents[2] / "shared" / "data" / "raw"))
+csv.field_size_limit(10**9)
+
+
+def oasst():
+    for line in open(RAW / "oasst_prompts/oasst_prompts_en.jsonl", encoding="utf-8"):
+        row = json.loads(line)
+        if row.get("synthetic") is True:
+            continue
+        yield f"oasst/{row['id']}", row["prompt"]
+
+
+def sharegpt500():
+    for row in json.load(open(RAW / "sharegpt_mlenergy/ShareGPT_V3_filtered_500.json", encoding="utf-8")):
+        turns = row["conversations"]
+        if turns and turns[0]["from"] == "human" and turns[0]["value"].strip():
+            yield f"sharegpt500/{row['id']}", turns[0]["value"]
+
+
+def awesome():
+    """300 seeded picks among the TEXT prompts of awesome-chatgpt-prompts."""
+    rows = list(csv.DictReader(open(RAW / "awesome_chatgpt_prompts/prompts.csv", encoding="utf-8", newline="")))
+    idx = [i for i, r in enumerate(rows) if r["type"] == "TEXT" and r["prompt"].strip()]
+    random.Random(7).shuffle(idx)
+    for i in sorted(idx[:300]):
+        yield f"awesome/{i}", rows[i]["prompt"]
+
+
+def hh_first_turn(text):
+    text = text.split("\n\nHuman: ", 1)[1] if "\n\nHuman: " in text else text
+    return text.split("\n\nAssistant:", 1)[0].strip()
+
+
+def hh_rlhf():
+    """300 seeded picks among the unique first human turns of hh-rlhf harmless-base test."""
+    seen, rows = set(), []
+    for i, line in enumerate(gzip.open(RAW / "hh_rlhf/harmless-base_test.jsonl.gz", "rt", encoding="utf-8")):
+        turn = hh_first_turn(json.loads(line)["chosen"])
+        if turn and turn not in seen:
+            seen.add(turn)
+            rows.append((i, turn))
+    random.Random(11).shuffle(rows)
+    for i, turn in sorted(rows[:300]):
+        yield f"hh_rlhf/{i}", turn
+
+
+def self_instruct_user():
+    """Instruction plus the first instance input, as a user would paste both."""
+    for line in open(RAW / "self_instruct/user_oriented_instructions.jsonl", encoding="utf-8"):
+        row = json.loads(line)
+        inp = (row["instances"][0].get("input") or "").strip() if row["instances"] else ""
+        yield f"self_instruct_user/{row['id']}", row["instruction"] + ("\n\n" + inp if inp else "")
+
+
+SOURCES = {
+    "oasst": oasst,
+    "sharegpt500": sharegpt500,
+    "awesome": awesome,
+    "hh_rlhf": hh_rlhf,
+    "self_instruct_user": self_instruct_user,
+}
+
+
+def main():
+    """`unlabelled_prompts.py SOURCE [START END]` prints JSON lines {id, prompt}."""
+    source = sys.argv[1]
+    rows = list(SOURCES[source]())
+    start, end = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (0, len(rows))
+    for rid, prompt in rows[start:end]:
+        print(json.dumps({"id": rid, "prompt": prompt}, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
