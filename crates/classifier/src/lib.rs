@@ -6,6 +6,7 @@
 
 pub mod classifier;
 pub mod device;
+pub mod embed_cache;
 pub mod encoder;
 pub mod error;
 pub mod features;
@@ -17,6 +18,7 @@ pub mod truncate;
 
 pub use classifier::{Classifier, Embedded, Prediction, DEFAULT_BATCH};
 pub use device::DeviceChoice;
+pub use embed_cache::EmbedCache;
 pub use encoder::{BertEncoder, Encoder};
 pub use error::{ClassifierError, Result};
 pub use heads::{DifficultyHead, Heads, HeadsMetadata, TaskHead};

@@ -1,1 +1,78 @@
-fn main() {}
+//! `switchyard`: one binary, one subcommand per job.
+
+mod classify;
+mod metrics;
+mod paths;
+mod train_heads;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use switchyard_classifier::DeviceChoice;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "A learned LLM query router: classify prompts, route them to the cheapest model likely to succeed")]
+struct Cli {
+    /// Log as JSON lines instead of text (logs go to stderr).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Predict task type and difficulty for a prompt or a JSONL file of records.
+    Classify(classify::ClassifyArgs),
+    /// Fit predictors from data.
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Train the task-type and difficulty heads on the encoder's embeddings.
+    Heads(train_heads::TrainHeadsArgs),
+}
+
+/// Where the encoder and the heads come from; shared by every command that reads prompts.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A BERT-family model directory in Hugging Face layout (config.json, tokenizer.json, model.safetensors).
+    #[arg(long, default_value = paths::DEFAULT_MODEL_DIR)]
+    pub model_dir: PathBuf,
+    /// Trained heads (safetensors; metadata in the .json beside it).
+    #[arg(long, default_value = paths::DEFAULT_HEADS)]
+    pub heads: PathBuf,
+    /// Where the encoder runs: cpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let result = match cli.command {
+        Command::Classify(args) => classify::run(args),
+        Command::Train(TrainCommand::Heads(args)) => train_heads::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,391 @@
+//! `switchyard train heads`: fit the task and difficulty heads on frozen
+//! encoder embeddings, measure them on held-out sources, write them.
+//!
+//! Held-out measurement, both heads: leave-one-source-out (train on every
+//! other source, predict the held-out one), plus, for the task head, the
+//! evaluation-only sources in `--eval` scored by the final heads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use switchyard_classifier::classifier::head_input;
+use switchyard_classifier::features::FEATURE_NAMES;
+use switchyard_classifier::heads::{sigmoid, softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION};
+use switchyard_classifier::train::{train_classifier, train_regressor, TrainConfig};
+use switchyard_classifier::{BertEncoder, EmbedCache, DifficultyHead, Encoder, Heads, ModelDir, TaskHead, Taxonomy, DEFAULT_TASKS};
+use switchyard_records::Record;
+
+use crate::metrics::{spearman, Confusion};
+use crate::paths;
+
+#[derive(Args)]
+pub struct TrainHeadsArgs {
+    /// Folder of task-labelled JSONL records to train on (each file one source unless records name theirs).
+    #[arg(long, default_value = "training-data/tasks")]
+    tasks: PathBuf,
+    /// Folder of task-labelled JSONL records used only for evaluation.
+    #[arg(long, default_value = "training-data/eval")]
+    eval: PathBuf,
+    /// Folder of JSONL records with per-model outcomes (difficulty = 1 - mean score).
+    #[arg(long, default_value = "training-data/outcomes")]
+    outcomes: PathBuf,
+    /// At most this many records per outcome file (seeded sample).
+    #[arg(long, default_value_t = 600)]
+    outcomes_per_file: usize,
+    /// Task labels, comma-separated; default: the 11 built-in names if the data uses only those, else the labels found.
+    #[arg(long, value_delimiter = ',')]
+    labels: Option<Vec<String>>,
+    /// Where to write the heads (metadata goes to the .json beside it).
+    #[arg(long, default_value = paths::DEFAULT_HEADS)]
+    out: PathBuf,
+    /// Markdown report of the held-out evaluation.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long, default_value = "target/embedding-cache")]
+    cache_dir: PathBuf,
+    #[arg(long, default_value = paths::DEFAULT_MODEL_DIR)]
+    model_dir: PathBuf,
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+    /// Hidden width of both heads (0 = linear heads).
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Train on the embedding alone, without surface features.
+    #[arg(long)]
+    no_features: bool,
+    /// Skip the leave-one-source-out runs (faster; the report then has only the eval sources).
+    #[arg(long)]
+    no_cv: bool,
+}
+
+struct Example {
+    source: String,
+    prompt: String,
+    label: usize,
+}
+
+struct Scored {
+    source: String,
+    prompt: String,
+    target: f32,
+}
+
+fn read_dir_records(dir: &Path) -> anyhow::Result<(Vec<(String, Record)>, Vec<String>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    let mut hashes = Vec::new();
+    for f in files {
+        let (good, bad) = switchyard_records::read_file(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        for e in &bad {
+            eprintln!("error: {}: {e}", f.display());
+        }
+        if !bad.is_empty() {
+            bail!("{}: {} malformed line(s)", f.display(), bad.len());
+        }
+        hashes.push(format!("{}:{}", f.file_name().unwrap().to_string_lossy(), crate_sha(&f)?));
+        let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+        out.extend(good.into_iter().map(|r| (stem.clone(), r)));
+    }
+    Ok((out, hashes))
+}
+
+fn crate_sha(path: &Path) -> anyhow::Result<String> {
+    Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
+}
+
+fn bar(msg: &'static str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(0);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta}]")
+            .expect("valid template"),
+    );
+    b.set_message(msg);
+    b
+}
+
+pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
+    let model_dir = paths::resolve(&args.model_dir);
+    let dir = ModelDir::open(&model_dir)?;
+    let encoder = BertEncoder::load(&dir, candle_core::Device::Cpu)?;
+    let with_features = !args.no_features;
+
+    // ---- data
+    let (task_records, task_hashes) = read_dir_records(&args.tasks)?;
+    let (eval_records, _) = if args.eval.is_dir() { read_dir_records(&args.eval)? } else { (Vec::new(), Vec::new()) };
+    let (outcome_records, outcome_hashes) = read_dir_records(&args.outcomes)?;
+
+    let found: BTreeSet<String> = task_records.iter().filter_map(|(_, r)| r.task.clone()).collect();
+    let taxonomy = match &args.labels {
+        Some(l) => Taxonomy::new(l.clone()).map_err(anyhow::Error::msg)?,
+        None if found.iter().all(|l| DEFAULT_TASKS.contains(&l.as_str())) => Taxonomy::default_tasks(),
+        None => Taxonomy::new(found.into_iter().collect()).map_err(anyhow::Error::msg)?,
+    };
+    let to_examples = |records: &[(String, Record)]| -> Vec<Example> {
+        records
+            .iter()
+            .filter_map(|(file, r)| {
+                let label = taxonomy.index_of(r.task.as_deref()?)?;
+                Some(Example { source: r.source.clone().unwrap_or_else(|| file.clone()), prompt: r.prompt.clone(), label })
+            })
+            .collect()
+    };
+    let train = to_examples(&task_records);
+    let evals = to_examples(&eval_records);
+    if train.is_empty() {
+        bail!("no records in {} carry a task label from {:?}", args.tasks.display(), taxonomy.labels());
+    }
+    let scored = sample_outcomes(&outcome_records, args.outcomes_per_file, args.seed);
+    eprintln!(
+        "{} training prompts ({} sources), {} eval prompts, {} prompts with outcomes",
+        train.len(),
+        train.iter().map(|e| &e.source).collect::<BTreeSet<_>>().len(),
+        evals.len(),
+        scored.len()
+    );
+
+    // ---- embeddings
+    let encoder_id = switchyard_classifier::embed_cache::encoder_id(&encoder, &dir.weights_sha256);
+    let mut cache = EmbedCache::open(&args.cache_dir, &encoder_id, encoder.dim())?;
+    let texts: Vec<&str> = train
+        .iter()
+        .map(|e| e.prompt.as_str())
+        .chain(evals.iter().map(|e| e.prompt.as_str()))
+        .chain(scored.iter().map(|s| s.prompt.as_str()))
+        .collect();
+    let b = bar("embedding");
+    let embs = cache.embed_all(&encoder, &texts, 32, &|done, total| {
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+    })?;
+    b.finish_and_clear();
+    let inputs: Vec<Vec<f32>> = texts.iter().zip(&embs).map(|(t, e)| head_input(e, t, with_features)).collect();
+    let (x_train, rest) = inputs.split_at(train.len());
+    let (x_eval, x_scored) = rest.split_at(evals.len());
+
+    let task_cfg = TrainConfig { hidden: args.hidden, epochs: args.epochs, seed: args.seed, ..Default::default() };
+    let diff_cfg = TrainConfig { hidden: args.hidden, epochs: args.epochs, seed: args.seed + 1, ..Default::default() };
+    let weights = class_weights(&train, taxonomy.len());
+    let labels: Vec<usize> = train.iter().map(|e| e.label).collect();
+
+    // ---- task head: leave-one-source-out
+    let mut report = String::new();
+    let mut metrics = serde_json::Map::new();
+    if !args.no_cv {
+        let (conf, per_source) = task_cv(&train, x_train, &labels, &weights, &taxonomy, &task_cfg)?;
+        report += &format!(
+            "### Task type, leave-one-source-out over the {} training sources\n\nEach source was held out in turn; heads trained on all the others predicted it. Accuracy {:.3}, macro recall {:.3}, n = {}.\n\n| held-out source | n | accuracy |\n|---|---|---|\n",
+            per_source.len(), conf.accuracy(), conf.macro_recall(), conf.total()
+        );
+        for (s, (n, acc)) in &per_source {
+            report += &format!("| {s} | {n} | {acc:.3} |\n");
+        }
+        report += &format!("\nConfusion matrix (all held-out predictions):\n\n{}\n", conf.markdown());
+        metrics.insert("task_leave_one_source_out".into(), json!({"overall": conf.to_json(), "per_source": per_source}));
+    }
+
+    // ---- final task head + eval-only sources
+    let task_mlp = train_classifier(x_train, &labels, &weights, taxonomy.len(), &task_cfg)?;
+    if !evals.is_empty() {
+        let mut by_source: BTreeMap<String, Confusion> = BTreeMap::new();
+        for (e, x) in evals.iter().zip(x_eval) {
+            let c = by_source.entry(e.source.clone()).or_insert_with(|| Confusion::new(taxonomy.labels()));
+            c.add(e.label, argmax(&softmax(&task_mlp.forward(x))));
+        }
+        report += "### Task type, evaluation-only sources (never trained on), final heads\n\n| source | n | accuracy | macro recall |\n|---|---|---|---|\n";
+        for (s, c) in &by_source {
+            report += &format!("| {s} | {} | {:.3} | {:.3} |\n", c.total(), c.accuracy(), c.macro_recall());
+        }
+        for (s, c) in &by_source {
+            report += &format!("\nConfusion matrix, {s}:\n\n{}\n", c.markdown());
+        }
+        metrics.insert(
+            "task_eval_sources".into(),
+            json!(by_source.iter().map(|(s, c)| (s.clone(), c.to_json())).collect::<serde_json::Map<_, _>>()),
+        );
+    }
+
+    // ---- difficulty head
+    let diff_weights = vec![1.0f32; scored.len()];
+    let targets: Vec<f32> = scored.iter().map(|s| s.target).collect();
+    if !args.no_cv && !scored.is_empty() {
+        let per_source = difficulty_cv(&scored, x_scored, &targets, &diff_cfg)?;
+        report += "\n### Difficulty, leave-one-source-out\n\nSpearman correlation between predicted difficulty and the held-out source's failure rate (1 - mean score across its models), per held-out source; each row's heads never saw that source.\n\n| held-out source | n | Spearman |\n|---|---|---|\n";
+        for (s, (n, rho)) in &per_source {
+            report += &format!("| {s} | {n} | {rho:.3} |\n");
+        }
+        let mean = per_source.values().map(|v| v.1).sum::<f64>() / per_source.len().max(1) as f64;
+        report += &format!("\nMean over sources: {mean:.3}.\n");
+        metrics.insert("difficulty_leave_one_source_out".into(), json!({"per_source": per_source, "mean_spearman": mean}));
+    }
+    let diff_mlp = if scored.is_empty() {
+        eprintln!("warning: no outcome records; the difficulty head is untrained (constant 0.5)");
+        Mlp { layers: vec![switchyard_classifier::heads::Dense { weight: vec![0.0; x_train[0].len()], bias: vec![0.0], inputs: x_train[0].len(), outputs: 1 }] }
+    } else {
+        train_regressor(x_scored, &targets, &diff_weights, &diff_cfg)?
+    };
+
+    // ---- write
+    let mut hasher = Sha256::new();
+    for h in task_hashes.iter().chain(&outcome_hashes) {
+        hasher.update(h.as_bytes());
+    }
+    let data_sha = hex::encode(hasher.finalize());
+    let settings = json!({
+        "seed": args.seed, "hidden": args.hidden, "epochs": args.epochs, "features": with_features,
+        "outcomes_per_file": args.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
+        "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
+    });
+    let version = format!("heads-{}", &hex::encode(Sha256::digest(format!("{data_sha}{settings}{}", dir.weights_sha256)))[..12]);
+    let metadata = HeadsMetadata {
+        format_version: FORMAT_VERSION,
+        version: version.clone(),
+        encoder: EncoderInfo {
+            name: model_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+            weights_sha256: dir.weights_sha256.clone(),
+            window: encoder.window(),
+            truncation: "head_and_tail".into(),
+        },
+        features: if with_features { FEATURE_NAMES.iter().map(|s| s.to_string()).collect() } else { vec![] },
+        task_labels: taxonomy.clone(),
+        difficulty_target: "1 - mean score across the models that answered the prompt".into(),
+        training: json!({
+            "embedding_dim": encoder.dim(),
+            "training_data_sha256": data_sha,
+            "task_files": task_hashes,
+            "outcome_files": outcome_hashes,
+            "task_examples": train.len(),
+            "difficulty_examples": scored.len(),
+            "settings": settings,
+        }),
+        metrics: serde_json::Value::Object(metrics),
+    };
+    let heads = Heads {
+        task: TaskHead { mlp: task_mlp, labels: taxonomy },
+        difficulty: DifficultyHead { mlp: diff_mlp },
+        metadata,
+    };
+    heads.save(&args.out)?;
+    eprintln!("wrote {} ({version})", args.out.display());
+    if let Some(path) = &args.report {
+        std::fs::write(path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    } else {
+        eprintln!("{report}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0)
+}
+
+/// Inverse-square-root class frequency, so rare classes count without
+/// drowning the common ones.
+fn class_weights(train: &[Example], classes: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    train.iter().for_each(|e| counts[e.label] += 1);
+    let n = train.len() as f32;
+    train.iter().map(|e| (n / (classes as f32 * counts[e.label] as f32)).sqrt()).collect()
+}
+
+fn sample_outcomes(records: &[(String, Record)], per_file: usize, seed: u64) -> Vec<Scored> {
+    let mut by_file: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for (f, r) in records {
+        if !r.outcomes.is_empty() {
+            by_file.entry(f.as_str()).or_default().push(r);
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for (file, mut rows) in by_file {
+        rows.shuffle(&mut rng);
+        rows.truncate(per_file);
+        for r in rows {
+            let mean = r.outcomes.values().map(|o| o.score).sum::<f64>() / r.outcomes.len() as f64;
+            out.push(Scored {
+                source: r.source.clone().unwrap_or_else(|| file.to_string()),
+                prompt: r.prompt.clone(),
+                target: (1.0 - mean).clamp(0.0, 1.0) as f32,
+            });
+        }
+    }
+    out
+}
+
+type PerSource = BTreeMap<String, (usize, f64)>;
+
+fn task_cv(
+    train: &[Example],
+    x: &[Vec<f32>],
+    labels: &[usize],
+    weights: &[f32],
+    taxonomy: &Taxonomy,
+    cfg: &TrainConfig,
+) -> anyhow::Result<(Confusion, PerSource)> {
+    let sources: BTreeSet<&str> = train.iter().map(|e| e.source.as_str()).collect();
+    let mut conf = Confusion::new(taxonomy.labels());
+    let mut per_source = BTreeMap::new();
+    let b = bar("leave-one-source-out (task)");
+    b.set_length(sources.len() as u64);
+    for s in sources {
+        let (tr, te): (Vec<usize>, Vec<usize>) = (0..train.len()).partition(|&i| train[i].source != s);
+        let pick = |idx: &[usize]| idx.iter().map(|&i| x[i].clone()).collect::<Vec<_>>();
+        let mlp = train_classifier(
+            &pick(&tr),
+            &tr.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+            &tr.iter().map(|&i| weights[i]).collect::<Vec<_>>(),
+            taxonomy.len(),
+            cfg,
+        )?;
+        let mut right = 0;
+        for &i in &te {
+            let p = argmax(&softmax(&mlp.forward(&x[i])));
+            conf.add(labels[i], p);
+            right += usize::from(p == labels[i]);
+        }
+        per_source.insert(s.to_string(), (te.len(), right as f64 / te.len().max(1) as f64));
+        b.inc(1);
+    }
+    b.finish_and_clear();
+    Ok((conf, per_source))
+}
+
+fn difficulty_cv(scored: &[Scored], x: &[Vec<f32>], targets: &[f32], cfg: &TrainConfig) -> anyhow::Result<PerSource> {
+    let sources: BTreeSet<&str> = scored.iter().map(|s| s.source.as_str()).collect();
+    let mut per_source = BTreeMap::new();
+    let b = bar("leave-one-source-out (difficulty)");
+    b.set_length(sources.len() as u64);
+    for s in sources {
+        let (tr, te): (Vec<usize>, Vec<usize>) = (0..scored.len()).partition(|&i| scored[i].source != s);
+        let mlp = train_regressor(
+            &tr.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
+            &tr.iter().map(|&i| targets[i]).collect::<Vec<_>>(),
+            &vec![1.0; tr.len()],
+            cfg,
+        )?;
+        let pred: Vec<f64> = te.iter().map(|&i| sigmoid(mlp.forward(&x[i])[0]) as f64).collect();
+        let truth: Vec<f64> = te.iter().map(|&i| targets[i] as f64).collect();
+        per_source.insert(s.to_string(), (te.len(), spearman(&pred, &truth)));
+        b.inc(1);
+    }
+    b.finish_and_clear();
+    Ok(per_source)
+}

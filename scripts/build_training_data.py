@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""Builds training-data/ from ../shared/data/raw (stdlib only, deterministic).
+
+Writes records in the DESIGN.md format:
+  training-data/tasks/<source>.jsonl     task-labelled prompts the shipped heads train on
+  training-data/eval/<source>.jsonl      task-labelled prompts for evaluation only (licence or
+                                         held-out reasons, see PROVENANCE.md)
+  training-data/outcomes/<source>.jsonl  prompts with per-model outcomes (difficulty, routing)
+  training-data/SOURCES.json             row counts and sha256 per written file
+
+What is changed is said in training-data/PROVENANCE.md; templates added here
+(translation, extraction) are listed below in TRANSLATION_TEMPLATES and
+EXTRACTION_TEMPLATES. Sampling caps use fixed seeds.
+"""
+import ast
+import csv
+import gzip
+import hashlib
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import unlabelled_prompts as up  # noqa: E402
+
+RAW = up.RAW
+OUT = Path(__file__).resolve().parents[1] / "training-data"
+LABELS = OUT / "labels"
+csv.field_size_limit(10**9)
+TASKS = {"code", "math", "reasoning", "knowledge", "extraction", "summarization", "translation",
+         "creative_writing", "brainstorming", "classification", "chat"}
+
+
+def cap(rows, n, seed):
+    rows = list(rows)
+    if len(rows) <= n:
+        return rows
+    rng = random.Random(seed)
+    idx = sorted(rng.sample(range(len(rows)), n))
+    return [rows[i] for i in idx]
+
+
+def rec(rid, prompt, source, task=None, **extra):
+    r = {"id": rid, "prompt": prompt, "source": source}
+    if task:
+        assert task in TASKS, task
+        r["task"] = task
+    r.update(extra)
+    return r
+
+
+# ---------------------------------------------------------------- hand labels
+def hand_labelled(source, label_files):
+    labels = {}
+    for f in label_files:
+        if not (LABELS / f).is_file():
+            print(f"warning: {f} missing; its prompts are left out", file=sys.stderr)
+            continue
+        for line in open(LABELS / f, encoding="utf-8"):
+            row = json.loads(line)
+            labels[row["id"]] = row
+    out = []
+    for rid, prompt in up.SOURCES[source]():
+        if rid in labels:
+            extra = {"label_alt": labels[rid]["alt"]} if labels[rid].get("alt") else {}
+            out.append(rec(rid, prompt, source, labels[rid]["task"], labelled_by="hand", **extra))
+    return out
+
+
+# ---------------------------------------------------------------- benchmarks
+def humaneval():
+    for line in gzip.open(RAW / "humaneval/HumanEval.jsonl.gz", "rt", encoding="utf-8"):
+        r = json.loads(line)
+        yield rec(f"humaneval/{r['task_id'].split('/')[-1]}", r["prompt"], "humaneval", "code")
+
+
+def mconala(fname, source):
+    seen = set()
+    for i, r in enumerate(json.load(open(RAW / "mconala" / fname, encoding="utf-8"))):
+        intent = (r.get("intent") or "").strip()
+        if intent and intent not in seen:
+            seen.add(intent)
+            yield rec(f"{source}/{i}", intent, source, "code")
+
+
+def gsm8k():
+    for i, line in enumerate(open(RAW / "gsm8k/train.jsonl", encoding="utf-8")):
+        yield rec(f"gsm8k/{i}", json.loads(line)["question"], "gsm8k", "math")
+
+
+def routerdc_json(name):
+    return json.load(open(RAW / "routerdc/split2_model7" / f"{name}.json", encoding="utf-8"))
+
+
+MMLU_MATH = {"abstract_algebra", "college_mathematics", "elementary_mathematics", "high_school_mathematics",
+             "high_school_statistics", "econometrics"}
+
+
+def mmlu_task(subject):
+    return "math" if subject in MMLU_MATH else "knowledge"
+
+
+def mmlu_routellm_rows():
+    return list(csv.DictReader(open(RAW / "routellm/mmlu_responses_all.csv", encoding="utf-8", newline="")))
+
+
+def dolly():
+    keep = {"open_qa": "knowledge", "general_qa": "knowledge", "classification": "classification",
+            "brainstorming": "brainstorming", "creative_writing": "creative_writing"}
+    for line in open(RAW / "dolly_partial/dolly_6400_with_category.jsonl", encoding="utf-8"):
+        r = json.loads(line)
+        if r["category"] in keep:
+            yield rec(f"dolly/{r['dolly_row_index']}", r["instruction"], "dolly", keep[r["category"]],
+                      dolly_category=r["category"])
+
+
+def winogrande_prompt(raw_prompt):
+    return "\n".join(ast.literal_eval(raw_prompt))
+
+
+# --------------------------------------------------------------- summarization
+def t0_docs():
+    """(dataset, index, prompt) for every t0 summarization row, in file order."""
+    for f in sorted((RAW / "t0_summarization").glob("*.jsonl")):
+        dataset = f.name.split("_")[0]
+        for i, line in enumerate(open(f, encoding="utf-8")):
+            yield dataset, f.stem, i, json.loads(line)["prompt"]
+
+
+def t0_summarization():
+    per = {}
+    for dataset, stem, i, prompt in t0_docs():
+        per.setdefault(stem, []).append(rec(f"t0/{stem}/{i}", prompt, f"t0_{dataset}", "summarization",
+                                            template=stem))
+    for stem in sorted(per):
+        yield from cap(per[stem], 30, seed=hash_seed(stem))
+
+
+def hash_seed(s):
+    return int(hashlib.sha256(s.encode()).hexdigest()[:8], 16)
+
+
+# ---------------------------------------------------------------- templates
+LANG = {"cs": "Czech", "de": "German", "en": "English", "is": "Icelandic", "ru": "Russian", "zh": "Chinese"}
+TRANSLATION_TEMPLATES = [
+    "Translate from {src} to {tgt}: {text}",
+    "Translate the following {src} text into {tgt}.\n\n{text}",
+    "{text}\n\nTranslate this into {tgt}.",
+    "How do you say \"{text}\" in {tgt}?",
+    "Can you translate this to {tgt} for me? {text}",
+    "Please provide a {tgt} translation of the sentence below:\n{text}",
+    "What does \"{text}\" mean in {tgt}?",
+    "{src} to {tgt}:\n{text}",
+]
+
+
+def alma():
+    out = []
+    for f in sorted((RAW / "alma_wmt22").glob("test.*.json")):
+        pair = f.stem.split(".")[1]
+        src, tgt = pair.split("-")
+        rows = json.load(open(f, encoding="utf-8"))
+        rng = random.Random(hash_seed(pair))
+        for i in sorted(rng.sample(range(len(rows)), 70)):
+            t = rows[i]["translation"]
+            tmpl = TRANSLATION_TEMPLATES[rng.randrange(len(TRANSLATION_TEMPLATES))]
+            prompt = tmpl.format(src=LANG[src], tgt=LANG[tgt], text=t[src])
+            lang = tgt if src == "en" else src
+            out.append(rec(f"alma/{pair}/{i}", prompt, f"wmt22_{lang}", "translation",
+                           template=tmpl, pair=pair))
+    return out
+
+
+EXTRACTION_TEMPLATES = [
+    "{doc}\n\nList every person named in the text above.",
+    "Read the passage and answer: which organisations are mentioned?\n\n{doc}",
+    "From the article below, extract all dates and numbers together with what they refer to.\n\n{doc}",
+    "{doc}\n\nAccording to the passage, where did this happen?",
+    "Based only on the text below, who is quoted and what did they say?\n\n{doc}",
+    "Pull out the place names from this text as a comma-separated list:\n{doc}",
+    "{doc}\n\nUsing only the information above, answer: what happened first?",
+    "Extract the key facts (who, what, when, where) from the following report as JSON.\n\n{doc}",
+    "Here is a news story:\n{doc}\n\nWhat reason does the story give for what happened?",
+    "{doc}\n\nFind the sentence in the text that mentions a number and copy it out.",
+]
+DIALOGUE_EXTRACTION_TEMPLATES = [
+    "{doc}\n\nFrom the conversation above, when and where do they agree to meet?",
+    "Read this chat and list everything each person promises to do:\n{doc}",
+    "{doc}\n\nWho in this conversation asked a question, and what was it?",
+    "Extract all the names, times and places mentioned in this dialogue:\n{doc}",
+]
+
+
+def strip_summary_prompt(stem, prompt):
+    """The source document of a t0 row, without its summarization instruction."""
+    for prefix in ("Summarize: ", "Summarise the article:\n\n"):
+        if prompt.startswith(prefix):
+            return prompt[len(prefix):].strip()
+    return None
+
+
+def extraction():
+    docs = []
+    for dataset, stem, i, prompt in t0_docs():
+        if stem in ("xsum_summarize_DOC", "cnn_dailymail_3_0_0_news_summary", "samsum_Summarize_"):
+            doc = strip_summary_prompt(stem, prompt)
+            if doc:
+                docs.append((dataset, stem, i, doc))
+    rng = random.Random(5)
+    out = []
+    for dataset, stem, i, doc in docs:
+        if dataset == "cnn" and len(doc) > 6000:
+            doc = doc[:6000].rsplit(" ", 1)[0]
+        templates = DIALOGUE_EXTRACTION_TEMPLATES if dataset == "samsum" else EXTRACTION_TEMPLATES
+        tmpl = templates[rng.randrange(len(templates))]
+        out.append(rec(f"extract/{stem}/{i}", tmpl.format(doc=doc), f"extract_{dataset}", "extraction",
+                       template=tmpl))
+    return cap(out, 450, seed=6)
+
+
+# -------------------------------------------------------------- eval only
+def belle():
+    mapping = {"open qa": "knowledge", "brainstorming": "brainstorming", "generation": "creative_writing",
+               "rewrite": "creative_writing", "math": "math", "classification": "classification",
+               "closed\u00a0qa": "extraction", "closed qa": "extraction", "summarization": "summarization",
+               "translation": "translation", "code": "code", "extract": "extraction"}
+    for i, line in enumerate(open(RAW / "belle_eval/eval_set.json", encoding="utf-8")):
+        r = json.loads(line)
+        yield rec(f"belle/{i}", r["question"], "belle_zh", mapping[r["class"]], belle_class=r["class"])
+
+
+def writingprompts():
+    seen = set()
+    for i, line in enumerate(open(RAW / "writingprompts_reddit/input.txt", encoding="utf-8")):
+        t = line.strip()
+        if t and t not in seen:
+            seen.add(t)
+            yield rec(f"writingprompts/{i}", t, "writingprompts", "creative_writing")
+
+
+def codealpaca():
+    for i, r in enumerate(json.load(open(RAW / "codealpaca/code_alpaca_2k.json", encoding="utf-8"))):
+        p = r["instruction"] + ("\n\n" + r["input"] if r["input"].strip() else "")
+        yield rec(f"codealpaca/{i}", p, "codealpaca", "code")
+
+
+# --------------------------------------------------------------- outcomes
+ROUTERDC_TASK = {"mmlu": "knowledge", "cmmlu": "knowledge", "ceval": "knowledge", "arc_easy": "knowledge",
+                 "arc_challenge": "knowledge", "gsm8k": "math", "MATH_prealgebra": "math", "humaneval": "code",
+                 "mbpp": "code", "javascript": "code"}
+
+
+def routerdc_outcomes():
+    files = sorted((RAW / "routerdc/split2_model7").glob("*.json"))
+    for f in files:
+        bench = f.stem.replace("-test", "_test").replace("-train", "_train")
+        base = bench.replace("_train", "").replace("_test", "")
+        split = "train" if bench.endswith("_train") else "test" if bench.endswith("_test") else "all"
+        rows = json.load(open(f, encoding="utf-8"))
+        out = []
+        for i, r in enumerate(rows):
+            outcomes = {m: {"score": float(s)} for m, s in r["scores"].items()}
+            out.append(rec(f"routerdc/{bench}/{i}", r["question"], f"routerdc_{base}", ROUTERDC_TASK[base],
+                           outcomes=outcomes, split=split, benchmark=base))
+        yield f"routerdc_{bench}", out
+
+
+ROUTERBENCH_MODELS = ["WizardLM/WizardLM-13B-V1.2", "claude-instant-v1", "claude-v1", "claude-v2",
+                      "gpt-3.5-turbo-1106", "gpt-4-1106-preview", "meta/code-llama-instruct-34b-chat",
+                      "meta/llama-2-70b-chat", "mistralai/mistral-7b-chat", "mistralai/mixtral-8x7b-chat",
+                      "zero-one-ai/Yi-34B-Chat"]
+
+
+def routerbench_outcomes():
+    task = {"arc_challenge": "knowledge", "mbpp": "code", "winograde": "reasoning"}
+    for name in ("arc_challenge", "mbpp", "winograde"):
+        rows = list(csv.DictReader(open(RAW / f"routerdc/routerbench_zs/{name}_train.csv", encoding="utf-8", newline="")))
+        out = []
+        for r in rows:
+            # A few cells are empty (the model was not run): those outcomes are left out.
+            outcomes = {m: {"score": float(r[m]), "cost_usd": float(r[f"{m}|total_cost"])}
+                        for m in ROUTERBENCH_MODELS if r[m].strip() and r[f"{m}|total_cost"].strip()}
+            out.append(rec(f"routerbench/{r['sample_id']}", winogrande_prompt(r["prompt"]), f"routerbench_{name}",
+                           task[name], outcomes=outcomes, eval_name=r["eval_name"]))
+        yield f"routerbench_{name}", out
+
+
+def routellm_outcomes():
+    models = ["mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"]
+    contaminated = {json.loads(l)["eval_prompt"] for f in ("gsm8k", "mmlu")
+                    for l in open(RAW / f"routellm/{f}_contaminated_prompts.jsonl", encoding="utf-8")}
+    for name, fname in (("mmlu", "mmlu_responses_all.csv"), ("gsm8k", "gsm8k_responses.csv")):
+        out = []
+        for i, r in enumerate(csv.DictReader(open(RAW / "routellm" / fname, encoding="utf-8", newline=""))):
+            outcomes = {m: {"score": 1.0 if r[m] == "True" else 0.0} for m in models}
+            extra = {"subject": r["subject"]} if "subject" in r else {}
+            if r["prompt"] in contaminated:
+                extra["contaminated"] = True
+            task = mmlu_task(r.get("subject", "")) if name == "mmlu" else "math"
+            out.append(rec(f"routellm/{name}/{i}", r["prompt"], f"routellm_{name}", task, outcomes=outcomes, **extra))
+        yield f"routellm_{name}", out
+
+
+# ----------------------------------------------------------------- write
+def write(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return {"rows": len(rows), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "tasks": dict(sorted(Counter(r.get("task") for r in rows).items()))}
+
+
+def main():
+    summary = {}
+    mmlu = [rec(f"routellm/mmlu/{i}", r["prompt"], "mmlu", mmlu_task(r["subject"]), subject=r["subject"])
+            for i, r in enumerate(mmlu_routellm_rows())]
+    arc = [rec(f"routerdc/{n}/{i}", r["question"], "arc", "knowledge")
+           for n in ("arc_easy_train", "arc_challenge_train") for i, r in enumerate(routerdc_json(n))]
+    wino = [rec(f"routerbench/{r['sample_id']}", winogrande_prompt(r["prompt"]), "winogrande", "reasoning")
+            for r in csv.DictReader(open(RAW / "routerdc/routerbench_zs/winograde_train.csv", encoding="utf-8", newline=""))]
+    math_pre = [rec(f"routerdc/MATH_prealgebra/{i}", r["question"], "math_prealgebra", "math")
+                for i, r in enumerate(routerdc_json("MATH_prealgebra"))]
+    dolly_rows = list(dolly())
+    dolly_capped = []
+    for cat in sorted({r["dolly_category"] for r in dolly_rows}):
+        dolly_capped += cap([r for r in dolly_rows if r["dolly_category"] == cat], 350, seed=hash_seed(cat))
+    t0 = list(t0_summarization())
+
+    train = {
+        "oasst": hand_labelled("oasst", ["oasst_a.jsonl", "oasst_b.jsonl", "oasst_c.jsonl"]),
+        "awesome": hand_labelled("awesome", ["awesome.jsonl"]),
+        "hh_rlhf": hand_labelled("hh_rlhf", ["hh_rlhf.jsonl"]),
+        "self_instruct_user": hand_labelled("self_instruct_user", ["self_instruct_user.jsonl"]),
+        "humaneval": list(humaneval()),
+        "mconala": cap(mconala("train.json", "mconala"), 400, seed=1),
+        "gsm8k": cap(gsm8k(), 400, seed=2),
+        "math_prealgebra": cap(math_pre, 250, seed=3),
+        "mmlu": cap(mmlu, 500, seed=4),
+        "arc": cap(arc, 300, seed=8),
+        "winogrande": cap(wino, 300, seed=9),
+        "dolly": dolly_capped,
+        "t0_summarization": t0,
+        "wmt22_translation": alma(),
+        "extraction_templated": extraction(),
+    }
+    evals = {
+        "sharegpt500": hand_labelled("sharegpt500", ["sharegpt500_a.jsonl", "sharegpt500_b.jsonl"]),
+        "belle_zh": list(belle()),
+        "writingprompts": cap(writingprompts(), 300, seed=10),
+        "codealpaca": cap(codealpaca(), 300, seed=11),
+        "mconala_multilingual": list(mconala("es_test.json", "mconala_es")) + list(mconala("ja_test.json", "mconala_ja"))
+        + list(mconala("ru_test.json", "mconala_ru")),
+    }
+    for name, rows in train.items():
+        summary[f"tasks/{name}.jsonl"] = write(OUT / "tasks" / f"{name}.jsonl", rows)
+    for name, rows in evals.items():
+        summary[f"eval/{name}.jsonl"] = write(OUT / "eval" / f"{name}.jsonl", rows)
+    for gen in (routerdc_outcomes(), routerbench_outcomes(), routellm_outcomes()):
+        for name, rows in gen:
+            summary[f"outcomes/{name}.jsonl"] = write(OUT / "outcomes" / f"{name}.jsonl", rows)
+    (OUT / "SOURCES.json").write_text(json.dumps(summary, indent=1) + "\n")
+    for k, v in summary.items():
+        print(f"{k:50s} {v['rows']:6d}  {v['tasks']}")
+
+
+if __name__ == "__main__":
+    main()
