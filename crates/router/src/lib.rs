@@ -1,1 +1,17 @@
-//! Routing: see docs/ARCHITECTURE.md.
+//! Routing: the model catalog, the success model P(model succeeds | prompt)
+//! and the policy that turns both into a decision.
+//!
+//! Pure: plain data and functions. Nothing here reads files, talks to the
+//! network or runs the encoder; callers pass strings and embeddings in.
+
+pub mod catalog;
+pub mod error;
+pub mod policy;
+pub mod success;
+pub mod train;
+
+pub use catalog::{Catalog, ModelSpec};
+pub use error::RouterError;
+pub use policy::{choose, Candidate, Constraints, Decision, Policy};
+pub use success::{SuccessModel, ARTIFACT_VERSION};
+pub use train::{fit, TrainConfig, TrainingRow};

@@ -1,0 +1,51 @@
+//! How long one routing decision takes: the success model on one embedding
+//! plus the policy, for an 11-model catalog.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use switchyard_router::{policy::decide, Catalog, Constraints, Policy, SuccessModel};
+
+fn bench(c: &mut Criterion) {
+    let catalog = Catalog::from_toml_str(include_str!("../../../models/catalogs/routerbench.toml")).unwrap();
+    let names: Vec<String> = catalog.models.iter().map(|m| m.name.clone()).collect();
+    let (dim, rank, tasks) = (384, 8, 11);
+    let n = names.len();
+    let model = SuccessModel {
+        version: switchyard_router::ARTIFACT_VERSION,
+        encoder_id: String::new(),
+        models: names.clone(),
+        tasks: (0..tasks).map(|t| format!("t{t}")).collect(),
+        dim,
+        rank,
+        feature_mean: vec![0.0; dim],
+        feature_scale: vec![1.0; dim],
+        difficulty_bias: 0.1,
+        difficulty_weights: (0..dim).map(|j| (j as f32 * 0.37).sin() * 0.05).collect(),
+        traits: (0..rank).map(|k| (0..dim).map(|j| ((j * (k + 1)) as f32).cos() * 0.05).collect()).collect(),
+        ability: (0..n).map(|m| vec![m as f32 * 0.2 - 1.0; tasks]).collect(),
+        log_discrimination: vec![0.0; n],
+        loadings: vec![vec![0.1; rank]; n],
+        prior_ability: vec![0.0; tasks],
+        outcome_counts: vec![100; n],
+    };
+    let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
+    let task_scores = vec![1.0 / tasks as f32; tasks];
+    let costs: Vec<f64> = catalog.models.iter().map(|m| m.cost_usd(200, 256)).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let policy = Policy::Target { target: 0.8 };
+    let constraints = Constraints::default();
+
+    c.bench_function("policy only (11 models)", |b| {
+        let p = model.predict(&refs, &embedding, &task_scores);
+        b.iter(|| decide(black_box(&catalog), black_box(&p), &costs, policy, &constraints).unwrap())
+    });
+    c.bench_function("success model + policy (11 models, 384-d, rank 8)", |b| {
+        b.iter(|| {
+            let p = model.predict(&refs, black_box(&embedding), &task_scores);
+            decide(&catalog, &p, &costs, policy, &constraints).unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

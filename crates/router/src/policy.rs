@@ -1,0 +1,278 @@
+//! The policy: success probabilities and costs in, a model and a fallback
+//! chain out.
+
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::error::RouterError;
+
+/// How to trade quality against cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Policy {
+    /// The cheapest model with P(success) >= `target` (in [0, 1]); if none
+    /// reaches it, the model with the highest P.
+    Target { target: f64 },
+    /// The model maximising P(success) − `lambda_per_usd` × expected cost
+    /// (USD); `lambda_per_usd` >= 0 is how many successes one dollar is worth
+    /// giving up, i.e. 1/λ is the most one would pay per extra success.
+    WillingnessToPay { lambda_per_usd: f64 },
+}
+
+/// Per-request limits; `None` means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Constraints {
+    /// Only these models (by catalog name) may be chosen.
+    pub allowed: Option<Vec<String>>,
+    /// Most a call may be expected to cost, in USD.
+    pub max_cost_usd: Option<f64>,
+    /// Most a model's typical latency may be, in milliseconds; models with
+    /// no latency in the catalog pass.
+    pub max_latency_ms: Option<f64>,
+    /// Tokens the model's context window must hold (prompt plus completion).
+    pub min_context_tokens: Option<u64>,
+}
+
+/// One model considered for a request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub model: String,
+    /// P(success) in [0, 1].
+    pub p_success: f64,
+    /// Expected cost of one call in USD.
+    pub expected_cost_usd: f64,
+}
+
+/// What the policy chose and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// The chosen model (the first of `candidates`).
+    pub model: String,
+    pub p_success: f64,
+    pub expected_cost_usd: f64,
+    /// Models to try next if the chosen one fails, in order.
+    pub fallbacks: Vec<String>,
+    /// Every model that met the constraints, chosen model first, then the
+    /// fallback order.
+    pub candidates: Vec<Candidate>,
+    /// Models the constraints ruled out, with why.
+    pub excluded: Vec<(String, String)>,
+    /// One line saying why this model was chosen.
+    pub reason: String,
+    pub policy: Policy,
+}
+
+/// The core choice on plain slices: index of the chosen model among those
+/// with `eligible[i]`, or None if none is eligible. `p` and `cost` are
+/// aligned. Allocation-free so the eval harness can call it per row.
+pub fn choose(p: &[f64], cost: &[f64], eligible: &[bool], policy: Policy) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for i in (0..p.len()).filter(|&i| eligible[i]) {
+        best = match best {
+            None => Some(i),
+            Some(b) if better(i, b, p, cost, policy) => Some(i),
+            keep => keep,
+        };
+    }
+    best
+}
+
+/// Whether candidate `i` ranks before `j` under `policy` (the fallback order).
+fn better(i: usize, j: usize, p: &[f64], cost: &[f64], policy: Policy) -> bool {
+    match policy {
+        Policy::Target { target } => {
+            let (ri, rj) = (p[i] >= target, p[j] >= target);
+            match (ri, rj) {
+                (true, false) => true,
+                (false, true) => false,
+                // Both reach the target: cheaper first, then likelier.
+                (true, true) => cost[i] < cost[j] || (cost[i] == cost[j] && p[i] > p[j]),
+                // Neither: likelier first, then cheaper.
+                (false, false) => p[i] > p[j] || (p[i] == p[j] && cost[i] < cost[j]),
+            }
+        }
+        Policy::WillingnessToPay { lambda_per_usd } => {
+            let (ui, uj) = (p[i] - lambda_per_usd * cost[i], p[j] - lambda_per_usd * cost[j]);
+            ui > uj || (ui == uj && cost[i] < cost[j])
+        }
+    }
+}
+
+/// Decides for one request. `p` and `cost` are aligned with
+/// `catalog.models` (P in [0, 1], expected cost in USD). Fails only when
+/// the constraints rule out every model.
+pub fn decide(
+    catalog: &Catalog,
+    p: &[f64],
+    cost: &[f64],
+    policy: Policy,
+    constraints: &Constraints,
+) -> Result<Decision, RouterError> {
+    assert_eq!(p.len(), catalog.models.len(), "one P per catalog model");
+    assert_eq!(cost.len(), catalog.models.len(), "one cost per catalog model");
+    let mut excluded = Vec::new();
+    let mut eligible = Vec::with_capacity(p.len());
+    for (i, m) in catalog.models.iter().enumerate() {
+        let why = if constraints.allowed.as_ref().is_some_and(|a| !a.iter().any(|n| n == &m.name)) {
+            Some("not in the allowed models".to_string())
+        } else if constraints.max_cost_usd.is_some_and(|c| cost[i] > c) {
+            Some(format!("expected cost {:.6} USD is above max_cost_usd", cost[i]))
+        } else if let (Some(max), Some(l)) = (constraints.max_latency_ms, m.latency_ms) {
+            (l > max).then(|| format!("latency {l} ms is above max_latency_ms {max}"))
+        } else {
+            None
+        };
+        let why = why.or_else(|| {
+            constraints
+                .min_context_tokens
+                .filter(|&n| m.context_window < n)
+                .map(|n| format!("context window {} < {n} tokens needed", m.context_window))
+        });
+        eligible.push(why.is_none());
+        if let Some(w) = why {
+            excluded.push((m.name.clone(), w));
+        }
+    }
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| eligible[i]).collect();
+    if order.is_empty() {
+        return Err(RouterError::NoEligibleModel(
+            excluded.iter().map(|(m, w)| format!("{m}: {w}")).collect::<Vec<_>>().join("; "),
+        ));
+    }
+    order.sort_by(|&a, &b| {
+        if better(a, b, p, cost, policy) {
+            std::cmp::Ordering::Less
+        } else if better(b, a, p, cost, policy) {
+            std::cmp::Ordering::Greater
+        } else {
+            a.cmp(&b)
+        }
+    });
+    let first = order[0];
+    let name = |i: usize| catalog.models[i].name.clone();
+    let reason = match policy {
+        Policy::Target { target } if p[first] >= target => format!(
+            "cheapest of {} eligible model(s) with P(success) >= {target}: P = {:.3}, {:.6} USD",
+            order.len(),
+            p[first],
+            cost[first]
+        ),
+        Policy::Target { target } => {
+            format!("no eligible model reaches P(success) >= {target}; highest P = {:.3}", p[first])
+        }
+        Policy::WillingnessToPay { lambda_per_usd } => format!(
+            "maximises P - {lambda_per_usd} x cost over {} eligible model(s): {:.3} - {lambda_per_usd} x {:.6}",
+            order.len(),
+            p[first],
+            cost[first]
+        ),
+    };
+    Ok(Decision {
+        model: name(first),
+        p_success: p[first],
+        expected_cost_usd: cost[first],
+        fallbacks: order[1..].iter().map(|&i| name(i)).collect(),
+        candidates: order
+            .iter()
+            .map(|&i| Candidate { model: name(i), p_success: p[i], expected_cost_usd: cost[i] })
+            .collect(),
+        excluded,
+        reason,
+        policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::from_toml_str(
+            r#"
+[[models]]
+name = "cheap"
+input_usd_per_mtok = 0.1
+output_usd_per_mtok = 0.1
+context_window = 4096
+latency_ms = 300
+[[models]]
+name = "mid"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+context_window = 16000
+latency_ms = 800
+[[models]]
+name = "big"
+input_usd_per_mtok = 10.0
+output_usd_per_mtok = 30.0
+context_window = 128000
+latency_ms = 3000
+"#,
+        )
+        .unwrap()
+    }
+
+    const P: [f64; 3] = [0.5, 0.85, 0.95];
+    const COST: [f64; 3] = [0.0001, 0.001, 0.01];
+
+    #[test]
+    fn target_picks_the_cheapest_that_reaches_it() {
+        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.8 }, &Constraints::default()).unwrap();
+        assert_eq!(d.model, "mid");
+        // Reaching models by cost, then the rest by P.
+        assert_eq!(d.fallbacks, ["big", "cheap"]);
+        assert_eq!(d.candidates.len(), 3);
+        assert!(d.reason.contains("cheapest"), "{}", d.reason);
+        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.4 }, &Constraints::default()).unwrap();
+        assert_eq!(d.model, "cheap");
+    }
+
+    #[test]
+    fn target_out_of_reach_picks_the_likeliest() {
+        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.99 }, &Constraints::default()).unwrap();
+        assert_eq!(d.model, "big");
+        assert_eq!(d.fallbacks, ["mid", "cheap"]);
+        assert!(d.reason.contains("no eligible model reaches"));
+    }
+
+    #[test]
+    fn constraints_exclude_models() {
+        let c = Constraints { max_latency_ms: Some(1000.0), ..Default::default() };
+        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.9 }, &c).unwrap();
+        assert_eq!(d.model, "mid");
+        assert_eq!(d.excluded.len(), 1);
+        assert_eq!(d.excluded[0].0, "big");
+        let c = Constraints { min_context_tokens: Some(10_000), max_cost_usd: Some(0.005), ..Default::default() };
+        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.9 }, &c).unwrap();
+        assert_eq!((d.model.as_str(), d.candidates.len()), ("mid", 1));
+        let c = Constraints { allowed: Some(vec!["cheap".into()]), ..Default::default() };
+        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.9 }, &c).unwrap();
+        assert_eq!(d.model, "cheap");
+        let c = Constraints { allowed: Some(vec![]), ..Default::default() };
+        assert!(matches!(
+            decide(&catalog(), &P, &COST, Policy::Target { target: 0.9 }, &c),
+            Err(RouterError::NoEligibleModel(_))
+        ));
+    }
+
+    #[test]
+    fn willingness_to_pay_trades_p_for_cost() {
+        // lambda 0: pure quality.
+        let wtp = |l| decide(&catalog(), &P, &COST, Policy::WillingnessToPay { lambda_per_usd: l }, &Constraints::default()).unwrap().model;
+        assert_eq!(wtp(0.0), "big");
+        // lambda 20/USD: utilities 0.498, 0.83, 0.75.
+        assert_eq!(wtp(20.0), "mid");
+        // lambda 1000/USD: 0.4, -0.15, -9.05.
+        assert_eq!(wtp(1000.0), "cheap");
+    }
+
+    #[test]
+    fn choose_agrees_with_decide() {
+        for t in [0.0, 0.3, 0.6, 0.9, 1.0] {
+            let i = choose(&P, &COST, &[true; 3], Policy::Target { target: t }).unwrap();
+            let d = decide(&catalog(), &P, &COST, Policy::Target { target: t }, &Constraints::default()).unwrap();
+            assert_eq!(catalog().models[i].name, d.model);
+        }
+        assert_eq!(choose(&P, &COST, &[false; 3], Policy::Target { target: 0.5 }), None);
+    }
+}

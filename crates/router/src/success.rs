@@ -1,0 +1,183 @@
+//! The success model: P(model m succeeds on prompt x), an item-response
+//! form over the classifier's outputs.
+//!
+//! ```text
+//! P(m, x) = Σ_t P(t | x) · σ( a_m · (θ[m][t] − b(x)) + v_m · z(x) )
+//! b(x)    = b0 + w · x̂          (prompt difficulty, learned from the embedding)
+//! z(x)    = U · x̂               (rank-k prompt traits; rank 0 = plain IRT)
+//! x̂       = (embedding − mean) / scale
+//! ```
+//!
+//! θ[m][t] is model m's ability on task t, a_m = exp(log_discrimination[m])
+//! its discrimination, v_m its loadings on the k traits. A model the
+//! artifact has never seen gets the prior: the mean ability over the fitted
+//! models, a = 1, no trait loadings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RouterError;
+
+/// Version of the JSON artifact layout; bumped on any incompatible change.
+pub const ARTIFACT_VERSION: u32 = 1;
+
+/// A fitted success model (serialised as the router artifact).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuccessModel {
+    /// Always [`ARTIFACT_VERSION`] for artifacts this build writes.
+    pub version: u32,
+    /// Identifies the embeddings the model was fitted on (encoder weights and
+    /// window); empty if unknown. Predictions on another encoder's
+    /// embeddings are meaningless.
+    pub encoder_id: String,
+    /// Models with fitted parameters, in parameter order.
+    pub models: Vec<String>,
+    /// Task labels, in the order `task_scores` must be given.
+    pub tasks: Vec<String>,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Number of prompt traits (rows of `traits`).
+    pub rank: usize,
+    pub feature_mean: Vec<f32>,
+    /// Per-dimension standard deviation (never 0).
+    pub feature_scale: Vec<f32>,
+    /// b0.
+    pub difficulty_bias: f32,
+    /// w, `dim` weights.
+    pub difficulty_weights: Vec<f32>,
+    /// U, `rank` rows of `dim` weights.
+    pub traits: Vec<Vec<f32>>,
+    /// θ, `models` rows of `tasks` abilities (logit scale).
+    pub ability: Vec<Vec<f32>>,
+    /// log a_m per model.
+    pub log_discrimination: Vec<f32>,
+    /// v_m, `models` rows of `rank` loadings.
+    pub loadings: Vec<Vec<f32>>,
+    /// Mean ability per task over the fitted models: the prior for a model
+    /// with no outcomes.
+    pub prior_ability: Vec<f32>,
+    /// Outcomes each model was fitted on, aligned with `models`.
+    pub outcome_counts: Vec<usize>,
+}
+
+/// The prompt-side quantities shared by every model's prediction.
+#[derive(Debug, Clone)]
+pub struct PromptTerms {
+    /// b(x).
+    pub difficulty: f32,
+    /// z(x), `rank` values.
+    pub traits: Vec<f32>,
+}
+
+impl SuccessModel {
+    /// Parses an artifact, refusing other versions and inconsistent shapes.
+    pub fn from_json(text: &str) -> Result<SuccessModel, RouterError> {
+        let m: SuccessModel = serde_json::from_str(text).map_err(|e| RouterError::Artifact(e.to_string()))?;
+        if m.version != ARTIFACT_VERSION {
+            return Err(RouterError::Artifact(format!(
+                "version {} but this build reads version {ARTIFACT_VERSION}; retrain with `switchyard train router`",
+                m.version
+            )));
+        }
+        m.check_shapes().map_err(RouterError::Artifact)?;
+        Ok(m)
+    }
+
+    /// The artifact as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a SuccessModel always serialises")
+    }
+
+    fn check_shapes(&self) -> Result<(), String> {
+        let (n, t, d, k) = (self.models.len(), self.tasks.len(), self.dim, self.rank);
+        let ok = self.feature_mean.len() == d
+            && self.feature_scale.len() == d
+            && self.difficulty_weights.len() == d
+            && self.traits.len() == k
+            && self.traits.iter().all(|r| r.len() == d)
+            && self.ability.len() == n
+            && self.ability.iter().all(|r| r.len() == t)
+            && self.log_discrimination.len() == n
+            && self.loadings.len() == n
+            && self.loadings.iter().all(|r| r.len() == k)
+            && self.prior_ability.len() == t
+            && self.outcome_counts.len() == n
+            && t > 0;
+        if ok { Ok(()) } else { Err("parameter shapes do not match models/tasks/dim/rank".into()) }
+    }
+
+    /// Index of a fitted model.
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.models.iter().position(|m| m == name)
+    }
+
+    /// `task_scores` by name as a vector in `self.tasks` order, renormalised
+    /// to sum to 1. Labels the model does not know are dropped; if nothing
+    /// is left (or the map is empty) every task gets equal weight.
+    pub fn task_vector<'a>(&self, scores: impl IntoIterator<Item = (&'a str, f32)>) -> Vec<f32> {
+        let mut v = vec![0.0f32; self.tasks.len()];
+        for (name, s) in scores {
+            if let Some(i) = self.tasks.iter().position(|t| t == name) {
+                v[i] += s.max(0.0);
+            }
+        }
+        let sum: f32 = v.iter().sum();
+        if sum > 0.0 {
+            v.iter_mut().for_each(|x| *x /= sum);
+        } else {
+            v.iter_mut().for_each(|x| *x = 1.0 / self.tasks.len() as f32);
+        }
+        v
+    }
+
+    /// b(x) and z(x) for one embedding (`dim` values).
+    pub fn prompt_terms(&self, embedding: &[f32]) -> PromptTerms {
+        assert_eq!(embedding.len(), self.dim, "embedding dimension");
+        let mut difficulty = self.difficulty_bias;
+        let mut traits = vec![0.0f32; self.rank];
+        for (j, &e) in embedding.iter().enumerate() {
+            let x = (e - self.feature_mean[j]) / self.feature_scale[j];
+            difficulty += self.difficulty_weights[j] * x;
+            for (z, row) in traits.iter_mut().zip(&self.traits) {
+                *z += row[j] * x;
+            }
+        }
+        PromptTerms { difficulty, traits }
+    }
+
+    /// P(success) of fitted model `m` (an index) given the prompt terms and
+    /// the task distribution (in `self.tasks` order). In [0, 1].
+    pub fn p_model(&self, m: usize, terms: &PromptTerms, task_scores: &[f32]) -> f64 {
+        let a = self.log_discrimination[m].exp();
+        let interaction: f32 = self.loadings[m].iter().zip(&terms.traits).map(|(v, z)| v * z).sum();
+        mix(&self.ability[m], a, interaction, terms.difficulty, task_scores)
+    }
+
+    /// P(success) for a model by name; the prior for one never fitted.
+    pub fn p_named(&self, name: &str, terms: &PromptTerms, task_scores: &[f32]) -> f64 {
+        match self.model_index(name) {
+            Some(m) => self.p_model(m, terms, task_scores),
+            None => mix(&self.prior_ability, 1.0, 0.0, terms.difficulty, task_scores),
+        }
+    }
+
+    /// P(success) for each named model on one prompt, in `names` order.
+    pub fn predict(&self, names: &[&str], embedding: &[f32], task_scores: &[f32]) -> Vec<f64> {
+        let terms = self.prompt_terms(embedding);
+        names.iter().map(|n| self.p_named(n, &terms, task_scores)).collect()
+    }
+}
+
+/// Σ_t p_t σ(a (θ_t − b) + interaction).
+fn mix(ability: &[f32], a: f32, interaction: f32, b: f32, task_scores: &[f32]) -> f64 {
+    ability
+        .iter()
+        .zip(task_scores)
+        .map(|(&th, &p)| p as f64 * sigmoid((a * (th - b) + interaction) as f64))
+        .sum::<f64>()
+        .clamp(0.0, 1.0)
+}
+
+/// The logistic function.
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}

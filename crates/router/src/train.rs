@@ -1,0 +1,342 @@
+//! Fitting the success model from partial outcomes.
+//!
+//! Only observed (prompt, model) pairs enter the loss, so logs that hold a
+//! few models per prompt are fine. The loss is the summed cross-entropy of
+//! P against the score (scores in [0, 1] act as soft labels) plus Gaussian
+//! priors: abilities shrink toward the mean ability of all models on that
+//! task, discriminations toward 1, loadings and prompt weights toward 0.
+//! Because the data term is a sum, a model with 10 outcomes stays close to
+//! the prior and one with thousands follows its data. Full-batch Adam,
+//! deterministic for a given seed.
+
+use crate::error::RouterError;
+use crate::success::{sigmoid, SuccessModel, ARTIFACT_VERSION};
+
+/// One prompt with its features and the outcomes observed on it.
+#[derive(Debug, Clone)]
+pub struct TrainingRow {
+    /// The prompt's embedding (`dim` values).
+    pub embedding: Vec<f32>,
+    /// P(task | prompt) in the trainer's `tasks` order.
+    pub task_scores: Vec<f32>,
+    /// (model index, score in [0, 1]) for each model observed on the prompt.
+    pub outcomes: Vec<(usize, f32)>,
+}
+
+/// Training settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TrainConfig {
+    /// Number of prompt traits k (0 = plain IRT with one difficulty).
+    pub rank: usize,
+    pub epochs: usize,
+    /// Adam step size.
+    pub learning_rate: f32,
+    /// Ridge on the prompt weights (difficulty and traits), per training row.
+    pub l2_prompt: f32,
+    /// Prior precision of abilities around the across-model mean (logit units^-2).
+    pub ability_prior: f32,
+    /// Seed for the trait initialisation.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { rank: 8, epochs: 300, learning_rate: 0.03, l2_prompt: 0.01, ability_prior: 1.0, seed: 17 }
+    }
+}
+
+/// Offsets of each parameter block in the flat vector.
+struct Layout {
+    d: usize,
+    k: usize,
+    n: usize,
+    t: usize,
+}
+
+impl Layout {
+    fn w(&self) -> usize { 1 }
+    fn u(&self) -> usize { 1 + self.d }
+    fn theta(&self) -> usize { self.u() + self.k * self.d }
+    fn loga(&self) -> usize { self.theta() + self.n * self.t }
+    fn v(&self) -> usize { self.loga() + self.n }
+    fn len(&self) -> usize { self.v() + self.n * self.k }
+}
+
+/// Fits a success model for `models` and `tasks` on `rows`.
+/// `encoder_id` is recorded in the artifact. Fails on no rows, no outcomes,
+/// mismatched dimensions or an out-of-range model index or score.
+pub fn fit(
+    models: Vec<String>,
+    tasks: Vec<String>,
+    rows: &[TrainingRow],
+    cfg: &TrainConfig,
+    encoder_id: &str,
+) -> Result<SuccessModel, RouterError> {
+    let bad = |m: String| Err(RouterError::Training(m));
+    if rows.is_empty() || models.is_empty() || tasks.is_empty() {
+        return bad("need at least one row, one model and one task".into());
+    }
+    let d = rows[0].embedding.len();
+    let lay = Layout { d, k: cfg.rank, n: models.len(), t: tasks.len() };
+    let mut counts = vec![0usize; lay.n];
+    let mut score_sum = vec![0f64; lay.n];
+    for (i, r) in rows.iter().enumerate() {
+        if r.embedding.len() != d || r.task_scores.len() != lay.t {
+            return bad(format!("row {i}: embedding or task_scores has the wrong length"));
+        }
+        for &(m, y) in &r.outcomes {
+            if m >= lay.n || !(0.0..=1.0).contains(&y) {
+                return bad(format!("row {i}: model index {m} or score {y} out of range"));
+            }
+            counts[m] += 1;
+            score_sum[m] += y as f64;
+        }
+    }
+    let pairs: usize = counts.iter().sum();
+    if pairs == 0 {
+        return bad("no outcomes".into());
+    }
+
+    // Standardise the embedding so one learning rate suits every weight.
+    let mut mean = vec![0f32; d];
+    let mut scale = vec![0f32; d];
+    for r in rows {
+        mean.iter_mut().zip(&r.embedding).for_each(|(m, e)| *m += e / rows.len() as f32);
+    }
+    for r in rows {
+        scale.iter_mut().zip(r.embedding.iter().zip(&mean)).for_each(|(s, (e, m))| *s += (e - m).powi(2) / rows.len() as f32);
+    }
+    scale.iter_mut().for_each(|s| *s = s.sqrt().max(1e-6));
+    let x: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| r.embedding.iter().zip(mean.iter().zip(&scale)).map(|(e, (m, s))| (e - m) / s))
+        .collect();
+
+    let mut p = vec![0f32; lay.len()];
+    let mut rng = SplitMix(cfg.seed);
+    for u in &mut p[lay.u()..lay.theta()] {
+        *u = rng.normal() / (d as f32).sqrt();
+    }
+    for m in 0..lay.n {
+        let rate = if counts[m] > 0 { score_sum[m] / counts[m] as f64 } else { 0.5 };
+        let logit = (rate.clamp(0.02, 0.98) / (1.0 - rate.clamp(0.02, 0.98))).ln() as f32;
+        p[lay.theta() + m * lay.t..lay.theta() + (m + 1) * lay.t].fill(logit);
+    }
+
+    let mut adam = Adam::new(lay.len(), cfg.learning_rate);
+    let mut g = vec![0f32; lay.len()];
+    for _ in 0..cfg.epochs {
+        gradient(&lay, &p, rows, &x, cfg, &mut g);
+        adam.step(&mut p, &g);
+    }
+
+    let slice = |a: usize, len: usize| p[a..a + len].to_vec();
+    let rows_of = |a: usize, r: usize, c: usize| (0..r).map(|i| slice(a + i * c, c)).collect::<Vec<_>>();
+    let ability = rows_of(lay.theta(), lay.n, lay.t);
+    let prior_ability = (0..lay.t).map(|t| ability.iter().map(|r| r[t]).sum::<f32>() / lay.n as f32).collect();
+    Ok(SuccessModel {
+        version: ARTIFACT_VERSION,
+        encoder_id: encoder_id.to_string(),
+        models,
+        tasks,
+        dim: d,
+        rank: lay.k,
+        feature_mean: mean,
+        feature_scale: scale,
+        difficulty_bias: p[0],
+        difficulty_weights: slice(lay.w(), d),
+        traits: rows_of(lay.u(), lay.k, d),
+        ability,
+        log_discrimination: slice(lay.loga(), lay.n),
+        loadings: rows_of(lay.v(), lay.n, lay.k),
+        prior_ability,
+        outcome_counts: counts,
+    })
+}
+
+/// Gradient of the (summed) objective, scaled by 1 / number of rows.
+fn gradient(lay: &Layout, p: &[f32], rows: &[TrainingRow], x: &[f32], cfg: &TrainConfig, g: &mut [f32]) {
+    let (d, k, t) = (lay.d, lay.k, lay.t);
+    g.fill(0.0);
+    let mut z = vec![0f32; k];
+    let mut gz = vec![0f32; k];
+    for (ri, r) in rows.iter().enumerate() {
+        let xr = &x[ri * d..(ri + 1) * d];
+        let b = p[0] + dot(&p[lay.w()..lay.w() + d], xr);
+        for (kk, zk) in z.iter_mut().enumerate() {
+            *zk = dot(&p[lay.u() + kk * d..lay.u() + (kk + 1) * d], xr);
+        }
+        let mut gb = 0f32;
+        gz.fill(0.0);
+        for &(m, y) in &r.outcomes {
+            let a = p[lay.loga() + m].exp();
+            let th = &p[lay.theta() + m * t..lay.theta() + (m + 1) * t];
+            let v = &p[lay.v() + m * k..lay.v() + (m + 1) * k];
+            let inter = dot(v, &z);
+            let mut prob = 0f64;
+            for (ti, &pt) in r.task_scores.iter().enumerate() {
+                prob += pt as f64 * sigmoid((a * (th[ti] - b) + inter) as f64);
+            }
+            let prob = prob.clamp(1e-6, 1.0 - 1e-6);
+            let dp = ((prob - y as f64) / (prob * (1.0 - prob))) as f32;
+            let mut g_inter = 0f32;
+            for (ti, &pt) in r.task_scores.iter().enumerate() {
+                if pt < 1e-6 {
+                    continue;
+                }
+                let s = sigmoid((a * (th[ti] - b) + inter) as f64) as f32;
+                let dl = dp * pt * s * (1.0 - s);
+                g[lay.theta() + m * t + ti] += dl * a;
+                g[lay.loga() + m] += dl * a * (th[ti] - b);
+                gb -= dl * a;
+                g_inter += dl;
+            }
+            for kk in 0..k {
+                g[lay.v() + m * k + kk] += g_inter * z[kk];
+                gz[kk] += g_inter * v[kk];
+            }
+        }
+        g[0] += gb;
+        axpy(gb, xr, &mut g[lay.w()..lay.w() + d]);
+        for kk in 0..k {
+            axpy(gz[kk], xr, &mut g[lay.u() + kk * d..lay.u() + (kk + 1) * d]);
+        }
+    }
+    // Priors (gradients of their negative log densities).
+    let ridge = cfg.l2_prompt * rows.len() as f32;
+    for j in lay.w()..lay.theta() {
+        g[j] += ridge * p[j];
+    }
+    for ti in 0..t {
+        let mean: f32 = (0..lay.n).map(|m| p[lay.theta() + m * t + ti]).sum::<f32>() / lay.n as f32;
+        for m in 0..lay.n {
+            g[lay.theta() + m * t + ti] += cfg.ability_prior * (p[lay.theta() + m * t + ti] - mean);
+        }
+    }
+    for m in 0..lay.n {
+        g[lay.loga() + m] += 4.0 * p[lay.loga() + m];
+    }
+    for j in lay.v()..lay.len() {
+        g[j] += p[j];
+    }
+    let scale = 1.0 / rows.len() as f32;
+    g.iter_mut().for_each(|v| *v *= scale);
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
+}
+
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: i32,
+    lr: f32,
+}
+
+impl Adam {
+    fn new(n: usize, lr: f32) -> Adam {
+        Adam { m: vec![0.0; n], v: vec![0.0; n], step: 0, lr }
+    }
+
+    fn step(&mut self, p: &mut [f32], g: &[f32]) {
+        const B1: f32 = 0.9;
+        const B2: f32 = 0.999;
+        self.step += 1;
+        let (c1, c2) = (1.0 - B1.powi(self.step), 1.0 - B2.powi(self.step));
+        for i in 0..p.len() {
+            self.m[i] = B1 * self.m[i] + (1.0 - B1) * g[i];
+            self.v[i] = B2 * self.v[i] + (1.0 - B2) * g[i] * g[i];
+            p[i] -= self.lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + 1e-8);
+        }
+    }
+}
+
+/// A tiny seeded generator (SplitMix64) so the crate needs no rand.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+    }
+
+    /// Standard normal by Box-Muller.
+    fn normal(&mut self) -> f32 {
+        let (u1, u2) = (self.next_f32(), self.next_f32());
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two models, 2-d embeddings: "strong" succeeds unless the prompt is
+    /// hard (x0 > 0), "weak" only on easy prompts; "rare" has 5 outcomes.
+    fn rows() -> Vec<TrainingRow> {
+        let mut rng = SplitMix(3);
+        (0..400)
+            .map(|i| {
+                let x0 = rng.normal();
+                let hard = x0 > 0.0;
+                let mut outcomes = vec![(0, if hard && x0 > 1.0 { 0.0 } else { 1.0 }), (1, if hard { 0.0 } else { 1.0 })];
+                if i < 5 {
+                    outcomes.push((2, 1.0));
+                }
+                TrainingRow { embedding: vec![x0, rng.normal()], task_scores: vec![1.0], outcomes }
+            })
+            .collect()
+    }
+
+    fn fitted(rank: usize) -> SuccessModel {
+        let names = ["strong", "weak", "rare"].map(String::from).to_vec();
+        let cfg = TrainConfig { rank, epochs: 300, ..Default::default() };
+        fit(names, vec!["any".into()], &rows(), &cfg, "test").unwrap()
+    }
+
+    #[test]
+    fn learns_difficulty_and_ability() {
+        let m = fitted(0);
+        let p = |x0: f32, name: &str| m.predict(&[name], &[x0, 0.0], &[1.0])[0];
+        assert!(p(-1.5, "weak") > 0.85, "{}", p(-1.5, "weak"));
+        assert!(p(0.5, "weak") < 0.3, "{}", p(0.5, "weak"));
+        assert!(p(0.5, "strong") > 0.8, "{}", p(0.5, "strong"));
+        assert!(p(0.5, "strong") > p(0.5, "weak"));
+    }
+
+    #[test]
+    fn few_outcomes_stay_near_the_prior_and_unknown_models_get_it() {
+        let m = fitted(2);
+        let rare = m.predict(&["rare"], &[0.5, 0.0], &[1.0])[0];
+        let unknown = m.predict(&["never-seen"], &[0.5, 0.0], &[1.0])[0];
+        // Five successes pull "rare" up from the prior but not to certainty.
+        assert!(rare > unknown - 0.05 && rare < 0.99, "rare {rare}, prior {unknown}");
+        assert!((0.05..0.95).contains(&unknown), "{unknown}");
+        assert_eq!(m.outcome_counts, [400, 400, 5]);
+    }
+
+    #[test]
+    fn artifact_round_trips_and_checks_version() {
+        let m = fitted(1);
+        let back = SuccessModel::from_json(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+        let old = m.to_json().replacen("\"version\": 1", "\"version\": 0", 1);
+        assert!(SuccessModel::from_json(&old).is_err());
+    }
+
+    #[test]
+    fn refuses_bad_rows() {
+        let mut r = rows();
+        r[3].outcomes.push((7, 1.0));
+        assert!(fit(vec!["a".into(), "b".into(), "c".into()], vec!["any".into()], &r, &TrainConfig::default(), "").is_err());
+    }
+}
