@@ -1,0 +1,24 @@
+//! The eval crate's one error type.
+
+use std::path::PathBuf;
+
+/// What can stop an evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// Input data that cannot be evaluated (missing costs, no usable rows, ...).
+    #[error("{0}")]
+    Data(String),
+    /// A record file with malformed lines (each reported with its line number).
+    #[error("{path}: {count} malformed line(s), first: {first}")]
+    Records { path: PathBuf, count: usize, first: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Router(#[from] switchyard_router::RouterError),
+    #[error(transparent)]
+    Classifier(#[from] switchyard_classifier::ClassifierError),
+}

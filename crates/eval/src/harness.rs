@@ -1,0 +1,341 @@
+//! The routers compared and the loop that runs them on held-out rows.
+//!
+//! Every router sees the same training rows and is scored on the same test
+//! rows: a decision costs the chosen model's cost on that row and earns
+//! that model's score on that row.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use switchyard_router::{choose, fit, Policy, SuccessModel, TrainConfig, TrainingRow};
+
+use crate::error::EvalError;
+use crate::metrics::Calibration;
+
+/// One observed outcome: score in [0, 1] and cost in USD.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observed {
+    pub score: f64,
+    pub cost_usd: f64,
+}
+
+/// One prompt with its features and outcomes, aligned with [`EvalSet::models`].
+#[derive(Debug, Clone)]
+pub struct EvalRow {
+    pub id: String,
+    pub embedding: Vec<f32>,
+    /// P(task | prompt) in [`EvalSet::tasks`] order.
+    pub task_scores: Vec<f32>,
+    pub outcomes: Vec<Option<Observed>>,
+}
+
+/// Rows plus the model and task lists their vectors are aligned with.
+#[derive(Debug, Clone)]
+pub struct EvalSet {
+    pub models: Vec<String>,
+    pub tasks: Vec<String>,
+    /// Identifies the embeddings (see the classifier's `encoder_id`).
+    pub encoder_id: String,
+    pub rows: Vec<EvalRow>,
+}
+
+/// Settings of one evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub train: TrainConfig,
+    /// Neighbours the knn router averages over.
+    pub knn_k: usize,
+    /// Seed for the random router and the fold split.
+    pub seed: u64,
+    /// Cold start: keep only this many training outcomes of this model.
+    pub cold_start: Option<(String, usize)>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { train: TrainConfig::default(), knn_k: 25, seed: 7, cold_start: None }
+    }
+}
+
+/// Sums over test rows for one setting of one router (one operating point).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub rows: usize,
+    pub cost_usd: f64,
+    pub quality: f64,
+    /// Calls per model, aligned with the set's models.
+    pub calls: Vec<usize>,
+}
+
+impl Tally {
+    fn add(&mut self, model: usize, o: Observed, n_models: usize) {
+        if self.calls.is_empty() {
+            self.calls = vec![0; n_models];
+        }
+        self.rows += 1;
+        self.cost_usd += o.cost_usd;
+        self.quality += o.score;
+        self.calls[model] += 1;
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        if self.calls.is_empty() {
+            self.calls = vec![0; other.calls.len()];
+        }
+        self.rows += other.rows;
+        self.cost_usd += other.cost_usd;
+        self.quality += other.quality;
+        self.calls.iter_mut().zip(&other.calls).for_each(|(a, b)| *a += b);
+    }
+
+    /// (mean cost in USD, mean quality) over the tallied rows.
+    pub fn point(&self) -> (f64, f64) {
+        let n = self.rows.max(1) as f64;
+        (self.cost_usd / n, self.quality / n)
+    }
+
+    /// Share of calls that went to model `m`, in [0, 1].
+    pub fn share(&self, m: usize) -> f64 {
+        self.calls.get(m).map_or(0.0, |&c| c as f64 / self.rows.max(1) as f64)
+    }
+}
+
+/// One router's operating points (one per setting) and, where it predicts
+/// P(success), its calibration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterResult {
+    pub name: String,
+    /// What was swept, e.g. "target" or "lambda"; one value per point.
+    pub setting: &'static str,
+    pub settings: Vec<f64>,
+    pub tallies: Vec<Tally>,
+    pub calibration: Option<Calibration>,
+}
+
+impl RouterResult {
+    fn new(name: &str, setting: &'static str, settings: Vec<f64>, calibrated: bool) -> RouterResult {
+        let tallies = vec![Tally::default(); settings.len()];
+        RouterResult { name: name.into(), setting, settings, tallies, calibration: calibrated.then(|| Calibration::new(10)) }
+    }
+
+    /// Adds another fold's tallies for the same router and settings.
+    pub fn merge(&mut self, other: &RouterResult) {
+        self.tallies.iter_mut().zip(&other.tallies).for_each(|(a, b)| a.merge(b));
+        if let (Some(a), Some(b)) = (&mut self.calibration, &other.calibration) {
+            a.merge(b);
+        }
+    }
+}
+
+/// The targets the target-policy routers sweep: 0, 0.01, ..., 1.
+pub fn targets() -> Vec<f64> {
+    (0..=100).map(|i| i as f64 / 100.0).collect()
+}
+
+/// Fits the success model on `train` and runs every router on the rows of
+/// `test` that have an outcome for every model. Returns the routers'
+/// results (switchyard, switchyard_wtp, knn, random, cheapest, best_single,
+/// oracle, then one `model:<name>` per single model) and the number of
+/// test rows used.
+pub fn evaluate(train: &EvalSet, test: &EvalSet, cfg: &EvalConfig) -> Result<(Vec<RouterResult>, usize), EvalError> {
+    if train.models != test.models || train.tasks != test.tasks {
+        return Err(EvalError::Data("train and test sets must list the same models and tasks".into()));
+    }
+    let n = train.models.len();
+    let train_rows = training_rows(train, cfg)?;
+    let model = fit(train.models.clone(), train.tasks.clone(), &train_rows, &cfg.train, &train.encoder_id)?;
+    let rows: Vec<&EvalRow> = test.rows.iter().filter(|r| r.outcomes.iter().all(Option::is_some)).collect();
+    if rows.is_empty() {
+        return Err(EvalError::Data("no test row has an outcome for every model".into()));
+    }
+
+    // What each baseline knows from training: mean cost and quality per model.
+    let (mean_cost, mean_quality) = train_means(&train_rows, train, n);
+    let cheapest = argmin(&mean_cost);
+    let best = argmax(&mean_quality);
+    let all = vec![true; n];
+    let knn = Knn::new(&train_rows, train, cfg.knn_k);
+    let lambda_scale = 1.0 / mean_cost.iter().sum::<f64>().max(1e-12) * n as f64;
+    let lambdas: Vec<f64> = std::iter::once(0.0).chain((0..=60).map(|i| 10f64.powf(-3.0 + i as f64 / 10.0) * lambda_scale)).collect();
+
+    let mut sy = RouterResult::new("switchyard", "target", targets(), true);
+    let mut wtp = RouterResult::new("switchyard_wtp", "lambda_per_usd", lambdas.clone(), false);
+    let mut kn = RouterResult::new("knn", "target", targets(), true);
+    let fractions: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
+    let mut random = RouterResult::new("random", "share_best_single", fractions.clone(), false);
+    let mut cheap = RouterResult::new("cheapest", "none", vec![0.0], false);
+    let mut best_single = RouterResult::new("best_single", "none", vec![0.0], false);
+    let mut oracle = RouterResult::new("oracle", "none", vec![0.0], false);
+    let mut singles: Vec<RouterResult> = train.models.iter().map(|m| RouterResult::new(&format!("model:{m}"), "none", vec![0.0], false)).collect();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+
+    let names: Vec<&str> = train.models.iter().map(String::as_str).collect();
+    for row in &rows {
+        let obs: Vec<Observed> = row.outcomes.iter().map(|o| o.expect("filtered")).collect();
+        let p_sy = model.predict(&names, &row.embedding, &row.task_scores);
+        let p_kn = knn.predict(&row.embedding, &mean_quality);
+        for (m, o) in obs.iter().enumerate() {
+            sy.calibration.as_mut().unwrap().add(p_sy[m], o.score);
+            kn.calibration.as_mut().unwrap().add(p_kn[m], o.score);
+        }
+        for (i, &t) in sy.settings.clone().iter().enumerate() {
+            let c = choose(&p_sy, &mean_cost, &all, Policy::Target { target: t }).unwrap();
+            sy.tallies[i].add(c, obs[c], n);
+            let c = choose(&p_kn, &mean_cost, &all, Policy::Target { target: t }).unwrap();
+            kn.tallies[i].add(c, obs[c], n);
+        }
+        for (i, &l) in lambdas.iter().enumerate() {
+            let c = choose(&p_sy, &mean_cost, &all, Policy::WillingnessToPay { lambda_per_usd: l }).unwrap();
+            wtp.tallies[i].add(c, obs[c], n);
+        }
+        for (i, &f) in fractions.iter().enumerate() {
+            let c = if rng.random::<f64>() < f { best } else { cheapest };
+            random.tallies[i].add(c, obs[c], n);
+        }
+        cheap.tallies[0].add(cheapest, obs[cheapest], n);
+        best_single.tallies[0].add(best, obs[best], n);
+        let top = obs.iter().map(|o| o.score).fold(f64::MIN, f64::max);
+        let o = (0..n).filter(|&m| obs[m].score >= top).min_by(|&a, &b| obs[a].cost_usd.total_cmp(&obs[b].cost_usd)).unwrap();
+        oracle.tallies[0].add(o, obs[o], n);
+        for (m, s) in singles.iter_mut().enumerate() {
+            s.tallies[0].add(m, obs[m], n);
+        }
+    }
+    let mut out = vec![sy, wtp, kn, random, cheap, best_single, oracle];
+    out.extend(singles);
+    Ok((out, rows.len()))
+}
+
+/// K-fold cross-validation: rows shuffled with `cfg.seed`, each fold
+/// evaluated with a model fitted on the others; tallies pooled over folds.
+pub fn cross_validate(data: &EvalSet, folds: usize, cfg: &EvalConfig) -> Result<(Vec<RouterResult>, usize), EvalError> {
+    if folds < 2 || folds > data.rows.len() {
+        return Err(EvalError::Data(format!("--folds {folds} needs 2 <= K <= rows ({})", data.rows.len())));
+    }
+    let mut order: Vec<usize> = (0..data.rows.len()).collect();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let mut pooled: Option<Vec<RouterResult>> = None;
+    let mut used = 0;
+    for f in 0..folds {
+        let pick = |test: bool| EvalSet {
+            rows: order.iter().enumerate().filter(|(i, _)| (i % folds == f) == test).map(|(_, &r)| data.rows[r].clone()).collect(),
+            ..data.clone()
+        };
+        let (res, n) = evaluate(&pick(false), &pick(true), cfg)?;
+        used += n;
+        match &mut pooled {
+            None => pooled = Some(res),
+            Some(p) => p.iter_mut().zip(&res).for_each(|(a, b)| a.merge(b)),
+        }
+    }
+    Ok((pooled.expect("folds >= 2"), used))
+}
+
+/// The success model's training rows; applies the cold-start cut.
+fn training_rows(train: &EvalSet, cfg: &EvalConfig) -> Result<Vec<TrainingRow>, EvalError> {
+    let cold = match &cfg.cold_start {
+        Some((name, keep)) => {
+            let m = train.models.iter().position(|x| x == name).ok_or_else(|| EvalError::Data(format!("cold-start model `{name}` has no outcomes")))?;
+            // Keep `keep` of its outcomes, spread over the rows by a seeded shuffle.
+            let mut with: Vec<usize> = (0..train.rows.len()).filter(|&i| train.rows[i].outcomes[m].is_some()).collect();
+            let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xC01D);
+            for i in (1..with.len()).rev() {
+                with.swap(i, rng.random_range(0..=i));
+            }
+            with.truncate(*keep);
+            Some((m, with.into_iter().collect::<std::collections::HashSet<usize>>()))
+        }
+        None => None,
+    };
+    Ok(train
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| TrainingRow {
+            embedding: r.embedding.clone(),
+            task_scores: r.task_scores.clone(),
+            outcomes: r
+                .outcomes
+                .iter()
+                .enumerate()
+                .filter(|(m, _)| cold.as_ref().is_none_or(|(cm, keep)| m != cm || keep.contains(&i)))
+                .filter_map(|(m, o)| o.map(|o| (m, o.score as f32)))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Per-model mean cost (USD) and mean score over the training outcomes the
+/// success model sees (cost from all training outcomes of the model).
+fn train_means(rows: &[TrainingRow], train: &EvalSet, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut cost = vec![(0.0, 0usize); n];
+    let mut quality = vec![(0.0, 0usize); n];
+    for r in &train.rows {
+        for (m, o) in r.outcomes.iter().enumerate() {
+            if let Some(o) = o {
+                cost[m].0 += o.cost_usd;
+                cost[m].1 += 1;
+            }
+        }
+    }
+    for r in rows {
+        for &(m, s) in &r.outcomes {
+            quality[m].0 += s as f64;
+            quality[m].1 += 1;
+        }
+    }
+    let mean = |v: Vec<(f64, usize)>, default: f64| v.into_iter().map(|(s, c)| if c > 0 { s / c as f64 } else { default }).collect();
+    (mean(cost, 0.0), mean(quality, 0.5))
+}
+
+fn argmin(v: &[f64]) -> usize {
+    (0..v.len()).min_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0)
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a))).unwrap_or(0)
+}
+
+/// k-nearest-neighbour success estimates: the mean score of each model
+/// over the k training prompts most cosine-similar to the query.
+struct Knn<'a> {
+    rows: &'a [TrainingRow],
+    norms: Vec<f32>,
+    k: usize,
+    n_models: usize,
+}
+
+impl<'a> Knn<'a> {
+    fn new(rows: &'a [TrainingRow], set: &EvalSet, k: usize) -> Knn<'a> {
+        let norms = rows.iter().map(|r| r.embedding.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12)).collect();
+        Knn { rows, norms, k: k.max(1), n_models: set.models.len() }
+    }
+
+    /// P per model; a model none of the neighbours has falls back to `prior`.
+    fn predict(&self, e: &[f32], prior: &[f64]) -> Vec<f64> {
+        let qn = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        let mut sims: Vec<(f32, usize)> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.embedding.iter().zip(e).map(|(a, b)| a * b).sum::<f32>() / (self.norms[i] * qn), i))
+            .collect();
+        let k = self.k.min(sims.len());
+        sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+        let mut sum = vec![(0.0, 0usize); self.n_models];
+        for &(_, i) in &sims[..k] {
+            for &(m, s) in &self.rows[i].outcomes {
+                sum[m].0 += s as f64;
+                sum[m].1 += 1;
+            }
+        }
+        sum.iter().zip(prior).map(|(&(s, c), &p)| if c > 0 { s / c as f64 } else { p }).collect()
+    }
+}
+
+/// The fitted success model for a whole set (what `switchyard train router` writes).
+pub fn fit_set(set: &EvalSet, cfg: &TrainConfig) -> Result<SuccessModel, EvalError> {
+    let rows = training_rows(set, &EvalConfig { train: cfg.clone(), ..Default::default() })?;
+    Ok(fit(set.models.clone(), set.tasks.clone(), &rows, cfg, &set.encoder_id)?)
+}

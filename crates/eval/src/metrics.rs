@@ -1,0 +1,210 @@
+//! Routing metrics as the literature defines them: AIQ (RouterBench), APGR
+//! and CPT (RouteLLM), and the expected calibration error.
+
+/// A (cost in USD, quality in [0, 1]) operating point.
+pub type Point = (f64, f64);
+
+/// The non-decreasing concave (upper convex) hull of `points`: vertices
+/// sorted by cost, each costlier vertex of higher quality. Mixing two
+/// routers at random reaches every point on the segment between them, and
+/// a router may always spend less quality for more cost, hence the hull.
+pub fn upper_hull(points: &[Point]) -> Vec<Point> {
+    let mut pts: Vec<Point> = points.iter().copied().filter(|(c, q)| c.is_finite() && q.is_finite()).collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    pts.dedup_by(|b, a| a.0 == b.0); // keeps the best quality at each cost
+    let mut hull: Vec<Point> = Vec::new();
+    for p in pts {
+        while hull.len() >= 2 {
+            let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
+            // Drop b if it lies on or below the segment a-p.
+            if (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0) >= 0.0 {
+                hull.pop();
+            } else {
+                break;
+            }
+        }
+        hull.push(p);
+    }
+    // Concave: rises then falls. The non-decreasing hull stops at the top.
+    if let Some(top) = hull.iter().enumerate().max_by(|a, b| a.1 .1.total_cmp(&b.1 .1).then(b.0.cmp(&a.0))).map(|(i, _)| i) {
+        hull.truncate(top + 1);
+    }
+    hull
+}
+
+/// The hull's quality at `cost`: linear between vertices, flat beyond the
+/// last one and, below the first, equal to the first vertex's quality.
+pub fn hull_at(hull: &[Point], cost: f64) -> f64 {
+    let (first, last) = (hull[0], hull[hull.len() - 1]);
+    if cost <= first.0 {
+        return first.1;
+    }
+    if cost >= last.0 {
+        return last.1;
+    }
+    let i = hull.partition_point(|p| p.0 <= cost);
+    let (a, b) = (hull[i - 1], hull[i]);
+    a.1 + (b.1 - a.1) * (cost - a.0) / (b.0 - a.0)
+}
+
+/// AIQ: the area under the non-decreasing hull of `points` over
+/// [`c_min`, `c_max`], divided by `c_max - c_min`; a quality-like number in
+/// [0, 1]. None if there are no points or the range is empty. All routers
+/// compared should share one range (the harness uses the span of the
+/// single models' costs).
+pub fn aiq(points: &[Point], c_min: f64, c_max: f64) -> Option<f64> {
+    let hull = upper_hull(points);
+    if hull.is_empty() || !(c_max > c_min) {
+        return None;
+    }
+    let mut xs: Vec<f64> = vec![c_min, c_max];
+    xs.extend(hull.iter().map(|p| p.0).filter(|&c| c > c_min && c < c_max));
+    xs.sort_by(f64::total_cmp);
+    let area: f64 = xs.windows(2).map(|w| (w[1] - w[0]) * (hull_at(&hull, w[0]) + hull_at(&hull, w[1])) / 2.0).sum();
+    Some(area / (c_max - c_min))
+}
+
+/// The smallest cost at which the hull of `points` reaches `quality`, if it does.
+pub fn cost_to_reach(points: &[Point], quality: f64) -> Option<f64> {
+    let hull = upper_hull(points);
+    let first = *hull.first()?;
+    if first.1 >= quality {
+        return Some(first.0);
+    }
+    hull.windows(2).find(|w| w[1].1 >= quality).map(|w| w[0].0 + (quality - w[0].1) / (w[1].1 - w[0].1) * (w[1].0 - w[0].0))
+}
+
+/// A two-model curve as (share of calls to the strong model in [0, 1],
+/// performance gap recovered), sorted by share, with the pure routers
+/// (0, 0) and (1, 1) added; at a repeated share the best PGR is kept.
+fn pgr_curve(points: &[(f64, f64)], q_weak: f64, q_strong: f64) -> Option<Vec<(f64, f64)>> {
+    if !(q_strong > q_weak) {
+        return None;
+    }
+    let mut c: Vec<(f64, f64)> = points.iter().map(|&(s, q)| (s, (q - q_weak) / (q_strong - q_weak))).collect();
+    c.push((0.0, 0.0));
+    c.push((1.0, 1.0));
+    c.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    c.dedup_by(|b, a| a.0 == b.0);
+    Some(c)
+}
+
+/// APGR (RouteLLM): the area under PGR = (q − q_weak) / (q_strong − q_weak)
+/// against the share of strong-model calls, over shares 0..1, with linear
+/// interpolation between measured points. `points` are (strong share,
+/// quality). A random mix scores 0.5. None if q_strong <= q_weak.
+pub fn apgr(points: &[(f64, f64)], q_weak: f64, q_strong: f64) -> Option<f64> {
+    let c = pgr_curve(points, q_weak, q_strong)?;
+    Some(c.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum())
+}
+
+/// CPT(x) (RouteLLM): the smallest share of strong-model calls at which
+/// the router's (interpolated) PGR reaches `x` (e.g. 0.5 for CPT(50%)), in [0, 1].
+pub fn cpt(points: &[(f64, f64)], q_weak: f64, q_strong: f64, x: f64) -> Option<f64> {
+    let c = pgr_curve(points, q_weak, q_strong)?;
+    if c[0].1 >= x {
+        return Some(c[0].0);
+    }
+    c.windows(2).find(|w| w[1].1 >= x).map(|w| w[0].0 + (x - w[0].1) / (w[1].1 - w[0].1) * (w[1].0 - w[0].0))
+}
+
+/// Running sums for the expected calibration error over equal-width bins
+/// of predicted probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// Per bin: (count, Σ predicted, Σ observed).
+    pub bins: Vec<(usize, f64, f64)>,
+}
+
+impl Calibration {
+    /// `bins` equal-width bins over [0, 1].
+    pub fn new(bins: usize) -> Calibration {
+        Calibration { bins: vec![(0, 0.0, 0.0); bins.max(1)] }
+    }
+
+    /// Adds one prediction `p` in [0, 1] with its observed score in [0, 1].
+    pub fn add(&mut self, p: f64, observed: f64) {
+        let n = self.bins.len();
+        let b = &mut self.bins[((p * n as f64) as usize).min(n - 1)];
+        b.0 += 1;
+        b.1 += p;
+        b.2 += observed;
+    }
+
+    /// Adds another accumulator's counts (same number of bins).
+    pub fn merge(&mut self, other: &Calibration) {
+        for (a, b) in self.bins.iter_mut().zip(&other.bins) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
+    }
+
+    /// ECE = Σ_bins (n_b / N) · |mean observed − mean predicted|; None if empty.
+    pub fn ece(&self) -> Option<f64> {
+        let total: usize = self.bins.iter().map(|b| b.0).sum();
+        (total > 0).then(|| self.bins.iter().filter(|b| b.0 > 0).map(|b| (b.1 - b.2).abs() / total as f64).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn hull_drops_dominated_and_declining_points() {
+        let pts = [(1.0, 0.5), (0.0, 0.5), (2.0, 0.8), (1.0, 0.7), (3.0, 0.6), (1.5, 0.7)];
+        assert_eq!(upper_hull(&pts), vec![(0.0, 0.5), (1.0, 0.7), (2.0, 0.8)]);
+    }
+
+    #[test]
+    fn aiq_by_hand() {
+        let pts = [(0.0, 0.5), (1.0, 0.7), (2.0, 0.8), (1.0, 0.5), (3.0, 0.6)];
+        // Trapezoids over [0,1], [1,2]: 0.6 + 0.75, over a range of 2.
+        assert!(close(aiq(&pts, 0.0, 2.0).unwrap(), 0.675));
+        // Flat at 0.8 after the top: (0.6 + 0.75 + 0.8) / 3.
+        assert!(close(aiq(&pts, 0.0, 3.0).unwrap(), 2.15 / 3.0));
+        // A single point is flat everywhere.
+        assert!(close(aiq(&[(5.0, 0.4)], 0.0, 10.0).unwrap(), 0.4));
+        assert_eq!(aiq(&pts, 1.0, 1.0), None);
+        assert!(close(cost_to_reach(&pts, 0.75).unwrap(), 1.5));
+        assert_eq!(cost_to_reach(&pts, 0.9), None);
+    }
+
+    #[test]
+    fn apgr_and_cpt_by_hand() {
+        // Weak 0.6, strong 0.8; at half the strong calls quality 0.76 = PGR 0.8.
+        let pts = [(0.5, 0.76)];
+        // 0.5 * (0 + 0.8) / 2 + 0.5 * (0.8 + 1) / 2 = 0.2 + 0.45.
+        assert!(close(apgr(&pts, 0.6, 0.8).unwrap(), 0.65));
+        // PGR 0.5 is reached at 0.5 * 0.5 / 0.8 of the way to share 0.5.
+        assert!(close(cpt(&pts, 0.6, 0.8, 0.5).unwrap(), 0.3125));
+        // PGR 0.9: between (0.5, 0.8) and (1, 1): 0.5 + 0.5 * 0.1 / 0.2.
+        assert!(close(cpt(&pts, 0.6, 0.8, 0.9).unwrap(), 0.75));
+        // A random mix lies on the diagonal: APGR 0.5, CPT(x) = x.
+        let random: Vec<(f64, f64)> = (0..=10).map(|i| (i as f64 / 10.0, 0.6 + 0.02 * i as f64)).collect();
+        assert!(close(apgr(&random, 0.6, 0.8).unwrap(), 0.5));
+        assert!((cpt(&random, 0.6, 0.8, 0.8).unwrap() - 0.8).abs() < 1e-9);
+        assert_eq!(apgr(&pts, 0.8, 0.8), None);
+    }
+
+    #[test]
+    fn ece_by_hand() {
+        let mut c = Calibration::new(10);
+        // Bin [0.1, 0.2): predicted 0.1 and 0.2? 0.2 falls in the next bin.
+        c.add(0.15, 0.0);
+        c.add(0.15, 1.0); // bin 1: mean p 0.15, mean y 0.5, gap 0.35, n 2
+        c.add(0.95, 1.0); // bin 9: gap 0.05, n 1
+        c.add(1.0, 1.0); // p = 1 goes to the last bin: bin 9 now mean p 0.975, y 1: gap 0.025, n 2
+        // (2 * 0.35 + 2 * 0.025) / 4
+        assert!(close(c.ece().unwrap(), 0.1875));
+        assert_eq!(Calibration::new(10).ece(), None);
+        let mut perfect = Calibration::new(10);
+        (0..10).for_each(|i| perfect.add(0.55, if i < 5 || i == 9 { 1.0 } else { 0.0 }));
+        assert!(perfect.ece().unwrap() < 0.051);
+    }
+}
