@@ -1,9 +1,12 @@
 //! `switchyard`: one binary, one subcommand per job.
 
 mod classify;
+mod eval;
 mod metrics;
 mod paths;
+mod route;
 mod train_heads;
+mod train_router;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,12 +31,18 @@ enum Command {
     /// Fit predictors from data.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Choose the cheapest catalog model likely to succeed on a prompt; prints the decision as JSON.
+    Route(route::RouteArgs),
+    /// Compare the router with baselines on held-out outcome records (AIQ, APGR, CPT, ECE).
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Subcommand)]
 enum TrainCommand {
     /// Train the task-type and difficulty heads on the encoder's embeddings.
     Heads(train_heads::TrainHeadsArgs),
+    /// Fit the success model P(model succeeds | prompt) on outcome records; writes a JSON artifact.
+    Router(train_router::TrainRouterArgs),
 }
 
 /// Where the encoder and the heads come from; shared by every command that reads prompts.
@@ -56,6 +65,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(args) => classify::run(args),
         Command::Train(TrainCommand::Heads(args)) => train_heads::run(args),
+        Command::Train(TrainCommand::Router(args)) => train_router::run(args),
+        Command::Route(args) => route::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,

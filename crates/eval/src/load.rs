@@ -20,6 +20,9 @@ pub struct Pricing {
     pub catalog: Option<Catalog>,
     /// Completion tokens assumed per call.
     pub output_tokens: u64,
+    /// Give unpriceable outcomes a NaN cost instead of failing (fitting
+    /// the success model needs no costs).
+    pub allow_unpriced: bool,
 }
 
 impl Pricing {
@@ -29,7 +32,11 @@ impl Pricing {
         if let Some(c) = recorded {
             return Ok(c);
         }
-        let spec = self.catalog.as_ref().and_then(|c| c.get(model)).ok_or_else(|| {
+        let spec = self.catalog.as_ref().and_then(|c| c.get(model));
+        if spec.is_none() && self.allow_unpriced {
+            return Ok(f64::NAN);
+        }
+        let spec = spec.ok_or_else(|| {
             EvalError::Data(format!(
                 "record `{}`: model `{model}` has no cost_usd and no catalog entry; pass --catalog with a price for it",
                 record.id

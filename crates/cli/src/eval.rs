@@ -1,0 +1,147 @@
+//! `switchyard eval`: the success model against the baselines on held-out
+//! outcome rows (see the switchyard-eval crate for the metrics).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use switchyard_classifier::{embed_cache, BertEncoder, Classifier, ModelDir};
+use switchyard_eval::{build_sets, cross_validate, evaluate, read_records, summarise, EvalConfig, EvalSet, Pricing, PromptReader};
+use switchyard_records::Record;
+use switchyard_router::{Catalog, TrainConfig};
+
+use crate::{paths, ModelArgs};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Records to fit the success model on (with --test).
+    #[arg(long, num_args = 1.., requires = "test", conflicts_with = "data")]
+    pub train: Vec<PathBuf>,
+    /// Records to evaluate on (with --train).
+    #[arg(long, num_args = 1.., requires = "train")]
+    pub test: Vec<PathBuf>,
+    /// Records for K-fold cross-validation (with --folds).
+    #[arg(long, num_args = 1.., requires = "folds")]
+    pub data: Vec<PathBuf>,
+    /// Number of cross-validation folds.
+    #[arg(long)]
+    pub folds: Option<usize>,
+    /// Catalog pricing outcomes that carry no cost_usd (input tokens = prompt chars / 4).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Completion tokens assumed when pricing from the catalog.
+    #[arg(long, default_value_t = 256)]
+    pub output_tokens: u64,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write report.md, summary.json and cost_quality.svg here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Prompt traits of the success model (0 = plain IRT).
+    #[arg(long, default_value_t = TrainConfig::default().rank)]
+    pub rank: usize,
+    /// Training epochs of the success model.
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    pub epochs: usize,
+    /// Neighbours of the knn baseline.
+    #[arg(long, default_value_t = 25)]
+    pub knn_k: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Cold start: keep only --cold-outcomes training outcomes of this model.
+    #[arg(long, requires = "cold_outcomes")]
+    pub cold_model: Option<String>,
+    #[arg(long)]
+    pub cold_outcomes: Option<usize>,
+    /// Not a flag: set by `train router`, which needs no costs.
+    #[arg(skip)]
+    pub allow_unpriced: bool,
+    /// Use the encoder alone, without the task head (one pseudo-task).
+    #[arg(long)]
+    pub no_task_head: bool,
+    /// Embedding cache folder.
+    #[arg(long, default_value = "target/embedding-cache")]
+    pub cache_dir: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(0);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("embedding {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta}]").expect("valid template"),
+    );
+    b
+}
+
+/// Reads the record files of each group, the catalog and the encoder, and
+/// builds the aligned sets.
+pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<EvalSet>> {
+    let records: Vec<Vec<Record>> = groups
+        .iter()
+        .map(|paths| paths.iter().map(|p| read_records(p)).collect::<Result<Vec<_>, _>>().map(|v| v.concat()))
+        .collect::<Result<_, _>>()?;
+    let catalog = match &args.catalog {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            Some(Catalog::from_toml_str(&text).with_context(|| p.display().to_string())?)
+        }
+        None => None,
+    };
+    let pricing = Pricing { catalog, output_tokens: args.output_tokens, allow_unpriced: args.allow_unpriced };
+    let model_dir = paths::resolve(&args.model.model_dir);
+    let dir = ModelDir::open(&model_dir)?;
+    let bar = progress_bar();
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let sets = if args.no_task_head {
+        let encoder = BertEncoder::load(&dir, args.model.device.resolve()?)?;
+        let id = embed_cache::encoder_id(&encoder, &dir.weights_sha256);
+        build_sets(&records, &PromptReader::EncoderOnly(&encoder), &id, &args.cache_dir, &pricing, &progress)?
+    } else {
+        let classifier = Classifier::load(&model_dir, &paths::resolve(&args.model.heads), args.model.device)?;
+        let id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
+        build_sets(&records, &PromptReader::Classifier(&classifier), &id, &args.cache_dir, &pricing, &progress)?
+    };
+    bar.finish_and_clear();
+    Ok(sets)
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let cfg = EvalConfig {
+        train: TrainConfig { rank: args.rank, epochs: args.epochs, ..Default::default() },
+        knn_k: args.knn_k,
+        seed: args.seed,
+        cold_start: args.cold_model.clone().zip(args.cold_outcomes),
+    };
+    let (results, rows, models) = if let Some(folds) = args.folds {
+        let set = load_sets(&[&args.data], &args)?.remove(0);
+        let (res, rows) = cross_validate(&set, folds, &cfg)?;
+        (res, rows, set.models)
+    } else {
+        anyhow::ensure!(!args.train.is_empty(), "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K");
+        let mut sets = load_sets(&[&args.train, &args.test], &args)?;
+        let test = sets.remove(1);
+        let (res, rows) = evaluate(&sets[0], &test, &cfg)?;
+        (res, rows, test.models)
+    };
+    let summary = summarise(&results, &models, rows);
+    if args.json {
+        println!("{}", summary.to_json());
+    } else {
+        print!("{}", summary.table());
+    }
+    if let Some(dir) = &args.report {
+        summary.write_report(dir)?;
+        eprintln!("report written to {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

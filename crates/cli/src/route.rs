@@ -1,0 +1,89 @@
+//! `switchyard route`: embed a prompt, estimate each catalog model's
+//! P(success) and print the policy's decision as JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use switchyard_classifier::{embed_cache, ModelDir};
+use switchyard_router::{catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel};
+
+use crate::classify::load_classifier;
+use crate::{paths, ModelArgs};
+
+#[derive(Args)]
+pub struct RouteArgs {
+    /// The prompt to route.
+    prompt: String,
+    /// Model catalog (TOML).
+    #[arg(long, default_value = "models/catalogs/routerbench.toml")]
+    catalog: PathBuf,
+    /// Success-model artifact from `switchyard train router`.
+    #[arg(long, default_value = "models/router/routerbench.json")]
+    router: PathBuf,
+    /// Quality target: P(success) to reach, in [0, 1] (default: the catalog's).
+    #[arg(long, conflicts_with = "lambda")]
+    target: Option<f64>,
+    /// Willingness-to-pay policy instead: maximise P - lambda x cost (lambda per USD).
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Only these models may be chosen (repeat the flag).
+    #[arg(long = "allow")]
+    allow: Vec<String>,
+    /// Most a call may be expected to cost, in USD.
+    #[arg(long)]
+    max_cost: Option<f64>,
+    /// Most a model's typical latency may be, in ms.
+    #[arg(long)]
+    max_latency_ms: Option<f64>,
+    /// Completion tokens expected (for cost and the context-window check).
+    #[arg(long, default_value_t = 256)]
+    output_tokens: u64,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
+    let catalog_path = paths::resolve(&args.catalog);
+    let text = std::fs::read_to_string(&catalog_path).with_context(|| format!("cannot read {}", catalog_path.display()))?;
+    let catalog = Catalog::from_toml_str(&text).with_context(|| catalog_path.display().to_string())?;
+    let router_path = paths::resolve(&args.router);
+    let artifact = std::fs::read_to_string(&router_path).with_context(|| format!("cannot read {}", router_path.display()))?;
+    let success = SuccessModel::from_json(&artifact).with_context(|| router_path.display().to_string())?;
+    let classifier = load_classifier(&args.model)?;
+    let dir = ModelDir::open(&paths::resolve(&args.model.model_dir))?;
+    let encoder_id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
+    anyhow::ensure!(
+        success.encoder_id.is_empty() || success.encoder_id == encoder_id,
+        "{} was fitted on embeddings of encoder {}, but this encoder is {encoder_id}; retrain with `switchyard train router`",
+        router_path.display(),
+        success.encoder_id
+    );
+    anyhow::ensure!(!args.prompt.trim().is_empty(), "the prompt is empty");
+    let embedded = classifier.embed_and_predict(&[args.prompt.as_str()], 1)?.remove(0);
+    let task_scores = success.task_vector(embedded.prediction.task_scores.iter().map(|(k, v)| (k.as_str(), *v)));
+    let names = catalog.names();
+    let p = success.predict(&names, &embedded.embedding, &task_scores);
+    let input_tokens = estimate_tokens(&args.prompt);
+    let cost: Vec<f64> = catalog.models.iter().map(|m| m.cost_usd(input_tokens, args.output_tokens)).collect();
+    let policy = match args.lambda {
+        Some(l) => Policy::WillingnessToPay { lambda_per_usd: l },
+        None => Policy::Target { target: args.target.unwrap_or(catalog.default_target) },
+    };
+    let constraints = Constraints {
+        allowed: (!args.allow.is_empty()).then_some(args.allow),
+        max_cost_usd: args.max_cost,
+        max_latency_ms: args.max_latency_ms,
+        min_context_tokens: Some(input_tokens + args.output_tokens),
+    };
+    let decision = decide(&catalog, &p, &cost, policy, &constraints)?;
+    let unfitted: Vec<&str> = names.iter().copied().filter(|n| success.model_index(n).is_none()).collect();
+    let mut out = serde_json::to_value(&decision)?;
+    out["prediction"] = json!({"task": embedded.prediction.task, "difficulty": embedded.prediction.difficulty});
+    out["estimated_input_tokens"] = json!(input_tokens);
+    out["models_on_prior"] = json!(unfitted);
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
+}

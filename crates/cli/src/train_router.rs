@@ -1,0 +1,94 @@
+//! `switchyard train router`: fit the success model on outcome records and
+//! write the versioned JSON artifact `switchyard route` reads.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use switchyard_eval::fit_set;
+use switchyard_router::TrainConfig;
+
+use crate::eval::{load_sets, EvalArgs};
+use crate::ModelArgs;
+
+#[derive(Args)]
+pub struct TrainRouterArgs {
+    /// Record files with per-model outcomes (partial outcomes are fine).
+    #[arg(long, num_args = 1.., required_unless_present = "from_store")]
+    outcomes: Vec<PathBuf>,
+    /// Fit on the decisions and outcomes logged by `switchyard serve --store PATH` instead (uses the logged embeddings; no prompt text needed).
+    #[arg(long, conflicts_with = "outcomes")]
+    from_store: Option<PathBuf>,
+    /// Where to write the artifact (JSON).
+    #[arg(long, default_value = "models/router/success-model.json")]
+    out: PathBuf,
+    /// Catalog pricing outcomes without cost_usd (not needed for fitting).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Prompt traits (0 = plain IRT).
+    #[arg(long, default_value_t = TrainConfig::default().rank)]
+    rank: usize,
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+    #[arg(long, default_value = "target/embedding-cache")]
+    cache_dir: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
+    if let Some(store) = &args.from_store {
+        let cfg = TrainConfig { rank: args.rank, epochs: args.epochs, ..Default::default() };
+        let (model, rows) = crate::store::fit_from_store(store, &cfg)?;
+        if let Some(dir) = args.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Write then rename, so a server reloading meanwhile never reads half a file.
+        let tmp = args.out.with_extension("json.tmp");
+        std::fs::write(&tmp, model.to_json())?;
+        std::fs::rename(&tmp, &args.out)?;
+        eprintln!(
+            "fitted on {rows} logged decisions, {} outcomes over {} models; wrote {}",
+            model.outcome_counts.iter().sum::<usize>(),
+            model.models.len(),
+            args.out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Fitting needs no costs, so unpriced outcomes are allowed.
+    let eval_args = EvalArgs {
+        train: vec![],
+        test: vec![],
+        data: args.outcomes.clone(),
+        folds: None,
+        catalog: args.catalog.clone(),
+        output_tokens: 256,
+        json: false,
+        report: None,
+        rank: args.rank,
+        epochs: args.epochs,
+        knn_k: 0,
+        seed: 0,
+        cold_model: None,
+        cold_outcomes: None,
+        allow_unpriced: true,
+        no_task_head: false,
+        cache_dir: args.cache_dir.clone(),
+        model: args.model.clone(),
+    };
+    let set = load_sets(&[&args.outcomes], &eval_args)?.remove(0);
+    let cfg = TrainConfig { rank: args.rank, epochs: args.epochs, ..Default::default() };
+    let model = fit_set(&set, &cfg)?;
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, model.to_json())?;
+    eprintln!(
+        "fitted on {} prompts, {} outcomes over {} models; wrote {}",
+        set.rows.len(),
+        model.outcome_counts.iter().sum::<usize>(),
+        model.models.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
