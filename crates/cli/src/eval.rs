@@ -46,6 +46,12 @@ pub struct EvalArgs {
     /// Training epochs of the success model.
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
+    /// Ridge on the success model's prompt weights, per training row.
+    #[arg(long, default_value_t = TrainConfig::default().l2_prompt)]
+    pub l2: f32,
+    /// Adam step size of the success model.
+    #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
+    pub learning_rate: f32,
     /// Neighbours of the knn baseline.
     #[arg(long, default_value_t = 25)]
     pub knn_k: usize,
@@ -102,12 +108,17 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let sets = if args.no_task_head {
+    let heads = paths::resolve(&args.model.heads);
+    let no_task_head = args.no_task_head || !heads.exists();
+    if no_task_head && !args.no_task_head {
+        eprintln!("warning: no task heads at {}; using the encoder alone (one pseudo-task)", heads.display());
+    }
+    let sets = if no_task_head {
         let encoder = BertEncoder::load(&dir, args.model.device.resolve()?)?;
         let id = embed_cache::encoder_id(&encoder, &dir.weights_sha256);
         build_sets(&records, &PromptReader::EncoderOnly(&encoder), &id, &args.cache_dir, &pricing, &progress)?
     } else {
-        let classifier = Classifier::load(&model_dir, &paths::resolve(&args.model.heads), args.model.device)?;
+        let classifier = Classifier::load(&model_dir, &heads, args.model.device)?;
         let id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
         build_sets(&records, &PromptReader::Classifier(&classifier), &id, &args.cache_dir, &pricing, &progress)?
     };
@@ -117,7 +128,7 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let cfg = EvalConfig {
-        train: TrainConfig { rank: args.rank, epochs: args.epochs, ..Default::default() },
+        train: TrainConfig { rank: args.rank, epochs: args.epochs, l2_prompt: args.l2, learning_rate: args.learning_rate, ..Default::default() },
         knn_k: args.knn_k,
         seed: args.seed,
         cold_start: args.cold_model.clone().zip(args.cold_outcomes),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use switchyard_classifier::{embed_cache, ModelDir};
+use switchyard_classifier::{embed_cache, BertEncoder, Encoder, ModelDir};
 use switchyard_router::{catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel};
 
 use crate::classify::load_classifier;
@@ -52,9 +52,20 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     let router_path = paths::resolve(&args.router);
     let artifact = std::fs::read_to_string(&router_path).with_context(|| format!("cannot read {}", router_path.display()))?;
     let success = SuccessModel::from_json(&artifact).with_context(|| router_path.display().to_string())?;
-    let classifier = load_classifier(&args.model)?;
     let dir = ModelDir::open(&paths::resolve(&args.model.model_dir))?;
-    let encoder_id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
+    // An artifact fitted without the task head needs only the encoder.
+    let encoder_only = success.tasks == ["any"];
+    let (classifier, encoder) = if encoder_only {
+        (None, Some(BertEncoder::load(&dir, args.model.device.resolve()?)?))
+    } else {
+        (Some(load_classifier(&args.model)?), None)
+    };
+    let enc: &dyn Encoder = match (&classifier, &encoder) {
+        (Some(c), _) => c.encoder(),
+        (_, Some(e)) => e,
+        _ => unreachable!(),
+    };
+    let encoder_id = embed_cache::encoder_id(enc, &dir.weights_sha256);
     anyhow::ensure!(
         success.encoder_id.is_empty() || success.encoder_id == encoder_id,
         "{} was fitted on embeddings of encoder {}, but this encoder is {encoder_id}; retrain with `switchyard train router`",
@@ -62,10 +73,19 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
         success.encoder_id
     );
     anyhow::ensure!(!args.prompt.trim().is_empty(), "the prompt is empty");
-    let embedded = classifier.embed_and_predict(&[args.prompt.as_str()], 1)?.remove(0);
-    let task_scores = success.task_vector(embedded.prediction.task_scores.iter().map(|(k, v)| (k.as_str(), *v)));
+    let (embedding, prediction) = match &classifier {
+        Some(c) => {
+            let e = c.embed_and_predict(&[args.prompt.as_str()], 1)?.remove(0);
+            (e.embedding, Some(e.prediction))
+        }
+        None => (enc.embed(&[args.prompt.as_str()])?.remove(0), None),
+    };
+    let task_scores = match &prediction {
+        Some(p) => success.task_vector(p.task_scores.iter().map(|(k, v)| (k.as_str(), *v))),
+        None => vec![1.0],
+    };
     let names = catalog.names();
-    let p = success.predict(&names, &embedded.embedding, &task_scores);
+    let p = success.predict(&names, &embedding, &task_scores);
     let input_tokens = estimate_tokens(&args.prompt);
     let cost: Vec<f64> = catalog.models.iter().map(|m| m.cost_usd(input_tokens, args.output_tokens)).collect();
     let policy = match args.lambda {
@@ -81,7 +101,10 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     let decision = decide(&catalog, &p, &cost, policy, &constraints)?;
     let unfitted: Vec<&str> = names.iter().copied().filter(|n| success.model_index(n).is_none()).collect();
     let mut out = serde_json::to_value(&decision)?;
-    out["prediction"] = json!({"task": embedded.prediction.task, "difficulty": embedded.prediction.difficulty});
+    out["prediction"] = match &prediction {
+        Some(p) => json!({"task": p.task, "difficulty": p.difficulty}),
+        None => serde_json::Value::Null,
+    };
     out["estimated_input_tokens"] = json!(input_tokens);
     out["models_on_prior"] = json!(unfitted);
     println!("{out}");

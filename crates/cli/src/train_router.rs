@@ -30,6 +30,9 @@ pub struct TrainRouterArgs {
     rank: usize,
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
+    /// Use the encoder alone, without the task head (one pseudo-task).
+    #[arg(long)]
+    no_task_head: bool,
     #[arg(long, default_value = "target/embedding-cache")]
     cache_dir: PathBuf,
     #[command(flatten)]
@@ -67,12 +70,14 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         report: None,
         rank: args.rank,
         epochs: args.epochs,
+        l2: TrainConfig::default().l2_prompt,
+        learning_rate: TrainConfig::default().learning_rate,
         knn_k: 0,
         seed: 0,
         cold_model: None,
         cold_outcomes: None,
         allow_unpriced: true,
-        no_task_head: false,
+        no_task_head: args.no_task_head,
         cache_dir: args.cache_dir.clone(),
         model: args.model.clone(),
     };

@@ -41,7 +41,7 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { rank: 8, epochs: 300, learning_rate: 0.03, l2_prompt: 0.01, ability_prior: 1.0, seed: 17 }
+        TrainConfig { rank: 8, epochs: 300, learning_rate: 0.03, l2_prompt: 1.0, ability_prior: 1.0, seed: 17 }
     }
 }
 
