@@ -31,6 +31,27 @@ pub struct Embedded {
     pub prediction: Prediction,
 }
 
+/// Characters in each instruction view.
+pub const VIEW_CHARS: usize = 200;
+/// Names of the views heads may read, in input order.
+pub const VIEW_NAMES: [&str; 2] = ["head_200_chars", "tail_200_chars"];
+
+/// The instruction views of a long prompt: its first and last
+/// [`VIEW_CHARS`] characters, or None when the prompt is short enough that
+/// the views would be the prompt itself. Why: mean pooling over a long
+/// pasted document drowns the few words that say what to do with it
+/// ("Summarize:", "List the names in..."), and those sit at the start or the
+/// end. Embedding the two ends on their own keeps them audible.
+pub fn instruction_views(text: &str) -> Option<(&str, &str)> {
+    let n = text.chars().count();
+    if n <= 2 * VIEW_CHARS {
+        return None;
+    }
+    let head_end = text.char_indices().nth(VIEW_CHARS).map(|(i, _)| i)?;
+    let tail_start = text.char_indices().nth(n - VIEW_CHARS).map(|(i, _)| i)?;
+    Some((&text[..head_end], &text[tail_start..]))
+}
+
 /// Largest number of prompts sent to the encoder in one pass.
 pub const DEFAULT_BATCH: usize = 32;
 
@@ -75,9 +96,12 @@ impl Classifier {
         &self.heads
     }
 
-    /// Reads the heads' outputs for one embedding of `text`.
-    pub fn predict_from_embedding(&self, text: &str, embedding: &[f32]) -> Prediction {
-        let input = head_input(embedding, text, self.heads.uses_features());
+    /// Reads the heads' outputs for the embeddings of `text` (the full
+    /// prompt, plus the instruction views when the heads use them and the
+    /// prompt is long; short prompts reuse the full embedding).
+    pub fn predict_from_embedding(&self, text: &str, embedding: &[f32], views: Option<(&[f32], &[f32])>) -> Prediction {
+        let views = self.heads.uses_views().then(|| views.unwrap_or((embedding, embedding)));
+        let input = head_input(embedding, views, text, self.heads.uses_features());
         let scores = self.heads.task.scores(&input);
         let labels = self.heads.task.labels.labels();
         let best = scores
@@ -101,10 +125,24 @@ impl Classifier {
             return Err(ClassifierError::InvalidInput(format!("prompt {i} is empty")));
         }
         let embeddings = embed_sorted(self.encoder.as_ref(), texts, batch.max(1))?;
+        let mut views: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; texts.len()];
+        if self.heads.uses_views() {
+            let long: Vec<(usize, &str, &str)> =
+                texts.iter().enumerate().filter_map(|(i, t)| instruction_views(t).map(|(h, l)| (i, h, l))).collect();
+            let view_texts: Vec<&str> = long.iter().flat_map(|(_, h, l)| [*h, *l]).collect();
+            let mut embs = embed_sorted(self.encoder.as_ref(), &view_texts, batch.max(1))?.into_iter();
+            for (i, _, _) in long {
+                views[i] = Some((embs.next().expect("head view"), embs.next().expect("tail view")));
+            }
+        }
         Ok(texts
             .iter()
             .zip(embeddings)
-            .map(|(t, e)| Embedded { prediction: self.predict_from_embedding(t, &e), embedding: e })
+            .zip(views)
+            .map(|((t, e), v)| {
+                let v = v.as_ref().map(|(h, l)| (h.as_slice(), l.as_slice()));
+                Embedded { prediction: self.predict_from_embedding(t, &e, v), embedding: e }
+            })
             .collect())
     }
 
@@ -114,9 +152,14 @@ impl Classifier {
     }
 }
 
-/// The heads' input: the embedding, then the surface features if used.
-pub fn head_input(embedding: &[f32], text: &str, with_features: bool) -> Vec<f32> {
+/// The heads' input: the embedding, the view embeddings if used, then the
+/// surface features if used.
+pub fn head_input(embedding: &[f32], views: Option<(&[f32], &[f32])>, text: &str, with_features: bool) -> Vec<f32> {
     let mut v = embedding.to_vec();
+    if let Some((head, tail)) = views {
+        v.extend_from_slice(head);
+        v.extend_from_slice(tail);
+    }
     if with_features {
         v.extend(surface_features(text));
     }
@@ -135,4 +178,28 @@ pub fn embed_sorted(encoder: &dyn Encoder, texts: &[&str], batch: usize) -> Resu
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_only_for_long_prompts_and_on_char_boundaries() {
+        assert!(instruction_views("short prompt").is_none());
+        assert!(instruction_views(&"a".repeat(2 * VIEW_CHARS)).is_none());
+        let text = format!("Summarize: {}{}", "é".repeat(1000), " Thanks!");
+        let (head, tail) = instruction_views(&text).unwrap();
+        assert!(head.starts_with("Summarize:") && head.chars().count() == VIEW_CHARS);
+        assert!(tail.ends_with("Thanks!") && tail.chars().count() == VIEW_CHARS);
+    }
+
+    #[test]
+    fn head_input_layout() {
+        let e = [1.0, 2.0];
+        let x = head_input(&e, Some((&[3.0, 4.0], &[5.0, 6.0])), "hi", true);
+        assert_eq!(&x[..6], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(x.len(), 6 + crate::features::FEATURE_NAMES.len());
+        assert_eq!(head_input(&e, None, "hi", false), vec![1.0, 2.0]);
+    }
 }

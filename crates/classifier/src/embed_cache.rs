@@ -99,3 +99,31 @@ impl EmbedCache {
 pub fn encoder_id(encoder: &dyn Encoder, weights_sha256: &str) -> String {
     format!("{}-w{}", &weights_sha256[..16.min(weights_sha256.len())], encoder.window())
 }
+
+/// Head and tail view embeddings per text (None for short texts), through
+/// the cache. See [`crate::classifier::instruction_views`].
+pub type ViewEmbeddings = Vec<Option<(Vec<f32>, Vec<f32>)>>;
+
+impl EmbedCache {
+    /// Embeds the instruction views of every long text in `texts`.
+    pub fn embed_views(
+        &mut self,
+        encoder: &dyn Encoder,
+        texts: &[&str],
+        batch: usize,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<ViewEmbeddings> {
+        let long: Vec<(usize, &str, &str)> = texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| crate::classifier::instruction_views(t).map(|(h, l)| (i, h, l)))
+            .collect();
+        let view_texts: Vec<&str> = long.iter().flat_map(|(_, h, l)| [*h, *l]).collect();
+        let mut embs = self.embed_all(encoder, &view_texts, batch, progress)?.into_iter();
+        let mut out = vec![None; texts.len()];
+        for (i, _, _) in long {
+            out[i] = Some((embs.next().expect("head view"), embs.next().expect("tail view")));
+        }
+        Ok(out)
+    }
+}

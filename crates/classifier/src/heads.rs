@@ -122,6 +122,11 @@ pub struct HeadsMetadata {
     pub encoder: EncoderInfo,
     /// Surface feature names appended to the embedding, in order.
     pub features: Vec<String>,
+    /// Extra embeddings after the full-prompt one, in order (see
+    /// [`crate::classifier::instruction_views`]); empty for heads that read
+    /// the full-prompt embedding only.
+    #[serde(default)]
+    pub views: Vec<String>,
     pub task_labels: Taxonomy,
     /// What the difficulty head was fitted to, in words.
     pub difficulty_target: String,
@@ -219,6 +224,12 @@ impl Heads {
         if difficulty.outputs() != 1 {
             return Err(corrupt(format!("difficulty head has {} outputs, expected 1", difficulty.outputs())));
         }
+        if !metadata.views.is_empty() && metadata.views != crate::classifier::VIEW_NAMES {
+            return Err(ClassifierError::Incompatible {
+                path: weights.to_path_buf(),
+                reason: format!("trained with views {:?}, this build computes {:?}", metadata.views, crate::classifier::VIEW_NAMES),
+            });
+        }
         let known: Vec<&str> = FEATURE_NAMES.to_vec();
         if metadata.features.iter().map(String::as_str).ne(known.iter().copied()) && !metadata.features.is_empty() {
             return Err(ClassifierError::Incompatible {
@@ -251,10 +262,16 @@ impl Heads {
     pub fn uses_features(&self) -> bool {
         !self.metadata.features.is_empty()
     }
+
+    /// Whether the heads read the instruction views beside the full embedding.
+    pub fn uses_views(&self) -> bool {
+        !self.metadata.views.is_empty()
+    }
 }
 
 fn metadata_inputs(m: &HeadsMetadata) -> usize {
-    m.training.get("embedding_dim").and_then(|v| v.as_u64()).unwrap_or(384) as usize + m.features.len()
+    let dim = m.training.get("embedding_dim").and_then(|v| v.as_u64()).unwrap_or(384) as usize;
+    dim * (1 + m.views.len()) + m.features.len()
 }
 
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -288,6 +305,7 @@ mod tests {
                 version: "test".into(),
                 encoder: EncoderInfo { name: "x".into(), weights_sha256: "00".into(), window: 8, truncation: "head_and_tail".into() },
                 features: vec![],
+                views: vec![],
                 task_labels: labels,
                 difficulty_target: "test".into(),
                 training: serde_json::json!({"embedding_dim": inputs}),

@@ -63,6 +63,9 @@ pub struct TrainHeadsArgs {
     /// Train on the embedding alone, without surface features.
     #[arg(long)]
     no_features: bool,
+    /// Train on the full-prompt embedding only, without the instruction views.
+    #[arg(long)]
+    no_views: bool,
     /// Skip the leave-one-source-out runs (faster; the report then has only the eval sources).
     #[arg(long)]
     no_cv: bool,
@@ -176,7 +179,27 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         b.set_position(done as u64);
     })?;
     b.finish_and_clear();
-    let inputs: Vec<Vec<f32>> = texts.iter().zip(&embs).map(|(t, e)| head_input(e, t, with_features)).collect();
+    let with_views = !args.no_views;
+    let view_embs = if with_views {
+        let b = bar("embedding instruction views");
+        let v = cache.embed_views(&encoder, &texts, 32, &|done, total| {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        })?;
+        b.finish_and_clear();
+        v
+    } else {
+        vec![None; texts.len()]
+    };
+    let inputs: Vec<Vec<f32>> = texts
+        .iter()
+        .zip(&embs)
+        .zip(&view_embs)
+        .map(|((t, e), v)| {
+            let views = with_views.then(|| v.as_ref().map(|(h, l)| (h.as_slice(), l.as_slice())).unwrap_or((e, e)));
+            head_input(e, views, t, with_features)
+        })
+        .collect();
     let (x_train, rest) = inputs.split_at(train.len());
     let (x_eval, x_scored) = rest.split_at(evals.len());
 
@@ -249,7 +272,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     }
     let data_sha = hex::encode(hasher.finalize());
     let settings = json!({
-        "seed": args.seed, "hidden": args.hidden, "epochs": args.epochs, "features": with_features,
+        "seed": args.seed, "hidden": args.hidden, "epochs": args.epochs, "features": with_features, "views": with_views,
         "outcomes_per_file": args.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
         "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
     });
@@ -264,6 +287,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             truncation: "head_and_tail".into(),
         },
         features: if with_features { FEATURE_NAMES.iter().map(|s| s.to_string()).collect() } else { vec![] },
+        views: if with_views { switchyard_classifier::classifier::VIEW_NAMES.iter().map(|s| s.to_string()).collect() } else { vec![] },
         task_labels: taxonomy.clone(),
         difficulty_target: "1 - mean score across the models that answered the prompt".into(),
         training: json!({

@@ -97,14 +97,22 @@ pub fn build_sets(
     let mut cache = EmbedCache::open(cache_dir, encoder_id, encoder.dim())?;
     let texts: Vec<&str> = groups.iter().flatten().map(|r| r.prompt.as_str()).collect();
     let mut embeddings = cache.embed_all(encoder, &texts, DEFAULT_BATCH, progress)?.into_iter();
+    // Heads that read the instruction views need them for long prompts.
+    let uses_views = matches!(reader, PromptReader::Classifier(c) if c.heads().uses_views());
+    let mut views = if uses_views {
+        cache.embed_views(encoder, &texts, DEFAULT_BATCH, progress)?.into_iter()
+    } else {
+        vec![None; texts.len()].into_iter()
+    };
     let mut sets = Vec::new();
     for group in groups {
         let mut rows = Vec::with_capacity(group.len());
         for r in group {
             let embedding = embeddings.next().expect("one embedding per record");
+            let view = views.next().expect("one view slot per record");
             let task_scores = match reader {
                 PromptReader::Classifier(c) => {
-                    let p = c.predict_from_embedding(&r.prompt, &embedding);
+                    let p = c.predict_from_embedding(&r.prompt, &embedding, view.as_ref().map(|(h, t)| (h.as_slice(), t.as_slice())));
                     tasks.iter().map(|t| p.task_scores.get(t).copied().unwrap_or(0.0)).collect()
                 }
                 PromptReader::EncoderOnly(_) => vec![1.0],
