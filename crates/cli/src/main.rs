@@ -5,6 +5,8 @@ mod eval;
 mod metrics;
 mod paths;
 mod route;
+mod serve;
+mod store;
 mod train_heads;
 mod train_router;
 
@@ -35,6 +37,11 @@ enum Command {
     Route(route::RouteArgs),
     /// Compare the router with baselines on held-out outcome records (AIQ, APGR, CPT, ECE).
     Eval(eval::EvalArgs),
+    /// Serve the gRPC API (Route, Classify, ReportOutcome, catalog), with health, reflection and metrics.
+    Serve(serve::ServeArgs),
+    /// Read the outcome store written by `serve`.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 #[derive(Subcommand)]
@@ -68,6 +75,8 @@ fn main() -> ExitCode {
         Command::Train(TrainCommand::Router(args)) => train_router::run(args),
         Command::Route(args) => route::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Store(cmd) => store::run(cmd),
     };
     match result {
         Ok(code) => code,

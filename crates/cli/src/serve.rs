@@ -1,0 +1,128 @@
+//! `switchyard serve`: the gRPC service (see crates/server).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use switchyard_classifier::{embed_cache, ModelDir};
+use switchyard_server::{BatchConfig, Limits, ServeConfig};
+use switchyard_store::SqliteStore;
+
+use crate::classify::load_classifier;
+use crate::{paths, ModelArgs};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// gRPC address. Loopback by default; to listen on other interfaces, pass e.g. 0.0.0.0:50051 (and turn on TLS and --auth-token-file).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// The outcome store (SQLite file; created if missing).
+    #[arg(long)]
+    store: PathBuf,
+    /// Prometheus metrics over plain HTTP at http://ADDR/metrics (off unless given).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Model catalog (TOML); re-read on SIGHUP or Admin.Reload.
+    #[arg(long, default_value = "models/catalogs/routerbench.toml")]
+    catalog: PathBuf,
+    /// Router artifact from `switchyard train router`; re-read on SIGHUP or Admin.Reload. Without one, Route answers FAILED_PRECONDITION (Classify still works).
+    #[arg(long)]
+    router: Option<PathBuf>,
+    /// Store raw prompt text with each decision (off: only the embedding and predictions are stored).
+    #[arg(long)]
+    store_prompts: bool,
+    /// Longest prompt accepted, in UTF-8 bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_prompt_bytes: usize,
+    /// Most items in one RouteBatch call.
+    #[arg(long, default_value_t = 256)]
+    max_batch_request: usize,
+    /// Most prompts in one encoder pass.
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// Longest a prompt waits for others to share its encoder pass, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    /// Most prompts waiting for the encoder; beyond it requests get RESOURCE_EXHAUSTED at once.
+    #[arg(long, default_value_t = 256)]
+    queue_capacity: usize,
+    /// Completion tokens assumed for pricing when a request gives none.
+    #[arg(long, default_value_t = 256)]
+    output_tokens: u32,
+    /// PEM certificate chain: serve TLS (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// File holding a bearer token: Router and Admin calls must send `authorization: Bearer TOKEN`. Also read from $SWITCHYARD_AUTH_TOKEN.
+    #[arg(long)]
+    auth_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let classifier = load_classifier(&args.model)?;
+    let dir = ModelDir::open(&paths::resolve(&args.model.model_dir))?;
+    let encoder_id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
+    let store = Arc::new(SqliteStore::open(&args.store)?);
+    let auth_token = match &args.auth_token_file {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("--auth-token-file {}", p.display()))?.trim().to_string()),
+        None => std::env::var("SWITCHYARD_AUTH_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+    };
+    anyhow::ensure!(auth_token.as_ref().is_none_or(|t| !t.is_empty()), "--auth-token-file: the file is empty");
+    if !args.listen.ip().is_loopback() && (args.tls_cert.is_none() || auth_token.is_none()) {
+        tracing::warn!(listen = %args.listen, "listening beyond loopback without TLS and a bearer token");
+    }
+    let config = ServeConfig {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        batch: BatchConfig {
+            max_batch: args.max_batch.max(1),
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            queue_capacity: args.queue_capacity.max(1),
+        },
+        limits: Limits {
+            max_prompt_bytes: args.max_prompt_bytes,
+            max_batch_request: args.max_batch_request,
+            default_output_tokens: args.output_tokens.max(1),
+            store_prompts: args.store_prompts,
+        },
+        catalog: paths::resolve(&args.catalog),
+        router: args.router.as_deref().map(paths::resolve),
+        tls: args.tls_cert.zip(args.tls_key),
+        auth_token,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the catalog and router artifact");
+                let _ = reload_tx.try_send(());
+            }
+        });
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        };
+        switchyard_server::serve(config, classifier, encoder_id, store, shutdown, reload_rx, |bound| {
+            // One JSON line on stdout so scripts and tests learn the ports (useful with port 0).
+            println!("{}", serde_json::to_string(&bound).expect("addresses serialise"));
+            eprintln!("switchyard: serving gRPC on {}", bound.grpc);
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,186 @@
+//! Starts the real `switchyard serve` on 127.0.0.1 (port 0) with the real
+//! encoder and heads, a two-model catalog and a synthetic router artifact.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use switchyard_router::{fit, TrainConfig, TrainingRow};
+use switchyard_server::pb::router_client::RouterClient;
+use tonic::transport::Channel;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub const CATALOG: &str = r#"default_target = 0.8
+
+[[models]]
+name = "cheap"
+input_usd_per_mtok = 0.2
+output_usd_per_mtok = 0.2
+context_window = 32000
+latency_ms = 300
+
+[[models]]
+name = "strong"
+input_usd_per_mtok = 10.0
+output_usd_per_mtok = 30.0
+context_window = 128000
+latency_ms = 2000
+"#;
+
+/// A router artifact in which both models always succeed, so the target
+/// policy picks `cheap` (384-d embeddings, empty encoder id = any encoder).
+pub fn write_artifact(path: &Path) {
+    let tasks: Vec<String> = ["code", "math", "chat"].iter().map(|s| s.to_string()).collect();
+    let mut seed = 7u64;
+    let mut rnd = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let rows: Vec<TrainingRow> = (0..40)
+        .map(|_| TrainingRow {
+            embedding: (0..384).map(|_| rnd()).collect(),
+            task_scores: vec![1.0 / 3.0; 3],
+            outcomes: vec![(0, 1.0), (1, 1.0)],
+        })
+        .collect();
+    let cfg = TrainConfig { rank: 0, epochs: 100, ..Default::default() };
+    let model = fit(vec!["cheap".into(), "strong".into()], tasks, &rows, &cfg, "").unwrap();
+    std::fs::write(path, model.to_json()).unwrap();
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub metrics: Option<String>,
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub router: PathBuf,
+    pub catalog: PathBuf,
+}
+
+pub struct Options {
+    pub artifact: bool,
+    pub extra: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { artifact: true, extra: vec![] }
+    }
+}
+
+impl Server {
+    pub fn start(opts: Options) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = dir.path().join("catalog.toml");
+        std::fs::write(&catalog, CATALOG).unwrap();
+        let router = dir.path().join("router.json");
+        let store = dir.path().join("store.db");
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.display().to_string(),
+            "--catalog".into(),
+            catalog.display().to_string(),
+            "--max-prompt-bytes".into(),
+            "4096".into(),
+        ];
+        if opts.artifact {
+            write_artifact(&router);
+            args.push("--router".into());
+            args.push(router.display().to_string());
+        }
+        args.extend(opts.extra);
+        Server::spawn(dir, args, store, router, catalog)
+    }
+
+    pub fn spawn(dir: tempfile::TempDir, args: Vec<String>, store: PathBuf, router: PathBuf, catalog: PathBuf) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(&args)
+            .current_dir(repo())
+            .env("SWITCHYARD_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the server printed its addresses");
+        let bound: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"));
+        let addr = bound["grpc"].as_str().unwrap().to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+        let metrics = bound["metrics"].as_str().map(str::to_string);
+        Server { child, addr, metrics, dir, store, router, catalog }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).unwrap().connect().await.unwrap()
+    }
+
+    pub async fn client(&self) -> RouterClient<Channel> {
+        RouterClient::new(self.channel().await)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI to completion.
+pub fn switchyard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard")).args(args).current_dir(repo()).output().unwrap()
+}
+
+pub fn route_request(prompt: &str) -> switchyard_server::pb::RouteRequest {
+    switchyard_server::pb::RouteRequest { prompt: prompt.into(), ..Default::default() }
+}
+
+pub const PROMPTS: [&str; 8] = [
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "What is the capital of Australia?",
+    "Solve for x: 3x + 7 = 22.",
+    "Translate 'good morning' into French.",
+    "Summarise the plot of Hamlet in two sentences.",
+    "Write a haiku about autumn rain.",
+    "Extract all email addresses from this text: bob@example.com, alice@example.org.",
+    "Give me five ideas for a birthday party.",
+];

@@ -1,0 +1,75 @@
+//! The server layer's one error type; each variant maps to one gRPC status.
+
+use switchyard_classifier::ClassifierError;
+use switchyard_store::StoreError;
+use tonic::{Code, Status};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A request field out of range or malformed; the message starts with the field name.
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    /// An unknown decision id or model; the message starts with the field name.
+    #[error("{field}: {message}")]
+    NotFound { field: String, message: String },
+    /// The encoder queue is full (backpressure, not a timeout).
+    #[error("overloaded: the encoder queue is full ({capacity} requests waiting); retry with back-off")]
+    Overloaded { capacity: usize },
+    /// The request's deadline passed before it was served.
+    #[error("deadline exceeded before the request was served")]
+    DeadlineExceeded,
+    /// Route needs a router artifact and none is loaded.
+    #[error("{0}")]
+    NotReady(String),
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The classifier failed on input it accepted.
+    #[error("classifier: {0}")]
+    Classifier(#[from] ClassifierError),
+    #[error("outcome store: {0}")]
+    Store(StoreError),
+    /// A bug (a panic in the encoder thread, a lost reply).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ServerError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ServerError::InvalidArgument { field: field.into(), message: message.into() }
+    }
+
+    pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ServerError::NotFound { field: field.into(), message: message.into() }
+    }
+
+    /// The gRPC code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            ServerError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServerError::NotFound { .. } => Code::NotFound,
+            ServerError::Overloaded { .. } => Code::ResourceExhausted,
+            ServerError::DeadlineExceeded => Code::DeadlineExceeded,
+            ServerError::NotReady(_) => Code::FailedPrecondition,
+            ServerError::ShuttingDown => Code::Unavailable,
+            ServerError::Classifier(ClassifierError::InvalidInput(_)) => Code::InvalidArgument,
+            ServerError::Classifier(_) | ServerError::Store(_) | ServerError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownDecision(id) => ServerError::not_found("decision_id", format!("no decision `{id}`")),
+            other => ServerError::Store(other),
+        }
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}

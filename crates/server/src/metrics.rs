@@ -1,0 +1,138 @@
+//! Prometheus metrics and the plain-HTTP endpoint that serves them.
+
+use std::sync::Arc;
+
+use prometheus::{
+    exponential_buckets, Counter, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Every metric the server exports (names start with `switchyard_`).
+pub struct Metrics {
+    pub registry: Registry,
+    /// RPCs answered, by method and gRPC code name.
+    pub requests: IntCounterVec,
+    /// RPC latency in seconds, by method.
+    pub latency: HistogramVec,
+    /// Prompts per encoder pass.
+    pub batch_size: Histogram,
+    /// Seconds per encoder pass.
+    pub encoder_seconds: Histogram,
+    /// Prompts waiting for the encoder.
+    pub queue_depth: IntGauge,
+    /// Prompts refused because the queue was full.
+    pub overloaded: IntCounter,
+    /// Decisions, by chosen model.
+    pub routes: IntCounterVec,
+    /// Σ (expected cost of the eligible model with the highest P(success) −
+    /// expected cost of the chosen model), USD.
+    pub cost_saved_usd: Counter,
+    /// Σ expected cost of the chosen models, USD.
+    pub expected_cost_usd: Counter,
+    /// Outcomes reported, by model.
+    pub outcomes: IntCounterVec,
+    /// Successful reloads and rollbacks of the catalog/artifact.
+    pub reloads: CounterVec,
+    /// The loaded state's generation (see Versions.generation).
+    pub generation: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let m = Metrics {
+            requests: IntCounterVec::new(Opts::new("switchyard_requests_total", "RPCs answered, by method and gRPC code"), &["method", "code"]).unwrap(),
+            latency: HistogramVec::new(
+                HistogramOpts::new("switchyard_request_duration_seconds", "RPC latency").buckets(exponential_buckets(0.0005, 2.0, 16).unwrap()),
+                &["method"],
+            )
+            .unwrap(),
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new("switchyard_batch_size", "Prompts per encoder pass").buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            )
+            .unwrap(),
+            encoder_seconds: Histogram::with_opts(
+                HistogramOpts::new("switchyard_encoder_seconds", "Seconds per encoder pass").buckets(exponential_buckets(0.0005, 2.0, 16).unwrap()),
+            )
+            .unwrap(),
+            queue_depth: IntGauge::new("switchyard_queue_depth", "Prompts waiting for the encoder").unwrap(),
+            overloaded: IntCounter::new("switchyard_overloaded_total", "Prompts refused because the encoder queue was full").unwrap(),
+            routes: IntCounterVec::new(Opts::new("switchyard_routes_total", "Decisions by chosen model"), &["model"]).unwrap(),
+            cost_saved_usd: Counter::new(
+                "switchyard_cost_saved_usd_total",
+                "Expected cost of the highest-P eligible model minus that of the chosen model, summed (USD)",
+            )
+            .unwrap(),
+            expected_cost_usd: Counter::new("switchyard_expected_cost_usd_total", "Expected cost of the chosen models, summed (USD)").unwrap(),
+            outcomes: IntCounterVec::new(Opts::new("switchyard_outcomes_total", "Outcomes reported, by model"), &["model"]).unwrap(),
+            reloads: CounterVec::new(Opts::new("switchyard_reloads_total", "Catalog/artifact swaps, by kind"), &["kind"]).unwrap(),
+            generation: Gauge::new("switchyard_state_generation", "Generation of the loaded catalog/artifact").unwrap(),
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.requests.clone())).unwrap();
+        r.register(Box::new(m.latency.clone())).unwrap();
+        r.register(Box::new(m.batch_size.clone())).unwrap();
+        r.register(Box::new(m.encoder_seconds.clone())).unwrap();
+        r.register(Box::new(m.queue_depth.clone())).unwrap();
+        r.register(Box::new(m.overloaded.clone())).unwrap();
+        r.register(Box::new(m.routes.clone())).unwrap();
+        r.register(Box::new(m.cost_saved_usd.clone())).unwrap();
+        r.register(Box::new(m.expected_cost_usd.clone())).unwrap();
+        r.register(Box::new(m.outcomes.clone())).unwrap();
+        r.register(Box::new(m.reloads.clone())).unwrap();
+        r.register(Box::new(m.generation.clone())).unwrap();
+        m
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding never fails");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Serves `GET /metrics` over plain HTTP/1 on `listener` until the task is
+/// dropped. Anything else gets 404.
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            // Read until the end of the request head (or the buffer is full).
+            while n < buf.len() {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(k)) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "not found; try /metrics\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(response.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,162 @@
+//! The outcome store: every routing decision and every outcome reported for
+//! it, so logged traffic can retrain the router.
+//!
+//! The seam is [`OutcomeStore`] (append a decision, append an outcome,
+//! export): the server holds an `Arc<dyn OutcomeStore>` and knows nothing of
+//! SQL. [`SqliteStore`] is the default implementation; a PostgreSQL one can
+//! sit beside it.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use switchyard_records::{Outcome, Record};
+
+pub use sqlite::SqliteStore;
+
+/// The prompt field of an exported record whose prompt text was not stored
+/// (the server ran without `--store-prompts`).
+pub const PROMPT_NOT_STORED: &str = "[prompt not stored]";
+
+/// One model the policy considered for a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedCandidate {
+    pub model: String,
+    /// P(success) in [0, 1].
+    pub p_success: f64,
+    /// Expected cost of one call in USD.
+    pub expected_cost_usd: f64,
+}
+
+/// Everything the server knew when it decided (one row per Route call).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedDecision {
+    /// Unique decision id (what clients pass to ReportOutcome).
+    pub id: String,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The encoder's embedding of the prompt.
+    pub embedding: Vec<f32>,
+    /// Predicted task label.
+    pub task: String,
+    /// P(task | prompt) per label.
+    pub task_scores: BTreeMap<String, f32>,
+    /// Predicted difficulty in [0, 1].
+    pub difficulty: f32,
+    /// The chosen model.
+    pub model: String,
+    /// Every eligible model, chosen first.
+    pub candidates: Vec<LoggedCandidate>,
+    /// Versions of the data decided with (`catalog`, `router_artifact`, `heads`).
+    pub versions: BTreeMap<String, String>,
+    /// Opaque tenant name, if the request gave one.
+    pub tenant: Option<String>,
+    /// The prompt text, only when the server stores prompts.
+    pub prompt: Option<String>,
+}
+
+/// One reported outcome of one model on a decision's prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedOutcome {
+    pub decision_id: String,
+    pub model: String,
+    /// Quality in [0, 1].
+    pub score: f64,
+    pub cost_usd: Option<f64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub latency_ms: Option<f64>,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+}
+
+/// A decision with the outcomes reported for it, in report order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionWithOutcomes {
+    pub decision: LoggedDecision,
+    pub outcomes: Vec<LoggedOutcome>,
+}
+
+impl DecisionWithOutcomes {
+    /// The decision as a record in the DESIGN.md format: `id` is the
+    /// decision id, `prompt` the stored text or [`PROMPT_NOT_STORED`],
+    /// `outcomes` keyed by model (a later report for the same model replaces
+    /// an earlier one). Extra fields: `embedding`, `task_scores`,
+    /// `predicted_task`, `predicted_difficulty`, `chosen_model`,
+    /// `candidates`, `versions`, `time_ms`, `tenant`, `prompt_stored`.
+    pub fn to_record(&self) -> Record {
+        let d = &self.decision;
+        let mut r = Record::new(d.id.clone(), d.prompt.clone().unwrap_or_else(|| PROMPT_NOT_STORED.to_string()));
+        r.source = Some("switchyard-store".into());
+        for o in &self.outcomes {
+            r.outcomes.insert(
+                o.model.clone(),
+                Outcome {
+                    score: o.score,
+                    cost_usd: o.cost_usd,
+                    input_tokens: o.input_tokens,
+                    output_tokens: o.output_tokens,
+                    latency_ms: o.latency_ms,
+                },
+            );
+        }
+        let extra = &mut r.extra;
+        extra.insert("prompt_stored".into(), d.prompt.is_some().into());
+        extra.insert("chosen_model".into(), d.model.clone().into());
+        extra.insert("predicted_task".into(), d.task.clone().into());
+        extra.insert("predicted_difficulty".into(), json(&d.difficulty));
+        extra.insert("task_scores".into(), json(&d.task_scores));
+        extra.insert("candidates".into(), json(&d.candidates));
+        extra.insert("versions".into(), json(&d.versions));
+        extra.insert("time_ms".into(), d.time_ms.into());
+        if let Some(t) = &d.tenant {
+            extra.insert("tenant".into(), t.clone().into());
+        }
+        extra.insert("embedding".into(), json(&d.embedding));
+        r
+    }
+}
+
+/// A store type as a JSON value (they always serialise).
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("store types always serialise")
+}
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An outcome for a decision id the store has never seen.
+    #[error("decision_id: no decision `{0}` in the store")]
+    UnknownDecision(String),
+    /// A decision id logged twice.
+    #[error("decision_id: `{0}` is already in the store")]
+    DuplicateDecision(String),
+    /// The database failed (I/O, corruption, locked).
+    #[error("store {path}: {message}")]
+    Backend { path: String, message: String },
+}
+
+/// Where decisions and outcomes are kept. Implementations are shared across
+/// threads; every method may block on I/O (call it off the async runtime).
+pub trait OutcomeStore: Send + Sync {
+    /// Logs one decision. Fails with [`StoreError::DuplicateDecision`] if the
+    /// id is already there.
+    fn append_decision(&self, decision: &LoggedDecision) -> Result<(), StoreError>;
+
+    /// Logs one outcome and returns how many outcomes the decision now has.
+    /// Returns only after the write is durable (it survives the process
+    /// being killed). Fails with [`StoreError::UnknownDecision`] for an
+    /// unknown id.
+    fn append_outcome(&self, outcome: &LoggedOutcome) -> Result<u32, StoreError>;
+
+    /// Whether a decision with this id is logged.
+    fn has_decision(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Calls `each` for every logged decision with its outcomes, oldest
+    /// first; stops at the first error `each` returns. Returns the count.
+    fn export(
+        &self,
+        each: &mut dyn FnMut(DecisionWithOutcomes) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError>;
+}

@@ -1,0 +1,323 @@
+//! [`OutcomeStore`] on an embedded SQLite database (WAL, synchronous=FULL).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{DecisionWithOutcomes, LoggedDecision, LoggedOutcome, OutcomeStore, StoreError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS decisions (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    time_ms     INTEGER NOT NULL,
+    tenant      TEXT,
+    prompt      TEXT,
+    model       TEXT NOT NULL,
+    task        TEXT NOT NULL,
+    difficulty  REAL NOT NULL,
+    task_scores TEXT NOT NULL,   -- JSON object label -> P
+    candidates  TEXT NOT NULL,   -- JSON array of {model, p_success, expected_cost_usd}
+    versions    TEXT NOT NULL,   -- JSON object
+    embedding   BLOB NOT NULL    -- little-endian f32s
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    decision_id   TEXT NOT NULL REFERENCES decisions(id),
+    model         TEXT NOT NULL,
+    score         REAL NOT NULL,
+    cost_usd      REAL,
+    input_tokens  INTEGER,
+    output_tokens INTEGER,
+    latency_ms    REAL,
+    time_ms       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_by_decision ON outcomes(decision_id);
+";
+
+/// The SQLite outcome store. One connection behind a mutex: writes are
+/// serialised, and each commit is fsynced (synchronous=FULL) before the
+/// call returns.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` in WAL mode with
+    /// synchronous=FULL and foreign keys on.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let err = backend(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| err(e.to_string()))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| err(e.to_string()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(err(format!("could not switch to WAL journal mode (got {mode})")));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;").map_err(|e| err(e.to_string()))?;
+        conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
+        Ok(SqliteStore { path: path.to_path_buf(), conn: Mutex::new(conn) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable (each
+        // statement is its own transaction), so a poisoned lock is taken anyway.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: impl ToString) -> StoreError {
+        backend(&self.path)(e.to_string())
+    }
+}
+
+fn backend(path: &Path) -> impl Fn(String) -> StoreError + '_ {
+    move |message| StoreError::Backend { path: path.display().to_string(), message }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("store types always serialise")
+}
+
+impl OutcomeStore for SqliteStore {
+    fn append_decision(&self, d: &LoggedDecision) -> Result<(), StoreError> {
+        let blob: Vec<u8> = d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let r = self.lock().execute(
+            "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                d.id,
+                d.time_ms,
+                d.tenant,
+                d.prompt,
+                d.model,
+                d.task,
+                d.difficulty as f64,
+                to_json(&d.task_scores),
+                to_json(&d.candidates),
+                to_json(&d.versions),
+                blob
+            ],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(StoreError::DuplicateDecision(d.id.clone()))
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn append_outcome(&self, o: &LoggedOutcome) -> Result<u32, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let known = tx
+            .query_row("SELECT 1 FROM decisions WHERE id = ?1", [&o.decision_id], |_| Ok(()))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if known.is_none() {
+            return Err(StoreError::UnknownDecision(o.decision_id.clone()));
+        }
+        tx.execute(
+            "INSERT INTO outcomes (decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                o.decision_id,
+                o.model,
+                o.score,
+                o.cost_usd,
+                o.input_tokens.map(|t| t as i64),
+                o.output_tokens.map(|t| t as i64),
+                o.latency_ms,
+                o.time_ms
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        let n: i64 = tx
+            .query_row("SELECT COUNT(*) FROM outcomes WHERE decision_id = ?1", [&o.decision_id], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        // With synchronous=FULL the commit returns after the WAL is fsynced.
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(n as u32)
+    }
+
+    fn has_decision(&self, id: &str) -> Result<bool, StoreError> {
+        self.lock()
+            .query_row("SELECT 1 FROM decisions WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    fn export(
+        &self,
+        each: &mut dyn FnMut(DecisionWithOutcomes) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        let mut outcomes = conn
+            .prepare(
+                "SELECT decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms
+                 FROM outcomes WHERE decision_id = ?1 ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut decisions = conn
+            .prepare(
+                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding
+                 FROM decisions ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = decisions.query([]).map_err(|e| self.err(e))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let parse = |i: usize| -> Result<serde_json::Value, StoreError> {
+                let text: String = row.get(i).map_err(|e| self.err(e))?;
+                serde_json::from_str(&text).map_err(|e| self.err(format!("column {i}: {e}")))
+            };
+            let blob: Vec<u8> = row.get(10).map_err(|e| self.err(e))?;
+            let id: String = row.get(0).map_err(|e| self.err(e))?;
+            let decision = LoggedDecision {
+                id: id.clone(),
+                time_ms: row.get(1).map_err(|e| self.err(e))?,
+                tenant: row.get(2).map_err(|e| self.err(e))?,
+                prompt: row.get(3).map_err(|e| self.err(e))?,
+                model: row.get(4).map_err(|e| self.err(e))?,
+                task: row.get(5).map_err(|e| self.err(e))?,
+                difficulty: row.get::<_, f64>(6).map_err(|e| self.err(e))? as f32,
+                task_scores: serde_json::from_value(parse(7)?).map_err(|e| self.err(e))?,
+                candidates: serde_json::from_value(parse(8)?).map_err(|e| self.err(e))?,
+                versions: serde_json::from_value(parse(9)?).map_err(|e| self.err(e))?,
+                embedding: blob.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            };
+            let outs = outcomes
+                .query_map([&id], |r| {
+                    Ok(LoggedOutcome {
+                        decision_id: r.get(0)?,
+                        model: r.get(1)?,
+                        score: r.get(2)?,
+                        cost_usd: r.get(3)?,
+                        input_tokens: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+                        output_tokens: r.get::<_, Option<i64>>(5)?.map(|t| t as u64),
+                        latency_ms: r.get(6)?,
+                        time_ms: r.get(7)?,
+                    })
+                })
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.err(e))?;
+            each(DecisionWithOutcomes { decision, outcomes: outs })?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::LoggedCandidate;
+
+    fn decision(id: &str, prompt: Option<&str>) -> LoggedDecision {
+        LoggedDecision {
+            id: id.into(),
+            time_ms: 1_700_000_000_000,
+            embedding: vec![0.5, -1.25, 3.0],
+            task: "code".into(),
+            task_scores: BTreeMap::from([("code".into(), 0.9), ("math".into(), 0.1)]),
+            difficulty: 0.25,
+            model: "small".into(),
+            candidates: vec![LoggedCandidate { model: "small".into(), p_success: 0.8, expected_cost_usd: 0.001 }],
+            versions: BTreeMap::from([("catalog".into(), "abc".into())]),
+            tenant: Some("team-a".into()),
+            prompt: prompt.map(str::to_string),
+        }
+    }
+
+    fn outcome(id: &str, model: &str, score: f64) -> LoggedOutcome {
+        LoggedOutcome {
+            decision_id: id.into(),
+            model: model.into(),
+            score,
+            cost_usd: Some(0.002),
+            input_tokens: Some(10),
+            output_tokens: None,
+            latency_ms: Some(120.0),
+            time_ms: 1_700_000_000_500,
+        }
+    }
+
+    fn all(store: &SqliteStore) -> Vec<DecisionWithOutcomes> {
+        let mut v = Vec::new();
+        store.export(&mut |d| {
+            v.push(d);
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn round_trips_decisions_and_outcomes_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/store.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.append_decision(&decision("d1", None)).unwrap();
+            s.append_decision(&decision("d2", Some("hello"))).unwrap();
+            assert_eq!(s.append_outcome(&outcome("d1", "small", 1.0)).unwrap(), 1);
+            assert_eq!(s.append_outcome(&outcome("d1", "big", 0.0)).unwrap(), 2);
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let got = all(&s);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].decision, decision("d1", None));
+        assert_eq!(got[0].outcomes, vec![outcome("d1", "small", 1.0), outcome("d1", "big", 0.0)]);
+        assert!(got[1].outcomes.is_empty());
+        assert!(s.has_decision("d2").unwrap());
+        assert!(!s.has_decision("nope").unwrap());
+    }
+
+    #[test]
+    fn unknown_and_duplicate_ids_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        s.append_decision(&decision("d1", None)).unwrap();
+        assert!(matches!(s.append_decision(&decision("d1", None)), Err(StoreError::DuplicateDecision(_))));
+        assert!(matches!(s.append_outcome(&outcome("zz", "small", 1.0)), Err(StoreError::UnknownDecision(_))));
+        assert!(all(&s)[0].outcomes.is_empty());
+    }
+
+    #[test]
+    fn uses_wal_and_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let c = s.lock();
+        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!((mode.as_str(), sync), ("wal", 2));
+    }
+
+    #[test]
+    fn exports_records_in_the_design_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        s.append_decision(&decision("d1", None)).unwrap();
+        s.append_decision(&decision("d2", Some("Write a haiku"))).unwrap();
+        s.append_outcome(&outcome("d1", "small", 0.5)).unwrap();
+        s.append_outcome(&outcome("d1", "small", 1.0)).unwrap();
+        let got = all(&s);
+        let r = got[0].to_record();
+        assert_eq!(r.prompt, crate::PROMPT_NOT_STORED);
+        assert_eq!(r.outcomes.len(), 1);
+        assert_eq!(r.outcomes["small"].score, 1.0, "a later report replaces an earlier one");
+        assert_eq!(r.extra["prompt_stored"], false);
+        assert_eq!(r.extra["embedding"].as_array().unwrap().len(), 3);
+        // The line parses back as a valid record.
+        let back = switchyard_records::Record::parse_line(&r.to_line(), 1).unwrap();
+        assert_eq!(back.id, "d1");
+        assert_eq!(got[1].to_record().prompt, "Write a haiku");
+    }
+}
