@@ -144,3 +144,37 @@ fn bearer_token_guards_the_api_but_not_health() {
         health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
     });
 }
+
+#[test]
+fn tls_serves_with_a_certificate_from_a_test_ca() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    // A CA and a leaf for 127.0.0.1 signed by it (rustls refuses a CA certificate used as the server's).
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext.cnf
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem 2>/dev/null
+"#;
+    let ok = std::process::Command::new("sh").args(["-c", script]).current_dir(dir.path()).output().expect("openssl makes the test certificates");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ca = dir.path().join("ca.pem");
+    let server = Server::start(Options {
+        artifact: true,
+        extra: vec!["--tls-cert".into(), cert.display().to_string(), "--tls-key".into(), key.display().to_string()],
+    });
+    runtime().block_on(async {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap())).domain_name("localhost");
+        let channel = Channel::from_shared(format!("https://{}", server.addr)).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+        let mut c = pb::router_client::RouterClient::new(channel);
+        let r = c.route(route_request(PROMPTS[2])).await.unwrap().into_inner();
+        assert_eq!(r.model, "cheap");
+        // Plaintext to a TLS port fails.
+        let plain = Channel::from_shared(server.url()).unwrap().connect().await;
+        if let Ok(ch) = plain {
+            assert!(pb::router_client::RouterClient::new(ch).route(route_request(PROMPTS[2])).await.is_err());
+        }
+    });
+}
