@@ -43,9 +43,15 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("classify");
     g.sample_size(30);
-    g.bench_function("batch1_short", |b| b.iter(|| clf.predict(&[SHORT]).unwrap()));
-    g.bench_function("batch1_long", |b| b.iter(|| clf.predict(&[long.as_str()]).unwrap()));
-    let batch: Vec<&str> = (0..32).map(|i| if i % 4 == 0 { long.as_str() } else { SHORT }).collect();
+    g.bench_function("batch1_short", |b| {
+        b.iter(|| clf.predict(&[SHORT]).unwrap())
+    });
+    g.bench_function("batch1_long", |b| {
+        b.iter(|| clf.predict(&[long.as_str()]).unwrap())
+    });
+    let batch: Vec<&str> = (0..32)
+        .map(|i| if i % 4 == 0 { long.as_str() } else { SHORT })
+        .collect();
     g.throughput(Throughput::Elements(32));
     g.sample_size(10);
     g.bench_function("batch32_mixed", |b| b.iter(|| clf.predict(&batch).unwrap()));

@@ -99,8 +99,16 @@ impl Classifier {
     /// Reads the heads' outputs for the embeddings of `text` (the full
     /// prompt, plus the instruction views when the heads use them and the
     /// prompt is long; short prompts reuse the full embedding).
-    pub fn predict_from_embedding(&self, text: &str, embedding: &[f32], views: Option<(&[f32], &[f32])>) -> Prediction {
-        let views = self.heads.uses_views().then(|| views.unwrap_or((embedding, embedding)));
+    pub fn predict_from_embedding(
+        &self,
+        text: &str,
+        embedding: &[f32],
+        views: Option<(&[f32], &[f32])>,
+    ) -> Prediction {
+        let views = self
+            .heads
+            .uses_views()
+            .then(|| views.unwrap_or((embedding, embedding)));
         let input = head_input(embedding, views, text, self.heads.uses_features());
         let scores = self.heads.task.scores(&input);
         let labels = self.heads.task.labels.labels();
@@ -122,17 +130,26 @@ impl Classifier {
     /// An empty (or all-whitespace) prompt is an error.
     pub fn embed_and_predict(&self, texts: &[&str], batch: usize) -> Result<Vec<Embedded>> {
         if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
-            return Err(ClassifierError::InvalidInput(format!("prompt {i} is empty")));
+            return Err(ClassifierError::InvalidInput(format!(
+                "prompt {i} is empty"
+            )));
         }
         let embeddings = embed_sorted(self.encoder.as_ref(), texts, batch.max(1))?;
         let mut views: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; texts.len()];
         if self.heads.uses_views() {
-            let long: Vec<(usize, &str, &str)> =
-                texts.iter().enumerate().filter_map(|(i, t)| instruction_views(t).map(|(h, l)| (i, h, l))).collect();
+            let long: Vec<(usize, &str, &str)> = texts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| instruction_views(t).map(|(h, l)| (i, h, l)))
+                .collect();
             let view_texts: Vec<&str> = long.iter().flat_map(|(_, h, l)| [*h, *l]).collect();
-            let mut embs = embed_sorted(self.encoder.as_ref(), &view_texts, batch.max(1))?.into_iter();
+            let mut embs =
+                embed_sorted(self.encoder.as_ref(), &view_texts, batch.max(1))?.into_iter();
             for (i, _, _) in long {
-                views[i] = Some((embs.next().expect("head view"), embs.next().expect("tail view")));
+                views[i] = Some((
+                    embs.next().expect("head view"),
+                    embs.next().expect("tail view"),
+                ));
             }
         }
         Ok(texts
@@ -141,20 +158,32 @@ impl Classifier {
             .zip(views)
             .map(|((t, e), v)| {
                 let v = v.as_ref().map(|(h, l)| (h.as_slice(), l.as_slice()));
-                Embedded { prediction: self.predict_from_embedding(t, &e, v), embedding: e }
+                Embedded {
+                    prediction: self.predict_from_embedding(t, &e, v),
+                    embedding: e,
+                }
             })
             .collect())
     }
 
     /// Predictions only.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>> {
-        Ok(self.embed_and_predict(texts, DEFAULT_BATCH)?.into_iter().map(|e| e.prediction).collect())
+        Ok(self
+            .embed_and_predict(texts, DEFAULT_BATCH)?
+            .into_iter()
+            .map(|e| e.prediction)
+            .collect())
     }
 }
 
 /// The heads' input: the embedding, the view embeddings if used, then the
 /// surface features if used.
-pub fn head_input(embedding: &[f32], views: Option<(&[f32], &[f32])>, text: &str, with_features: bool) -> Vec<f32> {
+pub fn head_input(
+    embedding: &[f32],
+    views: Option<(&[f32], &[f32])>,
+    text: &str,
+    with_features: bool,
+) -> Vec<f32> {
     let mut v = embedding.to_vec();
     if let Some((head, tail)) = views {
         v.extend_from_slice(head);

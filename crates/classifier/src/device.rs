@@ -21,7 +21,9 @@ impl std::str::FromStr for DeviceChoice {
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" => Ok(DeviceChoice::Cuda),
             "auto" => Ok(DeviceChoice::Auto),
-            other => Err(format!("unknown device `{other}` (expected cpu, cuda or auto)")),
+            other => Err(format!(
+                "unknown device `{other}` (expected cpu, cuda or auto)"
+            )),
         }
     }
 }
@@ -44,6 +46,7 @@ fn cuda() -> Result<Device> {
 #[cfg(not(feature = "cuda"))]
 fn cuda() -> Result<Device> {
     Err(ClassifierError::Device(
-        "this binary was built without CUDA; rebuild with `cargo build --release --features cuda`".into(),
+        "this binary was built without CUDA; rebuild with `cargo build --release --features cuda`"
+            .into(),
     ))
 }

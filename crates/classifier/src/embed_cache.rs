@@ -29,7 +29,10 @@ impl EmbedCache {
     /// Opens (or starts) the cache for one encoder. `encoder_id` must change
     /// whenever the embeddings would (weights, window): see [`encoder_id`].
     pub fn open(dir: &Path, encoder_id: &str, dim: usize) -> Result<EmbedCache> {
-        let io = |source| ClassifierError::Io { path: dir.to_path_buf(), source };
+        let io = |source| ClassifierError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(format!("{encoder_id}.emb"));
         let mut entries = HashMap::new();
@@ -39,7 +42,10 @@ impl EmbedCache {
             let rec = 32 + 4 * dim;
             for chunk in bytes.chunks_exact(rec) {
                 let k: [u8; 32] = chunk[..32].try_into().expect("32 bytes");
-                let v = chunk[32..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                let v = chunk[32..]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
                 entries.insert(k, v);
             }
         }
@@ -76,28 +82,43 @@ impl EmbedCache {
         progress(done, total);
         missing.sort_by_key(|t| t.len());
         let path = self.path.clone();
-        let io = |source| ClassifierError::Io { path: path.clone(), source };
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(io)?;
+        let io = |source| ClassifierError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
         for group in missing.chunks(batch * 4) {
             let embs = crate::classifier::embed_sorted(encoder, group, batch)?;
             let mut buf = Vec::with_capacity(group.len() * (32 + 4 * self.dim));
             for (t, e) in group.iter().zip(embs) {
                 let k = key(t);
                 buf.extend_from_slice(&k);
-                e.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+                e.iter()
+                    .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
                 self.entries.insert(k, e);
             }
             file.write_all(&buf).map_err(io)?;
             done += group.len();
             progress(done, total);
         }
-        Ok(texts.iter().map(|t| self.entries[&key(t)].clone()).collect())
+        Ok(texts
+            .iter()
+            .map(|t| self.entries[&key(t)].clone())
+            .collect())
     }
 }
 
 /// The cache key of an encoder: its weights' sha256 prefix and its window.
 pub fn encoder_id(encoder: &dyn Encoder, weights_sha256: &str) -> String {
-    format!("{}-w{}", &weights_sha256[..16.min(weights_sha256.len())], encoder.window())
+    format!(
+        "{}-w{}",
+        &weights_sha256[..16.min(weights_sha256.len())],
+        encoder.window()
+    )
 }
 
 /// Head and tail view embeddings per text (None for short texts), through
@@ -119,10 +140,15 @@ impl EmbedCache {
             .filter_map(|(i, t)| crate::classifier::instruction_views(t).map(|(h, l)| (i, h, l)))
             .collect();
         let view_texts: Vec<&str> = long.iter().flat_map(|(_, h, l)| [*h, *l]).collect();
-        let mut embs = self.embed_all(encoder, &view_texts, batch, progress)?.into_iter();
+        let mut embs = self
+            .embed_all(encoder, &view_texts, batch, progress)?
+            .into_iter();
         let mut out = vec![None; texts.len()];
         for (i, _, _) in long {
-            out[i] = Some((embs.next().expect("head view"), embs.next().expect("tail view")));
+            out[i] = Some((
+                embs.next().expect("head view"),
+                embs.next().expect("tail view"),
+            ));
         }
         Ok(out)
     }

@@ -38,25 +38,38 @@ impl BertEncoder {
     /// the reason when the config, tokenizer or weights cannot be used.
     pub fn load(dir: &ModelDir, device: Device) -> Result<BertEncoder> {
         let config_path = dir.config_path();
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|source| ClassifierError::Io { path: config_path.clone(), source })?;
-        let config: Config = serde_json::from_str(&text)
-            .map_err(|e| ClassifierError::Corrupt { path: config_path.clone(), reason: format!("not a BERT config: {e}") })?;
+        let text = std::fs::read_to_string(&config_path).map_err(|source| ClassifierError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let config: Config = serde_json::from_str(&text).map_err(|e| ClassifierError::Corrupt {
+            path: config_path.clone(),
+            reason: format!("not a BERT config: {e}"),
+        })?;
 
         let tok_path = dir.tokenizer_path();
-        let mut tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| ClassifierError::Corrupt { path: tok_path.clone(), reason: e.to_string() })?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tok_path).map_err(|e| ClassifierError::Corrupt {
+                path: tok_path.clone(),
+                reason: e.to_string(),
+            })?;
         // We truncate ourselves (head and tail) and pad per batch.
         tokenizer
             .with_truncation(None)
-            .map_err(|e| ClassifierError::Corrupt { path: tok_path.clone(), reason: e.to_string() })?;
+            .map_err(|e| ClassifierError::Corrupt {
+                path: tok_path.clone(),
+                reason: e.to_string(),
+            })?;
         tokenizer.with_padding(None);
 
         let weights = dir.weights_path();
         // SAFETY: the file is memory-mapped read-only; it was verified above and
         // nothing in this process writes to it.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(|e| ClassifierError::Corrupt { path: weights.clone(), reason: e.to_string() })?;
+            .map_err(|e| ClassifierError::Corrupt {
+            path: weights.clone(),
+            reason: e.to_string(),
+        })?;
         let model = BertModel::load(vb, &config).map_err(|e| ClassifierError::Corrupt {
             path: weights.clone(),
             reason: format!("weights do not fit config.json: {e}"),
@@ -99,7 +112,10 @@ impl Encoder for BertEncoder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.token_ids(t)).collect::<Result<_>>()?;
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.token_ids(t))
+            .collect::<Result<_>>()?;
         let len = ids.iter().map(Vec::len).max().unwrap_or(0);
         let batch = ids.len();
         let mut flat_ids = Vec::with_capacity(batch * len);
@@ -123,7 +139,11 @@ impl Encoder for BertEncoder {
                 summed.broadcast_div(&counts)?
             }
         };
-        let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+        let norms = pooled
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12, f32::MAX)?;
         let normed = pooled.broadcast_div(&norms)?;
         Ok(normed.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
     }

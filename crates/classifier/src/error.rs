@@ -7,10 +7,19 @@ use std::path::PathBuf;
 pub enum ClassifierError {
     /// A model file is missing or unreadable: names the path and the fix.
     #[error("{path}: {reason}. Fetch the default model with `{fetch}`, or pass --model-dir DIR (Hugging Face layout: config.json, tokenizer.json, model.safetensors)")]
-    MissingFile { path: PathBuf, reason: String, fetch: String },
+    MissingFile {
+        path: PathBuf,
+        reason: String,
+        fetch: String,
+    },
     /// A file's sha256 does not match its pin.
     #[error("{path}: sha256 is {actual}, expected {expected} (corrupt or different file). Fetch it again with `{fetch}`")]
-    Checksum { path: PathBuf, expected: String, actual: String, fetch: String },
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+        fetch: String,
+    },
     /// A file was readable but its content is wrong (bad JSON, bad tensors, wrong shapes).
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },

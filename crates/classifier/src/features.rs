@@ -26,9 +26,15 @@ pub fn surface_features(text: &str) -> Vec<f32> {
     let n_lines = lines.len().max(1) as f32;
     let code_lines = lines.iter().filter(|l| looks_like_code(l)).count() as f32;
     let digits = text.chars().filter(char::is_ascii_digit).count() as f32;
-    let math = text.chars().filter(|c| "=+*/^<>∑∫√π±×÷".contains(*c)).count() as f32;
+    let math = text
+        .chars()
+        .filter(|c| "=+*/^<>∑∫√π±×÷".contains(*c))
+        .count() as f32;
     let letters = text.chars().filter(|c| c.is_alphabetic()).count().max(1) as f32;
-    let non_latin = text.chars().filter(|c| c.is_alphabetic() && !is_latin(*c)).count() as f32;
+    let non_latin = text
+        .chars()
+        .filter(|c| c.is_alphabetic() && !is_latin(*c))
+        .count() as f32;
     let trimmed = text.trim_end();
     vec![
         (chars.ln_1p() / 10.0).min(1.5),
@@ -38,7 +44,12 @@ pub fn surface_features(text: &str) -> Vec<f32> {
         f32::from(has_stack_trace(text)),
         (digits / chars * 5.0).min(1.0),
         (math / chars * 10.0).min(1.0),
-        f32::from(text.contains("\\frac") || text.contains("$$") || text.contains("\\(") || text.contains("\\begin{")),
+        f32::from(
+            text.contains("\\frac")
+                || text.contains("$$")
+                || text.contains("\\(")
+                || text.contains("\\begin{"),
+        ),
         non_latin / letters,
         f32::from(trimmed.ends_with('?') || trimmed.ends_with('？')),
     ]
@@ -52,9 +63,33 @@ fn looks_like_code(line: &str) -> bool {
     let t = line.trim();
     let ends = [";", "{", "}", "):", "=>", "*/"];
     let starts = [
-        "def ", "class ", "import ", "from ", "#include", "fn ", "let ", "const ", "var ", "function ", "public ",
-        "private ", "return ", "if (", "for (", "while (", "SELECT ", "select ", "//", "/*", "<div", "<?php", "$ ",
-        "pub ", "use ", "package ", "func ",
+        "def ",
+        "class ",
+        "import ",
+        "from ",
+        "#include",
+        "fn ",
+        "let ",
+        "const ",
+        "var ",
+        "function ",
+        "public ",
+        "private ",
+        "return ",
+        "if (",
+        "for (",
+        "while (",
+        "SELECT ",
+        "select ",
+        "//",
+        "/*",
+        "<div",
+        "<?php",
+        "$ ",
+        "pub ",
+        "use ",
+        "package ",
+        "func ",
     ];
     ends.iter().any(|e| t.ends_with(e)) || starts.iter().any(|s| t.starts_with(s))
 }
@@ -89,7 +124,13 @@ mod tests {
     fn detects_code_traces_formulas_and_scripts() {
         assert_eq!(f("fix this:\n```\nfn main() {\n}\n```", "code_fence"), 1.0);
         assert!(f("def f(x):\n    return x\n", "code_line_share") > 0.9);
-        assert_eq!(f("Traceback (most recent call last):\n  File \"a.py\"", "stack_trace"), 1.0);
+        assert_eq!(
+            f(
+                "Traceback (most recent call last):\n  File \"a.py\"",
+                "stack_trace"
+            ),
+            1.0
+        );
         assert_eq!(f("Solve $$\\frac{1}{2}$$", "latex"), 1.0);
         assert!(f("中国有多少个省", "non_latin_share") > 0.99);
         assert_eq!(f("café au lait", "non_latin_share"), 0.0);

@@ -68,32 +68,57 @@ impl Mlp {
                 format!("{prefix}.{i}.weight"),
                 Tensor::from_vec(l.weight.clone(), (l.outputs, l.inputs), &Device::Cpu)?,
             );
-            out.insert(format!("{prefix}.{i}.bias"), Tensor::from_vec(l.bias.clone(), l.outputs, &Device::Cpu)?);
+            out.insert(
+                format!("{prefix}.{i}.bias"),
+                Tensor::from_vec(l.bias.clone(), l.outputs, &Device::Cpu)?,
+            );
         }
         Ok(())
     }
 
     fn from_tensors(prefix: &str, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<Mlp> {
-        let corrupt = |reason: String| ClassifierError::Corrupt { path: path.to_path_buf(), reason };
+        let corrupt = |reason: String| ClassifierError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
         let mut layers = Vec::new();
         while let Some(w) = tensors.get(&format!("{prefix}.{}.weight", layers.len())) {
             let i = layers.len();
-            let b = tensors.get(&format!("{prefix}.{i}.bias")).ok_or_else(|| corrupt(format!("`{prefix}.{i}.bias` missing")))?;
-            let (outputs, inputs) = w.dims2().map_err(|e| corrupt(format!("`{prefix}.{i}.weight`: {e}")))?;
+            let b = tensors
+                .get(&format!("{prefix}.{i}.bias"))
+                .ok_or_else(|| corrupt(format!("`{prefix}.{i}.bias` missing")))?;
+            let (outputs, inputs) = w
+                .dims2()
+                .map_err(|e| corrupt(format!("`{prefix}.{i}.weight`: {e}")))?;
             if b.dims() != [outputs] {
-                return Err(corrupt(format!("`{prefix}.{i}.bias` has shape {:?}, expected [{outputs}]", b.dims())));
+                return Err(corrupt(format!(
+                    "`{prefix}.{i}.bias` has shape {:?}, expected [{outputs}]",
+                    b.dims()
+                )));
             }
             if let Some(prev) = layers.last().map(|l: &Dense| l.outputs) {
                 if prev != inputs {
-                    return Err(corrupt(format!("`{prefix}.{i}.weight` takes {inputs} inputs, previous layer gives {prev}")));
+                    return Err(corrupt(format!(
+                        "`{prefix}.{i}.weight` takes {inputs} inputs, previous layer gives {prev}"
+                    )));
                 }
             }
-            let weight = w.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let weight = w
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let bias = b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
             if weight.iter().chain(&bias).any(|v| !v.is_finite()) {
-                return Err(corrupt(format!("`{prefix}.{i}` holds NaN or infinite values")));
+                return Err(corrupt(format!(
+                    "`{prefix}.{i}` holds NaN or infinite values"
+                )));
             }
-            layers.push(Dense { weight, bias, inputs, outputs });
+            layers.push(Dense {
+                weight,
+                bias,
+                inputs,
+                outputs,
+            });
         }
         if layers.is_empty() {
             return Err(corrupt(format!("no `{prefix}.0.weight` tensor")));
@@ -181,17 +206,24 @@ impl Heads {
     /// Loads `weights` and its metadata; checks shapes, labels and features.
     pub fn load(weights: &Path) -> Result<Heads> {
         let meta_path = Self::metadata_path(weights);
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| ClassifierError::MissingFile {
-            path: meta_path.clone(),
-            reason: e.to_string(),
-            fetch: "switchyard train heads".into(),
-        })?;
-        let metadata: HeadsMetadata = serde_json::from_str(&text)
-            .map_err(|e| ClassifierError::Corrupt { path: meta_path.clone(), reason: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(&meta_path).map_err(|e| ClassifierError::MissingFile {
+                path: meta_path.clone(),
+                reason: e.to_string(),
+                fetch: "switchyard train heads".into(),
+            })?;
+        let metadata: HeadsMetadata =
+            serde_json::from_str(&text).map_err(|e| ClassifierError::Corrupt {
+                path: meta_path.clone(),
+                reason: e.to_string(),
+            })?;
         if metadata.format_version != FORMAT_VERSION {
             return Err(ClassifierError::Corrupt {
                 path: meta_path,
-                reason: format!("format_version {} (this build reads {FORMAT_VERSION})", metadata.format_version),
+                reason: format!(
+                    "format_version {} (this build reads {FORMAT_VERSION})",
+                    metadata.format_version
+                ),
             });
         }
         if !weights.is_file() {
@@ -201,12 +233,19 @@ impl Heads {
                 fetch: "switchyard train heads".into(),
             });
         }
-        let tensors = candle_core::safetensors::load(weights, &Device::Cpu)
-            .map_err(|e| ClassifierError::Corrupt { path: weights.to_path_buf(), reason: e.to_string() })?;
+        let tensors = candle_core::safetensors::load(weights, &Device::Cpu).map_err(|e| {
+            ClassifierError::Corrupt {
+                path: weights.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
         let task = Mlp::from_tensors("task", &tensors, weights)?;
         let difficulty = Mlp::from_tensors("difficulty", &tensors, weights)?;
         let inputs = metadata_inputs(&metadata);
-        let corrupt = |reason: String| ClassifierError::Corrupt { path: weights.to_path_buf(), reason };
+        let corrupt = |reason: String| ClassifierError::Corrupt {
+            path: weights.to_path_buf(),
+            reason,
+        };
         if task.inputs() != inputs || difficulty.inputs() != inputs {
             return Err(corrupt(format!(
                 "heads take {} and {} inputs, metadata says {inputs}",
@@ -222,23 +261,42 @@ impl Heads {
             )));
         }
         if difficulty.outputs() != 1 {
-            return Err(corrupt(format!("difficulty head has {} outputs, expected 1", difficulty.outputs())));
+            return Err(corrupt(format!(
+                "difficulty head has {} outputs, expected 1",
+                difficulty.outputs()
+            )));
         }
         if !metadata.views.is_empty() && metadata.views != crate::classifier::VIEW_NAMES {
             return Err(ClassifierError::Incompatible {
                 path: weights.to_path_buf(),
-                reason: format!("trained with views {:?}, this build computes {:?}", metadata.views, crate::classifier::VIEW_NAMES),
+                reason: format!(
+                    "trained with views {:?}, this build computes {:?}",
+                    metadata.views,
+                    crate::classifier::VIEW_NAMES
+                ),
             });
         }
         let known: Vec<&str> = FEATURE_NAMES.to_vec();
-        if metadata.features.iter().map(String::as_str).ne(known.iter().copied()) && !metadata.features.is_empty() {
+        if metadata
+            .features
+            .iter()
+            .map(String::as_str)
+            .ne(known.iter().copied())
+            && !metadata.features.is_empty()
+        {
             return Err(ClassifierError::Incompatible {
                 path: weights.to_path_buf(),
-                reason: format!("trained with features {:?}, this build computes {known:?}", metadata.features),
+                reason: format!(
+                    "trained with features {:?}, this build computes {known:?}",
+                    metadata.features
+                ),
             });
         }
         Ok(Heads {
-            task: TaskHead { mlp: task, labels: metadata.task_labels.clone() },
+            task: TaskHead {
+                mlp: task,
+                labels: metadata.task_labels.clone(),
+            },
             difficulty: DifficultyHead { mlp: difficulty },
             metadata,
         })
@@ -250,12 +308,18 @@ impl Heads {
         self.task.mlp.to_tensors("task", &mut tensors)?;
         self.difficulty.mlp.to_tensors("difficulty", &mut tensors)?;
         if let Some(dir) = weights.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ClassifierError::Io { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| ClassifierError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         candle_core::safetensors::save(&tensors, weights)?;
         let meta_path = Self::metadata_path(weights);
         let text = serde_json::to_string_pretty(&self.metadata).expect("metadata serialises");
-        std::fs::write(&meta_path, text + "\n").map_err(|source| ClassifierError::Io { path: meta_path, source })
+        std::fs::write(&meta_path, text + "\n").map_err(|source| ClassifierError::Io {
+            path: meta_path,
+            source,
+        })
     }
 
     /// Whether the heads take surface features after the embedding.
@@ -270,7 +334,11 @@ impl Heads {
 }
 
 fn metadata_inputs(m: &HeadsMetadata) -> usize {
-    let dim = m.training.get("embedding_dim").and_then(|v| v.as_u64()).unwrap_or(384) as usize;
+    let dim = m
+        .training
+        .get("embedding_dim")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(384) as usize;
     dim * (1 + m.views.len()) + m.features.len()
 }
 
@@ -291,19 +359,35 @@ mod tests {
 
     pub(crate) fn tiny_heads(inputs: usize) -> Heads {
         let dense = |i: usize, o: usize, seed: f32| Dense {
-            weight: (0..i * o).map(|k| ((k as f32 * 0.37 + seed).sin()) * 0.1).collect(),
+            weight: (0..i * o)
+                .map(|k| ((k as f32 * 0.37 + seed).sin()) * 0.1)
+                .collect(),
             bias: (0..o).map(|k| k as f32 * 0.01).collect(),
             inputs: i,
             outputs: o,
         };
         let labels = Taxonomy::new(vec!["a".into(), "b".into(), "c".into()]).unwrap();
         Heads {
-            task: TaskHead { mlp: Mlp { layers: vec![dense(inputs, 4, 0.0), dense(4, 3, 1.0)] }, labels: labels.clone() },
-            difficulty: DifficultyHead { mlp: Mlp { layers: vec![dense(inputs, 1, 2.0)] } },
+            task: TaskHead {
+                mlp: Mlp {
+                    layers: vec![dense(inputs, 4, 0.0), dense(4, 3, 1.0)],
+                },
+                labels: labels.clone(),
+            },
+            difficulty: DifficultyHead {
+                mlp: Mlp {
+                    layers: vec![dense(inputs, 1, 2.0)],
+                },
+            },
             metadata: HeadsMetadata {
                 format_version: FORMAT_VERSION,
                 version: "test".into(),
-                encoder: EncoderInfo { name: "x".into(), weights_sha256: "00".into(), window: 8, truncation: "head_and_tail".into() },
+                encoder: EncoderInfo {
+                    name: "x".into(),
+                    weights_sha256: "00".into(),
+                    window: 8,
+                    truncation: "head_and_tail".into(),
+                },
                 features: vec![],
                 views: vec![],
                 task_labels: labels,
@@ -331,7 +415,10 @@ mod tests {
         let back = Heads::load(&path).unwrap();
         let x = [0.1, -0.2, 0.3, 0.0, 1.0];
         assert_eq!(back.task.scores(&x), heads.task.scores(&x));
-        assert_eq!(back.difficulty.difficulty(&x), heads.difficulty.difficulty(&x));
+        assert_eq!(
+            back.difficulty.difficulty(&x),
+            heads.difficulty.difficulty(&x)
+        );
         assert_eq!(back.task.labels.labels(), ["a", "b", "c"]);
     }
 
@@ -351,6 +438,9 @@ mod tests {
         assert!(err.contains("3 outputs for 2 labels"), "{err}");
 
         let missing = dir.path().join("none.safetensors");
-        assert!(Heads::load(&missing).unwrap_err().to_string().contains("none.json"));
+        assert!(Heads::load(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("none.json"));
     }
 }

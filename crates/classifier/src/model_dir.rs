@@ -40,11 +40,16 @@ impl ModelDir {
     pub fn open(path: &Path) -> Result<ModelDir> {
         let manifest_path = PathBuf::from(format!("{}.manifest.json", path.display()));
         let manifest = if manifest_path.is_file() {
-            let text = std::fs::read_to_string(&manifest_path)
-                .map_err(|source| ClassifierError::Io { path: manifest_path.clone(), source })?;
-            Some(serde_json::from_str::<ModelManifest>(&text).map_err(|e| ClassifierError::Corrupt {
-                path: manifest_path.clone(),
-                reason: e.to_string(),
+            let text =
+                std::fs::read_to_string(&manifest_path).map_err(|source| ClassifierError::Io {
+                    path: manifest_path.clone(),
+                    source,
+                })?;
+            Some(serde_json::from_str::<ModelManifest>(&text).map_err(|e| {
+                ClassifierError::Corrupt {
+                    path: manifest_path.clone(),
+                    reason: e.to_string(),
+                }
             })?)
         } else {
             None
@@ -54,7 +59,9 @@ impl ModelDir {
 
     /// Opens `path` and verifies it against `manifest` when given.
     pub fn open_with(path: &Path, manifest: Option<&ModelManifest>) -> Result<ModelDir> {
-        let fetch = manifest.and_then(|m| m.fetch.clone()).unwrap_or_else(|| FETCH_COMMAND.to_string());
+        let fetch = manifest
+            .and_then(|m| m.fetch.clone())
+            .unwrap_or_else(|| FETCH_COMMAND.to_string());
         for name in REQUIRED {
             let file = path.join(name);
             if !file.is_file() {
@@ -70,11 +77,20 @@ impl ModelDir {
             for (name, expected) in &m.files {
                 let file = path.join(name);
                 if !file.is_file() {
-                    return Err(ClassifierError::MissingFile { path: file, reason: "file not found".into(), fetch });
+                    return Err(ClassifierError::MissingFile {
+                        path: file,
+                        reason: "file not found".into(),
+                        fetch,
+                    });
                 }
                 let actual = sha256_file(&file)?;
                 if &actual != expected {
-                    return Err(ClassifierError::Checksum { path: file, expected: expected.clone(), actual, fetch });
+                    return Err(ClassifierError::Checksum {
+                        path: file,
+                        expected: expected.clone(),
+                        actual,
+                        fetch,
+                    });
                 }
                 if name == "model.safetensors" {
                     weights_sha256 = Some(actual);
@@ -85,7 +101,10 @@ impl ModelDir {
             Some(s) => s,
             None => sha256_file(&path.join("model.safetensors"))?,
         };
-        Ok(ModelDir { path: path.to_path_buf(), weights_sha256 })
+        Ok(ModelDir {
+            path: path.to_path_buf(),
+            weights_sha256,
+        })
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -136,7 +155,10 @@ pub enum Pooling {
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let io = |source| ClassifierError::Io { path: path.to_path_buf(), source };
+    let io = |source| ClassifierError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

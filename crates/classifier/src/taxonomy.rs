@@ -23,7 +23,10 @@ impl Taxonomy {
     /// Builds a taxonomy; fails on an empty list, an empty name or a duplicate.
     pub fn new(labels: Vec<String>) -> Result<Taxonomy, String> {
         if labels.len() < 2 {
-            return Err(format!("a taxonomy needs at least 2 labels, got {}", labels.len()));
+            return Err(format!(
+                "a taxonomy needs at least 2 labels, got {}",
+                labels.len()
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for l in &labels {
@@ -73,7 +76,9 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_and_empty_names() {
-        assert!(Taxonomy::new(vec!["a".into(), "a".into()]).unwrap_err().contains("twice"));
+        assert!(Taxonomy::new(vec!["a".into(), "a".into()])
+            .unwrap_err()
+            .contains("twice"));
         assert!(Taxonomy::new(vec!["a".into(), " ".into()]).is_err());
         assert!(Taxonomy::new(vec!["a".into()]).is_err());
         assert!(Taxonomy::new(vec!["billing".into(), "tech_support".into()]).is_ok());

@@ -27,7 +27,14 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { hidden: 256, epochs: 40, learning_rate: 1e-3, weight_decay: 1e-2, batch_size: 64, seed: 17 }
+        TrainConfig {
+            hidden: 256,
+            epochs: 40,
+            learning_rate: 1e-3,
+            weight_decay: 1e-2,
+            batch_size: 64,
+            seed: 17,
+        }
     }
 }
 
@@ -41,7 +48,9 @@ impl Layers {
         for w in sizes.windows(2) {
             let (inp, out) = (w[0], w[1]);
             let bound = (1.0 / inp as f64).sqrt() as f32;
-            let weight: Vec<f32> = (0..inp * out).map(|_| rng.random_range(-bound..bound)).collect();
+            let weight: Vec<f32> = (0..inp * out)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
             let wt = Var::from_tensor(&Tensor::from_vec(weight, (out, inp), &Device::Cpu)?)?;
             let bt = Var::from_tensor(&Tensor::zeros(out, DType::F32, &Device::Cpu)?)?;
             vars.push((wt, bt));
@@ -52,7 +61,9 @@ impl Layers {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, (w, b)) in self.vars.iter().enumerate() {
-            h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?;
             if i + 1 < self.vars.len() {
                 h = h.relu()?;
             }
@@ -61,7 +72,10 @@ impl Layers {
     }
 
     fn all_vars(&self) -> Vec<Var> {
-        self.vars.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
+        self.vars
+            .iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect()
     }
 
     fn to_mlp(&self) -> Result<Mlp> {
@@ -89,11 +103,16 @@ fn sizes(inputs: usize, hidden: usize, outputs: usize) -> Vec<usize> {
 
 fn check(x: &[Vec<f32>], n: usize) -> Result<usize> {
     if x.is_empty() || x.len() != n {
-        return Err(ClassifierError::InvalidInput(format!("{} inputs for {n} targets", x.len())));
+        return Err(ClassifierError::InvalidInput(format!(
+            "{} inputs for {n} targets",
+            x.len()
+        )));
     }
     let d = x[0].len();
     if x.iter().any(|r| r.len() != d) {
-        return Err(ClassifierError::InvalidInput("inputs have different widths".into()));
+        return Err(ClassifierError::InvalidInput(
+            "inputs have different widths".into(),
+        ));
     }
     Ok(d)
 }
@@ -115,24 +134,39 @@ pub fn train_classifier(
 ) -> Result<Mlp> {
     let d = check(x, labels.len())?;
     if let Some(bad) = labels.iter().find(|&&l| l >= classes) {
-        return Err(ClassifierError::InvalidInput(format!("label index {bad} >= {classes} classes")));
+        return Err(ClassifierError::InvalidInput(format!(
+            "label index {bad} >= {classes} classes"
+        )));
     }
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let layers = Layers::init(&sizes(d, cfg.hidden, classes), &mut rng)?;
     let mut opt = AdamW::new(
         layers.all_vars(),
-        ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..Default::default() },
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
     )?;
     let mut order: Vec<usize> = (0..x.len()).collect();
     for _ in 0..cfg.epochs {
         order.shuffle(&mut rng);
         for chunk in order.chunks(cfg.batch_size.max(1)) {
             let xb = rows(x, chunk)?;
-            let yb = Tensor::from_vec(chunk.iter().map(|&i| labels[i] as u32).collect::<Vec<_>>(), (chunk.len(), 1), &Device::Cpu)?;
-            let wb = Tensor::from_vec(chunk.iter().map(|&i| weights[i]).collect::<Vec<_>>(), (chunk.len(), 1), &Device::Cpu)?;
+            let yb = Tensor::from_vec(
+                chunk.iter().map(|&i| labels[i] as u32).collect::<Vec<_>>(),
+                (chunk.len(), 1),
+                &Device::Cpu,
+            )?;
+            let wb = Tensor::from_vec(
+                chunk.iter().map(|&i| weights[i]).collect::<Vec<_>>(),
+                (chunk.len(), 1),
+                &Device::Cpu,
+            )?;
             let logp = candle_nn::ops::log_softmax(&layers.forward(&xb)?, D::Minus1)?;
             let picked = logp.gather(&yb, 1)?;
-            let loss = (picked.mul(&wb)?.sum_all()?.neg()? / (wb.sum_all()?.to_scalar::<f32>()? as f64).max(1e-9))?;
+            let loss = (picked.mul(&wb)?.sum_all()?.neg()?
+                / (wb.sum_all()?.to_scalar::<f32>()? as f64).max(1e-9))?;
             opt.backward_step(&loss)?;
         }
     }
@@ -141,28 +175,49 @@ pub fn train_classifier(
 
 /// Trains a one-output regressor whose sigmoid fits targets in [0, 1]
 /// (binary cross-entropy with soft targets).
-pub fn train_regressor(x: &[Vec<f32>], targets: &[f32], weights: &[f32], cfg: &TrainConfig) -> Result<Mlp> {
+pub fn train_regressor(
+    x: &[Vec<f32>],
+    targets: &[f32],
+    weights: &[f32],
+    cfg: &TrainConfig,
+) -> Result<Mlp> {
     let d = check(x, targets.len())?;
     if targets.iter().any(|t| !(0.0..=1.0).contains(t)) {
-        return Err(ClassifierError::InvalidInput("regression targets must lie in [0, 1]".into()));
+        return Err(ClassifierError::InvalidInput(
+            "regression targets must lie in [0, 1]".into(),
+        ));
     }
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let layers = Layers::init(&sizes(d, cfg.hidden, 1), &mut rng)?;
     let mut opt = AdamW::new(
         layers.all_vars(),
-        ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..Default::default() },
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
     )?;
     let mut order: Vec<usize> = (0..x.len()).collect();
     for _ in 0..cfg.epochs {
         order.shuffle(&mut rng);
         for chunk in order.chunks(cfg.batch_size.max(1)) {
             let xb = rows(x, chunk)?;
-            let yb = Tensor::from_vec(chunk.iter().map(|&i| targets[i]).collect::<Vec<_>>(), (chunk.len(), 1), &Device::Cpu)?;
-            let wb = Tensor::from_vec(chunk.iter().map(|&i| weights[i]).collect::<Vec<_>>(), (chunk.len(), 1), &Device::Cpu)?;
+            let yb = Tensor::from_vec(
+                chunk.iter().map(|&i| targets[i]).collect::<Vec<_>>(),
+                (chunk.len(), 1),
+                &Device::Cpu,
+            )?;
+            let wb = Tensor::from_vec(
+                chunk.iter().map(|&i| weights[i]).collect::<Vec<_>>(),
+                (chunk.len(), 1),
+                &Device::Cpu,
+            )?;
             let z = layers.forward(&xb)?;
             // BCE with logits, stable form: max(z,0) - z*y + log(1 + exp(-|z|)).
-            let per = (z.relu()? - z.mul(&yb)? + z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
-            let loss = (per.mul(&wb)?.sum_all()? / (wb.sum_all()?.to_scalar::<f32>()? as f64).max(1e-9))?;
+            let per =
+                (z.relu()? - z.mul(&yb)? + z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+            let loss =
+                (per.mul(&wb)?.sum_all()? / (wb.sum_all()?.to_scalar::<f32>()? as f64).max(1e-9))?;
             opt.backward_step(&loss)?;
         }
     }
@@ -181,7 +236,10 @@ mod tests {
         let mut y = Vec::new();
         for i in 0..300 {
             let c = i % 3;
-            x.push(vec![centers[c][0] + rng.random_range(-0.3..0.3), centers[c][1] + rng.random_range(-0.3..0.3)]);
+            x.push(vec![
+                centers[c][0] + rng.random_range(-0.3..0.3),
+                centers[c][1] + rng.random_range(-0.3..0.3),
+            ]);
             y.push(c);
         }
         (x, y)
@@ -191,14 +249,24 @@ mod tests {
     fn classifier_learns_separable_blobs_and_is_reproducible() {
         let (x, y) = blobs();
         let w = vec![1.0; x.len()];
-        let cfg = TrainConfig { hidden: 8, epochs: 30, learning_rate: 1e-2, ..Default::default() };
+        let cfg = TrainConfig {
+            hidden: 8,
+            epochs: 30,
+            learning_rate: 1e-2,
+            ..Default::default()
+        };
         let mlp = train_classifier(&x, &y, &w, 3, &cfg).unwrap();
         let correct = x
             .iter()
             .zip(&y)
             .filter(|(xi, &yi)| {
                 let s = softmax(&mlp.forward(xi));
-                s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 == yi
+                s.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .unwrap()
+                    .0
+                    == yi
             })
             .count();
         assert!(correct >= 290, "only {correct}/300 right");
@@ -213,7 +281,13 @@ mod tests {
         let x: Vec<Vec<f32>> = (0..200).map(|i| vec![i as f32 / 200.0]).collect();
         let t: Vec<f32> = x.iter().map(|v| 0.2 + 0.6 * v[0]).collect();
         let w = vec![1.0; x.len()];
-        let cfg = TrainConfig { hidden: 0, epochs: 300, learning_rate: 5e-2, weight_decay: 0.0, ..Default::default() };
+        let cfg = TrainConfig {
+            hidden: 0,
+            epochs: 300,
+            learning_rate: 5e-2,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
         let mlp = train_regressor(&x, &t, &w, &cfg).unwrap();
         for (xi, ti) in x.iter().zip(&t).step_by(20) {
             let p = sigmoid(mlp.forward(xi)[0]);

@@ -23,8 +23,16 @@ pub fn clip_chars(text: &str) -> std::borrow::Cow<'_, str> {
     if n <= 2 * MAX_CHARS_EACH_SIDE {
         return std::borrow::Cow::Borrowed(text);
     }
-    let head_end = text.char_indices().nth(MAX_CHARS_EACH_SIDE).map(|(i, _)| i).unwrap_or(text.len());
-    let tail_start = text.char_indices().nth(n - MAX_CHARS_EACH_SIDE).map(|(i, _)| i).unwrap_or(0);
+    let head_end = text
+        .char_indices()
+        .nth(MAX_CHARS_EACH_SIDE)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let tail_start = text
+        .char_indices()
+        .nth(n - MAX_CHARS_EACH_SIDE)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
     std::borrow::Cow::Owned(format!("{} {}", &text[..head_end], &text[tail_start..]))
 }
 
@@ -59,7 +67,10 @@ mod tests {
 
     #[test]
     fn long_input_keeps_head_and_tail_and_special_tokens() {
-        let ids: Vec<u32> = std::iter::once(101).chain(1..=10).chain(std::iter::once(102)).collect();
+        let ids: Vec<u32> = std::iter::once(101)
+            .chain(1..=10)
+            .chain(std::iter::once(102))
+            .collect();
         // window 7: budget 5 -> head 3, tail 2
         assert_eq!(head_and_tail(&ids, 7), vec![101, 1, 2, 3, 9, 10, 102]);
         assert_eq!(head_and_tail(&ids, 6), vec![101, 1, 2, 9, 10, 102]);
@@ -67,7 +78,12 @@ mod tests {
 
     #[test]
     fn clip_chars_keeps_both_ends_on_char_boundaries() {
-        let text = format!("{}{}{}", "é".repeat(MAX_CHARS_EACH_SIDE), "x".repeat(50_000), "ü".repeat(MAX_CHARS_EACH_SIDE));
+        let text = format!(
+            "{}{}{}",
+            "é".repeat(MAX_CHARS_EACH_SIDE),
+            "x".repeat(50_000),
+            "ü".repeat(MAX_CHARS_EACH_SIDE)
+        );
         let clipped = clip_chars(&text);
         assert_eq!(clipped.chars().count(), 2 * MAX_CHARS_EACH_SIDE + 1);
         assert!(clipped.starts_with('é') && clipped.ends_with('ü') && !clipped.contains('x'));

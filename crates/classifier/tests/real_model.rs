@@ -30,7 +30,11 @@ fn embeddings_match_sentence_transformers() {
         serde_json::from_str(include_str!("data/reference_embeddings.json")).unwrap();
     let enc = encoder();
     assert_eq!(enc.dim(), 384);
-    assert_eq!(enc.window(), 256, "sentence_bert_config.json sets max_seq_length 256");
+    assert_eq!(
+        enc.window(),
+        256,
+        "sentence_bert_config.json sets max_seq_length 256"
+    );
     let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
     // Once as a padded batch, once one by one: padding must not change results.
     let batched = enc.embed(&texts).unwrap();
@@ -40,8 +44,16 @@ fn embeddings_match_sentence_transformers() {
         assert!((norm - 1.0).abs() < 1e-5);
         for (k, &d) in reference.dims.iter().enumerate() {
             let want = reference.values[i][k];
-            assert!((single[d] - want).abs() < 1e-5, "sentence {i} dim {d}: {} vs {want}", single[d]);
-            assert!((batched[i][d] - want).abs() < 1e-5, "batched sentence {i} dim {d}: {} vs {want}", batched[i][d]);
+            assert!(
+                (single[d] - want).abs() < 1e-5,
+                "sentence {i} dim {d}: {} vs {want}",
+                single[d]
+            );
+            assert!(
+                (batched[i][d] - want).abs() < 1e-5,
+                "batched sentence {i} dim {d}: {} vs {want}",
+                batched[i][d]
+            );
         }
     }
 }
@@ -49,7 +61,10 @@ fn embeddings_match_sentence_transformers() {
 #[test]
 fn long_prompts_are_truncated_to_the_window_keeping_head_and_tail() {
     let enc = encoder();
-    let long = format!("Summarize the following text. {} What is the gist?", "lorem ipsum dolor sit amet ".repeat(400));
+    let long = format!(
+        "Summarize the following text. {} What is the gist?",
+        "lorem ipsum dolor sit amet ".repeat(400)
+    );
     assert_eq!(enc.token_count(&long).unwrap(), 256);
     assert!(enc.token_count("short prompt").unwrap() < 10);
     // The tail matters: two long prompts that differ only at the end embed differently.
@@ -68,20 +83,38 @@ fn corrupt_weights_fail_at_startup_with_path_and_digests() {
     for f in ["config.json", "tokenizer.json"] {
         std::fs::copy(model_dir().join(f), dir.join(f)).unwrap();
     }
-    std::fs::write(dir.join("model.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage").unwrap();
-    std::fs::copy(model_dir().with_extension("manifest.json"), tmp.path().join("m.manifest.json")).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage",
+    )
+    .unwrap();
+    std::fs::copy(
+        model_dir().with_extension("manifest.json"),
+        tmp.path().join("m.manifest.json"),
+    )
+    .unwrap();
     let err = ModelDir::open(&dir).unwrap_err();
     assert!(matches!(err, ClassifierError::Checksum { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("model.safetensors") && msg.contains("53aa5117") && msg.contains("scripts/fetch-model"), "{msg}");
+    assert!(
+        msg.contains("model.safetensors")
+            && msg.contains("53aa5117")
+            && msg.contains("scripts/fetch-model"),
+        "{msg}"
+    );
 
     // Without a manifest the file is opened, and candle's own check names the file.
     std::fs::remove_file(tmp.path().join("m.manifest.json")).unwrap();
     let opened = ModelDir::open(&dir).unwrap();
-    let err = BertEncoder::load(&opened, candle_core::Device::Cpu).err().expect("garbage weights must fail");
+    let err = BertEncoder::load(&opened, candle_core::Device::Cpu)
+        .err()
+        .expect("garbage weights must fail");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     let err = ModelDir::open(&dir).unwrap_err().to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("not found"),
+        "{err}"
+    );
 }

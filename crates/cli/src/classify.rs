@@ -50,7 +50,8 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::io::BufReader::new(
-            std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
+            std::fs::File::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
         ))
     };
     let bar = progress_bar(&path);
@@ -115,8 +116,10 @@ fn progress_bar(path: &std::path::Path) -> indicatif::ProgressBar {
         None => indicatif::ProgressBar::new_spinner(),
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} prompts [{elapsed_precise}] {per_sec}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos}/{len} prompts [{elapsed_precise}] {per_sec}",
+        )
+        .expect("valid template"),
     );
     bar
 }

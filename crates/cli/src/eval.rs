@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use switchyard_classifier::{embed_cache, BertEncoder, Classifier, ModelDir};
-use switchyard_eval::{build_sets, cross_validate, evaluate, read_records, summarise, EvalConfig, EvalSet, Pricing, PromptReader};
+use switchyard_eval::{
+    build_sets, cross_validate, evaluate, read_records, summarise, EvalConfig, EvalSet, Pricing,
+    PromptReader,
+};
 use switchyard_records::Record;
 use switchyard_router::{Catalog, TrainConfig};
 
@@ -81,7 +84,10 @@ fn progress_bar() -> indicatif::ProgressBar {
     }
     let b = indicatif::ProgressBar::new(0);
     b.set_style(
-        indicatif::ProgressStyle::with_template("embedding {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta}]").expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "embedding {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta}]",
+        )
+        .expect("valid template"),
     );
     b
 }
@@ -91,16 +97,27 @@ fn progress_bar() -> indicatif::ProgressBar {
 pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<EvalSet>> {
     let records: Vec<Vec<Record>> = groups
         .iter()
-        .map(|paths| paths.iter().map(|p| read_records(p)).collect::<Result<Vec<_>, _>>().map(|v| v.concat()))
+        .map(|paths| {
+            paths
+                .iter()
+                .map(|p| read_records(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| v.concat())
+        })
         .collect::<Result<_, _>>()?;
     let catalog = match &args.catalog {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
             Some(Catalog::from_toml_str(&text).with_context(|| p.display().to_string())?)
         }
         None => None,
     };
-    let pricing = Pricing { catalog, output_tokens: args.output_tokens, allow_unpriced: args.allow_unpriced };
+    let pricing = Pricing {
+        catalog,
+        output_tokens: args.output_tokens,
+        allow_unpriced: args.allow_unpriced,
+    };
     let model_dir = paths::resolve(&args.model.model_dir);
     let dir = ModelDir::open(&model_dir)?;
     let bar = progress_bar();
@@ -111,16 +128,33 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
     let heads = paths::resolve(&args.model.heads);
     let no_task_head = args.no_task_head || !heads.exists();
     if no_task_head && !args.no_task_head {
-        eprintln!("warning: no task heads at {}; using the encoder alone (one pseudo-task)", heads.display());
+        eprintln!(
+            "warning: no task heads at {}; using the encoder alone (one pseudo-task)",
+            heads.display()
+        );
     }
     let sets = if no_task_head {
         let encoder = BertEncoder::load(&dir, args.model.device.resolve()?)?;
         let id = embed_cache::encoder_id(&encoder, &dir.weights_sha256);
-        build_sets(&records, &PromptReader::EncoderOnly(&encoder), &id, &args.cache_dir, &pricing, &progress)?
+        build_sets(
+            &records,
+            &PromptReader::EncoderOnly(&encoder),
+            &id,
+            &args.cache_dir,
+            &pricing,
+            &progress,
+        )?
     } else {
         let classifier = Classifier::load(&model_dir, &heads, args.model.device)?;
         let id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
-        build_sets(&records, &PromptReader::Classifier(&classifier), &id, &args.cache_dir, &pricing, &progress)?
+        build_sets(
+            &records,
+            &PromptReader::Classifier(&classifier),
+            &id,
+            &args.cache_dir,
+            &pricing,
+            &progress,
+        )?
     };
     bar.finish_and_clear();
     Ok(sets)
@@ -128,7 +162,13 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let cfg = EvalConfig {
-        train: TrainConfig { rank: args.rank, epochs: args.epochs, l2_prompt: args.l2, learning_rate: args.learning_rate, ..Default::default() },
+        train: TrainConfig {
+            rank: args.rank,
+            epochs: args.epochs,
+            l2_prompt: args.l2,
+            learning_rate: args.learning_rate,
+            ..Default::default()
+        },
         knn_k: args.knn_k,
         seed: args.seed,
         cold_start: args.cold_model.clone().zip(args.cold_outcomes),
@@ -138,7 +178,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         let (res, rows) = cross_validate(&set, folds, &cfg)?;
         (res, rows, set.models)
     } else {
-        anyhow::ensure!(!args.train.is_empty(), "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K");
+        anyhow::ensure!(
+            !args.train.is_empty(),
+            "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K"
+        );
         let mut sets = load_sets(&[&args.train, &args.test], &args)?;
         let test = sets.remove(1);
         let (res, rows) = evaluate(&sets[0], &test, &cfg)?;

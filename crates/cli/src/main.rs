@@ -17,7 +17,11 @@ use clap::{Args, Parser, Subcommand};
 use switchyard_classifier::DeviceChoice;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "A learned LLM query router: classify prompts, route them to the cheapest model likely to succeed")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A learned LLM query router: classify prompts, route them to the cheapest model likely to succeed"
+)]
 struct Cli {
     /// Log as JSON lines instead of text (logs go to stderr).
     #[arg(long, global = true)]
@@ -90,7 +94,9 @@ fn main() -> ExitCode {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

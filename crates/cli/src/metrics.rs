@@ -8,7 +8,10 @@ pub struct Confusion {
 
 impl Confusion {
     pub fn new(labels: &[String]) -> Confusion {
-        Confusion { labels: labels.to_vec(), counts: vec![vec![0; labels.len()]; labels.len()] }
+        Confusion {
+            labels: labels.to_vec(),
+            counts: vec![vec![0; labels.len()]; labels.len()],
+        }
     }
 
     pub fn add(&mut self, truth: usize, predicted: usize) {
@@ -41,16 +44,37 @@ impl Confusion {
     }
 
     pub fn markdown(&self) -> String {
-        let short: Vec<String> = self.labels.iter().map(|l| l.chars().take(6).collect()).collect();
-        let mut s = format!("| true \\ predicted | {} | n | recall |\n", short.join(" | "));
+        let short: Vec<String> = self
+            .labels
+            .iter()
+            .map(|l| l.chars().take(6).collect())
+            .collect();
+        let mut s = format!(
+            "| true \\ predicted | {} | n | recall |\n",
+            short.join(" | ")
+        );
         s += &format!("|---|{}---|---|\n", "---|".repeat(self.labels.len()));
         for (i, row) in self.counts.iter().enumerate() {
             let n: usize = row.iter().sum();
             if n == 0 {
                 continue;
             }
-            let cells: Vec<String> = row.iter().map(|c| if *c == 0 { String::new() } else { c.to_string() }).collect();
-            s += &format!("| {} | {} | {n} | {:.2} |\n", self.labels[i], cells.join(" | "), row[i] as f64 / n as f64);
+            let cells: Vec<String> = row
+                .iter()
+                .map(|c| {
+                    if *c == 0 {
+                        String::new()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            s += &format!(
+                "| {} | {} | {n} | {:.2} |\n",
+                self.labels[i],
+                cells.join(" | "),
+                row[i] as f64 / n as f64
+            );
         }
         s
     }
@@ -114,7 +138,9 @@ mod tests {
         assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 4.0, 9.0, 100.0]) - 1.0).abs() < 1e-12);
         assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
         // Ties: a = [1,2,2,3] ranks [1,2.5,2.5,4]; b = [1,3,2,4]; Pearson of ranks = 0.9486833
-        assert!((spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]) - 0.948_683_3).abs() < 1e-6);
+        assert!(
+            (spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]) - 0.948_683_3).abs() < 1e-6
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use switchyard_classifier::{embed_cache, BertEncoder, Encoder, ModelDir};
-use switchyard_router::{catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel};
+use switchyard_router::{
+    catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel,
+};
 
 use crate::classify::load_classifier;
 use crate::{paths, ModelArgs};
@@ -47,16 +49,23 @@ pub struct RouteArgs {
 
 pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     let catalog_path = paths::resolve(&args.catalog);
-    let text = std::fs::read_to_string(&catalog_path).with_context(|| format!("cannot read {}", catalog_path.display()))?;
-    let catalog = Catalog::from_toml_str(&text).with_context(|| catalog_path.display().to_string())?;
+    let text = std::fs::read_to_string(&catalog_path)
+        .with_context(|| format!("cannot read {}", catalog_path.display()))?;
+    let catalog =
+        Catalog::from_toml_str(&text).with_context(|| catalog_path.display().to_string())?;
     let router_path = paths::resolve(&args.router);
-    let artifact = std::fs::read_to_string(&router_path).with_context(|| format!("cannot read {}", router_path.display()))?;
-    let success = SuccessModel::from_json(&artifact).with_context(|| router_path.display().to_string())?;
+    let artifact = std::fs::read_to_string(&router_path)
+        .with_context(|| format!("cannot read {}", router_path.display()))?;
+    let success =
+        SuccessModel::from_json(&artifact).with_context(|| router_path.display().to_string())?;
     let dir = ModelDir::open(&paths::resolve(&args.model.model_dir))?;
     // An artifact fitted without the task head needs only the encoder.
     let encoder_only = success.tasks == ["any"];
     let (classifier, encoder) = if encoder_only {
-        (None, Some(BertEncoder::load(&dir, args.model.device.resolve()?)?))
+        (
+            None,
+            Some(BertEncoder::load(&dir, args.model.device.resolve()?)?),
+        )
     } else {
         (Some(load_classifier(&args.model)?), None)
     };
@@ -87,10 +96,16 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     let names = catalog.names();
     let p = success.predict(&names, &embedding, &task_scores);
     let input_tokens = estimate_tokens(&args.prompt);
-    let cost: Vec<f64> = catalog.models.iter().map(|m| m.cost_usd(input_tokens, args.output_tokens)).collect();
+    let cost: Vec<f64> = catalog
+        .models
+        .iter()
+        .map(|m| m.cost_usd(input_tokens, args.output_tokens))
+        .collect();
     let policy = match args.lambda {
         Some(l) => Policy::WillingnessToPay { lambda_per_usd: l },
-        None => Policy::Target { target: args.target.unwrap_or(catalog.default_target) },
+        None => Policy::Target {
+            target: args.target.unwrap_or(catalog.default_target),
+        },
     };
     let constraints = Constraints {
         allowed: (!args.allow.is_empty()).then_some(args.allow),
@@ -99,7 +114,11 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
         min_context_tokens: Some(input_tokens + args.output_tokens),
     };
     let decision = decide(&catalog, &p, &cost, policy, &constraints)?;
-    let unfitted: Vec<&str> = names.iter().copied().filter(|n| success.model_index(n).is_none()).collect();
+    let unfitted: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| success.model_index(n).is_none())
+        .collect();
     let mut out = serde_json::to_value(&decision)?;
     out["prediction"] = match &prediction {
         Some(p) => json!({"task": p.task, "difficulty": p.difficulty}),

@@ -72,10 +72,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let encoder_id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
     let store = Arc::new(SqliteStore::open(&args.store)?);
     let auth_token = match &args.auth_token_file {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("--auth-token-file {}", p.display()))?.trim().to_string()),
-        None => std::env::var("SWITCHYARD_AUTH_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("--auth-token-file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("SWITCHYARD_AUTH_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
     };
-    anyhow::ensure!(auth_token.as_ref().is_none_or(|t| !t.is_empty()), "--auth-token-file: the file is empty");
+    anyhow::ensure!(
+        auth_token.as_ref().is_none_or(|t| !t.is_empty()),
+        "--auth-token-file: the file is empty"
+    );
     if !args.listen.ip().is_loopback() && (args.tls_cert.is_none() || auth_token.is_none()) {
         tracing::warn!(listen = %args.listen, "listening beyond loopback without TLS and a bearer token");
     }
@@ -98,7 +108,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls: args.tls_cert.zip(args.tls_key),
         auth_token,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
@@ -117,11 +129,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 _ = int.recv() => tracing::info!("SIGINT"),
             }
         };
-        switchyard_server::serve(config, classifier, encoder_id, store, shutdown, reload_rx, |bound| {
-            // One JSON line on stdout so scripts and tests learn the ports (useful with port 0).
-            println!("{}", serde_json::to_string(&bound).expect("addresses serialise"));
-            eprintln!("switchyard: serving gRPC on {}", bound.grpc);
-        })
+        switchyard_server::serve(
+            config,
+            classifier,
+            encoder_id,
+            store,
+            shutdown,
+            reload_rx,
+            |bound| {
+                // One JSON line on stdout so scripts and tests learn the ports (useful with port 0).
+                println!(
+                    "{}",
+                    serde_json::to_string(&bound).expect("addresses serialise")
+                );
+                eprintln!("switchyard: serving gRPC on {}", bound.grpc);
+            },
+        )
         .await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -50,7 +50,10 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
         if let Err(e) = writeln!(out, "{}", d.to_record().to_line()) {
             io_error = Some(e);
-            return Err(switchyard_store::StoreError::Backend { path: "stdout".into(), message: "write failed".into() });
+            return Err(switchyard_store::StoreError::Backend {
+                path: "stdout".into(),
+                message: "write failed".into(),
+            });
         }
         written += 1;
         Ok(())
@@ -60,7 +63,10 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     let total = total?;
     out.flush()?;
-    eprintln!("exported {written} of {total} decisions from {}", args.store.display());
+    eprintln!(
+        "exported {written} of {total} decisions from {}",
+        args.store.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -78,33 +84,65 @@ pub fn fit_from_store(path: &Path, cfg: &TrainConfig) -> anyhow::Result<(Success
         }
         Ok(())
     })?;
-    anyhow::ensure!(!logged.is_empty(), "--from-store {}: no decision has an outcome yet", path.display());
-    let encoder_id = logged.last().and_then(|d| d.decision.versions.get("encoder").cloned()).unwrap_or_default();
+    anyhow::ensure!(
+        !logged.is_empty(),
+        "--from-store {}: no decision has an outcome yet",
+        path.display()
+    );
+    let encoder_id = logged
+        .last()
+        .and_then(|d| d.decision.versions.get("encoder").cloned())
+        .unwrap_or_default();
     let before = logged.len();
-    logged.retain(|d| d.decision.versions.get("encoder").cloned().unwrap_or_default() == encoder_id);
+    logged.retain(|d| {
+        d.decision
+            .versions
+            .get("encoder")
+            .cloned()
+            .unwrap_or_default()
+            == encoder_id
+    });
     if logged.len() < before {
-        eprintln!("skipped {} decisions logged with another encoder", before - logged.len());
+        eprintln!(
+            "skipped {} decisions logged with another encoder",
+            before - logged.len()
+        );
     }
-    let models: Vec<String> =
-        logged.iter().flat_map(|d| d.outcomes.iter().map(|o| o.model.clone())).collect::<BTreeSet<_>>().into_iter().collect();
-    let tasks: Vec<String> =
-        logged.iter().flat_map(|d| d.decision.task_scores.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+    let models: Vec<String> = logged
+        .iter()
+        .flat_map(|d| d.outcomes.iter().map(|o| o.model.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let tasks: Vec<String> = logged
+        .iter()
+        .flat_map(|d| d.decision.task_scores.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let rows: Vec<TrainingRow> = logged
         .iter()
         .map(|d| {
             let mut outcomes: Vec<(usize, f32)> = Vec::new();
             for o in &d.outcomes {
-                let m = models.iter().position(|n| n == &o.model).expect("collected above");
+                let m = models
+                    .iter()
+                    .position(|n| n == &o.model)
+                    .expect("collected above");
                 outcomes.retain(|(i, _)| *i != m);
                 outcomes.push((m, o.score as f32));
             }
             TrainingRow {
                 embedding: d.decision.embedding.clone(),
-                task_scores: tasks.iter().map(|t| d.decision.task_scores.get(t).copied().unwrap_or(0.0)).collect(),
+                task_scores: tasks
+                    .iter()
+                    .map(|t| d.decision.task_scores.get(t).copied().unwrap_or(0.0))
+                    .collect(),
                 outcomes,
             }
         })
         .collect();
-    let model = fit(models, tasks, &rows, cfg, &encoder_id).with_context(|| format!("--from-store {}", path.display()))?;
+    let model = fit(models, tasks, &rows, cfg, &encoder_id)
+        .with_context(|| format!("--from-store {}", path.display()))?;
     Ok((model, rows.len()))
 }

@@ -18,9 +18,14 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use switchyard_classifier::classifier::head_input;
 use switchyard_classifier::features::FEATURE_NAMES;
-use switchyard_classifier::heads::{sigmoid, softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION};
+use switchyard_classifier::heads::{
+    sigmoid, softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION,
+};
 use switchyard_classifier::train::{train_classifier, train_regressor, TrainConfig};
-use switchyard_classifier::{BertEncoder, EmbedCache, DifficultyHead, Encoder, Heads, ModelDir, TaskHead, Taxonomy, DEFAULT_TASKS};
+use switchyard_classifier::{
+    BertEncoder, DifficultyHead, EmbedCache, Encoder, Heads, ModelDir, TaskHead, Taxonomy,
+    DEFAULT_TASKS,
+};
 use switchyard_records::Record;
 
 use crate::metrics::{spearman, Confusion};
@@ -93,14 +98,19 @@ fn read_dir_records(dir: &Path) -> anyhow::Result<(Vec<(String, Record)>, Vec<St
     let mut out = Vec::new();
     let mut hashes = Vec::new();
     for f in files {
-        let (good, bad) = switchyard_records::read_file(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let (good, bad) = switchyard_records::read_file(&f)
+            .with_context(|| format!("cannot read {}", f.display()))?;
         for e in &bad {
             eprintln!("error: {}: {e}", f.display());
         }
         if !bad.is_empty() {
             bail!("{}: {} malformed line(s)", f.display(), bad.len());
         }
-        hashes.push(format!("{}:{}", f.file_name().unwrap().to_string_lossy(), crate_sha(&f)?));
+        hashes.push(format!(
+            "{}:{}",
+            f.file_name().unwrap().to_string_lossy(),
+            crate_sha(&f)?
+        ));
         let stem = f.file_stem().unwrap().to_string_lossy().to_string();
         out.extend(good.into_iter().map(|r| (stem.clone(), r)));
     }
@@ -117,11 +127,21 @@ fn bar(msg: &'static str) -> indicatif::ProgressBar {
     }
     let b = indicatif::ProgressBar::new(0);
     b.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta}]")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta}]",
+        )
+        .expect("valid template"),
     );
     b.set_message(msg);
     b
+}
+
+/// A `progress(done, total)` callback that drives `bar`.
+fn report_to(bar: &indicatif::ProgressBar) -> impl Fn(usize, usize) + '_ {
+    move |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
 }
 
 pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
@@ -132,13 +152,22 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
 
     // ---- data
     let (task_records, task_hashes) = read_dir_records(&args.tasks)?;
-    let (eval_records, _) = if args.eval.is_dir() { read_dir_records(&args.eval)? } else { (Vec::new(), Vec::new()) };
+    let (eval_records, _) = if args.eval.is_dir() {
+        read_dir_records(&args.eval)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let (outcome_records, outcome_hashes) = read_dir_records(&args.outcomes)?;
 
-    let found: BTreeSet<String> = task_records.iter().filter_map(|(_, r)| r.task.clone()).collect();
+    let found: BTreeSet<String> = task_records
+        .iter()
+        .filter_map(|(_, r)| r.task.clone())
+        .collect();
     let taxonomy = match &args.labels {
         Some(l) => Taxonomy::new(l.clone()).map_err(anyhow::Error::msg)?,
-        None if found.iter().all(|l| DEFAULT_TASKS.contains(&l.as_str())) => Taxonomy::default_tasks(),
+        None if found.iter().all(|l| DEFAULT_TASKS.contains(&l.as_str())) => {
+            Taxonomy::default_tasks()
+        }
         None => Taxonomy::new(found.into_iter().collect()).map_err(anyhow::Error::msg)?,
     };
     let to_examples = |records: &[(String, Record)]| -> Vec<Example> {
@@ -146,20 +175,32 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter_map(|(file, r)| {
                 let label = taxonomy.index_of(r.task.as_deref()?)?;
-                Some(Example { source: r.source.clone().unwrap_or_else(|| file.clone()), prompt: r.prompt.clone(), label })
+                Some(Example {
+                    source: r.source.clone().unwrap_or_else(|| file.clone()),
+                    prompt: r.prompt.clone(),
+                    label,
+                })
             })
             .collect()
     };
     let train = to_examples(&task_records);
     let evals = to_examples(&eval_records);
     if train.is_empty() {
-        bail!("no records in {} carry a task label from {:?}", args.tasks.display(), taxonomy.labels());
+        bail!(
+            "no records in {} carry a task label from {:?}",
+            args.tasks.display(),
+            taxonomy.labels()
+        );
     }
     let scored = sample_outcomes(&outcome_records, args.outcomes_per_file, args.seed);
     eprintln!(
         "{} training prompts ({} sources), {} eval prompts, {} prompts with outcomes",
         train.len(),
-        train.iter().map(|e| &e.source).collect::<BTreeSet<_>>().len(),
+        train
+            .iter()
+            .map(|e| &e.source)
+            .collect::<BTreeSet<_>>()
+            .len(),
         evals.len(),
         scored.len()
     );
@@ -174,18 +215,12 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         .chain(scored.iter().map(|s| s.prompt.as_str()))
         .collect();
     let b = bar("embedding");
-    let embs = cache.embed_all(&encoder, &texts, 32, &|done, total| {
-        b.set_length(total as u64);
-        b.set_position(done as u64);
-    })?;
+    let embs = cache.embed_all(&encoder, &texts, 32, &report_to(&b))?;
     b.finish_and_clear();
     let with_views = !args.no_views;
     let view_embs = if with_views {
         let b = bar("embedding instruction views");
-        let v = cache.embed_views(&encoder, &texts, 32, &|done, total| {
-            b.set_length(total as u64);
-            b.set_position(done as u64);
-        })?;
+        let v = cache.embed_views(&encoder, &texts, 32, &report_to(&b))?;
         b.finish_and_clear();
         v
     } else {
@@ -196,15 +231,29 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         .zip(&embs)
         .zip(&view_embs)
         .map(|((t, e), v)| {
-            let views = with_views.then(|| v.as_ref().map(|(h, l)| (h.as_slice(), l.as_slice())).unwrap_or((e, e)));
+            let views = with_views.then(|| {
+                v.as_ref()
+                    .map(|(h, l)| (h.as_slice(), l.as_slice()))
+                    .unwrap_or((e, e))
+            });
             head_input(e, views, t, with_features)
         })
         .collect();
     let (x_train, rest) = inputs.split_at(train.len());
     let (x_eval, x_scored) = rest.split_at(evals.len());
 
-    let task_cfg = TrainConfig { hidden: args.hidden, epochs: args.epochs, seed: args.seed, ..Default::default() };
-    let diff_cfg = TrainConfig { hidden: args.hidden, epochs: args.epochs, seed: args.seed + 1, ..Default::default() };
+    let task_cfg = TrainConfig {
+        hidden: args.hidden,
+        epochs: args.epochs,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let diff_cfg = TrainConfig {
+        hidden: args.hidden,
+        epochs: args.epochs,
+        seed: args.seed + 1,
+        ..Default::default()
+    };
     let weights = class_weights(&train, taxonomy.len());
     let labels: Vec<usize> = train.iter().map(|e| e.label).collect();
 
@@ -220,8 +269,14 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         for (s, (n, acc)) in &per_source {
             report += &format!("| {s} | {n} | {acc:.3} |\n");
         }
-        report += &format!("\nConfusion matrix (all held-out predictions):\n\n{}\n", conf.markdown());
-        metrics.insert("task_leave_one_source_out".into(), json!({"overall": conf.to_json(), "per_source": per_source}));
+        report += &format!(
+            "\nConfusion matrix (all held-out predictions):\n\n{}\n",
+            conf.markdown()
+        );
+        metrics.insert(
+            "task_leave_one_source_out".into(),
+            json!({"overall": conf.to_json(), "per_source": per_source}),
+        );
     }
 
     // ---- final task head + eval-only sources
@@ -229,19 +284,29 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     if !evals.is_empty() {
         let mut by_source: BTreeMap<String, Confusion> = BTreeMap::new();
         for (e, x) in evals.iter().zip(x_eval) {
-            let c = by_source.entry(e.source.clone()).or_insert_with(|| Confusion::new(taxonomy.labels()));
+            let c = by_source
+                .entry(e.source.clone())
+                .or_insert_with(|| Confusion::new(taxonomy.labels()));
             c.add(e.label, argmax(&softmax(&task_mlp.forward(x))));
         }
         report += "### Task type, evaluation-only sources (never trained on), final heads\n\n| source | n | accuracy | macro recall |\n|---|---|---|---|\n";
         for (s, c) in &by_source {
-            report += &format!("| {s} | {} | {:.3} | {:.3} |\n", c.total(), c.accuracy(), c.macro_recall());
+            report += &format!(
+                "| {s} | {} | {:.3} | {:.3} |\n",
+                c.total(),
+                c.accuracy(),
+                c.macro_recall()
+            );
         }
         for (s, c) in &by_source {
             report += &format!("\nConfusion matrix, {s}:\n\n{}\n", c.markdown());
         }
         metrics.insert(
             "task_eval_sources".into(),
-            json!(by_source.iter().map(|(s, c)| (s.clone(), c.to_json())).collect::<serde_json::Map<_, _>>()),
+            json!(by_source
+                .iter()
+                .map(|(s, c)| (s.clone(), c.to_json()))
+                .collect::<serde_json::Map<_, _>>()),
         );
     }
 
@@ -256,11 +321,21 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         }
         let mean = per_source.values().map(|v| v.1).sum::<f64>() / per_source.len().max(1) as f64;
         report += &format!("\nMean over sources: {mean:.3}.\n");
-        metrics.insert("difficulty_leave_one_source_out".into(), json!({"per_source": per_source, "mean_spearman": mean}));
+        metrics.insert(
+            "difficulty_leave_one_source_out".into(),
+            json!({"per_source": per_source, "mean_spearman": mean}),
+        );
     }
     let diff_mlp = if scored.is_empty() {
         eprintln!("warning: no outcome records; the difficulty head is untrained (constant 0.5)");
-        Mlp { layers: vec![switchyard_classifier::heads::Dense { weight: vec![0.0; x_train[0].len()], bias: vec![0.0], inputs: x_train[0].len(), outputs: 1 }] }
+        Mlp {
+            layers: vec![switchyard_classifier::heads::Dense {
+                weight: vec![0.0; x_train[0].len()],
+                bias: vec![0.0],
+                inputs: x_train[0].len(),
+                outputs: 1,
+            }],
+        }
     } else {
         train_regressor(x_scored, &targets, &diff_weights, &diff_cfg)?
     };
@@ -276,18 +351,38 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         "outcomes_per_file": args.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
         "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
     });
-    let version = format!("heads-{}", &hex::encode(Sha256::digest(format!("{data_sha}{settings}{}", dir.weights_sha256)))[..12]);
+    let version = format!(
+        "heads-{}",
+        &hex::encode(Sha256::digest(format!(
+            "{data_sha}{settings}{}",
+            dir.weights_sha256
+        )))[..12]
+    );
     let metadata = HeadsMetadata {
         format_version: FORMAT_VERSION,
         version: version.clone(),
         encoder: EncoderInfo {
-            name: model_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+            name: model_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
             weights_sha256: dir.weights_sha256.clone(),
             window: encoder.window(),
             truncation: "head_and_tail".into(),
         },
-        features: if with_features { FEATURE_NAMES.iter().map(|s| s.to_string()).collect() } else { vec![] },
-        views: if with_views { switchyard_classifier::classifier::VIEW_NAMES.iter().map(|s| s.to_string()).collect() } else { vec![] },
+        features: if with_features {
+            FEATURE_NAMES.iter().map(|s| s.to_string()).collect()
+        } else {
+            vec![]
+        },
+        views: if with_views {
+            switchyard_classifier::classifier::VIEW_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            vec![]
+        },
         task_labels: taxonomy.clone(),
         difficulty_target: "1 - mean score across the models that answered the prompt".into(),
         training: json!({
@@ -302,14 +397,18 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         metrics: serde_json::Value::Object(metrics),
     };
     let heads = Heads {
-        task: TaskHead { mlp: task_mlp, labels: taxonomy },
+        task: TaskHead {
+            mlp: task_mlp,
+            labels: taxonomy,
+        },
         difficulty: DifficultyHead { mlp: diff_mlp },
         metadata,
     };
     heads.save(&args.out)?;
     eprintln!("wrote {} ({version})", args.out.display());
     if let Some(path) = &args.report {
-        std::fs::write(path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, &report)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     } else {
         eprintln!("{report}");
@@ -318,7 +417,11 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0)
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
 }
 
 /// Inverse-square-root class frequency, so rare classes count without
@@ -327,7 +430,10 @@ fn class_weights(train: &[Example], classes: usize) -> Vec<f32> {
     let mut counts = vec![0usize; classes];
     train.iter().for_each(|e| counts[e.label] += 1);
     let n = train.len() as f32;
-    train.iter().map(|e| (n / (classes as f32 * counts[e.label] as f32)).sqrt()).collect()
+    train
+        .iter()
+        .map(|e| (n / (classes as f32 * counts[e.label] as f32)).sqrt())
+        .collect()
 }
 
 fn sample_outcomes(records: &[(String, Record)], per_file: usize, seed: u64) -> Vec<Scored> {
@@ -370,7 +476,8 @@ fn task_cv(
     let b = bar("leave-one-source-out (task)");
     b.set_length(sources.len() as u64);
     for s in sources {
-        let (tr, te): (Vec<usize>, Vec<usize>) = (0..train.len()).partition(|&i| train[i].source != s);
+        let (tr, te): (Vec<usize>, Vec<usize>) =
+            (0..train.len()).partition(|&i| train[i].source != s);
         let pick = |idx: &[usize]| idx.iter().map(|&i| x[i].clone()).collect::<Vec<_>>();
         let mlp = train_classifier(
             &pick(&tr),
@@ -385,27 +492,39 @@ fn task_cv(
             conf.add(labels[i], p);
             right += usize::from(p == labels[i]);
         }
-        per_source.insert(s.to_string(), (te.len(), right as f64 / te.len().max(1) as f64));
+        per_source.insert(
+            s.to_string(),
+            (te.len(), right as f64 / te.len().max(1) as f64),
+        );
         b.inc(1);
     }
     b.finish_and_clear();
     Ok((conf, per_source))
 }
 
-fn difficulty_cv(scored: &[Scored], x: &[Vec<f32>], targets: &[f32], cfg: &TrainConfig) -> anyhow::Result<PerSource> {
+fn difficulty_cv(
+    scored: &[Scored],
+    x: &[Vec<f32>],
+    targets: &[f32],
+    cfg: &TrainConfig,
+) -> anyhow::Result<PerSource> {
     let sources: BTreeSet<&str> = scored.iter().map(|s| s.source.as_str()).collect();
     let mut per_source = BTreeMap::new();
     let b = bar("leave-one-source-out (difficulty)");
     b.set_length(sources.len() as u64);
     for s in sources {
-        let (tr, te): (Vec<usize>, Vec<usize>) = (0..scored.len()).partition(|&i| scored[i].source != s);
+        let (tr, te): (Vec<usize>, Vec<usize>) =
+            (0..scored.len()).partition(|&i| scored[i].source != s);
         let mlp = train_regressor(
             &tr.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
             &tr.iter().map(|&i| targets[i]).collect::<Vec<_>>(),
             &vec![1.0; tr.len()],
             cfg,
         )?;
-        let pred: Vec<f64> = te.iter().map(|&i| sigmoid(mlp.forward(&x[i])[0]) as f64).collect();
+        let pred: Vec<f64> = te
+            .iter()
+            .map(|&i| sigmoid(mlp.forward(&x[i])[0]) as f64)
+            .collect();
         let truth: Vec<f64> = te.iter().map(|&i| targets[i] as f64).collect();
         per_source.insert(s.to_string(), (te.len(), spearman(&pred, &truth)));
         b.inc(1);

@@ -41,7 +41,11 @@ pub struct TrainRouterArgs {
 
 pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
     if let Some(store) = &args.from_store {
-        let cfg = TrainConfig { rank: args.rank, epochs: args.epochs, ..Default::default() };
+        let cfg = TrainConfig {
+            rank: args.rank,
+            epochs: args.epochs,
+            ..Default::default()
+        };
         let (model, rows) = crate::store::fit_from_store(store, &cfg)?;
         if let Some(dir) = args.out.parent() {
             std::fs::create_dir_all(dir)?;
@@ -82,7 +86,11 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         model: args.model.clone(),
     };
     let set = load_sets(&[&args.outcomes], &eval_args)?.remove(0);
-    let cfg = TrainConfig { rank: args.rank, epochs: args.epochs, ..Default::default() };
+    let cfg = TrainConfig {
+        rank: args.rank,
+        epochs: args.epochs,
+        ..Default::default()
+    };
     let model = fit_set(&set, &cfg)?;
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;

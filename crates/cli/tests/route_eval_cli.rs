@@ -10,11 +10,19 @@ fn repo() -> PathBuf {
 }
 
 fn switchyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard")).args(args).current_dir(repo()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap()
 }
 
 fn stdout_json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -22,12 +30,22 @@ const DATA: &str = "crates/eval/tests/data";
 
 #[test]
 fn route_prints_a_decision_with_candidates_and_fallbacks() {
-    let v = stdout_json(&switchyard(&["route", "Write a python function to reverse a linked list.", "--target", "0.7"]));
+    let v = stdout_json(&switchyard(&[
+        "route",
+        "Write a python function to reverse a linked list.",
+        "--target",
+        "0.7",
+    ]));
     let model = v["model"].as_str().unwrap();
     let candidates = v["candidates"].as_array().unwrap();
     assert_eq!(candidates.len(), 11, "{v}");
     assert_eq!(candidates[0]["model"], model);
-    let fallbacks: Vec<&str> = v["fallbacks"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    let fallbacks: Vec<&str> = v["fallbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
     assert_eq!(fallbacks.len(), 10);
     assert!(!fallbacks.contains(&model));
     for c in candidates {
@@ -38,12 +56,19 @@ fn route_prints_a_decision_with_candidates_and_fallbacks() {
     // Target policy: the choice reaches 0.7 and is the cheapest that does, or nothing does.
     let p0 = candidates[0]["p_success"].as_f64().unwrap();
     let c0 = candidates[0]["expected_cost_usd"].as_f64().unwrap();
-    let reaching: Vec<_> = candidates.iter().filter(|c| c["p_success"].as_f64().unwrap() >= 0.7).collect();
+    let reaching: Vec<_> = candidates
+        .iter()
+        .filter(|c| c["p_success"].as_f64().unwrap() >= 0.7)
+        .collect();
     if reaching.is_empty() {
-        assert!(candidates.iter().all(|c| c["p_success"].as_f64().unwrap() <= p0));
+        assert!(candidates
+            .iter()
+            .all(|c| c["p_success"].as_f64().unwrap() <= p0));
     } else {
         assert!(p0 >= 0.7);
-        assert!(reaching.iter().all(|c| c["expected_cost_usd"].as_f64().unwrap() >= c0));
+        assert!(reaching
+            .iter()
+            .all(|c| c["expected_cost_usd"].as_f64().unwrap() >= c0));
     }
     assert!(!v["reason"].as_str().unwrap().is_empty());
     assert_eq!(v["policy"]["kind"], "target");
@@ -52,15 +77,29 @@ fn route_prints_a_decision_with_candidates_and_fallbacks() {
 #[test]
 fn route_honours_constraints() {
     let v = stdout_json(&switchyard(&[
-        "route", "What is the capital of Australia?", "--target", "0.99",
-        "--allow", "mistralai/mistral-7b-chat", "--allow", "gpt-3.5-turbo-1106",
+        "route",
+        "What is the capital of Australia?",
+        "--target",
+        "0.99",
+        "--allow",
+        "mistralai/mistral-7b-chat",
+        "--allow",
+        "gpt-3.5-turbo-1106",
     ]));
     let model = v["model"].as_str().unwrap();
-    assert!(model == "mistralai/mistral-7b-chat" || model == "gpt-3.5-turbo-1106", "{v}");
+    assert!(
+        model == "mistralai/mistral-7b-chat" || model == "gpt-3.5-turbo-1106",
+        "{v}"
+    );
     assert_eq!(v["candidates"].as_array().unwrap().len(), 2);
     assert_eq!(v["excluded"].as_array().unwrap().len(), 9);
     // A cost cap nothing meets is an error, not a silent choice.
-    let out = switchyard(&["route", "What is the capital of Australia?", "--max-cost", "0.0000000001"]);
+    let out = switchyard(&[
+        "route",
+        "What is the capital of Australia?",
+        "--max-cost",
+        "0.0000000001",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model satisfies"));
 }
@@ -69,35 +108,66 @@ fn route_honours_constraints() {
 fn eval_json_has_every_router_and_metric() {
     let train = format!("{DATA}/routerbench_train.jsonl");
     let test = format!("{DATA}/routerbench_test.jsonl");
-    let v = stdout_json(&switchyard(&["eval", "--train", &train, "--test", &test, "--json", "--epochs", "100"]));
+    let v = stdout_json(&switchyard(&[
+        "eval", "--train", &train, "--test", &test, "--json", "--epochs", "100",
+    ]));
     assert_eq!(v["rows"], 20);
     let routers = v["routers"].as_object().unwrap();
-    for name in ["switchyard", "switchyard_wtp", "knn", "random", "cheapest", "best_single", "oracle", "zero"] {
+    for name in [
+        "switchyard",
+        "switchyard_wtp",
+        "knn",
+        "random",
+        "cheapest",
+        "best_single",
+        "oracle",
+        "zero",
+    ] {
         let r = &routers[name];
         assert!(!r["points"].as_array().unwrap().is_empty(), "{name}");
         let aiq = r["aiq"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&aiq), "{name} aiq {aiq}");
         // 11 models: the two-model metrics do not apply.
-        assert!(r["apgr"].is_null() && r["cpt50"].is_null() && r["cpt80"].is_null(), "{name}");
+        assert!(
+            r["apgr"].is_null() && r["cpt50"].is_null() && r["cpt80"].is_null(),
+            "{name}"
+        );
     }
-    assert_eq!(routers["switchyard"]["points"].as_array().unwrap().len(), 101);
+    assert_eq!(
+        routers["switchyard"]["points"].as_array().unwrap().len(),
+        101
+    );
     assert!(routers["switchyard"]["ece"].as_f64().unwrap() >= 0.0);
     assert!(routers["oracle"]["ece"].is_null());
     // The oracle is at least as good as any single model on every row.
     let oracle_q = routers["oracle"]["points"][0][1].as_f64().unwrap();
     let best_q = routers["zero"]["max_quality"].as_f64().unwrap();
-    assert!(oracle_q >= best_q, "oracle {oracle_q} < best single {best_q}");
+    assert!(
+        oracle_q >= best_q,
+        "oracle {oracle_q} < best single {best_q}"
+    );
 }
 
 #[test]
 fn eval_two_model_cross_validation_reports_apgr_and_cpt() {
     let data = format!("{DATA}/routellm_gsm8k.jsonl");
     // No cost_usd in these rows: priced from the catalog.
-    let out = switchyard(&["eval", "--data", &data, "--folds", "2", "--json", "--epochs", "100"]);
+    let out = switchyard(&[
+        "eval", "--data", &data, "--folds", "2", "--json", "--epochs", "100",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--catalog"));
     let v = stdout_json(&switchyard(&[
-        "eval", "--data", &data, "--folds", "2", "--json", "--epochs", "100", "--catalog", "models/catalogs/routellm.toml",
+        "eval",
+        "--data",
+        &data,
+        "--folds",
+        "2",
+        "--json",
+        "--epochs",
+        "100",
+        "--catalog",
+        "models/catalogs/routellm.toml",
     ]));
     assert_eq!(v["rows"], 40);
     let sy = &v["routers"]["switchyard"];
@@ -115,12 +185,28 @@ fn eval_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let train = format!("{DATA}/routerbench_train.jsonl");
     let test = format!("{DATA}/routerbench_test.jsonl");
-    let out = switchyard(&["eval", "--train", &train, "--test", &test, "--epochs", "50", "--report", dir.path().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = switchyard(&[
+        "eval",
+        "--train",
+        &train,
+        "--test",
+        &test,
+        "--epochs",
+        "50",
+        "--report",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("switchyard"));
     let svg = std::fs::read_to_string(dir.path().join("cost_quality.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
-    assert!(std::fs::read_to_string(dir.path().join("report.md")).unwrap().contains("| switchyard |"));
+    assert!(std::fs::read_to_string(dir.path().join("report.md"))
+        .unwrap()
+        .contains("| switchyard |"));
 }
 
 #[test]
@@ -135,8 +221,17 @@ fn bad_catalog_errors_name_field_and_line() {
     let out = switchyard(&["route", "hello there", "--catalog", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 6") && err.contains("output_usd_per_mtok"), "{err}");
+    assert!(
+        err.contains("line 6") && err.contains("output_usd_per_mtok"),
+        "{err}"
+    );
     std::fs::write(&path, "[[models]]\nname = \"a\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 2.0\ncontext_window = \"big\"\n").unwrap();
-    let err = String::from_utf8_lossy(&switchyard(&["route", "hello there", "--catalog", path.to_str().unwrap()]).stderr).to_string();
-    assert!(err.contains("line 5") && err.contains("context_window"), "{err}");
+    let err = String::from_utf8_lossy(
+        &switchyard(&["route", "hello there", "--catalog", path.to_str().unwrap()]).stderr,
+    )
+    .to_string();
+    assert!(
+        err.contains("line 5") && err.contains("context_window"),
+        "{err}"
+    );
 }

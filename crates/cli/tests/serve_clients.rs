@@ -25,7 +25,11 @@ fn venv_bin(name: &str) -> PathBuf {
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.current_dir(repo()).output().unwrap();
-    eprintln!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -34,11 +38,18 @@ fn python_grpcio_client_routes_reports_and_sees_bad_inputs_refused() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let python = venv_bin("python");
     let gen = tempfile::tempdir().unwrap();
-    let out = run(Command::new("examples/python/generate.sh").arg(gen.path()).env("PYTHON", &python));
+    let out = run(Command::new("examples/python/generate.sh")
+        .arg(gen.path())
+        .env("PYTHON", &python));
     assert!(out.status.success());
     let server = Server::start(Options::default());
     let out = run(Command::new(&python)
-        .args(["examples/python/client.py", &server.addr, PROMPTS[0], "--check"])
+        .args([
+            "examples/python/client.py",
+            &server.addr,
+            PROMPTS[0],
+            "--check",
+        ])
         .env("SWITCHYARD_PY_GEN", gen.path()));
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -62,28 +73,55 @@ fn grpcurl_lists_by_reflection_and_calls_every_rpc() {
     let out = g(&[&server.addr, "list"]);
     assert!(out.status.success());
     let list = String::from_utf8_lossy(&out.stdout);
-    for s in ["switchyard.v1.Router", "switchyard.v1.Admin", "grpc.health.v1.Health"] {
+    for s in [
+        "switchyard.v1.Router",
+        "switchyard.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
         assert!(list.contains(s), "{list}");
     }
     let out = g(&[&server.addr, "describe", "switchyard.v1.RouteRequest"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("prompt"));
 
-    let out = g(&["-d", r#"{"service":"switchyard.v1.Router"}"#, &server.addr, "grpc.health.v1.Health/Check"]);
+    let out = g(&[
+        "-d",
+        r#"{"service":"switchyard.v1.Router"}"#,
+        &server.addr,
+        "grpc.health.v1.Health/Check",
+    ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("SERVING"));
 
-    let out = g(&["-d", r#"{"prompt":"Solve 2x + 3 = 11 for x."}"#, &server.addr, "switchyard.v1.Router/Classify"]);
+    let out = g(&[
+        "-d",
+        r#"{"prompt":"Solve 2x + 3 = 11 for x."}"#,
+        &server.addr,
+        "switchyard.v1.Router/Classify",
+    ]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["classification"]["taskScores"].as_object().unwrap().len() > 1, "{v}");
+    assert!(
+        v["classification"]["taskScores"].as_object().unwrap().len() > 1,
+        "{v}"
+    );
 
-    let out = g(&["-d", r#"{"prompt":"What is the capital of Peru?","target":0.7,"tenant":"cli"}"#, &server.addr, "switchyard.v1.Router/Route"]);
+    let out = g(&[
+        "-d",
+        r#"{"prompt":"What is the capital of Peru?","target":0.7,"tenant":"cli"}"#,
+        &server.addr,
+        "switchyard.v1.Router/Route",
+    ]);
     assert!(out.status.success());
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["model"], "cheap");
     let id = r["decisionId"].as_str().unwrap();
 
     let body = format!(r#"{{"decision_id":"{id}","model":"cheap","score":1.0,"cost_usd":0.0004}}"#);
-    let out = g(&["-d", &body, &server.addr, "switchyard.v1.Router/ReportOutcome"]);
+    let out = g(&[
+        "-d",
+        &body,
+        &server.addr,
+        "switchyard.v1.Router/ReportOutcome",
+    ]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"outcomesForDecision\": 1"));
 
@@ -93,13 +131,36 @@ fn grpcurl_lists_by_reflection_and_calls_every_rpc() {
     // Bad inputs: non-zero exit, the code and the field in the message.
     for (body, method, code, field) in [
         (r#"{"prompt":""}"#, "Route", "InvalidArgument", "prompt"),
-        (r#"{"prompt":"hi","target":1.5}"#, "Route", "InvalidArgument", "target"),
-        (r#"{"decision_id":"nope","model":"cheap","score":1}"#, "ReportOutcome", "NotFound", "decision_id"),
-        (r#"{"decision_id":"x","model":"cheap","score":1.5}"#, "ReportOutcome", "InvalidArgument", "score"),
+        (
+            r#"{"prompt":"hi","target":1.5}"#,
+            "Route",
+            "InvalidArgument",
+            "target",
+        ),
+        (
+            r#"{"decision_id":"nope","model":"cheap","score":1}"#,
+            "ReportOutcome",
+            "NotFound",
+            "decision_id",
+        ),
+        (
+            r#"{"decision_id":"x","model":"cheap","score":1.5}"#,
+            "ReportOutcome",
+            "InvalidArgument",
+            "score",
+        ),
     ] {
-        let out = g(&["-d", body, &server.addr, &format!("switchyard.v1.Router/{method}")]);
+        let out = g(&[
+            "-d",
+            body,
+            &server.addr,
+            &format!("switchyard.v1.Router/{method}"),
+        ]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("Code: {code}")) && err.contains(&format!("Message: {field}")), "{err}");
+        assert!(
+            err.contains(&format!("Code: {code}")) && err.contains(&format!("Message: {field}")),
+            "{err}"
+        );
     }
 }

@@ -18,13 +18,21 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, field: &str) {
     let s = r.expect_err("expected an error");
     assert_eq!(s.code(), code, "{s:?}");
-    assert!(s.message().contains(field), "message {:?} should name `{field}`", s.message());
+    assert!(
+        s.message().contains(field),
+        "message {:?} should name `{field}`",
+        s.message()
+    );
 }
 
 #[test]
@@ -34,44 +42,90 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
     runtime().block_on(async {
         // Health.
         let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-        let h = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-        assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
-        let h = health.check(tonic_health::pb::HealthCheckRequest { service: "switchyard.v1.Router".into() }).await.unwrap().into_inner();
-        assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        let h = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            h.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        let h = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "switchyard.v1.Router".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            h.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
 
         // Reflection, v1 and v1alpha.
         use tonic_reflection::pb::{v1, v1alpha};
-        let mut r1 = v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+        let mut r1 =
+            v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
         let req = v1::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
         };
-        let mut stream = r1.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+        let mut stream = r1
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
         let resp = stream.message().await.unwrap().unwrap();
-        let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            resp.message_response
+        else {
             panic!("{resp:?}")
         };
         let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-        for want in ["switchyard.v1.Router", "switchyard.v1.Admin", "grpc.health.v1.Health"] {
+        for want in [
+            "switchyard.v1.Router",
+            "switchyard.v1.Admin",
+            "grpc.health.v1.Health",
+        ] {
             assert!(names.contains(&want), "v1 lists {names:?}");
         }
-        let mut ra = v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+        let mut ra =
+            v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
         let req = v1alpha::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                "switchyard.v1.Router".into(),
-            )),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "switchyard.v1.Router".into(),
+                ),
+            ),
         };
-        let mut stream = ra.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+        let mut stream = ra
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
         let resp = stream.message().await.unwrap().unwrap();
-        let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(fd)) = resp.message_response else {
+        let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(fd)) =
+            resp.message_response
+        else {
             panic!("{resp:?}")
         };
         assert!(!fd.file_descriptor_proto.is_empty());
 
         let mut c = server.client().await;
         // Classify.
-        let cl = c.classify(pb::ClassifyRequest { prompt: PROMPTS[0].into() }).await.unwrap().into_inner();
+        let cl = c
+            .classify(pb::ClassifyRequest {
+                prompt: PROMPTS[0].into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         let k = cl.classification.unwrap();
         let sum: f32 = k.task_scores.values().sum();
         assert!((sum - 1.0).abs() < 1e-3, "{sum}");
@@ -80,11 +134,21 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
         assert!(!cl.heads_version.is_empty());
 
         // Route.
-        let r = c.route(route_request(PROMPTS[1])).await.unwrap().into_inner();
-        assert_eq!(r.model, "cheap", "both models always succeed in the artifact, so the cheaper one: {r:?}");
+        let r = c
+            .route(route_request(PROMPTS[1]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.model, "cheap",
+            "both models always succeed in the artifact, so the cheaper one: {r:?}"
+        );
         assert_eq!(r.fallbacks, ["strong"]);
         assert_eq!(r.candidates.len(), 2);
-        assert!(r.candidates.iter().all(|c| (0.0..=1.0).contains(&c.p_success) && c.expected_cost_usd > 0.0));
+        assert!(r
+            .candidates
+            .iter()
+            .all(|c| (0.0..=1.0).contains(&c.p_success) && c.expected_cost_usd > 0.0));
         assert!(r.candidates[0].expected_cost_usd < r.candidates[1].expected_cost_usd);
         let v = r.versions.clone().unwrap();
         assert_eq!(v.generation, 1);
@@ -92,7 +156,10 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
         assert_eq!(r.target, Some(0.8));
         // Constraints: only the strong model allowed.
         let mut req = route_request(PROMPTS[1]);
-        req.constraints = Some(pb::Constraints { allowed_models: vec!["strong".into()], ..Default::default() });
+        req.constraints = Some(pb::Constraints {
+            allowed_models: vec!["strong".into()],
+            ..Default::default()
+        });
         let r2 = c.route(req).await.unwrap().into_inner();
         assert_eq!(r2.model, "strong");
         assert!(r2.excluded.contains_key("cheap"));
@@ -105,32 +172,83 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
             latency_ms: Some(800.0),
             ..Default::default()
         };
-        let a = c.report_outcome(rep(&r.decision_id, "cheap", 1.0)).await.unwrap().into_inner();
+        let a = c
+            .report_outcome(rep(&r.decision_id, "cheap", 1.0))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(a.outcomes_for_decision, 1);
-        let a = c.report_outcome(rep(&r.decision_id, "strong", 0.5)).await.unwrap().into_inner();
+        let a = c
+            .report_outcome(rep(&r.decision_id, "strong", 0.5))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(a.outcomes_for_decision, 2);
 
         // Catalog.
-        let cat = c.get_catalog(pb::GetCatalogRequest {}).await.unwrap().into_inner();
-        assert_eq!(cat.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["cheap", "strong"]);
+        let cat = c
+            .get_catalog(pb::GetCatalogRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            cat.models
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>(),
+            ["cheap", "strong"]
+        );
         assert_eq!(cat.default_target, 0.8);
         assert_eq!(cat.models[0].fitted_outcomes, 40);
 
         // Batch: one good, one bad item.
         let b = c
-            .route_batch(pb::RouteBatchRequest { requests: vec![route_request(PROMPTS[2]), route_request("  ")] })
+            .route_batch(pb::RouteBatchRequest {
+                requests: vec![route_request(PROMPTS[2]), route_request("  ")],
+            })
             .await
             .unwrap()
             .into_inner();
-        assert!(matches!(b.items[0].result, Some(pb::route_batch_item::Result::Response(_))));
-        let Some(pb::route_batch_item::Result::Error(e)) = &b.items[1].result else { panic!("{b:?}") };
-        assert_eq!((e.code, e.message.starts_with("requests[1].prompt")), (Code::InvalidArgument as i32, true), "{e:?}");
+        assert!(matches!(
+            b.items[0].result,
+            Some(pb::route_batch_item::Result::Response(_))
+        ));
+        let Some(pb::route_batch_item::Result::Error(e)) = &b.items[1].result else {
+            panic!("{b:?}")
+        };
+        assert_eq!(
+            (e.code, e.message.starts_with("requests[1].prompt")),
+            (Code::InvalidArgument as i32, true),
+            "{e:?}"
+        );
 
         // Every bad input names its field.
-        assert_status(c.route(route_request("")).await, Code::InvalidArgument, "prompt");
-        assert_status(c.classify(pb::ClassifyRequest { prompt: " \n".into() }).await, Code::InvalidArgument, "prompt");
-        assert_status(c.route(route_request(&"x".repeat(5000))).await, Code::InvalidArgument, "prompt");
-        assert_status(c.classify(pb::ClassifyRequest { prompt: "y".repeat(5000) }).await, Code::InvalidArgument, "prompt");
+        assert_status(
+            c.route(route_request("")).await,
+            Code::InvalidArgument,
+            "prompt",
+        );
+        assert_status(
+            c.classify(pb::ClassifyRequest {
+                prompt: " \n".into(),
+            })
+            .await,
+            Code::InvalidArgument,
+            "prompt",
+        );
+        assert_status(
+            c.route(route_request(&"x".repeat(5000))).await,
+            Code::InvalidArgument,
+            "prompt",
+        );
+        assert_status(
+            c.classify(pb::ClassifyRequest {
+                prompt: "y".repeat(5000),
+            })
+            .await,
+            Code::InvalidArgument,
+            "prompt",
+        );
         let mut t = route_request(PROMPTS[0]);
         t.target = Some(1.5);
         assert_status(c.route(t).await, Code::InvalidArgument, "target");
@@ -138,13 +256,41 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
         t.target = Some(-0.1);
         assert_status(c.route(t).await, Code::InvalidArgument, "target");
         let mut t = route_request(PROMPTS[0]);
-        t.constraints = Some(pb::Constraints { allowed_models: vec!["gpt-9".into()], ..Default::default() });
-        assert_status(c.route(t).await, Code::InvalidArgument, "constraints.allowed_models[0]");
-        assert_status(c.report_outcome(rep("no-such-decision", "cheap", 1.0)).await, Code::NotFound, "decision_id");
-        assert_status(c.report_outcome(rep(&r.decision_id, "gpt-9", 1.0)).await, Code::NotFound, "model");
-        assert_status(c.report_outcome(rep(&r.decision_id, "cheap", 1.5)).await, Code::InvalidArgument, "score");
-        assert_status(c.report_outcome(rep(&r.decision_id, "cheap", -0.5)).await, Code::InvalidArgument, "score");
-        assert_status(c.report_outcome(rep("", "cheap", 1.0)).await, Code::InvalidArgument, "decision_id");
+        t.constraints = Some(pb::Constraints {
+            allowed_models: vec!["gpt-9".into()],
+            ..Default::default()
+        });
+        assert_status(
+            c.route(t).await,
+            Code::InvalidArgument,
+            "constraints.allowed_models[0]",
+        );
+        assert_status(
+            c.report_outcome(rep("no-such-decision", "cheap", 1.0))
+                .await,
+            Code::NotFound,
+            "decision_id",
+        );
+        assert_status(
+            c.report_outcome(rep(&r.decision_id, "gpt-9", 1.0)).await,
+            Code::NotFound,
+            "model",
+        );
+        assert_status(
+            c.report_outcome(rep(&r.decision_id, "cheap", 1.5)).await,
+            Code::InvalidArgument,
+            "score",
+        );
+        assert_status(
+            c.report_outcome(rep(&r.decision_id, "cheap", -0.5)).await,
+            Code::InvalidArgument,
+            "score",
+        );
+        assert_status(
+            c.report_outcome(rep("", "cheap", 1.0)).await,
+            Code::InvalidArgument,
+            "decision_id",
+        );
 
         // A deadline that has already passed.
         let mut req = tonic::Request::new(route_request(PROMPTS[3]));
@@ -152,7 +298,11 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
         assert_status(c.route(req).await, Code::DeadlineExceeded, "deadline");
 
         // Still serving after all that.
-        c.classify(pb::ClassifyRequest { prompt: PROMPTS[4].into() }).await.unwrap();
+        c.classify(pb::ClassifyRequest {
+            prompt: PROMPTS[4].into(),
+        })
+        .await
+        .unwrap();
 
         // Metrics.
         let body = http_get(server.metrics.as_deref().unwrap(), "/metrics").await;
@@ -173,7 +323,9 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
 async fn http_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
@@ -183,11 +335,22 @@ async fn http_get(addr: &str, path: &str) -> String {
 #[test]
 fn route_without_artifact_is_failed_precondition_but_classify_works() {
     let _g = serial();
-    let server = Server::start(Options { artifact: false, extra: vec![] });
+    let server = Server::start(Options {
+        artifact: false,
+        extra: vec![],
+    });
     runtime().block_on(async {
         let mut c = server.client().await;
-        assert_status(c.route(route_request(PROMPTS[0])).await, Code::FailedPrecondition, "router artifact");
-        c.classify(pb::ClassifyRequest { prompt: PROMPTS[0].into() }).await.unwrap();
+        assert_status(
+            c.route(route_request(PROMPTS[0])).await,
+            Code::FailedPrecondition,
+            "router artifact",
+        );
+        c.classify(pb::ClassifyRequest {
+            prompt: PROMPTS[0].into(),
+        })
+        .await
+        .unwrap();
     });
 }
 
@@ -200,7 +363,11 @@ fn acknowledged_outcomes_survive_kill_9() {
         let mut c = server.client().await;
         let mut ids = Vec::new();
         for i in 0..n {
-            let r = c.route(route_request(PROMPTS[i % PROMPTS.len()])).await.unwrap().into_inner();
+            let r = c
+                .route(route_request(PROMPTS[i % PROMPTS.len()]))
+                .await
+                .unwrap()
+                .into_inner();
             let ack = c
                 .report_outcome(pb::ReportOutcomeRequest {
                     decision_id: r.decision_id.clone(),
@@ -220,16 +387,28 @@ fn acknowledged_outcomes_survive_kill_9() {
     server.signal("-9");
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
     let out = switchyard(&["store", "export", "--store", server.store.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), n);
     for (i, (line, id)) in lines.iter().zip(&ids).enumerate() {
         assert_eq!(line["id"], id.as_str());
         let outcomes = line["outcomes"].as_object().unwrap();
         assert_eq!(outcomes.len(), 1);
-        assert_eq!(outcomes.values().next().unwrap()["score"].as_f64(), Some((i % 2) as f64));
-        assert_eq!(line["prompt"], "[prompt not stored]", "prompts are not stored by default");
+        assert_eq!(
+            outcomes.values().next().unwrap()["score"].as_f64(),
+            Some((i % 2) as f64)
+        );
+        assert_eq!(
+            line["prompt"], "[prompt not stored]",
+            "prompts are not stored by default"
+        );
         assert_eq!(line["embedding"].as_array().unwrap().len(), 384);
     }
 }
@@ -237,16 +416,29 @@ fn acknowledged_outcomes_survive_kill_9() {
 #[test]
 fn prompts_are_stored_only_when_asked() {
     let _g = serial();
-    let server = Server::start(Options { artifact: true, extra: vec!["--store-prompts".into()] });
+    let server = Server::start(Options {
+        artifact: true,
+        extra: vec!["--store-prompts".into()],
+    });
     runtime().block_on(async {
         let mut c = server.client().await;
-        let r = c.route(route_request(PROMPTS[5])).await.unwrap().into_inner();
-        c.report_outcome(pb::ReportOutcomeRequest { decision_id: r.decision_id, model: r.model, score: 1.0, ..Default::default() })
+        let r = c
+            .route(route_request(PROMPTS[5]))
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner();
+        c.report_outcome(pb::ReportOutcomeRequest {
+            decision_id: r.decision_id,
+            model: r.model,
+            score: 1.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     });
     let out = switchyard(&["store", "export", "--store", server.store.to_str().unwrap()]);
-    let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(line["prompt"], PROMPTS[5]);
 }
 
@@ -254,8 +446,20 @@ fn prompts_are_stored_only_when_asked() {
 fn bounded_load_ends_ok_or_resource_exhausted_then_sigterm_drains() {
     let _g = serial();
     // A tiny queue so a fixed crowd of clients overflows it.
-    let extra = ["--queue-capacity", "4", "--max-batch", "4", "--max-wait-ms", "2"].map(String::from).to_vec();
-    let mut server = Server::start(Options { artifact: true, extra });
+    let extra = [
+        "--queue-capacity",
+        "4",
+        "--max-batch",
+        "4",
+        "--max-wait-ms",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut server = Server::start(Options {
+        artifact: true,
+        extra,
+    });
     let (ok, exhausted, other) = runtime().block_on(async {
         let clients = 24;
         let until = Instant::now() + Duration::from_secs(4);
@@ -283,7 +487,10 @@ fn bounded_load_ends_ok_or_resource_exhausted_then_sigterm_drains() {
         }
         sum
     });
-    assert!(other.is_empty(), "every request must end OK or RESOURCE_EXHAUSTED: {other:?}");
+    assert!(
+        other.is_empty(),
+        "every request must end OK or RESOURCE_EXHAUSTED: {other:?}"
+    );
     assert!(ok > 0 && exhausted > 0, "ok {ok}, exhausted {exhausted}");
 
     // SIGTERM while requests are in flight: they finish OK, then the process exits 0.
@@ -291,7 +498,12 @@ fn bounded_load_ends_ok_or_resource_exhausted_then_sigterm_drains() {
         let mut tasks = Vec::new();
         for i in 0..4 {
             let mut c = server.client().await;
-            tasks.push(tokio::spawn(async move { c.classify(pb::ClassifyRequest { prompt: PROMPTS[i].repeat(20) }).await }));
+            tasks.push(tokio::spawn(async move {
+                c.classify(pb::ClassifyRequest {
+                    prompt: PROMPTS[i].repeat(20),
+                })
+                .await
+            }));
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
         server.signal("-TERM");

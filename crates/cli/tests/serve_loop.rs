@@ -14,7 +14,11 @@ use tonic::Code;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Route prompts, report that `cheap` fails and `strong` succeeds, export,
@@ -29,13 +33,20 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
         let mut c = server.client().await;
         for round in 0..4 {
             let rs = c
-                .route_batch(pb::RouteBatchRequest { requests: PROMPTS.iter().map(|p| route_request(p)).collect() })
+                .route_batch(pb::RouteBatchRequest {
+                    requests: PROMPTS.iter().map(|p| route_request(p)).collect(),
+                })
                 .await
                 .unwrap()
                 .into_inner();
             for item in rs.items {
-                let Some(pb::route_batch_item::Result::Response(r)) = item.result else { panic!("{item:?}") };
-                assert_eq!(r.model, "cheap", "round {round}: the first artifact prefers cheap");
+                let Some(pb::route_batch_item::Result::Response(r)) = item.result else {
+                    panic!("{item:?}")
+                };
+                assert_eq!(
+                    r.model, "cheap",
+                    "round {round}: the first artifact prefers cheap"
+                );
                 for (model, score) in [("cheap", 0.0), ("strong", 1.0)] {
                     c.report_outcome(pb::ReportOutcomeRequest {
                         decision_id: r.decision_id.clone(),
@@ -52,18 +63,42 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
 
     // Export: one record per decision, outcomes keyed by model.
     let out = switchyard(&["store", "export", "--store", server.store.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 4 * PROMPTS.len());
-    assert!(lines.iter().all(|l| l["outcomes"]["cheap"]["score"] == 0.0 && l["outcomes"]["strong"]["score"] == 1.0));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["outcomes"]["cheap"]["score"] == 0.0
+                && l["outcomes"]["strong"]["score"] == 1.0)
+    );
 
     // Retrain into a new artifact, then copy it over the served path (atomic rename).
     let new = server.dir.path().join("router-v2.json");
     let out = switchyard(&[
-        "train", "router", "--from-store", server.store.to_str().unwrap(), "--out", new.to_str().unwrap(), "--rank", "0", "--epochs", "150",
+        "train",
+        "router",
+        "--from-store",
+        server.store.to_str().unwrap(),
+        "--out",
+        new.to_str().unwrap(),
+        "--rank",
+        "0",
+        "--epochs",
+        "150",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tmp = server.dir.path().join("router.json.tmp");
     std::fs::copy(&new, &tmp).unwrap();
     std::fs::rename(&tmp, &server.router).unwrap();
@@ -78,7 +113,10 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
             load.push(tokio::spawn(async move {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let r = c.route(route_request(PROMPTS[i])).await.expect("no request fails during a reload");
+                    let r = c
+                        .route(route_request(PROMPTS[i]))
+                        .await
+                        .expect("no request fails during a reload");
                     assert!(r.into_inner().versions.unwrap().generation >= 1);
                     n += 1;
                 }
@@ -90,7 +128,11 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
         let mut c = server.client().await;
         let until = Instant::now() + Duration::from_secs(10);
         let r = loop {
-            let r = c.route(route_request(PROMPTS[1])).await.unwrap().into_inner();
+            let r = c
+                .route(route_request(PROMPTS[1]))
+                .await
+                .unwrap()
+                .into_inner();
             if r.versions.as_ref().unwrap().generation == 2 || Instant::now() > until {
                 break r;
             }
@@ -101,25 +143,53 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
         for t in load {
             assert!(t.await.unwrap() > 0);
         }
-        assert_eq!(r.versions.as_ref().unwrap().generation, 2, "SIGHUP reloaded the artifact");
+        assert_eq!(
+            r.versions.as_ref().unwrap().generation,
+            2,
+            "SIGHUP reloaded the artifact"
+        );
         for p in PROMPTS {
             let r = c.route(route_request(p)).await.unwrap().into_inner();
-            assert_eq!(r.model, "strong", "after retraining on the outcomes: {p}: {:?}", r.candidates);
+            assert_eq!(
+                r.model, "strong",
+                "after retraining on the outcomes: {p}: {:?}",
+                r.candidates
+            );
             let cheap = r.candidates.iter().find(|c| c.model == "cheap").unwrap();
             assert!(cheap.p_success < 0.5, "{:?}", r.candidates);
         }
 
         // Roll back to the first artifact: cheap again.
         let mut admin = pb::admin_client::AdminClient::new(server.channel().await);
-        let v = admin.rollback(pb::RollbackRequest {}).await.unwrap().into_inner().versions.unwrap();
+        let v = admin
+            .rollback(pb::RollbackRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .versions
+            .unwrap();
         assert_eq!(v.generation, 1);
-        assert_eq!(c.route(route_request(PROMPTS[1])).await.unwrap().into_inner().model, "cheap");
+        assert_eq!(
+            c.route(route_request(PROMPTS[1]))
+                .await
+                .unwrap()
+                .into_inner()
+                .model,
+            "cheap"
+        );
         // A reload that fails (broken artifact) keeps the current state.
         std::fs::write(&server.router, "{ not json").unwrap();
         let e = admin.reload(pb::ReloadRequest {}).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         assert!(e.message().contains("router.json"), "{e:?}");
-        assert_eq!(c.route(route_request(PROMPTS[1])).await.unwrap().into_inner().model, "cheap");
+        assert_eq!(
+            c.route(route_request(PROMPTS[1]))
+                .await
+                .unwrap()
+                .into_inner()
+                .model,
+            "cheap"
+        );
     });
 }
 
@@ -129,19 +199,41 @@ fn bearer_token_guards_the_api_but_not_health() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
-    let server = Server::start(Options { artifact: true, extra: vec!["--auth-token-file".into(), token.display().to_string()] });
+    let server = Server::start(Options {
+        artifact: true,
+        extra: vec!["--auth-token-file".into(), token.display().to_string()],
+    });
     runtime().block_on(async {
         let mut c = server.client().await;
-        let e = c.classify(pb::ClassifyRequest { prompt: PROMPTS[0].into() }).await.unwrap_err();
+        let e = c
+            .classify(pb::ClassifyRequest {
+                prompt: PROMPTS[0].into(),
+            })
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
-        let mut req = tonic::Request::new(pb::ClassifyRequest { prompt: PROMPTS[0].into() });
-        req.metadata_mut().insert("authorization", "Bearer wrong".parse().unwrap());
-        assert_eq!(c.classify(req).await.unwrap_err().code(), Code::Unauthenticated);
-        let mut req = tonic::Request::new(pb::ClassifyRequest { prompt: PROMPTS[0].into() });
-        req.metadata_mut().insert("authorization", "Bearer s3cret-token".parse().unwrap());
+        let mut req = tonic::Request::new(pb::ClassifyRequest {
+            prompt: PROMPTS[0].into(),
+        });
+        req.metadata_mut()
+            .insert("authorization", "Bearer wrong".parse().unwrap());
+        assert_eq!(
+            c.classify(req).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+        let mut req = tonic::Request::new(pb::ClassifyRequest {
+            prompt: PROMPTS[0].into(),
+        });
+        req.metadata_mut()
+            .insert("authorization", "Bearer s3cret-token".parse().unwrap());
         c.classify(req).await.unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
     });
 }
 
@@ -157,24 +249,52 @@ openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out lea
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext.cnf
 openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem 2>/dev/null
 "#;
-    let ok = std::process::Command::new("sh").args(["-c", script]).current_dir(dir.path()).output().expect("openssl makes the test certificates");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl makes the test certificates");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let ca = dir.path().join("ca.pem");
     let server = Server::start(Options {
         artifact: true,
-        extra: vec!["--tls-cert".into(), cert.display().to_string(), "--tls-key".into(), key.display().to_string()],
+        extra: vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ],
     });
     runtime().block_on(async {
         use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap())).domain_name("localhost");
-        let channel = Channel::from_shared(format!("https://{}", server.addr)).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap()))
+            .domain_name("localhost");
+        let channel = Channel::from_shared(format!("https://{}", server.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut c = pb::router_client::RouterClient::new(channel);
-        let r = c.route(route_request(PROMPTS[2])).await.unwrap().into_inner();
+        let r = c
+            .route(route_request(PROMPTS[2]))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.model, "cheap");
         // Plaintext to a TLS port fails.
         let plain = Channel::from_shared(server.url()).unwrap().connect().await;
         if let Ok(ch) = plain {
-            assert!(pb::router_client::RouterClient::new(ch).route(route_request(PROMPTS[2])).await.is_err());
+            assert!(pb::router_client::RouterClient::new(ch)
+                .route(route_request(PROMPTS[2]))
+                .await
+                .is_err());
         }
     });
 }

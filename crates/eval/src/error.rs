@@ -10,7 +10,11 @@ pub enum EvalError {
     Data(String),
     /// A record file with malformed lines (each reported with its line number).
     #[error("{path}: {count} malformed line(s), first: {first}")]
-    Records { path: PathBuf, count: usize, first: String },
+    Records {
+        path: PathBuf,
+        count: usize,
+        first: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -51,7 +51,12 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { train: TrainConfig::default(), knn_k: 25, seed: 7, cold_start: None }
+        EvalConfig {
+            train: TrainConfig::default(),
+            knn_k: 25,
+            seed: 7,
+            cold_start: None,
+        }
     }
 }
 
@@ -83,7 +88,10 @@ impl Tally {
         self.rows += other.rows;
         self.cost_usd += other.cost_usd;
         self.quality += other.quality;
-        self.calls.iter_mut().zip(&other.calls).for_each(|(a, b)| *a += b);
+        self.calls
+            .iter_mut()
+            .zip(&other.calls)
+            .for_each(|(a, b)| *a += b);
     }
 
     /// (mean cost in USD, mean quality) over the tallied rows.
@@ -94,7 +102,9 @@ impl Tally {
 
     /// Share of calls that went to model `m`, in [0, 1].
     pub fn share(&self, m: usize) -> f64 {
-        self.calls.get(m).map_or(0.0, |&c| c as f64 / self.rows.max(1) as f64)
+        self.calls
+            .get(m)
+            .map_or(0.0, |&c| c as f64 / self.rows.max(1) as f64)
     }
 }
 
@@ -111,14 +121,28 @@ pub struct RouterResult {
 }
 
 impl RouterResult {
-    fn new(name: &str, setting: &'static str, settings: Vec<f64>, calibrated: bool) -> RouterResult {
+    fn new(
+        name: &str,
+        setting: &'static str,
+        settings: Vec<f64>,
+        calibrated: bool,
+    ) -> RouterResult {
         let tallies = vec![Tally::default(); settings.len()];
-        RouterResult { name: name.into(), setting, settings, tallies, calibration: calibrated.then(|| Calibration::new(10)) }
+        RouterResult {
+            name: name.into(),
+            setting,
+            settings,
+            tallies,
+            calibration: calibrated.then(|| Calibration::new(10)),
+        }
     }
 
     /// Adds another fold's tallies for the same router and settings.
     pub fn merge(&mut self, other: &RouterResult) {
-        self.tallies.iter_mut().zip(&other.tallies).for_each(|(a, b)| a.merge(b));
+        self.tallies
+            .iter_mut()
+            .zip(&other.tallies)
+            .for_each(|(a, b)| a.merge(b));
         if let (Some(a), Some(b)) = (&mut self.calibration, &other.calibration) {
             a.merge(b);
         }
@@ -135,16 +159,34 @@ pub fn targets() -> Vec<f64> {
 /// results (switchyard, switchyard_wtp, knn, random, cheapest, best_single,
 /// oracle, then one `model:<name>` per single model) and the number of
 /// test rows used.
-pub fn evaluate(train: &EvalSet, test: &EvalSet, cfg: &EvalConfig) -> Result<(Vec<RouterResult>, usize), EvalError> {
+pub fn evaluate(
+    train: &EvalSet,
+    test: &EvalSet,
+    cfg: &EvalConfig,
+) -> Result<(Vec<RouterResult>, usize), EvalError> {
     if train.models != test.models || train.tasks != test.tasks {
-        return Err(EvalError::Data("train and test sets must list the same models and tasks".into()));
+        return Err(EvalError::Data(
+            "train and test sets must list the same models and tasks".into(),
+        ));
     }
     let n = train.models.len();
     let train_rows = training_rows(train, cfg)?;
-    let model = fit(train.models.clone(), train.tasks.clone(), &train_rows, &cfg.train, &train.encoder_id)?;
-    let rows: Vec<&EvalRow> = test.rows.iter().filter(|r| r.outcomes.iter().all(Option::is_some)).collect();
+    let model = fit(
+        train.models.clone(),
+        train.tasks.clone(),
+        &train_rows,
+        &cfg.train,
+        &train.encoder_id,
+    )?;
+    let rows: Vec<&EvalRow> = test
+        .rows
+        .iter()
+        .filter(|r| r.outcomes.iter().all(Option::is_some))
+        .collect();
     if rows.is_empty() {
-        return Err(EvalError::Data("no test row has an outcome for every model".into()));
+        return Err(EvalError::Data(
+            "no test row has an outcome for every model".into(),
+        ));
     }
 
     // What each baseline knows from training: mean cost and quality per model.
@@ -154,7 +196,9 @@ pub fn evaluate(train: &EvalSet, test: &EvalSet, cfg: &EvalConfig) -> Result<(Ve
     let all = vec![true; n];
     let knn = Knn::new(&train_rows, train, cfg.knn_k);
     let lambda_scale = 1.0 / mean_cost.iter().sum::<f64>().max(1e-12) * n as f64;
-    let lambdas: Vec<f64> = std::iter::once(0.0).chain((0..=60).map(|i| 10f64.powf(-3.0 + i as f64 / 10.0) * lambda_scale)).collect();
+    let lambdas: Vec<f64> = std::iter::once(0.0)
+        .chain((0..=60).map(|i| 10f64.powf(-3.0 + i as f64 / 10.0) * lambda_scale))
+        .collect();
 
     let mut sy = RouterResult::new("switchyard", "target", targets(), true);
     let mut wtp = RouterResult::new("switchyard_wtp", "lambda_per_usd", lambdas.clone(), false);
@@ -164,7 +208,11 @@ pub fn evaluate(train: &EvalSet, test: &EvalSet, cfg: &EvalConfig) -> Result<(Ve
     let mut cheap = RouterResult::new("cheapest", "none", vec![0.0], false);
     let mut best_single = RouterResult::new("best_single", "none", vec![0.0], false);
     let mut oracle = RouterResult::new("oracle", "none", vec![0.0], false);
-    let mut singles: Vec<RouterResult> = train.models.iter().map(|m| RouterResult::new(&format!("model:{m}"), "none", vec![0.0], false)).collect();
+    let mut singles: Vec<RouterResult> = train
+        .models
+        .iter()
+        .map(|m| RouterResult::new(&format!("model:{m}"), "none", vec![0.0], false))
+        .collect();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
 
     let names: Vec<&str> = train.models.iter().map(String::as_str).collect();
@@ -183,17 +231,30 @@ pub fn evaluate(train: &EvalSet, test: &EvalSet, cfg: &EvalConfig) -> Result<(Ve
             kn.tallies[i].add(c, obs[c], n);
         }
         for (i, &l) in lambdas.iter().enumerate() {
-            let c = choose(&p_sy, &mean_cost, &all, Policy::WillingnessToPay { lambda_per_usd: l }).unwrap();
+            let c = choose(
+                &p_sy,
+                &mean_cost,
+                &all,
+                Policy::WillingnessToPay { lambda_per_usd: l },
+            )
+            .unwrap();
             wtp.tallies[i].add(c, obs[c], n);
         }
         for (i, &f) in fractions.iter().enumerate() {
-            let c = if rng.random::<f64>() < f { best } else { cheapest };
+            let c = if rng.random::<f64>() < f {
+                best
+            } else {
+                cheapest
+            };
             random.tallies[i].add(c, obs[c], n);
         }
         cheap.tallies[0].add(cheapest, obs[cheapest], n);
         best_single.tallies[0].add(best, obs[best], n);
         let top = obs.iter().map(|o| o.score).fold(f64::MIN, f64::max);
-        let o = (0..n).filter(|&m| obs[m].score >= top).min_by(|&a, &b| obs[a].cost_usd.total_cmp(&obs[b].cost_usd)).unwrap();
+        let o = (0..n)
+            .filter(|&m| obs[m].score >= top)
+            .min_by(|&a, &b| obs[a].cost_usd.total_cmp(&obs[b].cost_usd))
+            .unwrap();
         oracle.tallies[0].add(o, obs[o], n);
         for (m, s) in singles.iter_mut().enumerate() {
             s.tallies[0].add(m, obs[m], n);
@@ -206,9 +267,16 @@ pub fn evaluate(train: &EvalSet, test: &EvalSet, cfg: &EvalConfig) -> Result<(Ve
 
 /// K-fold cross-validation: rows shuffled with `cfg.seed`, each fold
 /// evaluated with a model fitted on the others; tallies pooled over folds.
-pub fn cross_validate(data: &EvalSet, folds: usize, cfg: &EvalConfig) -> Result<(Vec<RouterResult>, usize), EvalError> {
+pub fn cross_validate(
+    data: &EvalSet,
+    folds: usize,
+    cfg: &EvalConfig,
+) -> Result<(Vec<RouterResult>, usize), EvalError> {
     if folds < 2 || folds > data.rows.len() {
-        return Err(EvalError::Data(format!("--folds {folds} needs 2 <= K <= rows ({})", data.rows.len())));
+        return Err(EvalError::Data(format!(
+            "--folds {folds} needs 2 <= K <= rows ({})",
+            data.rows.len()
+        )));
     }
     let mut order: Vec<usize> = (0..data.rows.len()).collect();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -219,7 +287,12 @@ pub fn cross_validate(data: &EvalSet, folds: usize, cfg: &EvalConfig) -> Result<
     let mut used = 0;
     for f in 0..folds {
         let pick = |test: bool| EvalSet {
-            rows: order.iter().enumerate().filter(|(i, _)| (i % folds == f) == test).map(|(_, &r)| data.rows[r].clone()).collect(),
+            rows: order
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (i % folds == f) == test)
+                .map(|(_, &r)| data.rows[r].clone())
+                .collect(),
             ..data.clone()
         };
         let (res, n) = evaluate(&pick(false), &pick(true), cfg)?;
@@ -236,15 +309,23 @@ pub fn cross_validate(data: &EvalSet, folds: usize, cfg: &EvalConfig) -> Result<
 fn training_rows(train: &EvalSet, cfg: &EvalConfig) -> Result<Vec<TrainingRow>, EvalError> {
     let cold = match &cfg.cold_start {
         Some((name, keep)) => {
-            let m = train.models.iter().position(|x| x == name).ok_or_else(|| EvalError::Data(format!("cold-start model `{name}` has no outcomes")))?;
+            let m = train.models.iter().position(|x| x == name).ok_or_else(|| {
+                EvalError::Data(format!("cold-start model `{name}` has no outcomes"))
+            })?;
             // Keep `keep` of its outcomes, spread over the rows by a seeded shuffle.
-            let mut with: Vec<usize> = (0..train.rows.len()).filter(|&i| train.rows[i].outcomes[m].is_some()).collect();
+            let mut with: Vec<usize> = (0..train.rows.len())
+                .filter(|&i| train.rows[i].outcomes[m].is_some())
+                .collect();
             let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xC01D);
             for i in (1..with.len()).rev() {
                 with.swap(i, rng.random_range(0..=i));
             }
             with.truncate(*keep);
-            Some((m, with.into_iter().collect::<std::collections::HashSet<usize>>()))
+            Some((
+                m,
+                with.into_iter()
+                    .collect::<std::collections::HashSet<usize>>(),
+            ))
         }
         None => None,
     };
@@ -259,7 +340,10 @@ fn training_rows(train: &EvalSet, cfg: &EvalConfig) -> Result<Vec<TrainingRow>, 
                 .outcomes
                 .iter()
                 .enumerate()
-                .filter(|(m, _)| cold.as_ref().is_none_or(|(cm, keep)| m != cm || keep.contains(&i)))
+                .filter(|(m, _)| {
+                    cold.as_ref()
+                        .is_none_or(|(cm, keep)| m != cm || keep.contains(&i))
+                })
                 .filter_map(|(m, o)| o.map(|o| (m, o.score as f32)))
                 .collect(),
         })
@@ -285,16 +369,24 @@ fn train_means(rows: &[TrainingRow], train: &EvalSet, n: usize) -> (Vec<f64>, Ve
             quality[m].1 += 1;
         }
     }
-    let mean = |v: Vec<(f64, usize)>, default: f64| v.into_iter().map(|(s, c)| if c > 0 { s / c as f64 } else { default }).collect();
+    let mean = |v: Vec<(f64, usize)>, default: f64| {
+        v.into_iter()
+            .map(|(s, c)| if c > 0 { s / c as f64 } else { default })
+            .collect()
+    };
     (mean(cost, 0.0), mean(quality, 0.5))
 }
 
 fn argmin(v: &[f64]) -> usize {
-    (0..v.len()).min_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0)
+    (0..v.len())
+        .min_by(|&a, &b| v[a].total_cmp(&v[b]))
+        .unwrap_or(0)
 }
 
 fn argmax(v: &[f64]) -> usize {
-    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a))).unwrap_or(0)
+    (0..v.len())
+        .max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)))
+        .unwrap_or(0)
 }
 
 /// k-nearest-neighbour success estimates: the mean score of each model
@@ -308,8 +400,23 @@ struct Knn<'a> {
 
 impl<'a> Knn<'a> {
     fn new(rows: &'a [TrainingRow], set: &EvalSet, k: usize) -> Knn<'a> {
-        let norms = rows.iter().map(|r| r.embedding.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12)).collect();
-        Knn { rows, norms, k: k.max(1), n_models: set.models.len() }
+        let norms = rows
+            .iter()
+            .map(|r| {
+                r.embedding
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f32>()
+                    .sqrt()
+                    .max(1e-12)
+            })
+            .collect();
+        Knn {
+            rows,
+            norms,
+            k: k.max(1),
+            n_models: set.models.len(),
+        }
     }
 
     /// P per model; a model none of the neighbours has falls back to `prior`.
@@ -319,7 +426,13 @@ impl<'a> Knn<'a> {
             .rows
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.embedding.iter().zip(e).map(|(a, b)| a * b).sum::<f32>() / (self.norms[i] * qn), i))
+            .map(|(i, r)| {
+                (
+                    r.embedding.iter().zip(e).map(|(a, b)| a * b).sum::<f32>()
+                        / (self.norms[i] * qn),
+                    i,
+                )
+            })
             .collect();
         let k = self.k.min(sims.len());
         sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
@@ -330,12 +443,27 @@ impl<'a> Knn<'a> {
                 sum[m].1 += 1;
             }
         }
-        sum.iter().zip(prior).map(|(&(s, c), &p)| if c > 0 { s / c as f64 } else { p }).collect()
+        sum.iter()
+            .zip(prior)
+            .map(|(&(s, c), &p)| if c > 0 { s / c as f64 } else { p })
+            .collect()
     }
 }
 
 /// The fitted success model for a whole set (what `switchyard train router` writes).
 pub fn fit_set(set: &EvalSet, cfg: &TrainConfig) -> Result<SuccessModel, EvalError> {
-    let rows = training_rows(set, &EvalConfig { train: cfg.clone(), ..Default::default() })?;
-    Ok(fit(set.models.clone(), set.tasks.clone(), &rows, cfg, &set.encoder_id)?)
+    let rows = training_rows(
+        set,
+        &EvalConfig {
+            train: cfg.clone(),
+            ..Default::default()
+        },
+    )?;
+    Ok(fit(
+        set.models.clone(),
+        set.tasks.clone(),
+        &rows,
+        cfg,
+        &set.encoder_id,
+    )?)
 }

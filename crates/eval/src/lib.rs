@@ -11,6 +11,8 @@ pub mod metrics;
 pub mod report;
 
 pub use error::EvalError;
-pub use harness::{cross_validate, evaluate, fit_set, EvalConfig, EvalRow, EvalSet, Observed, RouterResult};
+pub use harness::{
+    cross_validate, evaluate, fit_set, EvalConfig, EvalRow, EvalSet, Observed, RouterResult,
+};
 pub use load::{build_sets, read_records, Pricing, PromptReader};
 pub use report::{summarise, RouterSummary, Summary};

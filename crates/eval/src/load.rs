@@ -28,7 +28,12 @@ pub struct Pricing {
 impl Pricing {
     /// The outcome's own cost, else the catalog price; an error names the
     /// model and record when neither is known.
-    pub fn cost(&self, record: &Record, model: &str, recorded: Option<f64>) -> Result<f64, EvalError> {
+    pub fn cost(
+        &self,
+        record: &Record,
+        model: &str,
+        recorded: Option<f64>,
+    ) -> Result<f64, EvalError> {
         if let Some(c) = recorded {
             return Ok(c);
         }
@@ -71,11 +76,21 @@ impl PromptReader<'_> {
 
 /// Reads a record file, failing if any line is malformed.
 pub fn read_records(path: &Path) -> Result<Vec<Record>, EvalError> {
-    let (good, bad) = switchyard_records::read_file(path).map_err(|source| EvalError::Io { path: path.into(), source })?;
+    let (good, bad) = switchyard_records::read_file(path).map_err(|source| EvalError::Io {
+        path: path.into(),
+        source,
+    })?;
     if let Some(first) = bad.first() {
-        return Err(EvalError::Records { path: path.into(), count: bad.len(), first: first.to_string() });
+        return Err(EvalError::Records {
+            path: path.into(),
+            count: bad.len(),
+            first: first.to_string(),
+        });
     }
-    Ok(good.into_iter().filter(|r| !r.outcomes.is_empty()).collect())
+    Ok(good
+        .into_iter()
+        .filter(|r| !r.outcomes.is_empty())
+        .collect())
 }
 
 /// Builds one [`EvalSet`] per group of records, all aligned to the same
@@ -90,17 +105,26 @@ pub fn build_sets(
     pricing: &Pricing,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<EvalSet>, EvalError> {
-    let models: Vec<String> =
-        groups.iter().flatten().flat_map(|r| r.outcomes.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+    let models: Vec<String> = groups
+        .iter()
+        .flatten()
+        .flat_map(|r| r.outcomes.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let tasks = reader.tasks();
     let encoder = reader.encoder();
     let mut cache = EmbedCache::open(cache_dir, encoder_id, encoder.dim())?;
     let texts: Vec<&str> = groups.iter().flatten().map(|r| r.prompt.as_str()).collect();
-    let mut embeddings = cache.embed_all(encoder, &texts, DEFAULT_BATCH, progress)?.into_iter();
+    let mut embeddings = cache
+        .embed_all(encoder, &texts, DEFAULT_BATCH, progress)?
+        .into_iter();
     // Heads that read the instruction views need them for long prompts.
     let uses_views = matches!(reader, PromptReader::Classifier(c) if c.heads().uses_views());
     let mut views = if uses_views {
-        cache.embed_views(encoder, &texts, DEFAULT_BATCH, progress)?.into_iter()
+        cache
+            .embed_views(encoder, &texts, DEFAULT_BATCH, progress)?
+            .into_iter()
     } else {
         vec![None; texts.len()].into_iter()
     };
@@ -112,21 +136,43 @@ pub fn build_sets(
             let view = views.next().expect("one view slot per record");
             let task_scores = match reader {
                 PromptReader::Classifier(c) => {
-                    let p = c.predict_from_embedding(&r.prompt, &embedding, view.as_ref().map(|(h, t)| (h.as_slice(), t.as_slice())));
-                    tasks.iter().map(|t| p.task_scores.get(t).copied().unwrap_or(0.0)).collect()
+                    let p = c.predict_from_embedding(
+                        &r.prompt,
+                        &embedding,
+                        view.as_ref().map(|(h, t)| (h.as_slice(), t.as_slice())),
+                    );
+                    tasks
+                        .iter()
+                        .map(|t| p.task_scores.get(t).copied().unwrap_or(0.0))
+                        .collect()
                 }
                 PromptReader::EncoderOnly(_) => vec![1.0],
             };
             let outcomes = models
                 .iter()
                 .map(|m| match r.outcomes.get(m) {
-                    Some(o) => pricing.cost(r, m, o.cost_usd).map(|cost_usd| Some(Observed { score: o.score, cost_usd })),
+                    Some(o) => pricing.cost(r, m, o.cost_usd).map(|cost_usd| {
+                        Some(Observed {
+                            score: o.score,
+                            cost_usd,
+                        })
+                    }),
                     None => Ok(None),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.push(EvalRow { id: r.id.clone(), embedding, task_scores, outcomes });
+            rows.push(EvalRow {
+                id: r.id.clone(),
+                embedding,
+                task_scores,
+                outcomes,
+            });
         }
-        sets.push(EvalSet { models: models.clone(), tasks: tasks.clone(), encoder_id: encoder_id.into(), rows });
+        sets.push(EvalSet {
+            models: models.clone(),
+            tasks: tasks.clone(),
+            encoder_id: encoder_id.into(),
+            rows,
+        });
     }
     Ok(sets)
 }

@@ -9,7 +9,11 @@ pub type Point = (f64, f64);
 /// routers at random reaches every point on the segment between them, and
 /// a router may always spend less quality for more cost, hence the hull.
 pub fn upper_hull(points: &[Point]) -> Vec<Point> {
-    let mut pts: Vec<Point> = points.iter().copied().filter(|(c, q)| c.is_finite() && q.is_finite()).collect();
+    let mut pts: Vec<Point> = points
+        .iter()
+        .copied()
+        .filter(|(c, q)| c.is_finite() && q.is_finite())
+        .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
     pts.dedup_by(|b, a| a.0 == b.0); // keeps the best quality at each cost
     let mut hull: Vec<Point> = Vec::new();
@@ -26,7 +30,12 @@ pub fn upper_hull(points: &[Point]) -> Vec<Point> {
         hull.push(p);
     }
     // Concave: rises then falls. The non-decreasing hull stops at the top.
-    if let Some(top) = hull.iter().enumerate().max_by(|a, b| a.1 .1.total_cmp(&b.1 .1).then(b.0.cmp(&a.0))).map(|(i, _)| i) {
+    if let Some(top) = hull
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i)
+    {
         hull.truncate(top + 1);
     }
     hull
@@ -60,7 +69,10 @@ pub fn aiq(points: &[Point], c_min: f64, c_max: f64) -> Option<f64> {
     let mut xs: Vec<f64> = vec![c_min, c_max];
     xs.extend(hull.iter().map(|p| p.0).filter(|&c| c > c_min && c < c_max));
     xs.sort_by(f64::total_cmp);
-    let area: f64 = xs.windows(2).map(|w| (w[1] - w[0]) * (hull_at(&hull, w[0]) + hull_at(&hull, w[1])) / 2.0).sum();
+    let area: f64 = xs
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * (hull_at(&hull, w[0]) + hull_at(&hull, w[1])) / 2.0)
+        .sum();
     Some(area / (c_max - c_min))
 }
 
@@ -71,7 +83,9 @@ pub fn cost_to_reach(points: &[Point], quality: f64) -> Option<f64> {
     if first.1 >= quality {
         return Some(first.0);
     }
-    hull.windows(2).find(|w| w[1].1 >= quality).map(|w| w[0].0 + (quality - w[0].1) / (w[1].1 - w[0].1) * (w[1].0 - w[0].0))
+    hull.windows(2)
+        .find(|w| w[1].1 >= quality)
+        .map(|w| w[0].0 + (quality - w[0].1) / (w[1].1 - w[0].1) * (w[1].0 - w[0].0))
 }
 
 /// A two-model curve as (share of calls to the strong model in [0, 1],
@@ -81,7 +95,10 @@ fn pgr_curve(points: &[(f64, f64)], q_weak: f64, q_strong: f64) -> Option<Vec<(f
     if !(q_strong > q_weak) {
         return None;
     }
-    let mut c: Vec<(f64, f64)> = points.iter().map(|&(s, q)| (s, (q - q_weak) / (q_strong - q_weak))).collect();
+    let mut c: Vec<(f64, f64)> = points
+        .iter()
+        .map(|&(s, q)| (s, (q - q_weak) / (q_strong - q_weak)))
+        .collect();
     c.push((0.0, 0.0));
     c.push((1.0, 1.0));
     c.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
@@ -95,7 +112,11 @@ fn pgr_curve(points: &[(f64, f64)], q_weak: f64, q_strong: f64) -> Option<Vec<(f
 /// quality). A random mix scores 0.5. None if q_strong <= q_weak.
 pub fn apgr(points: &[(f64, f64)], q_weak: f64, q_strong: f64) -> Option<f64> {
     let c = pgr_curve(points, q_weak, q_strong)?;
-    Some(c.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum())
+    Some(
+        c.windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+            .sum(),
+    )
 }
 
 /// CPT(x) (RouteLLM): the smallest share of strong-model calls at which
@@ -105,7 +126,9 @@ pub fn cpt(points: &[(f64, f64)], q_weak: f64, q_strong: f64, x: f64) -> Option<
     if c[0].1 >= x {
         return Some(c[0].0);
     }
-    c.windows(2).find(|w| w[1].1 >= x).map(|w| w[0].0 + (x - w[0].1) / (w[1].1 - w[0].1) * (w[1].0 - w[0].0))
+    c.windows(2)
+        .find(|w| w[1].1 >= x)
+        .map(|w| w[0].0 + (x - w[0].1) / (w[1].1 - w[0].1) * (w[1].0 - w[0].0))
 }
 
 /// Running sums for the expected calibration error over equal-width bins
@@ -119,7 +142,9 @@ pub struct Calibration {
 impl Calibration {
     /// `bins` equal-width bins over [0, 1].
     pub fn new(bins: usize) -> Calibration {
-        Calibration { bins: vec![(0, 0.0, 0.0); bins.max(1)] }
+        Calibration {
+            bins: vec![(0, 0.0, 0.0); bins.max(1)],
+        }
     }
 
     /// Adds one prediction `p` in [0, 1] with its observed score in [0, 1].
@@ -143,7 +168,13 @@ impl Calibration {
     /// ECE = Σ_bins (n_b / N) · |mean observed − mean predicted|; None if empty.
     pub fn ece(&self) -> Option<f64> {
         let total: usize = self.bins.iter().map(|b| b.0).sum();
-        (total > 0).then(|| self.bins.iter().filter(|b| b.0 > 0).map(|b| (b.1 - b.2).abs() / total as f64).sum())
+        (total > 0).then(|| {
+            self.bins
+                .iter()
+                .filter(|b| b.0 > 0)
+                .map(|b| (b.1 - b.2).abs() / total as f64)
+                .sum()
+        })
     }
 }
 
@@ -157,7 +188,14 @@ mod tests {
 
     #[test]
     fn hull_drops_dominated_and_declining_points() {
-        let pts = [(1.0, 0.5), (0.0, 0.5), (2.0, 0.8), (1.0, 0.7), (3.0, 0.6), (1.5, 0.7)];
+        let pts = [
+            (1.0, 0.5),
+            (0.0, 0.5),
+            (2.0, 0.8),
+            (1.0, 0.7),
+            (3.0, 0.6),
+            (1.5, 0.7),
+        ];
         assert_eq!(upper_hull(&pts), vec![(0.0, 0.5), (1.0, 0.7), (2.0, 0.8)]);
     }
 
@@ -186,7 +224,9 @@ mod tests {
         // PGR 0.9: between (0.5, 0.8) and (1, 1): 0.5 + 0.5 * 0.1 / 0.2.
         assert!(close(cpt(&pts, 0.6, 0.8, 0.9).unwrap(), 0.75));
         // A random mix lies on the diagonal: APGR 0.5, CPT(x) = x.
-        let random: Vec<(f64, f64)> = (0..=10).map(|i| (i as f64 / 10.0, 0.6 + 0.02 * i as f64)).collect();
+        let random: Vec<(f64, f64)> = (0..=10)
+            .map(|i| (i as f64 / 10.0, 0.6 + 0.02 * i as f64))
+            .collect();
         assert!(close(apgr(&random, 0.6, 0.8).unwrap(), 0.5));
         assert!((cpt(&random, 0.6, 0.8, 0.8).unwrap() - 0.8).abs() < 1e-9);
         assert_eq!(apgr(&pts, 0.8, 0.8), None);
@@ -200,7 +240,7 @@ mod tests {
         c.add(0.15, 1.0); // bin 1: mean p 0.15, mean y 0.5, gap 0.35, n 2
         c.add(0.95, 1.0); // bin 9: gap 0.05, n 1
         c.add(1.0, 1.0); // p = 1 goes to the last bin: bin 9 now mean p 0.975, y 1: gap 0.025, n 2
-        // (2 * 0.35 + 2 * 0.025) / 4
+                         // (2 * 0.35 + 2 * 0.025) / 4
         assert!(close(c.ece().unwrap(), 0.1875));
         assert_eq!(Calibration::new(10).ece(), None);
         let mut perfect = Calibration::new(10);

@@ -44,18 +44,37 @@ pub struct Summary {
 /// APGR and CPT apply when there are exactly two models (strong = the one
 /// with the higher test quality).
 pub fn summarise(results: &[RouterResult], models: &[String], rows: usize) -> Summary {
-    let singles: Vec<Point> = results.iter().filter(|r| r.name.starts_with("model:")).map(|r| r.tallies[0].point()).collect();
+    let singles: Vec<Point> = results
+        .iter()
+        .filter(|r| r.name.starts_with("model:"))
+        .map(|r| r.tallies[0].point())
+        .collect();
     let c_min = singles.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
-    let c_max = singles.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
-    let best_quality = singles.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let c_max = singles
+        .iter()
+        .map(|p| p.0)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let best_quality = singles
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::NEG_INFINITY, f64::max);
     let two = (models.len() == 2).then(|| {
         let strong = if singles[1].1 > singles[0].1 { 1 } else { 0 };
         (strong, singles[1 - strong].1, singles[strong].1)
     });
-    let summary_of = |name: &str, setting, settings: Vec<f64>, points: Vec<Point>, shares: Vec<Vec<f64>>, ece| {
+    let summary_of = |name: &str,
+                      setting,
+                      settings: Vec<f64>,
+                      points: Vec<Point>,
+                      shares: Vec<Vec<f64>>,
+                      ece| {
         let (mut a, mut c5, mut c8) = (None, None, None);
         if let Some((strong, qw, qs)) = two {
-            let curve: Vec<(f64, f64)> = shares.iter().zip(&points).map(|(s, p)| (s[strong], p.1)).collect();
+            let curve: Vec<(f64, f64)> = shares
+                .iter()
+                .zip(&points)
+                .map(|(s, p)| (s[strong], p.1))
+                .collect();
             a = apgr(&curve, qw, qs);
             c5 = cpt(&curve, qw, qs, 0.5);
             c8 = cpt(&curve, qw, qs, 0.8);
@@ -79,13 +98,42 @@ pub fn summarise(results: &[RouterResult], models: &[String], rows: usize) -> Su
         .filter(|r| !r.name.starts_with("model:"))
         .map(|r| {
             let points = r.tallies.iter().map(|t| t.point()).collect();
-            let shares = r.tallies.iter().map(|t| (0..models.len()).map(|m| t.share(m)).collect()).collect();
-            summary_of(&r.name, r.setting, r.settings.clone(), points, shares, r.calibration.as_ref().and_then(|c| c.ece()))
+            let shares = r
+                .tallies
+                .iter()
+                .map(|t| (0..models.len()).map(|m| t.share(m)).collect())
+                .collect();
+            summary_of(
+                &r.name,
+                r.setting,
+                r.settings.clone(),
+                points,
+                shares,
+                r.calibration.as_ref().and_then(|c| c.ece()),
+            )
         })
         .collect();
-    let single_shares = (0..models.len()).map(|m| (0..models.len()).map(|j| f64::from(u8::from(j == m))).collect()).collect();
-    routers.push(summary_of("zero", "model", (0..models.len()).map(|m| m as f64).collect(), singles, single_shares, None));
-    Summary { rows, models: models.to_vec(), cost_range: (c_min, c_max), routers }
+    let single_shares = (0..models.len())
+        .map(|m| {
+            (0..models.len())
+                .map(|j| f64::from(u8::from(j == m)))
+                .collect()
+        })
+        .collect();
+    routers.push(summary_of(
+        "zero",
+        "model",
+        (0..models.len()).map(|m| m as f64).collect(),
+        singles,
+        single_shares,
+        None,
+    ));
+    Summary {
+        rows,
+        models: models.to_vec(),
+        cost_range: (c_min, c_max),
+        routers,
+    }
 }
 
 impl Summary {
@@ -126,11 +174,21 @@ impl Summary {
             "router", "AIQ", "max q", "APGR", "CPT50", "CPT80", "ECE", "$ to match best"
         );
         for r in &self.routers {
-            let maxq = r.points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+            let maxq = r
+                .points
+                .iter()
+                .map(|p| p.1)
+                .fold(f64::NEG_INFINITY, f64::max);
             s += &format!(
                 "{:<16} {:>7} {:>8.4} {:>7} {:>7} {:>7} {:>7} {:>14}\n",
-                r.name, f(r.aiq, 4), maxq, f(r.apgr, 3), f(r.cpt50.map(|x| x * 100.0), 1), f(r.cpt80.map(|x| x * 100.0), 1),
-                f(r.ece, 4), f(r.cost_to_match_best_single, 6)
+                r.name,
+                f(r.aiq, 4),
+                maxq,
+                f(r.apgr, 3),
+                f(r.cpt50.map(|x| x * 100.0), 1),
+                f(r.cpt80.map(|x| x * 100.0), 1),
+                f(r.ece, 4),
+                f(r.cost_to_match_best_single, 6)
             );
         }
         s
@@ -144,11 +202,20 @@ impl Summary {
             self.rows, self.models.len(), self.cost_range.0, self.cost_range.1
         );
         for r in &self.routers {
-            let maxq = r.points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+            let maxq = r
+                .points
+                .iter()
+                .map(|p| p.1)
+                .fold(f64::NEG_INFINITY, f64::max);
             s += &format!(
                 "| {} | {} | {maxq:.4} | {} | {} | {} | {} | {} |\n",
-                r.name, f(r.aiq, 4), f(r.apgr, 3), f(r.cpt50.map(|x| x * 100.0), 1), f(r.cpt80.map(|x| x * 100.0), 1),
-                f(r.ece, 4), f(r.cost_to_match_best_single, 6)
+                r.name,
+                f(r.aiq, 4),
+                f(r.apgr, 3),
+                f(r.cpt50.map(|x| x * 100.0), 1),
+                f(r.cpt80.map(|x| x * 100.0), 1),
+                f(r.ece, 4),
+                f(r.cost_to_match_best_single, 6)
             );
         }
         if let Some(zero) = self.router("zero") {
@@ -162,17 +229,32 @@ impl Summary {
 
     /// Writes `report.md`, `summary.json` and `cost_quality.svg` into `dir`.
     pub fn write_report(&self, dir: &Path) -> Result<(), EvalError> {
-        let io = |source| EvalError::Io { path: dir.to_path_buf(), source };
+        let io = |source| EvalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::write(dir.join("report.md"), self.markdown()).map_err(io)?;
-        std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&self.to_json()).expect("json")).map_err(io)?;
-        self.chart(&dir.join("cost_quality.svg")).map_err(|e| EvalError::Data(format!("chart: {e}")))
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::to_string_pretty(&self.to_json()).expect("json"),
+        )
+        .map_err(io)?;
+        self.chart(&dir.join("cost_quality.svg"))
+            .map_err(|e| EvalError::Data(format!("chart: {e}")))
     }
 
     /// The cost-quality plane: swept routers as lines, the rest as points.
     fn chart(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-        let all: Vec<Point> = self.routers.iter().flat_map(|r| r.points.iter().copied()).collect();
-        let (x0, x1) = (0.0, all.iter().map(|p| p.0).fold(0.0, f64::max) * 1.05 + 1e-12);
+        let all: Vec<Point> = self
+            .routers
+            .iter()
+            .flat_map(|r| r.points.iter().copied())
+            .collect();
+        let (x0, x1) = (
+            0.0,
+            all.iter().map(|p| p.0).fold(0.0, f64::max) * 1.05 + 1e-12,
+        );
         let y0 = all.iter().map(|p| p.1).fold(1.0, f64::min).max(0.0) - 0.02;
         let y1 = all.iter().map(|p| p.1).fold(0.0, f64::max).min(1.0) + 0.02;
         let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
@@ -183,26 +265,50 @@ impl Summary {
             .y_label_area_size(50)
             .caption("cost vs quality", ("sans-serif", 20))
             .build_cartesian_2d(x0..x1, y0..y1)?;
-        chart.configure_mesh().x_desc("mean cost per prompt (USD)").y_desc("mean quality").draw()?;
-        let palette = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK, &RGBColor(255, 140, 0), &RGBColor(120, 120, 120)];
+        chart
+            .configure_mesh()
+            .x_desc("mean cost per prompt (USD)")
+            .y_desc("mean quality")
+            .draw()?;
+        let palette = [
+            &BLUE,
+            &RED,
+            &GREEN,
+            &MAGENTA,
+            &CYAN,
+            &BLACK,
+            &RGBColor(255, 140, 0),
+            &RGBColor(120, 120, 120),
+        ];
         for (i, r) in self.routers.iter().enumerate() {
             let color = *palette[i % palette.len()];
             let mut pts = r.points.clone();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             if r.name == "zero" {
                 let hull = crate::metrics::upper_hull(&pts);
-                chart.draw_series(LineSeries::new(hull, color.stroke_width(1)))?.label("zero (hull of single models)")
+                chart
+                    .draw_series(LineSeries::new(hull, color.stroke_width(1)))?
+                    .label("zero (hull of single models)")
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
                 chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
             } else if pts.len() > 1 {
-                chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?.label(r.name.clone())
+                chart
+                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+                    .label(r.name.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             } else {
-                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled())))?.label(r.name.clone())
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled())))?
+                    .label(r.name.clone())
                     .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
             }
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()?;
         root.present()?;
         Ok(())
     }

@@ -101,7 +101,10 @@ impl Record {
         }
         if let Some(d) = self.difficulty {
             if !(0.0..=1.0).contains(&d) {
-                return Err(format!("record `{}`: `difficulty` {d} is outside [0, 1]", self.id));
+                return Err(format!(
+                    "record `{}`: `difficulty` {d} is outside [0, 1]",
+                    self.id
+                ));
             }
         }
         for (model, o) in &self.outcomes {
@@ -112,7 +115,10 @@ impl Record {
                 ));
             }
             if o.cost_usd.is_some_and(|c| !(c >= 0.0)) {
-                return Err(format!("record `{}`: `outcomes.{model}.cost_usd` is negative", self.id));
+                return Err(format!(
+                    "record `{}`: `outcomes.{model}.cost_usd` is negative",
+                    self.id
+                ));
             }
         }
         Ok(())
@@ -130,7 +136,10 @@ pub fn read_records<R: BufRead>(reader: R) -> impl Iterator<Item = Result<Record
     reader.lines().enumerate().filter_map(|(i, line)| {
         let line_no = i + 1;
         match line {
-            Err(source) => Some(Err(RecordError::Io { line: line_no, source })),
+            Err(source) => Some(Err(RecordError::Io {
+                line: line_no,
+                source,
+            })),
             Ok(text) if text.trim().is_empty() => None,
             Ok(text) => Some(Record::parse_line(&text, line_no)),
         }
@@ -173,17 +182,30 @@ mod tests {
         let input = "{\"id\":\"a\",\"prompt\":\"x\"}\nnot json\n\n{\"id\":\"b\"}\n{\"id\":\"c\",\"prompt\":\"  \"}\n{\"id\":\"d\",\"prompt\":\"y\"}\n";
         let items: Vec<_> = read_records(input.as_bytes()).collect();
         assert_eq!(items.len(), 5);
-        let bad: Vec<usize> = items.iter().filter_map(|r| r.as_ref().err().map(|e| e.line())).collect();
+        let bad: Vec<usize> = items
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.line()))
+            .collect();
         assert_eq!(bad, vec![2, 4, 5]);
-        let good: Vec<&str> = items.iter().filter_map(|r| r.as_ref().ok().map(|r| r.id.as_str())).collect();
+        let good: Vec<&str> = items
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|r| r.id.as_str()))
+            .collect();
         assert_eq!(good, vec!["a", "d"]);
         let msg = items[2].as_ref().unwrap_err().to_string();
-        assert!(msg.starts_with("line 4:") && msg.contains("prompt"), "{msg}");
+        assert!(
+            msg.starts_with("line 4:") && msg.contains("prompt"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn out_of_range_values_are_rejected_naming_the_field() {
-        let e = Record::parse_line(r#"{"id":"a","prompt":"p","outcomes":{"m":{"score":1.5}}}"#, 3).unwrap_err();
+        let e = Record::parse_line(
+            r#"{"id":"a","prompt":"p","outcomes":{"m":{"score":1.5}}}"#,
+            3,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("outcomes.m.score"), "{e}");
         let e = Record::parse_line(r#"{"id":"a","prompt":"p","difficulty":-0.1}"#, 3).unwrap_err();
         assert!(e.to_string().contains("difficulty"), "{e}");

@@ -6,7 +6,8 @@ use std::hint::black_box;
 use switchyard_router::{policy::decide, Catalog, Constraints, Policy, SuccessModel};
 
 fn bench(c: &mut Criterion) {
-    let catalog = Catalog::from_toml_str(include_str!("../../../models/catalogs/routerbench.toml")).unwrap();
+    let catalog =
+        Catalog::from_toml_str(include_str!("../../../models/catalogs/routerbench.toml")).unwrap();
     let names: Vec<String> = catalog.models.iter().map(|m| m.name.clone()).collect();
     let (dim, rank, tasks) = (384, 8, 11);
     let n = names.len();
@@ -21,7 +22,13 @@ fn bench(c: &mut Criterion) {
         feature_scale: vec![1.0; dim],
         difficulty_bias: 0.1,
         difficulty_weights: (0..dim).map(|j| (j as f32 * 0.37).sin() * 0.05).collect(),
-        traits: (0..rank).map(|k| (0..dim).map(|j| ((j * (k + 1)) as f32).cos() * 0.05).collect()).collect(),
+        traits: (0..rank)
+            .map(|k| {
+                (0..dim)
+                    .map(|j| ((j * (k + 1)) as f32).cos() * 0.05)
+                    .collect()
+            })
+            .collect(),
         ability: (0..n).map(|m| vec![m as f32 * 0.2 - 1.0; tasks]).collect(),
         log_discrimination: vec![0.0; n],
         loadings: vec![vec![0.1; rank]; n],
@@ -30,14 +37,27 @@ fn bench(c: &mut Criterion) {
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];
-    let costs: Vec<f64> = catalog.models.iter().map(|m| m.cost_usd(200, 256)).collect();
+    let costs: Vec<f64> = catalog
+        .models
+        .iter()
+        .map(|m| m.cost_usd(200, 256))
+        .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let policy = Policy::Target { target: 0.8 };
     let constraints = Constraints::default();
 
     c.bench_function("policy only (11 models)", |b| {
         let p = model.predict(&refs, &embedding, &task_scores);
-        b.iter(|| decide(black_box(&catalog), black_box(&p), &costs, policy, &constraints).unwrap())
+        b.iter(|| {
+            decide(
+                black_box(&catalog),
+                black_box(&p),
+                &costs,
+                policy,
+                &constraints,
+            )
+            .unwrap()
+        })
     });
     c.bench_function("success model + policy (11 models, 384-d, rank 8)", |b| {
         b.iter(|| {

@@ -42,7 +42,9 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// The price in USD of one call with the given token counts.
     pub fn cost_usd(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (self.input_usd_per_mtok * input_tokens as f64 + self.output_usd_per_mtok * output_tokens as f64) / 1e6
+        (self.input_usd_per_mtok * input_tokens as f64
+            + self.output_usd_per_mtok * output_tokens as f64)
+            / 1e6
     }
 }
 
@@ -81,18 +83,29 @@ impl Catalog {
     /// target outside (0, 1], or no models at all.
     pub fn from_toml_str(text: &str) -> Result<Catalog, RouterError> {
         let raw: RawCatalog = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
-        let err = |span: std::ops::Range<usize>, field: &str, message: String| RouterError::Catalog {
-            line: line_of(text, span.start),
-            field: field.to_string(),
-            message,
-        };
+        let err =
+            |span: std::ops::Range<usize>, field: &str, message: String| RouterError::Catalog {
+                line: line_of(text, span.start),
+                field: field.to_string(),
+                message,
+            };
         let default_target = match &raw.default_target {
             None => DEFAULT_TARGET,
             Some(t) if *t.get_ref() > 0.0 && *t.get_ref() <= 1.0 => *t.get_ref(),
-            Some(t) => return Err(err(t.span(), "default_target", format!("{} is outside (0, 1]", t.get_ref()))),
+            Some(t) => {
+                return Err(err(
+                    t.span(),
+                    "default_target",
+                    format!("{} is outside (0, 1]", t.get_ref()),
+                ))
+            }
         };
         if raw.models.is_empty() {
-            return Err(RouterError::Catalog { line: 1, field: "models".into(), message: "the catalog lists no models".into() });
+            return Err(RouterError::Catalog {
+                line: 1,
+                field: "models".into(),
+                message: "the catalog lists no models".into(),
+            });
         }
         let mut models: Vec<ModelSpec> = Vec::with_capacity(raw.models.len());
         for m in raw.models {
@@ -101,20 +114,39 @@ impl Catalog {
                 return Err(err(m.name.span(), "name", "is empty".into()));
             }
             if models.iter().any(|o| o.name == name) {
-                return Err(err(m.name.span(), "name", format!("`{name}` appears twice")));
+                return Err(err(
+                    m.name.span(),
+                    "name",
+                    format!("`{name}` appears twice"),
+                ));
             }
-            for (field, price) in [("input_usd_per_mtok", &m.input_usd_per_mtok), ("output_usd_per_mtok", &m.output_usd_per_mtok)] {
+            for (field, price) in [
+                ("input_usd_per_mtok", &m.input_usd_per_mtok),
+                ("output_usd_per_mtok", &m.output_usd_per_mtok),
+            ] {
                 let p = *price.get_ref();
                 if !(p >= 0.0 && p.is_finite()) {
-                    return Err(err(price.span(), field, format!("price {p} must be a finite number >= 0")));
+                    return Err(err(
+                        price.span(),
+                        field,
+                        format!("price {p} must be a finite number >= 0"),
+                    ));
                 }
             }
             if *m.context_window.get_ref() <= 0 {
-                return Err(err(m.context_window.span(), "context_window", format!("{} must be > 0", m.context_window.get_ref())));
+                return Err(err(
+                    m.context_window.span(),
+                    "context_window",
+                    format!("{} must be > 0", m.context_window.get_ref()),
+                ));
             }
             if let Some(l) = &m.latency_ms {
                 if !(*l.get_ref() > 0.0 && l.get_ref().is_finite()) {
-                    return Err(err(l.span(), "latency_ms", format!("{} must be > 0", l.get_ref())));
+                    return Err(err(
+                        l.span(),
+                        "latency_ms",
+                        format!("{} must be > 0", l.get_ref()),
+                    ));
                 }
             }
             models.push(ModelSpec {
@@ -126,7 +158,10 @@ impl Catalog {
                 tags: m.tags,
             });
         }
-        Ok(Catalog { default_target, models })
+        Ok(Catalog {
+            default_target,
+            models,
+        })
     }
 
     /// The model called `name`, if listed.
@@ -155,7 +190,12 @@ fn parse_error(text: &str, e: &toml::de::Error) -> RouterError {
     let message = e.message().to_string();
     let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
     let quoted = |prefix: &str| {
-        message.find(prefix).and_then(|i| message[i + prefix.len()..].split('`').next().map(str::to_string))
+        message.find(prefix).and_then(|i| {
+            message[i + prefix.len()..]
+                .split('`')
+                .next()
+                .map(str::to_string)
+        })
     };
     let field = quoted("missing field `")
         .or_else(|| quoted("unknown field `"))
@@ -166,7 +206,11 @@ fn parse_error(text: &str, e: &toml::de::Error) -> RouterError {
             Some(key.trim().trim_matches('"').to_string())
         })
         .unwrap_or_else(|| "?".into());
-    RouterError::Catalog { line, field, message }
+    RouterError::Catalog {
+        line,
+        field,
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -192,7 +236,11 @@ tags = ["proprietary"]
 
     fn err(text: &str) -> (usize, String, String) {
         match Catalog::from_toml_str(text).unwrap_err() {
-            RouterError::Catalog { line, field, message } => (line, field, message),
+            RouterError::Catalog {
+                line,
+                field,
+                message,
+            } => (line, field, message),
             other => panic!("{other}"),
         }
     }
@@ -211,13 +259,15 @@ tags = ["proprietary"]
 
     #[test]
     fn negative_price_names_field_and_line() {
-        let (line, field, _) = err(&GOOD.replace("output_usd_per_mtok = 30.0", "output_usd_per_mtok = -1.0"));
+        let (line, field, _) =
+            err(&GOOD.replace("output_usd_per_mtok = 30.0", "output_usd_per_mtok = -1.0"));
         assert_eq!((line, field.as_str()), (12, "output_usd_per_mtok"));
     }
 
     #[test]
     fn wrong_type_names_field_and_line() {
-        let (line, field, _) = err(&GOOD.replace("context_window = 8192", "context_window = \"big\""));
+        let (line, field, _) =
+            err(&GOOD.replace("context_window = 8192", "context_window = \"big\""));
         assert_eq!((line, field.as_str()), (7, "context_window"));
     }
 

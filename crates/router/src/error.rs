@@ -5,7 +5,11 @@
 pub enum RouterError {
     /// A catalog that does not parse or validate; `line` is 1-based.
     #[error("catalog line {line}: field `{field}`: {message}")]
-    Catalog { line: usize, field: String, message: String },
+    Catalog {
+        line: usize,
+        field: String,
+        message: String,
+    },
     /// A success-model artifact that does not parse or has the wrong version.
     #[error("success-model artifact: {0}")]
     Artifact(String),

@@ -92,7 +92,10 @@ fn better(i: usize, j: usize, p: &[f64], cost: &[f64], policy: Policy) -> bool {
             }
         }
         Policy::WillingnessToPay { lambda_per_usd } => {
-            let (ui, uj) = (p[i] - lambda_per_usd * cost[i], p[j] - lambda_per_usd * cost[j]);
+            let (ui, uj) = (
+                p[i] - lambda_per_usd * cost[i],
+                p[j] - lambda_per_usd * cost[j],
+            );
             ui > uj || (ui == uj && cost[i] < cost[j])
         }
     }
@@ -109,14 +112,25 @@ pub fn decide(
     constraints: &Constraints,
 ) -> Result<Decision, RouterError> {
     assert_eq!(p.len(), catalog.models.len(), "one P per catalog model");
-    assert_eq!(cost.len(), catalog.models.len(), "one cost per catalog model");
+    assert_eq!(
+        cost.len(),
+        catalog.models.len(),
+        "one cost per catalog model"
+    );
     let mut excluded = Vec::new();
     let mut eligible = Vec::with_capacity(p.len());
     for (i, m) in catalog.models.iter().enumerate() {
-        let why = if constraints.allowed.as_ref().is_some_and(|a| !a.iter().any(|n| n == &m.name)) {
+        let why = if constraints
+            .allowed
+            .as_ref()
+            .is_some_and(|a| !a.iter().any(|n| n == &m.name))
+        {
             Some("not in the allowed models".to_string())
         } else if constraints.max_cost_usd.is_some_and(|c| cost[i] > c) {
-            Some(format!("expected cost {:.6} USD is above max_cost_usd", cost[i]))
+            Some(format!(
+                "expected cost {:.6} USD is above max_cost_usd",
+                cost[i]
+            ))
         } else if let (Some(max), Some(l)) = (constraints.max_latency_ms, m.latency_ms) {
             (l > max).then(|| format!("latency {l} ms is above max_latency_ms {max}"))
         } else {
@@ -136,7 +150,11 @@ pub fn decide(
     let mut order: Vec<usize> = (0..p.len()).filter(|&i| eligible[i]).collect();
     if order.is_empty() {
         return Err(RouterError::NoEligibleModel(
-            excluded.iter().map(|(m, w)| format!("{m}: {w}")).collect::<Vec<_>>().join("; "),
+            excluded
+                .iter()
+                .map(|(m, w)| format!("{m}: {w}"))
+                .collect::<Vec<_>>()
+                .join("; "),
         ));
     }
     order.sort_by(|&a, &b| {
@@ -174,7 +192,11 @@ pub fn decide(
         fallbacks: order[1..].iter().map(|&i| name(i)).collect(),
         candidates: order
             .iter()
-            .map(|&i| Candidate { model: name(i), p_success: p[i], expected_cost_usd: cost[i] })
+            .map(|&i| Candidate {
+                model: name(i),
+                p_success: p[i],
+                expected_cost_usd: cost[i],
+            })
             .collect(),
         excluded,
         reason,
@@ -217,19 +239,40 @@ latency_ms = 3000
 
     #[test]
     fn target_picks_the_cheapest_that_reaches_it() {
-        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.8 }, &Constraints::default()).unwrap();
+        let d = decide(
+            &catalog(),
+            &P,
+            &COST,
+            Policy::Target { target: 0.8 },
+            &Constraints::default(),
+        )
+        .unwrap();
         assert_eq!(d.model, "mid");
         // Reaching models by cost, then the rest by P.
         assert_eq!(d.fallbacks, ["big", "cheap"]);
         assert_eq!(d.candidates.len(), 3);
         assert!(d.reason.contains("cheapest"), "{}", d.reason);
-        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.4 }, &Constraints::default()).unwrap();
+        let d = decide(
+            &catalog(),
+            &P,
+            &COST,
+            Policy::Target { target: 0.4 },
+            &Constraints::default(),
+        )
+        .unwrap();
         assert_eq!(d.model, "cheap");
     }
 
     #[test]
     fn target_out_of_reach_picks_the_likeliest() {
-        let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.99 }, &Constraints::default()).unwrap();
+        let d = decide(
+            &catalog(),
+            &P,
+            &COST,
+            Policy::Target { target: 0.99 },
+            &Constraints::default(),
+        )
+        .unwrap();
         assert_eq!(d.model, "big");
         assert_eq!(d.fallbacks, ["mid", "cheap"]);
         assert!(d.reason.contains("no eligible model reaches"));
@@ -237,18 +280,31 @@ latency_ms = 3000
 
     #[test]
     fn constraints_exclude_models() {
-        let c = Constraints { max_latency_ms: Some(1000.0), ..Default::default() };
+        let c = Constraints {
+            max_latency_ms: Some(1000.0),
+            ..Default::default()
+        };
         let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.9 }, &c).unwrap();
         assert_eq!(d.model, "mid");
         assert_eq!(d.excluded.len(), 1);
         assert_eq!(d.excluded[0].0, "big");
-        let c = Constraints { min_context_tokens: Some(10_000), max_cost_usd: Some(0.005), ..Default::default() };
+        let c = Constraints {
+            min_context_tokens: Some(10_000),
+            max_cost_usd: Some(0.005),
+            ..Default::default()
+        };
         let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.9 }, &c).unwrap();
         assert_eq!((d.model.as_str(), d.candidates.len()), ("mid", 1));
-        let c = Constraints { allowed: Some(vec!["cheap".into()]), ..Default::default() };
+        let c = Constraints {
+            allowed: Some(vec!["cheap".into()]),
+            ..Default::default()
+        };
         let d = decide(&catalog(), &P, &COST, Policy::Target { target: 0.9 }, &c).unwrap();
         assert_eq!(d.model, "cheap");
-        let c = Constraints { allowed: Some(vec![]), ..Default::default() };
+        let c = Constraints {
+            allowed: Some(vec![]),
+            ..Default::default()
+        };
         assert!(matches!(
             decide(&catalog(), &P, &COST, Policy::Target { target: 0.9 }, &c),
             Err(RouterError::NoEligibleModel(_))
@@ -258,7 +314,17 @@ latency_ms = 3000
     #[test]
     fn willingness_to_pay_trades_p_for_cost() {
         // lambda 0: pure quality.
-        let wtp = |l| decide(&catalog(), &P, &COST, Policy::WillingnessToPay { lambda_per_usd: l }, &Constraints::default()).unwrap().model;
+        let wtp = |l| {
+            decide(
+                &catalog(),
+                &P,
+                &COST,
+                Policy::WillingnessToPay { lambda_per_usd: l },
+                &Constraints::default(),
+            )
+            .unwrap()
+            .model
+        };
         assert_eq!(wtp(0.0), "big");
         // lambda 20/USD: utilities 0.498, 0.83, 0.75.
         assert_eq!(wtp(20.0), "mid");
@@ -270,9 +336,19 @@ latency_ms = 3000
     fn choose_agrees_with_decide() {
         for t in [0.0, 0.3, 0.6, 0.9, 1.0] {
             let i = choose(&P, &COST, &[true; 3], Policy::Target { target: t }).unwrap();
-            let d = decide(&catalog(), &P, &COST, Policy::Target { target: t }, &Constraints::default()).unwrap();
+            let d = decide(
+                &catalog(),
+                &P,
+                &COST,
+                Policy::Target { target: t },
+                &Constraints::default(),
+            )
+            .unwrap();
             assert_eq!(catalog().models[i].name, d.model);
         }
-        assert_eq!(choose(&P, &COST, &[false; 3], Policy::Target { target: 0.5 }), None);
+        assert_eq!(
+            choose(&P, &COST, &[false; 3], Policy::Target { target: 0.5 }),
+            None
+        );
     }
 }

@@ -71,7 +71,8 @@ pub struct PromptTerms {
 impl SuccessModel {
     /// Parses an artifact, refusing other versions and inconsistent shapes.
     pub fn from_json(text: &str) -> Result<SuccessModel, RouterError> {
-        let m: SuccessModel = serde_json::from_str(text).map_err(|e| RouterError::Artifact(e.to_string()))?;
+        let m: SuccessModel =
+            serde_json::from_str(text).map_err(|e| RouterError::Artifact(e.to_string()))?;
         if m.version != ARTIFACT_VERSION {
             return Err(RouterError::Artifact(format!(
                 "version {} but this build reads version {ARTIFACT_VERSION}; retrain with `switchyard train router`",
@@ -102,7 +103,11 @@ impl SuccessModel {
             && self.prior_ability.len() == t
             && self.outcome_counts.len() == n
             && t > 0;
-        if ok { Ok(()) } else { Err("parameter shapes do not match models/tasks/dim/rank".into()) }
+        if ok {
+            Ok(())
+        } else {
+            Err("parameter shapes do not match models/tasks/dim/rank".into())
+        }
     }
 
     /// Index of a fitted model.
@@ -124,7 +129,8 @@ impl SuccessModel {
         if sum > 0.0 {
             v.iter_mut().for_each(|x| *x /= sum);
         } else {
-            v.iter_mut().for_each(|x| *x = 1.0 / self.tasks.len() as f32);
+            v.iter_mut()
+                .for_each(|x| *x = 1.0 / self.tasks.len() as f32);
         }
         v
     }
@@ -148,8 +154,18 @@ impl SuccessModel {
     /// the task distribution (in `self.tasks` order). In [0, 1].
     pub fn p_model(&self, m: usize, terms: &PromptTerms, task_scores: &[f32]) -> f64 {
         let a = self.log_discrimination[m].exp();
-        let interaction: f32 = self.loadings[m].iter().zip(&terms.traits).map(|(v, z)| v * z).sum();
-        mix(&self.ability[m], a, interaction, terms.difficulty, task_scores)
+        let interaction: f32 = self.loadings[m]
+            .iter()
+            .zip(&terms.traits)
+            .map(|(v, z)| v * z)
+            .sum();
+        mix(
+            &self.ability[m],
+            a,
+            interaction,
+            terms.difficulty,
+            task_scores,
+        )
     }
 
     /// P(success) for a model by name; the prior for one never fitted.
@@ -163,7 +179,10 @@ impl SuccessModel {
     /// P(success) for each named model on one prompt, in `names` order.
     pub fn predict(&self, names: &[&str], embedding: &[f32], task_scores: &[f32]) -> Vec<f64> {
         let terms = self.prompt_terms(embedding);
-        names.iter().map(|n| self.p_named(n, &terms, task_scores)).collect()
+        names
+            .iter()
+            .map(|n| self.p_named(n, &terms, task_scores))
+            .collect()
     }
 }
 

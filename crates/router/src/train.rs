@@ -41,7 +41,14 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { rank: 8, epochs: 300, learning_rate: 0.03, l2_prompt: 1.0, ability_prior: 1.0, seed: 17 }
+        TrainConfig {
+            rank: 8,
+            epochs: 300,
+            learning_rate: 0.03,
+            l2_prompt: 1.0,
+            ability_prior: 1.0,
+            seed: 17,
+        }
     }
 }
 
@@ -54,12 +61,24 @@ struct Layout {
 }
 
 impl Layout {
-    fn w(&self) -> usize { 1 }
-    fn u(&self) -> usize { 1 + self.d }
-    fn theta(&self) -> usize { self.u() + self.k * self.d }
-    fn loga(&self) -> usize { self.theta() + self.n * self.t }
-    fn v(&self) -> usize { self.loga() + self.n }
-    fn len(&self) -> usize { self.v() + self.n * self.k }
+    fn w(&self) -> usize {
+        1
+    }
+    fn u(&self) -> usize {
+        1 + self.d
+    }
+    fn theta(&self) -> usize {
+        self.u() + self.k * self.d
+    }
+    fn loga(&self) -> usize {
+        self.theta() + self.n * self.t
+    }
+    fn v(&self) -> usize {
+        self.loga() + self.n
+    }
+    fn len(&self) -> usize {
+        self.v() + self.n * self.k
+    }
 }
 
 /// Fits a success model for `models` and `tasks` on `rows`.
@@ -77,16 +96,25 @@ pub fn fit(
         return bad("need at least one row, one model and one task".into());
     }
     let d = rows[0].embedding.len();
-    let lay = Layout { d, k: cfg.rank, n: models.len(), t: tasks.len() };
+    let lay = Layout {
+        d,
+        k: cfg.rank,
+        n: models.len(),
+        t: tasks.len(),
+    };
     let mut counts = vec![0usize; lay.n];
     let mut score_sum = vec![0f64; lay.n];
     for (i, r) in rows.iter().enumerate() {
         if r.embedding.len() != d || r.task_scores.len() != lay.t {
-            return bad(format!("row {i}: embedding or task_scores has the wrong length"));
+            return bad(format!(
+                "row {i}: embedding or task_scores has the wrong length"
+            ));
         }
         for &(m, y) in &r.outcomes {
             if m >= lay.n || !(0.0..=1.0).contains(&y) {
-                return bad(format!("row {i}: model index {m} or score {y} out of range"));
+                return bad(format!(
+                    "row {i}: model index {m} or score {y} out of range"
+                ));
             }
             counts[m] += 1;
             score_sum[m] += y as f64;
@@ -101,15 +129,25 @@ pub fn fit(
     let mut mean = vec![0f32; d];
     let mut scale = vec![0f32; d];
     for r in rows {
-        mean.iter_mut().zip(&r.embedding).for_each(|(m, e)| *m += e / rows.len() as f32);
+        mean.iter_mut()
+            .zip(&r.embedding)
+            .for_each(|(m, e)| *m += e / rows.len() as f32);
     }
     for r in rows {
-        scale.iter_mut().zip(r.embedding.iter().zip(&mean)).for_each(|(s, (e, m))| *s += (e - m).powi(2) / rows.len() as f32);
+        scale
+            .iter_mut()
+            .zip(r.embedding.iter().zip(&mean))
+            .for_each(|(s, (e, m))| *s += (e - m).powi(2) / rows.len() as f32);
     }
     scale.iter_mut().for_each(|s| *s = s.sqrt().max(1e-6));
     let x: Vec<f32> = rows
         .iter()
-        .flat_map(|r| r.embedding.iter().zip(mean.iter().zip(&scale)).map(|(e, (m, s))| (e - m) / s))
+        .flat_map(|r| {
+            r.embedding
+                .iter()
+                .zip(mean.iter().zip(&scale))
+                .map(|(e, (m, s))| (e - m) / s)
+        })
         .collect();
 
     let mut p = vec![0f32; lay.len()];
@@ -118,7 +156,11 @@ pub fn fit(
         *u = rng.normal() / (d as f32).sqrt();
     }
     for m in 0..lay.n {
-        let rate = if counts[m] > 0 { score_sum[m] / counts[m] as f64 } else { 0.5 };
+        let rate = if counts[m] > 0 {
+            score_sum[m] / counts[m] as f64
+        } else {
+            0.5
+        };
         let logit = (rate.clamp(0.02, 0.98) / (1.0 - rate.clamp(0.02, 0.98))).ln() as f32;
         p[lay.theta() + m * lay.t..lay.theta() + (m + 1) * lay.t].fill(logit);
     }
@@ -131,9 +173,12 @@ pub fn fit(
     }
 
     let slice = |a: usize, len: usize| p[a..a + len].to_vec();
-    let rows_of = |a: usize, r: usize, c: usize| (0..r).map(|i| slice(a + i * c, c)).collect::<Vec<_>>();
+    let rows_of =
+        |a: usize, r: usize, c: usize| (0..r).map(|i| slice(a + i * c, c)).collect::<Vec<_>>();
     let ability = rows_of(lay.theta(), lay.n, lay.t);
-    let prior_ability = (0..lay.t).map(|t| ability.iter().map(|r| r[t]).sum::<f32>() / lay.n as f32).collect();
+    let prior_ability = (0..lay.t)
+        .map(|t| ability.iter().map(|r| r[t]).sum::<f32>() / lay.n as f32)
+        .collect();
     Ok(SuccessModel {
         version: ARTIFACT_VERSION,
         encoder_id: encoder_id.to_string(),
@@ -155,7 +200,14 @@ pub fn fit(
 }
 
 /// Gradient of the (summed) objective, scaled by 1 / number of rows.
-fn gradient(lay: &Layout, p: &[f32], rows: &[TrainingRow], x: &[f32], cfg: &TrainConfig, g: &mut [f32]) {
+fn gradient(
+    lay: &Layout,
+    p: &[f32],
+    rows: &[TrainingRow],
+    x: &[f32],
+    cfg: &TrainConfig,
+    g: &mut [f32],
+) {
     let (d, k, t) = (lay.d, lay.k, lay.t);
     g.fill(0.0);
     let mut z = vec![0f32; k];
@@ -240,7 +292,12 @@ struct Adam {
 
 impl Adam {
     fn new(n: usize, lr: f32) -> Adam {
-        Adam { m: vec![0.0; n], v: vec![0.0; n], step: 0, lr }
+        Adam {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            step: 0,
+            lr,
+        }
     }
 
     fn step(&mut self, p: &mut [f32], g: &[f32]) {
@@ -288,18 +345,29 @@ mod tests {
             .map(|i| {
                 let x0 = rng.normal();
                 let hard = x0 > 0.0;
-                let mut outcomes = vec![(0, if hard && x0 > 1.0 { 0.0 } else { 1.0 }), (1, if hard { 0.0 } else { 1.0 })];
+                let mut outcomes = vec![
+                    (0, if hard && x0 > 1.0 { 0.0 } else { 1.0 }),
+                    (1, if hard { 0.0 } else { 1.0 }),
+                ];
                 if i < 5 {
                     outcomes.push((2, 1.0));
                 }
-                TrainingRow { embedding: vec![x0, rng.normal()], task_scores: vec![1.0], outcomes }
+                TrainingRow {
+                    embedding: vec![x0, rng.normal()],
+                    task_scores: vec![1.0],
+                    outcomes,
+                }
             })
             .collect()
     }
 
     fn fitted(rank: usize) -> SuccessModel {
         let names = ["strong", "weak", "rare"].map(String::from).to_vec();
-        let cfg = TrainConfig { rank, epochs: 300, ..Default::default() };
+        let cfg = TrainConfig {
+            rank,
+            epochs: 300,
+            ..Default::default()
+        };
         fit(names, vec!["any".into()], &rows(), &cfg, "test").unwrap()
     }
 
@@ -319,7 +387,10 @@ mod tests {
         let rare = m.predict(&["rare"], &[0.5, 0.0], &[1.0])[0];
         let unknown = m.predict(&["never-seen"], &[0.5, 0.0], &[1.0])[0];
         // Five successes pull "rare" up from the prior but not to certainty.
-        assert!(rare > unknown - 0.05 && rare < 0.99, "rare {rare}, prior {unknown}");
+        assert!(
+            rare > unknown - 0.05 && rare < 0.99,
+            "rare {rare}, prior {unknown}"
+        );
         assert!((0.05..0.95).contains(&unknown), "{unknown}");
         assert_eq!(m.outcome_counts, [400, 400, 5]);
     }
@@ -337,6 +408,13 @@ mod tests {
     fn refuses_bad_rows() {
         let mut r = rows();
         r[3].outcomes.push((7, 1.0));
-        assert!(fit(vec!["a".into(), "b".into(), "c".into()], vec!["any".into()], &r, &TrainConfig::default(), "").is_err());
+        assert!(fit(
+            vec!["a".into(), "b".into(), "c".into()],
+            vec!["any".into()],
+            &r,
+            &TrainConfig::default(),
+            ""
+        )
+        .is_err());
     }
 }

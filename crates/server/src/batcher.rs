@@ -33,7 +33,11 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_batch: 32, max_wait: Duration::from_millis(5), queue_capacity: 256 }
+        BatchConfig {
+            max_batch: 32,
+            max_wait: Duration::from_millis(5),
+            queue_capacity: 256,
+        }
     }
 }
 
@@ -55,32 +59,62 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the encoder thread. Join the handle to wait until every
     /// queued job has been answered (after dropping every `Batcher`).
-    pub fn start(classifier: Arc<Classifier>, config: BatchConfig, metrics: Arc<Metrics>) -> (Batcher, JoinHandle<()>) {
+    pub fn start(
+        classifier: Arc<Classifier>,
+        config: BatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> (Batcher, JoinHandle<()>) {
         let (tx, rx) = sync_channel(config.queue_capacity.max(1));
         let m = metrics.clone();
         let handle = std::thread::Builder::new()
             .name("switchyard-encoder".into())
             .spawn(move || worker(classifier, config, rx, m))
             .expect("spawn the encoder thread");
-        (Batcher { tx, capacity: config.queue_capacity.max(1), metrics }, handle)
+        (
+            Batcher {
+                tx,
+                capacity: config.queue_capacity.max(1),
+                metrics,
+            },
+            handle,
+        )
     }
 
     /// Embeds and classifies one prompt, sharing an encoder pass with
     /// whatever else is queued.
-    pub async fn classify(&self, prompt: String, deadline: Option<Instant>) -> Result<Embedded, ServerError> {
+    pub async fn classify(
+        &self,
+        prompt: String,
+        deadline: Option<Instant>,
+    ) -> Result<Embedded, ServerError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Job { prompt, deadline, reply })?;
+        self.submit(Job {
+            prompt,
+            deadline,
+            reply,
+        })?;
         wait(rx, deadline).await
     }
 
     /// Queues many prompts at once (one job each); each answer comes back
     /// in input order. Prompts that do not fit in the queue are refused
     /// individually.
-    pub async fn classify_many(&self, prompts: Vec<String>, deadline: Option<Instant>) -> Vec<Result<Embedded, ServerError>> {
+    pub async fn classify_many(
+        &self,
+        prompts: Vec<String>,
+        deadline: Option<Instant>,
+    ) -> Vec<Result<Embedded, ServerError>> {
         let mut waits = Vec::with_capacity(prompts.len());
         for prompt in prompts {
             let (reply, rx) = oneshot::channel();
-            waits.push(self.submit(Job { prompt, deadline, reply }).map(|_| rx));
+            waits.push(
+                self.submit(Job {
+                    prompt,
+                    deadline,
+                    reply,
+                })
+                .map(|_| rx),
+            );
         }
         let mut out = Vec::with_capacity(waits.len());
         for w in waits {
@@ -100,7 +134,9 @@ impl Batcher {
             Err(TrySendError::Full(_)) => {
                 self.metrics.queue_depth.dec();
                 self.metrics.overloaded.inc();
-                Err(ServerError::Overloaded { capacity: self.capacity })
+                Err(ServerError::Overloaded {
+                    capacity: self.capacity,
+                })
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.metrics.queue_depth.dec();
@@ -110,15 +146,31 @@ impl Batcher {
     }
 }
 
-async fn wait(rx: oneshot::Receiver<Result<Embedded, ServerError>>, deadline: Option<Instant>) -> Result<Embedded, ServerError> {
-    let answer = async { rx.await.unwrap_or_else(|_| Err(ServerError::Internal("the encoder thread dropped a request".into()))) };
+async fn wait(
+    rx: oneshot::Receiver<Result<Embedded, ServerError>>,
+    deadline: Option<Instant>,
+) -> Result<Embedded, ServerError> {
+    let answer = async {
+        rx.await.unwrap_or_else(|_| {
+            Err(ServerError::Internal(
+                "the encoder thread dropped a request".into(),
+            ))
+        })
+    };
     match deadline {
         None => answer.await,
-        Some(d) => tokio::time::timeout_at(d.into(), answer).await.unwrap_or(Err(ServerError::DeadlineExceeded)),
+        Some(d) => tokio::time::timeout_at(d.into(), answer)
+            .await
+            .unwrap_or(Err(ServerError::DeadlineExceeded)),
     }
 }
 
-fn worker(classifier: Arc<Classifier>, config: BatchConfig, rx: Receiver<Job>, metrics: Arc<Metrics>) {
+fn worker(
+    classifier: Arc<Classifier>,
+    config: BatchConfig,
+    rx: Receiver<Job>,
+    metrics: Arc<Metrics>,
+) {
     let max_batch = config.max_batch.max(1);
     while let Ok(first) = rx.recv() {
         metrics.queue_depth.dec();
@@ -126,7 +178,11 @@ fn worker(classifier: Arc<Classifier>, config: BatchConfig, rx: Receiver<Job>, m
         let until = Instant::now() + config.max_wait;
         while jobs.len() < max_batch {
             let left = until.saturating_duration_since(Instant::now());
-            let next = if left.is_zero() { rx.try_recv().map_err(|_| RecvTimeoutError::Timeout) } else { rx.recv_timeout(left) };
+            let next = if left.is_zero() {
+                rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+            } else {
+                rx.recv_timeout(left)
+            };
             match next {
                 Ok(job) => {
                     metrics.queue_depth.dec();
@@ -151,8 +207,12 @@ fn worker(classifier: Arc<Classifier>, config: BatchConfig, rx: Receiver<Job>, m
         let started = Instant::now();
         // A panic in the encoder must not take the server down: answer this
         // batch with an internal error and keep serving.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| classifier.embed_and_predict(&texts, max_batch)));
-        metrics.encoder_seconds.observe(started.elapsed().as_secs_f64());
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            classifier.embed_and_predict(&texts, max_batch)
+        }));
+        metrics
+            .encoder_seconds
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(embedded)) => {
                 for (j, e) in live.into_iter().zip(embedded) {
@@ -162,13 +222,17 @@ fn worker(classifier: Arc<Classifier>, config: BatchConfig, rx: Receiver<Job>, m
             Ok(Err(e)) => {
                 let message = e.to_string();
                 for j in live {
-                    let _ = j.reply.send(Err(ServerError::Internal(format!("classifier: {message}"))));
+                    let _ = j
+                        .reply
+                        .send(Err(ServerError::Internal(format!("classifier: {message}"))));
                 }
             }
             Err(_) => {
                 tracing::error!("the encoder panicked on a batch of {}", texts.len());
                 for j in live {
-                    let _ = j.reply.send(Err(ServerError::Internal("the encoder failed on this batch".into())));
+                    let _ = j.reply.send(Err(ServerError::Internal(
+                        "the encoder failed on this batch".into(),
+                    )));
                 }
             }
         }

@@ -14,7 +14,9 @@ pub enum ServerError {
     #[error("{field}: {message}")]
     NotFound { field: String, message: String },
     /// The encoder queue is full (backpressure, not a timeout).
-    #[error("overloaded: the encoder queue is full ({capacity} requests waiting); retry with back-off")]
+    #[error(
+        "overloaded: the encoder queue is full ({capacity} requests waiting); retry with back-off"
+    )]
     Overloaded { capacity: usize },
     /// The request's deadline passed before it was served.
     #[error("deadline exceeded before the request was served")]
@@ -37,11 +39,17 @@ pub enum ServerError {
 
 impl ServerError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ServerError::InvalidArgument { field: field.into(), message: message.into() }
+        ServerError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ServerError::NotFound { field: field.into(), message: message.into() }
+        ServerError::NotFound {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The gRPC code this error is answered with.
@@ -54,7 +62,9 @@ impl ServerError {
             ServerError::NotReady(_) => Code::FailedPrecondition,
             ServerError::ShuttingDown => Code::Unavailable,
             ServerError::Classifier(ClassifierError::InvalidInput(_)) => Code::InvalidArgument,
-            ServerError::Classifier(_) | ServerError::Store(_) | ServerError::Internal(_) => Code::Internal,
+            ServerError::Classifier(_) | ServerError::Store(_) | ServerError::Internal(_) => {
+                Code::Internal
+            }
         }
     }
 }
@@ -62,7 +72,9 @@ impl ServerError {
 impl From<StoreError> for ServerError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::UnknownDecision(id) => ServerError::not_found("decision_id", format!("no decision `{id}`")),
+            StoreError::UnknownDecision(id) => {
+                ServerError::not_found("decision_id", format!("no decision `{id}`"))
+            }
             other => ServerError::Store(other),
         }
     }

@@ -20,7 +20,8 @@ pub mod pb {
     tonic::include_proto!("switchyard.v1");
 
     /// The encoded FileDescriptorSet of the API (served by reflection).
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));
 }
 
 use std::net::SocketAddr;
@@ -89,17 +90,33 @@ pub async fn serve(
     })?);
     let metrics = Arc::new(Metrics::new());
     metrics.generation.set(1.0);
-    let (batcher, encoder_thread) = Batcher::start(Arc::new(classifier), config.batch, metrics.clone());
-    let shared = Arc::new(Shared { batcher, state, store, metrics: metrics.clone(), limits: config.limits.clone(), heads_version, encoder_id });
+    let (batcher, encoder_thread) =
+        Batcher::start(Arc::new(classifier), config.batch, metrics.clone());
+    let shared = Arc::new(Shared {
+        batcher,
+        state,
+        store,
+        metrics: metrics.clone(),
+        limits: config.limits.clone(),
+        heads_version,
+        encoder_id,
+    });
 
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("--listen {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("--listen {}", config.listen))?;
     let grpc_addr = listener.local_addr()?;
     let metrics_task = match config.metrics_listen {
         None => None,
         Some(addr) => {
-            let l = TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
             let bound = l.local_addr()?;
-            Some((bound, tokio::spawn(metrics::serve_metrics(l, metrics.clone()))))
+            Some((
+                bound,
+                tokio::spawn(metrics::serve_metrics(l, metrics.clone())),
+            ))
         }
     };
 
@@ -114,7 +131,9 @@ pub async fn serve(
     };
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<pb::router_server::RouterServer<service::RouterService>>().await;
+    health_reporter
+        .set_serving::<pb::router_server::RouterServer<service::RouterService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -124,25 +143,43 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let auth = Auth(config.auth_token.clone().map(|t| Arc::<str>::from(format!("Bearer {t}"))));
-    let max_message = (config.limits.max_prompt_bytes.saturating_mul(config.limits.max_batch_request.max(1)) + (1 << 16)).max(4 << 20);
+    let auth = Auth(
+        config
+            .auth_token
+            .clone()
+            .map(|t| Arc::<str>::from(format!("Bearer {t}"))),
+    );
+    let max_message = (config
+        .limits
+        .max_prompt_bytes
+        .saturating_mul(config.limits.max_batch_request.max(1))
+        + (1 << 16))
+        .max(4 << 20);
     let router = tonic::service::interceptor::InterceptedService::new(
-        pb::router_server::RouterServer::new(service::RouterService::new(shared.clone())).max_decoding_message_size(max_message),
+        pb::router_server::RouterServer::new(service::RouterService::new(shared.clone()))
+            .max_decoding_message_size(max_message),
         auth.clone(),
     );
-    let admin = pb::admin_server::AdminServer::with_interceptor(service::AdminService::new(shared.clone()), auth);
+    let admin = pb::admin_server::AdminServer::with_interceptor(
+        service::AdminService::new(shared.clone()),
+        auth,
+    );
 
     let mut builder = Server::builder();
     if let Some((cert, key)) = &config.tls {
         let cert = std::fs::read(cert).with_context(|| format!("--tls-cert {}", cert.display()))?;
         let key = std::fs::read(key).with_context(|| format!("--tls-key {}", key.display()))?;
-        builder = builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key))).context("TLS configuration")?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .context("TLS configuration")?;
     }
     let health_for_shutdown = health_reporter.clone();
     let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: draining requests in flight");
-        health_for_shutdown.set_not_serving::<pb::router_server::RouterServer<service::RouterService>>().await;
+        health_for_shutdown
+            .set_not_serving::<pb::router_server::RouterServer<service::RouterService>>()
+            .await;
     };
     let server = builder
         .add_service(health)
@@ -152,7 +189,10 @@ pub async fn serve(
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
 
-    on_bound(Bound { grpc: grpc_addr, metrics: metrics_task.as_ref().map(|(a, _)| *a) });
+    on_bound(Bound {
+        grpc: grpc_addr,
+        metrics: metrics_task.as_ref().map(|(a, _)| *a),
+    });
     tracing::info!(%grpc_addr, tls = config.tls.is_some(), auth = config.auth_token.is_some(), "serving");
     let served = server.await;
 
@@ -160,7 +200,9 @@ pub async fn serve(
     reload_task.abort();
     let _ = reload_task.await;
     drop(shared);
-    tokio::task::spawn_blocking(move || encoder_thread.join()).await?.ok();
+    tokio::task::spawn_blocking(move || encoder_thread.join())
+        .await?
+        .ok();
     if let Some((_, t)) = metrics_task {
         t.abort();
     }
@@ -176,11 +218,21 @@ struct Auth(Option<Arc<str>>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(expected) = &self.0 else { return Ok(req) };
-        match req.metadata().get("authorization").and_then(|v| v.to_str().ok()) {
+        let Some(expected) = &self.0 else {
+            return Ok(req);
+        };
+        match req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(got) if constant_time_eq(got.as_bytes(), expected.as_bytes()) => Ok(req),
-            Some(_) => Err(tonic::Status::unauthenticated("authorization: wrong bearer token")),
-            None => Err(tonic::Status::unauthenticated("authorization: missing; send `authorization: Bearer TOKEN`")),
+            Some(_) => Err(tonic::Status::unauthenticated(
+                "authorization: wrong bearer token",
+            )),
+            None => Err(tonic::Status::unauthenticated(
+                "authorization: missing; send `authorization: Bearer TOKEN`",
+            )),
         }
     }
 }

@@ -33,7 +33,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_prompt_bytes: 64 * 1024, max_batch_request: 256, default_output_tokens: 256, store_prompts: false }
+        Limits {
+            max_prompt_bytes: 64 * 1024,
+            max_batch_request: 256,
+            default_output_tokens: 256,
+            store_prompts: false,
+        }
     }
 }
 
@@ -90,7 +95,10 @@ fn check_deadline(deadline: Option<Instant>) -> Result<(), ServerError> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Shared {
@@ -100,8 +108,14 @@ impl Shared {
             Ok(_) => tonic::Code::Ok,
             Err(e) => e.code(),
         };
-        self.metrics.requests.with_label_values(&[method, &format!("{code:?}")]).inc();
-        self.metrics.latency.with_label_values(&[method]).observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .requests
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
+        self.metrics
+            .latency
+            .with_label_values(&[method])
+            .observe(start.elapsed().as_secs_f64());
         if let Err(e) = r {
             match e.code() {
                 tonic::Code::Internal => tracing::error!(method, error = %e, "request failed"),
@@ -117,7 +131,11 @@ impl Shared {
         if prompt.len() > self.limits.max_prompt_bytes {
             return Err(ServerError::invalid(
                 field,
-                format!("is {} bytes, over the maximum of {} (--max-prompt-bytes)", prompt.len(), self.limits.max_prompt_bytes),
+                format!(
+                    "is {} bytes, over the maximum of {} (--max-prompt-bytes)",
+                    prompt.len(),
+                    self.limits.max_prompt_bytes
+                ),
             ));
         }
         Ok(())
@@ -125,22 +143,38 @@ impl Shared {
 
     /// Validates a RouteRequest against the state; `prefix` is prepended to
     /// field names ("" or "requests[3].").
-    fn check_route(&self, prefix: &str, r: &pb::RouteRequest, state: &RoutingState) -> Result<(Policy, Constraints), ServerError> {
+    fn check_route(
+        &self,
+        prefix: &str,
+        r: &pb::RouteRequest,
+        state: &RoutingState,
+    ) -> Result<(Policy, Constraints), ServerError> {
         let f = |name: &str| format!("{prefix}{name}");
         self.check_prompt(&f("prompt"), &r.prompt)?;
         let policy = match (r.lambda_per_usd, r.target) {
             (Some(l), _) if !(l >= 0.0 && l.is_finite()) => {
-                return Err(ServerError::invalid(f("lambda_per_usd"), format!("{l} must be a finite number >= 0")))
+                return Err(ServerError::invalid(
+                    f("lambda_per_usd"),
+                    format!("{l} must be a finite number >= 0"),
+                ))
             }
             (Some(l), _) => Policy::WillingnessToPay { lambda_per_usd: l },
             (None, Some(t)) if !(0.0..=1.0).contains(&t) => {
-                return Err(ServerError::invalid(f("target"), format!("{t} is outside [0, 1]")))
+                return Err(ServerError::invalid(
+                    f("target"),
+                    format!("{t} is outside [0, 1]"),
+                ))
             }
             (None, Some(t)) => Policy::Target { target: t },
-            (None, None) => Policy::Target { target: state.catalog.default_target },
+            (None, None) => Policy::Target {
+                target: state.catalog.default_target,
+            },
         };
         if r.expected_output_tokens == Some(0) {
-            return Err(ServerError::invalid(f("expected_output_tokens"), "must be > 0"));
+            return Err(ServerError::invalid(
+                f("expected_output_tokens"),
+                "must be > 0",
+            ));
         }
         let mut constraints = Constraints::default();
         if let Some(c) = &r.constraints {
@@ -149,7 +183,10 @@ impl Shared {
                     if state.catalog.get(m).is_none() {
                         return Err(ServerError::invalid(
                             f(&format!("constraints.allowed_models[{i}]")),
-                            format!("`{m}` is not in the catalog (models: {})", state.catalog.names().join(", ")),
+                            format!(
+                                "`{m}` is not in the catalog (models: {})",
+                                state.catalog.names().join(", ")
+                            ),
                         ));
                     }
                 }
@@ -157,13 +194,19 @@ impl Shared {
             }
             if let Some(x) = c.max_cost_usd {
                 if !(x > 0.0 && x.is_finite()) {
-                    return Err(ServerError::invalid(f("constraints.max_cost_usd"), format!("{x} must be > 0")));
+                    return Err(ServerError::invalid(
+                        f("constraints.max_cost_usd"),
+                        format!("{x} must be > 0"),
+                    ));
                 }
                 constraints.max_cost_usd = Some(x);
             }
             if let Some(x) = c.max_latency_ms {
                 if !(x > 0.0 && x.is_finite()) {
-                    return Err(ServerError::invalid(f("constraints.max_latency_ms"), format!("{x} must be > 0")));
+                    return Err(ServerError::invalid(
+                        f("constraints.max_latency_ms"),
+                        format!("{x} must be > 0"),
+                    ));
                 }
                 constraints.max_latency_ms = Some(x);
             }
@@ -189,18 +232,32 @@ impl Shared {
         let success = state.success.as_ref().expect("checked in check_route");
         let catalog = &state.catalog;
         let names = catalog.names();
-        let tasks = success.task_vector(embedded.prediction.task_scores.iter().map(|(k, v)| (k.as_str(), *v)));
+        let tasks = success.task_vector(
+            embedded
+                .prediction
+                .task_scores
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v)),
+        );
         let p = success.predict(&names, &embedded.embedding, &tasks);
         let input_tokens = estimate_tokens(&r.prompt);
-        let output_tokens = r.expected_output_tokens.unwrap_or(self.limits.default_output_tokens) as u64;
-        let cost: Vec<f64> = catalog.models.iter().map(|m| m.cost_usd(input_tokens, output_tokens)).collect();
+        let output_tokens = r
+            .expected_output_tokens
+            .unwrap_or(self.limits.default_output_tokens) as u64;
+        let cost: Vec<f64> = catalog
+            .models
+            .iter()
+            .map(|m| m.cost_usd(input_tokens, output_tokens))
+            .collect();
         constraints.min_context_tokens = Some(input_tokens + output_tokens);
-        let decision: Decision = decide(catalog, &p, &cost, policy, &constraints).map_err(|e| match e {
-            RouterError::NoEligibleModel(why) => {
-                ServerError::invalid(format!("{prefix}constraints"), format!("no catalog model satisfies them ({why})"))
-            }
-            other => ServerError::Internal(other.to_string()),
-        })?;
+        let decision: Decision =
+            decide(catalog, &p, &cost, policy, &constraints).map_err(|e| match e {
+                RouterError::NoEligibleModel(why) => ServerError::invalid(
+                    format!("{prefix}constraints"),
+                    format!("no catalog model satisfies them ({why})"),
+                ),
+                other => ServerError::Internal(other.to_string()),
+            })?;
         let id = uuid::Uuid::new_v4().to_string();
         let versions = state.versions.clone();
         let logged = LoggedDecision {
@@ -214,11 +271,18 @@ impl Shared {
             candidates: decision
                 .candidates
                 .iter()
-                .map(|c| LoggedCandidate { model: c.model.clone(), p_success: c.p_success, expected_cost_usd: c.expected_cost_usd })
+                .map(|c| LoggedCandidate {
+                    model: c.model.clone(),
+                    p_success: c.p_success,
+                    expected_cost_usd: c.expected_cost_usd,
+                })
                 .collect(),
             versions: BTreeMap::from([
                 ("catalog".to_string(), versions.catalog.clone()),
-                ("router_artifact".to_string(), versions.router_artifact.clone()),
+                (
+                    "router_artifact".to_string(),
+                    versions.router_artifact.clone(),
+                ),
                 ("heads".to_string(), versions.heads.clone()),
                 ("encoder".to_string(), self.encoder_id.clone()),
             ]),
@@ -232,9 +296,15 @@ impl Shared {
 
         let m = &self.metrics;
         m.routes.with_label_values(&[&decision.model]).inc();
-        m.expected_cost_usd.inc_by(decision.expected_cost_usd.max(0.0));
-        if let Some(best) = decision.candidates.iter().max_by(|a, b| a.p_success.total_cmp(&b.p_success)) {
-            m.cost_saved_usd.inc_by((best.expected_cost_usd - decision.expected_cost_usd).max(0.0));
+        m.expected_cost_usd
+            .inc_by(decision.expected_cost_usd.max(0.0));
+        if let Some(best) = decision
+            .candidates
+            .iter()
+            .max_by(|a, b| a.p_success.total_cmp(&b.p_success))
+        {
+            m.cost_saved_usd
+                .inc_by((best.expected_cost_usd - decision.expected_cost_usd).max(0.0));
         }
         tracing::info!(decision_id = %id, model = %decision.model, p = decision.p_success, tenant = ?r.tenant, "routed");
         Ok(pb::RouteResponse {
@@ -244,7 +314,11 @@ impl Shared {
             candidates: decision
                 .candidates
                 .into_iter()
-                .map(|c| pb::Candidate { model: c.model, p_success: c.p_success, expected_cost_usd: c.expected_cost_usd })
+                .map(|c| pb::Candidate {
+                    model: c.model,
+                    p_success: c.p_success,
+                    expected_cost_usd: c.expected_cost_usd,
+                })
                 .collect(),
             classification: Some(classification(&embedded.prediction)),
             reason: decision.reason,
@@ -257,55 +331,106 @@ impl Shared {
         })
     }
 
-    async fn route(&self, r: pb::RouteRequest, deadline: Option<Instant>) -> Result<pb::RouteResponse, ServerError> {
+    async fn route(
+        &self,
+        r: pb::RouteRequest,
+        deadline: Option<Instant>,
+    ) -> Result<pb::RouteResponse, ServerError> {
         let state = self.state.snapshot();
         let (policy, constraints) = self.check_route("", &r, &state)?;
         check_deadline(deadline)?;
         let embedded = self.batcher.classify(r.prompt.clone(), deadline).await?;
-        self.decide_and_log("", &r, embedded, policy, constraints, &state).await
+        self.decide_and_log("", &r, embedded, policy, constraints, &state)
+            .await
     }
 
-    async fn route_batch(&self, b: pb::RouteBatchRequest, deadline: Option<Instant>) -> Result<pb::RouteBatchResponse, ServerError> {
+    async fn route_batch(
+        &self,
+        b: pb::RouteBatchRequest,
+        deadline: Option<Instant>,
+    ) -> Result<pb::RouteBatchResponse, ServerError> {
         if b.requests.len() > self.limits.max_batch_request {
             return Err(ServerError::invalid(
                 "requests",
-                format!("{} items, over the maximum of {} (--max-batch-request)", b.requests.len(), self.limits.max_batch_request),
+                format!(
+                    "{} items, over the maximum of {} (--max-batch-request)",
+                    b.requests.len(),
+                    self.limits.max_batch_request
+                ),
             ));
         }
         check_deadline(deadline)?;
         let state = self.state.snapshot();
-        let checked: Vec<_> =
-            b.requests.iter().enumerate().map(|(i, r)| self.check_route(&format!("requests[{i}]."), r, &state)).collect();
-        let good: Vec<usize> = (0..b.requests.len()).filter(|&i| checked[i].is_ok()).collect();
-        let embedded = self.batcher.classify_many(good.iter().map(|&i| b.requests[i].prompt.clone()).collect(), deadline).await;
-        let mut embedded: BTreeMap<usize, Result<Embedded, ServerError>> = good.into_iter().zip(embedded).collect();
+        let checked: Vec<_> = b
+            .requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.check_route(&format!("requests[{i}]."), r, &state))
+            .collect();
+        let good: Vec<usize> = (0..b.requests.len())
+            .filter(|&i| checked[i].is_ok())
+            .collect();
+        let embedded = self
+            .batcher
+            .classify_many(
+                good.iter().map(|&i| b.requests[i].prompt.clone()).collect(),
+                deadline,
+            )
+            .await;
+        let mut embedded: BTreeMap<usize, Result<Embedded, ServerError>> =
+            good.into_iter().zip(embedded).collect();
         let mut items = Vec::with_capacity(b.requests.len());
         for (i, (r, check)) in b.requests.iter().zip(checked).enumerate() {
             let result = match check {
                 Err(e) => Err(e),
-                Ok((policy, constraints)) => match embedded.remove(&i).expect("every good item was queued") {
-                    Err(e) => Err(e),
-                    Ok(e) => self.decide_and_log(&format!("requests[{i}]."), r, e, policy, constraints, &state).await,
-                },
+                Ok((policy, constraints)) => {
+                    match embedded.remove(&i).expect("every good item was queued") {
+                        Err(e) => Err(e),
+                        Ok(e) => {
+                            self.decide_and_log(
+                                &format!("requests[{i}]."),
+                                r,
+                                e,
+                                policy,
+                                constraints,
+                                &state,
+                            )
+                            .await
+                        }
+                    }
+                }
             };
             items.push(pb::RouteBatchItem {
                 result: Some(match result {
                     Ok(resp) => pb::route_batch_item::Result::Response(resp),
-                    Err(e) => pb::route_batch_item::Result::Error(pb::ItemError { code: e.code() as i32, message: e.to_string() }),
+                    Err(e) => pb::route_batch_item::Result::Error(pb::ItemError {
+                        code: e.code() as i32,
+                        message: e.to_string(),
+                    }),
                 }),
             });
         }
         Ok(pb::RouteBatchResponse { items })
     }
 
-    async fn classify(&self, r: pb::ClassifyRequest, deadline: Option<Instant>) -> Result<pb::ClassifyResponse, ServerError> {
+    async fn classify(
+        &self,
+        r: pb::ClassifyRequest,
+        deadline: Option<Instant>,
+    ) -> Result<pb::ClassifyResponse, ServerError> {
         self.check_prompt("prompt", &r.prompt)?;
         check_deadline(deadline)?;
         let embedded = self.batcher.classify(r.prompt, deadline).await?;
-        Ok(pb::ClassifyResponse { classification: Some(classification(&embedded.prediction)), heads_version: self.heads_version.clone() })
+        Ok(pb::ClassifyResponse {
+            classification: Some(classification(&embedded.prediction)),
+            heads_version: self.heads_version.clone(),
+        })
     }
 
-    async fn report_outcome(&self, r: pb::ReportOutcomeRequest) -> Result<pb::ReportOutcomeResponse, ServerError> {
+    async fn report_outcome(
+        &self,
+        r: pb::ReportOutcomeRequest,
+    ) -> Result<pb::ReportOutcomeResponse, ServerError> {
         if r.decision_id.trim().is_empty() {
             return Err(ServerError::invalid("decision_id", "is empty"));
         }
@@ -313,19 +438,32 @@ impl Shared {
             return Err(ServerError::invalid("model", "is empty"));
         }
         if !(0.0..=1.0).contains(&r.score) {
-            return Err(ServerError::invalid("score", format!("{} is outside [0, 1]", r.score)));
+            return Err(ServerError::invalid(
+                "score",
+                format!("{} is outside [0, 1]", r.score),
+            ));
         }
         if let Some(c) = r.cost_usd.filter(|c| !(*c >= 0.0 && c.is_finite())) {
-            return Err(ServerError::invalid("cost_usd", format!("{c} must be a finite number >= 0")));
+            return Err(ServerError::invalid(
+                "cost_usd",
+                format!("{c} must be a finite number >= 0"),
+            ));
         }
         if let Some(l) = r.latency_ms.filter(|l| !(*l >= 0.0 && l.is_finite())) {
-            return Err(ServerError::invalid("latency_ms", format!("{l} must be a finite number >= 0")));
+            return Err(ServerError::invalid(
+                "latency_ms",
+                format!("{l} must be a finite number >= 0"),
+            ));
         }
         let state = self.state.snapshot();
         if state.catalog.get(&r.model).is_none() {
             return Err(ServerError::not_found(
                 "model",
-                format!("`{}` is not in the catalog (models: {})", r.model, state.catalog.names().join(", ")),
+                format!(
+                    "`{}` is not in the catalog (models: {})",
+                    r.model,
+                    state.catalog.names().join(", ")
+                ),
             ));
         }
         let outcome = LoggedOutcome {
@@ -343,7 +481,9 @@ impl Shared {
             .await
             .map_err(|e| ServerError::Internal(format!("store task: {e}")))??;
         self.metrics.outcomes.with_label_values(&[&r.model]).inc();
-        Ok(pb::ReportOutcomeResponse { outcomes_for_decision: n })
+        Ok(pb::ReportOutcomeResponse {
+            outcomes_for_decision: n,
+        })
     }
 
     fn get_catalog(&self) -> pb::GetCatalogResponse {
@@ -386,7 +526,10 @@ fn classification(p: &switchyard_classifier::Prediction) -> pb::Classification {
 
 #[tonic::async_trait]
 impl pb::router_server::Router for RouterService {
-    async fn route(&self, req: Request<pb::RouteRequest>) -> Result<Response<pb::RouteResponse>, Status> {
+    async fn route(
+        &self,
+        req: Request<pb::RouteRequest>,
+    ) -> Result<Response<pb::RouteResponse>, Status> {
         let start = Instant::now();
         let d = deadline(&req, start);
         let r = self.shared.route(req.into_inner(), d).await;
@@ -394,7 +537,10 @@ impl pb::router_server::Router for RouterService {
         Ok(Response::new(r?))
     }
 
-    async fn route_batch(&self, req: Request<pb::RouteBatchRequest>) -> Result<Response<pb::RouteBatchResponse>, Status> {
+    async fn route_batch(
+        &self,
+        req: Request<pb::RouteBatchRequest>,
+    ) -> Result<Response<pb::RouteBatchResponse>, Status> {
         let start = Instant::now();
         let d = deadline(&req, start);
         let r = self.shared.route_batch(req.into_inner(), d).await;
@@ -402,7 +548,10 @@ impl pb::router_server::Router for RouterService {
         Ok(Response::new(r?))
     }
 
-    async fn classify(&self, req: Request<pb::ClassifyRequest>) -> Result<Response<pb::ClassifyResponse>, Status> {
+    async fn classify(
+        &self,
+        req: Request<pb::ClassifyRequest>,
+    ) -> Result<Response<pb::ClassifyResponse>, Status> {
         let start = Instant::now();
         let d = deadline(&req, start);
         let r = self.shared.classify(req.into_inner(), d).await;
@@ -410,14 +559,20 @@ impl pb::router_server::Router for RouterService {
         Ok(Response::new(r?))
     }
 
-    async fn report_outcome(&self, req: Request<pb::ReportOutcomeRequest>) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
+    async fn report_outcome(
+        &self,
+        req: Request<pb::ReportOutcomeRequest>,
+    ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
         let start = Instant::now();
         let r = self.shared.report_outcome(req.into_inner()).await;
         self.shared.observe("ReportOutcome", start, &r);
         Ok(Response::new(r?))
     }
 
-    async fn get_catalog(&self, _req: Request<pb::GetCatalogRequest>) -> Result<Response<pb::GetCatalogResponse>, Status> {
+    async fn get_catalog(
+        &self,
+        _req: Request<pb::GetCatalogRequest>,
+    ) -> Result<Response<pb::GetCatalogResponse>, Status> {
         let start = Instant::now();
         let r = Ok(self.shared.get_catalog());
         self.shared.observe("GetCatalog", start, &r);
@@ -440,7 +595,11 @@ impl AdminService {
 /// Reloads the state, logging and counting the result.
 pub fn reload(shared: &Shared, rollback: bool) -> Result<pb::Versions, String> {
     let kind = if rollback { "rollback" } else { "reload" };
-    let r = if rollback { shared.state.rollback() } else { shared.state.reload() };
+    let r = if rollback {
+        shared.state.rollback()
+    } else {
+        shared.state.reload()
+    };
     match r {
         Ok(s) => {
             shared.metrics.reloads.with_label_values(&[kind]).inc();
@@ -457,15 +616,27 @@ pub fn reload(shared: &Shared, rollback: bool) -> Result<pb::Versions, String> {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
-    async fn reload(&self, _req: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {
+    async fn reload(
+        &self,
+        _req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
         let shared = self.shared.clone();
-        let r = tokio::task::spawn_blocking(move || reload(&shared, false)).await.map_err(|e| Status::internal(e.to_string()))?;
-        r.map(|v| Response::new(pb::ReloadResponse { versions: Some(v) })).map_err(Status::failed_precondition)
+        let r = tokio::task::spawn_blocking(move || reload(&shared, false))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        r.map(|v| Response::new(pb::ReloadResponse { versions: Some(v) }))
+            .map_err(Status::failed_precondition)
     }
 
-    async fn rollback(&self, _req: Request<pb::RollbackRequest>) -> Result<Response<pb::ReloadResponse>, Status> {
+    async fn rollback(
+        &self,
+        _req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
         let shared = self.shared.clone();
-        let r = tokio::task::spawn_blocking(move || reload(&shared, true)).await.map_err(|e| Status::internal(e.to_string()))?;
-        r.map(|v| Response::new(pb::ReloadResponse { versions: Some(v) })).map_err(Status::failed_precondition)
+        let r = tokio::task::spawn_blocking(move || reload(&shared, true))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        r.map(|v| Response::new(pb::ReloadResponse { versions: Some(v) }))
+            .map_err(Status::failed_precondition)
     }
 }

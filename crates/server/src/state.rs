@@ -97,14 +97,18 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingState> {
     let bytes = read(&source.catalog)?;
-    let text = String::from_utf8(bytes.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", source.catalog.display()))?;
-    let catalog = Catalog::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", source.catalog.display()))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", source.catalog.display()))?;
+    let catalog = Catalog::from_toml_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", source.catalog.display()))?;
     let (success, router_version) = match &source.router {
         None => (None, String::new()),
         Some(path) => {
             let bytes = read(path)?;
-            let text = String::from_utf8(bytes.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let model = SuccessModel::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let text = String::from_utf8(bytes.clone())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let model = SuccessModel::from_json(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             if model.dim != source.embedding_dim {
                 anyhow::bail!(
                     "{}: fitted on {}-dimensional embeddings but the encoder gives {}; retrain with `switchyard train router`",
@@ -121,7 +125,10 @@ fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingSt
                     source.encoder_id
                 );
             }
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             (Some(model), format!("{name}@{}", short_sha(&bytes)))
         }
     };

@@ -87,7 +87,12 @@ impl DecisionWithOutcomes {
     /// `candidates`, `versions`, `time_ms`, `tenant`, `prompt_stored`.
     pub fn to_record(&self) -> Record {
         let d = &self.decision;
-        let mut r = Record::new(d.id.clone(), d.prompt.clone().unwrap_or_else(|| PROMPT_NOT_STORED.to_string()));
+        let mut r = Record::new(
+            d.id.clone(),
+            d.prompt
+                .clone()
+                .unwrap_or_else(|| PROMPT_NOT_STORED.to_string()),
+        );
         r.source = Some("switchyard-store".into());
         for o in &self.outcomes {
             r.outcomes.insert(

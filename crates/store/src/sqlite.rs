@@ -53,14 +53,23 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| err(e.to_string()))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| err(e.to_string()))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| err(e.to_string()))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(err(format!("could not switch to WAL journal mode (got {mode})")));
+            return Err(err(format!(
+                "could not switch to WAL journal mode (got {mode})"
+            )));
         }
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;").map_err(|e| err(e.to_string()))?;
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+            .map_err(|e| err(e.to_string()))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
-        Ok(SqliteStore { path: path.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -75,7 +84,10 @@ impl SqliteStore {
 }
 
 fn backend(path: &Path) -> impl Fn(String) -> StoreError + '_ {
-    move |message| StoreError::Backend { path: path.display().to_string(), message }
+    move |message| StoreError::Backend {
+        path: path.display().to_string(),
+        message,
+    }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -104,7 +116,9 @@ impl OutcomeStore for SqliteStore {
         );
         match r {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 Err(StoreError::DuplicateDecision(d.id.clone()))
             }
             Err(e) => Err(self.err(e)),
@@ -115,7 +129,11 @@ impl OutcomeStore for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let known = tx
-            .query_row("SELECT 1 FROM decisions WHERE id = ?1", [&o.decision_id], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM decisions WHERE id = ?1",
+                [&o.decision_id],
+                |_| Ok(()),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         if known.is_none() {
@@ -137,7 +155,11 @@ impl OutcomeStore for SqliteStore {
         )
         .map_err(|e| self.err(e))?;
         let n: i64 = tx
-            .query_row("SELECT COUNT(*) FROM outcomes WHERE decision_id = ?1", [&o.decision_id], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM outcomes WHERE decision_id = ?1",
+                [&o.decision_id],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))?;
         // With synchronous=FULL the commit returns after the WAL is fsynced.
         tx.commit().map_err(|e| self.err(e))?;
@@ -189,7 +211,10 @@ impl OutcomeStore for SqliteStore {
                 task_scores: serde_json::from_value(parse(7)?).map_err(|e| self.err(e))?,
                 candidates: serde_json::from_value(parse(8)?).map_err(|e| self.err(e))?,
                 versions: serde_json::from_value(parse(9)?).map_err(|e| self.err(e))?,
-                embedding: blob.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                embedding: blob
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
             };
             let outs = outcomes
                 .query_map([&id], |r| {
@@ -206,7 +231,10 @@ impl OutcomeStore for SqliteStore {
                 })
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| self.err(e))?;
-            each(DecisionWithOutcomes { decision, outcomes: outs })?;
+            each(DecisionWithOutcomes {
+                decision,
+                outcomes: outs,
+            })?;
             count += 1;
         }
         Ok(count)
@@ -229,7 +257,11 @@ mod tests {
             task_scores: BTreeMap::from([("code".into(), 0.9), ("math".into(), 0.1)]),
             difficulty: 0.25,
             model: "small".into(),
-            candidates: vec![LoggedCandidate { model: "small".into(), p_success: 0.8, expected_cost_usd: 0.001 }],
+            candidates: vec![LoggedCandidate {
+                model: "small".into(),
+                p_success: 0.8,
+                expected_cost_usd: 0.001,
+            }],
             versions: BTreeMap::from([("catalog".into(), "abc".into())]),
             tenant: Some("team-a".into()),
             prompt: prompt.map(str::to_string),
@@ -251,11 +283,12 @@ mod tests {
 
     fn all(store: &SqliteStore) -> Vec<DecisionWithOutcomes> {
         let mut v = Vec::new();
-        store.export(&mut |d| {
-            v.push(d);
-            Ok(())
-        })
-        .unwrap();
+        store
+            .export(&mut |d| {
+                v.push(d);
+                Ok(())
+            })
+            .unwrap();
         v
     }
 
@@ -274,7 +307,10 @@ mod tests {
         let got = all(&s);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].decision, decision("d1", None));
-        assert_eq!(got[0].outcomes, vec![outcome("d1", "small", 1.0), outcome("d1", "big", 0.0)]);
+        assert_eq!(
+            got[0].outcomes,
+            vec![outcome("d1", "small", 1.0), outcome("d1", "big", 0.0)]
+        );
         assert!(got[1].outcomes.is_empty());
         assert!(s.has_decision("d2").unwrap());
         assert!(!s.has_decision("nope").unwrap());
@@ -285,8 +321,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         s.append_decision(&decision("d1", None)).unwrap();
-        assert!(matches!(s.append_decision(&decision("d1", None)), Err(StoreError::DuplicateDecision(_))));
-        assert!(matches!(s.append_outcome(&outcome("zz", "small", 1.0)), Err(StoreError::UnknownDecision(_))));
+        assert!(matches!(
+            s.append_decision(&decision("d1", None)),
+            Err(StoreError::DuplicateDecision(_))
+        ));
+        assert!(matches!(
+            s.append_outcome(&outcome("zz", "small", 1.0)),
+            Err(StoreError::UnknownDecision(_))
+        ));
         assert!(all(&s)[0].outcomes.is_empty());
     }
 
@@ -295,7 +337,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         let c = s.lock();
-        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!((mode.as_str(), sync), ("wal", 2));
     }
@@ -305,14 +349,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         s.append_decision(&decision("d1", None)).unwrap();
-        s.append_decision(&decision("d2", Some("Write a haiku"))).unwrap();
+        s.append_decision(&decision("d2", Some("Write a haiku")))
+            .unwrap();
         s.append_outcome(&outcome("d1", "small", 0.5)).unwrap();
         s.append_outcome(&outcome("d1", "small", 1.0)).unwrap();
         let got = all(&s);
         let r = got[0].to_record();
         assert_eq!(r.prompt, crate::PROMPT_NOT_STORED);
         assert_eq!(r.outcomes.len(), 1);
-        assert_eq!(r.outcomes["small"].score, 1.0, "a later report replaces an earlier one");
+        assert_eq!(
+            r.outcomes["small"].score, 1.0,
+            "a later report replaces an earlier one"
+        );
         assert_eq!(r.extra["prompt_stored"], false);
         assert_eq!(r.extra["embedding"].as_array().unwrap().len(), 3);
         // The line parses back as a valid record.

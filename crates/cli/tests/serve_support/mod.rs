@@ -36,10 +36,15 @@ latency_ms = 2000
 /// A router artifact in which both models always succeed, so the target
 /// policy picks `cheap` (384-d embeddings, empty encoder id = any encoder).
 pub fn write_artifact(path: &Path) {
-    let tasks: Vec<String> = ["code", "math", "chat"].iter().map(|s| s.to_string()).collect();
+    let tasks: Vec<String> = ["code", "math", "chat"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut seed = 7u64;
     let mut rnd = || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
     };
     let rows: Vec<TrainingRow> = (0..40)
@@ -49,8 +54,19 @@ pub fn write_artifact(path: &Path) {
             outcomes: vec![(0, 1.0), (1, 1.0)],
         })
         .collect();
-    let cfg = TrainConfig { rank: 0, epochs: 100, ..Default::default() };
-    let model = fit(vec!["cheap".into(), "strong".into()], tasks, &rows, &cfg, "").unwrap();
+    let cfg = TrainConfig {
+        rank: 0,
+        epochs: 100,
+        ..Default::default()
+    };
+    let model = fit(
+        vec!["cheap".into(), "strong".into()],
+        tasks,
+        &rows,
+        &cfg,
+        "",
+    )
+    .unwrap();
     std::fs::write(path, model.to_json()).unwrap();
 }
 
@@ -71,7 +87,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { artifact: true, extra: vec![] }
+        Options {
+            artifact: true,
+            extra: vec![],
+        }
     }
 }
 
@@ -104,7 +123,13 @@ impl Server {
         Server::spawn(dir, args, store, router, catalog)
     }
 
-    pub fn spawn(dir: tempfile::TempDir, args: Vec<String>, store: PathBuf, router: PathBuf, catalog: PathBuf) -> Server {
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        args: Vec<String>,
+        store: PathBuf,
+        router: PathBuf,
+        catalog: PathBuf,
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(&args)
             .current_dir(repo())
@@ -120,12 +145,23 @@ impl Server {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the server printed its addresses");
-        let bound: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"));
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server printed its addresses");
+        let bound: serde_json::Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"));
         let addr = bound["grpc"].as_str().unwrap().to_string();
         assert!(addr.starts_with("127.0.0.1:"), "{addr}");
         let metrics = bound["metrics"].as_str().map(str::to_string);
-        Server { child, addr, metrics, dir, store, router, catalog }
+        Server {
+            child,
+            addr,
+            metrics,
+            dir,
+            store,
+            router,
+            catalog,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -133,7 +169,11 @@ impl Server {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url()).unwrap().connect().await.unwrap()
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     pub async fn client(&self) -> RouterClient<Channel> {
@@ -141,7 +181,11 @@ impl Server {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill {sig}");
     }
 
@@ -167,11 +211,18 @@ impl Drop for Server {
 
 /// Runs the CLI to completion.
 pub fn switchyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard")).args(args).current_dir(repo()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap()
 }
 
 pub fn route_request(prompt: &str) -> switchyard_server::pb::RouteRequest {
-    switchyard_server::pb::RouteRequest { prompt: prompt.into(), ..Default::default() }
+    switchyard_server::pb::RouteRequest {
+        prompt: prompt.into(),
+        ..Default::default()
+    }
 }
 
 pub const PROMPTS: [&str; 8] = [
