@@ -1,5 +1,6 @@
 //! `switchyard`: one binary, one subcommand per job.
 
+mod bench;
 mod classify;
 mod eval;
 mod metrics;
@@ -46,6 +47,9 @@ enum Command {
     /// Read the outcome store written by `serve`.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Measure speed on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Store(cmd) => store::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(code) => code,
