@@ -1,0 +1,593 @@
+//! End-to-end load generator for `Route` over loopback: starts the real
+//! `switchyard serve` (release binary, real encoder, heads, RouterBench
+//! catalog and router artifact, SQLite store in a temporary directory),
+//! drives `switchyard.v1.Router/Route` with a tonic client in a closed loop
+//! (N requests in flight) and prints, per setting, the requests answered,
+//! p50 and p99 latency, throughput and the server's resident memory.
+//!
+//! ```sh
+//! cargo bench -p switchyard-cli --bench route_load                 # table
+//! cargo bench -p switchyard-cli --bench route_load -- --json       # plus one JSON line per setting
+//! cargo bench -p switchyard-cli --bench route_load -- --concurrency 1,16 --kinds short --requests 200 --seconds 10
+//! ```
+//!
+//! Options: `--concurrency 1,16,64`, `--kinds short,long`, `--requests N`
+//! (per setting, default 300), `--seconds S` (per setting, default 20; a
+//! setting stops issuing requests at whichever comes first, and the ones in
+//! flight finish), `--warmup N` (untimed requests after each server start,
+//! default 4), `--same-prompt` (every request repeats one prompt: labelled
+//! "repeated"; the server has no prompt cache today, so it should cost the
+//! same), `--server-arg ARG` (repeatable, passed to `serve`, e.g.
+//! `--server-arg=--max-batch=8`), `--json`.
+//!
+//! Prompts are real and distinct: every prompt under training-data/ and in
+//! examples/prompts.jsonl, deduplicated, taken round-robin across the files
+//! (so no one dataset dominates) and kept when the encoder's tokenizer counts
+//! 15–25 tokens (short) or 180–230 tokens (long). No prompt is sent twice in
+//! a run (warm-up included); should a run need more than the pool holds,
+//! later requests reuse a prompt with " (request N)" appended and the output
+//! says how many. The server is restarted for every setting so its peak
+//! resident memory (VmHWM) belongs to that setting.
+//!
+//! Not run by `cargo test` (`test = false`; and without cargo bench's
+//! `--bench` flag it only prints how to run it).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchyard_classifier::{Classifier, DeviceChoice};
+use switchyard_records::read_records;
+use switchyard_server::pb::router_client::RouterClient;
+use switchyard_server::pb::RouteRequest;
+use tonic::transport::Channel;
+
+struct Opts {
+    concurrency: Vec<usize>,
+    kinds: Vec<Kind>,
+    requests: usize,
+    seconds: f64,
+    warmup: usize,
+    same_prompt: bool,
+    server_args: Vec<String>,
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Short,
+    Long,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Short => "short",
+            Kind::Long => "long",
+        }
+    }
+    /// Tokens as the encoder counts them ([CLS] and [SEP] included).
+    fn tokens(self) -> std::ops::RangeInclusive<usize> {
+        match self {
+            Kind::Short => 15..=25,
+            Kind::Long => 180..=230,
+        }
+    }
+    /// A cheap character pre-filter before tokenizing.
+    fn chars(self) -> std::ops::RangeInclusive<usize> {
+        match self {
+            Kind::Short => 20..=200,
+            Kind::Long => 300..=2000,
+        }
+    }
+}
+
+fn usage() -> &'static str {
+    "cargo bench -p switchyard-cli --bench route_load -- [--concurrency 1,16,64] [--kinds short,long] \
+     [--requests 300] [--seconds 20] [--warmup 4] [--same-prompt] [--server-arg ARG]... [--json]"
+}
+
+fn parse_args() -> Result<Option<Opts>, String> {
+    let mut o = Opts {
+        concurrency: vec![1, 16, 64],
+        kinds: vec![Kind::Short, Kind::Long],
+        requests: 300,
+        seconds: 20.0,
+        warmup: 4,
+        same_prompt: false,
+        server_args: vec![],
+        json: false,
+    };
+    let mut bench = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or(format!("{name} needs a value"))
+        };
+        let num = |name: &str, v: String| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| *x > 0.0)
+                .ok_or(format!("{name}: `{v}` is not a positive number"))
+        };
+        match flag.as_str() {
+            "--bench" => bench = true,
+            "--json" => o.json = true,
+            "--same-prompt" => o.same_prompt = true,
+            "--concurrency" => {
+                o.concurrency = value("--concurrency")?
+                    .split(',')
+                    .map(|s| num("--concurrency", s.to_string()).map(|x| x as usize))
+                    .collect::<Result<_, _>>()?
+            }
+            "--kinds" => {
+                o.kinds = value("--kinds")?
+                    .split(',')
+                    .map(|s| match s {
+                        "short" => Ok(Kind::Short),
+                        "long" => Ok(Kind::Long),
+                        _ => Err(format!("--kinds: `{s}` is not short or long")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--requests" => o.requests = num("--requests", value("--requests")?)? as usize,
+            "--seconds" => o.seconds = num("--seconds", value("--seconds")?)?,
+            "--warmup" => {
+                let v = value("--warmup")?;
+                o.warmup = v.parse().map_err(|_| format!("--warmup: `{v}`"))?
+            }
+            "--server-arg" => o.server_args.push(value("--server-arg")?),
+            "-h" | "--help" => return Err(usage().into()),
+            // cargo test passes test-harness filters; nothing to filter here.
+            _ if !bench && !a.starts_with("--") => {}
+            _ => return Err(format!("unknown argument `{a}`\n{}", usage())),
+        }
+    }
+    Ok(bench.then_some(o))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Every .jsonl file under `dir`, sorted.
+fn jsonl_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            jsonl_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "jsonl") {
+            out.push(p);
+        }
+    }
+    out.sort();
+}
+
+/// Distinct real prompts of one kind with their token counts, round-robin
+/// across the files, at most `want`.
+fn prompt_pool(
+    clf: &Classifier,
+    kind: Kind,
+    want: usize,
+    skip: &HashSet<String>,
+) -> Vec<(String, usize)> {
+    let mut files = Vec::new();
+    jsonl_files(&repo().join("training-data"), &mut files);
+    files.push(repo().join("examples/prompts.jsonl"));
+    let per_file: Vec<Vec<String>> = files
+        .iter()
+        .filter_map(|f| std::fs::File::open(f).ok())
+        .map(|f| {
+            read_records(BufReader::new(f))
+                .filter_map(Result::ok)
+                .map(|r| r.prompt)
+                .filter(|p| kind.chars().contains(&p.chars().count()))
+                .collect()
+        })
+        .collect();
+    let mut seen: HashSet<String> = skip.clone();
+    let mut pool = Vec::new();
+    let longest = per_file.iter().map(Vec::len).max().unwrap_or(0);
+    'outer: for i in 0..longest {
+        for prompts in &per_file {
+            let Some(p) = prompts.get(i) else { continue };
+            if seen.contains(p) {
+                continue;
+            }
+            let n = clf.encoder().token_count(p).unwrap_or(0);
+            if kind.tokens().contains(&n) {
+                seen.insert(p.clone());
+                pool.push((p.clone(), n));
+                if pool.len() >= want {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    pool
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    metrics: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `switchyard serve` on 127.0.0.1 port 0 and reads the addresses
+    /// it prints, as crates/cli/tests/serve_support does.
+    fn start(extra: &[String]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.db");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--store", store.to_str().unwrap()])
+            .args(["--catalog", "models/catalogs/routerbench.toml"])
+            .args(["--router", "models/router/routerbench.json"])
+            .args(extra)
+            .current_dir(repo())
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start switchyard serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the server printed its addresses");
+        let bound: serde_json::Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("server's first line {line:?}: {e}"));
+        Server {
+            addr: bound["grpc"].as_str().expect("grpc address").to_string(),
+            metrics: bound["metrics"].as_str().expect("metrics address").into(),
+            child,
+            _dir: dir,
+        }
+    }
+
+    async fn client(&self) -> RouterClient<Channel> {
+        let ch = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the server");
+        RouterClient::new(ch)
+    }
+
+    /// (VmRSS, VmHWM) in MiB from /proc/<pid>/status.
+    fn memory_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map(|kb| kb / 1024.0)
+                .unwrap_or(f64::NAN)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Sum and count of a Prometheus histogram from /metrics.
+    fn histogram(&self, name: &str) -> Option<(f64, f64)> {
+        let mut s = std::net::TcpStream::connect(&self.metrics).ok()?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics).ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        let value = |suffix: &str| {
+            let key = format!("{name}_{suffix} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        Some((value("sum")?, value("count")?))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q / 100.0 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+struct Outcome {
+    latencies_ms: Vec<f64>,
+    errors: BTreeMap<String, usize>,
+    elapsed_s: f64,
+    stopped_by_time: bool,
+}
+
+/// Closed loop: `concurrency` clients, each with its own connection, each
+/// sending its next request as soon as the previous one is answered.
+async fn drive(
+    server: &Server,
+    prompts: Arc<Vec<String>>,
+    concurrency: usize,
+    max_requests: usize,
+    seconds: f64,
+) -> Outcome {
+    let mut clients = Vec::new();
+    for _ in 0..concurrency {
+        clients.push(server.client().await);
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let (next, prompts) = (next.clone(), prompts.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+            let mut timed_out = false;
+            loop {
+                if Instant::now() >= until {
+                    timed_out = true;
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= max_requests {
+                    break;
+                }
+                let mut req = tonic::Request::new(RouteRequest {
+                    prompt: prompts[i % prompts.len()].clone(),
+                    ..Default::default()
+                });
+                req.set_timeout(Duration::from_secs(120));
+                let t = Instant::now();
+                match c.route(req).await {
+                    Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                    Err(s) => *errors.entry(format!("{:?}", s.code())).or_default() += 1,
+                }
+            }
+            (lat, errors, timed_out)
+        }));
+    }
+    let mut out = Outcome {
+        latencies_ms: Vec::new(),
+        errors: BTreeMap::new(),
+        elapsed_s: 0.0,
+        stopped_by_time: false,
+    };
+    for t in tasks {
+        let (lat, errors, timed_out) = t.await.expect("client task");
+        out.latencies_ms.extend(lat);
+        for (k, v) in errors {
+            *out.errors.entry(k).or_default() += v;
+        }
+        out.stopped_by_time |= timed_out;
+    }
+    out.elapsed_s = start.elapsed().as_secs_f64();
+    out
+}
+
+fn main() {
+    let opts = match parse_args() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!(
+                "route_load: a load generator, not a test; run it with {}",
+                usage()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let settings: Vec<(Kind, usize)> = opts
+        .kinds
+        .iter()
+        .flat_map(|&k| opts.concurrency.iter().map(move |&c| (k, c)))
+        .collect();
+
+    // Distinct prompts for every request of every setting (warm-up included).
+    let clf = Classifier::load(
+        &repo().join("models/all-MiniLM-L6-v2"),
+        &repo().join("models/heads/task-difficulty.safetensors"),
+        DeviceChoice::Cpu,
+    )
+    .expect("run scripts/fetch-model and keep models/heads in place");
+    let mut pools: BTreeMap<&str, Vec<(String, usize)>> = BTreeMap::new();
+    let mut used = HashSet::new();
+    for &kind in &opts.kinds {
+        let want = opts.concurrency.len() * (opts.requests + opts.warmup);
+        let pool = prompt_pool(&clf, kind, want, &used);
+        assert!(!pool.is_empty(), "no {} prompts found", kind.name());
+        used.extend(pool.iter().map(|(p, _)| p.clone()));
+        eprintln!(
+            "{} prompts: {} distinct real ones (a run needs at most {want})",
+            kind.name(),
+            pool.len(),
+        );
+        pools.insert(kind.name(), pool);
+    }
+    drop(clf);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut offsets: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for (kind, concurrency) in settings {
+        let pool = &pools[kind.name()];
+        let offset = offsets.entry(kind.name()).or_default();
+        // This setting's prompts: the next unused stretch of the pool, or,
+        // when the pool runs out, reused prompts made distinct by a suffix.
+        let need = opts.requests + opts.warmup;
+        let mut reused = 0;
+        let (prompts, tokens): (Vec<String>, Vec<usize>) = (0..need)
+            .map(|i| {
+                if opts.same_prompt {
+                    return pool[0].clone();
+                }
+                let j = *offset + i;
+                let (p, n) = &pool[j % pool.len()];
+                if j < pool.len() {
+                    (p.clone(), *n)
+                } else {
+                    reused += 1;
+                    (format!("{p} (request {j})"), *n)
+                }
+            })
+            .unzip();
+        let (warm, timed) = prompts.split_at(opts.warmup);
+        let server = Server::start(&opts.server_args);
+        let (outcome, before) = runtime.block_on(async {
+            let mut c = server.client().await;
+            for p in warm {
+                c.route(RouteRequest {
+                    prompt: p.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("warm-up Route (is models/router/routerbench.json in place?)");
+            }
+            // Encoder-pass histograms after the warm-up, subtracted below.
+            let before = [
+                server.histogram("switchyard_batch_size"),
+                server.histogram("switchyard_encoder_seconds"),
+            ];
+            let outcome = drive(
+                &server,
+                Arc::new(timed.to_vec()),
+                concurrency,
+                opts.requests,
+                opts.seconds,
+            )
+            .await;
+            (outcome, before)
+        });
+        let answered = outcome.latencies_ms.len();
+        // Count what was sent, so the next setting starts on fresh prompts.
+        let sent = opts.warmup + answered + outcome.errors.values().sum::<usize>();
+        *offset += sent;
+        let (rss, hwm) = server.memory_mib();
+        let delta = |now: Option<(f64, f64)>, was: Option<(f64, f64)>| {
+            let ((s1, n1), (s0, n0)) = (now?, was?);
+            Some((s1 - s0, n1 - n0))
+        };
+        let batch = delta(server.histogram("switchyard_batch_size"), before[0]);
+        let pass = delta(server.histogram("switchyard_encoder_seconds"), before[1]);
+        drop(server);
+
+        let mut lat = outcome.latencies_ms.clone();
+        lat.sort_by(f64::total_cmp);
+        // Tokens of the prompts this setting sent (suffixed reuses counted as their original).
+        let sent_tokens = &tokens[opts.warmup..sent.min(tokens.len())];
+        let tokens_mean =
+            sent_tokens.iter().sum::<usize>() as f64 / sent_tokens.len().max(1) as f64;
+        let r2 = |x: f64| (x * 100.0).round() / 100.0;
+        let row = json!({
+            "setting": format!("{} c={concurrency}{}", kind.name(), if opts.same_prompt { " repeated" } else { "" }),
+            "kind": kind.name(),
+            "concurrency": concurrency,
+            "prompts": if opts.same_prompt { "repeated (one prompt)" } else if reused > 0 { "distinct (some with a suffix)" } else { "distinct" },
+            "reused_with_suffix": reused,
+            "requests": answered,
+            "errors": outcome.errors,
+            "stopped_by": if outcome.stopped_by_time { "time" } else { "count" },
+            "elapsed_s": r2(outcome.elapsed_s),
+            "p50_ms": r2(percentile(&lat, 50.0)),
+            "p99_ms": r2(percentile(&lat, 99.0)),
+            "mean_ms": r2(lat.iter().sum::<f64>() / lat.len().max(1) as f64),
+            "max_ms": r2(lat.last().copied().unwrap_or(f64::NAN)),
+            "throughput_rps": r2(answered as f64 / outcome.elapsed_s),
+            "server_vmrss_mib": r2(rss),
+            "server_vmhwm_mib": r2(hwm),
+            "mean_encoder_batch": batch.map(|(s, n)| r2(s / n.max(1.0))),
+            "mean_encoder_pass_ms": pass.map(|(s, n)| r2(s * 1e3 / n.max(1.0))),
+            "tokens_mean": r2(tokens_mean),
+            "warmup": opts.warmup,
+            "limits": {"requests": opts.requests, "seconds": opts.seconds},
+            "server_args": opts.server_args,
+        });
+        eprintln!("{}", summary_line(&row));
+        if opts.json {
+            println!("{row}");
+        }
+        rows.push(row);
+    }
+    let table = table(&rows);
+    if opts.json {
+        eprintln!("{table}");
+    } else {
+        println!("{table}");
+    }
+}
+
+fn summary_line(r: &serde_json::Value) -> String {
+    format!(
+        "{}: {} requests in {} s, p50 {} ms, p99 {} ms, {} req/s, RSS {} MiB (peak {} MiB), errors {}",
+        r["setting"].as_str().unwrap_or(""),
+        r["requests"],
+        r["elapsed_s"],
+        r["p50_ms"],
+        r["p99_ms"],
+        r["throughput_rps"],
+        r["server_vmrss_mib"],
+        r["server_vmhwm_mib"],
+        r["errors"]
+    )
+}
+
+fn table(rows: &[serde_json::Value]) -> String {
+    let mut s = String::from(
+        "| setting | requests | p50 ms | p99 ms | req/s | mean encoder batch | server VmRSS MiB | VmHWM MiB | errors |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["setting"].as_str().unwrap_or(""),
+            r["requests"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["throughput_rps"],
+            r["mean_encoder_batch"],
+            r["server_vmrss_mib"],
+            r["server_vmhwm_mib"],
+            r["errors"]
+                .as_object()
+                .map_or(0, |e| e.values().filter_map(|v| v.as_u64()).sum::<u64>()),
+        );
+    }
+    s
+}
