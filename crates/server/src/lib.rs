@@ -187,7 +187,21 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(router)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        // TCP_NODELAY on every accepted connection: with Nagle on, a small
+        // response frame waits for the client's delayed ACK (~40 ms on
+        // Linux); tonic's `tcp_nodelay` (on by default) is ignored by
+        // `serve_with_incoming*`, so it is set here.
+        // Measured with benches/route_load.rs: short prompts at concurrency 1,
+        // p50 76 ms -> 31 ms (docs/PERFORMANCE.md).
+        .serve_with_incoming_shutdown(
+            tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            }),
+            shutdown,
+        );
 
     on_bound(Bound {
         grpc: grpc_addr,
