@@ -6,7 +6,7 @@ prompts, same run; prints medians and the ratios PyTorch / Switchyard
 Not part of CI (it needs torch). Usage:
 
     python3 -m venv /tmp/stvenv && /tmp/stvenv/bin/pip install torch sentence-transformers
-    #   (plain PyPI is what the numbers in docs/PERFORMANCE.md used; the smaller CPU-only wheel,
+    #   (docs/PERFORMANCE.md used torch 2.15.0+cu132 run on CPU; the smaller CPU-only wheel,
     #    pip install --index-url https://download.pytorch.org/whl/cpu torch, first, should also
     #    do but was not reachable from the development machine, so it is untested)
     cargo build --release --locked -p switchyard-cli
