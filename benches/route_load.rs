@@ -452,18 +452,17 @@ fn main() {
         // This setting's prompts: the next unused stretch of the pool, or,
         // when the pool runs out, reused prompts made distinct by a suffix.
         let need = opts.requests + opts.warmup;
-        let mut reused = 0;
+        let start = *offset;
         let (prompts, tokens): (Vec<String>, Vec<usize>) = (0..need)
             .map(|i| {
                 if opts.same_prompt {
                     return pool[0].clone();
                 }
-                let j = *offset + i;
+                let j = start + i;
                 let (p, n) = &pool[j % pool.len()];
                 if j < pool.len() {
                     (p.clone(), *n)
                 } else {
-                    reused += 1;
                     (format!("{p} (request {j})"), *n)
                 }
             })
@@ -499,6 +498,11 @@ fn main() {
         // Count what was sent, so the next setting starts on fresh prompts.
         let sent = opts.warmup + answered + outcome.errors.values().sum::<usize>();
         *offset += sent;
+        let reused = if opts.same_prompt {
+            0
+        } else {
+            (start..start + sent).filter(|&j| j >= pool.len()).count()
+        };
         let (rss, hwm) = server.memory_mib();
         let delta = |now: Option<(f64, f64)>, was: Option<(f64, f64)>| {
             let ((s1, n1), (s0, n0)) = (now?, was?);
