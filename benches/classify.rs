@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use switchyard_classifier::{Classifier, DeviceChoice};
+use switchyard_classifier::{Classifier, DeviceChoice, Engine};
 
 const SHORT: &str = "Write a Python function that checks whether a string is a palindrome."; // 15 words
 
@@ -23,39 +23,59 @@ fn long_prompt() -> String {
         .to_string()
 }
 
-fn classifier() -> Classifier {
+fn classifier(engine: Engine) -> Classifier {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    Classifier::load(
+    Classifier::load_with(
         &root.join("models/all-MiniLM-L6-v2"),
         &root.join("models/heads/task-difficulty.safetensors"),
         DeviceChoice::Cpu,
+        engine,
     )
     .expect("run scripts/fetch-model and keep models/heads in place")
 }
 
+/// Classify end to end (for prompts over 400 characters that is three
+/// encoder passes: the prompt and its two instruction views), and the
+/// encoder alone on the full prompt. `SWITCHYARD_BENCH_CANDLE=1` adds the
+/// same rows for the candle engine, to show what the native one buys.
 fn bench(c: &mut Criterion) {
-    let clf = classifier();
     let long = long_prompt();
-    eprintln!(
-        "tokens: short {}, long {}",
-        clf.encoder().token_count(SHORT).unwrap(),
-        clf.encoder().token_count(&long).unwrap()
-    );
-    let mut g = c.benchmark_group("classify");
-    g.sample_size(30);
-    g.bench_function("batch1_short", |b| {
-        b.iter(|| clf.predict(&[SHORT]).unwrap())
-    });
-    g.bench_function("batch1_long", |b| {
-        b.iter(|| clf.predict(&[long.as_str()]).unwrap())
-    });
     let batch: Vec<&str> = (0..32)
         .map(|i| if i % 4 == 0 { long.as_str() } else { SHORT })
         .collect();
-    g.throughput(Throughput::Elements(32));
-    g.sample_size(10);
-    g.bench_function("batch32_mixed", |b| b.iter(|| clf.predict(&batch).unwrap()));
-    g.finish();
+    let mut engines = vec![("native", Engine::Native)];
+    if std::env::var_os("SWITCHYARD_BENCH_CANDLE").is_some() {
+        engines.push(("candle", Engine::Candle));
+    }
+    for (name, engine) in engines {
+        let clf = classifier(engine);
+        eprintln!(
+            "{name}: tokens short {}, long {}",
+            clf.encoder().token_count(SHORT).unwrap(),
+            clf.encoder().token_count(&long).unwrap()
+        );
+        let mut g = c.benchmark_group(format!("classify_{name}"));
+        g.sample_size(30);
+        g.bench_function("batch1_short", |b| {
+            b.iter(|| clf.predict(&[SHORT]).unwrap())
+        });
+        g.bench_function("batch1_long", |b| {
+            b.iter(|| clf.predict(&[long.as_str()]).unwrap())
+        });
+        g.throughput(Throughput::Elements(32));
+        g.sample_size(10);
+        g.bench_function("batch32_mixed", |b| b.iter(|| clf.predict(&batch).unwrap()));
+        g.finish();
+
+        let enc = clf.encoder();
+        let mut g = c.benchmark_group(format!("encoder_{name}"));
+        g.sample_size(30);
+        g.bench_function("batch1_short", |b| b.iter(|| enc.embed(&[SHORT]).unwrap()));
+        g.bench_function("batch1_long", |b| {
+            b.iter(|| enc.embed(&[long.as_str()]).unwrap())
+        });
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench);

@@ -5,12 +5,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::device::DeviceChoice;
+use crate::device::{DeviceChoice, Engine};
 use crate::encoder::{BertEncoder, Encoder};
 use crate::error::{ClassifierError, Result};
 use crate::features::surface_features;
 use crate::heads::Heads;
 use crate::model_dir::ModelDir;
+use crate::native::NativeBertEncoder;
 
 /// What the classifier says about one prompt.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +66,16 @@ impl Classifier {
     /// Loads the encoder from `model_dir` and the heads from `heads_path`,
     /// refusing heads trained for different encoder weights.
     pub fn load(model_dir: &Path, heads_path: &Path, device: DeviceChoice) -> Result<Classifier> {
+        Self::load_with(model_dir, heads_path, device, Engine::default())
+    }
+
+    /// [`Classifier::load`] with the CPU engine chosen.
+    pub fn load_with(
+        model_dir: &Path,
+        heads_path: &Path,
+        device: DeviceChoice,
+        engine: Engine,
+    ) -> Result<Classifier> {
         let dir = ModelDir::open(model_dir)?;
         let heads = Heads::load(heads_path)?;
         if heads.metadata.encoder.weights_sha256 != dir.weights_sha256 {
@@ -79,8 +90,7 @@ impl Classifier {
                 ),
             });
         }
-        let encoder = BertEncoder::load(&dir, device.resolve()?)?;
-        Ok(Classifier::new(Box::new(encoder), heads))
+        Ok(Classifier::new(load_encoder(&dir, device, engine)?, heads))
     }
 
     /// Combines any encoder with heads (tests use this with a fake encoder).
@@ -174,6 +184,31 @@ impl Classifier {
             .map(|e| e.prediction)
             .collect())
     }
+}
+
+/// The encoder for `dir`: native on the CPU unless `engine` says candle or
+/// the model is an architecture the native encoder does not run; candle on
+/// CUDA.
+pub fn load_encoder(
+    dir: &ModelDir,
+    device: DeviceChoice,
+    engine: Engine,
+) -> Result<Box<dyn Encoder>> {
+    let device = device.resolve()?;
+    if device.is_cpu() && engine == Engine::Native {
+        match NativeBertEncoder::load(dir) {
+            Ok(native) => {
+                tracing::debug!(simd = crate::native::simd_name(), "native CPU encoder");
+                return Ok(Box::new(native));
+            }
+            Err(ClassifierError::Unsupported { path, reason }) => tracing::warn!(
+                "{}: the native encoder does not support {reason}; using candle",
+                path.display()
+            ),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Box::new(BertEncoder::load(dir, device)?))
 }
 
 /// The heads' input: the embedding, the view embeddings if used, then the

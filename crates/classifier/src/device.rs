@@ -28,6 +28,29 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+/// Which implementation computes the encoder on the CPU. `native` (the
+/// default) is Switchyard's own forward pass; `candle` is the reference it
+/// is tested against, and what runs models the native one does not support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    #[default]
+    Native,
+    Candle,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "native" => Ok(Engine::Native),
+            "candle" => Ok(Engine::Candle),
+            other => Err(format!(
+                "unknown engine `{other}` (expected native or candle)"
+            )),
+        }
+    }
+}
+
 impl DeviceChoice {
     pub fn resolve(self) -> Result<Device> {
         match self {

@@ -3,11 +3,10 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::Tokenizer;
 
 use crate::error::{ClassifierError, Result};
 use crate::model_dir::{ModelDir, Pooling};
-use crate::truncate;
+use crate::tokenize::PromptTokenizer;
 
 /// Turns prompts into fixed-size embeddings. Implementations are pure
 /// functions of their weights: the same text always gives the same vector.
@@ -22,13 +21,13 @@ pub trait Encoder: Send + Sync {
     fn token_count(&self, text: &str) -> Result<usize>;
 }
 
-/// A BERT-family sentence encoder run with candle.
+/// A BERT-family sentence encoder run with candle: the CUDA path, and the
+/// reference the native CPU encoder is tested against.
 pub struct BertEncoder {
     model: BertModel,
-    tokenizer: Tokenizer,
+    tokenizer: PromptTokenizer,
     device: Device,
     dim: usize,
-    window: usize,
     pooling: Pooling,
     pad_id: u32,
 }
@@ -47,20 +46,7 @@ impl BertEncoder {
             reason: format!("not a BERT config: {e}"),
         })?;
 
-        let tok_path = dir.tokenizer_path();
-        let mut tokenizer =
-            Tokenizer::from_file(&tok_path).map_err(|e| ClassifierError::Corrupt {
-                path: tok_path.clone(),
-                reason: e.to_string(),
-            })?;
-        // We truncate ourselves (head and tail) and pad per batch.
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| ClassifierError::Corrupt {
-                path: tok_path.clone(),
-                reason: e.to_string(),
-            })?;
-        tokenizer.with_padding(None);
+        let tokenizer = PromptTokenizer::load(dir, dir.window(config.max_position_embeddings))?;
 
         let weights = dir.weights_path();
         // SAFETY: the file is memory-mapped read-only; it was verified above and
@@ -79,19 +65,13 @@ impl BertEncoder {
             tokenizer,
             device,
             dim: config.hidden_size,
-            window: dir.window(config.max_position_embeddings),
             pooling: dir.pooling(),
             pad_id: config.pad_token_id as u32,
         })
     }
 
     fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let clipped = truncate::clip_chars(text);
-        let enc = self
-            .tokenizer
-            .encode(clipped.as_ref(), true)
-            .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
-        Ok(truncate::head_and_tail(enc.get_ids(), self.window))
+        self.tokenizer.ids(text)
     }
 }
 
@@ -101,7 +81,7 @@ impl Encoder for BertEncoder {
     }
 
     fn window(&self) -> usize {
-        self.window
+        self.tokenizer.window()
     }
 
     fn token_count(&self, text: &str) -> Result<usize> {

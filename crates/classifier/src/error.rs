@@ -23,6 +23,9 @@ pub enum ClassifierError {
     /// A file was readable but its content is wrong (bad JSON, bad tensors, wrong shapes).
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// A model the native CPU encoder does not run (another architecture).
+    #[error("{path}: the native encoder does not support {reason}")]
+    Unsupported { path: PathBuf, reason: String },
     /// Heads trained for another encoder or another input layout.
     #[error("heads {path} do not fit this encoder: {reason}")]
     Incompatible { path: PathBuf, reason: String },

@@ -1,5 +1,5 @@
 //! Switchyard's classifier: reads a prompt with a local BERT-family encoder
-//! (candle) and predicts its task type and difficulty.
+//! (native Rust on the CPU, candle on CUDA) and predicts its task type and difficulty.
 //!
 //! Knows nothing of gRPC or storage. The seam is [`Encoder`]: everything
 //! above it works on embeddings.
@@ -12,15 +12,18 @@ pub mod error;
 pub mod features;
 pub mod heads;
 pub mod model_dir;
+pub mod native;
 pub mod taxonomy;
+pub mod tokenize;
 pub mod train;
 pub mod truncate;
 
 pub use classifier::{Classifier, Embedded, Prediction, DEFAULT_BATCH};
-pub use device::DeviceChoice;
+pub use device::{DeviceChoice, Engine};
 pub use embed_cache::EmbedCache;
 pub use encoder::{BertEncoder, Encoder};
 pub use error::{ClassifierError, Result};
 pub use heads::{DifficultyHead, Heads, HeadsMetadata, TaskHead};
 pub use model_dir::ModelDir;
+pub use native::NativeBertEncoder;
 pub use taxonomy::{Taxonomy, DEFAULT_TASKS};

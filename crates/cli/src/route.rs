@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use switchyard_classifier::{embed_cache, BertEncoder, Encoder, ModelDir};
+use switchyard_classifier::{classifier::load_encoder, embed_cache, Encoder, Engine, ModelDir};
 use switchyard_router::{
     catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel,
 };
@@ -64,14 +64,14 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     let (classifier, encoder) = if encoder_only {
         (
             None,
-            Some(BertEncoder::load(&dir, args.model.device.resolve()?)?),
+            Some(load_encoder(&dir, args.model.device, Engine::Native)?),
         )
     } else {
         (Some(load_classifier(&args.model)?), None)
     };
     let enc: &dyn Encoder = match (&classifier, &encoder) {
         (Some(c), _) => c.encoder(),
-        (_, Some(e)) => e,
+        (_, Some(e)) => e.as_ref(),
         _ => unreachable!(),
     };
     let encoder_id = embed_cache::encoder_id(enc, &dir.weights_sha256);

@@ -23,8 +23,8 @@ use switchyard_classifier::heads::{
 };
 use switchyard_classifier::train::{train_classifier, train_regressor, TrainConfig};
 use switchyard_classifier::{
-    BertEncoder, DifficultyHead, EmbedCache, Encoder, Heads, ModelDir, TaskHead, Taxonomy,
-    DEFAULT_TASKS,
+    classifier::load_encoder, DeviceChoice, DifficultyHead, EmbedCache, Engine, Heads, ModelDir,
+    TaskHead, Taxonomy, DEFAULT_TASKS,
 };
 use switchyard_records::Record;
 
@@ -147,7 +147,8 @@ fn report_to(bar: &indicatif::ProgressBar) -> impl Fn(usize, usize) + '_ {
 pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     let model_dir = paths::resolve(&args.model_dir);
     let dir = ModelDir::open(&model_dir)?;
-    let encoder = BertEncoder::load(&dir, candle_core::Device::Cpu)?;
+    let encoder = load_encoder(&dir, DeviceChoice::Cpu, Engine::Native)?;
+    let encoder = encoder.as_ref();
     let with_features = !args.no_features;
 
     // ---- data
@@ -206,7 +207,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     );
 
     // ---- embeddings
-    let encoder_id = switchyard_classifier::embed_cache::encoder_id(&encoder, &dir.weights_sha256);
+    let encoder_id = switchyard_classifier::embed_cache::encoder_id(encoder, &dir.weights_sha256);
     let mut cache = EmbedCache::open(&args.cache_dir, &encoder_id, encoder.dim())?;
     let texts: Vec<&str> = train
         .iter()
@@ -215,12 +216,12 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         .chain(scored.iter().map(|s| s.prompt.as_str()))
         .collect();
     let b = bar("embedding");
-    let embs = cache.embed_all(&encoder, &texts, 32, &report_to(&b))?;
+    let embs = cache.embed_all(encoder, &texts, 32, &report_to(&b))?;
     b.finish_and_clear();
     let with_views = !args.no_views;
     let view_embs = if with_views {
         let b = bar("embedding instruction views");
-        let v = cache.embed_views(&encoder, &texts, 32, &report_to(&b))?;
+        let v = cache.embed_views(encoder, &texts, 32, &report_to(&b))?;
         b.finish_and_clear();
         v
     } else {
