@@ -13,7 +13,7 @@ use switchyard_eval::{
     PromptReader,
 };
 use switchyard_records::Record;
-use switchyard_router::{Catalog, TrainConfig};
+use switchyard_router::{Catalog, TrainConfig, Validation};
 
 use crate::{paths, ModelArgs};
 
@@ -52,6 +52,16 @@ pub struct EvalArgs {
     /// Ridge on the success model's prompt weights, per training row.
     #[arg(long, default_value_t = TrainConfig::default().l2_prompt)]
     pub l2: f32,
+    /// Pick the ridge from these values (comma-separated) on a held-out 20%
+    /// of the training rows, then refit on all of them.
+    #[arg(long, value_delimiter = ',')]
+    pub l2_grid: Vec<f32>,
+    /// Calibrate each model's P (Platt) on a held-out 20% of the training rows.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Prior precision of each model's ability around the across-model mean.
+    #[arg(long, default_value_t = TrainConfig::default().ability_prior)]
+    pub ability_prior: f32,
     /// Adam step size of the success model.
     #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
     pub learning_rate: f32,
@@ -167,11 +177,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             epochs: args.epochs,
             l2_prompt: args.l2,
             learning_rate: args.learning_rate,
+            ability_prior: args.ability_prior,
             ..Default::default()
         },
         knn_k: args.knn_k,
         seed: args.seed,
         cold_start: args.cold_model.clone().zip(args.cold_outcomes),
+        validation: (args.calibrate || !args.l2_grid.is_empty()).then(|| Validation {
+            l2_grid: args.l2_grid.clone(),
+            holdout: 0.2,
+            calibrate: args.calibrate,
+        }),
     };
     let (results, rows, models) = if let Some(folds) = args.folds {
         let set = load_sets(&[&args.data], &args)?.remove(0);

@@ -5,7 +5,9 @@
 //! that model's score on that row.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use switchyard_router::{choose, fit, Policy, SuccessModel, TrainConfig, TrainingRow};
+use switchyard_router::{
+    choose, fit, fit_validated, Policy, SuccessModel, TrainConfig, TrainingRow, Validation,
+};
 
 use crate::error::EvalError;
 use crate::metrics::Calibration;
@@ -47,6 +49,9 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Cold start: keep only this many training outcomes of this model.
     pub cold_start: Option<(String, usize)>,
+    /// Pick the ridge and calibrate on a held-out share of the training
+    /// rows (never the test rows); None: fit once with `train`.
+    pub validation: Option<Validation>,
 }
 
 impl Default for EvalConfig {
@@ -56,6 +61,7 @@ impl Default for EvalConfig {
             knn_k: 25,
             seed: 7,
             cold_start: None,
+            validation: None,
         }
     }
 }
@@ -171,13 +177,36 @@ pub fn evaluate(
     }
     let n = train.models.len();
     let train_rows = training_rows(train, cfg)?;
-    let model = fit(
-        train.models.clone(),
-        train.tasks.clone(),
-        &train_rows,
-        &cfg.train,
-        &train.encoder_id,
-    )?;
+    let model = match &cfg.validation {
+        Some(v) => {
+            let fitted = fit_validated(
+                train.models.clone(),
+                train.tasks.clone(),
+                &train_rows,
+                &cfg.train,
+                v,
+                &train.encoder_id,
+            )?;
+            eprintln!(
+                "ridge chosen on held-out training rows: {} (cross-entropy per ridge: {})",
+                fitted.l2_prompt,
+                fitted
+                    .holdout_loss
+                    .iter()
+                    .map(|(l, c)| format!("{l}: {c:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            fitted.model
+        }
+        None => fit(
+            train.models.clone(),
+            train.tasks.clone(),
+            &train_rows,
+            &cfg.train,
+            &train.encoder_id,
+        )?,
+    };
     let rows: Vec<&EvalRow> = test
         .rows
         .iter()

@@ -14,4 +14,4 @@ pub use catalog::{Catalog, ModelSpec};
 pub use error::RouterError;
 pub use policy::{choose, Candidate, Constraints, Decision, Policy};
 pub use success::{SuccessModel, ARTIFACT_VERSION};
-pub use train::{fit, TrainConfig, TrainingRow};
+pub use train::{fit, fit_validated, TrainConfig, TrainingRow, Validated, Validation};

@@ -57,6 +57,11 @@ pub struct SuccessModel {
     pub prior_ability: Vec<f32>,
     /// Outcomes each model was fitted on, aligned with `models`.
     pub outcome_counts: Vec<usize>,
+    /// Per-model Platt calibration `[α, β]`, aligned with `models`:
+    /// P' = σ(α · logit(P) + β), fitted on held-out rows (see
+    /// [`crate::train::fit_validated`]). Empty: P is used as fitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<[f32; 2]>,
 }
 
 /// The prompt-side quantities shared by every model's prediction.
@@ -102,6 +107,7 @@ impl SuccessModel {
             && self.loadings.iter().all(|r| r.len() == k)
             && self.prior_ability.len() == t
             && self.outcome_counts.len() == n
+            && (self.calibration.is_empty() || self.calibration.len() == n)
             && t > 0;
         if ok {
             Ok(())
@@ -159,13 +165,17 @@ impl SuccessModel {
             .zip(&terms.traits)
             .map(|(v, z)| v * z)
             .sum();
-        mix(
+        let p = mix(
             &self.ability[m],
             a,
             interaction,
             terms.difficulty,
             task_scores,
-        )
+        );
+        match self.calibration.get(m) {
+            Some(&[alpha, beta]) => platt(p, alpha, beta),
+            None => p,
+        }
     }
 
     /// P(success) for a model by name; the prior for one never fitted.
@@ -194,6 +204,12 @@ fn mix(ability: &[f32], a: f32, interaction: f32, b: f32, task_scores: &[f32]) -
         .map(|(&th, &p)| p as f64 * sigmoid((a * (th - b) + interaction) as f64))
         .sum::<f64>()
         .clamp(0.0, 1.0)
+}
+
+/// σ(α · logit(p) + β), with p clamped away from 0 and 1.
+pub fn platt(p: f64, alpha: f32, beta: f32) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    sigmoid(alpha as f64 * (p / (1.0 - p)).ln() + beta as f64)
 }
 
 /// The logistic function.

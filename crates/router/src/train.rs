@@ -196,7 +196,154 @@ pub fn fit(
         loadings: rows_of(lay.v(), lay.n, lay.k),
         prior_ability,
         outcome_counts: counts,
+        calibration: Vec::new(),
     })
+}
+
+/// How [`fit_validated`] picks the ridge and calibrates.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Validation {
+    /// Ridge values (`l2_prompt`) to try; the one with the lowest held-out
+    /// cross-entropy is used for the final fit.
+    pub l2_grid: Vec<f32>,
+    /// Share of the rows held out for the choice, in (0, 1).
+    pub holdout: f64,
+    /// Also fit a per-model Platt calibration on the held-out predictions.
+    pub calibrate: bool,
+}
+
+/// The result of [`fit_validated`].
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// Refitted on every row with the chosen ridge (and calibrated if asked).
+    pub model: SuccessModel,
+    /// The chosen `l2_prompt`.
+    pub l2_prompt: f32,
+    /// Mean held-out cross-entropy per ridge tried, in grid order.
+    pub holdout_loss: Vec<(f32, f64)>,
+}
+
+/// Fits on a seeded `holdout` share of `rows` held out, once per ridge in
+/// the grid, keeps the ridge with the lowest held-out cross-entropy, and
+/// refits on all rows with it. With `calibrate`, each model's P is then
+/// mapped through σ(α · logit(P) + β), (α, β) fitted on that model's
+/// held-out outcomes under a unit Gaussian prior around (1, 0) (so a model
+/// with few held-out outcomes stays near the identity). Uses only `rows`:
+/// no test data is involved. Falls back to a plain [`fit`] (with `cfg`'s
+/// ridge) when either part of the split would be empty.
+pub fn fit_validated(
+    models: Vec<String>,
+    tasks: Vec<String>,
+    rows: &[TrainingRow],
+    cfg: &TrainConfig,
+    validation: &Validation,
+    encoder_id: &str,
+) -> Result<Validated, RouterError> {
+    let mut rng = SplitMix(cfg.seed ^ 0x5EED_0F_C0DE);
+    let held: Vec<bool> = rows
+        .iter()
+        .map(|_| (rng.next_f32() as f64) < validation.holdout)
+        .collect();
+    let (fit_rows, held_rows): (Vec<TrainingRow>, Vec<TrainingRow>) = {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (r, &h) in rows.iter().zip(&held) {
+            if h {
+                b.push(r.clone())
+            } else {
+                a.push(r.clone())
+            }
+        }
+        (a, b)
+    };
+    let has_outcomes = |rs: &[TrainingRow]| rs.iter().any(|r| !r.outcomes.is_empty());
+    let grid: Vec<f32> = if validation.l2_grid.is_empty() {
+        vec![cfg.l2_prompt]
+    } else {
+        validation.l2_grid.clone()
+    };
+    if !has_outcomes(&fit_rows) || !has_outcomes(&held_rows) {
+        let model = fit(models, tasks, rows, cfg, encoder_id)?;
+        return Ok(Validated {
+            model,
+            l2_prompt: cfg.l2_prompt,
+            holdout_loss: Vec::new(),
+        });
+    }
+    let names: Vec<&str> = models.iter().map(String::as_str).collect();
+    let mut best: Option<(f64, f32, Vec<Vec<(f64, f32)>>)> = None;
+    let mut losses = Vec::new();
+    for &l2 in &grid {
+        let c = TrainConfig {
+            l2_prompt: l2,
+            ..cfg.clone()
+        };
+        let m = fit(models.clone(), tasks.clone(), &fit_rows, &c, encoder_id)?;
+        // Held-out (P, score) pairs per model.
+        let mut pairs = vec![Vec::new(); models.len()];
+        let (mut loss, mut count) = (0f64, 0usize);
+        for r in &held_rows {
+            let p = m.predict(&names, &r.embedding, &r.task_scores);
+            for &(mi, y) in &r.outcomes {
+                let q = p[mi].clamp(1e-6, 1.0 - 1e-6);
+                loss -= y as f64 * q.ln() + (1.0 - y as f64) * (1.0 - q).ln();
+                count += 1;
+                pairs[mi].push((p[mi], y));
+            }
+        }
+        let loss = loss / count.max(1) as f64;
+        losses.push((l2, loss));
+        if best.as_ref().is_none_or(|b| loss < b.0) {
+            best = Some((loss, l2, pairs));
+        }
+    }
+    let (_, l2, pairs) = best.expect("grid is not empty");
+    let c = TrainConfig {
+        l2_prompt: l2,
+        ..cfg.clone()
+    };
+    let mut model = fit(models, tasks, rows, &c, encoder_id)?;
+    if validation.calibrate {
+        model.calibration = pairs.iter().map(|p| fit_platt(p)).collect();
+    }
+    Ok(Validated {
+        model,
+        l2_prompt: l2,
+        holdout_loss: losses,
+    })
+}
+
+/// (α, β) minimising the cross-entropy of σ(α · logit(p) + β) against the
+/// scores, plus ½((α − 1)² + β²): Newton's method on the 2-d problem.
+pub fn fit_platt(pairs: &[(f64, f32)]) -> [f32; 2] {
+    let (mut a, mut b) = (1f64, 0f64);
+    for _ in 0..50 {
+        // Gradient and Hessian of the penalised loss.
+        let (mut ga, mut gb) = (a - 1.0, b);
+        let (mut haa, mut hab, mut hbb) = (1.0, 0.0, 1.0);
+        for &(p, y) in pairs {
+            let p = p.clamp(1e-6, 1.0 - 1e-6);
+            let l = (p / (1.0 - p)).ln();
+            let q = sigmoid(a * l + b);
+            let r = q - y as f64;
+            let w = q * (1.0 - q);
+            ga += r * l;
+            gb += r;
+            haa += w * l * l;
+            hab += w * l;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-12 {
+            break;
+        }
+        let (da, db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
+        a -= da;
+        b -= db;
+        if da.abs() + db.abs() < 1e-9 {
+            break;
+        }
+    }
+    [a as f32, b as f32]
 }
 
 /// Gradient of the (summed) objective, scaled by 1 / number of rows.
@@ -402,6 +549,52 @@ mod tests {
         assert_eq!(back, m);
         let old = m.to_json().replacen("\"version\": 1", "\"version\": 0", 1);
         assert!(SuccessModel::from_json(&old).is_err());
+    }
+
+    #[test]
+    fn platt_recovers_known_scalings() {
+        let ps: Vec<f64> = (1..200).map(|i| i as f64 / 200.0).collect();
+        let logit = |p: f64| (p / (1.0 - p)).ln();
+        // Scores equal to P (soft labels): already calibrated, the identity.
+        let same: Vec<(f64, f32)> = ps.iter().map(|&p| (p, p as f32)).collect();
+        let [a, b] = fit_platt(&same);
+        assert!((a - 1.0).abs() < 1e-3 && b.abs() < 1e-3, "{a} {b}");
+        // Overconfident P: the truth is σ(0.5 logit(P) + 0.3).
+        let over: Vec<(f64, f32)> = ps
+            .iter()
+            .map(|&p| (p, sigmoid(0.5 * logit(p) + 0.3) as f32))
+            .collect();
+        let [a, b] = fit_platt(&over);
+        // The unit prior pulls a little toward (1, 0) with only 199 pairs.
+        assert!((a - 0.5).abs() < 0.03 && (b - 0.3).abs() < 0.03, "{a} {b}");
+        // No outcomes: the prior alone, the identity.
+        assert_eq!(fit_platt(&[]), [1.0, 0.0]);
+    }
+
+    #[test]
+    fn validation_picks_a_ridge_from_the_grid_and_calibrates() {
+        let names = ["strong", "weak", "rare"].map(String::from).to_vec();
+        let cfg = TrainConfig {
+            rank: 1,
+            epochs: 150,
+            ..Default::default()
+        };
+        let v = Validation {
+            l2_grid: vec![0.01, 100.0],
+            holdout: 0.25,
+            calibrate: true,
+        };
+        let out = fit_validated(names, vec!["any".into()], &rows(), &cfg, &v, "t").unwrap();
+        assert_eq!(out.holdout_loss.len(), 2);
+        // A ridge of 100 per row flattens the difficulty the data show
+        // clearly (x0 decides): the small ridge must win on held-out rows.
+        assert_eq!(out.l2_prompt, 0.01, "{:?}", out.holdout_loss);
+        assert!(out.holdout_loss[0].1 < out.holdout_loss[1].1);
+        assert_eq!(out.model.calibration.len(), 3);
+        // Refitted on all rows; calibrated P still separate easy from hard.
+        let p = |x0: f32| out.model.predict(&["weak"], &[x0, 0.0], &[1.0])[0];
+        assert!(p(-1.5) > 0.8 && p(0.5) < 0.3, "{} {}", p(-1.5), p(0.5));
+        assert_eq!(out.model.outcome_counts, [400, 400, 5]);
     }
 
     #[test]
