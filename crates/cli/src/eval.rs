@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use switchyard_classifier::{embed_cache, BertEncoder, Classifier, ModelDir};
+use switchyard_classifier::{classifier::load_encoder, embed_cache, Classifier, Engine, ModelDir};
 use switchyard_eval::{
     build_sets, cross_validate, evaluate, read_records, summarise, EvalConfig, EvalSet, Pricing,
     PromptReader,
@@ -144,11 +144,12 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         );
     }
     let sets = if no_task_head {
-        let encoder = BertEncoder::load(&dir, args.model.device.resolve()?)?;
-        let id = embed_cache::encoder_id(&encoder, &dir.weights_sha256);
+        let encoder = load_encoder(&dir, args.model.device, Engine::Native)?;
+        let encoder = encoder.as_ref();
+        let id = embed_cache::encoder_id(encoder, &dir.weights_sha256);
         build_sets(
             &records,
-            &PromptReader::EncoderOnly(&encoder),
+            &PromptReader::EncoderOnly(encoder),
             &id,
             &args.cache_dir,
             &pricing,
