@@ -181,6 +181,38 @@ fn eval_two_model_cross_validation_reports_apgr_and_cpt() {
 }
 
 #[test]
+fn eval_chooses_the_ridge_on_training_rows_only() {
+    let data = format!("{DATA}/routellm_gsm8k.jsonl");
+    let out = switchyard(&[
+        "eval",
+        "--data",
+        &data,
+        "--folds",
+        "2",
+        "--json",
+        "--epochs",
+        "60",
+        "--catalog",
+        "models/catalogs/routellm.toml",
+        "--l2-grid",
+        "0.3,10",
+        "--calibrate",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let v = stdout_json(&out);
+    // One choice per fold, each from the grid.
+    let chosen: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("ridge chosen on held-out training rows: "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(chosen.len(), 2, "{err}");
+    assert!(chosen.iter().all(|c| *c == "0.3" || *c == "10"), "{err}");
+    let ece = v["routers"]["switchyard"]["ece"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ece));
+}
+
+#[test]
 fn eval_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let train = format!("{DATA}/routerbench_train.jsonl");
