@@ -5,23 +5,8 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchyard_classifier::bench_prompts::{LONG, SHORT};
 use switchyard_classifier::{Classifier, DeviceChoice, Engine};
-
-const SHORT: &str = "Write a Python function that checks whether a string is a palindrome."; // 15 words
-
-fn long_prompt() -> String {
-    // A real-style request with a pasted error, about 200 tokens.
-    "I am getting this error when I run my Flask app in Docker and I can't figure out why. \
-     It works fine locally. Here is the traceback:\n\nTraceback (most recent call last):\n  \
-     File \"/app/app.py\", line 12, in <module>\n    from flask_sqlalchemy import SQLAlchemy\n\
-     ModuleNotFoundError: No module named 'flask_sqlalchemy'\n\nMy Dockerfile is:\n\nFROM python:3.11-slim\n\
-     WORKDIR /app\nCOPY requirements.txt .\nRUN pip install -r requirements.txt\nCOPY . .\n\
-     CMD [\"python\", \"app.py\"]\n\nand requirements.txt contains flask and gunicorn. I rebuilt the image \
-     twice with --no-cache and the error stays the same. What am I doing wrong, and how should I structure \
-     the Dockerfile so that dependencies are cached between builds but still installed correctly? Please \
-     explain step by step and show the corrected files."
-        .to_string()
-}
 
 fn classifier(engine: Engine) -> Classifier {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -39,7 +24,7 @@ fn classifier(engine: Engine) -> Classifier {
 /// encoder alone on the full prompt. `SWITCHYARD_BENCH_CANDLE=1` adds the
 /// same rows for the candle engine, to show what the native one buys.
 fn bench(c: &mut Criterion) {
-    let long = long_prompt();
+    let long = LONG.to_string();
     let batch: Vec<&str> = (0..32)
         .map(|i| if i % 4 == 0 { long.as_str() } else { SHORT })
         .collect();

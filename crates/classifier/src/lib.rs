@@ -4,6 +4,7 @@
 //! Knows nothing of gRPC or storage. The seam is [`Encoder`]: everything
 //! above it works on embeddings.
 
+pub mod bench_prompts;
 pub mod classifier;
 pub mod device;
 pub mod embed_cache;

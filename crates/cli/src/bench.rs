@@ -17,6 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use switchyard_classifier::bench_prompts::{LONG, SHORT};
 use switchyard_classifier::classifier::instruction_views;
 use switchyard_classifier::{Classifier, DEFAULT_BATCH};
 use switchyard_records::read_file;
@@ -56,20 +57,6 @@ pub struct BenchClassifyArgs {
     #[command(flatten)]
     model: ModelArgs,
 }
-
-/// The prompts of benches/classify.rs: an 18-token request and a
-/// 219-token one with a pasted traceback and Dockerfile (783 characters).
-pub const SHORT: &str = "Write a Python function that checks whether a string is a palindrome.";
-
-pub const LONG: &str = "I am getting this error when I run my Flask app in Docker and I can't figure out why. \
-     It works fine locally. Here is the traceback:\n\nTraceback (most recent call last):\n  \
-     File \"/app/app.py\", line 12, in <module>\n    from flask_sqlalchemy import SQLAlchemy\n\
-     ModuleNotFoundError: No module named 'flask_sqlalchemy'\n\nMy Dockerfile is:\n\nFROM python:3.11-slim\n\
-     WORKDIR /app\nCOPY requirements.txt .\nRUN pip install -r requirements.txt\nCOPY . .\n\
-     CMD [\"python\", \"app.py\"]\n\nand requirements.txt contains flask and gunicorn. I rebuilt the image \
-     twice with --no-cache and the error stays the same. What am I doing wrong, and how should I structure \
-     the Dockerfile so that dependencies are cached between builds but still installed correctly? Please \
-     explain step by step and show the corrected files.";
 
 /// A named set of calls; each call is one batch handed to the encoder and
 /// to the classifier, and is timed on its own.
