@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use switchyard_classifier::bench_prompts::{LONG, SHORT};
-use switchyard_classifier::{Classifier, DeviceChoice, Engine};
+use switchyard_classifier::{Classifier, DeviceChoice, Engine, Precision};
 
 fn classifier(engine: Engine) -> Classifier {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -28,9 +28,17 @@ fn bench(c: &mut Criterion) {
     let batch: Vec<&str> = (0..32)
         .map(|i| if i % 4 == 0 { long.as_str() } else { SHORT })
         .collect();
-    let mut engines = vec![("native", Engine::Native)];
+    let mut engines = vec![("native".to_string(), Engine::default())];
+    // SWITCHYARD_BENCH_PRECISIONS=bf16,int8 adds the reduced-precision
+    // native rows (CPUs without the instructions run them in f32).
+    if let Ok(list) = std::env::var("SWITCHYARD_BENCH_PRECISIONS") {
+        for p in list.split(',').filter(|p| !p.is_empty()) {
+            let precision: Precision = p.parse().expect("SWITCHYARD_BENCH_PRECISIONS");
+            engines.push((format!("native_{p}"), Engine::Native(precision)));
+        }
+    }
     if std::env::var_os("SWITCHYARD_BENCH_CANDLE").is_some() {
-        engines.push(("candle", Engine::Candle));
+        engines.push(("candle".to_string(), Engine::Candle));
     }
     for (name, engine) in engines {
         let clf = classifier(engine);

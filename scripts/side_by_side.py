@@ -78,9 +78,9 @@ def views(text):
     return text[:200], text[-200:]
 
 
-def run_switchyard(args, with_texts):
+def run_switchyard(args, with_texts, precision):
     cmd = [
-        args.switchyard, "bench", "classify",
+        args.switchyard, "bench", "classify", "--precision", precision,
         "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--samples",
     ]
     if with_texts:
@@ -130,7 +130,11 @@ def main():
     p.add_argument("--cases", help="only these cases (comma-separated), e.g. batch1_short,batch1_long")
     p.add_argument("--prompts", help="JSONL records (prompt field) instead of the built-in cases")
     p.add_argument("--json", action="store_true", help="print the result as JSON, not a table")
+    p.add_argument("--precision", default="f32",
+                   help="Switchyard's --precision, or several comma-separated (f32,bf16): each is timed "
+                        "in every round and gets its own rows against the same PyTorch samples")
     args = p.parse_args()
+    precisions = args.precision.split(",")
 
     try:
         import torch
@@ -146,33 +150,36 @@ def main():
     model.eval()
     load_start = os.getloadavg()
 
-    rust_runs, py_runs, cases, use_views = [], [], None, True
+    rust_runs = {prec: [] for prec in precisions}
+    py_runs, cases, use_views = [], None, True
     for r in range(args.rounds):
         order = ["switchyard", "pytorch"] if r % 2 == 0 else ["pytorch", "switchyard"]
         for side in order:
             print(f"round {r + 1}/{args.rounds}: {side}", file=sys.stderr)
             if side == "switchyard":
-                out = run_switchyard(args, with_texts=cases is None)
-                if cases is None:
-                    cases = out["cases"]
-                    use_views = out["views"]
-                rust_runs.append(out)
+                for prec in precisions:
+                    out = run_switchyard(args, with_texts=cases is None, precision=prec)
+                    if cases is None:
+                        cases = out["cases"]
+                        use_views = out["views"]
+                    rust_runs[prec].append(out)
             else:
                 with torch.inference_mode():
                     py_runs.append(run_pytorch(model, cases, use_views, args.iterations, args.warmup))
 
     rows = []
-    for c in cases:
+    for c, prec in [(c, prec) for c in cases for prec in precisions]:
         name = c["name"]
         row = {
             "case": name,
+            "precision": prec,
             "calls": c["calls"],
             "prompts": c["prompts"],
             "tokens_mean": c["tokens_mean"],
             "sequences_encoded": c["sequences_encoded"],
         }
         for what in ("encoder", "classify"):
-            rs = [x for run in rust_runs for cc in run["cases"] if cc["name"] == name
+            rs = [x for run in rust_runs[prec] for cc in run["cases"] if cc["name"] == name
                   for x in cc[f"{what}_ms"]["samples"]]
             ps = [x for run in py_runs for x in run[name][what]]
             row[what] = {
@@ -190,7 +197,7 @@ def main():
         "torch_threads": torch.get_num_threads(),
         "sentence_transformers": sentence_transformers.__version__,
         "max_seq_length": model.max_seq_length,
-        "switchyard": rust_runs[0]["switchyard"],
+        "switchyard": rust_runs[precisions[0]][0]["switchyard"],
         "views": use_views,
         "iterations_per_round": args.iterations,
         "warmup": args.warmup,
@@ -205,12 +212,12 @@ def main():
           f"{args.rounds} rounds x {args.iterations} iterations per side; "
           f"load average {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}")
     print("medians in ms (p10-p90); ratio = PyTorch / Switchyard, above 1 = Switchyard faster")
-    print("| case | tokens | encoder: PyTorch | Switchyard | ratio | classify (sequences): PyTorch | Switchyard | ratio |")
+    print("| case (Switchyard precision) | tokens | encoder: PyTorch | Switchyard | ratio | classify (sequences): PyTorch | Switchyard | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     fmt = lambda s: f"{s['median']:.1f} ({s['p10']:.1f}-{s['p90']:.1f})"
     for r in rows:
         e, k = r["encoder"], r["classify"]
-        print(f"| {r['case']} | {r['tokens_mean']} | {fmt(e['pytorch_ms'])} | {fmt(e['switchyard_ms'])} | "
+        print(f"| {r['case']} ({r['precision']}) | {r['tokens_mean']} | {fmt(e['pytorch_ms'])} | {fmt(e['switchyard_ms'])} | "
               f"{e['ratio_pytorch_over_switchyard']:.2f} | ({r['sequences_encoded']['classify']}) "
               f"{fmt(k['pytorch_ms'])} | {fmt(k['switchyard_ms'])} | {k['ratio_pytorch_over_switchyard']:.2f} |")
 

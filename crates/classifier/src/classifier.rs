@@ -195,8 +195,8 @@ pub fn load_encoder(
     engine: Engine,
 ) -> Result<Box<dyn Encoder>> {
     let device = device.resolve()?;
-    if device.is_cpu() && engine == Engine::Native {
-        match NativeBertEncoder::load(dir) {
+    if let (true, Engine::Native(precision)) = (device.is_cpu(), engine) {
+        match NativeBertEncoder::load_with(dir, precision) {
             Ok(native) => {
                 tracing::debug!(simd = crate::native::simd_name(), "native CPU encoder");
                 return Ok(Box::new(native));

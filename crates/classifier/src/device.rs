@@ -31,22 +31,73 @@ impl std::str::FromStr for DeviceChoice {
 /// Which implementation computes the encoder on the CPU. `native` (the
 /// default) is Switchyard's own forward pass; `candle` is the reference it
 /// is tested against, and what runs models the native one does not support.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    #[default]
-    Native,
+    Native(Precision),
     Candle,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::Native(Precision::F32)
+    }
+}
+
+/// Number format of the native encoder's dense products (the four Linear
+/// layers of every transformer layer, ~90% of the arithmetic). bf16 and
+/// int8 need AVX-512 BF16 / VNNI; elsewhere the encoder warns and uses f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Inputs rounded to bf16, f32 sums.
+    Bf16,
+    /// Dynamic int8: per-column weight scales, per-row activation scales.
+    Int8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!(
+                "unknown precision `{other}` (expected f32, bf16 or int8)"
+            )),
+        }
+    }
 }
 
 impl std::str::FromStr for Engine {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "native" => Ok(Engine::Native),
             "candle" => Ok(Engine::Candle),
-            other => Err(format!(
-                "unknown engine `{other}` (expected native or candle)"
-            )),
+            "native" => Ok(Engine::Native(Precision::F32)),
+            other => match other.strip_prefix("native-").map(str::parse) {
+                Some(Ok(precision)) => Ok(Engine::Native(precision)),
+                _ => Err(format!(
+                    "unknown engine `{other}` (expected native, native-bf16, native-int8 or candle)"
+                )),
+            },
         }
     }
 }

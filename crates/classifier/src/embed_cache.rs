@@ -28,13 +28,18 @@ fn key(text: &str) -> [u8; 32] {
 impl EmbedCache {
     /// Opens (or starts) the cache for one encoder. `encoder_id` must change
     /// whenever the embeddings would (weights, window): see [`encoder_id`].
-    pub fn open(dir: &Path, encoder_id: &str, dim: usize) -> Result<EmbedCache> {
+    pub fn open(dir: &Path, encoder_id: &str, encoder: &dyn Encoder) -> Result<EmbedCache> {
+        let dim = encoder.dim();
         let io = |source| ClassifierError::Io {
             path: dir.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let path = dir.join(format!("{encoder_id}.emb"));
+        // bf16 embeddings differ from f32 ones by ~1e-3: never mix them.
+        let path = match encoder.precision() {
+            "f32" => dir.join(format!("{encoder_id}.emb")),
+            other => dir.join(format!("{encoder_id}-{other}.emb")),
+        };
         let mut entries = HashMap::new();
         if let Ok(mut f) = std::fs::File::open(&path) {
             let mut bytes = Vec::new();

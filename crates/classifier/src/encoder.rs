@@ -19,6 +19,12 @@ pub trait Encoder: Send + Sync {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
     /// Token count of a text after truncation (what the encoder will see).
     fn token_count(&self, text: &str) -> Result<usize>;
+    /// Number format of the dense products: "f32", or "bf16" for the
+    /// native encoder's reduced-precision mode. Cached embeddings are kept
+    /// apart per precision.
+    fn precision(&self) -> &'static str {
+        "f32"
+    }
 }
 
 /// A BERT-family sentence encoder run with candle: the CUDA path, and the

@@ -20,7 +20,7 @@ pub mod train;
 pub mod truncate;
 
 pub use classifier::{Classifier, Embedded, Prediction, DEFAULT_BATCH};
-pub use device::{DeviceChoice, Engine};
+pub use device::{DeviceChoice, Engine, Precision};
 pub use embed_cache::EmbedCache;
 pub use encoder::{BertEncoder, Encoder};
 pub use error::{ClassifierError, Result};

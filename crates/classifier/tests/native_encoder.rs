@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use switchyard_classifier::{BertEncoder, ClassifierError, Encoder, ModelDir, NativeBertEncoder};
+use switchyard_classifier::{
+    BertEncoder, ClassifierError, Encoder, ModelDir, NativeBertEncoder, Precision,
+};
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
@@ -105,6 +107,43 @@ fn native_matches_candle_across_lengths() {
         );
         let single = enc.embed(&[texts[i]]).unwrap().remove(0);
         assert_eq!(&single, g, "batch and single passes agree exactly");
+    }
+}
+
+/// bf16 and int8 stay within a stated cosine of f32 on prompts of every
+/// length, batched and single passes still agree exactly, and a CPU without
+/// the instructions falls back to exactly the f32 encoder.
+#[test]
+fn reduced_precision_stays_close_to_f32() {
+    let dir = ModelDir::open(&model_dir()).unwrap();
+    let f32_enc = native();
+    let prompts = prompts();
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let want = f32_enc.embed(&texts).unwrap();
+    // Measured on 500 real ShareGPT prompts (docs/PERFORMANCE.md): bf16
+    // min cosine 0.99997, int8 0.9969.
+    for (precision, min_cosine) in [(Precision::Bf16, 0.9999), (Precision::Int8, 0.995)] {
+        let enc = NativeBertEncoder::load_with(&dir, precision).unwrap();
+        let got = enc.embed(&texts).unwrap();
+        if enc.precision() == "f32" {
+            eprintln!("{precision}: not supported by this CPU; checking the f32 fallback");
+            assert_eq!(got, want, "the fallback is the f32 encoder");
+            continue;
+        }
+        assert_eq!(enc.precision(), precision.name());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let cosine: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+            eprintln!("{precision} prompt {i}: cosine to f32 {cosine:.6}");
+            assert!(
+                cosine > min_cosine,
+                "{precision} prompt {i}: cosine {cosine}"
+            );
+            let single = enc.embed(&[texts[i]]).unwrap().remove(0);
+            assert_eq!(
+                &single, g,
+                "{precision}: batch and single passes agree exactly"
+            );
+        }
     }
 }
 

@@ -211,6 +211,7 @@ fn classify(args: BenchClassifyArgs) -> anyhow::Result<ExitCode> {
     let report = json!({
         "switchyard": env!("CARGO_PKG_VERSION"),
         "device": format!("{:?}", args.model.device).to_lowercase(),
+        "precision": clf.encoder().precision(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "model_dir": args.model.model_dir,
         "load_ms": (load_ms * 10.0).round() / 10.0,

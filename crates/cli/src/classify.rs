@@ -35,7 +35,12 @@ pub fn output_line(id: Option<&str>, p: &Prediction) -> serde_json::Value {
 pub fn load_classifier(model: &ModelArgs) -> anyhow::Result<Classifier> {
     let model_dir = paths::resolve(&model.model_dir);
     let heads = paths::resolve(&model.heads);
-    Ok(Classifier::load(&model_dir, &heads, model.device)?)
+    Ok(Classifier::load_with(
+        &model_dir,
+        &heads,
+        model.device,
+        model.engine(),
+    )?)
 }
 
 pub fn run(args: ClassifyArgs) -> anyhow::Result<ExitCode> {

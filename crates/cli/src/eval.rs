@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use switchyard_classifier::{classifier::load_encoder, embed_cache, Classifier, Engine, ModelDir};
+use switchyard_classifier::{classifier::load_encoder, embed_cache, Classifier, ModelDir};
 use switchyard_eval::{
     build_sets, cross_validate, evaluate, read_records, summarise, EvalConfig, EvalSet, Pricing,
     PromptReader,
@@ -144,7 +144,7 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         );
     }
     let sets = if no_task_head {
-        let encoder = load_encoder(&dir, args.model.device, Engine::Native)?;
+        let encoder = load_encoder(&dir, args.model.device, args.model.engine())?;
         let encoder = encoder.as_ref();
         let id = embed_cache::encoder_id(encoder, &dir.weights_sha256);
         build_sets(
@@ -156,7 +156,8 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
             &progress,
         )?
     } else {
-        let classifier = Classifier::load(&model_dir, &heads, args.model.device)?;
+        let classifier =
+            Classifier::load_with(&model_dir, &heads, args.model.device, args.model.engine())?;
         let id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
         build_sets(
             &records,

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use switchyard_classifier::DeviceChoice;
+use switchyard_classifier::{DeviceChoice, Engine, Precision};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +72,16 @@ pub struct ModelArgs {
     /// Where the encoder runs: cpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
+    /// Number format of the CPU encoder's dense products: f32; bf16 (AVX-512 BF16 CPUs) or int8 (AVX-512 VNNI CPUs), faster with embeddings moved slightly (f32, with a warning, on other CPUs). See docs/PERFORMANCE.md.
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+}
+
+impl ModelArgs {
+    /// The classifier's CPU engine for `--precision`.
+    pub fn engine(&self) -> Engine {
+        Engine::Native(self.precision)
+    }
 }
 
 fn main() -> ExitCode {

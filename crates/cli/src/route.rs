@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use switchyard_classifier::{classifier::load_encoder, embed_cache, Encoder, Engine, ModelDir};
+use switchyard_classifier::{classifier::load_encoder, embed_cache, Encoder, ModelDir};
 use switchyard_router::{
     catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel,
 };
@@ -64,7 +64,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     let (classifier, encoder) = if encoder_only {
         (
             None,
-            Some(load_encoder(&dir, args.model.device, Engine::Native)?),
+            Some(load_encoder(&dir, args.model.device, args.model.engine())?),
         )
     } else {
         (Some(load_classifier(&args.model)?), None)

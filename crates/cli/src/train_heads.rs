@@ -147,7 +147,7 @@ fn report_to(bar: &indicatif::ProgressBar) -> impl Fn(usize, usize) + '_ {
 pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     let model_dir = paths::resolve(&args.model_dir);
     let dir = ModelDir::open(&model_dir)?;
-    let encoder = load_encoder(&dir, DeviceChoice::Cpu, Engine::Native)?;
+    let encoder = load_encoder(&dir, DeviceChoice::Cpu, Engine::default())?;
     let encoder = encoder.as_ref();
     let with_features = !args.no_features;
 
@@ -208,7 +208,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
 
     // ---- embeddings
     let encoder_id = switchyard_classifier::embed_cache::encoder_id(encoder, &dir.weights_sha256);
-    let mut cache = EmbedCache::open(&args.cache_dir, &encoder_id, encoder.dim())?;
+    let mut cache = EmbedCache::open(&args.cache_dir, &encoder_id, encoder)?;
     let texts: Vec<&str> = train
         .iter()
         .map(|e| e.prompt.as_str())

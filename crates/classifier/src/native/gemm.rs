@@ -8,6 +8,9 @@
 //! in place, and the AVX2/FMA micro-kernel keeps a 6×16 tile of C in
 //! registers. Other CPUs take a portable kernel of the same shape.
 
+use super::bf16::PackedPairs;
+use super::int8::PackedQuads;
+
 /// Columns of C per packed panel (two 8-lane AVX registers).
 pub const NR: usize = 16;
 /// Rows of C per micro-kernel call.
@@ -22,6 +25,11 @@ pub struct PackedB {
     data: Vec<f32>,
     k: usize,
     n: usize,
+    /// The same weights as bf16 pairs, when [`PackedB::use_bf16`] switched
+    /// this product to the bf16 kernel (`data` is then dropped).
+    pairs: Option<PackedPairs>,
+    /// Or as int8 quads ([`PackedB::use_int8`]).
+    quads: Option<PackedQuads>,
 }
 
 impl PackedB {
@@ -58,9 +66,45 @@ impl PackedB {
         b
     }
 
+    /// Switches this product to the AVX-512 BF16 kernel, dropping the f32
+    /// copy. Returns false, and changes nothing, on CPUs without it.
+    pub fn use_bf16(&mut self) -> bool {
+        if !super::bf16::supported() {
+            return false;
+        }
+        if self.pairs.is_none() && self.quads.is_none() {
+            self.pairs = Some(PackedPairs::from_f32(self));
+            self.data = Vec::new();
+        }
+        true
+    }
+
+    /// Switches this product to the AVX-512 VNNI int8 kernel, dropping the
+    /// f32 copy. Returns false, and changes nothing, on CPUs without it.
+    pub fn use_int8(&mut self) -> bool {
+        if !super::int8::supported() {
+            return false;
+        }
+        if self.pairs.is_none() && self.quads.is_none() {
+            self.quads = Some(PackedQuads::from_f32(self));
+            self.data = Vec::new();
+        }
+        true
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
     fn reset(&mut self, n: usize, k: usize) {
         self.n = n;
         self.k = k;
+        self.pairs = None;
+        self.quads = None;
         self.data.clear();
         self.data.resize(n.div_ceil(NR) * NR * k, 0.0);
     }
@@ -69,7 +113,7 @@ impl PackedB {
         self.n.div_ceil(NR)
     }
 
-    fn panel(&self, p: usize) -> &[f32] {
+    pub(super) fn panel(&self, p: usize) -> &[f32] {
         &self.data[p * self.k * NR..(p + 1) * self.k * NR]
     }
 }
@@ -77,7 +121,7 @@ impl PackedB {
 /// A raw output pointer shared by the threads of one product; each writes
 /// its own columns.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: threads of one `gemm` call write disjoint column ranges of C.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -129,8 +173,13 @@ pub unsafe fn gemm_into(
         assert!(bias.len() >= n, "bias too short");
     }
     let out = OutPtr(c);
-    let panels = b.panels();
-    let run = |p0: usize, p1: usize| {
+    if let Some(pairs) = &b.pairs {
+        return super::bf16::gemm_into(m, a, lda, pairs, k, bias, out, ldc, parallel);
+    }
+    if let Some(quads) = &b.quads {
+        return super::int8::gemm_into(m, a, lda, quads, k, bias, out, ldc, parallel);
+    }
+    for_panels(b.panels(), parallel, |p0, p1| {
         // Blocks of KC along k keep the rows of A being read in L2 while
         // this thread sweeps its panels; each panel slice sits in L1.
         for k0 in (0..k).step_by(KC) {
@@ -141,7 +190,12 @@ pub unsafe fn gemm_into(
                 unsafe { panel_product(m, a, lda, b, p, k0, kc, bias, out, ldc) };
             }
         }
-    };
+    });
+}
+
+/// Runs `run(p0, p1)` over `0..panels`, split into one contiguous range
+/// per rayon thread when `parallel`.
+pub(super) fn for_panels(panels: usize, parallel: bool, run: impl Fn(usize, usize) + Sync) {
     let threads = if parallel {
         rayon::current_num_threads().min(panels)
     } else {
@@ -364,6 +418,56 @@ mod tests {
                     assert!((x - y).abs() < 1e-4, "{m}x{n}x{k}: {x} vs {y}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bf16_kernel_matches_product_of_rounded_inputs() {
+        if !super::super::bf16::supported() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        let round = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .map(|&x| half::bf16::from_bits(super::super::bf16::to_bf16(x)).to_f32())
+                .collect()
+        };
+        for &(m, n, k) in &[
+            (1, 16, 8),
+            (7, 40, 33),
+            (13, 5, 64),
+            (25, 384, 384),
+            (33, 40, 1536),
+            (8, 17, 301),
+        ] {
+            let a = values(m * k, 11);
+            let w = values(n * k, 12);
+            let bias = values(n, 13);
+            // The kernel rounds A and B to bf16 and sums in f32: compare
+            // with the exact product of the rounded inputs.
+            let want = naive(m, n, k, &round(&a), &round(&w), &bias);
+            let mut b = PackedB::from_rows(&w, n, k);
+            assert!(b.use_bf16());
+            for parallel in [false, true] {
+                let mut c = vec![f32::NAN; m * n];
+                gemm(m, &a, k, &b, Some(&bias), &mut c, n, parallel);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-3, "{m}x{n}x{k}: {x} vs {y}");
+                }
+            }
+            // And it stays close to the f32 product (bf16 keeps 8 bits).
+            let exact = naive(m, n, k, &a, &w, &bias);
+            let mut c = vec![0.0; m * n];
+            gemm(m, &a, k, &b, Some(&bias), &mut c, n, true);
+            let err = c
+                .iter()
+                .zip(&exact)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                err < 0.02 * (k as f32).sqrt(),
+                "{m}x{n}x{k}: bf16 error {err}"
+            );
         }
     }
 

@@ -9,7 +9,9 @@
 //! the products are split over threads by column panels. Outputs match candle and
 //! sentence-transformers within 1e-5 (tests/native_encoder.rs).
 
+mod bf16;
 mod gemm;
+mod int8;
 mod ops;
 mod weights;
 
@@ -17,6 +19,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
+use crate::device::Precision;
 use crate::encoder::Encoder;
 use crate::error::{ClassifierError, Result};
 use crate::model_dir::{ModelDir, Pooling};
@@ -36,6 +39,8 @@ pub struct NativeBertEncoder {
     tokenizer: PromptTokenizer,
     pooling: Pooling,
     pool: Mutex<Vec<Workspace>>,
+    /// Number format of the dense products.
+    precision: Precision,
 }
 
 impl NativeBertEncoder {
@@ -44,6 +49,14 @@ impl NativeBertEncoder {
     /// [`ClassifierError::Unsupported`] for architectures it does not run
     /// (the caller may fall back to candle).
     pub fn load(dir: &ModelDir) -> Result<NativeBertEncoder> {
+        Self::load_with(dir, Precision::F32)
+    }
+
+    /// [`NativeBertEncoder::load`], with the dense products in `precision`
+    /// where the CPU has the instructions for it (AVX-512 BF16 for bf16,
+    /// AVX-512 VNNI for int8), else in f32 with a warning. Attention, layer
+    /// norms and activations stay f32.
+    pub fn load_with(dir: &ModelDir, precision: Precision) -> Result<NativeBertEncoder> {
         let config = BertConfig::read(&dir.config_path())?;
         if let Some(reason) = config.unsupported() {
             return Err(ClassifierError::Unsupported {
@@ -51,13 +64,22 @@ impl NativeBertEncoder {
                 reason,
             });
         }
-        let weights = BertWeights::load(&dir.weights_path(), &config)?;
+        let mut weights = BertWeights::load(&dir.weights_path(), &config)?;
+        let precision = if weights.use_precision(precision) {
+            precision
+        } else {
+            tracing::warn!(
+                "this CPU lacks the AVX-512 instructions for {precision}; the native encoder runs in f32"
+            );
+            Precision::F32
+        };
         let window = dir.window(config.max_position_embeddings);
         Ok(NativeBertEncoder {
             weights,
             tokenizer: PromptTokenizer::load(dir, window)?,
             pooling: dir.pooling(),
             pool: Mutex::new(Vec::new()),
+            precision,
         })
     }
 
@@ -349,6 +371,10 @@ impl Encoder for NativeBertEncoder {
 
     fn token_count(&self, text: &str) -> Result<usize> {
         Ok(self.tokenizer.ids(text)?.len())
+    }
+
+    fn precision(&self) -> &'static str {
+        self.precision.name()
     }
 
     /// All prompts of a call go through [`NativeBertEncoder::embed_ids`]:

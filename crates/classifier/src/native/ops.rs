@@ -156,9 +156,14 @@ pub fn exp(x: f32) -> f32 {
         .mul_add(r, 8.333_452e-3)
         .mul_add(r, 4.166_579_6e-2)
         .mul_add(r, 1.666_666_5e-1)
-        .mul_add(r, 5.000_000_1e-1);
+        .mul_add(r, 5e-1);
     let y = p.mul_add(z, r) + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of n + 127 + 2^23 (an integer below 2^23 sits in
+    // the low mantissa bits of that sum). `n as i32` would be exact too,
+    // but Rust's saturating float-to-int cast does not vectorise: it cost
+    // GELU and softmax three quarters of their time.
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits() - 0x4b00_0000;
+    let scale = f32::from_bits(biased << 23);
     y * scale
 }
 
@@ -171,7 +176,7 @@ pub fn erf(x: f32) -> f32 {
     let poly = 0.170_872_77_f32
         .mul_add(t, -0.822_152_23)
         .mul_add(t, 1.488_515_9)
-        .mul_add(t, -1.135_203_9)
+        .mul_add(t, -1.135_204)
         .mul_add(t, 0.278_868_07)
         .mul_add(t, -0.186_288_06)
         .mul_add(t, 0.096_784_18)

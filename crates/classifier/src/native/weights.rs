@@ -7,6 +7,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use super::gemm::PackedB;
+use crate::device::Precision;
 use crate::error::{ClassifierError, Result};
 
 /// The parts of `config.json` the forward pass needs.
@@ -109,7 +110,9 @@ impl BertConfig {
         if self.activation().is_none() {
             return Some(format!("hidden_act `{}`", self.hidden_act));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Some("hidden_size is not a multiple of num_attention_heads".into());
         }
         None
@@ -126,6 +129,33 @@ impl BertConfig {
 }
 
 impl BertWeights {
+    /// Switches every layer's dense products to `precision`; false
+    /// (nothing changed) where the CPU lacks the instructions for it.
+    pub fn use_precision(&mut self, precision: Precision) -> bool {
+        let supported = match precision {
+            Precision::F32 => return true,
+            Precision::Bf16 => super::bf16::supported(),
+            Precision::Int8 => super::int8::supported(),
+        };
+        if !supported {
+            return false;
+        }
+        for l in &mut self.layers {
+            for linear in [
+                &mut l.qkv,
+                &mut l.attention_out,
+                &mut l.intermediate,
+                &mut l.output,
+            ] {
+                match precision {
+                    Precision::Bf16 => linear.weight.use_bf16(),
+                    _ => linear.weight.use_int8(),
+                };
+            }
+        }
+        true
+    }
+
     /// Reads `model.safetensors` (f32, f16 or bf16; with or without the
     /// `bert.` prefix) and checks every shape against `config`.
     pub fn load(path: &Path, config: &BertConfig) -> Result<BertWeights> {
