@@ -114,7 +114,7 @@ pub fn build_sets(
         .collect();
     let tasks = reader.tasks();
     let encoder = reader.encoder();
-    let mut cache = EmbedCache::open(cache_dir, encoder_id, encoder.dim())?;
+    let mut cache = EmbedCache::open(cache_dir, encoder_id, encoder)?;
     let texts: Vec<&str> = groups.iter().flatten().map(|r| r.prompt.as_str()).collect();
     let mut embeddings = cache
         .embed_all(encoder, &texts, DEFAULT_BATCH, progress)?
