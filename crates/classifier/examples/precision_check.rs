@@ -3,7 +3,8 @@
 //! [bf16,int8] [limit]`. For each precision, against the f32 native
 //! encoder: cosine similarity of the embeddings (min, p1, median), the
 //! share of prompts whose predicted task changes, and the largest change
-//! in difficulty. Used for the accuracy table in docs/PERFORMANCE.md.
+//! in difficulty; where the records carry a `task` label, the task accuracy
+//! of each. Used for the accuracy table in docs/PERFORMANCE.md.
 
 use std::path::PathBuf;
 
@@ -26,16 +27,24 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(usize::MAX);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let prompts: Vec<String> = std::fs::read_to_string(file)
+    let records: Vec<(String, Option<String>)> = std::fs::read_to_string(file)
         .expect("read the prompts")
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            v["prompt"].as_str().expect("a prompt field").to_string()
+            let prompt = v["prompt"].as_str().expect("a prompt field").to_string();
+            (prompt, v["task"].as_str().map(str::to_string))
         })
         .take(limit)
         .collect();
+    let prompts: Vec<String> = records.iter().map(|r| r.0.clone()).collect();
+    let accuracy = |p: &[switchyard_classifier::Prediction]| -> Option<f64> {
+        let labelled: Vec<_> = records.iter().zip(p).filter_map(|(r, p)| r.1.as_ref().map(|t| (t, p))).collect();
+        (!labelled.is_empty()).then(|| {
+            labelled.iter().filter(|(t, p)| **t == p.task).count() as f64 / labelled.len() as f64
+        })
+    };
     let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let load = |engine| {
         Classifier::load_with(
@@ -49,7 +58,7 @@ fn main() {
     let reference = load(Engine::default());
     let want_emb = reference.encoder().embed(&texts).unwrap();
     let want = reference.predict(&texts).unwrap();
-    println!("{} prompts from {file}", texts.len());
+    println!("{} prompts from {file}; f32 task accuracy {:?}", texts.len(), accuracy(&want));
     for precision in precisions {
         let clf = load(Engine::Native(precision));
         let got_emb = clf.encoder().embed(&texts).unwrap();
@@ -76,7 +85,7 @@ fn main() {
             .map(|(a, b)| (a.difficulty - b.difficulty).abs())
             .fold(0.0f32, f32::max);
         println!(
-            "{} ({}): cosine to f32 min {:.5}, p1 {:.5}, median {:.6}; task changed on {} of {} ({:.2}%); max |difficulty change| {:.4}",
+            "{} ({}): cosine to f32 min {:.5}, p1 {:.5}, median {:.6}; task changed on {} of {} ({:.2}%); max |difficulty change| {:.4}; task accuracy {:?}",
             precision,
             clf.encoder().precision(),
             cos[0],
@@ -85,7 +94,8 @@ fn main() {
             flips,
             texts.len(),
             100.0 * flips as f64 / texts.len() as f64,
-            max_diff
+            max_diff,
+            accuracy(&got)
         );
     }
 }

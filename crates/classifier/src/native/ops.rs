@@ -13,6 +13,14 @@ macro_rules! dispatch {
     ($body:ident($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            unsafe fn simd512(f: impl FnOnce()) {
+                f()
+            }
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+                // SAFETY: the CPU supports the features enabled above.
+                return unsafe { simd512(|| $body($($arg),*)) };
+            }
             #[target_feature(enable = "avx2,fma")]
             unsafe fn simd(f: impl FnOnce()) {
                 f()
