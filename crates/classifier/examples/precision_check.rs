@@ -40,7 +40,11 @@ fn main() {
         .collect();
     let prompts: Vec<String> = records.iter().map(|r| r.0.clone()).collect();
     let accuracy = |p: &[switchyard_classifier::Prediction]| -> Option<f64> {
-        let labelled: Vec<_> = records.iter().zip(p).filter_map(|(r, p)| r.1.as_ref().map(|t| (t, p))).collect();
+        let labelled: Vec<_> = records
+            .iter()
+            .zip(p)
+            .filter_map(|(r, p)| r.1.as_ref().map(|t| (t, p)))
+            .collect();
         (!labelled.is_empty()).then(|| {
             labelled.iter().filter(|(t, p)| **t == p.task).count() as f64 / labelled.len() as f64
         })
@@ -58,7 +62,11 @@ fn main() {
     let reference = load(Engine::default());
     let want_emb = reference.encoder().embed(&texts).unwrap();
     let want = reference.predict(&texts).unwrap();
-    println!("{} prompts from {file}; f32 task accuracy {:?}", texts.len(), accuracy(&want));
+    println!(
+        "{} prompts from {file}; f32 task accuracy {:?}",
+        texts.len(),
+        accuracy(&want)
+    );
     for precision in precisions {
         let clf = load(Engine::Native(precision));
         let got_emb = clf.encoder().embed(&texts).unwrap();
