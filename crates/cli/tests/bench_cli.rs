@@ -78,3 +78,34 @@ fn a_prompts_file_gives_batch1_and_batched_cases() {
     assert_eq!(cases[1]["calls"], 2);
     check_timing(&cases[1], "encoder_ms", 2);
 }
+
+#[test]
+fn precision_is_reported_and_falls_back_where_unsupported() {
+    let v = bench(&["--cases", "batch1_short"]);
+    assert_eq!(v["precision"], "f32", "f32 is the default");
+    #[cfg(target_arch = "x86_64")]
+    let vnni = std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    let vnni = false;
+    let v = bench(&["--cases", "batch1_short", "--precision", "int8"]);
+    // A CPU without AVX-512 VNNI runs f32 (with a warning) and says so.
+    assert_eq!(v["precision"], if vnni { "int8" } else { "f32" });
+    check_timing(&v["cases"][0], "classify_ms", 1);
+}
+
+#[test]
+fn unknown_precision_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["classify", "--precision", "fp64", "hello"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fp64") && err.contains("f32, bf16 or int8"),
+        "{err}"
+    );
+}
