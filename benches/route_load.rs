@@ -9,22 +9,29 @@
 //! cargo bench -p switchyard-cli --bench route_load                 # table
 //! cargo bench -p switchyard-cli --bench route_load -- --json       # plus one JSON line per setting
 //! cargo bench -p switchyard-cli --bench route_load -- --concurrency 1,16 --kinds short --requests 200 --seconds 10
+//! cargo bench -p switchyard-cli --bench route_load -- --kinds short --repeated-pool 64  # plus prompt-cache rows
 //! ```
 //!
 //! Options: `--concurrency 1,16,64`, `--kinds short,long`, `--requests N`
 //! (per setting, default 300), `--seconds S` (per setting, default 20; a
 //! setting stops issuing requests at whichever comes first, and the ones in
 //! flight finish), `--warmup N` (untimed requests after each server start,
-//! default 4), `--same-prompt` (every request repeats one prompt: labelled
-//! "repeated"; the server has no prompt cache today, so it should cost the
-//! same), `--server-arg ARG` (repeatable, passed to `serve`, e.g.
-//! `--server-arg=--max-batch=8`), `--json`.
+//! default 4), `--repeated-pool N` (after the distinct rows of each kind, the
+//! same concurrencies again with clients cycling through a pool of N
+//! distinct prompts of that kind, labelled "short, repeated (pool of N)": one
+//! untimed pass over the pool fills the server's prompt cache, so with the
+//! default `--prompt-cache` every timed request is a cache hit; the rows
+//! report the hits and misses the server counted), `--same-prompt` (every
+//! request of every row repeats one prompt, labelled "repeated"; all but the
+//! first are cache hits), `--server-arg ARG` (repeatable, passed to `serve`,
+//! e.g. `--server-arg=--max-batch=8` or `--server-arg=--prompt-cache=0`),
+//! `--json`.
 //!
 //! Prompts are real and distinct: every prompt under training-data/ and in
 //! examples/prompts.jsonl, deduplicated, taken round-robin across the files
 //! (so no one dataset dominates) and kept when the encoder's tokenizer counts
 //! 15–25 tokens (short) or 180–230 tokens (long). No prompt is sent twice in
-//! a run (warm-up included); should a run need more than the pool holds,
+//! a distinct row (warm-up included); should a run need more than the pool holds,
 //! later requests reuse a prompt with " (request N)" appended and the output
 //! says how many. The server is restarted for every setting so its peak
 //! resident memory (VmHWM) belongs to that setting.
@@ -54,8 +61,19 @@ struct Opts {
     seconds: f64,
     warmup: usize,
     same_prompt: bool,
+    /// Also run rows that cycle through this many prompts per kind.
+    repeated_pool: Option<usize>,
     server_args: Vec<String>,
     json: bool,
+}
+
+/// One row of the output: a server start and a closed-loop run.
+#[derive(Clone, Copy, Debug)]
+struct Setting {
+    kind: Kind,
+    concurrency: usize,
+    /// None: distinct prompts; Some(n): clients cycle through n prompts.
+    pool: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -89,7 +107,7 @@ impl Kind {
 
 fn usage() -> &'static str {
     "cargo bench -p switchyard-cli --bench route_load -- [--concurrency 1,16,64] [--kinds short,long] \
-     [--requests 300] [--seconds 20] [--warmup 4] [--same-prompt] [--server-arg ARG]... [--json]"
+     [--requests 300] [--seconds 20] [--warmup 4] [--repeated-pool N] [--same-prompt] [--server-arg ARG]... [--json]"
 }
 
 fn parse_args() -> Result<Option<Opts>, String> {
@@ -100,6 +118,7 @@ fn parse_args() -> Result<Option<Opts>, String> {
         seconds: 20.0,
         warmup: 4,
         same_prompt: false,
+        repeated_pool: None,
         server_args: vec![],
         json: false,
     };
@@ -144,6 +163,10 @@ fn parse_args() -> Result<Option<Opts>, String> {
             }
             "--requests" => o.requests = num("--requests", value("--requests")?)? as usize,
             "--seconds" => o.seconds = num("--seconds", value("--seconds")?)?,
+            "--repeated-pool" => {
+                let v = value("--repeated-pool")?;
+                o.repeated_pool = Some(num("--repeated-pool", v)? as usize)
+            }
             "--warmup" => {
                 let v = value("--warmup")?;
                 o.warmup = v.parse().map_err(|_| format!("--warmup: `{v}`"))?
@@ -292,20 +315,40 @@ impl Server {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    /// Sum and count of a Prometheus histogram from /metrics.
-    fn histogram(&self, name: &str) -> Option<(f64, f64)> {
+    /// The server's /metrics page.
+    fn scrape(&self) -> Option<String> {
         let mut s = std::net::TcpStream::connect(&self.metrics).ok()?;
         write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics).ok()?;
         let mut body = String::new();
         s.read_to_string(&mut body).ok()?;
-        let value = |suffix: &str| {
-            let key = format!("{name}_{suffix} ");
-            body.lines()
-                .find_map(|l| l.strip_prefix(&key))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
-        Some((value("sum")?, value("count")?))
+        Some(body)
     }
+
+    /// Sum and count of a Prometheus histogram from /metrics.
+    fn histogram(&self, name: &str) -> Option<(f64, f64)> {
+        let body = self.scrape()?;
+        Some((
+            sample(&body, &format!("{name}_sum"))?,
+            sample(&body, &format!("{name}_count"))?,
+        ))
+    }
+
+    /// The prompt cache's (hits, misses) counters from /metrics.
+    fn cache_counters(&self) -> Option<(f64, f64)> {
+        let body = self.scrape()?;
+        Some((
+            sample(&body, "switchyard_prompt_cache_hits_total")?,
+            sample(&body, "switchyard_prompt_cache_misses_total")?,
+        ))
+    }
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    let key = format!("{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse::<f64>().ok())
 }
 
 impl Drop for Server {
@@ -410,10 +453,23 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let settings: Vec<(Kind, usize)> = opts
+    // Per kind: the distinct rows, then (with --repeated-pool) the repeated ones.
+    let pools_wanted: Vec<Option<usize>> = std::iter::once(None)
+        .chain(opts.repeated_pool.map(Some))
+        .collect();
+    let settings: Vec<Setting> = opts
         .kinds
         .iter()
-        .flat_map(|&k| opts.concurrency.iter().map(move |&c| (k, c)))
+        .flat_map(|&kind| {
+            let concurrency = &opts.concurrency;
+            pools_wanted.iter().flat_map(move |&pool| {
+                concurrency.iter().map(move |&concurrency| Setting {
+                    kind,
+                    concurrency,
+                    pool,
+                })
+            })
+        })
         .collect();
 
     // Distinct prompts for every request of every setting (warm-up included).
@@ -446,8 +502,22 @@ fn main() {
         .unwrap();
     let mut offsets: BTreeMap<&str, usize> = BTreeMap::new();
     let mut rows = Vec::new();
-    for (kind, concurrency) in settings {
+    for setting in settings {
+        let Setting {
+            kind,
+            concurrency,
+            pool: repeated,
+        } = setting;
         let pool = &pools[kind.name()];
+        if let Some(n) = repeated {
+            let row = run_repeated(&runtime, &opts, setting, pool, n);
+            eprintln!("{}", summary_line(&row));
+            if opts.json {
+                println!("{row}");
+            }
+            rows.push(row);
+            continue;
+        }
         let offset = offsets.entry(kind.name()).or_default();
         // This setting's prompts: the next unused stretch of the pool, or,
         // when the pool runs out, reused prompts made distinct by a suffix.
@@ -557,8 +627,98 @@ fn main() {
     }
 }
 
+/// A repeated-prompt row: `n` prompts of the setting's kind (the first `n`
+/// of its pool), one untimed pass over them (which fills the server's prompt
+/// cache), then the clients cycle through them. Reports the cache hits and
+/// misses the server counted during the timed part, so a row run with the
+/// cache off (`--server-arg=--prompt-cache=0`) or too small says so.
+fn run_repeated(
+    runtime: &tokio::runtime::Runtime,
+    opts: &Opts,
+    setting: Setting,
+    pool: &[(String, usize)],
+    n: usize,
+) -> serde_json::Value {
+    let (prompts, tokens): (Vec<String>, Vec<usize>) = (0..n)
+        .map(|j| {
+            let (p, t) = &pool[j % pool.len()];
+            if j < pool.len() {
+                (p.clone(), *t)
+            } else {
+                (format!("{p} (request {j})"), *t)
+            }
+        })
+        .unzip();
+    let server = Server::start(&opts.server_args);
+    let (outcome, before) = runtime.block_on(async {
+        let mut c = server.client().await;
+        for p in &prompts {
+            c.route(RouteRequest {
+                prompt: p.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("warm-up Route (is models/router/routerbench.json in place?)");
+        }
+        let before = (
+            server.histogram("switchyard_batch_size"),
+            server.cache_counters(),
+        );
+        let outcome = drive(
+            &server,
+            Arc::new(prompts.clone()),
+            setting.concurrency,
+            opts.requests,
+            opts.seconds,
+        )
+        .await;
+        (outcome, before)
+    });
+    let (rss, hwm) = server.memory_mib();
+    let delta = |now: Option<(f64, f64)>, was: Option<(f64, f64)>| {
+        let ((a1, b1), (a0, b0)) = (now?, was?);
+        Some((a1 - a0, b1 - b0))
+    };
+    let encoded = delta(server.histogram("switchyard_batch_size"), before.0);
+    let cache = delta(server.cache_counters(), before.1);
+    drop(server);
+
+    let answered = outcome.latencies_ms.len();
+    let mut lat = outcome.latencies_ms.clone();
+    lat.sort_by(f64::total_cmp);
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    let label = format!("{}, repeated (pool of {n})", setting.kind.name());
+    json!({
+        "setting": format!("{label} c={}", setting.concurrency),
+        "kind": setting.kind.name(),
+        "concurrency": setting.concurrency,
+        "prompts": format!("repeated (pool of {n}, warmed by one pass)"),
+        "pool": n,
+        "requests": answered,
+        "errors": outcome.errors,
+        "stopped_by": if outcome.stopped_by_time { "time" } else { "count" },
+        "elapsed_s": r2(outcome.elapsed_s),
+        "p50_ms": r2(percentile(&lat, 50.0)),
+        "p99_ms": r2(percentile(&lat, 99.0)),
+        "mean_ms": r2(lat.iter().sum::<f64>() / lat.len().max(1) as f64),
+        "max_ms": r2(lat.last().copied().unwrap_or(f64::NAN)),
+        "throughput_rps": r2(answered as f64 / outcome.elapsed_s),
+        "server_vmrss_mib": r2(rss),
+        "server_vmhwm_mib": r2(hwm),
+        // Prompts the encoder read during the timed part (0 when all hit).
+        "encoder_prompts": encoded.map(|(sum, _)| sum),
+        "mean_encoder_batch": encoded.map(|(sum, passes)| r2(sum / passes.max(1.0))),
+        "prompt_cache_hits": cache.map(|(hits, _)| hits),
+        "prompt_cache_misses": cache.map(|(_, misses)| misses),
+        "tokens_mean": r2(tokens.iter().sum::<usize>() as f64 / tokens.len().max(1) as f64),
+        "warmup": n,
+        "limits": {"requests": opts.requests, "seconds": opts.seconds},
+        "server_args": opts.server_args,
+    })
+}
+
 fn summary_line(r: &serde_json::Value) -> String {
-    format!(
+    let mut line = format!(
         "{}: {} requests in {} s, p50 {} ms, p99 {} ms, {} req/s, RSS {} MiB (peak {} MiB), errors {}",
         r["setting"].as_str().unwrap_or(""),
         r["requests"],
@@ -569,7 +729,15 @@ fn summary_line(r: &serde_json::Value) -> String {
         r["server_vmrss_mib"],
         r["server_vmhwm_mib"],
         r["errors"]
-    )
+    );
+    // Repeated rows only: whether the timed requests really skipped the encoder.
+    if let Some(hits) = r.get("prompt_cache_hits") {
+        line += &format!(
+            ", prompt cache {hits} hits / {} misses, {} prompts encoded",
+            r["prompt_cache_misses"], r["encoder_prompts"]
+        );
+    }
+    line
 }
 
 fn table(rows: &[serde_json::Value]) -> String {

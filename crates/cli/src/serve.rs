@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Most prompts waiting for the encoder; beyond it requests get RESOURCE_EXHAUSTED at once.
     #[arg(long, default_value_t = 256)]
     queue_capacity: usize,
+    /// Prompts whose encoder output (embedding and task/difficulty prediction) is kept, keyed by sha256, so a repeated prompt skips the encoder; about 2.5 KB each. Decisions and logging still happen per request. 0 turns the cache off.
+    #[arg(long, default_value_t = 4096)]
+    prompt_cache: usize,
     /// Completion tokens assumed for pricing when a request gives none.
     #[arg(long, default_value_t = 256)]
     output_tokens: u32,
@@ -96,6 +99,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_batch: args.max_batch.max(1),
             max_wait: Duration::from_millis(args.max_wait_ms),
             queue_capacity: args.queue_capacity.max(1),
+            prompt_cache: args.prompt_cache,
         },
         limits: Limits {
             max_prompt_bytes: args.max_prompt_bytes,

@@ -445,7 +445,8 @@ fn prompts_are_stored_only_when_asked() {
 #[test]
 fn bounded_load_ends_ok_or_resource_exhausted_then_sigterm_drains() {
     let _g = serial();
-    // A tiny queue so a fixed crowd of clients overflows it.
+    // A tiny queue so a fixed crowd of clients overflows it; no prompt
+    // cache, or the clients' repeated prompts would never reach the queue.
     let extra = [
         "--queue-capacity",
         "4",
@@ -453,6 +454,8 @@ fn bounded_load_ends_ok_or_resource_exhausted_then_sigterm_drains() {
         "4",
         "--max-wait-ms",
         "2",
+        "--prompt-cache",
+        "0",
     ]
     .map(String::from)
     .to_vec();

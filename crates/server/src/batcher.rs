@@ -7,6 +7,10 @@
 //! its own channel. A full queue is refused at once ([`ServerError::Overloaded`]);
 //! a job whose deadline passed while queued is answered
 //! [`ServerError::DeadlineExceeded`] without spending the encoder on it.
+//!
+//! In front of the queue sits the prompt cache ([`PromptCache`]): a prompt
+//! whose encoder output is cached is answered at once and never queued; the
+//! encoder thread stores each Ok answer before replying.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -19,8 +23,9 @@ use tokio::sync::oneshot;
 
 use crate::error::ServerError;
 use crate::metrics::Metrics;
+use crate::prompt_cache::{PromptCache, PromptKey};
 
-/// Queue and batch limits.
+/// Queue, batch and prompt-cache limits.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
     /// Most prompts in one encoder pass (>= 1).
@@ -29,6 +34,8 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Most requests waiting for the encoder; one more is refused.
     pub queue_capacity: usize,
+    /// Most prompts whose encoder output is kept for repeats (0 = no cache).
+    pub prompt_cache: usize,
 }
 
 impl Default for BatchConfig {
@@ -37,12 +44,15 @@ impl Default for BatchConfig {
             max_batch: 32,
             max_wait: Duration::from_millis(5),
             queue_capacity: 256,
+            prompt_cache: 4096,
         }
     }
 }
 
 struct Job {
     prompt: String,
+    /// Where to cache the answer; None when the cache is off.
+    key: Option<PromptKey>,
     deadline: Option<Instant>,
     reply: oneshot::Sender<Result<Embedded, ServerError>>,
 }
@@ -54,6 +64,21 @@ pub struct Batcher {
     tx: SyncSender<Job>,
     capacity: usize,
     metrics: Arc<Metrics>,
+    cache: Arc<PromptCache>,
+}
+
+/// What the prompt cache said about a prompt.
+enum Lookup {
+    Hit(Embedded),
+    /// Queue it; the key to cache its answer under (None: cache off).
+    Miss(Option<PromptKey>),
+}
+
+/// One prompt of `classify_many`: answered from the cache or refused at
+/// once, or waiting for the encoder.
+enum Pending {
+    Done(Result<Embedded, ServerError>),
+    Queued(oneshot::Receiver<Result<Embedded, ServerError>>),
 }
 
 impl Batcher {
@@ -64,66 +89,116 @@ impl Batcher {
         config: BatchConfig,
         metrics: Arc<Metrics>,
     ) -> (Batcher, JoinHandle<()>) {
+        let max_batch = config.max_batch.max(1);
+        Batcher::start_with(
+            move |texts: &[&str]| classifier.embed_and_predict(texts, max_batch),
+            config,
+            metrics,
+        )
+    }
+
+    /// [`Batcher::start`] with any encoder function (tests use fakes).
+    fn start_with(
+        encode: impl Fn(&[&str]) -> switchyard_classifier::Result<Vec<Embedded>> + Send + 'static,
+        config: BatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> (Batcher, JoinHandle<()>) {
         let (tx, rx) = sync_channel(config.queue_capacity.max(1));
-        let m = metrics.clone();
+        let cache = Arc::new(PromptCache::new(config.prompt_cache));
+        let (m, c) = (metrics.clone(), cache.clone());
         let handle = std::thread::Builder::new()
             .name("switchyard-encoder".into())
-            .spawn(move || worker(classifier, config, rx, m))
+            .spawn(move || worker(encode, config, rx, m, c))
             .expect("spawn the encoder thread");
         (
             Batcher {
                 tx,
                 capacity: config.queue_capacity.max(1),
                 metrics,
+                cache,
             },
             handle,
         )
     }
 
     /// Embeds and classifies one prompt, sharing an encoder pass with
-    /// whatever else is queued.
+    /// whatever else is queued; a prompt in the cache is answered at once.
     pub async fn classify(
         &self,
         prompt: String,
         deadline: Option<Instant>,
     ) -> Result<Embedded, ServerError> {
+        let key = match self.lookup(&prompt) {
+            Lookup::Hit(e) => return Ok(e),
+            Lookup::Miss(key) => key,
+        };
         let (reply, rx) = oneshot::channel();
         self.submit(Job {
             prompt,
+            key,
             deadline,
             reply,
         })?;
         wait(rx, deadline).await
     }
 
-    /// Queues many prompts at once (one job each); each answer comes back
-    /// in input order. Prompts that do not fit in the queue are refused
-    /// individually.
+    /// Queues many prompts at once (one job each, cached ones excepted);
+    /// each answer comes back in input order. Prompts that do not fit in
+    /// the queue are refused individually.
     pub async fn classify_many(
         &self,
         prompts: Vec<String>,
         deadline: Option<Instant>,
     ) -> Vec<Result<Embedded, ServerError>> {
-        let mut waits = Vec::with_capacity(prompts.len());
+        let mut pending = Vec::with_capacity(prompts.len());
         for prompt in prompts {
+            let key = match self.lookup(&prompt) {
+                Lookup::Hit(e) => {
+                    pending.push(Pending::Done(Ok(e)));
+                    continue;
+                }
+                Lookup::Miss(key) => key,
+            };
             let (reply, rx) = oneshot::channel();
-            waits.push(
-                self.submit(Job {
+            pending.push(
+                match self.submit(Job {
                     prompt,
+                    key,
                     deadline,
                     reply,
-                })
-                .map(|_| rx),
+                }) {
+                    Ok(()) => Pending::Queued(rx),
+                    Err(e) => Pending::Done(Err(e)),
+                },
             );
         }
-        let mut out = Vec::with_capacity(waits.len());
-        for w in waits {
-            out.push(match w {
-                Ok(rx) => wait(rx, deadline).await,
-                Err(e) => Err(e),
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Pending::Queued(rx) => wait(rx, deadline).await,
+                Pending::Done(r) => r,
             });
         }
         out
+    }
+
+    /// Looks the prompt up in the cache, counting hits and misses (neither
+    /// is counted, and nothing is hashed, when the cache is off).
+    fn lookup(&self, prompt: &str) -> Lookup {
+        if !self.cache.is_enabled() {
+            return Lookup::Miss(None);
+        }
+        let key = PromptCache::key(prompt);
+        match self.cache.get(&key) {
+            Some(e) => {
+                self.metrics.prompt_cache_hits.inc();
+                Lookup::Hit(e)
+            }
+            None => {
+                self.metrics.prompt_cache_misses.inc();
+                Lookup::Miss(Some(key))
+            }
+        }
     }
 
     fn submit(&self, job: Job) -> Result<(), ServerError> {
@@ -166,10 +241,11 @@ async fn wait(
 }
 
 fn worker(
-    classifier: Arc<Classifier>,
+    encode: impl Fn(&[&str]) -> switchyard_classifier::Result<Vec<Embedded>>,
     config: BatchConfig,
     rx: Receiver<Job>,
     metrics: Arc<Metrics>,
+    cache: Arc<PromptCache>,
 ) {
     let max_batch = config.max_batch.max(1);
     while let Ok(first) = rx.recv() {
@@ -207,18 +283,30 @@ fn worker(
         let started = Instant::now();
         // A panic in the encoder must not take the server down: answer this
         // batch with an internal error and keep serving.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            classifier.embed_and_predict(&texts, max_batch)
-        }));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| encode(&texts)));
         metrics
             .encoder_seconds
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(embedded)) => {
+                // Cache before replying, so a client that sends the same
+                // prompt again as soon as it has its answer finds it. The
+                // clones are made outside the cache's lock; the lock is
+                // held only for the list updates, never during a pass.
+                let fill: Vec<(PromptKey, Embedded)> = live
+                    .iter()
+                    .zip(&embedded)
+                    .filter_map(|(j, e)| Some((j.key?, e.clone())))
+                    .collect();
+                if !fill.is_empty() {
+                    let held = cache.insert_many(fill);
+                    metrics.prompt_cache_entries.set(held as i64);
+                }
                 for (j, e) in live.into_iter().zip(embedded) {
                     let _ = j.reply.send(Ok(e));
                 }
             }
+            // Failures are never cached: a retry of the prompt gets a fresh pass.
             Ok(Err(e)) => {
                 let message = e.to_string();
                 for j in live {
@@ -238,4 +326,170 @@ fn worker(
         }
     }
     tracing::info!("encoder thread: queue closed and drained");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use switchyard_classifier::{ClassifierError, Prediction};
+
+    /// What the fake encoder answers for `prompt`: its task is the prompt.
+    fn embedded(prompt: &str) -> Embedded {
+        Embedded {
+            embedding: vec![prompt.len() as f32, 0.5],
+            prediction: Prediction {
+                task: prompt.to_string(),
+                task_scores: [(prompt.to_string(), 1.0)].into(),
+                difficulty: 0.25,
+            },
+        }
+    }
+
+    /// A batcher over a fake encoder that counts the prompts it is given. A
+    /// batch holding a prompt starting "error" fails; one starting "panic"
+    /// panics.
+    struct Fake {
+        batcher: Batcher,
+        metrics: Arc<Metrics>,
+        encoded: Arc<AtomicUsize>,
+        thread: JoinHandle<()>,
+        rt: tokio::runtime::Runtime,
+    }
+
+    impl Fake {
+        fn new(prompt_cache: usize) -> Fake {
+            let metrics = Arc::new(Metrics::new());
+            let encoded = Arc::new(AtomicUsize::new(0));
+            let counter = encoded.clone();
+            let encode = move |texts: &[&str]| {
+                counter.fetch_add(texts.len(), Ordering::SeqCst);
+                if texts.iter().any(|t| t.starts_with("panic")) {
+                    panic!("the fake encoder panics on purpose");
+                }
+                if texts.iter().any(|t| t.starts_with("error")) {
+                    return Err(ClassifierError::InvalidInput("fake failure".into()));
+                }
+                Ok(texts.iter().map(|t| embedded(t)).collect())
+            };
+            let config = BatchConfig {
+                max_batch: 8,
+                max_wait: Duration::ZERO,
+                queue_capacity: 16,
+                prompt_cache,
+            };
+            let (batcher, thread) = Batcher::start_with(encode, config, metrics.clone());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            Fake {
+                batcher,
+                metrics,
+                encoded,
+                thread,
+                rt,
+            }
+        }
+
+        fn classify(&self, prompt: &str) -> Result<Embedded, ServerError> {
+            self.rt
+                .block_on(self.batcher.classify(prompt.to_string(), None))
+        }
+
+        fn classify_many(&self, prompts: &[&str]) -> Vec<Result<Embedded, ServerError>> {
+            let prompts = prompts.iter().map(|p| p.to_string()).collect();
+            self.rt.block_on(self.batcher.classify_many(prompts, None))
+        }
+
+        fn encoded(&self) -> usize {
+            self.encoded.load(Ordering::SeqCst)
+        }
+
+        fn hits_misses(&self) -> (u64, u64) {
+            (
+                self.metrics.prompt_cache_hits.get(),
+                self.metrics.prompt_cache_misses.get(),
+            )
+        }
+
+        /// Closes the queue and waits for the encoder thread.
+        fn stop(self) {
+            drop(self.batcher);
+            self.thread.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_repeated_prompt_is_answered_from_the_cache_without_an_encoder_pass() {
+        let f = Fake::new(8);
+        let first = f.classify("hello").unwrap();
+        assert_eq!(f.encoded(), 1);
+        let second = f.classify("hello").unwrap();
+        assert_eq!(f.encoded(), 1, "the repeat never reached the encoder");
+        assert_eq!(second.embedding, first.embedding);
+        assert_eq!(second.prediction.task, "hello");
+        assert_eq!(f.hits_misses(), (1, 1));
+        assert_eq!(f.metrics.prompt_cache_entries.get(), 1);
+        // Another prompt misses and is encoded.
+        assert_eq!(f.classify("hello!").unwrap().prediction.task, "hello!");
+        assert_eq!(f.encoded(), 2);
+        assert_eq!(f.hits_misses(), (1, 2));
+        f.stop();
+    }
+
+    #[test]
+    fn classify_many_mixes_hits_and_misses_in_input_order() {
+        let f = Fake::new(8);
+        f.classify("a").unwrap();
+        let out: Vec<String> = f
+            .classify_many(&["b", "a", "c"])
+            .into_iter()
+            .map(|r| r.unwrap().prediction.task)
+            .collect();
+        assert_eq!(out, ["b", "a", "c"]);
+        assert_eq!(f.encoded(), 3, "a, then b and c; the second a was a hit");
+        assert_eq!(f.hits_misses(), (1, 3));
+        // Now all three are cached.
+        assert!(f.classify_many(&["c", "b", "a"]).iter().all(|r| r.is_ok()));
+        assert_eq!(f.encoded(), 3);
+        assert_eq!(f.hits_misses(), (4, 3));
+        f.stop();
+    }
+
+    #[test]
+    fn failures_are_not_cached() {
+        let f = Fake::new(8);
+        for round in 1..=2 {
+            let e = f.classify("error please").unwrap_err();
+            assert!(matches!(e, ServerError::Internal(_)), "{e:?}");
+            assert_eq!(f.encoded(), round, "a failed prompt is encoded again");
+        }
+        for round in 1..=2 {
+            let e = f.classify("panic please").unwrap_err();
+            assert!(matches!(e, ServerError::Internal(_)), "{e:?}");
+            assert_eq!(f.encoded(), 2 + round, "a panicked prompt is encoded again");
+        }
+        assert_eq!(f.hits_misses(), (0, 4));
+        assert_eq!(f.metrics.prompt_cache_entries.get(), 0);
+        // The encoder thread survived the panic and still serves.
+        f.classify("fine").unwrap();
+        f.stop();
+    }
+
+    #[test]
+    fn capacity_zero_sends_every_prompt_to_the_encoder() {
+        let f = Fake::new(0);
+        for n in 1..=3 {
+            assert_eq!(f.classify("hello").unwrap().prediction.task, "hello");
+            assert_eq!(f.encoded(), n);
+        }
+        assert!(f
+            .classify_many(&["hello", "hello"])
+            .iter()
+            .all(|r| r.is_ok()));
+        assert_eq!(f.encoded(), 5);
+        assert_eq!(f.hits_misses(), (0, 0), "a disabled cache counts nothing");
+        f.stop();
+    }
 }

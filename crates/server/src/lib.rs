@@ -1,7 +1,7 @@
 //! Switchyard's gRPC service (`switchyard serve`).
 //!
 //! ```text
-//! request ─► auth ─► validate ─► batcher (bounded queue, encoder thread) ─► router::decide
+//! request ─► auth ─► validate ─► batcher (prompt cache, bounded queue, encoder thread) ─► router::decide
 //!         ─► OutcomeStore::append_decision ─► response
 //! ```
 //!
@@ -12,6 +12,7 @@
 pub mod batcher;
 pub mod error;
 pub mod metrics;
+pub mod prompt_cache;
 pub mod service;
 pub mod state;
 
@@ -38,6 +39,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 pub use batcher::{BatchConfig, Batcher};
 pub use error::ServerError;
 pub use metrics::Metrics;
+pub use prompt_cache::PromptCache;
 pub use service::{Limits, Shared};
 pub use state::{StateHolder, StateSource};
 

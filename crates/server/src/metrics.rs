@@ -24,6 +24,13 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Prompts refused because the queue was full.
     pub overloaded: IntCounter,
+    /// Prompts answered from the prompt cache (no encoder pass).
+    pub prompt_cache_hits: IntCounter,
+    /// Prompts looked up in the prompt cache and queued for the encoder
+    /// (not counted when the cache is off).
+    pub prompt_cache_misses: IntCounter,
+    /// Prompts held in the prompt cache.
+    pub prompt_cache_entries: IntGauge,
     /// Decisions, by chosen model.
     pub routes: IntCounterVec,
     /// Σ (expected cost of the eligible model with the highest P(success) −
@@ -59,6 +66,9 @@ impl Metrics {
             .unwrap(),
             queue_depth: IntGauge::new("switchyard_queue_depth", "Prompts waiting for the encoder").unwrap(),
             overloaded: IntCounter::new("switchyard_overloaded_total", "Prompts refused because the encoder queue was full").unwrap(),
+            prompt_cache_hits: IntCounter::new("switchyard_prompt_cache_hits_total", "Prompts answered from the prompt cache without an encoder pass").unwrap(),
+            prompt_cache_misses: IntCounter::new("switchyard_prompt_cache_misses_total", "Prompts not in the prompt cache, queued for the encoder").unwrap(),
+            prompt_cache_entries: IntGauge::new("switchyard_prompt_cache_entries", "Prompts held in the prompt cache").unwrap(),
             routes: IntCounterVec::new(Opts::new("switchyard_routes_total", "Decisions by chosen model"), &["model"]).unwrap(),
             cost_saved_usd: Counter::new(
                 "switchyard_cost_saved_usd_total",
@@ -78,6 +88,10 @@ impl Metrics {
         r.register(Box::new(m.encoder_seconds.clone())).unwrap();
         r.register(Box::new(m.queue_depth.clone())).unwrap();
         r.register(Box::new(m.overloaded.clone())).unwrap();
+        r.register(Box::new(m.prompt_cache_hits.clone())).unwrap();
+        r.register(Box::new(m.prompt_cache_misses.clone())).unwrap();
+        r.register(Box::new(m.prompt_cache_entries.clone()))
+            .unwrap();
         r.register(Box::new(m.routes.clone())).unwrap();
         r.register(Box::new(m.cost_saved_usd.clone())).unwrap();
         r.register(Box::new(m.expected_cost_usd.clone())).unwrap();
