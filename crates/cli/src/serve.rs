@@ -44,8 +44,8 @@ pub struct ServeArgs {
     /// Most prompts in one encoder pass.
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
-    /// Longest a prompt waits for others to share its encoder pass, in milliseconds.
-    #[arg(long, default_value_t = 5)]
+    /// Longest a prompt waits for others to share its encoder pass, in milliseconds. 0 (the default) still batches whatever queued while the encoder was busy; waiting only added latency in docs/PERFORMANCE.md's runs.
+    #[arg(long, default_value_t = 0)]
     max_wait_ms: u64,
     /// Most prompts waiting for the encoder; beyond it requests get RESOURCE_EXHAUSTED at once.
     #[arg(long, default_value_t = 256)]
