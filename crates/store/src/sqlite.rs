@@ -1,7 +1,7 @@
 //! [`OutcomeStore`] on an embedded SQLite database (WAL, synchronous=FULL).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -38,11 +38,19 @@ CREATE INDEX IF NOT EXISTS outcomes_by_decision ON outcomes(decision_id);
 
 /// The SQLite outcome store. One connection behind a mutex: writes are
 /// serialised, and each commit is fsynced (synchronous=FULL) before the
-/// call returns.
+/// call returns. Decisions are group-committed: calls that arrive while a
+/// commit is being fsynced are written together by the next one, so
+/// concurrent `Route` calls share an fsync instead of queueing for one each.
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Decisions waiting for the next group commit, each with the slot its
+    /// caller reads the result from.
+    waiting: Mutex<Vec<(LoggedDecision, Slot)>>,
 }
+
+/// Where a group commit leaves one caller's result.
+type Slot = Arc<Mutex<Option<Result<(), StoreError>>>>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` in WAL mode with
@@ -69,7 +77,40 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            waiting: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Inserts `batch` in one transaction (one fsync); one result per row.
+    /// A duplicate id fails its own row only; a failed commit fails all.
+    fn insert_decisions(
+        &self,
+        conn: &mut Connection,
+        batch: &[(LoggedDecision, Slot)],
+    ) -> Vec<Result<(), StoreError>> {
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => return batch.iter().map(|_| Err(self.err(&e))).collect(),
+        };
+        let mut results: Vec<Result<(), StoreError>> = batch
+            .iter()
+            .map(|(d, _)| match insert_decision(&tx, d) {
+                Ok(()) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::DuplicateDecision(d.id.clone()))
+                }
+                Err(e) => Err(self.err(e)),
+            })
+            .collect();
+        // With synchronous=FULL the commit returns after the WAL is fsynced.
+        if let Err(e) = tx.commit() {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(self.err(&e));
+            }
+        }
+        results
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -94,35 +135,54 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store types always serialise")
 }
 
+/// A mutex whose holder panicked is still usable here (every write is its
+/// own transaction or a plain Vec push), so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()> {
+    let blob: Vec<u8> = d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
+    conn.execute(
+        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            d.id,
+            d.time_ms,
+            d.tenant,
+            d.prompt,
+            d.model,
+            d.task,
+            d.difficulty as f64,
+            to_json(&d.task_scores),
+            to_json(&d.candidates),
+            to_json(&d.versions),
+            blob
+        ],
+    )?;
+    Ok(())
+}
+
 impl OutcomeStore for SqliteStore {
     fn append_decision(&self, d: &LoggedDecision) -> Result<(), StoreError> {
-        let blob: Vec<u8> = d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let r = self.lock().execute(
-            "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                d.id,
-                d.time_ms,
-                d.tenant,
-                d.prompt,
-                d.model,
-                d.task,
-                d.difficulty as f64,
-                to_json(&d.task_scores),
-                to_json(&d.candidates),
-                to_json(&d.versions),
-                blob
-            ],
-        );
-        match r {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StoreError::DuplicateDecision(d.id.clone()))
-            }
-            Err(e) => Err(self.err(e)),
+        let slot: Slot = Arc::new(Mutex::new(None));
+        lock(&self.waiting).push((d.clone(), slot.clone()));
+        let mut conn = self.lock();
+        // Whoever held the connection before us may have committed our row
+        // with its own batch (it fills every slot before letting go).
+        if let Some(done) = lock(&slot).take() {
+            return done;
         }
+        // Otherwise we lead: everything waiting (ours included) goes in one
+        // transaction.
+        let batch = std::mem::take(&mut *lock(&self.waiting));
+        let results = self.insert_decisions(&mut conn, &batch);
+        for ((_, s), r) in batch.iter().zip(results) {
+            *lock(s) = Some(r);
+        }
+        drop(conn);
+        let done = lock(&slot).take();
+        done.expect("the leader's own row is in its batch")
     }
 
     fn append_outcome(&self, o: &LoggedOutcome) -> Result<u32, StoreError> {
@@ -290,6 +350,49 @@ mod tests {
             })
             .unwrap();
         v
+    }
+
+    #[test]
+    fn concurrent_decisions_are_group_committed_and_each_caller_gets_its_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        // 8 threads × 40 decisions; every thread also re-logs one id that
+        // thread 0 logs, so some batches mix new rows and duplicates.
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut dup_errors = 0;
+                    for i in 0..40 {
+                        let id = if t > 0 && i == 20 {
+                            "t0-d5".to_string()
+                        } else {
+                            format!("t{t}-d{i}")
+                        };
+                        match store.append_decision(&decision(&id, None)) {
+                            Ok(()) => {}
+                            Err(StoreError::DuplicateDecision(d)) => {
+                                assert_eq!(d, "t0-d5");
+                                dup_errors += 1;
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    dup_errors
+                })
+            })
+            .collect();
+        let dups: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        // Thread 0 may log t0-d5 before or after some of the others try it:
+        // exactly one of the 8 attempts wins.
+        assert_eq!(dups, 7);
+        drop(store);
+        let reopened = SqliteStore::open(&path).unwrap();
+        let ids: std::collections::BTreeSet<String> =
+            all(&reopened).into_iter().map(|d| d.decision.id).collect();
+        assert_eq!(ids.len(), 8 * 40 - 7, "every distinct id is durable, once");
+        assert!(ids.contains("t7-d39") && ids.contains("t0-d5"));
     }
 
     #[test]
