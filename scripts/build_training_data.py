@@ -334,6 +334,7 @@ def main():
         "awesome": hand_labelled("awesome", ["awesome.jsonl"]),
         "hh_rlhf": hand_labelled("hh_rlhf", ["hh_rlhf.jsonl"]),
         "self_instruct_user": hand_labelled("self_instruct_user", ["self_instruct_user.jsonl"]),
+        "sharegpt92k": hand_labelled("sharegpt92k", ["sharegpt92k.jsonl"]),
         "humaneval": list(humaneval()),
         "mconala": cap(mconala("train.json", "mconala"), 400, seed=1),
         "gsm8k": cap(gsm8k(), 400, seed=2),

@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -31,6 +32,37 @@ def sharegpt500():
         turns = row["conversations"]
         if turns and turns[0]["from"] == "human" and turns[0]["value"].strip():
             yield f"sharegpt500/{row['id']}", turns[0]["value"]
+
+
+def _norm(text):
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def _prefix(text):
+    return re.sub(r"\W+", " ", text).strip().lower()[:60]
+
+
+def sharegpt92k():
+    """First human turns of ShareGPT conversations (sharegpt92k_sample), for TRAINING.
+
+    Disjoint from the sharegpt500 evaluation set: a row is dropped when its
+    conversation id (id without the `_<chunk>` suffix) or its whitespace- and
+    case-normalised text occurs in sharegpt500, or when its first 60 word
+    characters match a sharegpt500 prompt's (templated near-duplicates); later
+    duplicates of the same normalised text are dropped too.
+    """
+    ev = list(sharegpt500())
+    ev_conv = {rid.split("/", 1)[1].rsplit("_", 1)[0] for rid, _ in ev}
+    seen = {_norm(p) for _, p in ev}
+    ev_prefix = {_prefix(p) for _, p in ev if len(_prefix(p)) >= 30}
+    for line in open(RAW / "sharegpt92k_sample/sharegpt92k_first_turns.jsonl", encoding="utf-8"):
+        row = json.loads(line)
+        text = row["prompt"]
+        key = _norm(text)
+        if not key or row["id"].rsplit("_", 1)[0] in ev_conv or key in seen or _prefix(text) in ev_prefix:
+            continue
+        seen.add(key)
+        yield f"sharegpt92k/{row['id']}", text
 
 
 def awesome():
@@ -71,6 +103,7 @@ def self_instruct_user():
 SOURCES = {
     "oasst": oasst,
     "sharegpt500": sharegpt500,
+    "sharegpt92k": sharegpt92k,
     "awesome": awesome,
     "hh_rlhf": hh_rlhf,
     "self_instruct_user": self_instruct_user,

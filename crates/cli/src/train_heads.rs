@@ -74,6 +74,18 @@ pub struct TrainHeadsArgs {
     /// Skip the leave-one-source-out runs (faster; the report then has only the eval sources).
     #[arg(long)]
     no_cv: bool,
+    /// Task-loss weight of an example ∝ (1 / its class's share)^P; 0 = unweighted, 1 = fully balanced.
+    #[arg(long, default_value_t = 0.5)]
+    class_weight_power: f32,
+    /// Also multiply by (mean source size / its source's size)^P, so large sources do not dominate.
+    #[arg(long, default_value_t = 0.0)]
+    source_weight_power: f32,
+    /// AdamW learning rate of both heads.
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    /// AdamW weight decay of both heads.
+    #[arg(long, default_value_t = 1e-2)]
+    weight_decay: f64,
 }
 
 struct Example {
@@ -247,15 +259,24 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         hidden: args.hidden,
         epochs: args.epochs,
         seed: args.seed,
+        learning_rate: args.learning_rate,
+        weight_decay: args.weight_decay,
         ..Default::default()
     };
     let diff_cfg = TrainConfig {
         hidden: args.hidden,
         epochs: args.epochs,
         seed: args.seed + 1,
+        learning_rate: args.learning_rate,
+        weight_decay: args.weight_decay,
         ..Default::default()
     };
-    let weights = class_weights(&train, taxonomy.len());
+    let weights = example_weights(
+        &train,
+        taxonomy.len(),
+        args.class_weight_power,
+        args.source_weight_power,
+    );
     let labels: Vec<usize> = train.iter().map(|e| e.label).collect();
 
     // ---- task head: leave-one-source-out
@@ -351,6 +372,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         "seed": args.seed, "hidden": args.hidden, "epochs": args.epochs, "features": with_features, "views": with_views,
         "outcomes_per_file": args.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
         "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
+        "class_weight_power": args.class_weight_power, "source_weight_power": args.source_weight_power,
     });
     let version = format!(
         "heads-{}",
@@ -425,15 +447,33 @@ fn argmax(v: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
-/// Inverse-square-root class frequency, so rare classes count without
-/// drowning the common ones.
-fn class_weights(train: &[Example], classes: usize) -> Vec<f32> {
+/// Per-example task-loss weights: inverse class frequency to the power
+/// `class_power` (0.5 by default, so rare classes count without drowning the
+/// common ones), times inverse source size to the power `source_power`
+/// (0 by default).
+fn example_weights(
+    train: &[Example],
+    classes: usize,
+    class_power: f32,
+    source_power: f32,
+) -> Vec<f32> {
     let mut counts = vec![0usize; classes];
     train.iter().for_each(|e| counts[e.label] += 1);
-    let n = train.len() as f32;
+    let mut by_source: BTreeMap<&str, usize> = BTreeMap::new();
     train
         .iter()
-        .map(|e| (n / (classes as f32 * counts[e.label] as f32)).sqrt())
+        .for_each(|e| *by_source.entry(e.source.as_str()).or_default() += 1);
+    let n = train.len() as f32;
+    let mean_source = n / by_source.len().max(1) as f32;
+    train
+        .iter()
+        .map(|e| {
+            let inv = n / (classes as f32 * counts[e.label] as f32);
+            // sqrt for the default keeps earlier runs bit-for-bit reproducible
+            let c = if class_power == 0.5 { inv.sqrt() } else { inv.powf(class_power) };
+            let s = (mean_source / by_source[e.source.as_str()] as f32).powf(source_power);
+            c * s
+        })
         .collect()
 }
 
