@@ -470,7 +470,11 @@ fn example_weights(
         .map(|e| {
             let inv = n / (classes as f32 * counts[e.label] as f32);
             // sqrt for the default keeps earlier runs bit-for-bit reproducible
-            let c = if class_power == 0.5 { inv.sqrt() } else { inv.powf(class_power) };
+            let c = if class_power == 0.5 {
+                inv.sqrt()
+            } else {
+                inv.powf(class_power)
+            };
             let s = (mean_source / by_source[e.source.as_str()] as f32).powf(source_power);
             c * s
         })

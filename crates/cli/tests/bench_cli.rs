@@ -86,6 +86,7 @@ fn precision_is_reported_and_falls_back_where_unsupported() {
     #[cfg(target_arch = "x86_64")]
     let vnni = std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vnni");
     #[cfg(not(target_arch = "x86_64"))]
     let vnni = false;
