@@ -73,6 +73,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let classifier = load_classifier(&args.model)?;
     let dir = ModelDir::open(&paths::resolve(&args.model.model_dir))?;
     let encoder_id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
+    // What actually runs: a requested bf16/int8 falls back to f32 (with a
+    // warning) on CPUs without the instructions.
+    tracing::info!(
+        encoder = %encoder_id,
+        precision = classifier.encoder().precision(),
+        "encoder loaded"
+    );
     let store = Arc::new(SqliteStore::open(&args.store)?);
     let auth_token = match &args.auth_token_file {
         Some(p) => Some(
