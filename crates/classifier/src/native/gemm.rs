@@ -248,14 +248,7 @@ unsafe fn panel_product(
             width,
             accumulate: k0 > 0,
         };
-        match rows {
-            6 => kernel::<6>(&tile),
-            5 => kernel::<5>(&tile),
-            4 => kernel::<4>(&tile),
-            3 => kernel::<3>(&tile),
-            2 => kernel::<2>(&tile),
-            _ => kernel::<1>(&tile),
-        }
+        by_rows!(rows, kernel(&tile); 6 5 4 3 2 1);
         row += rows;
     }
 }

@@ -184,20 +184,7 @@ unsafe fn panel_product(
             bias: &bias_tile,
             width,
         };
-        match rows {
-            12 => kernel::<12>(&tile),
-            11 => kernel::<11>(&tile),
-            10 => kernel::<10>(&tile),
-            9 => kernel::<9>(&tile),
-            8 => kernel::<8>(&tile),
-            7 => kernel::<7>(&tile),
-            6 => kernel::<6>(&tile),
-            5 => kernel::<5>(&tile),
-            4 => kernel::<4>(&tile),
-            3 => kernel::<3>(&tile),
-            2 => kernel::<2>(&tile),
-            _ => kernel::<1>(&tile),
-        }
+        by_rows!(rows, kernel(&tile); 12 11 10 9 8 7 6 5 4 3 2 1);
         row += rows;
     }
 }

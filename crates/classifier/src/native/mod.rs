@@ -9,6 +9,24 @@
 //! the products are split over threads by column panels. Outputs match candle and
 //! sentence-transformers within 1e-5 (tests/native_encoder.rs).
 
+/// Calls `$kernel::<R>($tile)` with `R = $rows`, one of the listed row
+/// counts (the last one is the fallback): the micro-kernels take their row
+/// count as a const generic so their accumulators stay in registers.
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident($tile:expr); $($r:literal)+) => {
+        by_rows!(@arms $rows, $kernel, $tile, [] $($r)+)
+    };
+    (@arms $rows:expr, $kernel:ident, $tile:expr, [$($done:tt)*] $last:literal) => {
+        match $rows {
+            $($done)*
+            _ => $kernel::<$last>($tile),
+        }
+    };
+    (@arms $rows:expr, $kernel:ident, $tile:expr, [$($done:tt)*] $r:literal $($rest:literal)+) => {
+        by_rows!(@arms $rows, $kernel, $tile, [$($done)* $r => $kernel::<$r>($tile),] $($rest)+)
+    };
+}
+
 mod bf16;
 mod gemm;
 mod int8;
