@@ -374,6 +374,37 @@ struct Outcome {
     stopped_by_time: bool,
 }
 
+impl Outcome {
+    /// Adds the fields every row reports: counts, latency percentiles,
+    /// throughput and the server's memory (VmRSS, VmHWM in MiB).
+    fn add_timings(&self, row: &mut serde_json::Value, (rss, hwm): (f64, f64)) {
+        let mut lat = self.latencies_ms.clone();
+        lat.sort_by(f64::total_cmp);
+        let answered = lat.len();
+        let fields = json!({
+            "requests": answered,
+            "errors": self.errors,
+            "stopped_by": if self.stopped_by_time { "time" } else { "count" },
+            "elapsed_s": r2(self.elapsed_s),
+            "p50_ms": r2(percentile(&lat, 50.0)),
+            "p99_ms": r2(percentile(&lat, 99.0)),
+            "mean_ms": r2(lat.iter().sum::<f64>() / answered.max(1) as f64),
+            "max_ms": r2(lat.last().copied().unwrap_or(f64::NAN)),
+            "throughput_rps": r2(answered as f64 / self.elapsed_s),
+            "server_vmrss_mib": r2(rss),
+            "server_vmhwm_mib": r2(hwm),
+        });
+        if let (Some(row), serde_json::Value::Object(fields)) = (row.as_object_mut(), fields) {
+            row.extend(fields);
+        }
+    }
+}
+
+/// Rounded to two decimals for the report.
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Closed loop: `concurrency` clients, each with its own connection, each
 /// sending its next request as soon as the previous one is answered.
 async fn drive(
@@ -582,30 +613,16 @@ fn main() {
         let pass = delta(server.histogram("switchyard_encoder_seconds"), before[1]);
         drop(server);
 
-        let mut lat = outcome.latencies_ms.clone();
-        lat.sort_by(f64::total_cmp);
         // Tokens of the prompts this setting sent (suffixed reuses counted as their original).
         let sent_tokens = &tokens[opts.warmup..sent.min(tokens.len())];
         let tokens_mean =
             sent_tokens.iter().sum::<usize>() as f64 / sent_tokens.len().max(1) as f64;
-        let r2 = |x: f64| (x * 100.0).round() / 100.0;
-        let row = json!({
+        let mut row = json!({
             "setting": format!("{} c={concurrency}{}", kind.name(), if opts.same_prompt { " repeated" } else { "" }),
             "kind": kind.name(),
             "concurrency": concurrency,
             "prompts": if opts.same_prompt { "repeated (one prompt)" } else if reused > 0 { "distinct (some with a suffix)" } else { "distinct" },
             "reused_with_suffix": reused,
-            "requests": answered,
-            "errors": outcome.errors,
-            "stopped_by": if outcome.stopped_by_time { "time" } else { "count" },
-            "elapsed_s": r2(outcome.elapsed_s),
-            "p50_ms": r2(percentile(&lat, 50.0)),
-            "p99_ms": r2(percentile(&lat, 99.0)),
-            "mean_ms": r2(lat.iter().sum::<f64>() / lat.len().max(1) as f64),
-            "max_ms": r2(lat.last().copied().unwrap_or(f64::NAN)),
-            "throughput_rps": r2(answered as f64 / outcome.elapsed_s),
-            "server_vmrss_mib": r2(rss),
-            "server_vmhwm_mib": r2(hwm),
             "mean_encoder_batch": batch.map(|(s, n)| r2(s / n.max(1.0))),
             "mean_encoder_pass_ms": pass.map(|(s, n)| r2(s * 1e3 / n.max(1.0))),
             "tokens_mean": r2(tokens_mean),
@@ -613,6 +630,7 @@ fn main() {
             "limits": {"requests": opts.requests, "seconds": opts.seconds},
             "server_args": opts.server_args,
         });
+        outcome.add_timings(&mut row, (rss, hwm));
         eprintln!("{}", summary_line(&row));
         if opts.json {
             println!("{row}");
@@ -683,28 +701,13 @@ fn run_repeated(
     let cache = delta(server.cache_counters(), before.1);
     drop(server);
 
-    let answered = outcome.latencies_ms.len();
-    let mut lat = outcome.latencies_ms.clone();
-    lat.sort_by(f64::total_cmp);
-    let r2 = |x: f64| (x * 100.0).round() / 100.0;
     let label = format!("{}, repeated (pool of {n})", setting.kind.name());
-    json!({
+    let mut row = json!({
         "setting": format!("{label} c={}", setting.concurrency),
         "kind": setting.kind.name(),
         "concurrency": setting.concurrency,
         "prompts": format!("repeated (pool of {n}, warmed by one pass)"),
         "pool": n,
-        "requests": answered,
-        "errors": outcome.errors,
-        "stopped_by": if outcome.stopped_by_time { "time" } else { "count" },
-        "elapsed_s": r2(outcome.elapsed_s),
-        "p50_ms": r2(percentile(&lat, 50.0)),
-        "p99_ms": r2(percentile(&lat, 99.0)),
-        "mean_ms": r2(lat.iter().sum::<f64>() / lat.len().max(1) as f64),
-        "max_ms": r2(lat.last().copied().unwrap_or(f64::NAN)),
-        "throughput_rps": r2(answered as f64 / outcome.elapsed_s),
-        "server_vmrss_mib": r2(rss),
-        "server_vmhwm_mib": r2(hwm),
         // Prompts the encoder read during the timed part (0 when all hit).
         "encoder_prompts": encoded.map(|(sum, _)| sum),
         "mean_encoder_batch": encoded.map(|(sum, passes)| r2(sum / passes.max(1.0))),
@@ -714,7 +717,9 @@ fn run_repeated(
         "warmup": n,
         "limits": {"requests": opts.requests, "seconds": opts.seconds},
         "server_args": opts.server_args,
-    })
+    });
+    outcome.add_timings(&mut row, (rss, hwm));
+    row
 }
 
 fn summary_line(r: &serde_json::Value) -> String {
