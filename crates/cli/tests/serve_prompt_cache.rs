@@ -7,11 +7,9 @@
 
 mod serve_support;
 
-use std::path::Path;
 use std::sync::Mutex;
 
 use serve_support::*;
-use switchyard_router::{fit, TrainConfig, TrainingRow};
 use switchyard_server::pb;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -56,36 +54,6 @@ async fn counters(server: &Server) -> Counters {
         hits: value("switchyard_prompt_cache_hits_total"),
         misses: value("switchyard_prompt_cache_misses_total"),
     }
-}
-
-/// A router artifact in which `cheap` always fails and `strong` always
-/// succeeds (the opposite of serve_support's), so the target policy picks
-/// `strong`.
-fn write_artifact_preferring_strong(path: &Path) {
-    let rows: Vec<TrainingRow> = (0..40)
-        .map(|i| TrainingRow {
-            embedding: (0..384)
-                .map(|j| (((i * 7 + j) % 13) as f32 - 6.0) / 20.0)
-                .collect(),
-            task_scores: vec![1.0 / 3.0; 3],
-            outcomes: vec![(0, 0.0), (1, 1.0)],
-        })
-        .collect();
-    let cfg = TrainConfig {
-        rank: 0,
-        epochs: 150,
-        ..Default::default()
-    };
-    let tasks = ["code", "math", "chat"].map(String::from).to_vec();
-    let model = fit(
-        vec!["cheap".into(), "strong".into()],
-        tasks,
-        &rows,
-        &cfg,
-        "",
-    )
-    .unwrap();
-    std::fs::write(path, model.to_json()).unwrap();
 }
 
 fn exported(server: &Server) -> Vec<serde_json::Value> {
@@ -207,7 +175,9 @@ fn a_reload_applies_to_cached_prompts() {
 
         // Swap in an artifact that prefers `strong` (atomic rename) and reload.
         let tmp = server.dir.path().join("router.json.tmp");
-        write_artifact_preferring_strong(&tmp);
+        // `cheap` always fails, `strong` always succeeds: the target policy
+        // now picks `strong`.
+        write_artifact_with_scores(&tmp, 0.0, 1.0);
         std::fs::rename(&tmp, &server.router).unwrap();
         let mut admin = pb::admin_client::AdminClient::new(server.channel().await);
         let v = admin

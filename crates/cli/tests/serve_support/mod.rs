@@ -36,6 +36,12 @@ latency_ms = 2000
 /// A router artifact in which both models always succeed, so the target
 /// policy picks `cheap` (384-d embeddings, empty encoder id = any encoder).
 pub fn write_artifact(path: &Path) {
+    write_artifact_with_scores(path, 1.0, 1.0);
+}
+
+/// A router artifact fitted on 40 prompts where `cheap` always scores
+/// `cheap_score` and `strong` always `strong_score`.
+pub fn write_artifact_with_scores(path: &Path, cheap_score: f32, strong_score: f32) {
     let tasks: Vec<String> = ["code", "math", "chat"]
         .iter()
         .map(|s| s.to_string())
@@ -51,12 +57,12 @@ pub fn write_artifact(path: &Path) {
         .map(|_| TrainingRow {
             embedding: (0..384).map(|_| rnd()).collect(),
             task_scores: vec![1.0 / 3.0; 3],
-            outcomes: vec![(0, 1.0), (1, 1.0)],
+            outcomes: vec![(0, cheap_score), (1, strong_score)],
         })
         .collect();
     let cfg = TrainConfig {
         rank: 0,
-        epochs: 100,
+        epochs: 150,
         ..Default::default()
     };
     let model = fit(
