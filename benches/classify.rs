@@ -1,12 +1,12 @@
 //! Encoder plus heads, end to end from text: batch 1 at ~20 and ~200 tokens,
-//! and batch 32. Run: `cargo bench -p switchyard-classifier --bench classify`.
+//! and batch 32. Run: `cargo bench -p pointsman-classifier --bench classify`.
 //! Needs the fetched model (scripts/fetch-model) and the shipped heads.
 
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use switchyard_classifier::bench_prompts::{LONG, SHORT};
-use switchyard_classifier::{Classifier, DeviceChoice, Engine, Precision};
+use pointsman_classifier::bench_prompts::{LONG, SHORT};
+use pointsman_classifier::{Classifier, DeviceChoice, Engine, Precision};
 
 fn classifier(engine: Engine) -> Classifier {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -21,7 +21,7 @@ fn classifier(engine: Engine) -> Classifier {
 
 /// Classify end to end (for prompts over 400 characters that is three
 /// encoder passes: the prompt and its two instruction views), and the
-/// encoder alone on the full prompt. `SWITCHYARD_BENCH_CANDLE=1` adds the
+/// encoder alone on the full prompt. `POINTSMAN_BENCH_CANDLE=1` adds the
 /// same rows for the candle engine, to show what the native one buys.
 fn bench(c: &mut Criterion) {
     let long = LONG.to_string();
@@ -29,15 +29,15 @@ fn bench(c: &mut Criterion) {
         .map(|i| if i % 4 == 0 { long.as_str() } else { SHORT })
         .collect();
     let mut engines = vec![("native".to_string(), Engine::default())];
-    // SWITCHYARD_BENCH_PRECISIONS=bf16,int8 adds the reduced-precision
+    // POINTSMAN_BENCH_PRECISIONS=bf16,int8 adds the reduced-precision
     // native rows (CPUs without the instructions run them in f32).
-    if let Ok(list) = std::env::var("SWITCHYARD_BENCH_PRECISIONS") {
+    if let Ok(list) = std::env::var("POINTSMAN_BENCH_PRECISIONS") {
         for p in list.split(',').filter(|p| !p.is_empty()) {
-            let precision: Precision = p.parse().expect("SWITCHYARD_BENCH_PRECISIONS");
+            let precision: Precision = p.parse().expect("POINTSMAN_BENCH_PRECISIONS");
             engines.push((format!("native_{p}"), Engine::Native(precision)));
         }
     }
-    if std::env::var_os("SWITCHYARD_BENCH_CANDLE").is_some() {
+    if std::env::var_os("POINTSMAN_BENCH_CANDLE").is_some() {
         engines.push(("candle".to_string(), Engine::Candle));
     }
     for (name, engine) in engines {

@@ -1,15 +1,15 @@
 //! End-to-end load generator for `Route` over loopback: starts the real
-//! `switchyard serve` (release binary, real encoder, heads, RouterBench
+//! `pointsman serve` (release binary, real encoder, heads, RouterBench
 //! catalog and router artifact, SQLite store in a temporary directory),
-//! drives `switchyard.v1.Router/Route` with a tonic client in a closed loop
+//! drives `pointsman.v1.Router/Route` with a tonic client in a closed loop
 //! (N requests in flight) and prints, per setting, the requests answered,
 //! p50 and p99 latency, throughput and the server's resident memory.
 //!
 //! ```sh
-//! cargo bench -p switchyard-cli --bench route_load                 # table
-//! cargo bench -p switchyard-cli --bench route_load -- --json       # plus one JSON line per setting
-//! cargo bench -p switchyard-cli --bench route_load -- --concurrency 1,16 --kinds short --requests 200 --seconds 10
-//! cargo bench -p switchyard-cli --bench route_load -- --kinds short --repeated-pool 64  # plus prompt-cache rows
+//! cargo bench -p pointsman-cli --bench route_load                 # table
+//! cargo bench -p pointsman-cli --bench route_load -- --json       # plus one JSON line per setting
+//! cargo bench -p pointsman-cli --bench route_load -- --concurrency 1,16 --kinds short --requests 200 --seconds 10
+//! cargo bench -p pointsman-cli --bench route_load -- --kinds short --repeated-pool 64  # plus prompt-cache rows
 //! ```
 //!
 //! Options: `--concurrency 1,16,64`, `--kinds short,long`, `--requests N`
@@ -47,11 +47,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pointsman_classifier::{Classifier, DeviceChoice};
+use pointsman_records::read_records;
+use pointsman_server::pb::router_client::RouterClient;
+use pointsman_server::pb::RouteRequest;
 use serde_json::json;
-use switchyard_classifier::{Classifier, DeviceChoice};
-use switchyard_records::read_records;
-use switchyard_server::pb::router_client::RouterClient;
-use switchyard_server::pb::RouteRequest;
 use tonic::transport::Channel;
 
 struct Opts {
@@ -106,7 +106,7 @@ impl Kind {
 }
 
 fn usage() -> &'static str {
-    "cargo bench -p switchyard-cli --bench route_load -- [--concurrency 1,16,64] [--kinds short,long] \
+    "cargo bench -p pointsman-cli --bench route_load -- [--concurrency 1,16,64] [--kinds short,long] \
      [--requests 300] [--seconds 20] [--warmup 4] [--repeated-pool N] [--same-prompt] [--server-arg ARG]... [--json]"
 }
 
@@ -253,12 +253,12 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `switchyard serve` on 127.0.0.1 port 0 and reads the addresses
+    /// Starts `pointsman serve` on 127.0.0.1 port 0 and reads the addresses
     /// it prints, as crates/cli/tests/serve_support does.
     fn start(extra: &[String]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store.db");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--store", store.to_str().unwrap()])
@@ -266,11 +266,11 @@ impl Server {
             .args(["--router", "models/router/routerbench.json"])
             .args(extra)
             .current_dir(repo())
-            .env("SWITCHYARD_LOG", "warn")
+            .env("POINTSMAN_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start switchyard serve");
+            .expect("start pointsman serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -337,8 +337,8 @@ impl Server {
     fn cache_counters(&self) -> Option<(f64, f64)> {
         let body = self.scrape()?;
         Some((
-            sample(&body, "switchyard_prompt_cache_hits_total")?,
-            sample(&body, "switchyard_prompt_cache_misses_total")?,
+            sample(&body, "pointsman_prompt_cache_hits_total")?,
+            sample(&body, "pointsman_prompt_cache_misses_total")?,
         ))
     }
 }
@@ -582,8 +582,8 @@ fn main() {
             }
             // Encoder-pass histograms after the warm-up, subtracted below.
             let before = [
-                server.histogram("switchyard_batch_size"),
-                server.histogram("switchyard_encoder_seconds"),
+                server.histogram("pointsman_batch_size"),
+                server.histogram("pointsman_encoder_seconds"),
             ];
             let outcome = drive(
                 &server,
@@ -609,8 +609,8 @@ fn main() {
             let ((s1, n1), (s0, n0)) = (now?, was?);
             Some((s1 - s0, n1 - n0))
         };
-        let batch = delta(server.histogram("switchyard_batch_size"), before[0]);
-        let pass = delta(server.histogram("switchyard_encoder_seconds"), before[1]);
+        let batch = delta(server.histogram("pointsman_batch_size"), before[0]);
+        let pass = delta(server.histogram("pointsman_encoder_seconds"), before[1]);
         drop(server);
 
         // Tokens of the prompts this setting sent (suffixed reuses counted as their original).
@@ -679,7 +679,7 @@ fn run_repeated(
             .expect("warm-up Route (is models/router/routerbench.json in place?)");
         }
         let before = (
-            server.histogram("switchyard_batch_size"),
+            server.histogram("pointsman_batch_size"),
             server.cache_counters(),
         );
         let outcome = drive(
@@ -697,7 +697,7 @@ fn run_repeated(
         let ((a1, b1), (a0, b0)) = (now?, was?);
         Some((a1 - a0, b1 - b0))
     };
-    let encoded = delta(server.histogram("switchyard_batch_size"), before.0);
+    let encoded = delta(server.histogram("pointsman_batch_size"), before.0);
     let cache = delta(server.cache_counters(), before.1);
     drop(server);
 

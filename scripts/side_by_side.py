@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Switchyard beside sentence-transformers (PyTorch): same model, same
-prompts, same run; prints medians and the ratios PyTorch / Switchyard
-(above 1 = Switchyard is faster).
+"""Pointsman beside sentence-transformers (PyTorch): same model, same
+prompts, same run; prints medians and the ratios PyTorch / Pointsman
+(above 1 = Pointsman is faster).
 
 Not part of CI (it needs torch). Usage:
 
@@ -9,28 +9,28 @@ Not part of CI (it needs torch). Usage:
     #   (docs/PERFORMANCE.md used torch 2.15.0+cu132 run on CPU; the smaller CPU-only wheel,
     #    pip install --index-url https://download.pytorch.org/whl/cpu torch, first, should also
     #    do but was not reachable from the development machine, so it is untested)
-    cargo build --release --locked -p switchyard-cli
+    cargo build --release --locked -p pointsman-cli
     HF_HUB_OFFLINE=1 /tmp/stvenv/bin/python scripts/side_by_side.py [--iterations 10] [--warmup 2]
         [--rounds 2] [--threads 2] [--cases batch1_short,batch1_long] [--prompts FILE.jsonl] [--json]
 
 What is timed, per call (one batch of prompts), on both sides:
-- encoder: one pass over the call's full prompts. Switchyard: `Encoder::embed`
-  (via `switchyard bench classify`); PyTorch: `model.encode(prompts)`.
-- classify: what `Classifier::predict` encodes. Switchyard: predict end to end
+- encoder: one pass over the call's full prompts. Pointsman: `Encoder::embed`
+  (via `pointsman bench classify`); PyTorch: `model.encode(prompts)`.
+- classify: what `Classifier::predict` encodes. Pointsman: predict end to end
   (full prompts, then, when the heads use instruction views, the first and
   last 200 characters of every prompt over 400 characters, then the heads);
   PyTorch: the same encodes (full prompts, then the views), no heads (the
   heads are two small MLPs, microseconds).
 
-The cases are those of `switchyard bench classify`: by default batch 1 short
+The cases are those of `pointsman bench classify`: by default batch 1 short
 (18 tokens), batch 1 long (219 tokens: three encoded sequences in classify)
 and batch 32 mixed (24 short + 8 long, as in benches/classify.rs); with
 --prompts FILE, every prompt alone and the file in batches of 32. The prompt
 texts come from the Rust side's JSON, so both sides read exactly the same.
-Each round runs both sides back to back (Switchyard first in even rounds,
+Each round runs both sides back to back (Pointsman first in even rounds,
 PyTorch first in odd ones) in this one run; medians pool every round.
 Both sides truncate at 256 tokens (sentence-transformers keeps the head,
-Switchyard head and tail), so prompts over 256 tokens cost the same work.
+Pointsman head and tail), so prompts over 256 tokens cost the same work.
 """
 import argparse
 import json
@@ -52,7 +52,7 @@ VENV_HELP = (
 
 def percentile(values, q):
     """Linear interpolation between closest ranks (numpy's default; the same
-    as `switchyard bench classify`)."""
+    as `pointsman bench classify`)."""
     s = sorted(values)
     if not s:
         return float("nan")
@@ -71,16 +71,16 @@ def stats(values):
 
 
 def views(text):
-    """The instruction views Switchyard embeds for a prompt over 400
+    """The instruction views Pointsman embeds for a prompt over 400
     characters (Unicode code points, as Rust's chars())."""
     if len(text) <= 400:
         return None
     return text[:200], text[-200:]
 
 
-def run_switchyard(args, with_texts, precision):
+def run_pointsman(args, with_texts, precision):
     cmd = [
-        args.switchyard, "bench", "classify", "--precision", precision,
+        args.pointsman, "bench", "classify", "--precision", precision,
         "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--samples",
     ]
     if with_texts:
@@ -120,8 +120,8 @@ def run_pytorch(model, cases, use_views, iterations, warmup):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--switchyard", default=os.path.join(ROOT, "target/release/switchyard"),
-                   help="the switchyard binary (default: target/release/switchyard)")
+    p.add_argument("--pointsman", default=os.path.join(ROOT, "target/release/pointsman"),
+                   help="the pointsman binary (default: target/release/pointsman)")
     p.add_argument("--model-dir", default=os.path.join(ROOT, "models/all-MiniLM-L6-v2"))
     p.add_argument("--iterations", type=int, default=10, help="timed repetitions per case, per side, per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
@@ -131,7 +131,7 @@ def main():
     p.add_argument("--prompts", help="JSONL records (prompt field) instead of the built-in cases")
     p.add_argument("--json", action="store_true", help="print the result as JSON, not a table")
     p.add_argument("--precision", default="f32",
-                   help="Switchyard's --precision, or several comma-separated (f32,bf16): each is timed "
+                   help="Pointsman's --precision, or several comma-separated (f32,bf16): each is timed "
                         "in every round and gets its own rows against the same PyTorch samples")
     args = p.parse_args()
     precisions = args.precision.split(",")
@@ -142,8 +142,8 @@ def main():
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
         sys.exit(f"{e}\n" + VENV_HELP.format(python=sys.executable))
-    if not os.path.exists(args.switchyard):
-        sys.exit(f"{args.switchyard} is missing: cargo build --release --locked -p switchyard-cli")
+    if not os.path.exists(args.pointsman):
+        sys.exit(f"{args.pointsman} is missing: cargo build --release --locked -p pointsman-cli")
 
     torch.set_num_threads(args.threads)
     model = SentenceTransformer(args.model_dir, device="cpu")
@@ -153,12 +153,12 @@ def main():
     rust_runs = {prec: [] for prec in precisions}
     py_runs, cases, use_views = [], None, True
     for r in range(args.rounds):
-        order = ["switchyard", "pytorch"] if r % 2 == 0 else ["pytorch", "switchyard"]
+        order = ["pointsman", "pytorch"] if r % 2 == 0 else ["pytorch", "pointsman"]
         for side in order:
             print(f"round {r + 1}/{args.rounds}: {side}", file=sys.stderr)
-            if side == "switchyard":
+            if side == "pointsman":
                 for prec in precisions:
-                    out = run_switchyard(args, with_texts=cases is None, precision=prec)
+                    out = run_pointsman(args, with_texts=cases is None, precision=prec)
                     if cases is None:
                         cases = out["cases"]
                         use_views = out["views"]
@@ -183,9 +183,9 @@ def main():
                   for x in cc[f"{what}_ms"]["samples"]]
             ps = [x for run in py_runs for x in run[name][what]]
             row[what] = {
-                "switchyard_ms": stats(rs),
+                "pointsman_ms": stats(rs),
                 "pytorch_ms": stats(ps),
-                "ratio_pytorch_over_switchyard": round(percentile(ps, 50) / percentile(rs, 50), 3),
+                "ratio_pytorch_over_pointsman": round(percentile(ps, 50) / percentile(rs, 50), 3),
             }
         rows.append(row)
 
@@ -197,7 +197,7 @@ def main():
         "torch_threads": torch.get_num_threads(),
         "sentence_transformers": sentence_transformers.__version__,
         "max_seq_length": model.max_seq_length,
-        "switchyard": rust_runs[precisions[0]][0]["switchyard"],
+        "pointsman": rust_runs[precisions[0]][0]["pointsman"],
         "views": use_views,
         "iterations_per_round": args.iterations,
         "warmup": args.warmup,
@@ -208,18 +208,18 @@ def main():
         print(json.dumps(result, indent=1))
         return
     print(f"{result['date']}  torch {result['torch']} ({result['torch_threads']} threads), "
-          f"sentence-transformers {result['sentence_transformers']}, switchyard {result['switchyard']}; "
+          f"sentence-transformers {result['sentence_transformers']}, pointsman {result['pointsman']}; "
           f"{args.rounds} rounds x {args.iterations} iterations per side; "
           f"load average {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}")
-    print("medians in ms (p10-p90); ratio = PyTorch / Switchyard, above 1 = Switchyard faster")
-    print("| case (Switchyard precision) | tokens | encoder: PyTorch | Switchyard | ratio | classify (sequences): PyTorch | Switchyard | ratio |")
+    print("medians in ms (p10-p90); ratio = PyTorch / Pointsman, above 1 = Pointsman faster")
+    print("| case (Pointsman precision) | tokens | encoder: PyTorch | Pointsman | ratio | classify (sequences): PyTorch | Pointsman | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     fmt = lambda s: f"{s['median']:.1f} ({s['p10']:.1f}-{s['p90']:.1f})"
     for r in rows:
         e, k = r["encoder"], r["classify"]
-        print(f"| {r['case']} ({r['precision']}) | {r['tokens_mean']} | {fmt(e['pytorch_ms'])} | {fmt(e['switchyard_ms'])} | "
-              f"{e['ratio_pytorch_over_switchyard']:.2f} | ({r['sequences_encoded']['classify']}) "
-              f"{fmt(k['pytorch_ms'])} | {fmt(k['switchyard_ms'])} | {k['ratio_pytorch_over_switchyard']:.2f} |")
+        print(f"| {r['case']} ({r['precision']}) | {r['tokens_mean']} | {fmt(e['pytorch_ms'])} | {fmt(e['pointsman_ms'])} | "
+              f"{e['ratio_pytorch_over_pointsman']:.2f} | ({r['sequences_encoded']['classify']}) "
+              f"{fmt(k['pytorch_ms'])} | {fmt(k['pointsman_ms'])} | {k['ratio_pytorch_over_pointsman']:.2f} |")
 
 
 if __name__ == "__main__":

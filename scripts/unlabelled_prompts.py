@@ -4,7 +4,7 @@
 Used twice: to write the batches that were labelled by hand (see
 training-data/labels/GUIDE.md), and by build_training_data.py to join those
 labels back to the prompt text. Ids are stable: `<source>/<row id>`.
-Stdlib only; reads ../shared/data/raw (or $SWITCHYARD_RAW).
+Stdlib only; reads ../shared/data/raw (or $POINTSMAN_RAW).
 """
 import csv
 import gzip
@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-RAW = Path(os.environ.get("SWITCHYARD_RAW", Path(__file__).resolve().parents[2] / "shared" / "data" / "raw"))
+RAW = Path(os.environ.get("POINTSMAN_RAW", Path(__file__).resolve().parents[2] / "shared" / "data" / "raw"))
 csv.field_size_limit(10**9)
 
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""A Switchyard client with grpcio: health, classify, route, report an outcome.
+"""A Pointsman client with grpcio: health, classify, route, report an outcome.
 
     examples/python/generate.sh                  # once: stubs into examples/python/gen/
     python3 examples/python/client.py 127.0.0.1:50051 "Write a haiku about rain"
 
 With --check it also sends bad inputs and exits non-zero if the server
 answers any of them wrongly (the serve tests run it that way).
-Set SWITCHYARD_TOKEN to send `authorization: Bearer TOKEN`.
+Set POINTSMAN_TOKEN to send `authorization: Bearer TOKEN`.
 """
 
 import argparse
@@ -14,11 +14,11 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.environ.get("SWITCHYARD_PY_GEN", os.path.join(HERE, "gen")))
+sys.path.insert(0, os.environ.get("POINTSMAN_PY_GEN", os.path.join(HERE, "gen")))
 
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from switchyard.v1 import router_pb2, router_pb2_grpc  # noqa: E402
+from pointsman.v1 import router_pb2, router_pb2_grpc  # noqa: E402
 
 
 def expect_error(call, code, field):
@@ -40,11 +40,11 @@ def main():
     args = ap.parse_args()
 
     channel = grpc.insecure_channel(args.address)
-    token = os.environ.get("SWITCHYARD_TOKEN")
+    token = os.environ.get("POINTSMAN_TOKEN")
     metadata = [("authorization", f"Bearer {token}")] if token else None
 
     health = health_pb2_grpc.HealthStub(channel)
-    status = health.Check(health_pb2.HealthCheckRequest(service="switchyard.v1.Router"), timeout=10).status
+    status = health.Check(health_pb2.HealthCheckRequest(service="pointsman.v1.Router"), timeout=10).status
     print("health:", health_pb2.HealthCheckResponse.ServingStatus.Name(status))
     assert status == health_pb2.HealthCheckResponse.SERVING
 

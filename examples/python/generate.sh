@@ -7,6 +7,6 @@ out="${1:-$here/gen}"
 mkdir -p "$out"
 "${PYTHON:-python3}" -m grpc_tools.protoc -I "$here/../../proto" \
   --python_out="$out" --grpc_python_out="$out" \
-  "$here/../../proto/switchyard/v1/router.proto"
-touch "$out/switchyard/__init__.py" "$out/switchyard/v1/__init__.py"
+  "$here/../../proto/pointsman/v1/router.proto"
+touch "$out/pointsman/__init__.py" "$out/pointsman/v1/__init__.py"
 echo "generated stubs in $out"

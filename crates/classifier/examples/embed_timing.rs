@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use switchyard_classifier::classifier::load_encoder;
-use switchyard_classifier::{DeviceChoice, Engine, ModelDir};
+use pointsman_classifier::classifier::load_encoder;
+use pointsman_classifier::{DeviceChoice, Engine, ModelDir};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use switchyard_classifier::{Classifier, DeviceChoice, Engine, Precision};
+use pointsman_classifier::{Classifier, DeviceChoice, Engine, Precision};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -39,7 +39,7 @@ fn main() {
         .take(limit)
         .collect();
     let prompts: Vec<String> = records.iter().map(|r| r.0.clone()).collect();
-    let accuracy = |p: &[switchyard_classifier::Prediction]| -> Option<f64> {
+    let accuracy = |p: &[pointsman_classifier::Prediction]| -> Option<f64> {
         let labelled: Vec<_> = records
             .iter()
             .zip(p)

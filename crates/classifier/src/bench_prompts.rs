@@ -1,5 +1,5 @@
 //! The prompts every speed measurement uses (benches/classify.rs,
-//! `switchyard bench classify`, scripts/side_by_side.py through the latter),
+//! `pointsman bench classify`, scripts/side_by_side.py through the latter),
 //! kept in one place so their numbers compare.
 
 /// An 18-token request.

@@ -82,7 +82,7 @@ impl Classifier {
             return Err(ClassifierError::Incompatible {
                 path: heads_path.to_path_buf(),
                 reason: format!(
-                    "trained on encoder weights sha256 {}, but {} has {}; train heads for this encoder with `switchyard train heads --model-dir {}`",
+                    "trained on encoder weights sha256 {}, but {} has {}; train heads for this encoder with `pointsman train heads --model-dir {}`",
                     heads.metadata.encoder.weights_sha256,
                     dir.weights_path().display(),
                     dir.weights_sha256,

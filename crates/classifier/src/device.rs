@@ -29,7 +29,7 @@ impl std::str::FromStr for DeviceChoice {
 }
 
 /// Which implementation computes the encoder on the CPU. `native` (the
-/// default) is Switchyard's own forward pass; `candle` is the reference it
+/// default) is Pointsman's own forward pass; `candle` is the reference it
 /// is tested against, and what runs models the native one does not support.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {

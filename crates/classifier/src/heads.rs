@@ -231,7 +231,7 @@ impl Heads {
             std::fs::read_to_string(&meta_path).map_err(|e| ClassifierError::MissingFile {
                 path: meta_path.clone(),
                 reason: e.to_string(),
-                fetch: "switchyard train heads".into(),
+                fetch: "pointsman train heads".into(),
             })?;
         let metadata: HeadsMetadata =
             serde_json::from_str(&text).map_err(|e| ClassifierError::Corrupt {
@@ -251,7 +251,7 @@ impl Heads {
             return Err(ClassifierError::MissingFile {
                 path: weights.to_path_buf(),
                 reason: "file not found".into(),
-                fetch: "switchyard train heads".into(),
+                fetch: "pointsman train heads".into(),
             });
         }
         let tensors = candle_core::safetensors::load(weights, &Device::Cpu).map_err(|e| {

@@ -1,4 +1,4 @@
-//! Switchyard's classifier: reads a prompt with a local BERT-family encoder
+//! Pointsman's classifier: reads a prompt with a local BERT-family encoder
 //! (native Rust on the CPU, candle on CUDA) and predicts its task type and difficulty.
 //!
 //! Knows nothing of gRPC or storage. The seam is [`Encoder`]: everything

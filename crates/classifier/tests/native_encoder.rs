@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use switchyard_classifier::{
+use pointsman_classifier::{
     BertEncoder, ClassifierError, Encoder, ModelDir, NativeBertEncoder, Precision,
 };
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use switchyard_classifier::{BertEncoder, ClassifierError, Encoder, ModelDir};
+use pointsman_classifier::{BertEncoder, ClassifierError, Encoder, ModelDir};
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")

@@ -1,4 +1,4 @@
-//! `switchyard bench classify`: how fast the encoder and the classifier run
+//! `pointsman bench classify`: how fast the encoder and the classifier run
 //! on this machine, on built-in prompts or your own. Prints one JSON object.
 //!
 //! Two timings per case, taken back to back in every iteration so machine
@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use pointsman_classifier::bench_prompts::{LONG, SHORT};
+use pointsman_classifier::classifier::instruction_views;
+use pointsman_classifier::{Classifier, DEFAULT_BATCH};
+use pointsman_records::read_file;
 use serde_json::{json, Value};
-use switchyard_classifier::bench_prompts::{LONG, SHORT};
-use switchyard_classifier::classifier::instruction_views;
-use switchyard_classifier::{Classifier, DEFAULT_BATCH};
-use switchyard_records::read_file;
 
 use crate::classify::load_classifier;
 use crate::ModelArgs;
@@ -209,7 +209,7 @@ fn classify(args: BenchClassifyArgs) -> anyhow::Result<ExitCode> {
         out.push(v);
     }
     let report = json!({
-        "switchyard": env!("CARGO_PKG_VERSION"),
+        "pointsman": env!("CARGO_PKG_VERSION"),
         "device": format!("{:?}", args.model.device).to_lowercase(),
         "precision": clf.encoder().precision(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

@@ -1,4 +1,4 @@
-//! `switchyard classify`.
+//! `pointsman classify`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use pointsman_classifier::{Classifier, Prediction};
+use pointsman_records::{read_records, Record};
 use serde_json::json;
-use switchyard_classifier::{Classifier, Prediction};
-use switchyard_records::{read_records, Record};
 
 use crate::{paths, ModelArgs};
 

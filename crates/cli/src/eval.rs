@@ -1,5 +1,5 @@
-//! `switchyard eval`: the success model against the baselines on held-out
-//! outcome rows (see the switchyard-eval crate for the metrics).
+//! `pointsman eval`: the success model against the baselines on held-out
+//! outcome rows (see the pointsman-eval crate for the metrics).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use switchyard_classifier::{classifier::load_encoder, embed_cache, Classifier, ModelDir};
-use switchyard_eval::{
+use pointsman_classifier::{classifier::load_encoder, embed_cache, Classifier, ModelDir};
+use pointsman_eval::{
     build_sets, cross_validate, evaluate, read_records, summarise, EvalConfig, EvalSet, Pricing,
     PromptReader,
 };
-use switchyard_records::Record;
-use switchyard_router::{Catalog, TrainConfig, Validation};
+use pointsman_records::Record;
+use pointsman_router::{Catalog, TrainConfig, Validation};
 
 use crate::{paths, ModelArgs};
 

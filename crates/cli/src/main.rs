@@ -1,4 +1,4 @@
-//! `switchyard`: one binary, one subcommand per job.
+//! `pointsman`: one binary, one subcommand per job.
 
 mod bench;
 mod classify;
@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use switchyard_classifier::{DeviceChoice, Engine, Precision};
+use pointsman_classifier::{DeviceChoice, Engine, Precision};
 
 #[derive(Parser)]
 #[command(
-    name = "switchyard",
+    name = "pointsman",
     version,
     about = "A learned LLM query router: classify prompts, route them to the cheapest model likely to succeed"
 )]
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POINTSMAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

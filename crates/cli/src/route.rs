@@ -1,4 +1,4 @@
-//! `switchyard route`: embed a prompt, estimate each catalog model's
+//! `pointsman route`: embed a prompt, estimate each catalog model's
 //! P(success) and print the policy's decision as JSON.
 
 use std::path::PathBuf;
@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::json;
-use switchyard_classifier::{classifier::load_encoder, embed_cache, Encoder, ModelDir};
-use switchyard_router::{
+use pointsman_classifier::{classifier::load_encoder, embed_cache, Encoder, ModelDir};
+use pointsman_router::{
     catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel,
 };
+use serde_json::json;
 
 use crate::classify::load_classifier;
 use crate::{paths, ModelArgs};
@@ -22,7 +22,7 @@ pub struct RouteArgs {
     /// Model catalog (TOML).
     #[arg(long, default_value = "models/catalogs/routerbench.toml")]
     catalog: PathBuf,
-    /// Success-model artifact from `switchyard train router`.
+    /// Success-model artifact from `pointsman train router`.
     #[arg(long, default_value = "models/router/routerbench.json")]
     router: PathBuf,
     /// Quality target: P(success) to reach, in [0, 1] (default: the catalog's).
@@ -77,7 +77,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
     let encoder_id = embed_cache::encoder_id(enc, &dir.weights_sha256);
     anyhow::ensure!(
         success.encoder_id.is_empty() || success.encoder_id == encoder_id,
-        "{} was fitted on embeddings of encoder {}, but this encoder is {encoder_id}; retrain with `switchyard train router`",
+        "{} was fitted on embeddings of encoder {}, but this encoder is {encoder_id}; retrain with `pointsman train router`",
         router_path.display(),
         success.encoder_id
     );

@@ -1,4 +1,4 @@
-//! `switchyard serve`: the gRPC service (see crates/server).
+//! `pointsman serve`: the gRPC service (see crates/server).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use switchyard_classifier::{embed_cache, ModelDir};
-use switchyard_server::{BatchConfig, Limits, ServeConfig};
-use switchyard_store::SqliteStore;
+use pointsman_classifier::{embed_cache, ModelDir};
+use pointsman_server::{BatchConfig, Limits, ServeConfig};
+use pointsman_store::SqliteStore;
 
 use crate::classify::load_classifier;
 use crate::{paths, ModelArgs};
@@ -20,18 +20,18 @@ pub struct ServeArgs {
     /// gRPC address. Loopback by default; to listen on other interfaces, pass e.g. 0.0.0.0:50051 (and turn on TLS and --auth-token-file).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// The outcome store (SQLite file; created if missing).
-    #[arg(long)]
-    store: PathBuf,
+    /// The outcome store (SQLite file; created with its folder if missing). Default: $POINTSMAN_STORE, else $XDG_STATE_HOME/pointsman/outcomes.db, else ~/.local/state/pointsman/outcomes.db.
+    #[arg(long, env = "POINTSMAN_STORE")]
+    store: Option<PathBuf>,
     /// Prometheus metrics over plain HTTP at http://ADDR/metrics (off unless given).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     /// Model catalog (TOML); re-read on SIGHUP or Admin.Reload.
     #[arg(long, default_value = "models/catalogs/routerbench.toml")]
     catalog: PathBuf,
-    /// Router artifact from `switchyard train router`; re-read on SIGHUP or Admin.Reload. Without one, Route answers FAILED_PRECONDITION (Classify still works).
-    #[arg(long)]
-    router: Option<PathBuf>,
+    /// Router artifact from `pointsman train router`; re-read on SIGHUP or Admin.Reload. The default is the shipped artifact for the shipped catalog. `none` serves classify-only: Route then answers FAILED_PRECONDITION.
+    #[arg(long, default_value = paths::DEFAULT_ROUTER)]
+    router: String,
     /// Store raw prompt text with each decision (off: only the embedding and predictions are stored).
     #[arg(long)]
     store_prompts: bool,
@@ -62,7 +62,7 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// File holding a bearer token: Router and Admin calls must send `authorization: Bearer TOKEN`. Also read from $SWITCHYARD_AUTH_TOKEN.
+    /// File holding a bearer token: Router and Admin calls must send `authorization: Bearer TOKEN`. Also read from $POINTSMAN_AUTH_TOKEN.
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
     #[command(flatten)]
@@ -80,7 +80,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         precision = classifier.encoder().precision(),
         "encoder loaded"
     );
-    let store = Arc::new(SqliteStore::open(&args.store)?);
+    let store_path = match &args.store {
+        Some(p) => p.clone(),
+        None => paths::default_store()?,
+    };
+    if let Some(parent) = store_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!(
+                "--store {}: creating {}",
+                store_path.display(),
+                parent.display()
+            )
+        })?;
+    }
+    let store = Arc::new(SqliteStore::open(&store_path)?);
+    let catalog = paths::resolve(&args.catalog);
+    let router = match args.router.as_str() {
+        "none" => None,
+        p => Some(paths::resolve(std::path::Path::new(p))),
+    };
+    // What a new user needs to see first: which files are in play.
+    eprintln!(
+        "pointsman: catalog {}, router {}, store {}",
+        catalog.display(),
+        router.as_deref().map_or_else(
+            || "none (classify-only: Route answers FAILED_PRECONDITION)".to_string(),
+            |p| p.display().to_string()
+        ),
+        store_path.display()
+    );
     let auth_token = match &args.auth_token_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -88,7 +116,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .trim()
                 .to_string(),
         ),
-        None => std::env::var("SWITCHYARD_AUTH_TOKEN")
+        None => std::env::var("POINTSMAN_AUTH_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty()),
     };
@@ -114,8 +142,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             default_output_tokens: args.output_tokens.max(1),
             store_prompts: args.store_prompts,
         },
-        catalog: paths::resolve(&args.catalog),
-        router: args.router.as_deref().map(paths::resolve),
+        catalog,
+        router,
         tls: args.tls_cert.zip(args.tls_key),
         auth_token,
     };
@@ -140,7 +168,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 _ = int.recv() => tracing::info!("SIGINT"),
             }
         };
-        switchyard_server::serve(
+        pointsman_server::serve(
             config,
             classifier,
             encoder_id,
@@ -153,7 +181,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     "{}",
                     serde_json::to_string(&bound).expect("addresses serialise")
                 );
-                eprintln!("switchyard: serving gRPC on {}", bound.grpc);
+                eprintln!("pointsman: serving gRPC on {}", bound.grpc);
             },
         )
         .await

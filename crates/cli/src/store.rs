@@ -1,5 +1,5 @@
-//! `switchyard store export`, and reading the store as training rows for
-//! `switchyard train router --from-store`.
+//! `pointsman store export`, and reading the store as training rows for
+//! `pointsman train router --from-store`.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use switchyard_router::{fit, SuccessModel, TrainConfig, TrainingRow};
-use switchyard_store::{DecisionWithOutcomes, OutcomeStore, SqliteStore};
+use pointsman_router::{fit, SuccessModel, TrainConfig, TrainingRow};
+use pointsman_store::{DecisionWithOutcomes, OutcomeStore, SqliteStore};
 
 #[derive(Subcommand)]
 pub enum StoreCommand {
@@ -19,7 +19,7 @@ pub enum StoreCommand {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// The outcome store (SQLite file written by `switchyard serve --store`).
+    /// The outcome store (SQLite file written by `pointsman serve --store`).
     #[arg(long)]
     store: PathBuf,
     /// Also print decisions that have no outcome yet.
@@ -50,7 +50,7 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
         if let Err(e) = writeln!(out, "{}", d.to_record().to_line()) {
             io_error = Some(e);
-            return Err(switchyard_store::StoreError::Backend {
+            return Err(pointsman_store::StoreError::Backend {
                 path: "stdout".into(),
                 message: "write failed".into(),
             });

@@ -1,4 +1,4 @@
-//! `switchyard train heads`: fit the task and difficulty heads on frozen
+//! `pointsman train heads`: fit the task and difficulty heads on frozen
 //! encoder embeddings, measure them on held-out sources, write them.
 //!
 //! Held-out measurement, both heads: leave-one-source-out (train on every
@@ -12,21 +12,21 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use pointsman_classifier::classifier::head_input;
+use pointsman_classifier::features::FEATURE_NAMES;
+use pointsman_classifier::heads::{
+    sigmoid, softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION,
+};
+use pointsman_classifier::train::{train_classifier, train_regressor, TrainConfig};
+use pointsman_classifier::{
+    classifier::load_encoder, DeviceChoice, DifficultyHead, EmbedCache, Engine, Heads, ModelDir,
+    TaskHead, Taxonomy, DEFAULT_TASKS,
+};
+use pointsman_records::Record;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use switchyard_classifier::classifier::head_input;
-use switchyard_classifier::features::FEATURE_NAMES;
-use switchyard_classifier::heads::{
-    sigmoid, softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION,
-};
-use switchyard_classifier::train::{train_classifier, train_regressor, TrainConfig};
-use switchyard_classifier::{
-    classifier::load_encoder, DeviceChoice, DifficultyHead, EmbedCache, Engine, Heads, ModelDir,
-    TaskHead, Taxonomy, DEFAULT_TASKS,
-};
-use switchyard_records::Record;
 
 use crate::metrics::{spearman, Confusion};
 use crate::paths;
@@ -110,7 +110,7 @@ fn read_dir_records(dir: &Path) -> anyhow::Result<(Vec<(String, Record)>, Vec<St
     let mut out = Vec::new();
     let mut hashes = Vec::new();
     for f in files {
-        let (good, bad) = switchyard_records::read_file(&f)
+        let (good, bad) = pointsman_records::read_file(&f)
             .with_context(|| format!("cannot read {}", f.display()))?;
         for e in &bad {
             eprintln!("error: {}: {e}", f.display());
@@ -219,7 +219,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     );
 
     // ---- embeddings
-    let encoder_id = switchyard_classifier::embed_cache::encoder_id(encoder, &dir.weights_sha256);
+    let encoder_id = pointsman_classifier::embed_cache::encoder_id(encoder, &dir.weights_sha256);
     let mut cache = EmbedCache::open(&args.cache_dir, &encoder_id, encoder)?;
     let texts: Vec<&str> = train
         .iter()
@@ -351,7 +351,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     let diff_mlp = if scored.is_empty() {
         eprintln!("warning: no outcome records; the difficulty head is untrained (constant 0.5)");
         Mlp {
-            layers: vec![switchyard_classifier::heads::Dense {
+            layers: vec![pointsman_classifier::heads::Dense {
                 weight: vec![0.0; x_train[0].len()],
                 bias: vec![0.0],
                 inputs: x_train[0].len(),
@@ -399,7 +399,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             vec![]
         },
         views: if with_views {
-            switchyard_classifier::classifier::VIEW_NAMES
+            pointsman_classifier::classifier::VIEW_NAMES
                 .iter()
                 .map(|s| s.to_string())
                 .collect()

@@ -1,12 +1,12 @@
-//! `switchyard train router`: fit the success model on outcome records and
-//! write the versioned JSON artifact `switchyard route` reads.
+//! `pointsman train router`: fit the success model on outcome records and
+//! write the versioned JSON artifact `pointsman route` reads.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use switchyard_eval::fit_set;
-use switchyard_router::TrainConfig;
+use pointsman_eval::fit_set;
+use pointsman_router::TrainConfig;
 
 use crate::eval::{load_sets, EvalArgs};
 use crate::ModelArgs;
@@ -16,7 +16,7 @@ pub struct TrainRouterArgs {
     /// Record files with per-model outcomes (partial outcomes are fine).
     #[arg(long, num_args = 1.., required_unless_present = "from_store")]
     outcomes: Vec<PathBuf>,
-    /// Fit on the decisions and outcomes logged by `switchyard serve --store PATH` instead (uses the logged embeddings; no prompt text needed).
+    /// Fit on the decisions and outcomes logged by `pointsman serve --store PATH` instead (uses the logged embeddings; no prompt text needed).
     #[arg(long, conflicts_with = "outcomes")]
     from_store: Option<PathBuf>,
     /// Where to write the artifact (JSON).

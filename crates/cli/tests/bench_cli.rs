@@ -1,4 +1,4 @@
-//! `switchyard bench classify` with the real encoder: the JSON has the
+//! `pointsman bench classify` with the real encoder: the JSON has the
 //! promised shape. No speed is asserted (speed targets live in benches and
 //! scripts).
 
@@ -10,7 +10,7 @@ fn repo() -> PathBuf {
 }
 
 fn bench(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let out = Command::new(env!("CARGO_BIN_EXE_pointsman"))
         .args(["bench", "classify", "--iterations", "1", "--warmup", "0"])
         .args(args)
         .current_dir(repo())
@@ -98,7 +98,7 @@ fn precision_is_reported_and_falls_back_where_unsupported() {
 
 #[test]
 fn unknown_precision_is_a_usage_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let out = Command::new(env!("CARGO_BIN_EXE_pointsman"))
         .args(["classify", "--precision", "fp64", "hello"])
         .current_dir(repo())
         .output()

@@ -1,4 +1,4 @@
-//! Runs the real `switchyard` binary with the real encoder and the shipped heads.
+//! Runs the real `pointsman` binary with the real encoder and the shipped heads.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,8 +8,8 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn switchyard(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+fn pointsman(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
         .args(args)
         .current_dir(repo())
         .stdin(Stdio::piped())
@@ -53,7 +53,7 @@ fn check_prediction(v: &serde_json::Value) {
 
 #[test]
 fn classifies_one_prompt_as_one_json_object() {
-    let out = switchyard(
+    let out = pointsman(
         &[
             "classify",
             "Write a Python function that returns the n-th Fibonacci number.",
@@ -86,7 +86,7 @@ fn classifies_a_file_in_order_and_reports_bad_lines_with_numbers() {
         ),
     )
     .unwrap();
-    let out = switchyard(&["classify", "--input", path.to_str().unwrap()], None);
+    let out = pointsman(&["classify", "--input", path.to_str().unwrap()], None);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -109,7 +109,7 @@ fn classifies_a_file_in_order_and_reports_bad_lines_with_numbers() {
 
 #[test]
 fn reads_stdin_with_dash() {
-    let out = switchyard(
+    let out = pointsman(
         &["classify", "--input", "-"],
         Some("{\"id\": \"a\", \"prompt\": \"Write a short poem about autumn leaves.\"}\n{\"id\": \"b\", \"prompt\": \"hello there, how are you today?\"}\n"),
     );
@@ -126,7 +126,7 @@ fn reads_stdin_with_dash() {
 
 #[test]
 fn missing_model_fails_at_startup_naming_path_and_fetch_command() {
-    let out = switchyard(
+    let out = pointsman(
         &["classify", "--model-dir", "/nonexistent/model", "hi"],
         None,
     );
@@ -148,7 +148,7 @@ fn corrupt_heads_fail_at_startup_naming_the_file() {
     )
     .unwrap();
     std::fs::write(&heads, b"garbage").unwrap();
-    let out = switchyard(
+    let out = pointsman(
         &["classify", "--heads", heads.to_str().unwrap(), "hi"],
         None,
     );

@@ -1,4 +1,4 @@
-//! Runs the real `switchyard` binary: `route`, `eval` and catalog errors.
+//! Runs the real `pointsman` binary: `route`, `eval` and catalog errors.
 //! Uses the real encoder, the shipped heads and records cut from
 //! training-data/outcomes (crates/eval/tests/data).
 
@@ -9,8 +9,8 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn switchyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+fn pointsman(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pointsman"))
         .args(args)
         .current_dir(repo())
         .output()
@@ -30,7 +30,7 @@ const DATA: &str = "crates/eval/tests/data";
 
 #[test]
 fn route_prints_a_decision_with_candidates_and_fallbacks() {
-    let v = stdout_json(&switchyard(&[
+    let v = stdout_json(&pointsman(&[
         "route",
         "Write a python function to reverse a linked list.",
         "--target",
@@ -76,7 +76,7 @@ fn route_prints_a_decision_with_candidates_and_fallbacks() {
 
 #[test]
 fn route_honours_constraints() {
-    let v = stdout_json(&switchyard(&[
+    let v = stdout_json(&pointsman(&[
         "route",
         "What is the capital of Australia?",
         "--target",
@@ -94,7 +94,7 @@ fn route_honours_constraints() {
     assert_eq!(v["candidates"].as_array().unwrap().len(), 2);
     assert_eq!(v["excluded"].as_array().unwrap().len(), 9);
     // A cost cap nothing meets is an error, not a silent choice.
-    let out = switchyard(&[
+    let out = pointsman(&[
         "route",
         "What is the capital of Australia?",
         "--max-cost",
@@ -108,14 +108,14 @@ fn route_honours_constraints() {
 fn eval_json_has_every_router_and_metric() {
     let train = format!("{DATA}/routerbench_train.jsonl");
     let test = format!("{DATA}/routerbench_test.jsonl");
-    let v = stdout_json(&switchyard(&[
+    let v = stdout_json(&pointsman(&[
         "eval", "--train", &train, "--test", &test, "--json", "--epochs", "100",
     ]));
     assert_eq!(v["rows"], 20);
     let routers = v["routers"].as_object().unwrap();
     for name in [
-        "switchyard",
-        "switchyard_wtp",
+        "pointsman",
+        "pointsman_wtp",
         "knn",
         "random",
         "cheapest",
@@ -134,10 +134,10 @@ fn eval_json_has_every_router_and_metric() {
         );
     }
     assert_eq!(
-        routers["switchyard"]["points"].as_array().unwrap().len(),
+        routers["pointsman"]["points"].as_array().unwrap().len(),
         101
     );
-    assert!(routers["switchyard"]["ece"].as_f64().unwrap() >= 0.0);
+    assert!(routers["pointsman"]["ece"].as_f64().unwrap() >= 0.0);
     assert!(routers["oracle"]["ece"].is_null());
     // The oracle is at least as good as any single model on every row.
     let oracle_q = routers["oracle"]["points"][0][1].as_f64().unwrap();
@@ -152,12 +152,12 @@ fn eval_json_has_every_router_and_metric() {
 fn eval_two_model_cross_validation_reports_apgr_and_cpt() {
     let data = format!("{DATA}/routellm_gsm8k.jsonl");
     // No cost_usd in these rows: priced from the catalog.
-    let out = switchyard(&[
+    let out = pointsman(&[
         "eval", "--data", &data, "--folds", "2", "--json", "--epochs", "100",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--catalog"));
-    let v = stdout_json(&switchyard(&[
+    let v = stdout_json(&pointsman(&[
         "eval",
         "--data",
         &data,
@@ -170,7 +170,7 @@ fn eval_two_model_cross_validation_reports_apgr_and_cpt() {
         "models/catalogs/routellm.toml",
     ]));
     assert_eq!(v["rows"], 40);
-    let sy = &v["routers"]["switchyard"];
+    let sy = &v["routers"]["pointsman"];
     let apgr = sy["apgr"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&apgr));
     let (c50, c80) = (sy["cpt50"].as_f64().unwrap(), sy["cpt80"].as_f64().unwrap());
@@ -183,7 +183,7 @@ fn eval_two_model_cross_validation_reports_apgr_and_cpt() {
 #[test]
 fn eval_chooses_the_ridge_on_training_rows_only() {
     let data = format!("{DATA}/routellm_gsm8k.jsonl");
-    let out = switchyard(&[
+    let out = pointsman(&[
         "eval",
         "--data",
         &data,
@@ -208,7 +208,7 @@ fn eval_chooses_the_ridge_on_training_rows_only() {
         .collect();
     assert_eq!(chosen.len(), 2, "{err}");
     assert!(chosen.iter().all(|c| *c == "0.3" || *c == "10"), "{err}");
-    let ece = v["routers"]["switchyard"]["ece"].as_f64().unwrap();
+    let ece = v["routers"]["pointsman"]["ece"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&ece));
 }
 
@@ -217,7 +217,7 @@ fn eval_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let train = format!("{DATA}/routerbench_train.jsonl");
     let test = format!("{DATA}/routerbench_test.jsonl");
-    let out = switchyard(&[
+    let out = pointsman(&[
         "eval",
         "--train",
         &train,
@@ -233,12 +233,12 @@ fn eval_writes_a_report() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("switchyard"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pointsman"));
     let svg = std::fs::read_to_string(dir.path().join("cost_quality.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     assert!(std::fs::read_to_string(dir.path().join("report.md"))
         .unwrap()
-        .contains("| switchyard |"));
+        .contains("| pointsman |"));
 }
 
 #[test]
@@ -250,7 +250,7 @@ fn bad_catalog_errors_name_field_and_line() {
         "default_target = 0.8\n\n[[models]]\nname = \"a\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = -2.0\ncontext_window = 4096\n",
     )
     .unwrap();
-    let out = switchyard(&["route", "hello there", "--catalog", path.to_str().unwrap()]);
+    let out = pointsman(&["route", "hello there", "--catalog", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -259,7 +259,7 @@ fn bad_catalog_errors_name_field_and_line() {
     );
     std::fs::write(&path, "[[models]]\nname = \"a\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 2.0\ncontext_window = \"big\"\n").unwrap();
     let err = String::from_utf8_lossy(
-        &switchyard(&["route", "hello there", "--catalog", path.to_str().unwrap()]).stderr,
+        &pointsman(&["route", "hello there", "--catalog", path.to_str().unwrap()]).stderr,
     )
     .to_string();
     assert!(

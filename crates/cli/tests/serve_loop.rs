@@ -1,5 +1,5 @@
 //! The retraining loop end to end, hot reload under load, rollback, and
-//! bearer-token auth, against the real `switchyard serve` over 127.0.0.1.
+//! bearer-token auth, against the real `pointsman serve` over 127.0.0.1.
 
 mod serve_support;
 
@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pointsman_server::pb;
 use serve_support::*;
-use switchyard_server::pb;
 use tonic::Code;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -62,7 +62,7 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
     });
 
     // Export: one record per decision, outcomes keyed by model.
-    let out = switchyard(&["store", "export", "--store", server.store.to_str().unwrap()]);
+    let out = pointsman(&["store", "export", "--store", server.store.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -82,7 +82,7 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
 
     // Retrain into a new artifact, then copy it over the served path (atomic rename).
     let new = server.dir.path().join("router-v2.json");
-    let out = switchyard(&[
+    let out = pointsman(&[
         "train",
         "router",
         "--from-store",

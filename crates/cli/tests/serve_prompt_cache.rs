@@ -1,16 +1,16 @@
-//! The prompt cache of `switchyard serve` end to end (the real binary, the
+//! The prompt cache of `pointsman serve` end to end (the real binary, the
 //! real encoder, a tonic client over 127.0.0.1): a repeated prompt skips
 //! the encoder yet gets the same classification and its own decision and
 //! store row; a reload applies to cached prompts; `--prompt-cache 0` turns
 //! it off. Encoder work is read from the Prometheus endpoint:
-//! `switchyard_batch_size_sum` is the number of prompts the encoder has read.
+//! `pointsman_batch_size_sum` is the number of prompts the encoder has read.
 
 mod serve_support;
 
 use std::sync::Mutex;
 
+use pointsman_server::pb;
 use serve_support::*;
-use switchyard_server::pb;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -50,14 +50,14 @@ async fn counters(server: &Server) -> Counters {
             .unwrap()
     };
     Counters {
-        encoded: value("switchyard_batch_size_sum"),
-        hits: value("switchyard_prompt_cache_hits_total"),
-        misses: value("switchyard_prompt_cache_misses_total"),
+        encoded: value("pointsman_batch_size_sum"),
+        hits: value("pointsman_prompt_cache_hits_total"),
+        misses: value("pointsman_prompt_cache_misses_total"),
     }
 }
 
 fn exported(server: &Server) -> Vec<serde_json::Value> {
-    let out = switchyard(&[
+    let out = pointsman(&[
         "store",
         "export",
         "--all",

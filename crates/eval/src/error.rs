@@ -22,7 +22,7 @@ pub enum EvalError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Router(#[from] switchyard_router::RouterError),
+    Router(#[from] pointsman_router::RouterError),
     #[error(transparent)]
-    Classifier(#[from] switchyard_classifier::ClassifierError),
+    Classifier(#[from] pointsman_classifier::ClassifierError),
 }

@@ -4,10 +4,10 @@
 //! rows: a decision costs the chosen model's cost on that row and earns
 //! that model's score on that row.
 
-use rand::{rngs::StdRng, Rng, SeedableRng};
-use switchyard_router::{
+use pointsman_router::{
     choose, fit, fit_validated, Policy, SuccessModel, TrainConfig, TrainingRow, Validation,
 };
+use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::error::EvalError;
 use crate::metrics::Calibration;
@@ -162,7 +162,7 @@ pub fn targets() -> Vec<f64> {
 
 /// Fits the success model on `train` and runs every router on the rows of
 /// `test` that have an outcome for every model. Returns the routers'
-/// results (switchyard, switchyard_wtp, knn, random, cheapest, best_single,
+/// results (pointsman, pointsman_wtp, knn, random, cheapest, best_single,
 /// oracle, then one `model:<name>` per single model) and the number of
 /// test rows used.
 pub fn evaluate(
@@ -229,8 +229,8 @@ pub fn evaluate(
         .chain((0..=60).map(|i| 10f64.powf(-3.0 + i as f64 / 10.0) * lambda_scale))
         .collect();
 
-    let mut sy = RouterResult::new("switchyard", "target", targets(), true);
-    let mut wtp = RouterResult::new("switchyard_wtp", "lambda_per_usd", lambdas.clone(), false);
+    let mut sy = RouterResult::new("pointsman", "target", targets(), true);
+    let mut wtp = RouterResult::new("pointsman_wtp", "lambda_per_usd", lambdas.clone(), false);
     let mut kn = RouterResult::new("knn", "target", targets(), true);
     let fractions: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
     let mut random = RouterResult::new("random", "share_best_single", fractions.clone(), false);
@@ -479,7 +479,7 @@ impl<'a> Knn<'a> {
     }
 }
 
-/// The fitted success model for a whole set (what `switchyard train router` writes).
+/// The fitted success model for a whole set (what `pointsman train router` writes).
 pub fn fit_set(set: &EvalSet, cfg: &TrainConfig) -> Result<SuccessModel, EvalError> {
     let rows = training_rows(
         set,

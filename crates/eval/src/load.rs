@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use switchyard_classifier::{Classifier, EmbedCache, Encoder, DEFAULT_BATCH};
-use switchyard_records::Record;
-use switchyard_router::{catalog::estimate_tokens, Catalog};
+use pointsman_classifier::{Classifier, EmbedCache, Encoder, DEFAULT_BATCH};
+use pointsman_records::Record;
+use pointsman_router::{catalog::estimate_tokens, Catalog};
 
 use crate::error::EvalError;
 use crate::harness::{EvalRow, EvalSet, Observed};
@@ -76,7 +76,7 @@ impl PromptReader<'_> {
 
 /// Reads a record file, failing if any line is malformed.
 pub fn read_records(path: &Path) -> Result<Vec<Record>, EvalError> {
-    let (good, bad) = switchyard_records::read_file(path).map_err(|source| EvalError::Io {
+    let (good, bad) = pointsman_records::read_file(path).map_err(|source| EvalError::Io {
         path: path.into(),
         source,
     })?;

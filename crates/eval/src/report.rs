@@ -142,7 +142,7 @@ impl Summary {
         self.routers.iter().find(|r| r.name == name)
     }
 
-    /// The JSON document `switchyard eval --json` prints:
+    /// The JSON document `pointsman eval --json` prints:
     /// `{"rows", "models", "cost_range", "routers": {name: {"points", "aiq",
     /// "apgr", "cpt50", "cpt80", "ece", ...}}}`; inapplicable fields are null.
     pub fn to_json(&self) -> Value {

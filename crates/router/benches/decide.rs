@@ -2,8 +2,8 @@
 //! plus the policy, for an 11-model catalog.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use pointsman_router::{policy::decide, Catalog, Constraints, Policy, SuccessModel};
 use std::hint::black_box;
-use switchyard_router::{policy::decide, Catalog, Constraints, Policy, SuccessModel};
 
 fn bench(c: &mut Criterion) {
     let catalog =
@@ -12,7 +12,7 @@ fn bench(c: &mut Criterion) {
     let (dim, rank, tasks) = (384, 8, 11);
     let n = names.len();
     let model = SuccessModel {
-        version: switchyard_router::ARTIFACT_VERSION,
+        version: pointsman_router::ARTIFACT_VERSION,
         encoder_id: String::new(),
         models: names.clone(),
         tasks: (0..tasks).map(|t| format!("t{t}")).collect(),

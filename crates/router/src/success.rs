@@ -80,7 +80,7 @@ impl SuccessModel {
             serde_json::from_str(text).map_err(|e| RouterError::Artifact(e.to_string()))?;
         if m.version != ARTIFACT_VERSION {
             return Err(RouterError::Artifact(format!(
-                "version {} but this build reads version {ARTIFACT_VERSION}; retrain with `switchyard train router`",
+                "version {} but this build reads version {ARTIFACT_VERSION}; retrain with `pointsman train router`",
                 m.version
             )));
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_classifier::{Classifier, Embedded};
+use pointsman_classifier::{Classifier, Embedded};
 use tokio::sync::oneshot;
 
 use crate::error::ServerError;
@@ -103,7 +103,7 @@ impl Batcher {
 
     /// [`Batcher::start`] with any encoder function (tests use fakes).
     fn start_with(
-        encode: impl Fn(&[&str]) -> switchyard_classifier::Result<Vec<Embedded>> + Send + 'static,
+        encode: impl Fn(&[&str]) -> pointsman_classifier::Result<Vec<Embedded>> + Send + 'static,
         config: BatchConfig,
         metrics: Arc<Metrics>,
     ) -> (Batcher, JoinHandle<()>) {
@@ -111,7 +111,7 @@ impl Batcher {
         let cache = Arc::new(PromptCache::new(config.prompt_cache));
         let (m, c) = (metrics.clone(), cache.clone());
         let handle = std::thread::Builder::new()
-            .name("switchyard-encoder".into())
+            .name("pointsman-encoder".into())
             .spawn(move || worker(encode, config, rx, m, c))
             .expect("spawn the encoder thread");
         (
@@ -245,7 +245,7 @@ async fn wait(
 }
 
 fn worker(
-    encode: impl Fn(&[&str]) -> switchyard_classifier::Result<Vec<Embedded>>,
+    encode: impl Fn(&[&str]) -> pointsman_classifier::Result<Vec<Embedded>>,
     config: BatchConfig,
     rx: Receiver<Job>,
     metrics: Arc<Metrics>,
@@ -335,8 +335,8 @@ fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pointsman_classifier::{ClassifierError, Prediction};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use switchyard_classifier::{ClassifierError, Prediction};
 
     /// What the fake encoder answers for `prompt`: its task is the prompt.
     fn embedded(prompt: &str) -> Embedded {

@@ -1,7 +1,7 @@
 //! The server layer's one error type; each variant maps to one gRPC status.
 
-use switchyard_classifier::ClassifierError;
-use switchyard_store::StoreError;
+use pointsman_classifier::ClassifierError;
+use pointsman_store::StoreError;
 use tonic::{Code, Status};
 
 /// Everything a request can fail with.

@@ -1,11 +1,11 @@
-//! Switchyard's gRPC service (`switchyard serve`).
+//! Pointsman's gRPC service (`pointsman serve`).
 //!
 //! ```text
 //! request ─► auth ─► validate ─► batcher (prompt cache, bounded queue, encoder thread) ─► router::decide
 //!         ─► OutcomeStore::append_decision ─► response
 //! ```
 //!
-//! Besides `switchyard.v1.Router` and `switchyard.v1.Admin` the server
+//! Besides `pointsman.v1.Router` and `pointsman.v1.Admin` the server
 //! offers `grpc.health.v1.Health` and server reflection (v1 and v1alpha),
 //! and Prometheus metrics on a separate plain-HTTP port.
 
@@ -16,13 +16,13 @@ pub mod prompt_cache;
 pub mod service;
 pub mod state;
 
-/// Code generated from `proto/switchyard/v1/router.proto`.
+/// Code generated from `proto/pointsman/v1/router.proto`.
 pub mod pb {
-    tonic::include_proto!("switchyard.v1");
+    tonic::include_proto!("pointsman.v1");
 
     /// The encoded FileDescriptorSet of the API (served by reflection).
     pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));
+        include_bytes!(concat!(env!("OUT_DIR"), "/pointsman_descriptor.bin"));
 }
 
 use std::net::SocketAddr;
@@ -30,8 +30,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchyard_classifier::Classifier;
-use switchyard_store::OutcomeStore;
+use pointsman_classifier::Classifier;
+use pointsman_store::OutcomeStore;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};

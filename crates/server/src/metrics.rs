@@ -9,7 +9,7 @@ use prometheus::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Every metric the server exports (names start with `switchyard_`).
+/// Every metric the server exports (names start with `pointsman_`).
 pub struct Metrics {
     pub registry: Registry,
     /// RPCs answered, by method and gRPC code name.
@@ -50,35 +50,35 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let m = Metrics {
-            requests: IntCounterVec::new(Opts::new("switchyard_requests_total", "RPCs answered, by method and gRPC code"), &["method", "code"]).unwrap(),
+            requests: IntCounterVec::new(Opts::new("pointsman_requests_total", "RPCs answered, by method and gRPC code"), &["method", "code"]).unwrap(),
             latency: HistogramVec::new(
-                HistogramOpts::new("switchyard_request_duration_seconds", "RPC latency").buckets(exponential_buckets(0.0005, 2.0, 16).unwrap()),
+                HistogramOpts::new("pointsman_request_duration_seconds", "RPC latency").buckets(exponential_buckets(0.0005, 2.0, 16).unwrap()),
                 &["method"],
             )
             .unwrap(),
             batch_size: Histogram::with_opts(
-                HistogramOpts::new("switchyard_batch_size", "Prompts per encoder pass").buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+                HistogramOpts::new("pointsman_batch_size", "Prompts per encoder pass").buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             )
             .unwrap(),
             encoder_seconds: Histogram::with_opts(
-                HistogramOpts::new("switchyard_encoder_seconds", "Seconds per encoder pass").buckets(exponential_buckets(0.0005, 2.0, 16).unwrap()),
+                HistogramOpts::new("pointsman_encoder_seconds", "Seconds per encoder pass").buckets(exponential_buckets(0.0005, 2.0, 16).unwrap()),
             )
             .unwrap(),
-            queue_depth: IntGauge::new("switchyard_queue_depth", "Prompts waiting for the encoder").unwrap(),
-            overloaded: IntCounter::new("switchyard_overloaded_total", "Prompts refused because the encoder queue was full").unwrap(),
-            prompt_cache_hits: IntCounter::new("switchyard_prompt_cache_hits_total", "Prompts answered from the prompt cache without an encoder pass").unwrap(),
-            prompt_cache_misses: IntCounter::new("switchyard_prompt_cache_misses_total", "Prompts not in the prompt cache, queued for the encoder").unwrap(),
-            prompt_cache_entries: IntGauge::new("switchyard_prompt_cache_entries", "Prompts held in the prompt cache").unwrap(),
-            routes: IntCounterVec::new(Opts::new("switchyard_routes_total", "Decisions by chosen model"), &["model"]).unwrap(),
+            queue_depth: IntGauge::new("pointsman_queue_depth", "Prompts waiting for the encoder").unwrap(),
+            overloaded: IntCounter::new("pointsman_overloaded_total", "Prompts refused because the encoder queue was full").unwrap(),
+            prompt_cache_hits: IntCounter::new("pointsman_prompt_cache_hits_total", "Prompts answered from the prompt cache without an encoder pass").unwrap(),
+            prompt_cache_misses: IntCounter::new("pointsman_prompt_cache_misses_total", "Prompts not in the prompt cache, queued for the encoder").unwrap(),
+            prompt_cache_entries: IntGauge::new("pointsman_prompt_cache_entries", "Prompts held in the prompt cache").unwrap(),
+            routes: IntCounterVec::new(Opts::new("pointsman_routes_total", "Decisions by chosen model"), &["model"]).unwrap(),
             cost_saved_usd: Counter::new(
-                "switchyard_cost_saved_usd_total",
+                "pointsman_cost_saved_usd_total",
                 "Expected cost of the highest-P eligible model minus that of the chosen model, summed (USD)",
             )
             .unwrap(),
-            expected_cost_usd: Counter::new("switchyard_expected_cost_usd_total", "Expected cost of the chosen models, summed (USD)").unwrap(),
-            outcomes: IntCounterVec::new(Opts::new("switchyard_outcomes_total", "Outcomes reported, by model"), &["model"]).unwrap(),
-            reloads: CounterVec::new(Opts::new("switchyard_reloads_total", "Catalog/artifact swaps, by kind"), &["kind"]).unwrap(),
-            generation: Gauge::new("switchyard_state_generation", "Generation of the loaded catalog/artifact").unwrap(),
+            expected_cost_usd: Counter::new("pointsman_expected_cost_usd_total", "Expected cost of the chosen models, summed (USD)").unwrap(),
+            outcomes: IntCounterVec::new(Opts::new("pointsman_outcomes_total", "Outcomes reported, by model"), &["model"]).unwrap(),
+            reloads: CounterVec::new(Opts::new("pointsman_reloads_total", "Catalog/artifact swaps, by kind"), &["kind"]).unwrap(),
+            generation: Gauge::new("pointsman_state_generation", "Generation of the loaded catalog/artifact").unwrap(),
             registry,
         };
         let r = &m.registry;

@@ -25,8 +25,8 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use lru::LruCache;
+use pointsman_classifier::Embedded;
 use sha2::{Digest, Sha256};
-use switchyard_classifier::Embedded;
 
 /// The sha256 of a prompt's UTF-8 bytes. Hashing keeps the cache's memory
 /// independent of prompt length (prompts may be up to --max-prompt-bytes)
@@ -105,7 +105,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_classifier::Prediction;
+    use pointsman_classifier::Prediction;
 
     /// A distinguishable value: the embedding's one element is `tag`.
     fn embedded(tag: f32) -> Embedded {

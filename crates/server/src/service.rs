@@ -1,15 +1,15 @@
 //! The gRPC services: adapt proto types to core types and back. Decisions
-//! are made by `switchyard_router`; prompts are read by the batcher.
+//! are made by `pointsman_router`; prompts are read by the batcher.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use switchyard_classifier::Embedded;
-use switchyard_router::catalog::estimate_tokens;
-use switchyard_router::policy::decide;
-use switchyard_router::{Constraints, Decision, Policy, RouterError};
-use switchyard_store::{LoggedCandidate, LoggedDecision, LoggedOutcome, OutcomeStore};
+use pointsman_classifier::Embedded;
+use pointsman_router::catalog::estimate_tokens;
+use pointsman_router::policy::decide;
+use pointsman_router::{Constraints, Decision, Policy, RouterError};
+use pointsman_store::{LoggedCandidate, LoggedDecision, LoggedOutcome, OutcomeStore};
 use tonic::{Request, Response, Status};
 
 use crate::batcher::Batcher;
@@ -54,7 +54,7 @@ pub struct Shared {
     pub encoder_id: String,
 }
 
-/// The `switchyard.v1.Router` service.
+/// The `pointsman.v1.Router` service.
 #[derive(Clone)]
 pub struct RouterService {
     shared: Arc<Shared>,
@@ -213,7 +213,7 @@ impl Shared {
         }
         if state.success.is_none() {
             return Err(ServerError::NotReady(
-                "no router artifact is loaded: start the server with --router FILE (from `switchyard train router`), then reload".into(),
+                "no router artifact is loaded: start the server with --router FILE (from `pointsman train router`), then reload".into(),
             ));
         }
         Ok((policy, constraints))
@@ -516,7 +516,7 @@ impl Shared {
     }
 }
 
-fn classification(p: &switchyard_classifier::Prediction) -> pb::Classification {
+fn classification(p: &pointsman_classifier::Prediction) -> pb::Classification {
     pb::Classification {
         task: p.task.clone(),
         task_scores: p.task_scores.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -580,7 +580,7 @@ impl pb::router_server::Router for RouterService {
     }
 }
 
-/// The `switchyard.v1.Admin` service: reload and roll back.
+/// The `pointsman.v1.Admin` service: reload and roll back.
 #[derive(Clone)]
 pub struct AdminService {
     shared: Arc<Shared>,

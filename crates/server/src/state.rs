@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use pointsman_router::{Catalog, SuccessModel};
 use sha2::{Digest, Sha256};
-use switchyard_router::{Catalog, SuccessModel};
 
 use crate::pb;
 
@@ -26,7 +26,7 @@ pub struct RoutingState {
 #[derive(Debug, Clone)]
 pub struct StateSource {
     pub catalog: PathBuf,
-    /// The router artifact (JSON written by `switchyard train router`).
+    /// The router artifact (JSON written by `pointsman train router`).
     pub router: Option<PathBuf>,
     /// The heads' version, reported in `Versions.heads`.
     pub heads_version: String,
@@ -111,7 +111,7 @@ fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingSt
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             if model.dim != source.embedding_dim {
                 anyhow::bail!(
-                    "{}: fitted on {}-dimensional embeddings but the encoder gives {}; retrain with `switchyard train router`",
+                    "{}: fitted on {}-dimensional embeddings but the encoder gives {}; retrain with `pointsman train router`",
                     path.display(),
                     model.dim,
                     source.embedding_dim
@@ -119,7 +119,7 @@ fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingSt
             }
             if !model.encoder_id.is_empty() && model.encoder_id != source.encoder_id {
                 anyhow::bail!(
-                    "{}: fitted on embeddings of encoder {}, but this server's encoder is {}; retrain with `switchyard train router`",
+                    "{}: fitted on embeddings of encoder {}, but this server's encoder is {}; retrain with `pointsman train router`",
                     path.display(),
                     model.encoder_id,
                     source.encoder_id

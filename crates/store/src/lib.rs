@@ -10,8 +10,8 @@ mod sqlite;
 
 use std::collections::BTreeMap;
 
+use pointsman_records::{Outcome, Record};
 use serde::{Deserialize, Serialize};
-use switchyard_records::{Outcome, Record};
 
 pub use sqlite::SqliteStore;
 
@@ -93,7 +93,7 @@ impl DecisionWithOutcomes {
                 .clone()
                 .unwrap_or_else(|| PROMPT_NOT_STORED.to_string()),
         );
-        r.source = Some("switchyard-store".into());
+        r.source = Some("pointsman-store".into());
         for o in &self.outcomes {
             r.outcomes.insert(
                 o.model.clone(),

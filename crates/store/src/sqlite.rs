@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(r.extra["prompt_stored"], false);
         assert_eq!(r.extra["embedding"].as_array().unwrap().len(), 3);
         // The line parses back as a valid record.
-        let back = switchyard_records::Record::parse_line(&r.to_line(), 1).unwrap();
+        let back = pointsman_records::Record::parse_line(&r.to_line(), 1).unwrap();
         assert_eq!(back.id, "d1");
         assert_eq!(got[1].to_record().prompt, "Write a haiku");
     }

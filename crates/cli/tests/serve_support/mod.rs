@@ -1,4 +1,4 @@
-//! Starts the real `switchyard serve` on 127.0.0.1 (port 0) with the real
+//! Starts the real `pointsman serve` on 127.0.0.1 (port 0) with the real
 //! encoder and heads, a two-model catalog and a synthetic router artifact.
 
 #![allow(dead_code)]
@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use switchyard_router::{fit, TrainConfig, TrainingRow};
-use switchyard_server::pb::router_client::RouterClient;
+use pointsman_router::{fit, TrainConfig, TrainingRow};
+use pointsman_server::pb::router_client::RouterClient;
 use tonic::transport::Channel;
 
 pub fn repo() -> PathBuf {
@@ -124,6 +124,10 @@ impl Server {
             write_artifact(&router);
             args.push("--router".into());
             args.push(router.display().to_string());
+        } else {
+            // Without a router flag serve loads the shipped artifact.
+            args.push("--router".into());
+            args.push("none".into());
         }
         args.extend(opts.extra);
         Server::spawn(dir, args, store, router, catalog)
@@ -136,10 +140,10 @@ impl Server {
         router: PathBuf,
         catalog: PathBuf,
     ) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
             .args(&args)
             .current_dir(repo())
-            .env("SWITCHYARD_LOG", "info")
+            .env("POINTSMAN_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -216,16 +220,16 @@ impl Drop for Server {
 }
 
 /// Runs the CLI to completion.
-pub fn switchyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+pub fn pointsman(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pointsman"))
         .args(args)
         .current_dir(repo())
         .output()
         .unwrap()
 }
 
-pub fn route_request(prompt: &str) -> switchyard_server::pb::RouteRequest {
-    switchyard_server::pb::RouteRequest {
+pub fn route_request(prompt: &str) -> pointsman_server::pb::RouteRequest {
+    pointsman_server::pb::RouteRequest {
         prompt: prompt.into(),
         ..Default::default()
     }
