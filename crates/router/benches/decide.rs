@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
         prior_ability: vec![0.0; tasks],
         outcome_counts: vec![100; n],
         calibration: vec![],
+        selection: None,
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];
