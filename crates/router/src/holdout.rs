@@ -46,7 +46,7 @@ pub fn fit_validated(
     validation: &Validation,
     encoder_id: &str,
 ) -> Result<Validated, RouterError> {
-    let mut rng = SplitMix(cfg.seed ^ 0x5EED_0F_C0DE);
+    let mut rng = SplitMix(cfg.seed ^ 0x005E_ED0F_C0DE);
     let held: Vec<bool> = rows
         .iter()
         .map(|_| (rng.next_f32() as f64) < validation.holdout)
@@ -77,7 +77,9 @@ pub fn fit_validated(
         });
     }
     let names: Vec<&str> = models.iter().map(String::as_str).collect();
-    let mut best: Option<(f64, f32, Vec<Vec<(f64, f32)>>)> = None;
+    // (held-out loss, ridge, held-out (P, score) pairs per model)
+    type Best = (f64, f32, Vec<Vec<(f64, f32)>>);
+    let mut best: Option<Best> = None;
     let mut losses = Vec::new();
     for &l2 in &grid {
         let c = TrainConfig {

@@ -244,6 +244,7 @@ fn in_sample_pairs(model: &SuccessModel, rows: &[TrainingRow]) -> Vec<Pair> {
 }
 
 /// Newton's method on the penalised cross-entropy of the calibration.
+#[allow(clippy::needless_range_loop)] // matrix indices read clearer
 /// `slopes = false` fixes α = γ = 0 (the per-model averages).
 fn fit_calibration(pairs: &[Pair], n: usize, slopes: bool) -> Calib {
     let mut centre = vec![0f64; n];
@@ -352,6 +353,7 @@ fn objective(c: &Calib, pairs: &[Pair], slopes: bool) -> f64 {
 
 /// Solves `a x = b` (a symmetric positive definite) by Gaussian elimination
 /// with partial pivoting; None if singular.
+#[allow(clippy::needless_range_loop)] // matrix indices read clearer
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     let n = b.len();
     for col in 0..n {
