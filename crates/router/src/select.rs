@@ -57,8 +57,8 @@ impl Default for Selection {
 /// γ_m around 0 (models share the signal weight unless their own held-out
 /// rows say otherwise), each δ_m around 0.
 const PRIOR_ALPHA: f64 = 1.0;
-const PRIOR_GAMMA: f64 = 4.0;
-const PRIOR_DELTA: f64 = 1.0;
+const PRIOR_GAMMA: f64 = 20.0;
+const PRIOR_DELTA: f64 = 10.0;
 
 /// One out-of-fold prediction: model, logit, score.
 type Pair = (usize, f64, f64);
