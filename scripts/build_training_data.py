@@ -52,7 +52,13 @@ def rec(rid, prompt, source, task=None, **extra):
 
 
 # ---------------------------------------------------------------- hand labels
-def hand_labelled(source, label_files):
+def hand_labelled(source, label_files, listed_from=None):
+    """Records for the hand-labelled prompts of `label_files`.
+
+    The prompts come from `unlabelled_prompts.py` source `source`, or from each
+    source in `listed_from` when one training source gathers several listings
+    (the non-English batch); `source` then only names the records' source.
+    """
     labels = {}
     for f in label_files:
         if not (LABELS / f).is_file():
@@ -62,10 +68,13 @@ def hand_labelled(source, label_files):
             row = json.loads(line)
             labels[row["id"]] = row
     out = []
-    for rid, prompt in up.SOURCES[source]():
-        if rid in labels:
-            extra = {"label_alt": labels[rid]["alt"]} if labels[rid].get("alt") else {}
-            out.append(rec(rid, prompt, source, labels[rid]["task"], labelled_by="hand", **extra))
+    for listing in listed_from or [source]:
+        for rid, prompt in up.SOURCES[listing]():
+            if rid in labels:
+                extra = {"label_alt": labels[rid]["alt"]} if labels[rid].get("alt") else {}
+                if labels[rid].get("lang"):
+                    extra["lang"] = labels[rid]["lang"]
+                out.append(rec(rid, prompt, source, labels[rid]["task"], labelled_by="hand", **extra))
     return out
 
 
@@ -335,6 +344,12 @@ def main():
         "hh_rlhf": hand_labelled("hh_rlhf", ["hh_rlhf.jsonl"]),
         "self_instruct_user": hand_labelled("self_instruct_user", ["self_instruct_user.jsonl"]),
         "sharegpt92k": hand_labelled("sharegpt92k", ["sharegpt92k.jsonl"]),
+        "sg90k": hand_labelled("sg90k", ["sg90k_a.jsonl", "sg90k_b_targeted.jsonl"]),
+        "sharegpt1000": hand_labelled("sharegpt1000", ["sharegpt1000_targeted.jsonl"]),
+        "nonenglish_real": hand_labelled(
+            "nonenglish_real",
+            ["sg90k_nonenglish.jsonl", "sharegpt1000_nonenglish.jsonl", "awesome_rest_nonenglish.jsonl"],
+            listed_from=["sg90k", "sharegpt1000", "awesome_rest"]),
         "humaneval": list(humaneval()),
         "mconala": cap(mconala("train.json", "mconala"), 400, seed=1),
         "gsm8k": cap(gsm8k(), 400, seed=2),

@@ -100,6 +100,75 @@ def self_instruct_user():
         yield f"self_instruct_user/{row['id']}", row["instruction"] + ("\n\n" + inp if inp else "")
 
 
+def _first_human_turns(fname):
+    """(id, first human turn) of a ShareGPT JSON file from sharegpt_mlenergy/."""
+    for row in json.load(open(RAW / "sharegpt_mlenergy" / fname, encoding="utf-8")):
+        turns = row["conversations"]
+        if turns and turns[0]["from"] == "human" and turns[0]["value"].strip():
+            yield row["id"], turns[0]["value"]
+
+
+def _disjoint(rows, earlier):
+    """Drops rows that repeat an evaluation set or an earlier training source.
+
+    Same rule as sharegpt92k: a row goes when its conversation id (id without
+    any `_<chunk>` suffix) or its normalised text occurs in sharegpt500, or its
+    first 60 word characters match a sharegpt500 prompt's; it also goes when its
+    normalised text is an AlpacaEval instruction (routing evaluation only), occurs
+    in an earlier training source (`earlier`: prompt iterables) or earlier in the
+    same file.
+    """
+    ev = list(sharegpt500())
+    ev_conv = {rid.split("/", 1)[1].rsplit("_", 1)[0] for rid, _ in ev}
+    seen = {_norm(p) for _, p in ev}
+    seen |= {_norm(json.loads(line)["instruction"])
+             for line in open(RAW / "alpaca_eval/instructions.jsonl", encoding="utf-8")}
+    for source in earlier:
+        seen |= {_norm(p) for _, p in source}
+    ev_prefix = {_prefix(p) for _, p in ev if len(_prefix(p)) >= 30}
+    for rid, text in rows:
+        key = _norm(text)
+        if not key or rid.rsplit("_", 1)[0] in ev_conv or key in seen or _prefix(text) in ev_prefix:
+            continue
+        seen.add(key)
+        yield rid, text
+
+
+def _earlier_sources():
+    return [sharegpt92k(), oasst(), awesome(), hh_rlhf(), self_instruct_user()]
+
+
+def sg90k():
+    """First human turns of ml-energy's sg_90k sample (English-filtered upstream, a few are not), for TRAINING.
+
+    Disjoint from sharegpt500, AlpacaEval and the earlier hand-labelled sources (see `_disjoint`).
+    """
+    rows = _first_human_turns("sg_90k_part1_html_cleaned_lang_first_sampled_sorted.json")
+    for rid, text in _disjoint(rows, _earlier_sources()):
+        yield f"sg90k/{rid}", text
+
+
+def sharegpt1000():
+    """First human turns of ml-energy's ShareGPT_V3_filtered_1000, for TRAINING.
+
+    Disjoint from sharegpt500, AlpacaEval, the earlier hand-labelled sources and sg90k (see `_disjoint`).
+    """
+    rows = _first_human_turns("ShareGPT_V3_filtered_1000.json")
+    for rid, text in _disjoint(rows, _earlier_sources() + [sg90k()]):
+        yield f"sharegpt1000/{rid}", text
+
+
+def awesome_rest():
+    """The TEXT prompts of awesome-chatgpt-prompts outside the 300 seeded picks of `awesome` (and not repeating one)."""
+    rows = list(csv.DictReader(open(RAW / "awesome_chatgpt_prompts/prompts.csv", encoding="utf-8", newline="")))
+    picked = dict(awesome())
+    picked_text = {_norm(p) for p in picked.values()}
+    for i, r in enumerate(rows):
+        if (r["type"] == "TEXT" and r["prompt"].strip() and f"awesome/{i}" not in picked
+                and _norm(r["prompt"]) not in picked_text):
+            yield f"awesome/{i}", r["prompt"]
+
+
 SOURCES = {
     "oasst": oasst,
     "sharegpt500": sharegpt500,
@@ -107,6 +176,9 @@ SOURCES = {
     "awesome": awesome,
     "hh_rlhf": hh_rlhf,
     "self_instruct_user": self_instruct_user,
+    "sg90k": sg90k,
+    "sharegpt1000": sharegpt1000,
+    "awesome_rest": awesome_rest,
 }
 
 
