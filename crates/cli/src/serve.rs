@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::{embed_cache, ModelDir};
-use pointsman_server::{BatchConfig, Limits, ServeConfig};
+use pointsman_server::{BatchConfig, Limits, NetLimits, ServeConfig, Stopped};
 use pointsman_store::SqliteStore;
 
 use crate::classify::load_classifier;
@@ -65,8 +65,33 @@ pub struct ServeArgs {
     /// File holding a bearer token: Router and Admin calls must send `authorization: Bearer TOKEN`. Also read from $POINTSMAN_AUTH_TOKEN.
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
+    /// After SIGTERM/SIGINT, seconds that requests in flight may take to finish; then every connection still open is closed and the process exits. A second signal exits at once.
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
+    drain_timeout: f64,
+    /// Most gRPC connections open at once; further ones wait in the kernel's accept backlog until one closes. Keep it below the file-descriptor limit (`ulimit -n`).
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a connection may send nothing before it is closed (live HTTP/2 clients answer the server's keep-alive pings, so only dead or silent peers are closed).
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    idle_timeout: f64,
+    /// Longest a call may take in seconds, reading its request included (a stalled upload is answered CANCELLED); a client's shorter grpc-timeout wins.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    request_timeout: f64,
+    /// Most HTTP/2 streams (concurrent calls) one connection may have open.
+    #[arg(long, default_value_t = 64)]
+    max_concurrent_streams: u32,
     #[command(flatten)]
     model: ModelArgs,
+}
+
+/// A duration in seconds: finite, > 0 and at most a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} must be a number of seconds in (0, 86400]"))
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -146,11 +171,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         router,
         tls: args.tls_cert.zip(args.tls_key),
         auth_token,
+        net: NetLimits {
+            drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+            max_connections: args.max_connections.max(1),
+            idle_timeout: Duration::from_secs_f64(args.idle_timeout),
+            request_timeout: Duration::from_secs_f64(args.request_timeout),
+            max_concurrent_streams: args.max_concurrent_streams.max(1),
+            ..NetLimits::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let stopped = runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -162,11 +195,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 let _ = reload_tx.try_send(());
             }
         });
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
+        // Counts SIGTERM/SIGINT: the first starts the drain, the second ends it.
+        let (signals_tx, signals) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM"),
+                    _ = int.recv() => tracing::info!("SIGINT"),
+                }
+                signals_tx.send_modify(|n| *n += 1);
             }
+        });
+        let mut first = signals.clone();
+        let shutdown = async move {
+            let _ = first.wait_for(|n| *n >= 1).await;
+        };
+        let mut second = signals;
+        let force = async move {
+            let _ = second.wait_for(|n| *n >= 2).await;
         };
         pointsman_server::serve(
             config,
@@ -174,6 +220,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             encoder_id,
             store,
             shutdown,
+            force,
             reload_rx,
             |bound| {
                 // One JSON line on stdout so scripts and tests learn the ports (useful with port 0).
@@ -186,5 +233,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
         .await
     })?;
-    Ok(ExitCode::SUCCESS)
+    match stopped {
+        Stopped::Drained => Ok(ExitCode::SUCCESS),
+        cut => {
+            // Connection tasks and store writes still running are abandoned
+            // (an unacknowledged write is either committed or rolled back
+            // by SQLite); the encoder thread ends with the process.
+            runtime.shutdown_timeout(Duration::from_millis(500));
+            eprintln!("pointsman: drain cut short ({cut:?}); connections closed");
+            Ok(if cut == Stopped::Forced {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
 }
