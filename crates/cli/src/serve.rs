@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Most HTTP/2 streams (concurrent calls) one connection may have open.
     #[arg(long, default_value_t = 64)]
     max_concurrent_streams: u32,
+    /// Serve beyond loopback without TLS and a bearer token, or with --metrics-listen beyond loopback (refused otherwise).
+    #[arg(long)]
+    insecure: bool,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -118,6 +121,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
+    if std::fs::metadata(&store_path).is_ok_and(|m| m.len() == 0) {
+        // SQLite treats an empty file as a new database; if it held data it
+        // was truncated, and the operator must hear of it.
+        tracing::warn!(store = %store_path.display(), "the store file is empty (0 bytes): starting a new store");
+        eprintln!(
+            "pointsman: warning: store {} is an empty file (0 bytes); starting a new store. If it held decisions, it was truncated: restore it from a backup.",
+            store_path.display()
+        );
+    }
     let store = Arc::new(SqliteStore::open(&store_path)?);
     let catalog = paths::resolve(&args.catalog);
     let router = match args.router.as_str() {
@@ -134,23 +146,65 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         store_path.display()
     );
+    // A token that is set but blank must not turn auth off silently.
     let auth_token = match &args.auth_token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
                 .with_context(|| format!("--auth-token-file {}", p.display()))?
                 .trim()
-                .to_string(),
-        ),
-        None => std::env::var("POINTSMAN_AUTH_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty()),
+                .to_string();
+            anyhow::ensure!(
+                !t.is_empty(),
+                "--auth-token-file {}: the file is empty (or only white space)",
+                p.display()
+            );
+            Some(t)
+        }
+        None => match std::env::var("POINTSMAN_AUTH_TOKEN") {
+            Err(std::env::VarError::NotPresent) => None,
+            Err(e) => anyhow::bail!("POINTSMAN_AUTH_TOKEN: {e}"),
+            Ok(t) => {
+                let t = t.trim().to_string();
+                anyhow::ensure!(
+                    !t.is_empty(),
+                    "POINTSMAN_AUTH_TOKEN is set but blank; unset it to run without auth, or set a token"
+                );
+                Some(t)
+            }
+        },
     };
-    anyhow::ensure!(
-        auth_token.as_ref().is_none_or(|t| !t.is_empty()),
-        "--auth-token-file: the file is empty"
-    );
-    if !args.listen.ip().is_loopback() && (args.tls_cert.is_none() || auth_token.is_none()) {
-        tracing::warn!(listen = %args.listen, "listening beyond loopback without TLS and a bearer token");
+    if let Some(t) = &auth_token {
+        anyhow::ensure!(
+            t.chars().all(|c| c.is_ascii_graphic()),
+            "the bearer token must be printable ASCII without spaces (it travels in an HTTP header)"
+        );
+    }
+    let open_grpc =
+        !args.listen.ip().is_loopback() && (args.tls_cert.is_none() || auth_token.is_none());
+    let open_metrics = args.metrics_listen.is_some_and(|m| !m.ip().is_loopback());
+    if open_grpc || open_metrics {
+        let what = if open_grpc {
+            format!(
+                "--listen {} is beyond loopback without {}",
+                args.listen,
+                match (args.tls_cert.is_some(), auth_token.is_some()) {
+                    (false, false) =>
+                        "TLS (--tls-cert/--tls-key) and a bearer token (--auth-token-file)",
+                    (false, true) => "TLS (--tls-cert/--tls-key)",
+                    _ => "a bearer token (--auth-token-file or POINTSMAN_AUTH_TOKEN)",
+                }
+            )
+        } else {
+            format!(
+                "--metrics-listen {} is beyond loopback (metrics are plain HTTP without auth)",
+                args.metrics_listen.expect("checked")
+            )
+        };
+        anyhow::ensure!(
+            args.insecure,
+            "{what}; refusing to start. Add them, listen on 127.0.0.1, or pass --insecure to accept the risk"
+        );
+        tracing::warn!("{what}; serving anyway (--insecure)");
     }
     let config = ServeConfig {
         listen: args.listen,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod policy;
 pub mod success;
 pub mod train;
+pub mod validate;
 
 pub use catalog::{Catalog, ModelSpec};
 pub use error::RouterError;

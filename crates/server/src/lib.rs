@@ -10,8 +10,10 @@
 //! and Prometheus metrics on a separate plain-HTTP port.
 
 pub mod batcher;
+pub mod codec;
 pub mod conn;
 pub mod error;
+pub mod fields;
 pub mod in_flight;
 pub mod metrics;
 pub mod prompt_cache;
@@ -107,6 +109,10 @@ pub enum Stopped {
     Forced,
 }
 
+/// Bytes allowed per request beside its prompt (tenant, constraints and
+/// framing; allowed_models entries are bounded in fields.rs).
+pub const PER_ITEM_OVERHEAD: usize = 2 << 10;
+
 /// Where the server ended up listening (ports may have been 0).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Bound {
@@ -153,6 +159,7 @@ pub async fn serve(
         limits: config.limits.clone(),
         heads_version,
         encoder_id,
+        store_slots: Arc::new(tokio::sync::Semaphore::new(service::STORE_SLOTS)),
     });
 
     let listener = TcpListener::bind(config.listen)
@@ -196,18 +203,21 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let auth = Auth(
-        config
-            .auth_token
-            .clone()
-            .map(|t| Arc::<str>::from(format!("Bearer {t}"))),
-    );
-    let max_message = (config
+    let auth = Auth(config.auth_token.clone().map(|t| Arc::<str>::from(t)));
+    // The largest valid request is a full RouteBatch: every item a
+    // maximal prompt plus its small fields (bounded in fields.rs). Anything
+    // bigger is refused before it is buffered (RESOURCE_EXHAUSTED).
+    let max_message = config
         .limits
-        .max_prompt_bytes
-        .saturating_mul(config.limits.max_batch_request.max(1))
-        + (1 << 16))
-        .max(4 << 20);
+        .max_batch_request
+        .max(1)
+        .saturating_mul(
+            config
+                .limits
+                .max_prompt_bytes
+                .saturating_add(PER_ITEM_OVERHEAD),
+        )
+        .saturating_add(PER_ITEM_OVERHEAD);
     let router = in_flight::InFlight::new(
         tonic::service::interceptor::InterceptedService::new(
             pb::router_server::RouterServer::new(service::RouterService::new(shared.clone()))
@@ -332,22 +342,54 @@ impl tonic::service::Interceptor for Auth {
         let Some(expected) = &self.0 else {
             return Ok(req);
         };
-        match req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(got) if constant_time_eq(got.as_bytes(), expected.as_bytes()) => Ok(req),
+        let Some(got) = req.metadata().get("authorization") else {
+            return Err(tonic::Status::unauthenticated(
+                "authorization: missing; send `authorization: Bearer TOKEN`",
+            ));
+        };
+        match bearer_token(got.as_bytes()) {
+            Some(token) if constant_time_eq(token, expected.as_bytes()) => Ok(req),
             Some(_) => Err(tonic::Status::unauthenticated(
                 "authorization: wrong bearer token",
             )),
             None => Err(tonic::Status::unauthenticated(
-                "authorization: missing; send `authorization: Bearer TOKEN`",
+                "authorization: not a bearer token; send `authorization: Bearer TOKEN`",
             )),
         }
     }
 }
 
+/// The token of an `authorization: Bearer TOKEN` header; the scheme is
+/// case-insensitive (RFC 7235), spaces around the token are ignored.
+fn bearer_token(header: &[u8]) -> Option<&[u8]> {
+    let scheme = header.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = header[7..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Compares in time that depends only on the lengths (the length of the
+/// expected token is not a secret worth hiding: it is fixed per server).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_exact() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
 }

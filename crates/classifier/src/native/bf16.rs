@@ -98,7 +98,13 @@ pub unsafe fn gemm_into(
     ldc: usize,
     parallel: bool,
 ) {
-    debug_assert!(supported());
+    // The kernels below execute AVX-512 BF16 instructions: on a CPU without them
+    // that is undefined behaviour, not a crash we could catch. The check is
+    // a cached atomic load, so it stays on in release builds.
+    assert!(
+        supported(),
+        "bf16::gemm_into called on a CPU without AVX-512 BF16"
+    );
     // Taken out of the thread-local and put back after, so a nested call
     // on this thread (a rayon worker stealing work) gets its own buffer.
     let mut buf = A_BF16.with(|cell| cell.take());

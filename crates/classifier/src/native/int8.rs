@@ -123,7 +123,13 @@ pub unsafe fn gemm_into(
     ldc: usize,
     parallel: bool,
 ) {
-    debug_assert!(supported());
+    // The kernels below execute AVX-512 VNNI instructions: on a CPU without them
+    // that is undefined behaviour, not a crash we could catch. The check is
+    // a cached atomic load, so it stays on in release builds.
+    assert!(
+        supported(),
+        "int8::gemm_into called on a CPU without AVX-512 VNNI"
+    );
     // Taken out and put back so a nested call on this thread (a rayon
     // worker stealing work) gets its own buffer.
     let mut q = A_U8.with(|cell| cell.take());

@@ -140,7 +140,26 @@ impl Server {
         router: PathBuf,
         catalog: PathBuf,
     ) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        Server::spawn_program(
+            env!("CARGO_BIN_EXE_pointsman"),
+            dir,
+            args,
+            store,
+            router,
+            catalog,
+        )
+    }
+
+    /// [`Server::spawn`] through another program (e.g. `prlimit ... -- pointsman`).
+    pub fn spawn_program(
+        program: &str,
+        dir: tempfile::TempDir,
+        args: Vec<String>,
+        store: PathBuf,
+        router: PathBuf,
+        catalog: PathBuf,
+    ) -> Server {
+        let mut child = Command::new(program)
             .args(&args)
             .current_dir(repo())
             .env("POINTSMAN_LOG", "info")
