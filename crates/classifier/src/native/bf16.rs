@@ -130,6 +130,8 @@ pub unsafe fn gemm_into(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// # Safety
+/// As the module's `gemm_into`: the output rows this panel covers are valid for writes and owned by this call and the CPU passes [`supported`].
 unsafe fn panel_product(
     m: usize,
     a: &[u16],
@@ -182,17 +184,23 @@ struct Tile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
+/// # Safety
+/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
 unsafe fn kernel<const R: usize>(t: &Tile) {
     kernel_avx512::<R>(t)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
+/// # Safety
+/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
 unsafe fn kernel<const R: usize>(_: &Tile) {
     unreachable!("the bf16 path is only enabled where `supported()`")
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
+/// # Safety
+/// The CPU has the features enabled below (the caller checked [`supported`]), and `t` is valid as for `kernel`.
 unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); R];
@@ -238,6 +246,8 @@ fn convert_row(src: &[f32], dst: &mut [u16]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
+/// # Safety
+/// The CPU has the features enabled below (the caller checked [`supported`]).
 unsafe fn convert_row_avx512(src: &[f32], dst: &mut [u16]) {
     use std::arch::x86_64::*;
     let mut i = 0;
