@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Undecodable requests answer INVALID_ARGUMENT (src/codec.rs).
+        .codec_path("crate::codec::PbCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::{embed_cache, ModelDir};
-use pointsman_server::{BatchConfig, Limits, ServeConfig};
+use pointsman_server::{BatchConfig, Limits, NetLimits, ServeConfig, Stopped};
 use pointsman_store::SqliteStore;
 
 use crate::classify::load_classifier;
@@ -65,8 +65,36 @@ pub struct ServeArgs {
     /// File holding a bearer token: Router and Admin calls must send `authorization: Bearer TOKEN`. Also read from $POINTSMAN_AUTH_TOKEN.
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
+    /// After SIGTERM/SIGINT, seconds that requests in flight may take to finish; then every connection still open is closed and the process exits. A second signal exits at once.
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
+    drain_timeout: f64,
+    /// Most gRPC connections open at once; further ones wait in the kernel's accept backlog until one closes. Keep it below the file-descriptor limit (`ulimit -n`).
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a connection may send nothing before it is closed (live HTTP/2 clients answer the server's keep-alive pings, so only dead or silent peers are closed).
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    idle_timeout: f64,
+    /// Longest a call may take in seconds, reading its request included (a stalled upload is answered CANCELLED); a client's shorter grpc-timeout wins.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    request_timeout: f64,
+    /// Most HTTP/2 streams (concurrent calls) one connection may have open.
+    #[arg(long, default_value_t = 64)]
+    max_concurrent_streams: u32,
+    /// Serve beyond loopback without TLS and a bearer token, or with --metrics-listen beyond loopback (refused otherwise).
+    #[arg(long)]
+    insecure: bool,
     #[command(flatten)]
     model: ModelArgs,
+}
+
+/// A duration in seconds: finite, > 0 and at most a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} must be a number of seconds in (0, 86400]"))
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -93,6 +121,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
+    if std::fs::metadata(&store_path).is_ok_and(|m| m.len() == 0) {
+        // SQLite treats an empty file as a new database; if it held data it
+        // was truncated, and the operator must hear of it.
+        tracing::warn!(store = %store_path.display(), "the store file is empty (0 bytes): starting a new store");
+        eprintln!(
+            "pointsman: warning: store {} is an empty file (0 bytes); starting a new store. If it held decisions, it was truncated: restore it from a backup.",
+            store_path.display()
+        );
+    }
     let store = Arc::new(SqliteStore::open(&store_path)?);
     let catalog = paths::resolve(&args.catalog);
     let router = match args.router.as_str() {
@@ -109,23 +146,65 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         store_path.display()
     );
+    // A token that is set but blank must not turn auth off silently.
     let auth_token = match &args.auth_token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
                 .with_context(|| format!("--auth-token-file {}", p.display()))?
                 .trim()
-                .to_string(),
-        ),
-        None => std::env::var("POINTSMAN_AUTH_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty()),
+                .to_string();
+            anyhow::ensure!(
+                !t.is_empty(),
+                "--auth-token-file {}: the file is empty (or only white space)",
+                p.display()
+            );
+            Some(t)
+        }
+        None => match std::env::var("POINTSMAN_AUTH_TOKEN") {
+            Err(std::env::VarError::NotPresent) => None,
+            Err(e) => anyhow::bail!("POINTSMAN_AUTH_TOKEN: {e}"),
+            Ok(t) => {
+                let t = t.trim().to_string();
+                anyhow::ensure!(
+                    !t.is_empty(),
+                    "POINTSMAN_AUTH_TOKEN is set but blank; unset it to run without auth, or set a token"
+                );
+                Some(t)
+            }
+        },
     };
-    anyhow::ensure!(
-        auth_token.as_ref().is_none_or(|t| !t.is_empty()),
-        "--auth-token-file: the file is empty"
-    );
-    if !args.listen.ip().is_loopback() && (args.tls_cert.is_none() || auth_token.is_none()) {
-        tracing::warn!(listen = %args.listen, "listening beyond loopback without TLS and a bearer token");
+    if let Some(t) = &auth_token {
+        anyhow::ensure!(
+            t.chars().all(|c| c.is_ascii_graphic()),
+            "the bearer token must be printable ASCII without spaces (it travels in an HTTP header)"
+        );
+    }
+    let open_grpc =
+        !args.listen.ip().is_loopback() && (args.tls_cert.is_none() || auth_token.is_none());
+    let open_metrics = args.metrics_listen.is_some_and(|m| !m.ip().is_loopback());
+    if open_grpc || open_metrics {
+        let what = if open_grpc {
+            format!(
+                "--listen {} is beyond loopback without {}",
+                args.listen,
+                match (args.tls_cert.is_some(), auth_token.is_some()) {
+                    (false, false) =>
+                        "TLS (--tls-cert/--tls-key) and a bearer token (--auth-token-file)",
+                    (false, true) => "TLS (--tls-cert/--tls-key)",
+                    _ => "a bearer token (--auth-token-file or POINTSMAN_AUTH_TOKEN)",
+                }
+            )
+        } else {
+            format!(
+                "--metrics-listen {} is beyond loopback (metrics are plain HTTP without auth)",
+                args.metrics_listen.expect("checked")
+            )
+        };
+        anyhow::ensure!(
+            args.insecure,
+            "{what}; refusing to start. Add them, listen on 127.0.0.1, or pass --insecure to accept the risk"
+        );
+        tracing::warn!("{what}; serving anyway (--insecure)");
     }
     let config = ServeConfig {
         listen: args.listen,
@@ -146,11 +225,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         router,
         tls: args.tls_cert.zip(args.tls_key),
         auth_token,
+        net: NetLimits {
+            drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+            max_connections: args.max_connections.max(1),
+            idle_timeout: Duration::from_secs_f64(args.idle_timeout),
+            request_timeout: Duration::from_secs_f64(args.request_timeout),
+            max_concurrent_streams: args.max_concurrent_streams.max(1),
+            ..NetLimits::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let stopped = runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -162,11 +249,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 let _ = reload_tx.try_send(());
             }
         });
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
+        // Counts SIGTERM/SIGINT: the first starts the drain, the second ends it.
+        let (signals_tx, signals) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM"),
+                    _ = int.recv() => tracing::info!("SIGINT"),
+                }
+                signals_tx.send_modify(|n| *n += 1);
             }
+        });
+        let mut first = signals.clone();
+        let shutdown = async move {
+            let _ = first.wait_for(|n| *n >= 1).await;
+        };
+        let mut second = signals;
+        let force = async move {
+            let _ = second.wait_for(|n| *n >= 2).await;
         };
         pointsman_server::serve(
             config,
@@ -174,6 +274,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             encoder_id,
             store,
             shutdown,
+            force,
             reload_rx,
             |bound| {
                 // One JSON line on stdout so scripts and tests learn the ports (useful with port 0).
@@ -186,5 +287,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
         .await
     })?;
-    Ok(ExitCode::SUCCESS)
+    match stopped {
+        Stopped::Drained => Ok(ExitCode::SUCCESS),
+        cut => {
+            // Connection tasks and store writes still running are abandoned
+            // (an unacknowledged write is either committed or rolled back
+            // by SQLite); the encoder thread ends with the process.
+            runtime.shutdown_timeout(Duration::from_millis(500));
+            eprintln!("pointsman: drain cut short ({cut:?}); connections closed");
+            Ok(if cut == Stopped::Forced {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
 }

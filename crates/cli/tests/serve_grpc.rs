@@ -496,28 +496,9 @@ fn bounded_load_ends_ok_or_resource_exhausted_then_sigterm_drains() {
     );
     assert!(ok > 0 && exhausted > 0, "ok {ok}, exhausted {exhausted}");
 
-    // SIGTERM while requests are in flight: they finish OK, then the process exits 0.
-    let results = runtime().block_on(async {
-        let mut tasks = Vec::new();
-        for i in 0..4 {
-            let mut c = server.client().await;
-            tasks.push(tokio::spawn(async move {
-                c.classify(pb::ClassifyRequest {
-                    prompt: PROMPTS[i].repeat(20),
-                })
-                .await
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        server.signal("-TERM");
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    });
-    for r in results {
-        r.expect("requests in flight at SIGTERM are answered");
-    }
+    // SIGTERM after the load: the process exits 0. That a call in flight
+    // at SIGTERM is answered is tested deterministically in
+    // serve_hardening.rs (a_call_in_flight_at_sigterm_is_answered_...).
+    server.signal("-TERM");
     assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
 }

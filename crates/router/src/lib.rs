@@ -11,6 +11,7 @@ pub mod policy;
 pub mod select;
 pub mod success;
 pub mod train;
+pub mod validate;
 
 pub use catalog::{Catalog, ModelSpec};
 pub use error::RouterError;

@@ -139,6 +139,7 @@ impl SuccessModel {
             )));
         }
         m.check_shapes().map_err(RouterError::Artifact)?;
+        crate::validate::check_numbers(&m)?;
         Ok(m)
     }
 

@@ -67,6 +67,8 @@ struct Job {
 pub struct Batcher {
     tx: SyncSender<Job>,
     capacity: usize,
+    /// See [`Batcher::share`].
+    share: usize,
     metrics: Arc<Metrics>,
     cache: Arc<PromptCache>,
 }
@@ -118,6 +120,7 @@ impl Batcher {
             Batcher {
                 tx,
                 capacity: config.queue_capacity.max(1),
+                share: config.max_batch.min(config.queue_capacity / 2).max(1),
                 metrics,
                 cache,
             },
@@ -146,10 +149,34 @@ impl Batcher {
         wait(rx, deadline).await
     }
 
-    /// Queues many prompts at once (one job each, cached ones excepted);
-    /// each answer comes back in input order. Prompts that do not fit in
-    /// the queue are refused individually.
+    /// Classifies many prompts (cached ones answered at once); each answer
+    /// comes back in input order. Fair to other callers: at most
+    /// [`Batcher::share`] of them wait in the queue at a time, the next
+    /// wave going in when the last is answered, so requests that arrive
+    /// meanwhile share the next pass instead of waiting behind the whole
+    /// batch or finding the queue full. A prompt that does not fit is
+    /// refused on its own.
     pub async fn classify_many(
+        &self,
+        prompts: Vec<String>,
+        deadline: Option<Instant>,
+    ) -> Vec<Result<Embedded, ServerError>> {
+        let mut out = Vec::with_capacity(prompts.len());
+        let mut prompts = prompts.into_iter().peekable();
+        while prompts.peek().is_some() {
+            let wave: Vec<String> = prompts.by_ref().take(self.share).collect();
+            out.extend(self.classify_wave(wave, deadline).await);
+        }
+        out
+    }
+
+    /// The most prompts one request may have in the queue at once: one
+    /// encoder pass, and never more than half the queue.
+    pub fn share(&self) -> usize {
+        self.share
+    }
+
+    async fn classify_wave(
         &self,
         prompts: Vec<String>,
         deadline: Option<Instant>,
@@ -310,21 +337,37 @@ fn worker(
                     let _ = j.reply.send(Ok(e));
                 }
             }
-            // Failures are never cached: a retry of the prompt gets a fresh pass.
-            Ok(Err(e)) => {
-                let message = e.to_string();
-                for j in live {
-                    let _ = j
-                        .reply
-                        .send(Err(ServerError::Internal(format!("classifier: {message}"))));
+            // One bad prompt must not fail its neighbours: when a pass
+            // fails (or panics), each prompt gets a pass of its own and its
+            // own answer, a classifier error through ServerError::Classifier
+            // (INVALID_ARGUMENT for input it refuses, INTERNAL otherwise).
+            // Failures are never cached: a retry gets a fresh pass.
+            failed => {
+                if failed.is_err() {
+                    tracing::error!("the encoder panicked on a batch of {}", texts.len());
                 }
-            }
-            Err(_) => {
-                tracing::error!("the encoder panicked on a batch of {}", texts.len());
                 for j in live {
-                    let _ = j.reply.send(Err(ServerError::Internal(
-                        "the encoder failed on this batch".into(),
-                    )));
+                    let one =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| encode(&[j.prompt.as_str()])));
+                    let answer = match one {
+                        Ok(Ok(mut e)) if e.len() == 1 => {
+                            let e = e.pop().expect("one answer");
+                            if let Some(key) = j.key {
+                                let held = cache.insert_many(vec![(key, e.clone())]);
+                                metrics.prompt_cache_entries.set(held as i64);
+                            }
+                            Ok(e)
+                        }
+                        Ok(Ok(e)) => Err(ServerError::Internal(format!(
+                            "the encoder answered {} results for 1 prompt",
+                            e.len()
+                        ))),
+                        Ok(Err(e)) => Err(ServerError::Classifier(e)),
+                        Err(_) => Err(ServerError::Internal(
+                            "the encoder failed on this prompt".into(),
+                        )),
+                    };
+                    let _ = j.reply.send(answer);
                 }
             }
         }
@@ -368,6 +411,9 @@ mod tests {
             let counter = encoded.clone();
             let encode = move |texts: &[&str]| {
                 counter.fetch_add(texts.len(), Ordering::SeqCst);
+                if texts[0] == "slow" {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 if texts.iter().any(|t| t.starts_with("panic")) {
                     panic!("the fake encoder panics on purpose");
                 }
@@ -466,18 +512,88 @@ mod tests {
         let f = Fake::new(8);
         for round in 1..=2 {
             let e = f.classify("error please").unwrap_err();
-            assert!(matches!(e, ServerError::Internal(_)), "{e:?}");
-            assert_eq!(f.encoded(), round, "a failed prompt is encoded again");
+            assert!(
+                matches!(e, ServerError::Classifier(ClassifierError::InvalidInput(_))),
+                "{e:?}"
+            );
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            // The failed pass, then the prompt's own pass.
+            assert_eq!(f.encoded(), 2 * round, "a failed prompt is encoded again");
         }
         for round in 1..=2 {
             let e = f.classify("panic please").unwrap_err();
             assert!(matches!(e, ServerError::Internal(_)), "{e:?}");
-            assert_eq!(f.encoded(), 2 + round, "a panicked prompt is encoded again");
+            assert_eq!(
+                f.encoded(),
+                4 + 2 * round,
+                "a panicked prompt is encoded again"
+            );
         }
         assert_eq!(f.hits_misses(), (0, 4));
         assert_eq!(f.metrics.prompt_cache_entries.get(), 0);
         // The encoder thread survived the panic and still serves.
         f.classify("fine").unwrap();
+        f.stop();
+    }
+
+    // Defect 7 of issue 13: one bad prompt used to fail its whole pass with
+    // INTERNAL. "slow" holds the encoder so the next three share one pass.
+    #[test]
+    fn one_bad_prompt_fails_alone_and_its_neighbours_are_answered() {
+        let f = Fake::new(0);
+        let out = f.classify_many(&["slow", "fine one", "error here", "panic here", "fine two"]);
+        assert_eq!(out[0].as_ref().unwrap().prediction.task, "slow");
+        assert_eq!(out[1].as_ref().unwrap().prediction.task, "fine one");
+        assert_eq!(out[4].as_ref().unwrap().prediction.task, "fine two");
+        let bad = out[2].as_ref().unwrap_err();
+        assert!(
+            matches!(
+                bad,
+                ServerError::Classifier(ClassifierError::InvalidInput(_))
+            ),
+            "{bad:?}"
+        );
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        assert!(
+            matches!(out[3], Err(ServerError::Internal(_))),
+            "{:?}",
+            out[3]
+        );
+        assert!(
+            f.metrics.batch_size.get_sample_count() < 5,
+            "some prompts shared a pass"
+        );
+        f.stop();
+    }
+
+    // Defect 6 of issue 13: one big batch filled the whole queue, so its own
+    // tail and everyone else were refused. Now it queues a share at a time.
+    #[test]
+    fn a_batch_bigger_than_the_queue_goes_in_waves_and_leaves_room() {
+        let f = Fake::new(0);
+        assert_eq!(f.batcher.share(), 8);
+        let mut prompts = vec!["slow".to_string()];
+        prompts.extend((0..40).map(|i| format!("p{i}")));
+        let light = f.batcher.clone();
+        let (out, alone) = f.rt.block_on(async {
+            let big = f.batcher.classify_many(prompts, None);
+            let small = async {
+                // Arrives while "slow" holds the encoder and the batch's
+                // first wave waits.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                light.classify("light".into(), None).await
+            };
+            tokio::join!(big, small)
+        });
+        assert!(
+            out.iter().all(|r| r.is_ok()),
+            "{:?}",
+            out.iter().find(|r| r.is_err())
+        );
+        assert_eq!(out[40].as_ref().unwrap().prediction.task, "p39");
+        assert_eq!(alone.unwrap().prediction.task, "light");
+        assert_eq!(f.metrics.overloaded.get(), 0);
+        drop(light); // the encoder thread ends when every handle is gone
         f.stop();
     }
 

@@ -18,6 +18,9 @@ pub enum ServerError {
         "overloaded: the encoder queue is full ({capacity} requests waiting); retry with back-off"
     )]
     Overloaded { capacity: usize },
+    /// Too many store calls in flight (backpressure).
+    #[error("overloaded: {capacity} outcome-store writes in flight; retry with back-off")]
+    StoreBusy { capacity: usize },
     /// The request's deadline passed before it was served.
     #[error("deadline exceeded before the request was served")]
     DeadlineExceeded,
@@ -57,7 +60,9 @@ impl ServerError {
         match self {
             ServerError::InvalidArgument { .. } => Code::InvalidArgument,
             ServerError::NotFound { .. } => Code::NotFound,
-            ServerError::Overloaded { .. } => Code::ResourceExhausted,
+            ServerError::Overloaded { .. } | ServerError::StoreBusy { .. } => {
+                Code::ResourceExhausted
+            }
             ServerError::DeadlineExceeded => Code::DeadlineExceeded,
             ServerError::NotReady(_) => Code::FailedPrecondition,
             ServerError::ShuttingDown => Code::Unavailable,
@@ -72,9 +77,10 @@ impl ServerError {
 impl From<StoreError> for ServerError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::UnknownDecision(id) => {
-                ServerError::not_found("decision_id", format!("no decision `{id}`"))
-            }
+            StoreError::UnknownDecision(id) => ServerError::not_found(
+                "decision_id",
+                format!("no decision {}", crate::fields::quote(&id)),
+            ),
             other => ServerError::Store(other),
         }
     }

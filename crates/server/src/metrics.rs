@@ -44,6 +44,11 @@ pub struct Metrics {
     pub reloads: CounterVec,
     /// The loaded state's generation (see Versions.generation).
     pub generation: Gauge,
+    /// Router and Admin calls whose headers have arrived and whose response
+    /// is not yet built (a stalled upload counts).
+    pub in_flight: IntGauge,
+    /// Open gRPC connections (bounded by --max-connections).
+    pub connections: IntGauge,
 }
 
 impl Metrics {
@@ -79,6 +84,8 @@ impl Metrics {
             outcomes: IntCounterVec::new(Opts::new("pointsman_outcomes_total", "Outcomes reported, by model"), &["model"]).unwrap(),
             reloads: CounterVec::new(Opts::new("pointsman_reloads_total", "Catalog/artifact swaps, by kind"), &["kind"]).unwrap(),
             generation: Gauge::new("pointsman_state_generation", "Generation of the loaded catalog/artifact").unwrap(),
+            in_flight: IntGauge::new("pointsman_requests_in_flight", "Router and Admin calls received and not yet answered").unwrap(),
+            connections: IntGauge::new("pointsman_connections", "Open gRPC connections").unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -98,6 +105,8 @@ impl Metrics {
         r.register(Box::new(m.outcomes.clone())).unwrap();
         r.register(Box::new(m.reloads.clone())).unwrap();
         r.register(Box::new(m.generation.clone())).unwrap();
+        r.register(Box::new(m.in_flight.clone())).unwrap();
+        r.register(Box::new(m.connections.clone())).unwrap();
         m
     }
 
@@ -117,27 +126,29 @@ impl Default for Metrics {
     }
 }
 
-/// Serves `GET /metrics` over plain HTTP/1 on `listener` until the task is
-/// dropped. Anything else gets 404.
+/// Serves `GET /metrics` over plain HTTP/1 until the task is dropped.
+/// Anything else gets 404. At most `METRICS_MAX_CONNECTIONS` at once, each
+/// given `METRICS_READ_TIMEOUT` to send its request head; accept errors
+/// (e.g. out of file descriptors) back off instead of spinning.
 pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
+    let mut conns = crate::conn::accept_loop(
+        listener,
+        METRICS_MAX_CONNECTIONS,
+        METRICS_READ_TIMEOUT,
+        "metrics",
+        None,
+    );
+    while let Some(Ok(mut sock)) = conns.recv().await {
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
-            // Read until the end of the request head (or the buffer is full).
+            // Read until the end of the request head (or the buffer is
+            // full); the connection's idle timeout ends a silent client.
             while n < buf.len() {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sock.read(&mut buf[n..]),
-                )
-                .await
-                {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-                    Ok(Ok(k)) => n += k,
+                match sock.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
                 }
                 if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
                     break;
@@ -159,3 +170,8 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
         });
     }
 }
+
+/// Scrapers open one connection at a time; a few spare for humans.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+/// How long a metrics client may stay silent.
+pub const METRICS_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -14,6 +14,9 @@ use tonic::{Request, Response, Status};
 
 use crate::batcher::Batcher;
 use crate::error::ServerError;
+use crate::fields::{
+    check_len, is_invisible, quote, MAX_ALLOWED_MODELS, MAX_DECISION_ID_BYTES, MAX_NAME_BYTES,
+};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::state::{RoutingState, StateHolder};
@@ -42,6 +45,19 @@ impl Default for Limits {
     }
 }
 
+/// Store calls running at once (each holds a blocking-pool thread while it
+/// waits for the database lock and fsync); more are refused.
+pub const STORE_SLOTS: usize = 64;
+
+/// One decision made, not yet acknowledged by the store.
+struct Routed {
+    response: pb::RouteResponse,
+    logged: LoggedDecision,
+    expected_cost_usd: f64,
+    saved_usd: f64,
+    tenant: Option<String>,
+}
+
 /// What every handler shares.
 pub struct Shared {
     pub batcher: Batcher,
@@ -52,6 +68,8 @@ pub struct Shared {
     pub heads_version: String,
     /// Identifies the encoder's embeddings (logged as `versions.encoder`).
     pub encoder_id: String,
+    /// Bounds store calls in flight ([`STORE_SLOTS`]).
+    pub store_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The `pointsman.v1.Router` service.
@@ -84,7 +102,8 @@ fn deadline<T>(req: &Request<T>, start: Instant) -> Option<Instant> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     };
-    Some(start + d.saturating_sub(DEADLINE_MARGIN))
+    // A timeout too large for an Instant is no deadline (it used to panic).
+    start.checked_add(d.saturating_sub(DEADLINE_MARGIN))
 }
 
 fn check_deadline(deadline: Option<Instant>) -> Result<(), ServerError> {
@@ -127,6 +146,12 @@ impl Shared {
     fn check_prompt(&self, field: &str, prompt: &str) -> Result<(), ServerError> {
         if prompt.trim().is_empty() {
             return Err(ServerError::invalid(field, "is empty"));
+        }
+        if prompt.chars().all(is_invisible) {
+            return Err(ServerError::invalid(
+                field,
+                "has no visible characters (only white space, zero-width or other format characters)",
+            ));
         }
         if prompt.len() > self.limits.max_prompt_bytes {
             return Err(ServerError::invalid(
@@ -176,15 +201,30 @@ impl Shared {
                 "must be > 0",
             ));
         }
+        if let Some(t) = &r.tenant {
+            check_len(&f("tenant"), t, MAX_NAME_BYTES)?;
+        }
         let mut constraints = Constraints::default();
         if let Some(c) = &r.constraints {
+            if c.allowed_models.len() > MAX_ALLOWED_MODELS {
+                return Err(ServerError::invalid(
+                    f("constraints.allowed_models"),
+                    format!(
+                        "{} entries, over the maximum of {MAX_ALLOWED_MODELS}",
+                        c.allowed_models.len()
+                    ),
+                ));
+            }
             if !c.allowed_models.is_empty() {
                 for (i, m) in c.allowed_models.iter().enumerate() {
+                    let field = f(&format!("constraints.allowed_models[{i}]"));
+                    check_len(&field, m, MAX_NAME_BYTES)?;
                     if state.catalog.get(m).is_none() {
                         return Err(ServerError::invalid(
-                            f(&format!("constraints.allowed_models[{i}]")),
+                            field,
                             format!(
-                                "`{m}` is not in the catalog (models: {})",
+                                "{} is not in the catalog (models: {})",
+                                quote(m),
                                 state.catalog.names().join(", ")
                             ),
                         ));
@@ -219,8 +259,8 @@ impl Shared {
         Ok((policy, constraints))
     }
 
-    /// Decides for one classified prompt and logs the decision.
-    async fn decide_and_log(
+    /// Decides for one classified prompt: the answer and the row to log.
+    fn decide_one(
         &self,
         prefix: &str,
         r: &pb::RouteRequest,
@@ -228,7 +268,7 @@ impl Shared {
         policy: Policy,
         mut constraints: Constraints,
         state: &RoutingState,
-    ) -> Result<pb::RouteResponse, ServerError> {
+    ) -> Result<Routed, ServerError> {
         let success = state.success.as_ref().expect("checked in check_route");
         let catalog = &state.catalog;
         let names = catalog.names();
@@ -240,6 +280,10 @@ impl Shared {
                 .map(|(k, v)| (k.as_str(), *v)),
         );
         let p = success.predict(&names, &embedded.embedding, &tasks);
+        // Artifacts are checked at load, but a decision on a NaN would pick
+        // the first model and poison the store: never emit one.
+        pointsman_router::validate::check_probabilities(&names, &p)
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
         let input_tokens = estimate_tokens(&r.prompt);
         let output_tokens = r
             .expected_output_tokens
@@ -289,25 +333,14 @@ impl Shared {
             tenant: r.tenant.clone(),
             prompt: self.limits.store_prompts.then(|| r.prompt.clone()),
         };
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.append_decision(&logged))
-            .await
-            .map_err(|e| ServerError::Internal(format!("store task: {e}")))??;
-
-        let m = &self.metrics;
-        m.routes.with_label_values(&[&decision.model]).inc();
-        m.expected_cost_usd
-            .inc_by(decision.expected_cost_usd.max(0.0));
-        if let Some(best) = decision
+        let saved = decision
             .candidates
             .iter()
             .max_by(|a, b| a.p_success.total_cmp(&b.p_success))
-        {
-            m.cost_saved_usd
-                .inc_by((best.expected_cost_usd - decision.expected_cost_usd).max(0.0));
-        }
-        tracing::info!(decision_id = %id, model = %decision.model, p = decision.p_success, tenant = ?r.tenant, "routed");
-        Ok(pb::RouteResponse {
+            .map_or(0.0, |best| {
+                (best.expected_cost_usd - decision.expected_cost_usd).max(0.0)
+            });
+        let response = pb::RouteResponse {
             decision_id: id,
             model: decision.model,
             fallbacks: decision.fallbacks,
@@ -328,7 +361,48 @@ impl Shared {
                 Policy::WillingnessToPay { .. } => None,
             },
             excluded: decision.excluded.into_iter().collect(),
+        };
+        Ok(Routed {
+            response,
+            logged,
+            expected_cost_usd: decision.expected_cost_usd,
+            saved_usd: saved,
+            tenant: r.tenant.clone(),
         })
+    }
+
+    /// Counts and logs one decision the store has acknowledged.
+    fn routed(&self, r: &Routed) {
+        let m = &self.metrics;
+        m.routes.with_label_values(&[&r.response.model]).inc();
+        m.expected_cost_usd.inc_by(r.expected_cost_usd.max(0.0));
+        m.cost_saved_usd.inc_by(r.saved_usd);
+        tracing::info!(decision_id = %r.response.decision_id, model = %r.response.model, p = r.response.candidates.first().map_or(0.0, |c| c.p_success), tenant = ?r.tenant, "routed");
+    }
+
+    /// Runs `work` on the blocking pool, at most `STORE_SLOTS` at once:
+    /// beyond that the call is refused (RESOURCE_EXHAUSTED) instead of
+    /// piling up unbounded blocking tasks (prompt-cache hits never wait
+    /// in the encoder queue, so only this bounds their store writes).
+    async fn store_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn OutcomeStore) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let permit =
+            self.store_slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ServerError::StoreBusy {
+                    capacity: STORE_SLOTS,
+                })?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = work(store.as_ref());
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("store task: {e}")))
     }
 
     async fn route(
@@ -340,8 +414,12 @@ impl Shared {
         let (policy, constraints) = self.check_route("", &r, &state)?;
         check_deadline(deadline)?;
         let embedded = self.batcher.classify(r.prompt.clone(), deadline).await?;
-        self.decide_and_log("", &r, embedded, policy, constraints, &state)
-            .await
+        let routed = self.decide_one("", &r, embedded, policy, constraints, &state)?;
+        let logged = routed.logged.clone();
+        self.store_work(move |s| s.append_decision(&logged))
+            .await??;
+        self.routed(&routed);
+        Ok(routed.response)
     }
 
     async fn route_batch(
@@ -379,37 +457,55 @@ impl Shared {
             .await;
         let mut embedded: BTreeMap<usize, Result<Embedded, ServerError>> =
             good.into_iter().zip(embedded).collect();
-        let mut items = Vec::with_capacity(b.requests.len());
-        for (i, (r, check)) in b.requests.iter().zip(checked).enumerate() {
-            let result = match check {
-                Err(e) => Err(e),
-                Ok((policy, constraints)) => {
-                    match embedded.remove(&i).expect("every good item was queued") {
-                        Err(e) => Err(e),
-                        Ok(e) => {
-                            self.decide_and_log(
-                                &format!("requests[{i}]."),
-                                r,
-                                e,
-                                policy,
-                                constraints,
-                                &state,
-                            )
-                            .await
-                        }
-                    }
-                }
+        // Decide every item, then log every decision in one transaction.
+        let mut results: Vec<Result<Routed, ServerError>> = b
+            .requests
+            .iter()
+            .zip(checked)
+            .enumerate()
+            .map(|(i, (r, check))| {
+                let (policy, constraints) = check?;
+                let e = embedded.remove(&i).expect("every good item was queued")?;
+                self.decide_one(
+                    &format!("requests[{i}]."),
+                    r,
+                    e,
+                    policy,
+                    constraints,
+                    &state,
+                )
+            })
+            .collect();
+        let rows: Vec<LoggedDecision> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|r| r.logged.clone()))
+            .collect();
+        if !rows.is_empty() {
+            let mut stored = match self.store_work(move |s| s.append_decisions(&rows)).await {
+                Ok(v) => v.into_iter(),
+                Err(e) => return Err(e),
             };
-            items.push(pb::RouteBatchItem {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                if let Err(e) = stored.next().expect("one result per row") {
+                    *r = Err(e.into());
+                }
+            }
+        }
+        let items = results
+            .into_iter()
+            .map(|result| pb::RouteBatchItem {
                 result: Some(match result {
-                    Ok(resp) => pb::route_batch_item::Result::Response(resp),
+                    Ok(routed) => {
+                        self.routed(&routed);
+                        pb::route_batch_item::Result::Response(routed.response)
+                    }
                     Err(e) => pb::route_batch_item::Result::Error(pb::ItemError {
                         code: e.code() as i32,
                         message: e.to_string(),
                     }),
                 }),
-            });
-        }
+            })
+            .collect();
         Ok(pb::RouteBatchResponse { items })
     }
 
@@ -434,10 +530,12 @@ impl Shared {
         if r.decision_id.trim().is_empty() {
             return Err(ServerError::invalid("decision_id", "is empty"));
         }
+        check_len("decision_id", &r.decision_id, MAX_DECISION_ID_BYTES)?;
         if r.model.trim().is_empty() {
             return Err(ServerError::invalid("model", "is empty"));
         }
-        if !(0.0..=1.0).contains(&r.score) {
+        check_len("model", &r.model, MAX_NAME_BYTES)?;
+        if !(0.0..=1.0).contains(&r.score) || !r.score.is_finite() {
             return Err(ServerError::invalid(
                 "score",
                 format!("{} is outside [0, 1]", r.score),
@@ -455,16 +553,27 @@ impl Shared {
                 format!("{l} must be a finite number >= 0"),
             ));
         }
+        // A model of the current catalog, or one the decision itself
+        // considered (a reload may have dropped it since).
         let state = self.state.snapshot();
         if state.catalog.get(&r.model).is_none() {
-            return Err(ServerError::not_found(
-                "model",
-                format!(
-                    "`{}` is not in the catalog (models: {})",
-                    r.model,
-                    state.catalog.names().join(", ")
-                ),
-            ));
+            let id = r.decision_id.clone();
+            let considered = self.store_work(move |s| s.decision_models(&id)).await??;
+            match considered {
+                None => return Err(pointsman_store::StoreError::UnknownDecision(r.decision_id).into()),
+                Some(models) if models.contains(&r.model) => {}
+                Some(models) => {
+                    return Err(ServerError::not_found(
+                        "model",
+                        format!(
+                            "{} is neither in the catalog (models: {}) nor among the decision's candidates ({})",
+                            quote(&r.model),
+                            state.catalog.names().join(", "),
+                            models.join(", ")
+                        ),
+                    ))
+                }
+            }
         }
         let outcome = LoggedOutcome {
             decision_id: r.decision_id,
@@ -476,10 +585,9 @@ impl Shared {
             latency_ms: r.latency_ms,
             time_ms: now_ms(),
         };
-        let store = self.store.clone();
-        let n = tokio::task::spawn_blocking(move || store.append_outcome(&outcome))
-            .await
-            .map_err(|e| ServerError::Internal(format!("store task: {e}")))??;
+        let n = self
+            .store_work(move |s| s.append_outcome(&outcome))
+            .await??;
         self.metrics.outcomes.with_label_values(&[&r.model]).inc();
         Ok(pb::ReportOutcomeResponse {
             outcomes_for_decision: n,

@@ -6,6 +6,7 @@
 //! SQL. [`SqliteStore`] is the default implementation; a PostgreSQL one can
 //! sit beside it.
 
+pub mod check;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -137,6 +138,10 @@ pub enum StoreError {
     /// A decision id logged twice.
     #[error("decision_id: `{0}` is already in the store")]
     DuplicateDecision(String),
+    /// A row the store will not write (a non-finite number, an oversized
+    /// name); nothing was written.
+    #[error("refused: {0}")]
+    Invalid(String),
     /// The database failed (I/O, corruption, locked).
     #[error("store {path}: {message}")]
     Backend { path: String, message: String },
@@ -149,14 +154,27 @@ pub trait OutcomeStore: Send + Sync {
     /// id is already there.
     fn append_decision(&self, decision: &LoggedDecision) -> Result<(), StoreError>;
 
-    /// Logs one outcome and returns how many outcomes the decision now has.
-    /// Returns only after the write is durable (it survives the process
-    /// being killed). Fails with [`StoreError::UnknownDecision`] for an
-    /// unknown id.
+    /// Logs many decisions in one transaction (one fsync), one result per
+    /// decision in order; a refused row fails alone.
+    fn append_decisions(&self, decisions: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
+        decisions.iter().map(|d| self.append_decision(d)).collect()
+    }
+
+    /// Logs one outcome and returns how many models the decision now has
+    /// outcomes for. The same model reported again replaces the earlier
+    /// outcome (last wins; export shows one outcome per model). Returns
+    /// only after the write is durable (it survives the process being
+    /// killed). Fails with [`StoreError::UnknownDecision`] for an unknown
+    /// id.
     fn append_outcome(&self, outcome: &LoggedOutcome) -> Result<u32, StoreError>;
 
     /// Whether a decision with this id is logged.
     fn has_decision(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// The models a decision considered (the chosen one first, then its
+    /// other candidates); None for an unknown id. Outcomes for these stay
+    /// reportable after a catalog reload drops the model.
+    fn decision_models(&self, id: &str) -> Result<Option<Vec<String>>, StoreError>;
 
     /// Calls `each` for every logged decision with its outcomes, oldest
     /// first; stops at the first error `each` returns. Returns the count.

@@ -54,12 +54,25 @@ type Slot = Arc<Mutex<Option<Result<(), StoreError>>>>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` in WAL mode with
-    /// synchronous=FULL and foreign keys on.
+    /// synchronous=FULL and foreign keys on, after `PRAGMA quick_check`:
+    /// a corrupt page anywhere in the file fails the open, naming it,
+    /// rather than the first query that touches it (quick_check reads
+    /// every page once: about a second per GB).
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let err = backend(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         }
+        // SQLite says only "unable to open" or "readonly database"; open
+        // the file ourselves first so the error carries the OS reason.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| err(format!("cannot open for writing: {e}")))?;
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| err(e.to_string()))?;
@@ -73,6 +86,16 @@ impl SqliteStore {
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
             .map_err(|e| err(e.to_string()))?;
+        let check: Vec<String> = conn
+            .prepare("PRAGMA quick_check")
+            .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| err(format!("integrity check failed: {e}")))?;
+        if check != ["ok"] {
+            return Err(err(format!(
+                "the database is corrupt (PRAGMA quick_check: {}); restore it from a backup, or move it aside to start a new store",
+                check.join("; ")
+            )));
+        }
         conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -165,27 +188,53 @@ fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()
 
 impl OutcomeStore for SqliteStore {
     fn append_decision(&self, d: &LoggedDecision) -> Result<(), StoreError> {
-        let slot: Slot = Arc::new(Mutex::new(None));
-        lock(&self.waiting).push((d.clone(), slot.clone()));
-        let mut conn = self.lock();
-        // Whoever held the connection before us may have committed our row
-        // with its own batch (it fills every slot before letting go).
-        if let Some(done) = lock(&slot).take() {
-            return done;
+        self.append_decisions(std::slice::from_ref(d))
+            .pop()
+            .expect("one result per decision")
+    }
+
+    fn append_decisions(&self, ds: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
+        let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(ds.len());
+        let mut slots = Vec::new();
+        {
+            let mut waiting = lock(&self.waiting);
+            for d in ds {
+                match crate::check::decision(d) {
+                    Err(e) => results.push(Some(Err(e))),
+                    Ok(()) => {
+                        let slot: Slot = Arc::new(Mutex::new(None));
+                        waiting.push((d.clone(), slot.clone()));
+                        slots.push((results.len(), slot));
+                        results.push(None);
+                    }
+                }
+            }
         }
-        // Otherwise we lead: everything waiting (ours included) goes in one
-        // transaction.
-        let batch = std::mem::take(&mut *lock(&self.waiting));
-        let results = self.insert_decisions(&mut conn, &batch);
-        for ((_, s), r) in batch.iter().zip(results) {
-            *lock(s) = Some(r);
+        if !slots.is_empty() {
+            let mut conn = self.lock();
+            // Whoever held the connection before us may have committed our
+            // rows with its own batch (it fills every slot before letting
+            // go). Otherwise we lead: everything waiting (ours included)
+            // goes in one transaction.
+            if lock(&slots[0].1).is_none() {
+                let batch = std::mem::take(&mut *lock(&self.waiting));
+                let done = self.insert_decisions(&mut conn, &batch);
+                for ((_, s), r) in batch.iter().zip(done) {
+                    *lock(s) = Some(r);
+                }
+            }
         }
-        drop(conn);
-        let done = lock(&slot).take();
-        done.expect("the leader's own row is in its batch")
+        for (i, slot) in slots {
+            results[i] = lock(&slot).take();
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("our rows went in together, in one batch"))
+            .collect()
     }
 
     fn append_outcome(&self, o: &LoggedOutcome) -> Result<u32, StoreError> {
+        crate::check::outcome(o)?;
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let known = tx
@@ -199,6 +248,12 @@ impl OutcomeStore for SqliteStore {
         if known.is_none() {
             return Err(StoreError::UnknownDecision(o.decision_id.clone()));
         }
+        // Last wins: a model reported again replaces its earlier outcome.
+        tx.execute(
+            "DELETE FROM outcomes WHERE decision_id = ?1 AND model = ?2",
+            [&o.decision_id, &o.model],
+        )
+        .map_err(|e| self.err(e))?;
         tx.execute(
             "INSERT INTO outcomes (decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -224,6 +279,27 @@ impl OutcomeStore for SqliteStore {
         // With synchronous=FULL the commit returns after the WAL is fsynced.
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n as u32)
+    }
+
+    fn decision_models(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let row: Option<(String, String)> = self
+            .lock()
+            .query_row(
+                "SELECT model, candidates FROM decisions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((chosen, candidates)) = row else {
+            return Ok(None);
+        };
+        let candidates: Vec<crate::LoggedCandidate> =
+            serde_json::from_str(&candidates).map_err(|e| self.err(format!("candidates: {e}")))?;
+        let mut models = vec![chosen];
+        models.extend(candidates.into_iter().map(|c| c.model));
+        models.dedup();
+        Ok(Some(models))
     }
 
     fn has_decision(&self, id: &str) -> Result<bool, StoreError> {
@@ -454,9 +530,14 @@ mod tests {
         s.append_decision(&decision("d1", None)).unwrap();
         s.append_decision(&decision("d2", Some("Write a haiku")))
             .unwrap();
-        s.append_outcome(&outcome("d1", "small", 0.5)).unwrap();
-        s.append_outcome(&outcome("d1", "small", 1.0)).unwrap();
+        assert_eq!(s.append_outcome(&outcome("d1", "small", 0.5)).unwrap(), 1);
+        assert_eq!(s.append_outcome(&outcome("d1", "small", 1.0)).unwrap(), 1);
         let got = all(&s);
+        assert_eq!(
+            got[0].outcomes,
+            vec![outcome("d1", "small", 1.0)],
+            "the store keeps the last report only"
+        );
         let r = got[0].to_record();
         assert_eq!(r.prompt, crate::PROMPT_NOT_STORED);
         assert_eq!(r.outcomes.len(), 1);
@@ -470,5 +551,144 @@ mod tests {
         let back = pointsman_records::Record::parse_line(&r.to_line(), 1).unwrap();
         assert_eq!(back.id, "d1");
         assert_eq!(got[1].to_record().prompt, "Write a haiku");
+    }
+
+    // Issue 13, defect 3: NaN used to be stored as NULL, after which every
+    // export failed ("invalid type: null, expected f64").
+    #[test]
+    fn non_finite_numbers_are_refused_and_export_keeps_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let mut d = decision("nan", None);
+        d.candidates[0].p_success = f64::NAN;
+        let e = store.append_decision(&d).unwrap_err();
+        assert!(
+            e.to_string().contains("candidates[0].p_success is NaN"),
+            "{e}"
+        );
+        let mut d = decision("inf", None);
+        d.embedding[1] = f32::INFINITY;
+        assert!(matches!(
+            store.append_decision(&d),
+            Err(StoreError::Invalid(_))
+        ));
+        store.append_decision(&decision("ok", None)).unwrap();
+        let mut o = outcome("ok", "small", 0.5);
+        o.latency_ms = Some(f64::NAN);
+        assert!(matches!(
+            store.append_outcome(&o),
+            Err(StoreError::Invalid(_))
+        ));
+        let mut o = outcome("ok", "small", f64::NAN);
+        o.latency_ms = None;
+        assert!(matches!(
+            store.append_outcome(&o),
+            Err(StoreError::Invalid(_))
+        ));
+        let mut d = decision("big", None);
+        d.tenant = Some("t".repeat(crate::check::MAX_NAME_BYTES + 1));
+        assert!(matches!(
+            store.append_decision(&d),
+            Err(StoreError::Invalid(_))
+        ));
+        let got = all(&store);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].outcomes.is_empty());
+    }
+
+    // Issue 13, defect 8: RouteBatch wrote each row in its own transaction.
+    // A batch of decisions now goes in one; the WAL grows by one commit.
+    #[test]
+    fn a_batch_of_decisions_is_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let mut batch: Vec<LoggedDecision> =
+            (0..20).map(|i| decision(&format!("b{i}"), None)).collect();
+        batch[7].difficulty = f32::NAN;
+        batch[9].id = "b3".into();
+        let frames_before = wal_frames(&dir.path().join("s.db-wal"));
+        let results = s.append_decisions(&batch);
+        let frames_after = wal_frames(&dir.path().join("s.db-wal"));
+        assert_eq!(results.len(), 20);
+        assert!(matches!(results[7], Err(StoreError::Invalid(_))));
+        assert!(matches!(results[9], Err(StoreError::DuplicateDecision(_))));
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 18);
+        assert_eq!(all(&s).len(), 18);
+        // 18 small rows fit in a few pages: one transaction writes each page
+        // once; a transaction per row would write >= 18 frames.
+        let written = frames_after - frames_before;
+        assert!(written < 10, "{written} WAL frames for one batch");
+    }
+
+    fn wal_frames(path: &Path) -> u64 {
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(32);
+        // 32-byte WAL header, then frames of 24 + page size (4096) bytes.
+        len.saturating_sub(32) / (24 + 4096)
+    }
+
+    // Issue 13, defect 10: the same outcome twice was stored twice.
+    #[test]
+    fn a_repeated_outcome_replaces_the_earlier_one_and_candidates_are_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        s.append_decision(&decision("d1", None)).unwrap();
+        assert_eq!(s.append_outcome(&outcome("d1", "small", 0.0)).unwrap(), 1);
+        assert_eq!(s.append_outcome(&outcome("d1", "small", 1.0)).unwrap(), 1);
+        assert_eq!(s.append_outcome(&outcome("d1", "big", 0.5)).unwrap(), 2);
+        let got = all(&s);
+        assert_eq!(
+            got[0].outcomes,
+            vec![outcome("d1", "small", 1.0), outcome("d1", "big", 0.5)]
+        );
+        assert_eq!(
+            s.decision_models("d1").unwrap(),
+            Some(vec!["small".to_string()])
+        );
+        assert_eq!(s.decision_models("nope").unwrap(), None);
+    }
+
+    // Issue 13, defect 11: corruption in the middle of the file was found
+    // only by the query that read it, and a read-only path said nothing of
+    // why.
+    #[test]
+    fn corruption_inside_the_file_fails_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            for i in 0..400 {
+                let mut d = decision(&format!("d{i}"), None);
+                d.embedding = vec![0.25; 384];
+                s.append_decision(&d).unwrap();
+            }
+            let c = s.lock();
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 40 * 4096, "{} bytes", bytes.len());
+        // Scribble over a page in the middle (not the header page).
+        let mid = (bytes.len() / 4096 / 2) * 4096;
+        bytes[mid..mid + 4096].fill(0x5A);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = SqliteStore::open(&path)
+            .err()
+            .expect("a corrupt store is refused")
+            .to_string();
+        assert!(e.contains("corrupt") || e.contains("malformed"), "{e}");
+    }
+
+    #[test]
+    fn a_read_only_store_says_why() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        SqliteStore::open(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
+            return; // running as root: permissions do not apply
+        }
+        let e = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(e.contains("Permission denied"), "{e}");
     }
 }

@@ -98,7 +98,13 @@ pub unsafe fn gemm_into(
     ldc: usize,
     parallel: bool,
 ) {
-    debug_assert!(supported());
+    // The kernels below execute AVX-512 BF16 instructions: on a CPU without them
+    // that is undefined behaviour, not a crash we could catch. The check is
+    // a cached atomic load, so it stays on in release builds.
+    assert!(
+        supported(),
+        "bf16::gemm_into called on a CPU without AVX-512 BF16"
+    );
     // Taken out of the thread-local and put back after, so a nested call
     // on this thread (a rayon worker stealing work) gets its own buffer.
     let mut buf = A_BF16.with(|cell| cell.take());
@@ -124,6 +130,8 @@ pub unsafe fn gemm_into(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// # Safety
+/// As the module's `gemm_into`: the output rows this panel covers are valid for writes and owned by this call and the CPU passes [`supported`].
 unsafe fn panel_product(
     m: usize,
     a: &[u16],
@@ -176,17 +184,23 @@ struct Tile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
+/// # Safety
+/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
 unsafe fn kernel<const R: usize>(t: &Tile) {
     kernel_avx512::<R>(t)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
+/// # Safety
+/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
 unsafe fn kernel<const R: usize>(_: &Tile) {
     unreachable!("the bf16 path is only enabled where `supported()`")
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
+/// # Safety
+/// The CPU has the features enabled below (the caller checked [`supported`]), and `t` is valid as for `kernel`.
 unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); R];
@@ -232,6 +246,8 @@ fn convert_row(src: &[f32], dst: &mut [u16]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
+/// # Safety
+/// The CPU has the features enabled below (the caller checked [`supported`]).
 unsafe fn convert_row_avx512(src: &[f32], dst: &mut [u16]) {
     use std::arch::x86_64::*;
     let mut i = 0;

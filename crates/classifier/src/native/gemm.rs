@@ -215,6 +215,8 @@ pub(super) fn for_panels(panels: usize, parallel: bool, run: impl Fn(usize, usiz
 /// that slice of panel `p`. The first k block writes C (plus bias), later
 /// ones add to it.
 #[allow(clippy::too_many_arguments)]
+/// # Safety
+/// As the module's `gemm_into`: the output rows this panel covers are valid for writes and owned by this call.
 unsafe fn panel_product(
     m: usize,
     a: &[f32],
@@ -269,6 +271,8 @@ struct Tile<'a> {
 }
 
 #[inline(always)]
+/// # Safety
+/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B).
 unsafe fn kernel<const R: usize>(t: &Tile) {
     #[cfg(target_arch = "x86_64")]
     if avx2_fma() {
@@ -294,6 +298,8 @@ pub fn simd_name() -> &'static str {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+/// # Safety
+/// The CPU has AVX2 and FMA (the caller checked), and `t` is valid as for `kernel`.
 unsafe fn kernel_avx2<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
     let mut lo = [_mm256_setzero_ps(); R];
@@ -331,6 +337,8 @@ unsafe fn kernel_avx2<const R: usize>(t: &Tile) {
     }
 }
 
+/// # Safety
+/// The pointers in `t` are valid for the tile it describes.
 unsafe fn kernel_portable<const R: usize>(t: &Tile) {
     let mut acc = [[0.0f32; NR]; R];
     for kk in 0..t.k {
@@ -353,6 +361,8 @@ unsafe fn kernel_portable<const R: usize>(t: &Tile) {
 
 /// Writes (or adds) the first `width` values of a tile row.
 #[inline(always)]
+/// # Safety
+/// `dst` is valid for `width` writes (and reads, when `accumulate`).
 unsafe fn store_partial(tile: &[f32; NR], dst: *mut f32, width: usize, accumulate: bool) {
     let dst = std::slice::from_raw_parts_mut(dst, width);
     for (d, &v) in dst.iter_mut().zip(tile) {

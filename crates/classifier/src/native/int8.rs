@@ -123,7 +123,13 @@ pub unsafe fn gemm_into(
     ldc: usize,
     parallel: bool,
 ) {
-    debug_assert!(supported());
+    // The kernels below execute AVX-512 VNNI instructions: on a CPU without them
+    // that is undefined behaviour, not a crash we could catch. The check is
+    // a cached atomic load, so it stays on in release builds.
+    assert!(
+        supported(),
+        "int8::gemm_into called on a CPU without AVX-512 VNNI"
+    );
     // Taken out and put back so a nested call on this thread (a rayon
     // worker stealing work) gets its own buffer.
     let mut q = A_U8.with(|cell| cell.take());
@@ -151,6 +157,8 @@ pub unsafe fn gemm_into(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// # Safety
+/// As the module's `gemm_into`: the output rows this panel covers are valid for writes and owned by this call and the CPU passes [`supported`].
 unsafe fn panel_product(
     m: usize,
     qa: &QuantisedA,
@@ -206,17 +214,23 @@ struct Tile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
+/// # Safety
+/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
 unsafe fn kernel<const R: usize>(t: &Tile) {
     kernel_avx512::<R>(t)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
+/// # Safety
+/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
 unsafe fn kernel<const R: usize>(_: &Tile) {
     unreachable!("the int8 path is only enabled where `supported()`")
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+/// # Safety
+/// The CPU has the features enabled below (the caller checked [`supported`]), and `t` is valid as for `kernel`.
 unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_si512(); R];
@@ -276,6 +290,8 @@ fn row_range(lo: f32, hi: f32) -> (f32, f32) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+/// # Safety
+/// The CPU has the features enabled below (the caller checked [`supported`]).
 unsafe fn quantise_row_avx512(src: &[f32], dst: &mut [u8]) -> (f32, i32) {
     use std::arch::x86_64::*;
     let tail = |i: usize| -> __mmask16 {

@@ -14,6 +14,8 @@ macro_rules! dispatch {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            /// # Safety
+            /// The CPU has the features enabled below (the caller checked with `is_x86_feature_detected!`).
             unsafe fn simd512(f: impl FnOnce()) {
                 f()
             }
@@ -22,6 +24,8 @@ macro_rules! dispatch {
                 return unsafe { simd512(|| $body($($arg),*)) };
             }
             #[target_feature(enable = "avx2,fma")]
+            /// # Safety
+            /// The CPU has the features enabled below (the caller checked with `is_x86_feature_detected!`).
             unsafe fn simd(f: impl FnOnce()) {
                 f()
             }

@@ -140,7 +140,26 @@ impl Server {
         router: PathBuf,
         catalog: PathBuf,
     ) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        Server::spawn_program(
+            env!("CARGO_BIN_EXE_pointsman"),
+            dir,
+            args,
+            store,
+            router,
+            catalog,
+        )
+    }
+
+    /// [`Server::spawn`] through another program (e.g. `prlimit ... -- pointsman`).
+    pub fn spawn_program(
+        program: &str,
+        dir: tempfile::TempDir,
+        args: Vec<String>,
+        store: PathBuf,
+        router: PathBuf,
+        catalog: PathBuf,
+    ) -> Server {
+        let mut child = Command::new(program)
             .args(&args)
             .current_dir(repo())
             .env("POINTSMAN_LOG", "info")
@@ -245,3 +264,98 @@ pub const PROMPTS: [&str; 8] = [
     "Extract all email addresses from this text: bob@example.com, alice@example.org.",
     "Give me five ideas for a birthday party.",
 ];
+
+/// A blocking `GET` of the metrics endpoint; None if it does not answer
+/// within `within`.
+pub fn metrics_text(server: &Server, within: Duration) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = server
+        .metrics
+        .as_ref()
+        .expect("started with --metrics-listen");
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(within)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200").then_some(out)
+}
+
+/// The value of an unlabelled metric (e.g. `pointsman_requests_in_flight`).
+pub fn metric(server: &Server, name: &str) -> f64 {
+    let text = metrics_text(server, Duration::from_secs(5)).expect("metrics answer");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+/// Polls `metric` until `ok` holds; panics after 20 s.
+pub fn wait_for_metric(server: &Server, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = metric(server, name);
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < until, "{name} stayed at {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A gRPC message with its 5-byte length prefix.
+pub fn grpc_frame(msg: &impl prost::Message) -> bytes::Bytes {
+    let body = msg.encode_to_vec();
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(0);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.into()
+}
+
+/// A raw HTTP/2 connection (h2), for clients that misbehave on purpose.
+pub async fn h2_connect(addr: &str) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send.ready().await.unwrap()
+}
+
+/// The headers of a gRPC call to `method` (e.g. `pointsman.v1.Router/Classify`).
+pub fn grpc_head(addr: &str, method: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+/// Reads a gRPC response to the end: (grpc-status, body bytes).
+pub async fn grpc_finish(resp: h2::client::ResponseFuture) -> Result<(String, Vec<u8>), h2::Error> {
+    let resp = resp.await?;
+    let status_in_head = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string());
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await?;
+    let status = status_in_head
+        .or_else(|| {
+            trailers
+                .as_ref()?
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_string())
+        })
+        .unwrap_or_default();
+    Ok((status, bytes))
+}
