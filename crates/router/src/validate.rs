@@ -101,6 +101,7 @@ mod tests {
             prior_ability: vec![1.0],
             outcome_counts: vec![3],
             calibration: vec![],
+            selection: None,
         }
     }
 
