@@ -21,19 +21,26 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(128, 0, 128),
 ];
 
-/// The metric against training rows (log axis): one line per learned
-/// router with its seed range as a vertical bar, the zero router dashed.
+/// The metric against training rows: the sizes evenly spaced (they are
+/// roughly geometric, so this reads like a log axis without its clutter),
+/// each labelled with its rows; one line per learned router with its seed
+/// range as a vertical bar, the zero router dashed.
 pub fn learning_curve_svg(curve: &LearningCurve, path: &Path) -> ChartResult {
     let names: Vec<String> = curve
         .router_names()
         .into_iter()
         .filter(|n| shown(n))
         .collect();
-    let xs: Vec<f64> = curve.points.iter().map(|p| p.train_rows.max(1.0)).collect();
-    let (x0, x1) = (
-        xs.iter().copied().fold(f64::INFINITY, f64::min) / 1.3,
-        xs.iter().copied().fold(0.0, f64::max) * 1.3,
-    );
+    let xs: Vec<f64> = (0..curve.points.len()).map(|i| i as f64).collect();
+    let labels: Vec<String> = curve
+        .points
+        .iter()
+        .map(|p| match p.size {
+            crate::curve::CurveSize::All => format!("all ({:.0})", p.train_rows),
+            crate::curve::CurveSize::Rows(_) => format!("{:.0}", p.train_rows),
+        })
+        .collect();
+    let (x0, x1) = (-0.3, xs.len() as f64 - 0.7);
     let values: Vec<f64> = curve
         .points
         .iter()
@@ -59,12 +66,22 @@ pub fn learning_curve_svg(curve: &LearningCurve, path: &Path) -> ChartResult {
             ),
             ("sans-serif", 20),
         )
-        .build_cartesian_2d((x0..x1).log_scale(), (lo - pad)..(hi + pad))?;
+        .build_cartesian_2d(x0..x1, (lo - pad)..(hi + pad))?;
+    let label_of = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 {
+            labels.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
     chart
         .configure_mesh()
-        .x_desc("training rows (prompts with outcomes), log scale")
+        .x_desc("training rows (prompts with logged outcomes) per fold")
         .y_desc(curve.metric)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_labels(xs.len())
+        .x_label_formatter(&label_of)
+        .disable_x_mesh()
         .draw()?;
     for (i, name) in names.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
