@@ -113,7 +113,11 @@ def curve_table(out: Path, name: str, title: str, docs: Path) -> str:
     c = json.loads(path.read_text())
     shutil.copy(out / name / "learning_curve.svg", docs / f"{name}.svg")
     secs = (out / f"{name}.seconds").read_text().strip()
-    routers = [n for n in c["points"][0]["routers"] if n not in {"random", "cheapest", "best_single", "oracle"}]
+    present = c["points"][0]["routers"]
+    order = ["zero", "knn", "pointsman", "pointsman_wtp"]
+    routers = [n for n in order if n in present] + sorted(
+        n for n in present if n not in order and n not in {"random", "cheapest", "best_single", "oracle"}
+    )
     lines = [
         f"#### Learning curve, {title}",
         "",
@@ -127,11 +131,12 @@ def curve_table(out: Path, name: str, title: str, docs: Path) -> str:
         "",
         f"![learning curve, {title}](routing/{name}.svg)",
         "",
-        "| size | training rows | " + " | ".join(routers) + " |",
-        "|---|---|" + "---|" * len(routers),
+        "| size | training rows | " + " | ".join(routers) + " | ECE (`pointsman`) |",
+        "|---|---|" + "---|" * (len(routers) + 1),
     ]
     for p in c["points"]:
         cells = [f(p["routers"][n]["mean"]) for n in routers]
+        cells.append(f(p["routers"].get("pointsman", {}).get("ece")))
         lines.append(f"| {p['size']} | {p['train_rows']:.0f} | " + " | ".join(cells) + " |")
     lines += ["", "At or above the zero router from this size on (every larger size included): "
               + "; ".join(f"{n}: {v + ' rows' if v else 'never'}" for n, v in c["pays_from"].items()) + ".", ""]

@@ -41,16 +41,17 @@ run() { # name, then the eval arguments (as printed in the docs)
 
 RB=(training-data/outcomes/routerbench_arc_challenge.jsonl training-data/outcomes/routerbench_mbpp.jsonl training-data/outcomes/routerbench_winograde.jsonl)
 AE=target/eval-data/alpaca_eval.jsonl
-run routerbench --data "${RB[@]}" --folds 5
-run alpaca_eval --data "$AE" --folds 5
+render() { python3 scripts/routing_tables.py "$OUT" docs/EVALUATION.md docs/routing; }
+# Cheapest first; the doc is re-rendered after each run, so an interrupted
+# run still leaves every finished table in place (missing ones say so).
+run routerbench --data "${RB[@]}" --folds 5; render
+run alpaca_eval --data "$AE" --folds 5; render
+run routellm_gsm8k --data training-data/outcomes/routellm_gsm8k.jsonl --folds 5 --catalog models/catalogs/routellm.toml; render
 run routerdc --train training-data/outcomes/routerdc_*_train.jsonl --test training-data/outcomes/routerdc_*_test.jsonl \
-    --catalog models/catalogs/routerdc.toml
-run routellm_gsm8k --data training-data/outcomes/routellm_gsm8k.jsonl --folds 5 --catalog models/catalogs/routellm.toml
-if [[ $MMLU == 1 ]]; then
-    run routellm_mmlu --data training-data/outcomes/routellm_mmlu.jsonl --folds 5 --catalog models/catalogs/routellm.toml
-fi
-run routerbench_curve --data "${RB[@]}" --folds 5 $CURVE 50,100,200,500,1000,all
+    --catalog models/catalogs/routerdc.toml; render
 # AlpacaEval has 579-580 training rows per fold: 1000 would repeat `all`.
-run alpaca_eval_curve --data "$AE" --folds 5 $CURVE 50,100,200,500,all
-
-python3 scripts/routing_tables.py "$OUT" docs/EVALUATION.md docs/routing
+run alpaca_eval_curve --data "$AE" --folds 5 $CURVE 50,100,200,500,all; render
+run routerbench_curve --data "${RB[@]}" --folds 5 $CURVE 50,100,200,500,1000,all; render
+if [[ $MMLU == 1 ]]; then
+    run routellm_mmlu --data training-data/outcomes/routellm_mmlu.jsonl --folds 5 --catalog models/catalogs/routellm.toml; render
+fi
