@@ -25,7 +25,9 @@ pub struct RouteArgs {
     /// Success-model artifact from `pointsman train router`.
     #[arg(long, default_value = "models/router/routerbench.json")]
     router: PathBuf,
-    /// Quality target: P(success) to reach, in [0, 1] (default: the catalog's).
+    /// Quality target in [0, 1] (default: the catalog's): the cheapest model
+    /// whose P(success) is at least target - (1 - the best model's P), i.e.
+    /// at most 1 - target below the best model for this prompt.
     #[arg(long, conflicts_with = "lambda")]
     target: Option<f64>,
     /// Willingness-to-pay policy instead: maximise P - lambda x cost (lambda per USD).

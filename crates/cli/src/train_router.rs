@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use pointsman_eval::fit_set;
-use pointsman_router::TrainConfig;
+use pointsman_router::{SuccessModel, TrainConfig};
 
 use crate::eval::{load_sets, EvalArgs};
 use crate::ModelArgs;
@@ -60,6 +60,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
             model.models.len(),
             args.out.display()
         );
+        print_selection(&model);
         return Ok(ExitCode::SUCCESS);
     }
     // Fitting needs no costs, so unpriced outcomes are allowed.
@@ -108,5 +109,13 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         model.models.len(),
         args.out.display()
     );
+    print_selection(&model);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the cross-validated selection chose (also in the artifact).
+fn print_selection(model: &SuccessModel) {
+    if let Some(sel) = &model.selection {
+        eprintln!("per-prompt signal: {sel}");
+    }
 }

@@ -34,7 +34,9 @@ fn bench(c: &mut Criterion) {
         loadings: vec![vec![0.1; rank]; n],
         prior_ability: vec![0.0; tasks],
         outcome_counts: vec![100; n],
-        calibration: vec![],
+        // As every default-trained artifact now has (see select.rs).
+        calibration: vec![[0.8, 0.1]; n],
+        selection: None,
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];

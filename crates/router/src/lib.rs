@@ -6,12 +6,16 @@
 
 pub mod catalog;
 pub mod error;
+pub mod holdout;
 pub mod policy;
+pub mod select;
 pub mod success;
 pub mod train;
 
 pub use catalog::{Catalog, ModelSpec};
 pub use error::RouterError;
+pub use holdout::{fit_validated, Validated, Validation};
 pub use policy::{choose, Candidate, Constraints, Decision, Policy};
-pub use success::{SuccessModel, ARTIFACT_VERSION};
-pub use train::{fit, fit_validated, TrainConfig, TrainingRow, Validated, Validation};
+pub use select::Selection;
+pub use success::{CandidateLoss, SelectionRecord, SuccessModel, ARTIFACT_VERSION};
+pub use train::{fit, fit_fixed, TrainConfig, TrainingRow};

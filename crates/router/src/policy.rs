@@ -10,8 +10,14 @@ use crate::error::RouterError;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Policy {
-    /// The cheapest model with P(success) >= `target` (in [0, 1]); if none
-    /// reaches it, the model with the highest P.
+    /// The cheapest model whose P(success) is at least
+    /// `target` − (1 − P_best), P_best the highest P among the eligible
+    /// models: its chance of failing exceeds the best model's by at most
+    /// 1 − `target` (in [0, 1]). Where some model is sure to succeed this is
+    /// the plain target; on a prompt no model is sure of, the tolerated
+    /// shortfall stays the same distance from the best, so a prompt that
+    /// nobody is likely to answer goes to a cheap model instead of the
+    /// dearest one (see docs/EVALUATION.md, "The target policy").
     Target { target: f64 },
     /// The model maximising P(success) − `lambda_per_usd` × expected cost
     /// (USD); `lambda_per_usd` >= 0 is how many successes one dollar is worth
@@ -66,22 +72,40 @@ pub struct Decision {
 /// with `eligible[i]`, or None if none is eligible. `p` and `cost` are
 /// aligned. Allocation-free so the eval harness can call it per row.
 pub fn choose(p: &[f64], cost: &[f64], eligible: &[bool], policy: Policy) -> Option<usize> {
+    let bar = bar(p, eligible, policy);
     let mut best: Option<usize> = None;
     for i in (0..p.len()).filter(|&i| eligible[i]) {
         best = match best {
             None => Some(i),
-            Some(b) if better(i, b, p, cost, policy) => Some(i),
+            Some(b) if better(i, b, p, cost, policy, bar) => Some(i),
             keep => keep,
         };
     }
     best
 }
 
-/// Whether candidate `i` ranks before `j` under `policy` (the fallback order).
-fn better(i: usize, j: usize, p: &[f64], cost: &[f64], policy: Policy) -> bool {
+/// The P a model must reach under the target policy on this prompt:
+/// `target` − (1 − P_best) over the eligible models (unused by the
+/// willingness-to-pay policy).
+fn bar(p: &[f64], eligible: &[bool], policy: Policy) -> f64 {
     match policy {
         Policy::Target { target } => {
-            let (ri, rj) = (p[i] >= target, p[j] >= target);
+            let best = (0..p.len())
+                .filter(|&i| eligible[i])
+                .map(|i| p[i])
+                .fold(f64::NEG_INFINITY, f64::max);
+            target - (1.0 - best)
+        }
+        Policy::WillingnessToPay { .. } => 0.0,
+    }
+}
+
+/// Whether candidate `i` ranks before `j` under `policy` (the fallback
+/// order); `bar` is [`bar`]'s value for the prompt.
+fn better(i: usize, j: usize, p: &[f64], cost: &[f64], policy: Policy, bar: f64) -> bool {
+    match policy {
+        Policy::Target { .. } => {
+            let (ri, rj) = (p[i] >= bar, p[j] >= bar);
             match (ri, rj) {
                 (true, false) => true,
                 (false, true) => false,
@@ -157,10 +181,11 @@ pub fn decide(
                 .join("; "),
         ));
     }
+    let bar = bar(p, &eligible, policy);
     order.sort_by(|&a, &b| {
-        if better(a, b, p, cost, policy) {
+        if better(a, b, p, cost, policy, bar) {
             std::cmp::Ordering::Less
-        } else if better(b, a, p, cost, policy) {
+        } else if better(b, a, p, cost, policy, bar) {
             std::cmp::Ordering::Greater
         } else {
             a.cmp(&b)
@@ -169,15 +194,13 @@ pub fn decide(
     let first = order[0];
     let name = |i: usize| catalog.models[i].name.clone();
     let reason = match policy {
-        Policy::Target { target } if p[first] >= target => format!(
-            "cheapest of {} eligible model(s) with P(success) >= {target}: P = {:.3}, {:.6} USD",
+        Policy::Target { target } => format!(
+            "cheapest of {} eligible model(s) with P(success) >= {bar:.3} \
+             (target {target} less the best model's shortfall from 1): P = {:.3}, {:.6} USD",
             order.len(),
             p[first],
             cost[first]
         ),
-        Policy::Target { target } => {
-            format!("no eligible model reaches P(success) >= {target}; highest P = {:.3}", p[first])
-        }
         Policy::WillingnessToPay { lambda_per_usd } => format!(
             "maximises P - {lambda_per_usd} x cost over {} eligible model(s): {:.3} - {lambda_per_usd} x {:.6}",
             order.len(),
@@ -264,7 +287,8 @@ latency_ms = 3000
     }
 
     #[test]
-    fn target_out_of_reach_picks_the_likeliest() {
+    fn target_is_measured_from_the_best_models_shortfall() {
+        // P_best 0.95: the bar for 0.99 is 0.94, which only "big" reaches.
         let d = decide(
             &catalog(),
             &P,
@@ -275,7 +299,20 @@ latency_ms = 3000
         .unwrap();
         assert_eq!(d.model, "big");
         assert_eq!(d.fallbacks, ["mid", "cheap"]);
-        assert!(d.reason.contains("no eligible model reaches"));
+        assert!(d.reason.contains(">= 0.940"), "{}", d.reason);
+        // A prompt no model is likely to answer: the old rule (highest P)
+        // paid for "big" to gain 0.05; now the bar is 0.8 - 0.9 = -0.1.
+        let hopeless = [0.05, 0.08, 0.10];
+        let pick =
+            |t: f64| choose(&hopeless, &COST, &[true; 3], Policy::Target { target: t }).unwrap();
+        assert_eq!(pick(0.8), 0);
+        // Only a target within 0.02 of certainty buys the extra 0.02 or 0.05.
+        assert_eq!(pick(0.975), 1);
+        assert_eq!(pick(1.0), 2);
+        // A model certain to succeed: the plain target.
+        let sure = [0.7, 0.9, 1.0];
+        let pick = |t: f64| choose(&sure, &COST, &[true; 3], Policy::Target { target: t }).unwrap();
+        assert_eq!((pick(0.6), pick(0.85), pick(0.95)), (0, 1, 2));
     }
 
     #[test]

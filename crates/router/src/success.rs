@@ -62,6 +62,60 @@ pub struct SuccessModel {
     /// [`crate::train::fit_validated`]). Empty: P is used as fitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calibration: Vec<[f32; 2]>,
+    /// What the cross-validated selection chose (see [`crate::select`]);
+    /// absent in artifacts fitted without it (and in older artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionRecord>,
+}
+
+/// The choice [`crate::select`] made, as recorded in the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectionRecord {
+    /// Folds the training rows were split into (0: too few rows to try).
+    pub folds: usize,
+    /// The winning candidate: `averages` (per-model averages, no per-prompt
+    /// signal) or `prompt` (the item-response model at `l2_prompt`).
+    pub choice: String,
+    /// Ridge of the final fit.
+    pub l2_prompt: f32,
+    /// Weight α of the centred per-prompt logit in the calibration
+    /// (0: every prompt gets its model's average; 1: the fit as is).
+    pub prompt_weight: f32,
+    /// Every candidate's out-of-fold loss, in the order tried.
+    pub cv_loss: Vec<CandidateLoss>,
+}
+
+impl std::fmt::Display for SelectionRecord {
+    /// One line, e.g. `prompt (ridge 1, signal weight 0.93) chosen by 3-fold
+    /// cross-validation; cross-entropy averages 0.612, prompt l2=1 0.540`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.folds == 0 {
+            return write!(f, "averages (too few rows to cross-validate)");
+        }
+        write!(
+            f,
+            "{} (ridge {}, signal weight {:.2}) chosen by {}-fold cross-validation; cross-entropy",
+            self.choice, self.l2_prompt, self.prompt_weight, self.folds
+        )?;
+        for (i, c) in self.cv_loss.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            write!(f, "{sep}{} {:.4}", c.candidate, c.cross_entropy)?;
+        }
+        Ok(())
+    }
+}
+
+/// One candidate's cross-validated loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateLoss {
+    pub candidate: String,
+    /// Out-of-fold cross-entropy per outcome after the candidate's
+    /// calibration.
+    pub cross_entropy: f32,
+    /// `cross_entropy` plus the calibration's parameter count per outcome
+    /// (Akaike's correction for fitting it on the same pairs): what the
+    /// choice minimises.
+    pub penalised: f32,
 }
 
 /// The prompt-side quantities shared by every model's prediction.

@@ -10,6 +10,7 @@
 //! deterministic for a given seed.
 
 use crate::error::RouterError;
+use crate::select::{fit_selected, Selection};
 use crate::success::{sigmoid, SuccessModel, ARTIFACT_VERSION};
 
 /// One prompt with its features and the outcomes observed on it.
@@ -35,8 +36,12 @@ pub struct TrainConfig {
     pub l2_prompt: f32,
     /// Prior precision of abilities around the across-model mean (logit units^-2).
     pub ability_prior: f32,
-    /// Seed for the trait initialisation.
+    /// Seed for the trait initialisation (and the selection's folds).
     pub seed: u64,
+    /// How much per-prompt signal to use, chosen by cross-validation inside
+    /// the training rows (see [`crate::select`]). None: one plain fit with
+    /// `l2_prompt`, P used as fitted.
+    pub selection: Option<Selection>,
 }
 
 impl Default for TrainConfig {
@@ -48,6 +53,7 @@ impl Default for TrainConfig {
             l2_prompt: 1.0,
             ability_prior: 1.0,
             seed: 17,
+            selection: Some(Selection::default()),
         }
     }
 }
@@ -81,10 +87,29 @@ impl Layout {
     }
 }
 
-/// Fits a success model for `models` and `tasks` on `rows`.
-/// `encoder_id` is recorded in the artifact. Fails on no rows, no outcomes,
-/// mismatched dimensions or an out-of-range model index or score.
+/// Fits a success model for `models` and `tasks` on `rows`: the entry point
+/// every trainer calls (`train router`, `--from-store`, each eval fold).
+/// With `cfg.selection` (the default) the amount of per-prompt signal and
+/// the calibration are chosen by cross-validation inside `rows` and
+/// recorded in the artifact; without it, one [`fit_fixed`].
 pub fn fit(
+    models: Vec<String>,
+    tasks: Vec<String>,
+    rows: &[TrainingRow],
+    cfg: &TrainConfig,
+    encoder_id: &str,
+) -> Result<SuccessModel, RouterError> {
+    match &cfg.selection {
+        Some(sel) => fit_selected(models, tasks, rows, cfg, sel, encoder_id),
+        None => fit_fixed(models, tasks, rows, cfg, encoder_id),
+    }
+}
+
+/// One fit with `cfg.l2_prompt`, P used as fitted (no selection, no
+/// calibration). `encoder_id` is recorded in the artifact. Fails on no
+/// rows, no outcomes, mismatched dimensions or an out-of-range model index
+/// or score.
+pub fn fit_fixed(
     models: Vec<String>,
     tasks: Vec<String>,
     rows: &[TrainingRow],
@@ -197,153 +222,8 @@ pub fn fit(
         prior_ability,
         outcome_counts: counts,
         calibration: Vec::new(),
+        selection: None,
     })
-}
-
-/// How [`fit_validated`] picks the ridge and calibrates.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Validation {
-    /// Ridge values (`l2_prompt`) to try; the one with the lowest held-out
-    /// cross-entropy is used for the final fit.
-    pub l2_grid: Vec<f32>,
-    /// Share of the rows held out for the choice, in (0, 1).
-    pub holdout: f64,
-    /// Also fit a per-model Platt calibration on the held-out predictions.
-    pub calibrate: bool,
-}
-
-/// The result of [`fit_validated`].
-#[derive(Debug, Clone)]
-pub struct Validated {
-    /// Refitted on every row with the chosen ridge (and calibrated if asked).
-    pub model: SuccessModel,
-    /// The chosen `l2_prompt`.
-    pub l2_prompt: f32,
-    /// Mean held-out cross-entropy per ridge tried, in grid order.
-    pub holdout_loss: Vec<(f32, f64)>,
-}
-
-/// Fits on a seeded `holdout` share of `rows` held out, once per ridge in
-/// the grid, keeps the ridge with the lowest held-out cross-entropy, and
-/// refits on all rows with it. With `calibrate`, each model's P is then
-/// mapped through σ(α · logit(P) + β), (α, β) fitted on that model's
-/// held-out outcomes under a unit Gaussian prior around (1, 0) (so a model
-/// with few held-out outcomes stays near the identity). Uses only `rows`:
-/// no test data is involved. Falls back to a plain [`fit`] (with `cfg`'s
-/// ridge) when either part of the split would be empty.
-pub fn fit_validated(
-    models: Vec<String>,
-    tasks: Vec<String>,
-    rows: &[TrainingRow],
-    cfg: &TrainConfig,
-    validation: &Validation,
-    encoder_id: &str,
-) -> Result<Validated, RouterError> {
-    let mut rng = SplitMix(cfg.seed ^ 0x5EED_0F_C0DE);
-    let held: Vec<bool> = rows
-        .iter()
-        .map(|_| (rng.next_f32() as f64) < validation.holdout)
-        .collect();
-    let (fit_rows, held_rows): (Vec<TrainingRow>, Vec<TrainingRow>) = {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for (r, &h) in rows.iter().zip(&held) {
-            if h {
-                b.push(r.clone())
-            } else {
-                a.push(r.clone())
-            }
-        }
-        (a, b)
-    };
-    let has_outcomes = |rs: &[TrainingRow]| rs.iter().any(|r| !r.outcomes.is_empty());
-    let grid: Vec<f32> = if validation.l2_grid.is_empty() {
-        vec![cfg.l2_prompt]
-    } else {
-        validation.l2_grid.clone()
-    };
-    if !has_outcomes(&fit_rows) || !has_outcomes(&held_rows) {
-        let model = fit(models, tasks, rows, cfg, encoder_id)?;
-        return Ok(Validated {
-            model,
-            l2_prompt: cfg.l2_prompt,
-            holdout_loss: Vec::new(),
-        });
-    }
-    let names: Vec<&str> = models.iter().map(String::as_str).collect();
-    let mut best: Option<(f64, f32, Vec<Vec<(f64, f32)>>)> = None;
-    let mut losses = Vec::new();
-    for &l2 in &grid {
-        let c = TrainConfig {
-            l2_prompt: l2,
-            ..cfg.clone()
-        };
-        let m = fit(models.clone(), tasks.clone(), &fit_rows, &c, encoder_id)?;
-        // Held-out (P, score) pairs per model.
-        let mut pairs = vec![Vec::new(); models.len()];
-        let (mut loss, mut count) = (0f64, 0usize);
-        for r in &held_rows {
-            let p = m.predict(&names, &r.embedding, &r.task_scores);
-            for &(mi, y) in &r.outcomes {
-                let q = p[mi].clamp(1e-6, 1.0 - 1e-6);
-                loss -= y as f64 * q.ln() + (1.0 - y as f64) * (1.0 - q).ln();
-                count += 1;
-                pairs[mi].push((p[mi], y));
-            }
-        }
-        let loss = loss / count.max(1) as f64;
-        losses.push((l2, loss));
-        if best.as_ref().is_none_or(|b| loss < b.0) {
-            best = Some((loss, l2, pairs));
-        }
-    }
-    let (_, l2, pairs) = best.expect("grid is not empty");
-    let c = TrainConfig {
-        l2_prompt: l2,
-        ..cfg.clone()
-    };
-    let mut model = fit(models, tasks, rows, &c, encoder_id)?;
-    if validation.calibrate {
-        model.calibration = pairs.iter().map(|p| fit_platt(p)).collect();
-    }
-    Ok(Validated {
-        model,
-        l2_prompt: l2,
-        holdout_loss: losses,
-    })
-}
-
-/// (α, β) minimising the cross-entropy of σ(α · logit(p) + β) against the
-/// scores, plus ½((α − 1)² + β²): Newton's method on the 2-d problem.
-pub fn fit_platt(pairs: &[(f64, f32)]) -> [f32; 2] {
-    let (mut a, mut b) = (1f64, 0f64);
-    for _ in 0..50 {
-        // Gradient and Hessian of the penalised loss.
-        let (mut ga, mut gb) = (a - 1.0, b);
-        let (mut haa, mut hab, mut hbb) = (1.0, 0.0, 1.0);
-        for &(p, y) in pairs {
-            let p = p.clamp(1e-6, 1.0 - 1e-6);
-            let l = (p / (1.0 - p)).ln();
-            let q = sigmoid(a * l + b);
-            let r = q - y as f64;
-            let w = q * (1.0 - q);
-            ga += r * l;
-            gb += r;
-            haa += w * l * l;
-            hab += w * l;
-            hbb += w;
-        }
-        let det = haa * hbb - hab * hab;
-        if det.abs() < 1e-12 {
-            break;
-        }
-        let (da, db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
-        a -= da;
-        b -= db;
-        if da.abs() + db.abs() < 1e-9 {
-            break;
-        }
-    }
-    [a as f32, b as f32]
 }
 
 /// Gradient of the (summed) objective, scaled by 1 / number of rows.
@@ -461,10 +341,10 @@ impl Adam {
 }
 
 /// A tiny seeded generator (SplitMix64) so the crate needs no rand.
-struct SplitMix(u64);
+pub(crate) struct SplitMix(pub(crate) u64);
 
 impl SplitMix {
-    fn next_f32(&mut self) -> f32 {
+    pub(crate) fn next_f32(&mut self) -> f32 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -474,7 +354,7 @@ impl SplitMix {
     }
 
     /// Standard normal by Box-Muller.
-    fn normal(&mut self) -> f32 {
+    pub(crate) fn normal(&mut self) -> f32 {
         let (u1, u2) = (self.next_f32(), self.next_f32());
         (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
     }
@@ -483,6 +363,7 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::holdout::{fit_platt, fit_validated, Validation};
 
     /// Two models, 2-d embeddings: "strong" succeeds unless the prompt is
     /// hard (x0 > 0), "weak" only on easy prompts; "rare" has 5 outcomes.

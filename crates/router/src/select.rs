@@ -1,0 +1,392 @@
+//! How much per-prompt signal to use, chosen by cross-validation inside the
+//! training rows, and the calibration that goes with it.
+//!
+//! The rows are split into `folds` (seeded). For each ridge in the grid,
+//! `folds` fits each predict the rows they did not see, which gives an
+//! out-of-fold logit ℓ for every observed (prompt, model). On those a
+//! calibration is fitted:
+//!
+//! ```text
+//! logit P' = ℓ̄_m + δ_m + (α + γ_m) · (ℓ − ℓ̄_m)
+//! ```
+//!
+//! ℓ̄_m is model m's mean out-of-fold logit, α the weight of the per-prompt
+//! signal shared by all models (prior N(0, 1): with little or noisy data it
+//! stays near 0), γ_m a model's departure from it and δ_m a correction of its
+//! average (both with priors around 0). α = 0 gives every prompt its model's
+//! average, which, swept over τ or λ, reproduces the zero router; α grows
+//! only as far as held-out rows show the per-prompt term predicts outcomes.
+//! Weights are kept ≥ 0 (a negative weight would only fit the slight
+//! anti-correlation out-of-fold predictions of an over-fitted model show on
+//! noise). A further candidate, `averages`, fixes α = γ = 0. The candidate
+//! with the lowest out-of-fold cross-entropy, plus the calibration's
+//! parameter count per outcome (Akaike), wins; the final model is fitted on all
+//! rows with its ridge and carries its calibration as
+//! σ(α_m · logit P + β_m) (the artifact's `calibration` field), the choice
+//! and every candidate's loss in `selection`.
+
+use serde::Serialize;
+
+use crate::error::RouterError;
+use crate::success::{sigmoid, CandidateLoss, SelectionRecord, SuccessModel};
+use crate::train::{fit_fixed, SplitMix, TrainConfig, TrainingRow};
+
+/// Settings of the selection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Selection {
+    /// Folds the training rows are split into (at least 2).
+    pub folds: usize,
+    /// Ridge values (`l2_prompt`) tried for the per-prompt terms.
+    pub l2_grid: Vec<f32>,
+    /// Fewest rows with outcomes for which per-prompt signal is tried at
+    /// all; below it the model is the per-model averages.
+    pub min_rows: usize,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection {
+            folds: 3,
+            l2_grid: vec![1.0, 10.0],
+            min_rows: 30,
+        }
+    }
+}
+
+/// Prior precisions of the calibration (logit units^-2): α around 0, each
+/// γ_m around 0 (models share the signal weight unless their own held-out
+/// rows say otherwise), each δ_m around 0.
+const PRIOR_ALPHA: f64 = 1.0;
+const PRIOR_GAMMA: f64 = 20.0;
+const PRIOR_DELTA: f64 = 10.0;
+
+/// One out-of-fold prediction: model, logit, score.
+type Pair = (usize, f64, f64);
+
+/// A fitted calibration: shared α, per-model γ and δ, and the centres ℓ̄.
+#[derive(Debug, Clone)]
+struct Calib {
+    alpha: f64,
+    gamma: Vec<f64>,
+    delta: Vec<f64>,
+    centre: Vec<f64>,
+}
+
+impl Calib {
+    fn logit(&self, m: usize, l: f64) -> f64 {
+        self.centre[m] + self.delta[m] + (self.alpha + self.gamma[m]) * (l - self.centre[m])
+    }
+
+    /// As the artifact's `[α_m, β_m]`: σ(α_m · ℓ + β_m).
+    fn platt(&self) -> Vec<[f32; 2]> {
+        (0..self.centre.len())
+            .map(|m| {
+                let a = self.alpha + self.gamma[m];
+                [
+                    a as f32,
+                    (self.centre[m] + self.delta[m] - a * self.centre[m]) as f32,
+                ]
+            })
+            .collect()
+    }
+
+    /// The candidate's loss over `pairs`: mean cross-entropy, and that plus
+    /// the free parameters per pair (`slopes`: α and every γ_m, δ_m;
+    /// otherwise the δ_m).
+    fn loss(&self, name: String, pairs: &[Pair], slopes: bool) -> CandidateLoss {
+        let total: f64 = pairs
+            .iter()
+            .map(|&(m, l, y)| cross_entropy(sigmoid(self.logit(m, l)), y))
+            .sum();
+        let count = pairs.len().max(1) as f64;
+        let n = self.centre.len() as f64;
+        let params = if slopes { 1.0 + 2.0 * n } else { n };
+        CandidateLoss {
+            candidate: name,
+            cross_entropy: (total / count) as f32,
+            penalised: ((total + params) / count) as f32,
+        }
+    }
+}
+
+/// [`crate::fit`] with a selection: see the module docs.
+pub fn fit_selected(
+    models: Vec<String>,
+    tasks: Vec<String>,
+    rows: &[TrainingRow],
+    cfg: &TrainConfig,
+    sel: &Selection,
+    encoder_id: &str,
+) -> Result<SuccessModel, RouterError> {
+    let n = models.len();
+    let with_outcomes: Vec<usize> = (0..rows.len())
+        .filter(|&i| !rows[i].outcomes.is_empty())
+        .collect();
+    let grid: Vec<f32> = if sel.l2_grid.is_empty() {
+        vec![cfg.l2_prompt]
+    } else {
+        sel.l2_grid.clone()
+    };
+    if sel.folds < 2 || with_outcomes.len() < sel.min_rows.max(2 * sel.folds) {
+        // Too few rows to measure anything: the per-model averages (the
+        // fit's own mean logit per model, so its ability prior still
+        // shrinks a model with few outcomes).
+        let mut model = fit_fixed(models, tasks, rows, cfg, encoder_id)?;
+        let pairs = in_sample_pairs(&model, rows);
+        let calib = fit_calibration(&pairs, n, false);
+        model.calibration = calib.platt();
+        model.selection = Some(SelectionRecord {
+            folds: 0,
+            choice: "averages".into(),
+            l2_prompt: cfg.l2_prompt,
+            prompt_weight: 0.0,
+            cv_loss: Vec::new(),
+        });
+        return Ok(model);
+    }
+
+    // Seeded fold of each row with outcomes.
+    let mut order = with_outcomes.clone();
+    let mut rng = SplitMix(cfg.seed ^ 0xF01D_5EED);
+    for i in (1..order.len()).rev() {
+        let j = ((rng.next_f32() as f64 * (i + 1) as f64) as usize).min(i);
+        order.swap(i, j);
+    }
+    let mut fold_of = vec![usize::MAX; rows.len()];
+    for (pos, &r) in order.iter().enumerate() {
+        fold_of[r] = pos % sel.folds;
+    }
+
+    let mut losses = Vec::new();
+    // (loss, candidate name, ridge, calibration)
+    let mut best: Option<(f32, String, f32, Calib)> = None;
+    for &l2 in &grid {
+        let c = TrainConfig {
+            l2_prompt: l2,
+            selection: None,
+            ..cfg.clone()
+        };
+        let pairs = out_of_fold_pairs(&models, &tasks, rows, &fold_of, sel.folds, &c, encoder_id)?;
+        if best.is_none() {
+            // Per-model averages, measured on the first ridge's centres.
+            let calib = fit_calibration(&pairs, n, false);
+            let loss = calib.loss("averages".into(), &pairs, false);
+            best = Some((loss.penalised, "averages".into(), cfg.l2_prompt, calib));
+            losses.push(loss);
+        }
+        let calib = fit_calibration(&pairs, n, true);
+        let loss = calib.loss(format!("prompt l2={l2}"), &pairs, true);
+        if best.as_ref().is_some_and(|b| loss.penalised < b.0) {
+            best = Some((loss.penalised, "prompt".into(), l2, calib));
+        }
+        losses.push(loss);
+    }
+    let (_, choice, l2, calib) = best.expect("the grid is not empty");
+    let c = TrainConfig {
+        l2_prompt: l2,
+        selection: None,
+        ..cfg.clone()
+    };
+    let mut model = fit_fixed(models, tasks, rows, &c, encoder_id)?;
+    model.calibration = calib.platt();
+    model.selection = Some(SelectionRecord {
+        folds: sel.folds,
+        choice,
+        l2_prompt: l2,
+        prompt_weight: calib.alpha as f32,
+        cv_loss: losses,
+    });
+    Ok(model)
+}
+
+/// Fits on all folds but one, predicts that one, for every fold.
+fn out_of_fold_pairs(
+    models: &[String],
+    tasks: &[String],
+    rows: &[TrainingRow],
+    fold_of: &[usize],
+    folds: usize,
+    cfg: &TrainConfig,
+    encoder_id: &str,
+) -> Result<Vec<Pair>, RouterError> {
+    let names: Vec<&str> = models.iter().map(String::as_str).collect();
+    let mut pairs = Vec::new();
+    for f in 0..folds {
+        let train: Vec<TrainingRow> = (0..rows.len())
+            .filter(|&i| fold_of[i] != f)
+            .map(|i| rows[i].clone())
+            .collect();
+        let m = fit_fixed(models.to_vec(), tasks.to_vec(), &train, cfg, encoder_id)?;
+        for r in (0..rows.len())
+            .filter(|&i| fold_of[i] == f)
+            .map(|i| &rows[i])
+        {
+            let p = m.predict(&names, &r.embedding, &r.task_scores);
+            for &(mi, y) in &r.outcomes {
+                pairs.push((mi, logit(p[mi]), y as f64));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// The fitted model's own (in-sample) logits on its training rows.
+fn in_sample_pairs(model: &SuccessModel, rows: &[TrainingRow]) -> Vec<Pair> {
+    let names: Vec<&str> = model.models.iter().map(String::as_str).collect();
+    let mut pairs = Vec::new();
+    for r in rows {
+        let p = model.predict(&names, &r.embedding, &r.task_scores);
+        for &(mi, y) in &r.outcomes {
+            pairs.push((mi, logit(p[mi]), y as f64));
+        }
+    }
+    pairs
+}
+
+/// Newton's method on the penalised cross-entropy of the calibration.
+#[allow(clippy::needless_range_loop)] // matrix indices read clearer
+/// `slopes = false` fixes α = γ = 0 (the per-model averages).
+fn fit_calibration(pairs: &[Pair], n: usize, slopes: bool) -> Calib {
+    let mut centre = vec![0f64; n];
+    let mut count = vec![0usize; n];
+    for &(m, l, _) in pairs {
+        centre[m] += l;
+        count[m] += 1;
+    }
+    for m in 0..n {
+        if count[m] > 0 {
+            centre[m] /= count[m] as f64;
+        }
+    }
+    let mut c = Calib {
+        alpha: 0.0,
+        gamma: vec![0.0; n],
+        delta: vec![0.0; n],
+        centre,
+    };
+    // Parameters: [α, δ_0..δ_n-1, γ_0..γ_n-1] (only the δ without slopes).
+    let dim = if slopes { 1 + 2 * n } else { n };
+    let di = |m: usize| if slopes { 1 + m } else { m };
+    let gi = |m: usize| 1 + n + m;
+    for _ in 0..50 {
+        let mut g = vec![0f64; dim];
+        let mut h = vec![vec![0f64; dim]; dim];
+        for &(m, l, y) in pairs {
+            let z = l - c.centre[m];
+            let q = sigmoid(c.logit(m, l));
+            let (r, w) = (q - y, (q * (1.0 - q)).max(1e-12));
+            g[di(m)] += r;
+            h[di(m)][di(m)] += w;
+            if slopes {
+                g[0] += r * z;
+                g[gi(m)] += r * z;
+                h[0][0] += w * z * z;
+                h[0][di(m)] += w * z;
+                h[0][gi(m)] += w * z * z;
+                h[di(m)][gi(m)] += w * z;
+                h[gi(m)][gi(m)] += w * z * z;
+            }
+        }
+        for m in 0..n {
+            g[di(m)] += PRIOR_DELTA * c.delta[m];
+            h[di(m)][di(m)] += PRIOR_DELTA;
+            if slopes {
+                g[gi(m)] += PRIOR_GAMMA * c.gamma[m];
+                h[gi(m)][gi(m)] += PRIOR_GAMMA;
+            }
+        }
+        if slopes {
+            g[0] += PRIOR_ALPHA * c.alpha;
+            h[0][0] += PRIOR_ALPHA;
+            for i in 0..dim {
+                for j in 0..i {
+                    h[i][j] = h[j][i];
+                }
+            }
+        }
+        let Some(step) = solve(h, g) else { break };
+        // Backtracking: halve the Newton step until the objective falls
+        // (near-separable data make the full step overshoot).
+        let before = objective(&c, pairs, slopes);
+        let mut t = 1.0;
+        let mut moved = false;
+        for _ in 0..40 {
+            let mut trial = c.clone();
+            if slopes {
+                trial.alpha = (trial.alpha - t * step[0]).max(0.0);
+            }
+            for m in 0..n {
+                trial.delta[m] -= t * step[di(m)];
+                if slopes {
+                    // Projected: every model's weight α + γ_m stays >= 0.
+                    trial.gamma[m] = (trial.gamma[m] - t * step[gi(m)]).max(-trial.alpha);
+                }
+            }
+            if objective(&trial, pairs, slopes) <= before {
+                c = trial;
+                moved = true;
+                break;
+            }
+            t *= 0.5;
+        }
+        if !moved || t * step.iter().map(|s| s.abs()).sum::<f64>() < 1e-9 {
+            break;
+        }
+    }
+    c
+}
+
+/// The penalised cross-entropy [`fit_calibration`] minimises.
+fn objective(c: &Calib, pairs: &[Pair], slopes: bool) -> f64 {
+    let data: f64 = pairs
+        .iter()
+        .map(|&(m, l, y)| cross_entropy(sigmoid(c.logit(m, l)), y))
+        .sum();
+    let delta: f64 = c.delta.iter().map(|d| d * d).sum::<f64>() * PRIOR_DELTA;
+    let slope = if slopes {
+        PRIOR_ALPHA * c.alpha * c.alpha + PRIOR_GAMMA * c.gamma.iter().map(|g| g * g).sum::<f64>()
+    } else {
+        0.0
+    };
+    data + 0.5 * (delta + slope)
+}
+
+/// Solves `a x = b` (a symmetric positive definite) by Gaussian elimination
+/// with partial pivoting; None if singular.
+#[allow(clippy::needless_range_loop)] // matrix indices read clearer
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let piv = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for row in col + 1..n {
+            let f = a[row][col] / a[col][col];
+            if f != 0.0 {
+                for k in col..n {
+                    a[row][k] -= f * a[col][k];
+                }
+                b[row] -= f * b[col];
+            }
+        }
+    }
+    let mut x = vec![0f64; n];
+    for i in (0..n).rev() {
+        let s: f64 = (i + 1..n).map(|k| a[i][k] * x[k]).sum();
+        x[i] = (b[i] - s) / a[i][i];
+    }
+    Some(x)
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}
+
+fn cross_entropy(q: f64, y: f64) -> f64 {
+    let q = q.clamp(1e-9, 1.0 - 1e-9);
+    -(y * q.ln() + (1.0 - y) * (1.0 - q).ln())
+}

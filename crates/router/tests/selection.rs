@@ -1,0 +1,215 @@
+//! The default training path's selection on synthetic outcomes: with no
+//! per-prompt signal the router must be the zero router (per-model
+//! averages), with a strong one it must use it. Both policies are swept on
+//! held-out rows and scored by AIQ, as the eval harness does.
+
+use pointsman_router::{choose, fit, Policy, SuccessModel, TrainConfig, TrainingRow};
+
+const DIM: usize = 16;
+/// Three models: cheap and weak, mid, dear and strong.
+const COST: [f64; 3] = [1.0, 3.0, 10.0];
+const ABILITY: [f64; 3] = [-0.6, 0.6, 1.6];
+
+/// SplitMix64: a seeded, dependency-free generator.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `n` prompts with random embeddings and a 0/1 outcome for every model.
+/// With `signal`, a prompt's difficulty is 1.5 × its first coordinate and
+/// the cheap (mid) model is 3 (1.5) logits better on prompts with a high
+/// second coordinate, so that routing by prompt pays (with the true P the λ
+/// sweep's AIQ is 0.72 against the zero router's 0.64); without, every
+/// prompt is alike and outcomes depend on the model only.
+fn rows(n: usize, signal: bool, rng: &mut Rng) -> Vec<TrainingRow> {
+    (0..n)
+        .map(|_| {
+            let embedding: Vec<f32> = (0..DIM).map(|_| rng.normal() as f32).collect();
+            let (x0, x1) = (embedding[0] as f64, embedding[1] as f64);
+            let logit = |m: usize| {
+                if signal {
+                    ABILITY[m] - 1.5 * x0 + [3.0, 1.5, 0.0][m] * x1
+                } else {
+                    ABILITY[m]
+                }
+            };
+            let outcomes = (0..3)
+                .map(|m| {
+                    let p = sigmoid(logit(m));
+                    (m, if rng.uniform() < p { 1.0 } else { 0.0 })
+                })
+                .collect();
+            TrainingRow {
+                embedding,
+                task_scores: vec![1.0],
+                outcomes,
+            }
+        })
+        .collect()
+}
+
+/// AIQ over [1, 10]: area under the non-decreasing upper hull of the
+/// (cost, quality) points, flat beyond its ends, divided by the span.
+fn aiq(points: &[(f64, f64)]) -> f64 {
+    let mut pts = points.to_vec();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    pts.dedup_by(|b, a| a.0 == b.0);
+    let mut hull: Vec<(f64, f64)> = Vec::new();
+    for p in pts {
+        while hull.len() >= 2 {
+            let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
+            if (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0) >= 0.0 {
+                hull.pop();
+            } else {
+                break;
+            }
+        }
+        hull.push(p);
+    }
+    let top = (0..hull.len())
+        .max_by(|&a, &b| hull[a].1.total_cmp(&hull[b].1).then(b.cmp(&a)))
+        .unwrap();
+    hull.truncate(top + 1);
+    let at = |c: f64| {
+        if c <= hull[0].0 {
+            return hull[0].1;
+        }
+        if c >= hull[hull.len() - 1].0 {
+            return hull[hull.len() - 1].1;
+        }
+        let i = hull.partition_point(|p| p.0 <= c);
+        let (a, b) = (hull[i - 1], hull[i]);
+        a.1 + (b.1 - a.1) * (c - a.0) / (b.0 - a.0)
+    };
+    let (lo, hi) = (COST[0], COST[2]);
+    let steps = 2000;
+    let h = (hi - lo) / steps as f64;
+    (0..steps)
+        .map(|i| (at(lo + i as f64 * h) + at(lo + (i + 1) as f64 * h)) / 2.0 * h)
+        .sum::<f64>()
+        / (hi - lo)
+}
+
+/// (zero router, target policy, willingness-to-pay policy) AIQ on `test`.
+fn aiqs(model: &SuccessModel, test: &[TrainingRow]) -> (f64, f64, f64) {
+    let names = ["cheap", "mid", "dear"];
+    let score = |r: &TrainingRow, m: usize| r.outcomes[m].1 as f64;
+    let n = test.len() as f64;
+    let singles: Vec<(f64, f64)> = (0..3)
+        .map(|m| (COST[m], test.iter().map(|r| score(r, m)).sum::<f64>() / n))
+        .collect();
+    let ps: Vec<Vec<f64>> = test
+        .iter()
+        .map(|r| model.predict(&names, &r.embedding, &[1.0]))
+        .collect();
+    let sweep = |policies: Vec<Policy>| {
+        let points: Vec<(f64, f64)> = policies
+            .into_iter()
+            .map(|policy| {
+                let (mut cost, mut quality) = (0.0, 0.0);
+                for (r, p) in test.iter().zip(&ps) {
+                    let c = choose(p, &COST, &[true; 3], policy).unwrap();
+                    cost += COST[c];
+                    quality += score(r, c);
+                }
+                (cost / n, quality / n)
+            })
+            .collect();
+        aiq(&points)
+    };
+    let target = sweep(
+        (0..=200)
+            .map(|i| Policy::Target {
+                target: i as f64 / 200.0,
+            })
+            .collect(),
+    );
+    let lambda = sweep(
+        std::iter::once(0.0)
+            .chain((0..=80).map(|i| 10f64.powf(-4.0 + i as f64 / 20.0)))
+            .map(|l| Policy::WillingnessToPay { lambda_per_usd: l })
+            .collect(),
+    );
+    (aiq(&singles), target, lambda)
+}
+
+fn trained(train: &[TrainingRow]) -> SuccessModel {
+    let names = ["cheap", "mid", "dear"].map(String::from).to_vec();
+    fit(
+        names,
+        vec!["any".into()],
+        train,
+        &TrainConfig::default(),
+        "test",
+    )
+    .unwrap()
+}
+
+#[test]
+fn no_signal_gives_the_zero_router() {
+    let mut rng = Rng(11);
+    let train = rows(600, false, &mut rng);
+    let test = rows(3000, false, &mut rng);
+    let model = trained(&train);
+    let sel = model.selection.as_ref().expect("selection recorded");
+    let (zero, target, lambda) = aiqs(&model, &test);
+    assert!(
+        (target - zero).abs() <= 0.005 && (lambda - zero).abs() <= 0.005,
+        "zero {zero:.4}, target {target:.4}, lambda {lambda:.4}, selection {sel:?}"
+    );
+    // Whatever was chosen, the per-prompt term carries next to no weight.
+    assert!(sel.prompt_weight.abs() < 0.2, "{sel:?}");
+}
+
+#[test]
+fn strong_signal_is_used() {
+    let mut rng = Rng(12);
+    let train = rows(600, true, &mut rng);
+    let test = rows(3000, true, &mut rng);
+    let model = trained(&train);
+    let sel = model.selection.as_ref().expect("selection recorded");
+    assert_eq!(sel.choice, "prompt", "{sel:?}");
+    assert!(sel.prompt_weight > 0.5, "{sel:?}");
+    let (zero, target, lambda) = aiqs(&model, &test);
+    assert!(
+        target > zero + 0.04 && lambda > zero + 0.04,
+        "zero {zero:.4}, target {target:.4}, lambda {lambda:.4}"
+    );
+}
+
+#[test]
+fn artifact_records_the_choice_and_round_trips() {
+    let mut rng = Rng(13);
+    let model = trained(&rows(200, true, &mut rng));
+    let back = SuccessModel::from_json(&model.to_json()).unwrap();
+    assert_eq!(back, model);
+    let sel = back.selection.unwrap();
+    assert_eq!(
+        sel.cv_loss.len(),
+        1 + TrainConfig::default().selection.unwrap().l2_grid.len()
+    );
+    assert_eq!(back.calibration.len(), 3);
+    // Too few rows to cross-validate: the per-model averages.
+    let few = trained(&rows(10, true, &mut rng));
+    let sel = few.selection.unwrap();
+    assert_eq!((sel.choice.as_str(), sel.folds), ("averages", 0));
+    assert!(few.calibration.iter().all(|c| c[0] == 0.0));
+}
