@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::{classifier::load_encoder, embed_cache, Classifier, ModelDir};
 use pointsman_eval::{
-    build_sets, cross_validate, evaluate, read_records, summarise, EvalConfig, EvalSet, Pricing,
-    PromptReader,
+    build_sets, cross_validate, evaluate, fold_splits, learning_curve, read_records, summarise,
+    CurveConfig, CurveSize, EvalConfig, EvalSet, Pricing, PromptReader,
 };
 use pointsman_records::Record;
 use pointsman_router::{Catalog, TrainConfig, Validation};
@@ -40,9 +40,19 @@ pub struct EvalArgs {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Also write report.md, summary.json and cost_quality.svg here.
+    /// Also write report.md, summary.json, cost_quality.svg and
+    /// reliability.svg here (with --learning-curve: learning_curve.md,
+    /// learning_curve.json and learning_curve.svg).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Learning curve instead of one evaluation: fit on seeded subsamples of
+    /// this many training rows per fold or split (comma-separated; `all` =
+    /// every row) and report every router's AIQ (APGR for two models) per size.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub learning_curve: Vec<CurveSize>,
+    /// Subsamples (seeds) averaged per learning-curve size.
+    #[arg(long, default_value_t = 3, requires = "learning_curve")]
+    pub curve_seeds: usize,
     /// Prompt traits of the success model (0 = plain IRT).
     #[arg(long, default_value_t = TrainConfig::default().rank)]
     pub rank: usize,
@@ -191,6 +201,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             calibrate: args.calibrate,
         }),
     };
+    if !args.learning_curve.is_empty() {
+        return run_learning_curve(&args, &cfg);
+    }
     let (results, rows, models) = if let Some(folds) = args.folds {
         let set = load_sets(&[&args.data], &args)?.remove(0);
         let (res, rows) = cross_validate(&set, folds, &cfg)?;
@@ -214,6 +227,45 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.report {
         summary.write_report(dir)?;
         eprintln!("report written to {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `eval --learning-curve`: the same splits as the plain evaluation, each
+/// training side subsampled to every size.
+fn run_learning_curve(args: &EvalArgs, cfg: &EvalConfig) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.curve_seeds >= 1,
+        "--curve-seeds must be at least 1 (got 0)"
+    );
+    let splits = if let Some(folds) = args.folds {
+        let set = load_sets(&[&args.data], args)?.remove(0);
+        fold_splits(&set, folds, cfg.seed)?
+    } else {
+        anyhow::ensure!(
+            !args.train.is_empty(),
+            "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K"
+        );
+        let mut sets = load_sets(&[&args.train, &args.test], args)?;
+        let test = sets.remove(1);
+        vec![(sets.remove(0), test)]
+    };
+    let curve = learning_curve(
+        &splits,
+        &CurveConfig {
+            sizes: args.learning_curve.clone(),
+            seeds: args.curve_seeds,
+        },
+        cfg,
+    )?;
+    if args.json {
+        println!("{}", curve.to_json());
+    } else {
+        print!("{}", curve.table());
+    }
+    if let Some(dir) = &args.report {
+        curve.write(dir)?;
+        eprintln!("learning curve written to {}", dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -73,6 +73,8 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         output_tokens: 256,
         json: false,
         report: None,
+        learning_curve: vec![],
+        curve_seeds: 3,
         rank: args.rank,
         epochs: args.epochs,
         l2: TrainConfig::default().l2_prompt,

@@ -236,6 +236,61 @@ fn eval_writes_a_report() {
     assert!(std::fs::read_to_string(dir.path().join("report.md"))
         .unwrap()
         .contains("| pointsman |"));
+    let reliability = std::fs::read_to_string(dir.path().join("reliability.svg")).unwrap();
+    assert!(reliability.starts_with("<svg") && reliability.contains("pointsman (ECE"));
+}
+
+#[test]
+fn eval_draws_a_learning_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("{DATA}/routellm_gsm8k.jsonl");
+    let args = |sizes: &'static str| {
+        vec![
+            "eval".to_string(),
+            "--data".into(),
+            data.clone(),
+            "--folds".into(),
+            "2".into(),
+            "--epochs".into(),
+            "40".into(),
+            "--catalog".into(),
+            "models/catalogs/routellm.toml".into(),
+            "--learning-curve".into(),
+            sizes.into(),
+        ]
+    };
+    let bad = args("0,all");
+    let out = pointsman(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("learning-curve size `0`"));
+
+    let mut good = args("8,all");
+    good.extend([
+        "--curve-seeds".into(),
+        "2".into(),
+        "--json".into(),
+        "--report".into(),
+        dir.path().to_str().unwrap().into(),
+    ]);
+    let v = stdout_json(&pointsman(
+        &good.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    // Two models: APGR; 40 rows in 2 folds, 20 training rows per fold.
+    assert_eq!(v["metric"], "APGR");
+    assert_eq!(v["test_rows"], 40);
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points[0]["size"], "8");
+    assert_eq!(points[0]["train_rows"], 8.0);
+    assert_eq!(points[1]["train_rows"], 20.0);
+    assert_eq!(
+        points[0]["routers"]["pointsman"]["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let svg = std::fs::read_to_string(dir.path().join("learning_curve.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("zero router"));
 }
 
 #[test]

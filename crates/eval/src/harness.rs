@@ -301,30 +301,10 @@ pub fn cross_validate(
     folds: usize,
     cfg: &EvalConfig,
 ) -> Result<(Vec<RouterResult>, usize), EvalError> {
-    if folds < 2 || folds > data.rows.len() {
-        return Err(EvalError::Data(format!(
-            "--folds {folds} needs 2 <= K <= rows ({})",
-            data.rows.len()
-        )));
-    }
-    let mut order: Vec<usize> = (0..data.rows.len()).collect();
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.random_range(0..=i));
-    }
     let mut pooled: Option<Vec<RouterResult>> = None;
     let mut used = 0;
-    for f in 0..folds {
-        let pick = |test: bool| EvalSet {
-            rows: order
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| (i % folds == f) == test)
-                .map(|(_, &r)| data.rows[r].clone())
-                .collect(),
-            ..data.clone()
-        };
-        let (res, n) = evaluate(&pick(false), &pick(true), cfg)?;
+    for (train, test) in fold_splits(data, folds, cfg.seed)? {
+        let (res, n) = evaluate(&train, &test, cfg)?;
         used += n;
         match &mut pooled {
             None => pooled = Some(res),
@@ -332,6 +312,40 @@ pub fn cross_validate(
         }
     }
     Ok((pooled.expect("folds >= 2"), used))
+}
+
+/// The (train, test) pairs of K-fold cross-validation: rows shuffled with
+/// `seed`, fold f tests on every K-th shuffled row from f and trains on the rest.
+pub fn fold_splits(
+    data: &EvalSet,
+    folds: usize,
+    seed: u64,
+) -> Result<Vec<(EvalSet, EvalSet)>, EvalError> {
+    if folds < 2 || folds > data.rows.len() {
+        return Err(EvalError::Data(format!(
+            "--folds {folds} needs 2 <= K <= rows ({})",
+            data.rows.len()
+        )));
+    }
+    let mut order: Vec<usize> = (0..data.rows.len()).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    Ok((0..folds)
+        .map(|f| {
+            let pick = |test: bool| EvalSet {
+                rows: order
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| (i % folds == f) == test)
+                    .map(|(_, &r)| data.rows[r].clone())
+                    .collect(),
+                ..data.clone()
+            };
+            (pick(false), pick(true))
+        })
+        .collect())
 }
 
 /// The success model's training rows; applies the cold-start cut.

@@ -1,18 +1,23 @@
 //! Offline routing evaluation: the success model and the baselines
 //! (random, cheapest, best single, oracle, knn) on the same held-out rows,
-//! measured by AIQ, APGR, CPT and calibration error.
+//! measured by AIQ, APGR, CPT and calibration error (with a reliability
+//! diagram), and learning curves of those metrics against training rows.
 //!
 //! Reads the record format of DESIGN.md; any file with `outcomes` works.
 
+pub mod charts;
+pub mod curve;
 pub mod error;
 pub mod harness;
 pub mod load;
 pub mod metrics;
 pub mod report;
 
+pub use curve::{learning_curve, subsample, CurveConfig, CurveSize, LearningCurve};
 pub use error::EvalError;
 pub use harness::{
-    cross_validate, evaluate, fit_set, EvalConfig, EvalRow, EvalSet, Observed, RouterResult,
+    cross_validate, evaluate, fit_set, fold_splits, EvalConfig, EvalRow, EvalSet, Observed,
+    RouterResult,
 };
 pub use load::{build_sets, read_records, Pricing, PromptReader};
 pub use report::{summarise, RouterSummary, Summary};

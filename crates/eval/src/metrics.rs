@@ -131,6 +131,17 @@ pub fn cpt(points: &[(f64, f64)], q_weak: f64, q_strong: f64, x: f64) -> Option<
         .map(|w| w[0].0 + (x - w[0].1) / (w[1].1 - w[0].1) * (w[1].0 - w[0].0))
 }
 
+/// One non-empty bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReliabilityBin {
+    /// The bin's range of predicted probability, [lower, upper).
+    pub lower: f64,
+    pub upper: f64,
+    pub count: usize,
+    pub mean_predicted: f64,
+    pub mean_observed: f64,
+}
+
 /// Running sums for the expected calibration error over equal-width bins
 /// of predicted probability.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +174,24 @@ impl Calibration {
             a.1 += b.1;
             a.2 += b.2;
         }
+    }
+
+    /// The non-empty bins in order of predicted probability: what a
+    /// reliability diagram draws (ECE is their count-weighted mean gap).
+    pub fn reliability(&self) -> Vec<ReliabilityBin> {
+        let width = 1.0 / self.bins.len() as f64;
+        self.bins
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.0 > 0)
+            .map(|(i, b)| ReliabilityBin {
+                lower: i as f64 * width,
+                upper: (i + 1) as f64 * width,
+                count: b.0,
+                mean_predicted: b.1 / b.0 as f64,
+                mean_observed: b.2 / b.0 as f64,
+            })
+            .collect()
     }
 
     /// ECE = Σ_bins (n_b / N) · |mean observed − mean predicted|; None if empty.
@@ -242,6 +271,21 @@ mod tests {
         c.add(1.0, 1.0); // p = 1 goes to the last bin: bin 9 now mean p 0.975, y 1: gap 0.025, n 2
                          // (2 * 0.35 + 2 * 0.025) / 4
         assert!(close(c.ece().unwrap(), 0.1875));
+        // The diagram's bins: only the two filled ones, with their means.
+        let r = c.reliability();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].count, r[1].count), (2, 2));
+        assert!(close(r[0].lower, 0.1) && close(r[0].upper, 0.2));
+        assert!(close(r[0].mean_predicted, 0.15) && close(r[0].mean_observed, 0.5));
+        assert!(close(r[1].mean_predicted, 0.975) && close(r[1].mean_observed, 1.0));
+        // ECE is the count-weighted mean gap of the diagram's bins.
+        let weighted: f64 = r
+            .iter()
+            .map(|b| b.count as f64 * (b.mean_predicted - b.mean_observed).abs())
+            .sum::<f64>()
+            / 4.0;
+        assert!(close(weighted, c.ece().unwrap()));
+        assert!(Calibration::new(10).reliability().is_empty());
         assert_eq!(Calibration::new(10).ece(), None);
         let mut perfect = Calibration::new(10);
         (0..10).for_each(|i| perfect.add(0.55, if i < 5 || i == 9 { 1.0 } else { 0.0 }));

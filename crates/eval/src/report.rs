@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::error::EvalError;
 use crate::harness::RouterResult;
-use crate::metrics::{aiq, apgr, cost_to_reach, cpt, Point};
+use crate::metrics::{aiq, apgr, cost_to_reach, cpt, Point, ReliabilityBin};
 
 /// One router's metrics. Fields that do not apply are None.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct RouterSummary {
     pub cpt50: Option<f64>,
     pub cpt80: Option<f64>,
     pub ece: Option<f64>,
+    /// The reliability diagram behind `ece` (empty for routers without P).
+    pub reliability: Vec<ReliabilityBin>,
     /// Least mean cost at which the router's hull reaches the best single model's quality.
     pub cost_to_match_best_single: Option<f64>,
 }
@@ -67,7 +69,7 @@ pub fn summarise(results: &[RouterResult], models: &[String], rows: usize) -> Su
                       settings: Vec<f64>,
                       points: Vec<Point>,
                       shares: Vec<Vec<f64>>,
-                      ece| {
+                      calibration: Option<&crate::metrics::Calibration>| {
         let (mut a, mut c5, mut c8) = (None, None, None);
         if let Some((strong, qw, qs)) = two {
             let curve: Vec<(f64, f64)> = shares
@@ -85,7 +87,8 @@ pub fn summarise(results: &[RouterResult], models: &[String], rows: usize) -> Su
             apgr: a,
             cpt50: c5,
             cpt80: c8,
-            ece,
+            ece: calibration.and_then(|c| c.ece()),
+            reliability: calibration.map(|c| c.reliability()).unwrap_or_default(),
             cost_to_match_best_single: cost_to_reach(&points, best_quality - 1e-12),
             points,
             shares,
@@ -109,7 +112,7 @@ pub fn summarise(results: &[RouterResult], models: &[String], rows: usize) -> Su
                 r.settings.clone(),
                 points,
                 shares,
-                r.calibration.as_ref().and_then(|c| c.ece()),
+                r.calibration.as_ref(),
             )
         })
         .collect();
@@ -158,6 +161,10 @@ impl Summary {
                         "ece": r.ece, "cost_to_match_best_single": r.cost_to_match_best_single,
                         "max_quality": r.points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
                         "setting": r.setting, "settings": r.settings, "shares": r.shares,
+                        "reliability": r.reliability.iter().map(|b| json!({
+                            "bin": [b.lower, b.upper], "count": b.count,
+                            "mean_predicted": b.mean_predicted, "mean_observed": b.mean_observed,
+                        })).collect::<Vec<_>>(),
                     }),
                 )
             })
@@ -218,6 +225,9 @@ impl Summary {
                 f(r.cost_to_match_best_single, 6)
             );
         }
+        if self.routers.iter().any(|r| !r.reliability.is_empty()) {
+            s += "\nReliability of P(success) on the held-out rows (10 equal-width bins; ECE is the count-weighted mean gap between the two means):\n\n![reliability](reliability.svg)\n";
+        }
         if let Some(zero) = self.router("zero") {
             s += "\n| model | mean cost (USD/row) | quality |\n|---|---|---|\n";
             for (m, p) in self.models.iter().zip(&zero.points) {
@@ -227,7 +237,8 @@ impl Summary {
         s
     }
 
-    /// Writes `report.md`, `summary.json` and `cost_quality.svg` into `dir`.
+    /// Writes `report.md`, `summary.json`, `cost_quality.svg` and (where a
+    /// router predicts P(success)) `reliability.svg` into `dir`.
     pub fn write_report(&self, dir: &Path) -> Result<(), EvalError> {
         let io = |source| EvalError::Io {
             path: dir.to_path_buf(),
@@ -241,7 +252,18 @@ impl Summary {
         )
         .map_err(io)?;
         self.chart(&dir.join("cost_quality.svg"))
-            .map_err(|e| EvalError::Data(format!("chart: {e}")))
+            .map_err(|e| EvalError::Data(format!("chart: {e}")))?;
+        let calibrated: Vec<(&str, &[ReliabilityBin], Option<f64>)> = self
+            .routers
+            .iter()
+            .filter(|r| !r.reliability.is_empty())
+            .map(|r| (r.name.as_str(), r.reliability.as_slice(), r.ece))
+            .collect();
+        if calibrated.is_empty() {
+            return Ok(());
+        }
+        crate::charts::reliability_svg(&calibrated, &dir.join("reliability.svg"))
+            .map_err(|e| EvalError::Data(format!("reliability chart: {e}")))
     }
 
     /// The cost-quality plane: swept routers as lines, the rest as points.

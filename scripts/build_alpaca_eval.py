@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Builds AlpacaEval outcome records for the routing harness.
+
+Reads the AlpacaEval snapshot in ../shared/data/raw/alpaca_eval/ (725
+instructions x 58 models; each row the weighted GPT-4-turbo judge's
+preference between GPT-4-turbo's answer and the model's, 1 = baseline better,
+2 = model better) and writes one record per instruction with an outcome for
+every model of models/catalogs/alpaca_eval.toml:
+
+    score    = preference - 1                      (in [0, 1])
+    cost_usd = ceil(prompt chars / 4) x input price
+             + ceil(answer chars / 4) x output price
+
+The data is CC BY-NC 4.0: evaluation only. The output goes to an ignored
+path (target/eval-data/ by default), never to training-data/, and must never
+end up in a shipped artifact.
+
+    python3 scripts/build_alpaca_eval.py
+    pointsman eval --data target/eval-data/alpaca_eval.jsonl --folds 5 --no-task-head
+"""
+
+import argparse
+import csv
+import json
+import math
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tokens(chars: int) -> int:
+    """Estimated tokens, as the router's catalog estimates them (chars / 4, at least 1)."""
+    return max(1, math.ceil(chars / 4))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--raw", type=Path, default=ROOT.parent / "shared/data/raw/alpaca_eval")
+    ap.add_argument("--catalog", type=Path, default=ROOT / "models/catalogs/alpaca_eval.toml")
+    ap.add_argument("--out", type=Path, default=ROOT / "target/eval-data/alpaca_eval.jsonl")
+    args = ap.parse_args()
+
+    if "training-data" in args.out.resolve().parts:
+        sys.exit("error: AlpacaEval is CC BY-NC, evaluation only: never write it under training-data/")
+    catalog = tomllib.loads(args.catalog.read_text())
+    prices = {
+        m["name"]: (m["input_usd_per_mtok"], m["output_usd_per_mtok"]) for m in catalog["models"]
+    }
+
+    instructions = {}
+    with open(args.raw / "instructions.jsonl") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                instructions[int(row["instruction_idx"])] = (row["instruction"], row["dataset"])
+            except (ValueError, KeyError) as e:
+                sys.exit(f"error: {args.raw / 'instructions.jsonl'} line {n}: {e}")
+
+    outcomes: dict[int, dict] = {i: {} for i in instructions}
+    with open(args.raw / "preferences_long.csv", newline="") as f:
+        for n, row in enumerate(csv.DictReader(f), 2):
+            model = row["model"]
+            if model not in prices:
+                continue
+            try:
+                idx = int(row["instruction_idx"])
+                pref = float(row["preference"])
+                answer_chars = int(row["output_chars"])
+            except (ValueError, KeyError) as e:
+                sys.exit(f"error: {args.raw / 'preferences_long.csv'} line {n}: {e}")
+            if idx not in instructions:
+                sys.exit(f"error: preferences_long.csv line {n}: unknown instruction_idx {idx}")
+            if not 1.0 <= pref <= 2.0:
+                sys.exit(f"error: preferences_long.csv line {n}: preference {pref} outside [1, 2]")
+            prompt, _ = instructions[idx]
+            inp, out = prices[model]
+            t_in, t_out = tokens(len(prompt)), tokens(answer_chars)
+            outcomes[idx][model] = {
+                "score": round(pref - 1.0, 6),
+                "cost_usd": (t_in * inp + t_out * out) / 1e6,
+                "input_tokens": t_in,
+                "output_tokens": t_out,
+            }
+
+    missing = sorted(set(prices) - {m for o in outcomes.values() for m in o})
+    if missing:
+        sys.exit(f"error: catalog models with no AlpacaEval rows: {', '.join(missing)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    complete = 0
+    with open(args.out, "w") as f:
+        for idx in sorted(instructions):
+            prompt, dataset = instructions[idx]
+            complete += len(outcomes[idx]) == len(prices)
+            rec = {
+                "id": f"alpaca_eval/{idx}",
+                "prompt": prompt,
+                "source": f"alpaca_eval_{dataset}",
+                "outcomes": outcomes[idx],
+                "licence": "CC BY-NC 4.0, evaluation only",
+            }
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    print(
+        f"wrote {len(instructions)} records ({complete} with all {len(prices)} models) to {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
