@@ -376,6 +376,20 @@ def forward(w, cfg, ids):
     return v / np.linalg.norm(v)
 
 
+def dump_reference(ref):
+    """JSON with one line per sentence (ids and embedding inline)."""
+    lines = ["{"]
+    for k, v in ref.items():
+        if k != "sentences":
+            lines.append(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},")
+    lines.append(' "sentences": [')
+    lines.append(",\n".join(" " + json.dumps(s, ensure_ascii=False, separators=(",", ":"))
+                            for s in ref["sentences"]))
+    lines.append(" ]")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------- main
 README = """# multilingual-e5-small, reconstructed from 4-bit
 
@@ -465,7 +479,7 @@ def main():
                     for s, ids, e in zip(CHECK_SENTENCES, ours_all, pkg_emb)
                 ],
             }
-            reference_out.write_text(json.dumps(ref, ensure_ascii=False, indent=1) + "\n")
+            reference_out.write_text(dump_reference(ref))
             print(f"wrote {reference_out}")
 
         # ---- write the model directory

@@ -8,10 +8,13 @@ use crate::model_dir::ModelDir;
 use crate::truncate;
 
 /// The model directory's tokenizer with our own truncation (head and tail)
-/// and no padding.
+/// and no padding. The model's default prompt (e5's "query: ") is put before
+/// every text, as sentence-transformers does, so the encoder sees what it
+/// was trained on.
 pub struct PromptTokenizer {
     tokenizer: Tokenizer,
     window: usize,
+    prompt: String,
 }
 
 impl PromptTokenizer {
@@ -27,20 +30,36 @@ impl PromptTokenizer {
         // decides how to batch.
         tokenizer.with_truncation(None).map_err(|e| corrupt(&e))?;
         tokenizer.with_padding(None);
-        Ok(PromptTokenizer { tokenizer, window })
+        Ok(PromptTokenizer {
+            tokenizer,
+            window,
+            prompt: dir.prompt(),
+        })
+    }
+
+    /// The text put before every prompt ("" for most models).
+    pub fn prompt(&self) -> &str {
+        &self.prompt
     }
 
     pub fn window(&self) -> usize {
         self.window
     }
 
-    /// Token ids of `text`, special tokens included, cut to the window.
+    /// Token ids of the prompt and `text`, special tokens included, cut to
+    /// the window.
     pub fn ids(&self, text: &str) -> Result<Vec<u32>> {
         let clipped = truncate::clip_chars(text);
-        let enc = self
-            .tokenizer
-            .encode(clipped.as_ref(), true)
-            .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+        let encode = |t: &str| {
+            self.tokenizer
+                .encode(t, true)
+                .map_err(|e| ClassifierError::Tokenizer(e.to_string()))
+        };
+        let enc = if self.prompt.is_empty() {
+            encode(clipped.as_ref())?
+        } else {
+            encode(&format!("{}{}", self.prompt, clipped))?
+        };
         Ok(truncate::head_and_tail(enc.get_ids(), self.window))
     }
 }
