@@ -291,3 +291,32 @@ fn an_unsupported_architecture_is_refused_by_every_engine() {
         );
     }
 }
+
+/// The compact Unigram reader (`unigram.rs`) gives the `tokenizers`
+/// library's ids on every evaluation prompt (Chinese, Spanish, Japanese,
+/// Russian, English, code), not only the reference sentences.
+#[test]
+fn compact_unigram_equals_the_tokenizers_library() {
+    let dir = e5_dir();
+    let ours = PromptTokenizer::load(&dir, usize::MAX).unwrap();
+    let library = tokenizers::Tokenizer::from_file(dir.tokenizer_path()).unwrap();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../training-data/eval");
+    let mut checked = 0;
+    for file in [
+        "belle_zh.jsonl",
+        "mconala_multilingual.jsonl",
+        "sharegpt500.jsonl",
+    ] {
+        for line in std::fs::read_to_string(data.join(file)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = v["prompt"].as_str().unwrap();
+            if text.chars().count() > 2 * pointsman_classifier::truncate::MAX_CHARS_EACH_SIDE {
+                continue;
+            }
+            let want = library.encode(format!("query: {text}"), true).unwrap();
+            assert_eq!(ours.ids(text).unwrap(), want.get_ids(), "{file}: {text:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 2000, "{checked}");
+}
