@@ -3,9 +3,10 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::xlm_roberta::{Config as XlmRobertaConfig, XLMRobertaModel};
 
 use crate::error::{ClassifierError, Result};
-use crate::model_dir::{ModelDir, Pooling};
+use crate::model_dir::{Architecture, ModelDir, Pooling};
 use crate::tokenize::PromptTokenizer;
 
 /// Turns prompts into fixed-size embeddings. Implementations are pure
@@ -27,10 +28,10 @@ pub trait Encoder: Send + Sync {
     }
 }
 
-/// A BERT-family sentence encoder run with candle: the CUDA path, and the
-/// reference the native CPU encoder is tested against.
+/// A BERT or XLM-RoBERTa sentence encoder run with candle: the CUDA path,
+/// and the reference the native CPU encoder is tested against.
 pub struct BertEncoder {
-    model: BertModel,
+    model: CandleModel,
     tokenizer: PromptTokenizer,
     device: Device,
     dim: usize,
@@ -38,22 +39,35 @@ pub struct BertEncoder {
     pad_id: u32,
 }
 
+/// candle's model for each architecture `config.json` may name.
+enum CandleModel {
+    Bert(BertModel),
+    XlmRoberta(XLMRobertaModel),
+}
+
+/// The settings both architectures share, from their own config types.
+struct Shape {
+    hidden: usize,
+    positions: usize,
+    pad_id: u32,
+}
+
 impl BertEncoder {
     /// Loads a verified model directory onto `device`. Fails with the path and
-    /// the reason when the config, tokenizer or weights cannot be used.
+    /// the reason when the config, tokenizer or weights cannot be used, and
+    /// with [`ClassifierError::UnsupportedArchitecture`] for a `model_type`
+    /// other than `bert` and `xlm-roberta` (never runs it as BERT).
     pub fn load(dir: &ModelDir, device: Device) -> Result<BertEncoder> {
+        let arch = dir.architecture()?;
         let config_path = dir.config_path();
         let text = std::fs::read_to_string(&config_path).map_err(|source| ClassifierError::Io {
             path: config_path.clone(),
             source,
         })?;
-        let config: Config = serde_json::from_str(&text).map_err(|e| ClassifierError::Corrupt {
+        let not_config = |e: serde_json::Error| ClassifierError::Corrupt {
             path: config_path.clone(),
-            reason: format!("not a BERT config: {e}"),
-        })?;
-
-        let tokenizer = PromptTokenizer::load(dir, dir.window(config.max_position_embeddings))?;
-
+            reason: format!("not a {arch:?} config: {e}"),
+        };
         let weights = dir.weights_path();
         // SAFETY: the file is memory-mapped read-only; it was verified above and
         // nothing in this process writes to it.
@@ -62,17 +76,41 @@ impl BertEncoder {
             path: weights.clone(),
             reason: e.to_string(),
         })?;
-        let model = BertModel::load(vb, &config).map_err(|e| ClassifierError::Corrupt {
+        let misfit = |e: candle_core::Error| ClassifierError::Corrupt {
             path: weights.clone(),
             reason: format!("weights do not fit config.json: {e}"),
-        })?;
+        };
+        let (model, shape) = match arch {
+            Architecture::Bert => {
+                let c: Config = serde_json::from_str(&text).map_err(not_config)?;
+                let shape = Shape {
+                    hidden: c.hidden_size,
+                    positions: c.max_position_embeddings,
+                    pad_id: c.pad_token_id as u32,
+                };
+                let model = BertModel::load(vb, &c).map_err(misfit)?;
+                (CandleModel::Bert(model), shape)
+            }
+            Architecture::XlmRoberta => {
+                let c: XlmRobertaConfig = serde_json::from_str(&text).map_err(not_config)?;
+                let offset = arch.position_offset(c.pad_token_id as usize);
+                let shape = Shape {
+                    hidden: c.hidden_size,
+                    positions: c.max_position_embeddings.saturating_sub(offset),
+                    pad_id: c.pad_token_id,
+                };
+                let model = XLMRobertaModel::new(&c, vb).map_err(misfit)?;
+                (CandleModel::XlmRoberta(model), shape)
+            }
+        };
+        let tokenizer = PromptTokenizer::load(dir, dir.window(shape.positions))?;
         Ok(BertEncoder {
             model,
             tokenizer,
             device,
-            dim: config.hidden_size,
+            dim: shape.hidden,
             pooling: dir.pooling(),
-            pad_id: config.pad_token_id as u32,
+            pad_id: shape.pad_id,
         })
     }
 
@@ -115,7 +153,13 @@ impl Encoder for BertEncoder {
         let input_ids = Tensor::from_vec(flat_ids, (batch, len), &self.device)?;
         let mask = Tensor::from_vec(flat_mask, (batch, len), &self.device)?;
         let token_types = input_ids.zeros_like()?;
-        let hidden = self.model.forward(&input_ids, &token_types, Some(&mask))?; // (b, len, dim)
+        // (b, len, dim); XLM-R derives position ids from the padding.
+        let hidden = match &self.model {
+            CandleModel::Bert(m) => m.forward(&input_ids, &token_types, Some(&mask))?,
+            CandleModel::XlmRoberta(m) => {
+                m.forward(&input_ids, &mask, &token_types, None, None, None)?
+            }
+        };
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {

@@ -26,6 +26,10 @@ pub enum ClassifierError {
     /// A model the native CPU encoder does not run (another architecture).
     #[error("{path}: the native encoder does not support {reason}")]
     Unsupported { path: PathBuf, reason: String },
+    /// A `model_type` no engine here runs (neither native nor candle): named,
+    /// never run as BERT.
+    #[error("{path}: model_type `{model_type}` is not supported (Pointsman runs `bert` and `xlm-roberta` encoders)")]
+    UnsupportedArchitecture { path: PathBuf, model_type: String },
     /// Heads trained for another encoder or another input layout.
     #[error("heads {path} do not fit this encoder: {reason}")]
     Incompatible { path: PathBuf, reason: String },

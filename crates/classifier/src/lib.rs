@@ -18,6 +18,7 @@ pub mod taxonomy;
 pub mod tokenize;
 pub mod train;
 pub mod truncate;
+pub mod unigram;
 
 pub use classifier::{Classifier, Embedded, Prediction, DEFAULT_BATCH};
 pub use device::{DeviceChoice, Engine, Precision};

@@ -1,4 +1,5 @@
-//! A BERT-family model directory in Hugging Face layout, verified by sha256.
+//! An encoder model directory in Hugging Face layout (BERT or XLM-RoBERTa),
+//! verified by sha256.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -129,6 +130,44 @@ impl ModelDir {
             .unwrap_or(max_position_embeddings)
     }
 
+    /// The architecture `config.json` names in `model_type`; anything but
+    /// BERT and XLM-RoBERTa is refused here, naming the `model_type`, so no
+    /// engine runs a model it would compute wrongly.
+    pub fn architecture(&self) -> Result<Architecture> {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).map_err(|source| ClassifierError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ClassifierError::Corrupt {
+                path: path.clone(),
+                reason: format!("not JSON: {e}"),
+            })?;
+        let model_type = config.get("model_type").and_then(|v| v.as_str());
+        Architecture::from_model_type(model_type).ok_or_else(|| {
+            ClassifierError::UnsupportedArchitecture {
+                path,
+                model_type: model_type.unwrap_or_default().to_string(),
+            }
+        })
+    }
+
+    /// The text put before every prompt: sentence-transformers' default
+    /// prompt (`config_sentence_transformers.json`: `prompts` and
+    /// `default_prompt_name`), e.g. e5's "query: ". Empty when there is none.
+    pub fn prompt(&self) -> String {
+        let st = self.path.join("config_sentence_transformers.json");
+        std::fs::read_to_string(st)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                let name = v.get("default_prompt_name")?.as_str()?.to_string();
+                Some(v.get("prompts")?.get(&name)?.as_str()?.to_string())
+            })
+            .unwrap_or_default()
+    }
+
     /// Pooling from `1_Pooling/config.json`: CLS when that is what it says,
     /// mean otherwise (sentence-transformers' default).
     pub fn pooling(&self) -> Pooling {
@@ -142,6 +181,47 @@ impl ModelDir {
             Pooling::Cls
         } else {
             Pooling::Mean
+        }
+    }
+}
+
+/// The encoder architectures Pointsman runs, from `config.json`'s
+/// `model_type`. They share one transformer; they differ in where position
+/// ids start, the token types, and the weight-name prefix of checkpoints
+/// saved with a task head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `bert` (or no `model_type`, as in older BERT checkpoints): positions
+    /// from 0, `bert.` prefix.
+    Bert,
+    /// `xlm-roberta`: positions from `pad_token_id + 1` (the padding row is
+    /// never read), a single token type, `roberta.` prefix.
+    XlmRoberta,
+}
+
+impl Architecture {
+    /// None for a `model_type` Pointsman cannot run.
+    pub fn from_model_type(model_type: Option<&str>) -> Option<Architecture> {
+        match model_type {
+            None | Some("bert") => Some(Architecture::Bert),
+            Some("xlm-roberta") => Some(Architecture::XlmRoberta),
+            Some(_) => None,
+        }
+    }
+
+    /// Row of the position table that the first token reads.
+    pub fn position_offset(self, pad_token_id: usize) -> usize {
+        match self {
+            Architecture::Bert => 0,
+            Architecture::XlmRoberta => pad_token_id + 1,
+        }
+    }
+
+    /// Prefix of the encoder's weights in a checkpoint saved with a head.
+    pub fn weight_prefix(self) -> &'static str {
+        match self {
+            Architecture::Bert => "bert.",
+            Architecture::XlmRoberta => "roberta.",
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The native CPU encoder: a BERT forward pass in plain Rust with packed
-//! weights, reused buffers and an AVX2/FMA kernel.
+//! The native CPU encoder: a BERT / XLM-RoBERTa forward pass in plain Rust
+//! with packed weights, reused buffers and an AVX2/FMA kernel.
 //!
 //! Why not candle on the CPU: at batch 1 candle allocates fresh tensors for
 //! every op (page faults were ~15% of its time), runs attention as a
@@ -28,9 +28,11 @@ macro_rules! by_rows {
 }
 
 mod bf16;
+mod embedding;
 mod gemm;
 mod int8;
 mod ops;
+mod tensor_file;
 mod weights;
 
 use std::sync::Mutex;
@@ -51,7 +53,7 @@ pub const BATCH_TOKENS: usize = 2048;
 use gemm::{gemm, gemm_into, PackedB};
 use weights::{Activation, BertConfig, BertWeights, Layer};
 
-/// A BERT-family sentence encoder computed natively on the CPU.
+/// A BERT or XLM-RoBERTa sentence encoder computed natively on the CPU.
 pub struct NativeBertEncoder {
     weights: BertWeights,
     tokenizer: PromptTokenizer,
@@ -63,9 +65,10 @@ pub struct NativeBertEncoder {
 
 impl NativeBertEncoder {
     /// Loads a verified model directory. Fails with the path and the reason
-    /// when the config, tokenizer or weights cannot be used, and with
-    /// [`ClassifierError::Unsupported`] for architectures it does not run
-    /// (the caller may fall back to candle).
+    /// when the config, tokenizer or weights cannot be used; with
+    /// [`ClassifierError::UnsupportedArchitecture`] for a `model_type` other
+    /// than `bert` and `xlm-roberta`, and [`ClassifierError::Unsupported`]
+    /// for settings it does not run (the caller may fall back to candle).
     pub fn load(dir: &ModelDir) -> Result<NativeBertEncoder> {
         Self::load_with(dir, Precision::F32)
     }
@@ -76,13 +79,14 @@ impl NativeBertEncoder {
     /// norms and activations stay f32.
     pub fn load_with(dir: &ModelDir, precision: Precision) -> Result<NativeBertEncoder> {
         let config = BertConfig::read(&dir.config_path())?;
+        let arch = config.architecture(&dir.config_path())?;
         if let Some(reason) = config.unsupported() {
             return Err(ClassifierError::Unsupported {
                 path: dir.config_path(),
                 reason,
             });
         }
-        let mut weights = BertWeights::load(&dir.weights_path(), &config)?;
+        let mut weights = BertWeights::load(&dir.weights_path(), &config, arch)?;
         let precision = if weights.use_precision(precision) {
             precision
         } else {
@@ -91,7 +95,12 @@ impl NativeBertEncoder {
             );
             Precision::F32
         };
-        let window = dir.window(config.max_position_embeddings);
+        tracing::debug!(
+            bytes = weights.word_embeddings.bytes(),
+            vocab = weights.vocab,
+            "word-embedding table"
+        );
+        let window = dir.window(weights.max_positions);
         Ok(NativeBertEncoder {
             weights,
             tokenizer: PromptTokenizer::load(dir, window)?,
@@ -160,10 +169,10 @@ impl NativeBertEncoder {
                     w.vocab
                 )));
             }
-            let word = &w.word_embeddings[id * h..][..h];
-            let position = &w.position_embeddings[pos * h..][..h];
-            for (((x, &a), &b), &c) in row.iter_mut().zip(word).zip(position).zip(&w.token_type0) {
-                *x = a + b + c;
+            let position = &w.position_embeddings[(w.position_offset + pos) * h..][..h];
+            w.word_embeddings.row_plus(id, position, row);
+            for (x, &c) in row.iter_mut().zip(&w.token_type0) {
+                *x += c;
             }
         }
         let norm = &w.embedding_norm;

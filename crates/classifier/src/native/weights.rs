@@ -1,14 +1,16 @@
-//! A BERT-family checkpoint (Hugging Face layout) read into packed f32
-//! weights for the native encoder.
+//! A BERT or XLM-RoBERTa checkpoint (Hugging Face layout) read into packed
+//! f32 weights for the native encoder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
+use super::embedding::EmbeddingTable;
 use super::gemm::PackedB;
+use super::tensor_file::TensorFile;
 use crate::device::Precision;
 use crate::error::{ClassifierError, Result};
+use crate::model_dir::Architecture;
 
 /// The parts of `config.json` the forward pass needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +28,8 @@ pub struct BertConfig {
     pub position_embedding_type: Option<String>,
     #[serde(default)]
     pub model_type: Option<String>,
+    #[serde(default)]
+    pub pad_token_id: usize,
 }
 
 fn default_act() -> String {
@@ -71,10 +75,14 @@ pub struct BertWeights {
     pub hidden: usize,
     pub heads: usize,
     pub intermediate: usize,
+    /// Positions a prompt may use (the table's rows past the offset).
     pub max_positions: usize,
+    /// Row of `position_embeddings` the first token reads: 0 for BERT,
+    /// `pad_token_id + 1` for XLM-RoBERTa.
+    pub position_offset: usize,
     pub eps: f32,
     pub activation: Activation,
-    pub word_embeddings: Vec<f32>,
+    pub word_embeddings: EmbeddingTable,
     pub vocab: usize,
     pub position_embeddings: Vec<f32>,
     /// Row 0 of the token-type table: every prompt is one segment.
@@ -91,17 +99,24 @@ impl BertConfig {
         })?;
         serde_json::from_str(&text).map_err(|e| ClassifierError::Corrupt {
             path: path.to_path_buf(),
-            reason: format!("not a BERT config: {e}"),
+            reason: format!("not a BERT or XLM-RoBERTa config: {e}"),
         })
     }
 
-    /// Why the native encoder cannot run this model, if it cannot.
-    pub fn unsupported(&self) -> Option<String> {
-        if let Some(t) = self.model_type.as_deref() {
-            if t != "bert" {
-                return Some(format!("model_type `{t}` (the native encoder runs `bert`)"));
+    /// The architecture, or the error naming a `model_type` nothing here
+    /// runs.
+    pub fn architecture(&self, path: &Path) -> Result<Architecture> {
+        Architecture::from_model_type(self.model_type.as_deref()).ok_or_else(|| {
+            ClassifierError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                model_type: self.model_type.clone().unwrap_or_default(),
             }
-        }
+        })
+    }
+
+    /// Why the native encoder cannot run this model (of a supported
+    /// architecture), if it cannot.
+    pub fn unsupported(&self) -> Option<String> {
         if let Some(p) = self.position_embedding_type.as_deref() {
             if p != "absolute" {
                 return Some(format!("position_embedding_type `{p}`"));
@@ -157,22 +172,33 @@ impl BertWeights {
     }
 
     /// Reads `model.safetensors` (f32, f16 or bf16; with or without the
-    /// `bert.` prefix) and checks every shape against `config`.
-    pub fn load(path: &Path, config: &BertConfig) -> Result<BertWeights> {
-        let bytes = std::fs::read(path).map_err(|source| ClassifierError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e.to_string()))?;
-        let reader = Reader::new(path, &file);
+    /// `bert.` / `roberta.` prefix) and checks every shape against `config`.
+    /// Tensors are read one at a time, so the load never holds the file.
+    pub fn load(path: &Path, config: &BertConfig, arch: Architecture) -> Result<BertWeights> {
+        let file = TensorFile::open(path)?;
+        let reader = Reader::new(&file, arch);
         let (h, i) = (config.hidden_size, config.intermediate_size);
-        let word = reader.tensor("embeddings.word_embeddings.weight", None)?;
-        if word.1.len() != 2 || word.1[1] != h {
+        let word_shape = reader.shape("embeddings.word_embeddings.weight")?;
+        if word_shape.len() != 2 || word_shape[1] != h {
+            return Err(corrupt(
+                path,
+                format!("word embeddings have shape {word_shape:?}, expected [vocab, {h}]"),
+            ));
+        }
+        let vocab = word_shape[0];
+        let word_embeddings = EmbeddingTable::read(
+            &file,
+            &reader.full("embeddings.word_embeddings.weight"),
+            vocab,
+            h,
+        )?;
+        let offset = arch.position_offset(config.pad_token_id);
+        if offset >= config.max_position_embeddings {
             return Err(corrupt(
                 path,
                 format!(
-                    "word embeddings have shape {:?}, expected [vocab, {h}]",
-                    word.1
+                    "positions start at row {offset} of a {}-row table",
+                    config.max_position_embeddings
                 ),
             ));
         }
@@ -181,13 +207,14 @@ impl BertWeights {
             config.max_position_embeddings,
             h,
         )?;
-        let token_types = reader.tensor("embeddings.token_type_embeddings.weight", None)?;
-        if token_types.1.len() != 2 || token_types.1[1] != h {
+        let types = reader.shape("embeddings.token_type_embeddings.weight")?;
+        if types.len() != 2 || types[1] != h || types[0] == 0 {
             return Err(corrupt(
                 path,
                 "token type embeddings have the wrong width".into(),
             ));
         }
+        let token_type0 = reader.rows("embeddings.token_type_embeddings.weight", 0, h)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{l}.");
@@ -217,13 +244,14 @@ impl BertWeights {
             hidden: h,
             heads: config.num_attention_heads,
             intermediate: i,
-            max_positions: config.max_position_embeddings,
+            max_positions: config.max_position_embeddings - offset,
+            position_offset: offset,
             eps: config.layer_norm_eps as f32,
             activation: config.activation().expect("checked by unsupported()"),
-            vocab: word.1[0],
-            word_embeddings: word.0,
+            vocab,
+            word_embeddings,
             position_embeddings: positions,
-            token_type0: token_types.0[..h].to_vec(),
+            token_type0,
             embedding_norm: reader.layer_norm("embeddings.LayerNorm", h)?,
             layers,
         })
@@ -238,80 +266,78 @@ fn corrupt(path: &Path, reason: String) -> ClassifierError {
 }
 
 /// Looks tensors up by their Hugging Face names, with or without the
-/// `bert.` prefix, converting to f32.
+/// architecture's prefix (`bert.`, `roberta.`), converting to f32.
 struct Reader<'a> {
-    path: PathBuf,
-    file: &'a SafeTensors<'a>,
+    file: &'a TensorFile,
     prefix: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn new(path: &Path, file: &'a SafeTensors<'a>) -> Reader<'a> {
-        let prefix = if file.tensor("embeddings.word_embeddings.weight").is_err()
+    fn new(file: &'a TensorFile, arch: Architecture) -> Reader<'a> {
+        let prefix = if file.info("embeddings.word_embeddings.weight").is_none()
             && file
-                .tensor("bert.embeddings.word_embeddings.weight")
-                .is_ok()
+                .info(&format!(
+                    "{}embeddings.word_embeddings.weight",
+                    arch.weight_prefix()
+                ))
+                .is_some()
         {
-            "bert."
+            arch.weight_prefix()
         } else {
             ""
         };
-        Reader {
-            path: path.to_path_buf(),
-            file,
-            prefix,
-        }
+        Reader { file, prefix }
     }
 
-    /// The tensor's values and shape; `expect` checks the element count.
-    fn tensor(&self, name: &str, expect: Option<usize>) -> Result<(Vec<f32>, Vec<usize>)> {
-        let full = format!("{}{name}", self.prefix);
-        let view = self
+    fn full(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn missing(&self, full: &str) -> ClassifierError {
+        corrupt(self.file.path(), format!("tensor `{full}` is missing"))
+    }
+
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        let full = self.full(name);
+        Ok(self
             .file
-            .tensor(&full)
-            .map_err(|_| corrupt(&self.path, format!("tensor `{full}` is missing")))?;
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(corrupt(
-                    &self.path,
-                    format!("tensor `{full}` has dtype {other:?}; expected f32, f16 or bf16"),
-                ))
-            }
-        };
-        if let Some(n) = expect {
-            if values.len() != n {
-                return Err(corrupt(
-                    &self.path,
-                    format!(
-                        "tensor `{full}` has shape {:?} ({} values), config.json implies {n}",
-                        view.shape(),
-                        values.len()
-                    ),
-                ));
-            }
+            .info(&full)
+            .ok_or_else(|| self.missing(&full))?
+            .shape
+            .clone())
+    }
+
+    /// Values `start..start + len` of tensor `name` (the caller checked its
+    /// shape).
+    fn rows(&self, name: &str, start: usize, len: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; len];
+        self.file.read_f32(&self.full(name), start, &mut out)?;
+        Ok(out)
+    }
+
+    /// All values of tensor `name`, which must hold exactly `expect`.
+    fn tensor(&self, name: &str, expect: usize) -> Result<Vec<f32>> {
+        let full = self.full(name);
+        let info = self.file.info(&full).ok_or_else(|| self.missing(&full))?;
+        if info.values() != expect {
+            return Err(corrupt(
+                self.file.path(),
+                format!(
+                    "tensor `{full}` has shape {:?} ({} values), config.json implies {expect}",
+                    info.shape,
+                    info.values()
+                ),
+            ));
         }
-        Ok((values, view.shape().to_vec()))
+        self.rows(name, 0, expect)
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
-        Ok(self.tensor(name, Some(rows * cols))?.0)
+        self.tensor(name, rows * cols)
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        Ok(self.tensor(name, Some(len))?.0)
+        self.tensor(name, len)
     }
 
     fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear> {
