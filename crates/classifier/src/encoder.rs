@@ -55,13 +55,20 @@ impl BertEncoder {
         let tokenizer = PromptTokenizer::load(dir, dir.window(config.max_position_embeddings))?;
 
         let weights = dir.weights_path();
-        // SAFETY: the file is memory-mapped read-only; it was verified above and
-        // nothing in this process writes to it.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(|e| ClassifierError::Corrupt {
-            path: weights.clone(),
-            reason: e.to_string(),
-        })?;
+        let vb = match dir.adapter.as_deref() {
+            Some(adapter) => {
+                crate::finetune::merge::merged_var_builder(&weights, adapter, &device)?
+            }
+            // SAFETY: the file is memory-mapped read-only; it was verified above and
+            // nothing in this process writes to it.
+            None => {
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+                    .map_err(|e| ClassifierError::Corrupt {
+                        path: weights.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+        };
         let model = BertModel::load(vb, &config).map_err(|e| ClassifierError::Corrupt {
             path: weights.clone(),
             reason: format!("weights do not fit config.json: {e}"),

@@ -31,7 +31,7 @@ mod bf16;
 mod gemm;
 mod int8;
 mod ops;
-mod weights;
+pub(crate) mod weights;
 
 use std::sync::Mutex;
 
@@ -82,7 +82,7 @@ impl NativeBertEncoder {
                 reason,
             });
         }
-        let mut weights = BertWeights::load(&dir.weights_path(), &config)?;
+        let mut weights = BertWeights::load(&dir.weights_path(), &config, dir.adapter.as_deref())?;
         let precision = if weights.use_precision(precision) {
             precision
         } else {

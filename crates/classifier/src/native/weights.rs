@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::gemm::PackedB;
 use crate::device::Precision;
 use crate::error::{ClassifierError, Result};
+use crate::finetune::LoraAdapter;
 
 /// The parts of `config.json` the forward pass needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -158,13 +159,20 @@ impl BertWeights {
 
     /// Reads `model.safetensors` (f32, f16 or bf16; with or without the
     /// `bert.` prefix) and checks every shape against `config`.
-    pub fn load(path: &Path, config: &BertConfig) -> Result<BertWeights> {
+    /// With an adapter, folds it into the weights it adapts
+    /// (`W + (alpha / r) B A`) before they are packed.
+    pub fn load(
+        path: &Path,
+        config: &BertConfig,
+        adapter: Option<&LoraAdapter>,
+    ) -> Result<BertWeights> {
         let bytes = std::fs::read(path).map_err(|source| ClassifierError::Io {
             path: path.to_path_buf(),
             source,
         })?;
         let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e.to_string()))?;
-        let reader = Reader::new(path, &file);
+        let mut reader = Reader::new(path, &file);
+        reader.adapter = adapter;
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let word = reader.tensor("embeddings.word_embeddings.weight", None)?;
         if word.1.len() != 2 || word.1[1] != h {
@@ -243,6 +251,7 @@ struct Reader<'a> {
     path: PathBuf,
     file: &'a SafeTensors<'a>,
     prefix: &'static str,
+    adapter: Option<&'a LoraAdapter>,
 }
 
 impl<'a> Reader<'a> {
@@ -260,6 +269,7 @@ impl<'a> Reader<'a> {
             path: path.to_path_buf(),
             file,
             prefix,
+            adapter: None,
         }
     }
 
@@ -271,7 +281,7 @@ impl<'a> Reader<'a> {
             .tensor(&full)
             .map_err(|_| corrupt(&self.path, format!("tensor `{full}` is missing")))?;
         let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
+        let mut values: Vec<f32> = match view.dtype() {
             Dtype::F32 => data
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -291,6 +301,11 @@ impl<'a> Reader<'a> {
                 ))
             }
         };
+        if let Some(adapter) = self.adapter {
+            adapter
+                .fold_into(name, &mut values)
+                .map_err(|reason| corrupt(&self.path, reason))?;
+        }
         if let Some(n) = expect {
             if values.len() != n {
                 return Err(corrupt(
