@@ -194,7 +194,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         let out = finetune(
             &bert,
             &cache,
-            &rows,
+            rows,
             &rows.iter().map(|&i| train[i].label).collect::<Vec<_>>(),
             &rows.iter().map(|&i| all_weights[i]).collect::<Vec<_>>(),
             taxonomy.len(),

@@ -217,6 +217,9 @@ impl Finetuned {
 /// Trains LoRA factors on the top layers (those after `cache.split`)
 /// jointly with a linear task head, on cached rows `train` with labels and
 /// per-example loss weights. With `cfg.layers == 0` only the head trains.
+// The data (model, cache, rows, labels, weights, classes), the settings and
+// a progress callback: each a different thing, none worth a struct.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     bert: &FrozenBert,
     cache: &LowerCache,
