@@ -76,7 +76,18 @@ impl Classifier {
         device: DeviceChoice,
         engine: Engine,
     ) -> Result<Classifier> {
-        let dir = ModelDir::open(model_dir)?;
+        Self::from_dir(ModelDir::open(model_dir)?, heads_path, device, engine)
+    }
+
+    /// [`Classifier::load_with`] for an opened model directory (with its
+    /// adapter, if any).
+    pub fn from_dir(
+        dir: ModelDir,
+        heads_path: &Path,
+        device: DeviceChoice,
+        engine: Engine,
+    ) -> Result<Classifier> {
+        let model_dir = dir.path.clone();
         let heads = Heads::load(heads_path)?;
         if heads.metadata.encoder.weights_sha256 != dir.weights_sha256 {
             return Err(ClassifierError::Incompatible {

@@ -69,13 +69,20 @@ impl BertEncoder {
             reason: format!("not a {arch:?} config: {e}"),
         };
         let weights = dir.weights_path();
-        // SAFETY: the file is memory-mapped read-only; it was verified above and
-        // nothing in this process writes to it.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(|e| ClassifierError::Corrupt {
-            path: weights.clone(),
-            reason: e.to_string(),
-        })?;
+        let vb = match dir.adapter.as_deref() {
+            Some(adapter) => {
+                crate::finetune::merge::merged_var_builder(&weights, adapter, &device)?
+            }
+            // SAFETY: the file is memory-mapped read-only; it was verified above and
+            // nothing in this process writes to it.
+            None => {
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+                    .map_err(|e| ClassifierError::Corrupt {
+                        path: weights.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+        };
         let misfit = |e: candle_core::Error| ClassifierError::Corrupt {
             path: weights.clone(),
             reason: format!("weights do not fit config.json: {e}"),

@@ -11,6 +11,7 @@ pub mod embed_cache;
 pub mod encoder;
 pub mod error;
 pub mod features;
+pub mod finetune;
 pub mod heads;
 pub mod model_dir;
 pub mod native;

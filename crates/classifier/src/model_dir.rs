@@ -29,7 +29,11 @@ pub struct ModelManifest {
 pub struct ModelDir {
     pub path: PathBuf,
     /// sha256 of `model.safetensors`; heads record it to refuse other encoders.
+    /// With an adapter, the sha256 of `<base sha256>+lora:<adapter sha256>`:
+    /// the identity of the merged weights the encoder actually runs.
     pub weights_sha256: String,
+    /// A LoRA adapter folded into the weights at load ([`ModelDir::with_adapter`]).
+    pub adapter: Option<std::sync::Arc<crate::finetune::LoraAdapter>>,
 }
 
 pub(crate) const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
@@ -105,7 +109,31 @@ impl ModelDir {
         Ok(ModelDir {
             path: path.to_path_buf(),
             weights_sha256,
+            adapter: None,
         })
+    }
+
+    /// This directory with the LoRA adapter at `adapter` merged into its
+    /// weights at load. Refuses an adapter trained on other base weights.
+    pub fn with_adapter(mut self, adapter: &Path) -> Result<ModelDir> {
+        let (lora, meta) = crate::finetune::LoraAdapter::load(adapter)?;
+        if meta.base_weights_sha256 != self.weights_sha256 {
+            return Err(ClassifierError::Incompatible {
+                path: adapter.to_path_buf(),
+                reason: format!(
+                    "the adapter was trained on encoder weights sha256 {}, but {} has {}",
+                    meta.base_weights_sha256,
+                    self.weights_path().display(),
+                    self.weights_sha256
+                ),
+            });
+        }
+        self.weights_sha256 = hex::encode(Sha256::digest(format!(
+            "{}+lora:{}",
+            self.weights_sha256, meta.adapter_sha256
+        )));
+        self.adapter = Some(std::sync::Arc::new(lora));
+        Ok(self)
     }
 
     pub fn config_path(&self) -> PathBuf {

@@ -33,10 +33,9 @@ pub fn output_line(id: Option<&str>, p: &Prediction) -> serde_json::Value {
 }
 
 pub fn load_classifier(model: &ModelArgs) -> anyhow::Result<Classifier> {
-    let model_dir = paths::resolve(&model.model_dir);
     let heads = paths::resolve(&model.heads);
-    Ok(Classifier::load_with(
-        &model_dir,
+    Ok(Classifier::from_dir(
+        model.open_dir()?,
         &heads,
         model.device,
         model.engine(),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use pointsman_classifier::{classifier::load_encoder, embed_cache, Classifier, ModelDir};
+use pointsman_classifier::{classifier::load_encoder, embed_cache, Classifier};
 use pointsman_eval::{
     build_sets, cross_validate, evaluate, fold_splits, learning_curve, read_records, summarise,
     CurveConfig, CurveSize, EvalConfig, EvalSet, Pricing, PromptReader,
@@ -138,8 +138,7 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         output_tokens: args.output_tokens,
         allow_unpriced: args.allow_unpriced,
     };
-    let model_dir = paths::resolve(&args.model.model_dir);
-    let dir = ModelDir::open(&model_dir)?;
+    let dir = args.model.open_dir()?;
     let bar = progress_bar();
     let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
@@ -167,7 +166,7 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         )?
     } else {
         let classifier =
-            Classifier::load_with(&model_dir, &heads, args.model.device, args.model.engine())?;
+            Classifier::from_dir(dir.clone(), &heads, args.model.device, args.model.engine())?;
         let id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
         build_sets(
             &records,

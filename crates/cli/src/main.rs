@@ -8,6 +8,7 @@ mod paths;
 mod route;
 mod serve;
 mod store;
+mod train_encoder;
 mod train_heads;
 mod train_router;
 
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use pointsman_classifier::{DeviceChoice, Engine, Precision};
+use pointsman_classifier::{DeviceChoice, Engine, ModelDir, Precision};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,8 @@ enum Command {
 enum TrainCommand {
     /// Train the task-type and difficulty heads on the encoder's embeddings.
     Heads(train_heads::TrainHeadsArgs),
+    /// Fine-tune the encoder's top layers with LoRA adapters (jointly with a task head); writes the adapter.
+    Encoder(train_encoder::TrainEncoderArgs),
     /// Fit the success model P(model succeeds | prompt) on outcome records; writes a JSON artifact.
     Router(train_router::TrainRouterArgs),
 }
@@ -75,12 +78,24 @@ pub struct ModelArgs {
     /// Number format of the CPU encoder's dense products: f32; bf16 (AVX-512 BF16 CPUs) or int8 (AVX-512 VNNI CPUs), faster with embeddings moved slightly (f32, with a warning, on other CPUs). See docs/PERFORMANCE.md.
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
+    /// A LoRA adapter (from `pointsman train encoder`) merged into the encoder weights at load; the heads must be trained for it (`train heads --adapter`). Default: none.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
 }
 
 impl ModelArgs {
     /// The classifier's CPU engine for `--precision`.
     pub fn engine(&self) -> Engine {
         Engine::Native(self.precision)
+    }
+
+    /// The verified model directory, with `--adapter` merged in when given.
+    pub fn open_dir(&self) -> anyhow::Result<ModelDir> {
+        let dir = ModelDir::open(&paths::resolve(&self.model_dir))?;
+        Ok(match &self.adapter {
+            Some(a) => dir.with_adapter(&paths::resolve(a))?,
+            None => dir,
+        })
     }
 }
 
@@ -90,6 +105,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(args) => classify::run(args),
         Command::Train(TrainCommand::Heads(args)) => train_heads::run(args),
+        Command::Train(TrainCommand::Encoder(args)) => train_encoder::run(args),
         Command::Train(TrainCommand::Router(args)) => train_router::run(args),
         Command::Route(args) => route::run(args),
         Command::Eval(args) => eval::run(args),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use pointsman_classifier::{classifier::load_encoder, embed_cache, Encoder, ModelDir};
+use pointsman_classifier::{classifier::load_encoder, embed_cache, Encoder};
 use pointsman_router::{
     catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel,
 };
@@ -60,7 +60,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", router_path.display()))?;
     let success =
         SuccessModel::from_json(&artifact).with_context(|| router_path.display().to_string())?;
-    let dir = ModelDir::open(&paths::resolve(&args.model.model_dir))?;
+    let dir = args.model.open_dir()?;
     // An artifact fitted without the task head needs only the encoder.
     let encoder_only = success.tasks == ["any"];
     let (classifier, encoder) = if encoder_only {

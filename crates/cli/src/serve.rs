@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use pointsman_classifier::{embed_cache, ModelDir};
+use pointsman_classifier::embed_cache;
 use pointsman_server::{BatchConfig, Limits, NetLimits, ServeConfig, Stopped};
 use pointsman_store::SqliteStore;
 
@@ -99,7 +99,7 @@ fn seconds(s: &str) -> Result<f64, String> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let classifier = load_classifier(&args.model)?;
-    let dir = ModelDir::open(&paths::resolve(&args.model.model_dir))?;
+    let dir = args.model.open_dir()?;
     let encoder_id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
     // What actually runs: a requested bf16/int8 falls back to f32 (with a
     // warning) on CPUs without the instructions.

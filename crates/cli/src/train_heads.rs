@@ -58,6 +58,9 @@ pub struct TrainHeadsArgs {
     cache_dir: PathBuf,
     #[arg(long, default_value = paths::DEFAULT_MODEL_DIR)]
     model_dir: PathBuf,
+    /// A LoRA adapter (`pointsman train encoder`) merged into the encoder; the heads then fit the merged encoder only.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     #[arg(long, default_value_t = 17)]
     seed: u64,
     /// Hidden width of both heads (0 = linear heads).
@@ -88,10 +91,10 @@ pub struct TrainHeadsArgs {
     weight_decay: f64,
 }
 
-struct Example {
-    source: String,
-    prompt: String,
-    label: usize,
+pub(crate) struct Example {
+    pub(crate) source: String,
+    pub(crate) prompt: String,
+    pub(crate) label: usize,
 }
 
 struct Scored {
@@ -100,7 +103,7 @@ struct Scored {
     target: f32,
 }
 
-fn read_dir_records(dir: &Path) -> anyhow::Result<(Vec<(String, Record)>, Vec<String>)> {
+pub(crate) fn read_dir_records(dir: &Path) -> anyhow::Result<(Vec<(String, Record)>, Vec<String>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -133,7 +136,7 @@ fn crate_sha(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
 }
 
-fn bar(msg: &'static str) -> indicatif::ProgressBar {
+pub(crate) fn bar(msg: &'static str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
@@ -159,6 +162,10 @@ fn report_to(bar: &indicatif::ProgressBar) -> impl Fn(usize, usize) + '_ {
 pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     let model_dir = paths::resolve(&args.model_dir);
     let dir = ModelDir::open(&model_dir)?;
+    let dir = match &args.adapter {
+        Some(a) => dir.with_adapter(&paths::resolve(a))?,
+        None => dir,
+    };
     let encoder = load_encoder(&dir, DeviceChoice::Cpu, Engine::default())?;
     let encoder = encoder.as_ref();
     let with_features = !args.no_features;
@@ -439,7 +446,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn argmax(v: &[f32]) -> usize {
+pub(crate) fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
@@ -451,7 +458,7 @@ fn argmax(v: &[f32]) -> usize {
 /// `class_power` (0.5 by default, so rare classes count without drowning the
 /// common ones), times inverse source size to the power `source_power`
 /// (0 by default).
-fn example_weights(
+pub(crate) fn example_weights(
     train: &[Example],
     classes: usize,
     class_power: f32,

@@ -33,7 +33,7 @@ mod gemm;
 mod int8;
 mod ops;
 mod tensor_file;
-mod weights;
+pub(crate) mod weights;
 
 use std::sync::Mutex;
 
@@ -86,7 +86,8 @@ impl NativeBertEncoder {
                 reason,
             });
         }
-        let mut weights = BertWeights::load(&dir.weights_path(), &config, arch)?;
+        let mut weights =
+            BertWeights::load(&dir.weights_path(), &config, arch, dir.adapter.as_deref())?;
         let precision = if weights.use_precision(precision) {
             precision
         } else {

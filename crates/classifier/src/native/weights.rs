@@ -10,6 +10,7 @@ use super::gemm::PackedB;
 use super::tensor_file::TensorFile;
 use crate::device::Precision;
 use crate::error::{ClassifierError, Result};
+use crate::finetune::LoraAdapter;
 use crate::model_dir::Architecture;
 
 /// The parts of `config.json` the forward pass needs.
@@ -174,9 +175,17 @@ impl BertWeights {
     /// Reads `model.safetensors` (f32, f16 or bf16; with or without the
     /// `bert.` / `roberta.` prefix) and checks every shape against `config`.
     /// Tensors are read one at a time, so the load never holds the file.
-    pub fn load(path: &Path, config: &BertConfig, arch: Architecture) -> Result<BertWeights> {
+    /// With an adapter, folds it into the weights it adapts
+    /// (`W + (alpha / r) B A`) before they are packed.
+    pub fn load(
+        path: &Path,
+        config: &BertConfig,
+        arch: Architecture,
+        adapter: Option<&LoraAdapter>,
+    ) -> Result<BertWeights> {
         let file = TensorFile::open(path)?;
-        let reader = Reader::new(&file, arch);
+        let mut reader = Reader::new(&file, arch);
+        reader.adapter = adapter;
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let word_shape = reader.shape("embeddings.word_embeddings.weight")?;
         if word_shape.len() != 2 || word_shape[1] != h {
@@ -270,6 +279,7 @@ fn corrupt(path: &Path, reason: String) -> ClassifierError {
 struct Reader<'a> {
     file: &'a TensorFile,
     prefix: &'static str,
+    adapter: Option<&'a LoraAdapter>,
 }
 
 impl<'a> Reader<'a> {
@@ -286,7 +296,11 @@ impl<'a> Reader<'a> {
         } else {
             ""
         };
-        Reader { file, prefix }
+        Reader {
+            file,
+            prefix,
+            adapter: None,
+        }
     }
 
     fn full(&self, name: &str) -> String {
@@ -329,7 +343,13 @@ impl<'a> Reader<'a> {
                 ),
             ));
         }
-        self.rows(name, 0, expect)
+        let mut values = self.rows(name, 0, expect)?;
+        if let Some(adapter) = self.adapter {
+            adapter
+                .fold_into(name, &mut values)
+                .map_err(|reason| corrupt(self.file.path(), reason))?;
+        }
+        Ok(values)
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {

@@ -1,0 +1,12 @@
+//! Fine-tuning the encoder with LoRA adapters: the adapter format and its
+//! merge into the base weights ([`lora`]), a layer-by-layer candle BERT
+//! that applies adapters explicitly and trains them ([`model`]), and the
+//! seeded training loop with its cache of frozen lower layers ([`train`]).
+
+pub mod lora;
+pub mod merge;
+pub mod model;
+pub mod train;
+
+pub use lora::{AdapterMetadata, LoraAdapter};
+pub use train::{finetune, source_folds, FinetuneConfig, Finetuned, LowerCache};

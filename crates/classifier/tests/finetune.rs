@@ -1,0 +1,222 @@
+//! LoRA fine-tuning on the real MiniLM weights: a seeded run is
+//! reproducible bit for bit, and an adapter merged into the weights at load
+//! (native f32/bf16/int8 and candle) gives the same embeddings as the
+//! unmerged forward that applies the factors explicitly.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use pointsman_classifier::finetune::lora::{LoraPair, TARGETS};
+use pointsman_classifier::finetune::model::{module_name, FrozenBert, LoraSet};
+use pointsman_classifier::finetune::{
+    finetune, AdapterMetadata, FinetuneConfig, LoraAdapter, LowerCache,
+};
+use pointsman_classifier::tokenize::PromptTokenizer;
+use pointsman_classifier::{
+    BertEncoder, ClassifierError, Encoder, ModelDir, NativeBertEncoder, Precision,
+};
+use rand::{Rng, SeedableRng};
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+}
+
+const PROMPTS: [(&str, usize); 12] = [
+    ("Write a Python function that reverses a linked list.", 0),
+    (
+        "Fix the bug in this JavaScript loop: for (i=0;i<n;i++) {}",
+        0,
+    ),
+    ("How do I sort a dictionary by value in Rust?", 0),
+    ("Implement binary search in C++.", 0),
+    ("What is 17 times 23?", 1),
+    ("Solve for x: 3x + 5 = 20.", 1),
+    ("A train travels 60 km in 45 minutes. What is its speed?", 1),
+    ("Compute the derivative of x^3 sin x.", 1),
+    ("Write a short poem about autumn leaves.", 2),
+    (
+        "Tell me a story about a dragon who is afraid of heights.",
+        2,
+    ),
+    ("Write a haiku about the sea at night.", 2),
+    ("Compose a limerick about a cat and a hat.", 2),
+];
+
+fn tiny_run(seed: u64) -> (LoraAdapter, Vec<f32>) {
+    let dir = ModelDir::open(&model_dir()).expect("run scripts/fetch-model first");
+    let tok = PromptTokenizer::load(&dir, 32).unwrap();
+    let ids: Vec<Vec<u32>> = PROMPTS.iter().map(|(t, _)| tok.ids(t).unwrap()).collect();
+    let bert = FrozenBert::load(&dir.config_path(), &dir.weights_path()).unwrap();
+    let cfg = FinetuneConfig {
+        layers: 1,
+        rank: 2,
+        epochs: 2,
+        batch_size: 4,
+        seed,
+        ..Default::default()
+    };
+    let cache = LowerCache::build(&bert, &ids, bert.num_layers() - 1, &|_| {}).unwrap();
+    let rows: Vec<usize> = (0..PROMPTS.len()).collect();
+    let labels: Vec<usize> = PROMPTS.iter().map(|p| p.1).collect();
+    let out = finetune(
+        &bert,
+        &cache,
+        &rows,
+        &labels,
+        &vec![1.0; rows.len()],
+        3,
+        &cfg,
+        &|_, _, _| {},
+    )
+    .unwrap();
+    (out.adapter.unwrap(), out.head_weight)
+}
+
+#[test]
+fn finetuning_is_reproducible_from_a_seed() {
+    let (a, head_a) = tiny_run(3);
+    assert_eq!(a.modules.len(), TARGETS.len(), "one pair per target");
+    assert!(
+        a.modules.values().any(|p| p.b.iter().any(|&x| x != 0.0)),
+        "training moved B away from its zero start"
+    );
+    let (b, head_b) = tiny_run(3);
+    assert_eq!(a, b, "same seed, same adapter, bit for bit");
+    assert_eq!(head_a, head_b);
+    let (c, _) = tiny_run(4);
+    assert_ne!(a, c, "another seed gives another adapter");
+}
+
+/// An adapter on the top two layers with factors large enough to move the
+/// embeddings well away from the base model's.
+fn strong_adapter(hidden: usize, intermediate: usize) -> LoraAdapter {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let rank = 4;
+    let mut modules = BTreeMap::new();
+    for layer in [4, 5] {
+        for t in TARGETS {
+            let (out, inp) = match t {
+                "intermediate.dense" => (intermediate, hidden),
+                "output.dense" => (hidden, intermediate),
+                _ => (hidden, hidden),
+            };
+            let mut draw = |n: usize, s: f32| (0..n).map(|_| rng.random_range(-s..s)).collect();
+            modules.insert(
+                module_name(layer, t),
+                LoraPair {
+                    a: draw(rank * inp, 0.2),
+                    b: draw(out * rank, 0.2),
+                    inputs: inp,
+                    outputs: out,
+                },
+            );
+        }
+    }
+    LoraAdapter {
+        rank,
+        alpha: 8.0,
+        modules,
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
+        * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn merged_adapter_forward_equals_the_unmerged_forward() {
+    let base = ModelDir::open(&model_dir()).unwrap();
+    let bert = FrozenBert::load(&base.config_path(), &base.weights_path()).unwrap();
+    let adapter = strong_adapter(384, 1536);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("lora.safetensors");
+    let meta = AdapterMetadata {
+        format_version: 0,
+        rank: 0,
+        alpha: 0.0,
+        base_weights_sha256: base.weights_sha256.clone(),
+        adapter_sha256: String::new(),
+        training: serde_json::Value::Null,
+    };
+    adapter.save(&path, &meta).unwrap();
+    let merged_dir = base.clone().with_adapter(&path).unwrap();
+    assert_ne!(merged_dir.weights_sha256, base.weights_sha256);
+
+    let texts = [
+        "Summarize the following article in two sentences.",
+        "def fib(n): return n if n < 2 else fib(n-1) + fib(n-2)",
+        "Translate 'good morning' into German.",
+        "Why is the sky blue? Explain it to a ten-year-old, with an example.",
+    ];
+    // Unmerged: lower four layers frozen, top two with the factors applied explicitly.
+    let tok = PromptTokenizer::load(&base, 256).unwrap();
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.ids(t).unwrap()).collect();
+    let cache = LowerCache::build(&bert, &ids, 4, &|_| {}).unwrap();
+    let rows: Vec<usize> = (0..texts.len()).collect();
+    let set = LoraSet::from_adapter(&adapter).unwrap();
+    let unmerged = cache.embed(&bert, &rows, Some(&set)).unwrap();
+    let plain = cache.embed(&bert, &rows, None).unwrap();
+
+    let native = NativeBertEncoder::load(&merged_dir).unwrap();
+    let native_base = NativeBertEncoder::load(&base).unwrap();
+    let candle = BertEncoder::load(&merged_dir, candle_core::Device::Cpu).unwrap();
+    let merged = native.embed(&texts).unwrap();
+    let merged_candle = candle.embed(&texts).unwrap();
+    let base_emb = native_base.embed(&texts).unwrap();
+    for i in 0..texts.len() {
+        // The adapter matters: without it the embedding is far away ...
+        assert!(
+            cosine(&unmerged[i], &plain[i]) < 0.95,
+            "adapter too weak for a meaningful test: cos {}",
+            cosine(&unmerged[i], &plain[i])
+        );
+        // ... the explicit forward without factors is the base encoder ...
+        assert!(max_abs(&plain[i], &base_emb[i]) < 1e-4);
+        // ... and the merged encoders agree with the explicit forward.
+        assert!(
+            max_abs(&merged[i], &unmerged[i]) < 1e-4,
+            "native: {}",
+            max_abs(&merged[i], &unmerged[i])
+        );
+        assert!(
+            max_abs(&merged_candle[i], &unmerged[i]) < 1e-4,
+            "candle: {}",
+            max_abs(&merged_candle[i], &unmerged[i])
+        );
+    }
+    // Reduced-precision native paths pack the merged weights like any others.
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let enc = NativeBertEncoder::load_with(&merged_dir, precision).unwrap();
+        for (e, u) in enc.embed(&texts).unwrap().iter().zip(&unmerged) {
+            assert!(cosine(e, u) > 0.99, "{precision}: cos {}", cosine(e, u));
+        }
+    }
+}
+
+#[test]
+fn an_adapter_for_other_base_weights_is_refused() {
+    let base = ModelDir::open(&model_dir()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("other.safetensors");
+    let meta = AdapterMetadata {
+        format_version: 0,
+        rank: 0,
+        alpha: 0.0,
+        base_weights_sha256: "0".repeat(64),
+        adapter_sha256: String::new(),
+        training: serde_json::Value::Null,
+    };
+    strong_adapter(384, 1536).save(&path, &meta).unwrap();
+    let err = base.with_adapter(&path).unwrap_err();
+    assert!(matches!(err, ClassifierError::Incompatible { .. }), "{err}");
+    assert!(err.to_string().contains("other.safetensors"));
+}
