@@ -103,6 +103,7 @@ struct Scored {
     target: f32,
 }
 
+#[allow(clippy::type_complexity)] // (records with their file names, the files skipped): read once, used once
 pub(crate) fn read_dir_records(dir: &Path) -> anyhow::Result<(Vec<(String, Record)>, Vec<String>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?

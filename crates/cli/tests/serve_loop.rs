@@ -107,6 +107,7 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
         // Clients keep routing across the reload; every call must succeed.
         let stop = Arc::new(AtomicBool::new(false));
         let mut load = Vec::new();
+        #[allow(clippy::needless_range_loop)] // i also seeds which prompt each client sends
         for i in 0..6 {
             let mut c = server.client().await;
             let stop = stop.clone();

@@ -3,7 +3,7 @@
 //! outcome.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pointsman_classifier::{Classifier, EmbedCache, Encoder, DEFAULT_BATCH};
 use pointsman_records::Record;
@@ -101,7 +101,7 @@ pub fn build_sets(
     groups: &[Vec<Record>],
     reader: &PromptReader,
     encoder_id: &str,
-    cache_dir: &PathBuf,
+    cache_dir: &Path,
     pricing: &Pricing,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<EvalSet>, EvalError> {

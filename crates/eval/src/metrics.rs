@@ -61,6 +61,8 @@ pub fn hull_at(hull: &[Point], cost: f64) -> f64 {
 /// [0, 1]. None if there are no points or the range is empty. All routers
 /// compared should share one range (the harness uses the span of the
 /// single models' costs).
+// `!(a > b)` is meant: a NaN bound must also give None.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn aiq(points: &[Point], c_min: f64, c_max: f64) -> Option<f64> {
     let hull = upper_hull(points);
     if hull.is_empty() || !(c_max > c_min) {
@@ -91,6 +93,7 @@ pub fn cost_to_reach(points: &[Point], quality: f64) -> Option<f64> {
 /// A two-model curve as (share of calls to the strong model in [0, 1],
 /// performance gap recovered), sorted by share, with the pure routers
 /// (0, 0) and (1, 1) added; at a repeated share the best PGR is kept.
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // a NaN quality must also give None
 fn pgr_curve(points: &[(f64, f64)], q_weak: f64, q_strong: f64) -> Option<Vec<(f64, f64)>> {
     if !(q_strong > q_weak) {
         return None;

@@ -114,7 +114,8 @@ impl Record {
                     self.id, o.score
                 ));
             }
-            if o.cost_usd.is_some_and(|c| !(c >= 0.0)) {
+            // NaN fails too.
+            if o.cost_usd.is_some_and(|c| c.is_nan() || c < 0.0) {
                 return Err(format!(
                     "record `{}`: `outcomes.{model}.cost_usd` is negative",
                     self.id

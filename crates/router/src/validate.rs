@@ -115,6 +115,7 @@ mod tests {
 
     #[test]
     fn non_finite_extreme_or_zero_scale_parameters_are_refused_by_name() {
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(fn(&mut SuccessModel), &str)> = vec![
             (|m| m.ability[0][0] = f32::NAN, "ability[0][0] is NaN"),
             (
