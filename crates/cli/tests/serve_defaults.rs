@@ -38,14 +38,7 @@ fn start_with_env(env: &[(&str, &std::path::Path)]) -> (std::process::Child, Str
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
     let (etx, erx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -53,15 +46,18 @@ fn start_with_env(env: &[(&str, &std::path::Path)]) -> (std::process::Child, Str
             let _ = etx.send(line);
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve printed its addresses");
-    let bound: serde_json::Value = serde_json::from_str(line.trim())
-        .unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"));
+    let bound = read_bound(child.stdout.take().unwrap());
     let addr = bound["grpc"].as_str().unwrap().to_string();
-    // The start-up lines come before the address line is printed.
-    std::thread::sleep(Duration::from_millis(100));
-    let lines: Vec<String> = erx.try_iter().collect();
+    // serve writes the start-up line before it binds; collect stderr until
+    // it has come (or 10 s have passed: the test then fails naming the lines).
+    let mut lines = Vec::new();
+    while let Ok(line) = erx.recv_timeout(Duration::from_secs(10)) {
+        let done = line.starts_with("pointsman: catalog ");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
     (child, addr, lines)
 }
 

@@ -167,18 +167,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server printed its addresses");
-        let bound: serde_json::Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"));
+        let bound = read_bound(child.stdout.take().unwrap());
         let addr = bound["grpc"].as_str().unwrap().to_string();
         assert!(addr.starts_with("127.0.0.1:"), "{addr}");
         let metrics = bound["metrics"].as_str().map(str::to_string);
@@ -236,6 +225,21 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The first stdout line of `serve`: the JSON object of the addresses it
+/// bound (`{"grpc": ..., "metrics": ...}`), within 60 s.
+pub fn read_bound(stdout: std::process::ChildStdout) -> serde_json::Value {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server printed its addresses");
+    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"))
 }
 
 /// Runs the CLI to completion.
