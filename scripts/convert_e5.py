@@ -33,7 +33,6 @@ the normalisation map embedded. This script:
 Idempotent: a verified copy is kept unless --force.
 """
 import ctypes
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,10 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+# The digest and pin check shared with the MiniLM fetch (same folder).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fetch_model import sha256, verified  # noqa: E402
 
 import numpy as np
 
@@ -85,14 +88,6 @@ CHECK_SENTENCES = [
     "Classify the sentiment: 'I absolutely loved this movie!!!'",
     "",
 ]
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- the wheel
@@ -426,8 +421,7 @@ def main():
     m = json.loads(manifest_path.read_text())
     target = manifest_path.parent / m["name"]
     pinned = m["files"]
-    if not force and reference_out is None and pinned and all(
-            (target / n).is_file() and sha256(target / n) == s for n, s in pinned.items()):
+    if not force and reference_out is None and pinned and verified(target, pinned):
         print(f"{target}: present and verified")
         return
     src = m["source"]

@@ -295,13 +295,17 @@ impl LearningCurve {
         })
     }
 
-    /// A text table: one line per size, one column per router (mean over seeds).
-    pub fn table(&self) -> String {
-        let names: Vec<String> = self
-            .router_names()
+    /// The routers the table and the markdown show.
+    fn shown_router_names(&self) -> Vec<String> {
+        self.router_names()
             .into_iter()
             .filter(|n| shown(n))
-            .collect();
+            .collect()
+    }
+
+    /// A text table: one line per size, one column per router (mean over seeds).
+    pub fn table(&self) -> String {
+        let names = self.shown_router_names();
         let mut s = format!(
             "learning curve: {} (mean of {} seeds), {} test rows over {} split(s)\n{:>6} {:>9}",
             self.metric, self.seeds, self.test_rows, self.splits, "size", "train"
@@ -325,11 +329,7 @@ impl LearningCurve {
     /// Markdown: the chart, the table (mean and seed range) and where each
     /// router starts to pay.
     pub fn markdown(&self) -> String {
-        let names: Vec<String> = self
-            .router_names()
-            .into_iter()
-            .filter(|n| shown(n))
-            .collect();
+        let names = self.shown_router_names();
         let mut s = format!(
             "# Learning curve\n\n{} of each router against the number of training rows \
              (per split; mean of {} seeded subsamples, range in brackets; a size that keeps \
