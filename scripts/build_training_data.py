@@ -383,7 +383,8 @@ def main():
         "self_instruct_user": hand_labelled("self_instruct_user", ["self_instruct_user.jsonl"]),
         "self_instruct_seed": hand_labelled("self_instruct_seed", ["self_instruct_seed.jsonl"]),
         "sharegpt92k": hand_labelled("sharegpt92k", ["sharegpt92k.jsonl"]),
-        "sg90k": hand_labelled("sg90k", ["sg90k_a.jsonl", "sg90k_b_targeted.jsonl"]),
+        "sg90k": hand_labelled("sg90k", ["sg90k_a.jsonl", "sg90k_b_targeted.jsonl", "sg90k_c_rare.jsonl",
+                                          "sg90k_d_roleplay_premises.jsonl"]),
         "sharegpt1000": hand_labelled("sharegpt1000", ["sharegpt1000_targeted.jsonl"]),
         "nonenglish_real": hand_labelled(
             "nonenglish_real",
