@@ -389,7 +389,8 @@ def main():
                                                         "sharegpt1000_b_rare.jsonl"]),
         "nonenglish_real": hand_labelled(
             "nonenglish_real",
-            ["sg90k_nonenglish.jsonl", "sharegpt1000_nonenglish.jsonl", "awesome_rest_nonenglish.jsonl"],
+            ["sg90k_nonenglish.jsonl", "sharegpt1000_nonenglish.jsonl", "awesome_rest_nonenglish.jsonl",
+             "sg90k_nonenglish_b.jsonl"],
             listed_from=["sg90k", "sharegpt1000", "awesome_rest"]),
         "humaneval": list(humaneval()),
         "mconala": cap(mconala("train.json", "mconala"), 400, seed=1),
