@@ -327,6 +327,37 @@ pub async fn h2_connect(addr: &str) -> h2::client::SendRequest<bytes::Bytes> {
     send.ready().await.unwrap()
 }
 
+pub const CLASSIFY: &str = "pointsman.v1.Router/Classify";
+
+/// Opens a Classify call on a new connection and sends only the first half
+/// of its body: the server holds the call in flight, waiting for the rest
+/// (returned, for a test that finishes the call).
+pub async fn stalled_upload(
+    addr: &str,
+    prompt: &str,
+) -> Result<
+    (
+        h2::client::ResponseFuture,
+        h2::SendStream<bytes::Bytes>,
+        bytes::Bytes,
+    ),
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (h2, conn) = h2::client::handshake(tcp).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut h2 = h2.ready().await?;
+    let frame = grpc_frame(&pointsman_server::pb::ClassifyRequest {
+        prompt: prompt.into(),
+    });
+    let (resp, mut send) = h2.send_request(grpc_head(addr, CLASSIFY), false)?;
+    let half = frame.len() / 2;
+    send.send_data(frame.slice(..half), false)?;
+    Ok((resp, send, frame.slice(half..)))
+}
+
 /// The headers of a gRPC call to `method` (e.g. `pointsman.v1.Router/Classify`).
 pub fn grpc_head(addr: &str, method: &str) -> http::Request<()> {
     http::Request::builder()
