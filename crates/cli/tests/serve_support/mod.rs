@@ -102,11 +102,17 @@ impl Default for Options {
 
 impl Server {
     pub fn start(opts: Options) -> Server {
+        Server::start_with_store(opts, None)
+    }
+
+    /// [`Server::start`] with the store at `store` (default: in the
+    /// server's temporary directory).
+    pub fn start_with_store(opts: Options, store: Option<PathBuf>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let catalog = dir.path().join("catalog.toml");
         std::fs::write(&catalog, CATALOG).unwrap();
         let router = dir.path().join("router.json");
-        let store = dir.path().join("store.db");
+        let store = store.unwrap_or_else(|| dir.path().join("store.db"));
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
