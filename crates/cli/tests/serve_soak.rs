@@ -235,9 +235,11 @@ const HOSTILE_ADDR_ENV: &str = "POINTSMAN_SOAK_HOSTILE_ADDR";
 const HOSTILE_SECS_ENV: &str = "POINTSMAN_SOAK_HOSTILE_SECS";
 
 /// The soak's hostile side, in a process of its own: this test binary
-/// re-executed to run only `soak_hostile_process`. Killed on drop.
+/// re-executed to run only `soak_hostile_process`. Killed on drop; if this
+/// process dies first, the pipe to its stdin closes and it exits too.
 struct HostileProcess {
     child: std::process::Child,
+    _stdin: std::process::ChildStdin,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -253,9 +255,11 @@ impl HostileProcess {
             ])
             .env(HOSTILE_ADDR_ENV, addr)
             .env(HOSTILE_SECS_ENV, secs.to_string())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (send, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -267,7 +271,11 @@ impl HostileProcess {
                 let _ = send.send(line);
             }
         });
-        HostileProcess { child, lines }
+        HostileProcess {
+            child,
+            _stdin: stdin,
+            lines,
+        }
     }
 
     fn id(&self) -> u32 {
@@ -308,7 +316,8 @@ impl Drop for HostileProcess {
 // set. For SOAK_SECS it opens, 20 times a second in turn, an idle TCP
 // connection, a Classify call whose body stops halfway, or a connection
 // that sends garbage bytes; then prints what it did and holds every
-// connection until it is killed, so SIGTERM meets them.
+// connection until it is killed (or its stdin closes: the soak is gone),
+// so SIGTERM meets them.
 #[test]
 #[ignore = "the soak's hostile process: soak_mixed_load_with_hostile_clients runs it"]
 fn soak_hostile_process() {
@@ -361,7 +370,11 @@ fn soak_hostile_process() {
             "idle": idle, "stalled": stalled, "garbage": garbage, "failed": failed,
         });
         println!("hostile: {report}");
-        std::future::pending::<()>().await;
+        let _ = tokio::task::spawn_blocking(|| {
+            use std::io::Read;
+            let _ = std::io::stdin().read(&mut [0u8; 1]);
+        })
+        .await;
     });
 }
 
