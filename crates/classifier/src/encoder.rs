@@ -73,9 +73,16 @@ impl BertEncoder {
             Some(adapter) => {
                 crate::finetune::merge::merged_var_builder(&weights, adapter, &device)?
             }
-            // SAFETY: the file is memory-mapped read-only; it was verified above and
-            // nothing in this process writes to it.
             None => {
+                // SAFETY: a memory map is sound only while nobody changes
+                // the file under it. Nothing in this process writes model
+                // files, and Pointsman's tools never rewrite one in place:
+                // scripts/fetch_model.py and convert_e5.py delete the
+                // directory and copy a new one, which leaves a live map on
+                // the old, unlinked file. Another program rewriting
+                // model.safetensors in place while we run is the case this
+                // cannot rule out (the sha256 check at open cannot cover
+                // later writes); docs/RELIABILITY.md says so.
                 unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
                     .map_err(|e| ClassifierError::Corrupt {
                         path: weights.clone(),

@@ -4,6 +4,11 @@
 //! Knows nothing of gRPC or storage. The seam is [`Encoder`]: everything
 //! above it works on embeddings.
 
+// Every unsafe operation sits in its own `unsafe {}` block with a
+// `// SAFETY:` comment that argues why it is sound (issue 13, item 12).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod bench_prompts;
 pub mod classifier;
 pub mod device;

@@ -685,10 +685,76 @@ mod tests {
         let path = dir.path().join("s.db");
         SqliteStore::open(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
-        if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
-            return; // running as root: permissions do not apply
+        let e = if std::fs::OpenOptions::new().write(true).open(&path).is_err() {
+            SqliteStore::open(&path).err().expect("refused").to_string()
+        } else {
+            // Root (or CAP_DAC_OVERRIDE) ignores the mode bits, so opening
+            // here would test nothing: open as `nobody` in a child process,
+            // as a service account without write access would. The
+            // directory must let nobody reach the file, so that the error
+            // is about the file's mode.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            match open_as_nobody(&path) {
+                Ok(e) => e,
+                Err(why) => {
+                    eprintln!("SKIPPED a_read_only_store_says_why: running as root and {why}");
+                    return;
+                }
+            }
+        };
+        eprintln!("read-only store: {e}");
+        assert!(e.contains("cannot open for writing"), "{e}");
+        assert!(e.contains("Permission denied (os error 13)"), "{e}");
+    }
+
+    /// Set to a store path, turns `read_only_open_child` on.
+    const READ_ONLY_CHILD_ENV: &str = "POINTSMAN_READ_ONLY_STORE";
+
+    /// Runs `read_only_open_child` in this test binary as uid/gid 65534
+    /// (`setpriv`) and returns the error it printed. `Err` says why that
+    /// could not be done (no setpriv, or not allowed to change user).
+    fn open_as_nobody(path: &Path) -> Result<String, String> {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "sqlite::tests::read_only_open_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(READ_ONLY_CHILD_ENV, path)
+            .output()
+            .map_err(|e| format!("setpriv cannot run ({e})"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.starts_with("setpriv:") {
+            return Err(format!("setpriv cannot drop to nobody: {}", stderr.trim()));
         }
-        let e = SqliteStore::open(&path).err().expect("refused").to_string();
-        assert!(e.contains("Permission denied"), "{e}");
+        let printed = stdout
+            .lines()
+            .find_map(|l| l.split_once("open as nobody: "));
+        match printed {
+            Some((_, "ok")) => panic!("nobody opened a 0444 root-owned store for writing"),
+            Some((_, e)) => Ok(e.to_string()),
+            None => panic!("the child printed no result:\n{stdout}\n{stderr}"),
+        }
+    }
+
+    // Not a test of its own: `a_read_only_store_says_why` runs it as
+    // nobody, with READ_ONLY_CHILD_ENV set to the store to open.
+    #[test]
+    #[ignore = "run as nobody by a_read_only_store_says_why"]
+    fn read_only_open_child() {
+        let Ok(path) = std::env::var(READ_ONLY_CHILD_ENV) else {
+            eprintln!("{READ_ONLY_CHILD_ENV} is not set (a_read_only_store_says_why runs this)");
+            return;
+        };
+        // A line of its own: libtest may have started one.
+        match SqliteStore::open(Path::new(&path)) {
+            Ok(_) => println!("\nopen as nobody: ok"),
+            Err(e) => println!("\nopen as nobody: {e}"),
+        }
     }
 }

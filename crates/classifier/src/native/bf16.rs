@@ -84,8 +84,12 @@ thread_local! {
 /// as [`super::gemm::gemm_into`].
 ///
 /// # Safety
-/// As `gemm_into`: `c` valid for `c_len` writes, columns `0..n` of the rows
-/// written owned by this call. The CPU must pass [`supported`].
+/// `c.0` is valid for reads and writes of `(m - 1) * ldc + b.n`
+/// initialised values with `ldc >= b.n`, and no other code reads or
+/// writes columns `0..b.n` of rows `0..m` while this runs (what
+/// [`super::gemm::gemm_into`] asserts and is promised before calling).
+/// A and bias are slices indexed with bounds checks, and the CPU check is
+/// an `assert!`, so they need no promise.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_into(
     m: usize,
@@ -120,8 +124,12 @@ pub unsafe fn gemm_into(
         for kp0 in (0..b.k2).step_by(KC2) {
             let kc2 = KC2.min(b.k2 - kp0);
             for p in p0..p1 {
-                // SAFETY: the caller's contract; panels p0..p1 are this
-                // thread's columns.
+                // SAFETY: `panel_product`'s contract: p < panels and
+                // kp0 + kc2 <= b.k2 by the loop bounds; `a16` holds at
+                // least m * lda2 values (resized above) with lda2 = 2 * b.k2;
+                // C is as our own contract says, and for_panels gives
+                // panels p0..p1 to this thread alone; the CPU passed
+                // `supported()` (asserted above).
                 unsafe { panel_product(m, a16, lda2, b, p, kp0, kc2, bias, c, ldc) };
             }
         }
@@ -129,9 +137,18 @@ pub unsafe fn gemm_into(
     A_BF16.with(|cell| cell.replace(buf));
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One panel of C, pairs `kp0..kp0 + kc2` of k; see
+/// `gemm::panel_product`.
+///
 /// # Safety
-/// As the module's `gemm_into`: the output rows this panel covers are valid for writes and owned by this call and the CPU passes [`supported`].
+/// - `p < b.n.div_ceil(NR)` and `kp0 + kc2 <= b.k2`;
+/// - `lda2 == 2 * b.k2` and `a.len() >= m * lda2`;
+/// - `out` as in [`gemm_into`]'s contract, and columns `p * NR..p * NR + NR`
+///   of rows `0..m` are this call's alone;
+/// - the CPU passes [`supported`].
+///
+/// From these it builds tiles that meet the tile contract ([`Tile`]).
+#[allow(clippy::too_many_arguments)]
 unsafe fn panel_product(
     m: usize,
     a: &[u16],
@@ -150,26 +167,52 @@ unsafe fn panel_product(
     if let (Some(bias), 0) = (bias, kp0) {
         bias_tile[..width].copy_from_slice(&bias[col..col + width]);
     }
-    let panel = b.panel(p).as_ptr().add(kp0 * NR * 2);
+    let panel = b.panel(p);
+    // SAFETY: kp0 < b.k2 and the panel holds b.k2 steps of NR pairs
+    // (2 * NR values each), so the offset is inside it; the tile reads
+    // kc2 steps from there, ending at (kp0 + kc2) * 2 * NR <= its length.
+    let panel_kp0 = unsafe { panel.as_ptr().add(kp0 * NR * 2) };
     let mut row = 0;
     while row < m {
         let rows = MR.min(m - row);
-        let tile = Tile {
-            k2: kc2,
-            a: a.as_ptr().add(row * lda2 + kp0 * 2),
-            lda2,
-            b: panel,
-            c: out.0.add(row * ldc + col),
-            ldc,
-            bias: &bias_tile,
-            width,
-            accumulate: kp0 > 0,
+        // SAFETY: for both `add`s and the tile contract's A and C: row < m
+        // and kp0 < b.k2, so row * lda2 + 2 * kp0 < m * lda2 <= a.len(), and
+        // the last A value the tile reads, (row + rows - 1) * lda2 +
+        // 2 * (kp0 + kc2) - 1, is at most m * lda2 - 1. C as in
+        // gemm::panel_product: col < b.n, so the tile's values end at
+        // (m - 1) * ldc + b.n - 1 at most, and those columns are ours.
+        let tile = unsafe {
+            Tile {
+                k2: kc2,
+                a: a.as_ptr().add(row * lda2 + kp0 * 2),
+                lda2,
+                b: panel_kp0,
+                c: out.0.add(row * ldc + col),
+                ldc,
+                bias: &bias_tile,
+                width,
+                accumulate: kp0 > 0,
+            }
         };
-        by_rows!(rows, kernel(&tile); 12 11 10 9 8 7 6 5 4 3 2 1);
+        // SAFETY: `tile` meets the tile contract for `rows` rows, the CPU
+        // passes `supported()` (our contract), and by_rows! calls
+        // `kernel::<R>` with R == rows (rows is in 1..=12, each its own arm).
+        unsafe { by_rows!(rows, kernel(&tile); 12 11 10 9 8 7 6 5 4 3 2 1) };
         row += rows;
     }
 }
 
+/// What a micro-kernel call reads and writes: `C (+)= A · B + bias` for
+/// `R` rows and `width` columns, k in pairs.
+///
+/// The tile contract, which [`panel_product`] establishes and the kernel
+/// relies on:
+/// - A: values `r * lda2 + 2 * kp` and `+ 1` are readable for `r < R`,
+///   `kp < k2` (through `a`; not necessarily 4-byte aligned);
+/// - B: `b` is readable for `k2 * NR * 2` values, immutable meanwhile;
+/// - C: `c.add(r * ldc + j)` is initialised, readable and writable for
+///   `r < R`, `j < width`, and nothing else touches those values meanwhile;
+/// - `1 <= width <= NR`.
 struct Tile<'a> {
     k2: usize,
     a: *const u16,
@@ -182,59 +225,88 @@ struct Tile<'a> {
     accumulate: bool,
 }
 
+/// # Safety
+/// `t` meets the tile contract ([`Tile`]) for `R` rows, and the CPU
+/// passes [`supported`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-/// # Safety
-/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
 unsafe fn kernel<const R: usize>(t: &Tile) {
-    kernel_avx512::<R>(t)
+    // SAFETY: exactly `kernel_avx512`'s contract, which is ours: the
+    // features it enables are the ones `supported()` detects.
+    unsafe { kernel_avx512::<R>(t) }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
 /// # Safety
-/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
+/// Never callable: the bf16 path is off wherever [`supported`] is false.
+#[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel<const R: usize>(_: &Tile) {
     unreachable!("the bf16 path is only enabled where `supported()`")
 }
 
+/// # Safety
+/// The CPU has AVX-512 F and BF16 (it passes [`supported`]), and `t`
+/// meets the tile contract ([`Tile`]) for `R` rows. All loads and stores
+/// are unaligned, so only their bounds need arguing. The two transmutes
+/// reinterpret 512 bits of i32 lanes as 32 bf16 lanes: same size, and
+/// every bit pattern is a valid value of both plain vector types.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-/// # Safety
-/// The CPU has the features enabled below (the caller checked [`supported`]), and `t` is valid as for `kernel`.
 unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); R];
     for kp in 0..t.k2 {
+        // A prefetch never faults: past the panel's end it is harmless.
         _mm_prefetch::<_MM_HINT_T0>(t.b.wrapping_add((kp + 8) * NR * 2) as *const i8);
+        // SAFETY: kp < t.k2: step kp of B, values kp * 32 .. kp * 32 + 32
+        // (64 bytes, one load), lies inside its t.k2 * NR * 2 values (tile
+        // contract); the transmute as in the doc above.
         let bv: __m512bh =
-            std::mem::transmute(_mm512_loadu_si512(t.b.add(kp * NR * 2) as *const _));
+            unsafe { std::mem::transmute(_mm512_loadu_si512(t.b.add(kp * NR * 2) as *const _)) };
         for (r, acc) in acc.iter_mut().enumerate() {
-            let pair = (t.a.add(r * t.lda2 + kp * 2) as *const i32).read_unaligned();
-            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+            // SAFETY: r < R and kp < t.k2: A values r * lda2 + 2 * kp and
+            // + 1, readable by the tile contract, read as one unaligned
+            // i32; the transmute as in the doc above.
+            let av: __m512bh = unsafe {
+                let pair = (t.a.add(r * t.lda2 + kp * 2) as *const i32).read_unaligned();
+                std::mem::transmute(_mm512_set1_epi32(pair))
+            };
             *acc = _mm512_dpbf16_ps(*acc, av, bv);
         }
     }
-    let bias = _mm512_loadu_ps(t.bias.as_ptr());
+    // SAFETY: `t.bias` is a `[f32; NR]`, exactly the 16 lanes loaded.
+    let bias = unsafe { _mm512_loadu_ps(t.bias.as_ptr()) };
     let mask: __mmask16 = if t.width == NR {
         0xffff
     } else {
         (1u16 << t.width) - 1
     };
     for (r, acc) in acc.iter().enumerate() {
-        let dst = t.c.add(r * t.ldc);
         let mut v = _mm512_add_ps(*acc, bias);
-        if t.accumulate {
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dst));
+        // SAFETY: r < R, so values 0..t.width of C's row r, starting at
+        // `dst`, are readable and writable (tile contract). `mask` has
+        // exactly the low t.width bits set, and masked-off lanes of
+        // `maskz_loadu` / `mask_storeu` are not accessed (AVX-512 fault
+        // suppression), so nothing past t.width is touched.
+        unsafe {
+            let dst = t.c.add(r * t.ldc);
+            if t.accumulate {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dst));
+            }
+            _mm512_mask_storeu_ps(dst, mask, v);
         }
-        _mm512_mask_storeu_ps(dst, mask, v);
     }
 }
 
 /// One row of A to bf16, zero-padded to the pair-aligned length of `dst`.
 fn convert_row(src: &[f32], dst: &mut [u16]) {
+    // The vector path writes 16 values at a time through a raw pointer:
+    // this is what keeps those writes inside `dst`.
+    assert!(dst.len() >= src.len(), "bf16 row shorter than its source");
     #[cfg(target_arch = "x86_64")]
     if supported() {
-        // SAFETY: the CPU has AVX-512 BF16 (checked just above).
+        // SAFETY: the CPU has AVX-512 F and BF16 (checked just above) and
+        // dst.len() >= src.len() (asserted above): `convert_row_avx512`'s
+        // contract.
         unsafe { convert_row_avx512(src, dst) };
         return;
     }
@@ -244,17 +316,25 @@ fn convert_row(src: &[f32], dst: &mut [u16]) {
     dst[src.len()..].fill(0);
 }
 
+/// # Safety
+/// The CPU has AVX-512 F and BF16 (it passes [`supported`]), and
+/// `dst.len() >= src.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-/// # Safety
-/// The CPU has the features enabled below (the caller checked [`supported`]).
 unsafe fn convert_row_avx512(src: &[f32], dst: &mut [u16]) {
     use std::arch::x86_64::*;
     let mut i = 0;
     while i + 16 <= src.len() {
-        let v = _mm512_loadu_ps(src.as_ptr().add(i));
-        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
-        _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, h);
+        // SAFETY: i + 16 <= src.len() <= dst.len() (the loop condition and
+        // our contract): the 16 f32 read and the 16 u16 written are inside
+        // `src` and `dst`; both accesses are unaligned. The transmute
+        // reinterprets 16 bf16 lanes as 256 integer bits: same size, any
+        // bit pattern valid.
+        unsafe {
+            let v = _mm512_loadu_ps(src.as_ptr().add(i));
+            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, h);
+        }
         i += 16;
     }
     for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {

@@ -122,8 +122,13 @@ impl PackedB {
 /// its own columns.
 #[derive(Clone, Copy)]
 pub(super) struct OutPtr(pub(super) *mut f32);
-// SAFETY: threads of one `gemm` call write disjoint column ranges of C.
+// SAFETY: an `OutPtr` is only an address; moving it to another thread does
+// nothing by itself. Every write through it goes through `gemm_into` (or
+// the bf16/int8 variants), whose contract gives each thread of a product
+// its own column panels, so the threads never touch the same value.
 unsafe impl Send for OutPtr {}
+// SAFETY: as for `Send`: shared `&OutPtr`s only copy the address; the
+// disjoint-columns rule of `gemm_into` is what keeps the writes apart.
 unsafe impl Sync for OutPtr {}
 
 /// `C[m × n] = A[m × k] · Bᵀ (+ bias)`, with A row `i` at `a[i * lda]` and C
@@ -140,7 +145,8 @@ pub fn gemm(
     ldc: usize,
     parallel: bool,
 ) {
-    // SAFETY: `c` is an exclusive borrow of `c.len()` values.
+    // SAFETY: `c` is an exclusive borrow of `c.len()` initialised values,
+    // so nothing else can touch any of them while this runs.
     unsafe { gemm_into(m, a, lda, b, bias, c.as_mut_ptr(), c.len(), ldc, parallel) }
 }
 
@@ -148,9 +154,11 @@ pub fn gemm(
 /// buffer at once when their column ranges are disjoint.
 ///
 /// # Safety
-/// `c` must be valid for writes of `c_len` values, and no other code may
+/// `c` must be valid for reads and writes of `c_len` initialised values
+/// (later k blocks add to what the first wrote), and no other code may
 /// read or write the columns `0..b.n()` of the rows this call writes while
-/// it runs.
+/// it runs. The sizes of A, C and bias are asserted here, so a caller
+/// only vouches for `c` and `c_len`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_into(
     m: usize,
@@ -174,10 +182,17 @@ pub unsafe fn gemm_into(
     }
     let out = OutPtr(c);
     if let Some(pairs) = &b.pairs {
-        return super::bf16::gemm_into(m, a, lda, pairs, k, bias, out, ldc, parallel);
+        // SAFETY: C's size was asserted above and our caller owns columns
+        // 0..n of its rows (this function's contract), which is all
+        // bf16::gemm_into asks of `out`; A and bias are slices it indexes
+        // with bounds checks. `pairs` exists only if `use_bf16` saw
+        // `bf16::supported()`, and bf16::gemm_into asserts it again.
+        return unsafe { super::bf16::gemm_into(m, a, lda, pairs, k, bias, out, ldc, parallel) };
     }
     if let Some(quads) = &b.quads {
-        return super::int8::gemm_into(m, a, lda, quads, k, bias, out, ldc, parallel);
+        // SAFETY: as for the bf16 call above, with `use_int8` and
+        // `int8::supported()`.
+        return unsafe { super::int8::gemm_into(m, a, lda, quads, k, bias, out, ldc, parallel) };
     }
     for_panels(b.panels(), parallel, |p0, p1| {
         // Blocks of KC along k keep the rows of A being read in L2 while
@@ -185,8 +200,13 @@ pub unsafe fn gemm_into(
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             for p in p0..p1 {
-                // SAFETY: sizes were checked above; panels p0..p1 cover
-                // columns no other thread of this call writes.
+                // SAFETY: `panel_product`'s contract: p < b.panels() and
+                // k0 + kc <= k by the loop bounds; A and C were asserted
+                // big enough above (`lda >= k`, `a.len() >= (m-1)*lda + k`,
+                // `ldc >= n`, `c_len >= (m-1)*ldc + n`) and `c` is valid
+                // for `c_len` values by our contract; for_panels gives
+                // panels p0..p1 to this thread alone, so no other thread of
+                // this call writes their columns.
                 unsafe { panel_product(m, a, lda, b, p, k0, kc, bias, out, ldc) };
             }
         }
@@ -214,9 +234,18 @@ pub(super) fn for_panels(panels: usize, parallel: bool, run: impl Fn(usize, usiz
 /// One panel of C, k range `k0..k0 + kc`: every row block of A against
 /// that slice of panel `p`. The first k block writes C (plus bias), later
 /// ones add to it.
-#[allow(clippy::too_many_arguments)]
+///
 /// # Safety
-/// As the module's `gemm_into`: the output rows this panel covers are valid for writes and owned by this call.
+/// - `p < b.panels()` and `k0 + kc <= b.k`;
+/// - `lda >= b.k` and `a.len() >= (m - 1) * lda + b.k` (when `m > 0`);
+/// - `out.0` is valid for reads and writes of `(m - 1) * ldc + b.n` values,
+///   initialised, with `ldc >= b.n`;
+/// - no other code reads or writes columns `p * NR..p * NR + NR` (those
+///   below `b.n`) of rows `0..m` while this runs.
+///
+/// `gemm_into` asserts the sizes; this builds tiles that meet the tile
+/// contract ([`Tile`]) from them.
+#[allow(clippy::too_many_arguments)]
 unsafe fn panel_product(
     m: usize,
     a: &[f32],
@@ -235,28 +264,54 @@ unsafe fn panel_product(
     if let (Some(bias), 0) = (bias, k0) {
         bias_tile[..width].copy_from_slice(&bias[col..col + width]);
     }
-    let panel = b.panel(p).as_ptr().add(k0 * NR);
+    let panel = b.panel(p);
+    // SAFETY: k0 < b.k (k0 + kc <= b.k and kc >= 1), so k0 * NR is inside
+    // the panel's b.k * NR values; the tile then reads kc steps of NR
+    // values, ending at (k0 + kc) * NR <= the panel's length.
+    let panel_k0 = unsafe { panel.as_ptr().add(k0 * NR) };
     let mut row = 0;
     while row < m {
         let rows = MR.min(m - row);
-        let tile = Tile {
-            k: kc,
-            a: a.as_ptr().add(row * lda + k0),
-            lda,
-            b: panel,
-            c: out.0.add(row * ldc + col),
-            ldc,
-            bias: &bias_tile,
-            width,
-            accumulate: k0 > 0,
+        // SAFETY: for both `add`s and the tile contract's A and C: row < m
+        // and k0 < b.k <= lda, so row * lda + k0 < (m - 1) * lda + b.k <= a.len();
+        // the tile reads A up to (row + rows - 1) * lda + k0 + kc - 1 <=
+        // (m - 1) * lda + b.k - 1, still inside `a`. Likewise col < b.n, so
+        // row * ldc + col < (m - 1) * ldc + b.n, the values `out.0` is valid
+        // for, and the tile's last value (row + rows - 1) * ldc + col +
+        // width - 1 is at most (m - 1) * ldc + b.n - 1. Those columns are
+        // ours alone by the contract above.
+        let tile = unsafe {
+            Tile {
+                k: kc,
+                a: a.as_ptr().add(row * lda + k0),
+                lda,
+                b: panel_k0,
+                c: out.0.add(row * ldc + col),
+                ldc,
+                bias: &bias_tile,
+                width,
+                accumulate: k0 > 0,
+            }
         };
-        by_rows!(rows, kernel(&tile); 6 5 4 3 2 1);
+        // SAFETY: `tile` meets the tile contract for `rows` rows (above),
+        // and by_rows! calls `kernel::<R>` with R == rows: rows is in 1..=MR
+        // (MR = 6) and every one of those values has its own arm.
+        unsafe { by_rows!(rows, kernel(&tile); 6 5 4 3 2 1) };
         row += rows;
     }
 }
 
 /// What a micro-kernel call reads and writes: `C (+)= A · B + bias` for
 /// `R` rows and `width` columns.
+///
+/// The tile contract, which [`panel_product`] establishes and every kernel
+/// relies on (their SAFETY comments cite it):
+/// - A: `a.add(r * lda + kk)` is readable for `r < R`, `kk < k`;
+/// - B: `b` is readable for `k * NR` values (one packed panel's k block,
+///   immutable while the kernel runs);
+/// - C: `c.add(r * ldc + j)` is initialised, readable and writable for
+///   `r < R`, `j < width`, and nothing else touches those values meanwhile;
+/// - `1 <= width <= NR`.
 struct Tile<'a> {
     k: usize,
     a: *const f32,
@@ -270,15 +325,18 @@ struct Tile<'a> {
     accumulate: bool,
 }
 
-#[inline(always)]
 /// # Safety
-/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B).
+/// `t` meets the tile contract ([`Tile`]) for `R` rows.
+#[inline(always)]
 unsafe fn kernel<const R: usize>(t: &Tile) {
     #[cfg(target_arch = "x86_64")]
     if avx2_fma() {
-        return kernel_avx2::<R>(t);
+        // SAFETY: AVX2 and FMA were detected just above; `t` is passed on
+        // under our own contract.
+        return unsafe { kernel_avx2::<R>(t) };
     }
-    kernel_portable::<R>(t)
+    // SAFETY: `t` is passed on under our own contract.
+    unsafe { kernel_portable::<R>(t) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -296,55 +354,82 @@ pub fn simd_name() -> &'static str {
     "portable"
 }
 
+/// # Safety
+/// The CPU has AVX2 and FMA, and `t` meets the tile contract ([`Tile`])
+/// for `R` rows. The loads and stores are all unaligned (`loadu`/`storeu`),
+/// so only their bounds need arguing.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-/// # Safety
-/// The CPU has AVX2 and FMA (the caller checked), and `t` is valid as for `kernel`.
 unsafe fn kernel_avx2<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
     let mut lo = [_mm256_setzero_ps(); R];
     let mut hi = [_mm256_setzero_ps(); R];
     for kk in 0..t.k {
         // The panel streams from memory on its first row block; ask for it
-        // 8 steps (512 bytes) ahead of use.
+        // 8 steps (512 bytes) ahead of use. A prefetch never faults, so
+        // an address past the panel is harmless (hence `wrapping_add`).
         _mm_prefetch::<_MM_HINT_T0>(t.b.wrapping_add(kk * NR + 8 * NR) as *const i8);
-        let b0 = _mm256_loadu_ps(t.b.add(kk * NR));
-        let b1 = _mm256_loadu_ps(t.b.add(kk * NR + 8));
+        // SAFETY: kk < t.k, so values kk * NR .. kk * NR + 16 (both 8-lane
+        // halves of step kk) lie inside B's t.k * NR (tile contract).
+        let (b0, b1) = unsafe {
+            (
+                _mm256_loadu_ps(t.b.add(kk * NR)),
+                _mm256_loadu_ps(t.b.add(kk * NR + 8)),
+            )
+        };
         for r in 0..R {
-            let av = _mm256_broadcast_ss(&*t.a.add(r * t.lda + kk));
+            // SAFETY: r < R and kk < t.k: A value (r, kk), readable by the
+            // tile contract.
+            let av = _mm256_broadcast_ss(unsafe { &*t.a.add(r * t.lda + kk) });
             lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
             hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
         }
     }
-    let bias_lo = _mm256_loadu_ps(t.bias.as_ptr());
-    let bias_hi = _mm256_loadu_ps(t.bias.as_ptr().add(8));
+    // SAFETY: `t.bias` is a `[f32; NR]` (16 values): values 0..8 and 8..16.
+    let (bias_lo, bias_hi) = unsafe {
+        (
+            _mm256_loadu_ps(t.bias.as_ptr()),
+            _mm256_loadu_ps(t.bias.as_ptr().add(8)),
+        )
+    };
     for r in 0..R {
         let v0 = _mm256_add_ps(lo[r], bias_lo);
         let v1 = _mm256_add_ps(hi[r], bias_hi);
-        let dst = t.c.add(r * t.ldc);
         let mut tmp = [0.0f32; NR];
-        if t.width == NR && !t.accumulate {
-            _mm256_storeu_ps(dst, v0);
-            _mm256_storeu_ps(dst.add(8), v1);
-        } else if t.width == NR {
-            _mm256_storeu_ps(dst, _mm256_add_ps(v0, _mm256_loadu_ps(dst)));
-            _mm256_storeu_ps(dst.add(8), _mm256_add_ps(v1, _mm256_loadu_ps(dst.add(8))));
-        } else {
-            _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
-            store_partial(&tmp, dst, t.width, t.accumulate);
+        // SAFETY: r < R, so row r of C starts at `dst` and values
+        // 0..t.width of it are readable and writable (tile contract). The
+        // 16-lane loads and stores of C run only when t.width == NR (16);
+        // otherwise the row goes through `tmp`, a local [f32; 16], and
+        // store_partial touches only t.width values of C.
+        unsafe {
+            let dst = t.c.add(r * t.ldc);
+            if t.width == NR && !t.accumulate {
+                _mm256_storeu_ps(dst, v0);
+                _mm256_storeu_ps(dst.add(8), v1);
+            } else if t.width == NR {
+                _mm256_storeu_ps(dst, _mm256_add_ps(v0, _mm256_loadu_ps(dst)));
+                _mm256_storeu_ps(dst.add(8), _mm256_add_ps(v1, _mm256_loadu_ps(dst.add(8))));
+            } else {
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
+                store_partial(&tmp, dst, t.width, t.accumulate);
+            }
         }
     }
 }
 
 /// # Safety
-/// The pointers in `t` are valid for the tile it describes.
+/// `t` meets the tile contract ([`Tile`]) for `R` rows.
 unsafe fn kernel_portable<const R: usize>(t: &Tile) {
     let mut acc = [[0.0f32; NR]; R];
     for kk in 0..t.k {
-        let b = std::slice::from_raw_parts(t.b.add(kk * NR), NR);
+        // SAFETY: kk < t.k, so values kk * NR .. kk * NR + NR lie inside
+        // B's t.k * NR, which nothing writes while the kernel runs (tile
+        // contract); `t.b` comes from a `&[f32]`, so it is aligned.
+        let b = unsafe { std::slice::from_raw_parts(t.b.add(kk * NR), NR) };
         for (r, acc_row) in acc.iter_mut().enumerate() {
-            let av = *t.a.add(r * t.lda + kk);
+            // SAFETY: r < R and kk < t.k: A value (r, kk) (tile contract).
+            let av = unsafe { *t.a.add(r * t.lda + kk) };
             for (x, &bv) in acc_row.iter_mut().zip(b) {
                 *x = av.mul_add(bv, *x);
             }
@@ -355,16 +440,23 @@ unsafe fn kernel_portable<const R: usize>(t: &Tile) {
         for (j, v) in tile.iter_mut().enumerate() {
             *v = acc_row[j] + t.bias[j];
         }
-        store_partial(&tile, t.c.add(r * t.ldc), t.width, t.accumulate);
+        // SAFETY: r < R: values 0..t.width of row r of C are initialised,
+        // readable, writable and ours alone (tile contract), which is
+        // store_partial's contract.
+        unsafe { store_partial(&tile, t.c.add(r * t.ldc), t.width, t.accumulate) };
     }
 }
 
 /// Writes (or adds) the first `width` values of a tile row.
-#[inline(always)]
+///
 /// # Safety
-/// `dst` is valid for `width` writes (and reads, when `accumulate`).
+/// `dst` is aligned for f32 and valid for reads and writes of `width`
+/// initialised values that nothing else accesses while this runs.
+#[inline(always)]
 unsafe fn store_partial(tile: &[f32; NR], dst: *mut f32, width: usize, accumulate: bool) {
-    let dst = std::slice::from_raw_parts_mut(dst, width);
+    // SAFETY: exactly this function's contract, which is what
+    // `from_raw_parts_mut` needs for a `&mut [f32]` of `width` values.
+    let dst = unsafe { std::slice::from_raw_parts_mut(dst, width) };
     for (d, &v) in dst.iter_mut().zip(tile) {
         *d = if accumulate { *d + v } else { v };
     }

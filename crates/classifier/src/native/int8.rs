@@ -109,8 +109,12 @@ thread_local! {
 /// as [`super::gemm::gemm_into`] (C is always overwritten).
 ///
 /// # Safety
-/// As `gemm_into`: `c` valid for the writes, columns `0..n` of the rows
-/// written owned by this call. The CPU must pass [`supported`].
+/// `c.0` is valid for writes of `(m - 1) * ldc + b.n` initialised values
+/// with `ldc >= b.n`, and no other code reads or writes columns `0..b.n`
+/// of rows `0..m` while this runs (what [`super::gemm::gemm_into`]
+/// asserts and is promised before calling). A and bias are slices indexed
+/// with bounds checks, and the CPU check is an `assert!`, so they need no
+/// promise.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_into(
     m: usize,
@@ -148,17 +152,29 @@ pub unsafe fn gemm_into(
     let qa = &q;
     for_panels(b.n.div_ceil(NR), parallel, |p0, p1| {
         for p in p0..p1 {
-            // SAFETY: the caller's contract; panels p0..p1 are this thread's
-            // columns.
+            // SAFETY: `panel_product`'s contract: p < panels by the loop
+            // bound; `qa.values` holds at least m * lda4 values and
+            // `qa.scales`, `qa.zeros` at least m (resized above), with
+            // lda4 = 4 * b.k4; C is as our own contract says, and
+            // for_panels gives panels p0..p1 to this thread alone; the CPU
+            // passed `supported()` (asserted above).
             unsafe { panel_product(m, qa, lda4, b, p, bias, c, ldc) };
         }
     });
     A_U8.with(|cell| cell.replace(q));
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One panel of C over the whole of k; see `gemm::panel_product`.
+///
 /// # Safety
-/// As the module's `gemm_into`: the output rows this panel covers are valid for writes and owned by this call and the CPU passes [`supported`].
+/// - `p < b.n.div_ceil(NR)`;
+/// - `lda4 == 4 * b.k4` and `qa.values.len() >= m * lda4`;
+/// - `out` as in [`gemm_into`]'s contract, and columns `p * NR..p * NR + NR`
+///   of rows `0..m` are this call's alone;
+/// - the CPU passes [`supported`].
+///
+/// From these it builds tiles that meet the tile contract ([`Tile`]).
+#[allow(clippy::too_many_arguments)]
 unsafe fn panel_product(
     m: usize,
     qa: &QuantisedA,
@@ -175,28 +191,55 @@ unsafe fn panel_product(
     if let Some(bias) = bias {
         bias_tile[..width].copy_from_slice(&bias[col..col + width]);
     }
+    // Whole panels of scales and sums: `scales` and `col_sums` are padded
+    // to panels * NR, and the arrays let the kernel load 16 lanes of each.
+    let b_scales: &[f32; NR] = b.scales[col..col + NR].try_into().expect("NR values");
+    let b_sums: &[i32; NR] = b.col_sums[col..col + NR].try_into().expect("NR values");
     let mut row = 0;
     while row < m {
         let rows = MR.min(m - row);
-        let tile = Tile {
-            k4: b.k4,
-            a: qa.values.as_ptr().add(row * lda4),
-            lda4,
-            a_scales: &qa.scales[row..row + rows],
-            a_zeros: &qa.zeros[row..row + rows],
-            b: b.panel(p).as_ptr(),
-            b_scales: &b.scales[col..col + NR],
-            b_sums: &b.col_sums[col..col + NR],
-            c: out.0.add(row * ldc + col),
-            ldc,
-            bias: &bias_tile,
-            width,
+        // SAFETY: for both `add`s and the tile contract's A and C: row < m,
+        // so row * lda4 < m * lda4 <= qa.values.len(), and the last A value
+        // the tile reads, (row + rows - 1) * lda4 + 4 * b.k4 - 1, is at most
+        // m * lda4 - 1. C as in gemm::panel_product: col < b.n, so the
+        // tile's values end at (m - 1) * ldc + b.n - 1 at most, and those
+        // columns are ours. B is the whole panel (bounds-checked slice).
+        let tile = unsafe {
+            Tile {
+                k4: b.k4,
+                a: qa.values.as_ptr().add(row * lda4),
+                lda4,
+                a_scales: &qa.scales[row..row + rows],
+                a_zeros: &qa.zeros[row..row + rows],
+                b: b.panel(p).as_ptr(),
+                b_scales,
+                b_sums,
+                c: out.0.add(row * ldc + col),
+                ldc,
+                bias: &bias_tile,
+                width,
+            }
         };
-        by_rows!(rows, kernel(&tile); 12 11 10 9 8 7 6 5 4 3 2 1);
+        // SAFETY: `tile` meets the tile contract for `rows` rows, the CPU
+        // passes `supported()` (our contract), and by_rows! calls
+        // `kernel::<R>` with R == rows (rows is in 1..=12, each its own arm).
+        unsafe { by_rows!(rows, kernel(&tile); 12 11 10 9 8 7 6 5 4 3 2 1) };
         row += rows;
     }
 }
 
+/// What a micro-kernel call writes: `C = s_a s_w (A · B - z Σq) + bias`
+/// for `R` rows and `width` columns, k in quads.
+///
+/// The tile contract, which [`panel_product`] establishes and the kernel
+/// relies on:
+/// - A: values `r * lda4 + 4 * kq .. + 4` are readable for `r < R`,
+///   `kq < k4` (through `a`; not necessarily 4-byte aligned);
+/// - B: `b` is readable for `k4 * NR * 4` values, immutable meanwhile;
+/// - C: `c.add(r * ldc + j)` is writable for `r < R`, `j < width`, and
+///   nothing else touches those values meanwhile;
+/// - `1 <= width <= NR`; `a_scales` and `a_zeros` are slices (indexed
+///   with bounds checks).
 struct Tile<'a> {
     k4: usize,
     a: *const u8,
@@ -204,47 +247,63 @@ struct Tile<'a> {
     a_scales: &'a [f32],
     a_zeros: &'a [i32],
     b: *const i8,
-    b_scales: &'a [f32],
-    b_sums: &'a [i32],
+    b_scales: &'a [f32; NR],
+    b_sums: &'a [i32; NR],
     c: *mut f32,
     ldc: usize,
     bias: &'a [f32; NR],
     width: usize,
 }
 
+/// # Safety
+/// `t` meets the tile contract ([`Tile`]) for `R` rows, and the CPU
+/// passes [`supported`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-/// # Safety
-/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
 unsafe fn kernel<const R: usize>(t: &Tile) {
-    kernel_avx512::<R>(t)
+    // SAFETY: exactly `kernel_avx512`'s contract, which is ours:
+    // `supported()` detects every feature it enables (and more).
+    unsafe { kernel_avx512::<R>(t) }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
 /// # Safety
-/// The pointers in `t` are valid for the tile it describes (its rows of A and C, one packed panel of B) and the CPU passes [`supported`].
+/// Never callable: the int8 path is off wherever [`supported`] is false.
+#[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel<const R: usize>(_: &Tile) {
     unreachable!("the int8 path is only enabled where `supported()`")
 }
 
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI (it passes [`supported`]), and `t`
+/// meets the tile contract ([`Tile`]) for `R` rows. All loads and stores
+/// are unaligned, so only their bounds need arguing.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-/// # Safety
-/// The CPU has the features enabled below (the caller checked [`supported`]), and `t` is valid as for `kernel`.
 unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_si512(); R];
     for kq in 0..t.k4 {
+        // A prefetch never faults: past the panel's end it is harmless.
         _mm_prefetch::<_MM_HINT_T0>(t.b.wrapping_add((kq + 8) * NR * 4));
-        let bv = _mm512_loadu_si512(t.b.add(kq * NR * 4) as *const _);
+        // SAFETY: kq < t.k4: step kq of B, values kq * 64 .. kq * 64 + 64
+        // (one 64-byte load), lies inside its t.k4 * NR * 4 (tile contract).
+        let bv = unsafe { _mm512_loadu_si512(t.b.add(kq * NR * 4) as *const _) };
         for (r, acc) in acc.iter_mut().enumerate() {
-            let quad = (t.a.add(r * t.lda4 + kq * 4) as *const i32).read_unaligned();
+            // SAFETY: r < R and kq < t.k4: A values r * lda4 + 4 * kq .. + 4,
+            // readable by the tile contract, read as one unaligned i32.
+            let quad = unsafe { (t.a.add(r * t.lda4 + kq * 4) as *const i32).read_unaligned() };
             *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(quad), bv);
         }
     }
-    let b_scales = _mm512_loadu_ps(t.b_scales.as_ptr());
-    let b_sums = _mm512_loadu_si512(t.b_sums.as_ptr() as *const _);
-    let bias = _mm512_loadu_ps(t.bias.as_ptr());
+    // SAFETY: `b_scales`, `b_sums` and `bias` are `[_; NR]` arrays of
+    // 4-byte values: exactly the 16 lanes each load reads.
+    let (b_scales, b_sums, bias) = unsafe {
+        (
+            _mm512_loadu_ps(t.b_scales.as_ptr()),
+            _mm512_loadu_si512(t.b_sums.as_ptr() as *const _),
+            _mm512_loadu_ps(t.bias.as_ptr()),
+        )
+    };
     let mask: __mmask16 = if t.width == NR {
         0xffff
     } else {
@@ -257,7 +316,10 @@ unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
         );
         let scale = _mm512_mul_ps(_mm512_set1_ps(t.a_scales[r]), b_scales);
         let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), scale, bias);
-        _mm512_mask_storeu_ps(t.c.add(r * t.ldc), mask, v);
+        // SAFETY: r < R, so values 0..t.width of C's row r are writable
+        // (tile contract); `mask` has exactly the low t.width bits set and
+        // masked-off lanes are not accessed (AVX-512 fault suppression).
+        unsafe { _mm512_mask_storeu_ps(t.c.add(r * t.ldc), mask, v) };
     }
 }
 
@@ -265,9 +327,17 @@ unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
 /// quad-aligned length of `dst`); returns its scale and zero point. The
 /// range always includes 0, so a zero (and the padding) is exact.
 fn quantise_row(src: &[f32], dst: &mut [u8]) -> (f32, i32) {
+    // The vector path writes through a raw pointer at the offsets of
+    // `src`: this is what keeps those writes inside `dst`.
+    assert!(
+        dst.len() >= src.len(),
+        "quantised row shorter than its source"
+    );
     #[cfg(target_arch = "x86_64")]
     if supported() {
-        // SAFETY: the CPU has AVX-512 F and BW (checked just above).
+        // SAFETY: the CPU has AVX-512 F, BW and VL (checked just above) and
+        // dst.len() >= src.len() (asserted above): `quantise_row_avx512`'s
+        // contract.
         return unsafe { quantise_row_avx512(src, dst) };
     }
     let (lo, hi) = src
@@ -288,10 +358,13 @@ fn row_range(lo: f32, hi: f32) -> (f32, f32) {
     (scale, (-lo / scale).round_ties_even().clamp(0.0, 255.0))
 }
 
+/// # Safety
+/// The CPU has AVX-512 F, BW and VL (it passes [`supported`]), and
+/// `dst.len() >= src.len()`. Every access below is masked with `tail(i)`,
+/// which keeps only lanes `i..src.len()`; masked-off lanes are not
+/// accessed (AVX-512 fault suppression).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-/// # Safety
-/// The CPU has the features enabled below (the caller checked [`supported`]).
 unsafe fn quantise_row_avx512(src: &[f32], dst: &mut [u8]) -> (f32, i32) {
     use std::arch::x86_64::*;
     let tail = |i: usize| -> __mmask16 {
@@ -306,7 +379,9 @@ unsafe fn quantise_row_avx512(src: &[f32], dst: &mut [u8]) -> (f32, i32) {
     let mut i = 0;
     while i < src.len() {
         // Masked-off lanes read as 0, which the range includes anyway.
-        let v = _mm512_maskz_loadu_ps(tail(i), src.as_ptr().add(i));
+        // SAFETY: i < src.len(), so the offset is inside `src`, and the
+        // mask keeps only lanes below src.len() (see the doc above).
+        let v = unsafe { _mm512_maskz_loadu_ps(tail(i), src.as_ptr().add(i)) };
         lo = _mm512_min_ps(lo, v);
         hi = _mm512_max_ps(hi, v);
         i += 16;
@@ -317,11 +392,14 @@ unsafe fn quantise_row_avx512(src: &[f32], dst: &mut [u8]) -> (f32, i32) {
     let mut i = 0;
     while i < src.len() {
         let mask = tail(i);
-        let v = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+        // SAFETY: as in the first loop.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)) };
         let q = _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(v, inv, z), floor), ceil);
         // Rounds to nearest even (the default MXCSR mode), as the scalar path.
         let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q));
-        _mm_mask_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, bytes);
+        // SAFETY: i < src.len() <= dst.len() (our contract), so the offset
+        // is inside `dst`, and the mask keeps only bytes below src.len().
+        unsafe { _mm_mask_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, mask, bytes) };
         i += 16;
     }
     dst[src.len()..].fill(zero as u8);

@@ -277,24 +277,15 @@ fn attention(
             gemm(m, &rows[head * d..], 3 * h, &s.keys, None, scores, m, false);
             ops::softmax_rows(scores, m, m, m, scale);
             s.values.pack_cols(&rows[2 * h + head * d..], 3 * h, m, d);
-            // SAFETY: `out` is `context`, borrowed exclusively by this call;
-            // head `head` writes only columns head*d..head*d+d of its rows,
-            // disjoint from every other head's, and nothing reads them
-            // meanwhile.
-            unsafe {
-                let at = start * h + head * d;
-                gemm_into(
-                    m,
-                    scores,
-                    m,
-                    &s.values,
-                    None,
-                    out.at(at),
-                    out.1 - at,
-                    h,
-                    false,
-                );
-            }
+            let (c, c_len) = out.suffix(start * h + head * d);
+            // SAFETY: gemm_into's contract. `out` is `context`, an
+            // exclusive borrow of initialised values held for this whole
+            // call, and `suffix` checked that the offset is inside it, so
+            // `c` is valid for the `c_len` values that follow. With
+            // ldc = h and b.n() = d, this head writes only columns
+            // head*d..head*d+d of its rows, disjoint from every other
+            // head's, and no head reads `context`.
+            unsafe { gemm_into(m, scores, m, &s.values, None, c, c_len, h, false) };
         }
     };
     scratch[..heads]
@@ -303,17 +294,24 @@ fn attention(
         .for_each(|(hd, s)| one(hd, s));
 }
 
+/// `context`'s address and length, shared by the heads of `attention`.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32, usize);
-// SAFETY: see `attention`: heads write disjoint columns.
+// SAFETY: a `SharedOut` is only an address and a length; moving it to
+// another thread does nothing by itself. The writes through it are in
+// `attention`, where each head writes its own columns.
 unsafe impl Send for SharedOut {}
+// SAFETY: as for `Send`: `&SharedOut` only copies the address out.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
-    /// Pointer to value `offset` (a method, so closures capture the whole
-    /// Sync wrapper rather than the raw pointer field).
-    unsafe fn at(&self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
+    /// The address of value `offset` and how many values follow it (a
+    /// method, so closures capture the whole Sync wrapper rather than the
+    /// raw pointer field). Safe: it checks the offset and only computes
+    /// an address (`wrapping_add`); using it is the caller's unsafe part.
+    fn suffix(&self, offset: usize) -> (*mut f32, usize) {
+        assert!(offset <= self.1, "offset {offset} past {} values", self.1);
+        (self.0.wrapping_add(offset), self.1 - offset)
     }
 }
 

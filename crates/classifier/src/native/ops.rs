@@ -13,24 +13,29 @@ macro_rules! dispatch {
     ($body:ident($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
             /// # Safety
-            /// The CPU has the features enabled below (the caller checked with `is_x86_feature_detected!`).
+            /// The CPU has every feature enabled here (the caller checks
+            /// with `is_x86_feature_detected!`). `f` itself is safe code.
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
             unsafe fn simd512(f: impl FnOnce()) {
                 f()
             }
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
-                // SAFETY: the CPU supports the features enabled above.
+            let avx2_fma = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            if avx2_fma && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+                // SAFETY: all four features `simd512` enables were detected
+                // on this CPU just above (each check is a cached load).
                 return unsafe { simd512(|| $body($($arg),*)) };
             }
-            #[target_feature(enable = "avx2,fma")]
             /// # Safety
-            /// The CPU has the features enabled below (the caller checked with `is_x86_feature_detected!`).
+            /// The CPU has AVX2 and FMA (the caller checks with
+            /// `is_x86_feature_detected!`). `f` itself is safe code.
+            #[target_feature(enable = "avx2,fma")]
             unsafe fn simd(f: impl FnOnce()) {
                 f()
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports the features enabled above.
+            if avx2_fma {
+                // SAFETY: AVX2 and FMA, all `simd` enables, were detected
+                // on this CPU just above.
                 return unsafe { simd(|| $body($($arg),*)) };
             }
         }

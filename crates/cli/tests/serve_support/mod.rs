@@ -102,11 +102,17 @@ impl Default for Options {
 
 impl Server {
     pub fn start(opts: Options) -> Server {
+        Server::start_with_store(opts, None)
+    }
+
+    /// [`Server::start`] with the store at `store` (default: in the
+    /// server's temporary directory).
+    pub fn start_with_store(opts: Options, store: Option<PathBuf>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let catalog = dir.path().join("catalog.toml");
         std::fs::write(&catalog, CATALOG).unwrap();
         let router = dir.path().join("router.json");
-        let store = dir.path().join("store.db");
+        let store = store.unwrap_or_else(|| dir.path().join("store.db"));
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
@@ -325,6 +331,37 @@ pub async fn h2_connect(addr: &str) -> h2::client::SendRequest<bytes::Bytes> {
         let _ = conn.await;
     });
     send.ready().await.unwrap()
+}
+
+pub const CLASSIFY: &str = "pointsman.v1.Router/Classify";
+
+/// Opens a Classify call on a new connection and sends only the first half
+/// of its body: the server holds the call in flight, waiting for the rest
+/// (returned, for a test that finishes the call).
+pub async fn stalled_upload(
+    addr: &str,
+    prompt: &str,
+) -> Result<
+    (
+        h2::client::ResponseFuture,
+        h2::SendStream<bytes::Bytes>,
+        bytes::Bytes,
+    ),
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (h2, conn) = h2::client::handshake(tcp).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut h2 = h2.ready().await?;
+    let frame = grpc_frame(&pointsman_server::pb::ClassifyRequest {
+        prompt: prompt.into(),
+    });
+    let (resp, mut send) = h2.send_request(grpc_head(addr, CLASSIFY), false)?;
+    let half = frame.len() / 2;
+    send.send_data(frame.slice(..half), false)?;
+    Ok((resp, send, frame.slice(half..)))
 }
 
 /// The headers of a gRPC call to `method` (e.g. `pointsman.v1.Router/Classify`).
