@@ -263,7 +263,9 @@ impl Server {
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--store", store.to_str().unwrap()])
             .args(["--catalog", "models/catalogs/routerbench.toml"])
-            .args(["--router", "models/router/routerbench.json"])
+            // The router is serve's default (models/router/routerbench.json),
+            // so `--server-arg=--router --server-arg=FILE` can change it
+            // (another encoder needs its own router artifact).
             .args(extra)
             .current_dir(repo())
             .env("POINTSMAN_LOG", "warn")

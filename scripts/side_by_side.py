@@ -29,8 +29,13 @@ and batch 32 mixed (24 short + 8 long, as in benches/classify.rs); with
 texts come from the Rust side's JSON, so both sides read exactly the same.
 Each round runs both sides back to back (Pointsman first in even rounds,
 PyTorch first in odd ones) in this one run; medians pool every round.
-Both sides truncate at 256 tokens (sentence-transformers keeps the head,
-Pointsman head and tail), so prompts over 256 tokens cost the same work.
+Both sides truncate at the model's max_seq_length (sentence_bert_config.json:
+256 tokens for all-MiniLM-L6-v2, 512 for multilingual-e5-small;
+sentence-transformers keeps the head, Pointsman head and tail), so long
+prompts cost the same work. For e5 both sides prepend "query: " (its
+config_sentence_transformers.json default prompt; Pointsman reads the same
+file). Another model: --model-dir DIR --heads HEADS, e.g.
+    --model-dir models/multilingual-e5-small --heads models/heads-e5/task-difficulty.safetensors
 """
 import argparse
 import json
@@ -83,6 +88,9 @@ def run_pointsman(args, with_texts, precision):
         args.pointsman, "bench", "classify", "--precision", precision,
         "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--samples",
     ]
+    cmd += ["--model-dir", args.model_dir]
+    if args.heads:
+        cmd += ["--heads", args.heads]
     if with_texts:
         cmd.append("--with-texts")
     if args.prompts:
@@ -122,7 +130,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pointsman", default=os.path.join(ROOT, "target/release/pointsman"),
                    help="the pointsman binary (default: target/release/pointsman)")
-    p.add_argument("--model-dir", default=os.path.join(ROOT, "models/all-MiniLM-L6-v2"))
+    p.add_argument("--model-dir", default=os.path.join(ROOT, "models/all-MiniLM-L6-v2"),
+                   help="the converted model folder both sides load (sentence-transformers layout)")
+    p.add_argument("--heads", help="Pointsman's heads for that model (default: pointsman's default heads); "
+                   "whether they use instruction views decides what both sides encode in classify")
     p.add_argument("--iterations", type=int, default=10, help="timed repetitions per case, per side, per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
     p.add_argument("--rounds", type=int, default=2, help="back-to-back rounds, alternating which side goes first")

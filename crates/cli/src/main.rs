@@ -75,9 +75,9 @@ pub struct ModelArgs {
     /// Where the encoder runs: cpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
-    /// Number format of the CPU encoder's dense products: f32; bf16 (AVX-512 BF16 CPUs) or int8 (AVX-512 VNNI CPUs), faster with embeddings moved slightly (f32, with a warning, on other CPUs). See docs/PERFORMANCE.md.
-    #[arg(long, default_value = "f32")]
-    pub precision: Precision,
+    /// Number format of the CPU encoder's dense products: f32; bf16 (AVX-512 BF16 CPUs) or int8 (AVX-512 VNNI CPUs), faster with embeddings moved slightly (f32, with a warning, on other CPUs). Default: int8 where the CPU has AVX-512 VNNI, else f32. See docs/PERFORMANCE.md.
+    #[arg(long)]
+    pub precision: Option<Precision>,
     /// A LoRA adapter (from `pointsman train encoder`) merged into the encoder weights at load; the heads must be trained for it (`train heads --adapter`). Default: none.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -86,7 +86,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The classifier's CPU engine for `--precision`.
     pub fn engine(&self) -> Engine {
-        Engine::Native(self.precision)
+        Engine::Native(self.precision.unwrap_or_else(Precision::cpu_default))
     }
 
     /// The verified model directory, with `--adapter` merged in when given.

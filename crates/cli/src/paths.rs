@@ -3,9 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
-pub const DEFAULT_HEADS: &str = "models/heads/task-difficulty.safetensors";
-pub const DEFAULT_ROUTER: &str = "models/router/routerbench.json";
+/// The default encoder, its heads and its router change together (each is
+/// fitted on the encoder's embeddings and refuses another's). Since
+/// 2026-11-29 multilingual-e5-small: ahead of all-MiniLM-L6-v2 on
+/// leave-one-source-out and on the non-English sets, and at least 2x
+/// PyTorch's speed in int8 (docs/EVALUATION.md, "Which encoder is the
+/// default"). MiniLM stays a flag away: `--model-dir`, `--heads`, `--router`
+/// with the paths below.
+pub const DEFAULT_MODEL_DIR: &str = "models/multilingual-e5-small";
+pub const DEFAULT_HEADS: &str = "models/heads-e5/task-difficulty.safetensors";
+pub const DEFAULT_ROUTER: &str = "models/router/routerbench-e5.json";
+
+/// all-MiniLM-L6-v2, its heads and router: the default before 2026-11-29,
+/// and the base of the LoRA fine-tuning (`train encoder`).
+pub const MINILM_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
 
 /// Where `serve` keeps its outcome store when neither `--store` nor
 /// `$POINTSMAN_STORE` says: the XDG state directory, since the store is

@@ -23,7 +23,7 @@ pub struct RouteArgs {
     #[arg(long, default_value = "models/catalogs/routerbench.toml")]
     catalog: PathBuf,
     /// Success-model artifact from `pointsman train router`.
-    #[arg(long, default_value = "models/router/routerbench.json")]
+    #[arg(long, default_value = crate::paths::DEFAULT_ROUTER)]
     router: PathBuf,
     /// Quality target in [0, 1] (default: the catalog's): the cheapest model
     /// whose P(success) is at least target - (1 - the best model's P), i.e.

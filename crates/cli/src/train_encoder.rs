@@ -42,7 +42,8 @@ pub struct TrainEncoderArgs {
     /// Folder of task-labelled JSONL records used only for evaluation.
     #[arg(long, default_value = "training-data/eval")]
     eval: PathBuf,
-    #[arg(long, default_value = paths::DEFAULT_MODEL_DIR)]
+    /// The encoder to adapt (default all-MiniLM-L6-v2: the shipped adapter's base; the LoRA path is tested on BERT).
+    #[arg(long, default_value = paths::MINILM_MODEL_DIR)]
     model_dir: PathBuf,
     /// Where to write the adapter (metadata goes to the .json beside it).
     #[arg(long, default_value = DEFAULT_ADAPTER)]

@@ -20,7 +20,7 @@ use pointsman_classifier::heads::{
 use pointsman_classifier::train::{train_classifier, train_regressor, TrainConfig};
 use pointsman_classifier::{
     classifier::load_encoder, DeviceChoice, DifficultyHead, EmbedCache, Engine, Heads, ModelDir,
-    TaskHead, Taxonomy, DEFAULT_TASKS,
+    Precision, TaskHead, Taxonomy, DEFAULT_TASKS,
 };
 use pointsman_records::Record;
 use rand::seq::SliceRandom;
@@ -61,6 +61,9 @@ pub struct TrainHeadsArgs {
     /// A LoRA adapter (`pointsman train encoder`) merged into the encoder; the heads then fit the merged encoder only.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Number format of the CPU encoder that embeds the training prompts (f32, bf16, int8); heads fit on int8 embeddings match `--precision int8` at inference. The embedding cache keeps each format apart.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     #[arg(long, default_value_t = 17)]
     seed: u64,
     /// Hidden width of both heads (0 = linear heads).
@@ -167,7 +170,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         Some(a) => dir.with_adapter(&paths::resolve(a))?,
         None => dir,
     };
-    let encoder = load_encoder(&dir, DeviceChoice::Cpu, Engine::default())?;
+    let encoder = load_encoder(&dir, DeviceChoice::Cpu, Engine::Native(args.precision))?;
     let encoder = encoder.as_ref();
     let with_features = !args.no_features;
 
@@ -381,6 +384,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         "outcomes_per_file": args.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
         "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
         "class_weight_power": args.class_weight_power, "source_weight_power": args.source_weight_power,
+        "precision": encoder.precision(),
     });
     let version = format!(
         "heads-{}",

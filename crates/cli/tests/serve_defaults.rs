@@ -94,6 +94,17 @@ fn serve_with_no_routing_flags_routes_with_the_shipped_catalog_and_artifact() {
         decision.model
     );
     assert!(!decision.decision_id.is_empty());
+    // The default encoder is multilingual-e5-small: the decision names the
+    // version of its heads (crates/cli/src/paths.rs, docs/EVALUATION.md).
+    let e5_heads: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("models/heads-e5/task-difficulty.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        decision.versions.as_ref().map(|v| v.heads.as_str()),
+        e5_heads["version"].as_str(),
+        "the default heads are models/heads-e5's"
+    );
     // The default store path: $XDG_STATE_HOME/pointsman/outcomes.db, folder created.
     let store = state.path().join("pointsman/outcomes.db");
     assert!(store.exists(), "no store at {}", store.display());
@@ -107,7 +118,7 @@ fn serve_with_no_routing_flags_routes_with_the_shipped_catalog_and_artifact() {
         "{loaded}"
     );
     assert!(
-        loaded.contains("models/router/routerbench.json"),
+        loaded.contains("models/router/routerbench-e5.json"),
         "{loaded}"
     );
     assert!(loaded.contains(&store.display().to_string()), "{loaded}");

@@ -45,6 +45,7 @@ use crate::error::{ClassifierError, Result};
 use crate::model_dir::{ModelDir, Pooling};
 use crate::tokenize::PromptTokenizer;
 pub use gemm::simd_name;
+pub use int8::supported as int8_supported;
 
 /// Most token rows in one pass. Bounds a workspace to about 34 MB for
 /// MiniLM-L6 while keeping enough rows per product for the kernel to run

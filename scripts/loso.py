@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Leave-one-source-out for the task head, one single-threaded `train heads
+--no-cv` run per held-out source (the recipe of docs/EVALUATION.md).
+
+Why not the built-in cross-validation (`train heads` without `--no-cv`): on
+the shared 2-core machine one process that runs every fold either finishes
+or is lost; per-source runs can be resumed (a finished fold is skipped) and
+run two at a time, each on one thread.
+
+  scripts/loso.py --work /tmp/loso-minilm                      # all sources
+  scripts/loso.py --work /tmp/loso-e5 -- --model-dir models/multilingual-e5-small --no-views
+  scripts/loso.py --work /tmp/loso-int8 --sources arc,gsm8k -- --precision int8
+  scripts/loso.py --work /tmp/loso-minilm --sources arc,gsm8k --score-precision int8
+  scripts/loso.py --work /tmp/loso-minilm --summary            # tables only
+
+Arguments after `--` go to `pointsman train heads`. Each fold's heads and
+metrics are in WORK/<source>/heads.{safetensors,json};
+`--score-precision P` also scores each fold's held-out source with
+`pointsman classify --precision P` (the fold heads on P embeddings, the
+inference path) into WORK/<source>/scored-P.jsonl. `--summary` prints the
+per-source table, the overall accuracy and macro recall, per-class recall
+and the summed confusion matrix (markdown), and writes WORK/summary.json.
+"""
+
+import argparse
+import collections
+import concurrent.futures
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+LABELS = ["code", "math", "reasoning", "knowledge", "extraction", "summarization",
+          "translation", "creative_writing", "brainstorming", "classification", "chat"]
+BIN = "./target/release/pointsman"
+
+
+def records_by_source():
+    by = collections.defaultdict(list)
+    for f in sorted(glob.glob("training-data/tasks/*.jsonl")):
+        stem = os.path.basename(f)[: -len(".jsonl")]
+        for line in open(f, encoding="utf-8"):
+            r = json.loads(line)
+            r.setdefault("source", stem)
+            by[r["source"]].append(r)
+    return by
+
+
+def prepare(work, by, sources):
+    os.makedirs(f"{work}/empty", exist_ok=True)
+    for s in sources:
+        d = f"{work}/{s}"
+        if os.path.exists(f"{d}/eval/held_out.jsonl"):
+            continue
+        os.makedirs(f"{d}/tasks", exist_ok=True)
+        os.makedirs(f"{d}/eval", exist_ok=True)
+        with open(f"{d}/tasks/rest.jsonl", "w", encoding="utf-8") as out:
+            for other, recs in by.items():
+                if other != s:
+                    out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+        with open(f"{d}/eval/held_out.jsonl", "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in by[s])
+
+
+def env1():
+    # One thread per fold. glibc returns candle's large freed tensors to the
+    # kernel (munmap) and faults them back in on the next step: 21 s of
+    # system time in a fold of 13 s user time. Keeping freed memory in the
+    # process (high mmap/trim thresholds) cuts that to 0.2 s; results are
+    # unchanged (same accuracy, same heads).
+    return dict(os.environ, RAYON_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296",
+                MALLOC_TOP_PAD_="1073741824")
+
+
+def run_fold(work, s, extra):
+    d = f"{work}/{s}"
+    if os.path.exists(f"{d}/heads.json"):
+        return s, 0.0, "done before"
+    try:  # another loso.py on the same WORK has this fold (rm WORK/*/running after a kill)
+        os.close(os.open(f"{d}/running", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return s, 0.0, "running elsewhere"
+    t = time.time()
+    cmd = ["nice", "-n", "10", BIN, "train", "heads", "--no-cv", "--tasks", f"{d}/tasks",
+           "--eval", f"{d}/eval", "--outcomes", f"{work}/empty",
+           "--out", f"{d}/heads.safetensors", "--report", f"{d}/report.md", *extra]
+    with open(f"{d}/log.txt", "w") as log:
+        rc = subprocess.run(cmd, env=env1(), stdout=log, stderr=subprocess.STDOUT).returncode
+    os.remove(f"{d}/running")
+    return s, time.time() - t, f"rc {rc}"
+
+
+def score_fold(work, s, precision, model_args):
+    d = f"{work}/{s}"
+    out = f"{d}/scored-{precision}.jsonl"
+    if os.path.exists(out) or not os.path.exists(f"{d}/heads.json"):
+        return s, 0.0, "skipped"
+    t = time.time()
+    cmd = ["nice", "-n", "10", BIN, "classify", "--precision", precision,
+           "--heads", f"{d}/heads.safetensors", "--input", f"{d}/eval/held_out.jsonl", *model_args]
+    with open(out + ".part", "w") as f:
+        rc = subprocess.run(cmd, env=env1(), stdout=f).returncode
+    if rc == 0:
+        os.rename(out + ".part", out)
+    return s, time.time() - t, f"rc {rc}"
+
+
+def confusion_of_fold(work, s, precision):
+    """The held-out source's confusion matrix (rows true, columns predicted)."""
+    d = f"{work}/{s}"
+    if precision is None:
+        m = json.load(open(f"{d}/heads.json"))["metrics"]["task_eval_sources"][s]
+        assert m["labels"] == LABELS, m["labels"]
+        return m["confusion"]
+    truth = {}
+    for line in open(f"{d}/eval/held_out.jsonl", encoding="utf-8"):
+        r = json.loads(line)
+        truth[r["id"]] = r["task"]
+    conf = [[0] * len(LABELS) for _ in LABELS]
+    for line in open(f"{d}/scored-{precision}.jsonl", encoding="utf-8"):
+        p = json.loads(line)
+        conf[LABELS.index(truth[p["id"]])][LABELS.index(p["task"])] += 1
+    return conf
+
+
+def summary(work, sources, precision):
+    total = [[0] * len(LABELS) for _ in LABELS]
+    rows, missing = [], []
+    for s in sources:
+        try:
+            c = confusion_of_fold(work, s, precision)
+        except (FileNotFoundError, KeyError):
+            missing.append(s)
+            continue
+        n = sum(map(sum, c))
+        acc = sum(c[i][i] for i in range(len(LABELS))) / n
+        rows.append((s, n, acc))
+        for i in range(len(LABELS)):
+            for j in range(len(LABELS)):
+                total[i][j] += c[i][j]
+    n = sum(map(sum, total))
+    acc = sum(total[i][i] for i in range(len(LABELS))) / max(n, 1)
+    recall = {}
+    for i, lab in enumerate(LABELS):
+        k = sum(total[i])
+        recall[lab] = (total[i][i] / k if k else None, k)
+    present = [r for r, _ in recall.values() if r is not None]
+    macro = sum(present) / max(len(present), 1)
+    tag = f" (held-out prompts scored with --precision {precision})" if precision else ""
+    print(f"## {work}{tag}\n")
+    print(f"{len(rows)} of {len(sources)} folds; missing: {', '.join(missing) or 'none'}\n")
+    print(f"accuracy {acc:.3f}, macro recall {macro:.3f}, n = {n}\n")
+    print("| held-out source | n | accuracy |\n|---|---|---|")
+    for s, k, a in rows:
+        print(f"| {s} | {k} | {a:.3f} |")
+    print("\n| class | n | recall |\n|---|---|---|")
+    for lab, (r, k) in recall.items():
+        print(f"| {lab} | {k} | {'–' if r is None else f'{r:.2f}'} |")
+    print("\nConfusion (rows: true, columns: predicted, in the order of the rows)\n")
+    print("| true \\ predicted | " + " | ".join(LABELS) + " |")
+    print("|---" * (len(LABELS) + 1) + "|")
+    for i, lab in enumerate(LABELS):
+        print(f"| {lab} | " + " | ".join(str(v) for v in total[i]) + " |")
+    name = f"summary-{precision}.json" if precision else "summary.json"
+    json.dump({"folds": len(rows), "missing": missing, "accuracy": acc, "macro_recall": macro, "n": n,
+               "per_source": {s: {"n": k, "accuracy": a} for s, k, a in rows},
+               "recall": {k: v[0] for k, v in recall.items()}, "labels": LABELS, "confusion": total},
+              open(f"{work}/{name}", "w"), indent=1)
+
+
+def main():
+    argv = sys.argv[1:]
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--sources", help="comma-separated; default every source in training-data/tasks")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--summary", action="store_true", help="only print the tables of finished folds")
+    ap.add_argument("--score-precision", help="score each held-out source with classify --precision P")
+    ap.add_argument("--model-args", default="", help="classify's model flags for --score-precision (e.g. '--model-dir X')")
+    a = ap.parse_args(argv)
+    by = records_by_source()
+    sources = a.sources.split(",") if a.sources else sorted(by)
+    unknown = [s for s in sources if s not in by]
+    if unknown:
+        sys.exit(f"unknown source(s): {unknown}")
+    if not a.summary:
+        prepare(a.work, by, sources)
+        with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
+            if a.score_precision:
+                jobs = [pool.submit(score_fold, a.work, s, a.score_precision, a.model_args.split()) for s in sources]
+            else:
+                jobs = [pool.submit(run_fold, a.work, s, extra) for s in sources]
+            for f in concurrent.futures.as_completed(jobs):
+                s, secs, status = f.result()
+                print(f"{s}: {status} ({secs:.0f} s)", file=sys.stderr, flush=True)
+    summary(a.work, sources, a.score_precision)
+
+
+if __name__ == "__main__":
+    main()
