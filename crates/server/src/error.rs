@@ -1,4 +1,5 @@
-//! The server layer's one error type; each variant maps to one gRPC status.
+//! The server layer's one error type. Each variant maps to one gRPC status
+//! here ([`ServerError::code`]) and to one HTTP status in `http::error`.
 
 use pointsman_classifier::ClassifierError;
 use pointsman_store::StoreError;
@@ -10,6 +11,13 @@ pub enum ServerError {
     /// A request field out of range or malformed; the message starts with the field name.
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
+    /// A prompt over `--max-prompt-bytes` (HTTP 413; gRPC INVALID_ARGUMENT).
+    #[error("{field}: is {bytes} bytes, over the maximum of {max} (--max-prompt-bytes)")]
+    PromptTooLarge {
+        field: String,
+        bytes: usize,
+        max: usize,
+    },
     /// An unknown decision id or model; the message starts with the field name.
     #[error("{field}: {message}")]
     NotFound { field: String, message: String },
@@ -58,7 +66,9 @@ impl ServerError {
     /// The gRPC code this error is answered with.
     pub fn code(&self) -> Code {
         match self {
-            ServerError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServerError::InvalidArgument { .. } | ServerError::PromptTooLarge { .. } => {
+                Code::InvalidArgument
+            }
             ServerError::NotFound { .. } => Code::NotFound,
             ServerError::Overloaded { .. } | ServerError::StoreBusy { .. } => {
                 Code::ResourceExhausted

@@ -12,12 +12,13 @@
 pub mod batcher;
 pub mod codec;
 pub mod conn;
+pub mod core;
 pub mod error;
 pub mod fields;
+pub mod grpc;
 pub mod in_flight;
 pub mod metrics;
 pub mod prompt_cache;
-pub mod service;
 pub mod state;
 
 /// Code generated from `proto/pointsman/v1/router.proto`.
@@ -44,10 +45,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use batcher::{BatchConfig, Batcher};
+pub use core::{Core, Limits};
 pub use error::ServerError;
 pub use metrics::Metrics;
 pub use prompt_cache::PromptCache;
-pub use service::{Limits, Shared};
 pub use state::{StateHolder, StateSource};
 
 /// Everything `serve` needs besides the classifier and the store.
@@ -156,7 +157,7 @@ pub async fn serve(
     metrics.generation.set(1.0);
     let (batcher, encoder_thread) =
         Batcher::start(Arc::new(classifier), config.batch, metrics.clone());
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Core {
         batcher,
         state,
         store,
@@ -164,7 +165,7 @@ pub async fn serve(
         limits: config.limits.clone(),
         heads_version,
         encoder_id,
-        store_slots: Arc::new(tokio::sync::Semaphore::new(service::STORE_SLOTS)),
+        store_slots: Arc::new(tokio::sync::Semaphore::new(core::STORE_SLOTS)),
     });
 
     let listener = TcpListener::bind(config.listen)
@@ -190,14 +191,14 @@ pub async fn serve(
         tokio::spawn(async move {
             while reload.recv().await.is_some() {
                 let s = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || service::reload(&s, false)).await;
+                let _ = tokio::task::spawn_blocking(move || s.reload(false)).await;
             }
         })
     };
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<pb::router_server::RouterServer<service::RouterService>>()
+        .set_serving::<pb::router_server::RouterServer<grpc::RouterService>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -225,7 +226,7 @@ pub async fn serve(
         .saturating_add(PER_ITEM_OVERHEAD);
     let router = in_flight::InFlight::new(
         tonic::service::interceptor::InterceptedService::new(
-            pb::router_server::RouterServer::new(service::RouterService::new(shared.clone()))
+            pb::router_server::RouterServer::new(grpc::RouterService::new(shared.clone()))
                 .max_decoding_message_size(max_message),
             auth.clone(),
         ),
@@ -233,7 +234,7 @@ pub async fn serve(
     );
     let admin = in_flight::InFlight::new(
         pb::admin_server::AdminServer::with_interceptor(
-            service::AdminService::new(shared.clone()),
+            grpc::AdminService::new(shared.clone()),
             auth,
         ),
         metrics.in_flight.clone(),
@@ -265,7 +266,7 @@ pub async fn serve(
         );
         let _ = drain_began_tx.send(());
         health_for_shutdown
-            .set_not_serving::<pb::router_server::RouterServer<service::RouterService>>()
+            .set_not_serving::<pb::router_server::RouterServer<grpc::RouterService>>()
             .await;
     };
     // Connections are bounded, time out when idle, and the accept loop
