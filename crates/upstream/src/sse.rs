@@ -1,0 +1,230 @@
+//! Streaming pass-through: the upstream's SSE bytes go to the client as they
+//! arrive (never re-serialised); a scanner reads `usage` and `data: [DONE]`
+//! on the side, and a failure after the first byte ends the stream with one
+//! OpenAI-style error event.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::sync::oneshot;
+
+use crate::error::ErrorClass;
+use crate::forward::StreamSummary;
+use crate::usage::{Usage, UsageEnvelope};
+
+/// The client-facing body of a streamed answer.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+pub(crate) type UpstreamBody = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// The longest SSE line the usage scanner buffers across chunks (1 MiB); a
+/// longer line is passed through but not scanned.
+const MAX_SCANNED_LINE: usize = 1 << 20;
+
+/// Reads SSE `data:` lines as bytes go by: the last non-null `usage`, and
+/// whether `data: [DONE]` came.
+#[derive(Default)]
+pub(crate) struct SseScanner {
+    partial: Vec<u8>,
+    overflowed: bool,
+    pub usage: Option<Usage>,
+    pub saw_done: bool,
+}
+
+impl SseScanner {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+            let (head, rest) = bytes.split_at(newline);
+            bytes = &rest[1..];
+            if self.overflowed {
+                self.overflowed = false;
+                self.partial.clear();
+            } else if self.partial.is_empty() {
+                self.line(head);
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(head);
+                self.line(&line);
+                line.clear();
+                self.partial = line;
+            }
+        }
+        if self.overflowed {
+            return;
+        }
+        if self.partial.len() + bytes.len() > MAX_SCANNED_LINE {
+            self.overflowed = true;
+            self.partial.clear();
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data == b"[DONE]" {
+            self.saw_done = true;
+        } else if contains(data, b"\"usage\"") {
+            if let Ok(UsageEnvelope { usage: Some(usage) }) = serde_json::from_slice(data) {
+                self.usage = Some(usage);
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// One OpenAI-style error event, the last thing a failed stream sends.
+pub(crate) fn error_event(message: &str, class: ErrorClass) -> Bytes {
+    let event = serde_json::json!({
+        "error": {
+            "message": message,
+            "type": "upstream_error",
+            "code": class.as_str(),
+        }
+    });
+    Bytes::from(format!("data: {event}\n\n"))
+}
+
+/// The stream handed to the front end. Its summary is sent when the
+/// upstream ends, fails, or the client drops the stream (`ClientGone`).
+pub(crate) struct PassThrough {
+    model: String,
+    first: Option<Bytes>,
+    upstream: UpstreamBody,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    scanner: SseScanner,
+    started: Instant,
+    summary: Option<oneshot::Sender<StreamSummary>>,
+    finished: bool,
+}
+
+impl PassThrough {
+    pub fn new(
+        model: String,
+        first: Bytes,
+        upstream: UpstreamBody,
+        idle_timeout: Duration,
+        started: Instant,
+        summary: oneshot::Sender<StreamSummary>,
+    ) -> PassThrough {
+        PassThrough {
+            model,
+            first: Some(first),
+            upstream,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            scanner: SseScanner::default(),
+            started,
+            summary: Some(summary),
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self, class: ErrorClass) {
+        self.finished = true;
+        if let Some(sender) = self.summary.take() {
+            // The receiver may be gone (the front end chose not to wait).
+            let _ = sender.send(StreamSummary {
+                usage: self.scanner.usage,
+                latency: self.started.elapsed(),
+                class,
+            });
+        }
+    }
+
+    fn fail(&mut self, message: String) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        tracing::warn!(model = %self.model, %message, "upstream stream failed after the first byte");
+        self.finish(ErrorClass::MidStream);
+        Poll::Ready(Some(Ok(error_event(&message, ErrorClass::MidStream))))
+    }
+
+    fn pass(&mut self, bytes: Bytes) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.scanner.feed(&bytes);
+        let next = tokio::time::Instant::now() + self.idle_timeout;
+        self.idle.as_mut().reset(next);
+        Poll::Ready(Some(Ok(bytes)))
+    }
+}
+
+impl Stream for PassThrough {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            return this.pass(first);
+        }
+        loop {
+            match this.upstream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) if bytes.is_empty() => continue,
+                Poll::Ready(Some(Ok(bytes))) => return this.pass(bytes),
+                Poll::Ready(Some(Err(e))) => {
+                    let message = format!(
+                        "upstream `{}` failed mid-stream: {}",
+                        this.model,
+                        error_chain(&e)
+                    );
+                    return this.fail(message);
+                }
+                Poll::Ready(None) if this.scanner.saw_done => {
+                    this.finish(ErrorClass::Ok);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(None) => {
+                    let message = format!(
+                        "upstream `{}` ended the stream without `data: [DONE]`",
+                        this.model
+                    );
+                    return this.fail(message);
+                }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        let message = format!(
+                            "upstream `{}` sent nothing for {} ms (idle_timeout_ms)",
+                            this.model,
+                            this.idle_timeout.as_millis()
+                        );
+                        return this.fail(message);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PassThrough {
+    fn drop(&mut self) {
+        if self.summary.is_some() {
+            self.finish(ErrorClass::ClientGone);
+        }
+    }
+}
+
+/// An error and its sources, one line (reqwest's Display alone hides the
+/// cause, e.g. "error decoding response body").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
