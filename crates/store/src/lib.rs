@@ -222,6 +222,10 @@ pub trait OutcomeStore: Send + Sync {
         failures: &[LoggedOutcome],
     ) -> Result<(), StoreError>;
 
+    /// The model whose gateway call answered this decision (the last call
+    /// of class `ok`), if any.
+    fn answered_model(&self, id: &str) -> Result<Option<String>, StoreError>;
+
     /// Whether a decision with this id is logged.
     fn has_decision(&self, id: &str) -> Result<bool, StoreError>;
 

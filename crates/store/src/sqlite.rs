@@ -204,6 +204,36 @@ fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()
     Ok(())
 }
 
+/// Inserts one outcome row; with `unless_present`, only if the decision
+/// has no outcome for that model yet.
+fn insert_outcome(
+    conn: &Connection,
+    o: &LoggedOutcome,
+    unless_present: bool,
+) -> rusqlite::Result<usize> {
+    let guard = if unless_present {
+        " WHERE NOT EXISTS (SELECT 1 FROM outcomes WHERE decision_id = ?1 AND model = ?2)"
+    } else {
+        ""
+    };
+    conn.execute(
+        &format!(
+            "INSERT INTO outcomes (decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8{guard}"
+        ),
+        params![
+            o.decision_id,
+            o.model,
+            o.score,
+            o.cost_usd,
+            o.input_tokens.map(|t| t as i64),
+            o.output_tokens.map(|t| t as i64),
+            o.latency_ms,
+            o.time_ms
+        ],
+    )
+}
+
 impl OutcomeStore for SqliteStore {
     fn append_decision(&self, d: &LoggedDecision) -> Result<(), StoreError> {
         self.append_decisions(std::slice::from_ref(d))
@@ -272,21 +302,7 @@ impl OutcomeStore for SqliteStore {
             [&o.decision_id, &o.model],
         )
         .map_err(|e| self.err(e))?;
-        tx.execute(
-            "INSERT INTO outcomes (decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                o.decision_id,
-                o.model,
-                o.score,
-                o.cost_usd,
-                o.input_tokens.map(|t| t as i64),
-                o.output_tokens.map(|t| t as i64),
-                o.latency_ms,
-                o.time_ms
-            ],
-        )
-        .map_err(|e| self.err(e))?;
+        insert_outcome(&tx, o, false).map_err(|e| self.err(e))?;
         let n: i64 = tx
             .query_row(
                 "SELECT COUNT(*) FROM outcomes WHERE decision_id = ?1",
@@ -347,25 +363,21 @@ impl OutcomeStore for SqliteStore {
         }
         // An automatic failure never replaces an outcome already there.
         for o in failures {
-            tx.execute(
-                "INSERT INTO outcomes (decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
-                 WHERE NOT EXISTS (SELECT 1 FROM outcomes WHERE decision_id = ?1 AND model = ?2)",
-                params![
-                    o.decision_id,
-                    o.model,
-                    o.score,
-                    o.cost_usd,
-                    o.input_tokens.map(|t| t as i64),
-                    o.output_tokens.map(|t| t as i64),
-                    o.latency_ms,
-                    o.time_ms
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+            insert_outcome(&tx, o, true).map_err(|e| self.err(e))?;
         }
         // With synchronous=FULL the commit returns after the WAL is fsynced.
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn answered_model(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT model FROM calls WHERE decision_id = ?1 AND error_class = 'ok' ORDER BY seq DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     fn decision_models(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
@@ -835,6 +847,8 @@ mod tests {
         assert_eq!(got[0].calls.len(), 2);
         assert_eq!(got[0].calls[1], call("d1", "small", "ok"));
         assert_eq!(got[0].outcomes, vec![failed.clone()]);
+        assert_eq!(s.answered_model("d1").unwrap().as_deref(), Some("small"));
+        assert_eq!(s.answered_model("zz").unwrap(), None);
         // Feedback for the model that answered: its outcome takes the
         // call's tokens and cost, which the feedback did not give.
         let mut fb = outcome("d1", "small", 0.75);

@@ -3,6 +3,7 @@
 //! `pointsman route` command) convert their wire format to these types,
 //! call the core and convert back; the core knows no protobuf and no HTTP.
 
+pub mod calls;
 pub mod decide;
 pub mod outcome;
 pub mod request;

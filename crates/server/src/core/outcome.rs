@@ -8,7 +8,7 @@ use super::request::OutcomeReport;
 use super::validate::check_outcome;
 use super::Core;
 use crate::error::ServerError;
-use crate::fields::quote;
+use crate::fields::{check_len, quote, MAX_DECISION_ID_BYTES};
 
 impl Core {
     /// Stores one outcome; returns how many models the decision now has
@@ -54,5 +54,28 @@ impl Core {
             .await??;
         self.metrics.outcomes.with_label_values(&[&r.model]).inc();
         Ok(n)
+    }
+
+    /// The model a report without one is about: the one whose gateway
+    /// call answered the decision, else the decision's chosen model.
+    pub async fn answering_model(&self, decision_id: &str) -> Result<String, ServerError> {
+        if decision_id.trim().is_empty() {
+            return Err(ServerError::invalid("decision_id", "is empty"));
+        }
+        check_len("decision_id", decision_id, MAX_DECISION_ID_BYTES)?;
+        let id = decision_id.to_string();
+        let (answered, considered) = self
+            .store_work(move |s| {
+                Ok::<_, pointsman_store::StoreError>((
+                    s.answered_model(&id)?,
+                    s.decision_models(&id)?,
+                ))
+            })
+            .await??;
+        match (answered, considered) {
+            (Some(m), _) => Ok(m),
+            (None, Some(models)) if !models.is_empty() => Ok(models[0].clone()),
+            _ => Err(pointsman_store::StoreError::UnknownDecision(decision_id.to_string()).into()),
+        }
     }
 }

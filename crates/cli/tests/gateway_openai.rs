@@ -1,0 +1,161 @@
+//! The HTTP gateway end to end with the official `openai` Python client
+//! (from PyPI, in target/py-serve): `openai` → `pointsman serve
+//! --http-listen` → tests/stub_upstream.py. The client-side checks (routing,
+//! named models, each fallback case, streaming, mid-stream failure,
+//! feedback, /v1/route, auth, every bad input) are in
+//! gateway/openai_checks.py; this test then reads what was logged in the
+//! store and the metrics.
+
+mod gateway_support;
+mod serve_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gateway_support::*;
+use serde_json::Value;
+use serve_support::*;
+
+fn record<'a>(records: &'a [Value], id: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("decision {id} not in the export"))
+}
+
+fn calls(r: &Value) -> Vec<(String, String)> {
+    r["calls"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c["model"].as_str().unwrap().to_string(),
+                        c["error_class"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn openai_client_routes_forwards_falls_back_and_outcomes_are_logged() {
+    let stub = Stub::start();
+    let server = start_gateway(&stub, &[]);
+    let out = Command::new(venv_python())
+        .arg(repo().join("crates/cli/tests/gateway/openai_checks.py"))
+        .args([&gateway_url(&server), TOKEN, &stub.url])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the openai checks failed");
+    let ids: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let id = |k: &str| ids[k].as_str().unwrap().to_string();
+
+    // Calls are logged just after each answer: wait until the last one is in.
+    let until = Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let records = export_all(&server.store);
+        let done = records
+            .iter()
+            .find(|r| r["id"] == id("all_failed"))
+            .is_some_and(|r| calls(r).len() == 2);
+        if done {
+            break records;
+        }
+        assert!(Instant::now() < until, "calls never logged");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // Routed and answered: one ok call with usage-based tokens and cost;
+    // feedback 0.9 took its tokens and cost from the call.
+    let routed = record(&records, &id("routed"));
+    assert_eq!(routed["chosen_model"], "ok");
+    assert_eq!(calls(routed), [("ok".into(), "ok".into())]);
+    let call = &routed["calls"][0];
+    assert_eq!(call["status"], 200);
+    assert_eq!(call["output_tokens"], 3);
+    // prompt tokens: words of all messages ("be brief" + "route me: alpha").
+    assert_eq!(call["input_tokens"], 5);
+    let cost = call["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (5.0 * 1.0 + 3.0 * 2.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert!(call["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(routed["outcomes"]["ok"]["score"], 0.9);
+    assert_eq!(routed["outcomes"]["ok"]["cost_usd"].as_f64(), Some(cost));
+
+    // A named model is a decision with that model forced.
+    let named = record(&records, &id("named"));
+    assert_eq!(named["chosen_model"], "strong");
+    assert_eq!(named["candidates"].as_array().unwrap().len(), 1);
+
+    // Each fallback: the failed call is logged with its class and is a
+    // failure outcome (score 0); the model that answered has no score
+    // until feedback (fallback_rate got one: 1.0).
+    for (faulty, class) in [
+        ("rate", "rate_limited"),
+        ("broken", "server"),
+        ("reset", "connect"),
+        ("slow", "timeout"),
+    ] {
+        let r = record(&records, &id(&format!("fallback_{faulty}")));
+        assert_eq!(
+            calls(r),
+            [(faulty.into(), class.into()), ("ok".into(), "ok".into())],
+            "{faulty}"
+        );
+        assert_eq!(r["outcomes"][faulty]["score"], 0.0, "{faulty}: {r}");
+    }
+    assert_eq!(
+        record(&records, &id("fallback_rate"))["outcomes"]["ok"]["score"],
+        1.0
+    );
+    assert!(record(&records, &id("fallback_broken"))["outcomes"]
+        .get("ok")
+        .is_none());
+
+    // Streaming: time to first token and usage from the final chunk.
+    let streamed = record(&records, &id("streamed"));
+    assert_eq!(calls(streamed), [("ok".into(), "ok".into())]);
+    assert!(streamed["calls"][0]["ttft_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(streamed["calls"][0]["output_tokens"], 4);
+
+    // Mid-stream failure: no fallback, a failure outcome.
+    let mid = record(&records, &id("midstream"));
+    assert_eq!(calls(mid), [("mid".into(), "mid_stream".into())]);
+    assert_eq!(mid["outcomes"]["mid"]["score"], 0.0);
+
+    // Everything failed: both calls and both failure outcomes.
+    let failed = record(&records, &id("all_failed"));
+    assert_eq!(
+        calls(failed),
+        [
+            ("rate".into(), "rate_limited".into()),
+            ("broken".into(), "server".into())
+        ]
+    );
+    assert_eq!(failed["outcomes"].as_object().unwrap().len(), 2);
+
+    // Metrics: per-upstream requests by class, fallbacks, tokens, cost.
+    let text = metrics_text(&server, Duration::from_secs(5)).unwrap();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+    };
+    assert!(
+        value(r#"pointsman_upstream_requests_total{class="rate_limited",model="rate"}"#) >= 3.0
+    );
+    assert!(value(r#"pointsman_upstream_fallbacks_total{model="reset"}"#) >= 1.0);
+    assert!(value(r#"pointsman_upstream_tokens_total{kind="completion",model="ok"}"#) >= 3.0);
+    assert!(value(r#"pointsman_upstream_cost_usd_total{model="ok"}"#) > 0.0);
+    assert!(
+        value(r#"pointsman_http_requests_total{route="/v1/chat/completions",status="200"}"#) >= 8.0
+    );
+    assert!(value(r#"pointsman_http_requests_total{route="/v1/models",status="401"}"#) >= 1.0);
+}
