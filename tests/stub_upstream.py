@@ -30,11 +30,15 @@ a test injects faults through the upstream config alone:
 Authorization header or null}, "last_request": {model: last JSON body}};
 `POST /stats/reset` zeroes it.
 
-Usage counts are words: prompt_tokens = words in all messages' text,
+Answers are deterministic (the id hashes the messages; `created` is fixed), so
+a forwarded answer can be compared with a direct one byte for byte. Usage
+counts are words: prompt_tokens = words in all messages' text,
 completion_tokens = words in the answer.
 """
 
+import hashlib
 import json
+import os
 import socket
 import struct
 import sys
@@ -44,7 +48,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 STATS = {"requests": {}, "auth": {}, "last_request": {}}
-COUNTER = [0]
 
 
 def message_text(message):
@@ -70,10 +73,15 @@ def answer_for(body):
     return text, usage
 
 
-def next_id():
-    with LOCK:
-        COUNTER[0] += 1
-        return "chatcmpl-stub-%d" % COUNTER[0]
+def answer_id(body):
+    """Deterministic, so a test can compare a forwarded answer with a direct
+    one byte for byte."""
+    digest = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
+    return "chatcmpl-stub-" + digest[:16]
+
+
+# A fixed `created`, for the same reason.
+CREATED = 1700000000
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -177,8 +185,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, model, body, stream, cut=False, stall=0.0, done=True):
         text, usage = answer_for(body)
-        ident = next_id()
-        created = int(time.time())
+        ident = answer_id(body)
+        created = CREATED
         if not stream:
             data = json.dumps({
                 "id": ident,
@@ -260,7 +268,6 @@ def main():
     if "--exit-on-eof" in sys.argv[1:]:
         def watch():
             sys.stdin.read()
-            import os
             os._exit(0)
         threading.Thread(target=watch, daemon=True).start()
     try:
