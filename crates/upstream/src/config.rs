@@ -151,8 +151,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Vec<UpstreamConfig>, UpstreamErro
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| error(format!("cannot read the upstream config: {e}")))?;
-    let file: UpstreamsFile =
-        toml::from_str(&text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+    let file: UpstreamsFile = toml::from_str(&text).map_err(|e| error(toml_error(&text, &e)))?;
     if file.upstream.is_empty() {
         return Err(error(
             "no [[upstream]] table: the gateway would have nothing to forward to".into(),
@@ -168,6 +167,31 @@ pub(crate) fn load_file(path: &Path) -> Result<Vec<UpstreamConfig>, UpstreamErro
                 .map_err(|message| error(format!("upstream {} (`{model}`): {message}", i + 1)))
         })
         .collect()
+}
+
+/// toml's own Display draws the offending line over several lines (and
+/// would echo a key someone pasted into the file); one line naming the
+/// field reads better in a log: `line L, column C (`field`): message`.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - line_start + 1;
+    // Only the part before `=`: the field's name, never its value.
+    let source_line = text[line_start..].lines().next().unwrap_or_default();
+    match source_line.split_once('=') {
+        Some((field, _)) if !field.trim().is_empty() => {
+            format!(
+                "line {line}, column {column} (`{}`): {message}",
+                field.trim()
+            )
+        }
+        _ => format!("line {line}, column {column}: {message}"),
+    }
 }
 
 impl UpstreamEntry {
