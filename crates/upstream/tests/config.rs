@@ -95,9 +95,16 @@ fn an_unknown_field_is_an_error_naming_it() {
     let text = load_error(&path);
     assert!(text.contains("defaults"), "{text}");
     // A key pasted into the file is named as a field, its value not echoed.
-    let path = write(&dir, "key.toml", &format!("{OK_ENTRY}api_key = \"sk-pasted-7781\"\n"));
+    let path = write(
+        &dir,
+        "key.toml",
+        &format!("{OK_ENTRY}api_key = \"sk-pasted-7781\"\n"),
+    );
     let text = load_error(&path);
-    assert!(text.contains("`api_key`") && !text.contains("sk-pasted"), "{text}");
+    assert!(
+        text.contains("`api_key`") && !text.contains("sk-pasted"),
+        "{text}"
+    );
 }
 
 #[test]

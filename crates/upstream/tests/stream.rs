@@ -276,3 +276,52 @@ async fn a_400_to_a_stream_request_is_a_complete_answer() {
     }
     assert_eq!(stub.requests("stub-ok").await, 0);
 }
+
+/// 64 concurrent streams through one `Upstreams` (one connection pool):
+/// every one ends complete, with its own answer (the stub echoes the
+/// prompt) and its own usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_each_get_their_own_answer() {
+    let stub = Stub::start();
+    let ups = upstreams(vec![stub.upstream("gpt-4o", "stub-ok")]);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let ups = ups.clone();
+            tokio::spawn(async move {
+                let words = i % 7 + 1;
+                let text = (0..words)
+                    .map(|w| format!("client{i}-word{w}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let got = streamed(
+                    ups.forward(request(&["gpt-4o"], chat_body(&text, true), WITHIN))
+                        .await
+                        .unwrap(),
+                );
+                let payloads = events(&collect(got.body).await);
+                assert_eq!(payloads.last().unwrap(), "[DONE]", "client {i}");
+                let content: String = payloads[..payloads.len() - 1]
+                    .iter()
+                    .map(|p| serde_json::from_str::<Value>(p).unwrap())
+                    .filter_map(|v| {
+                        v["choices"][0]["delta"]["content"]
+                            .as_str()
+                            .map(str::to_string)
+                    })
+                    .collect();
+                assert_eq!(content, text, "client {i} got another client's answer");
+                let summary = got.summary.await.unwrap();
+                assert_eq!(summary.class, ErrorClass::Ok);
+                assert_eq!(
+                    summary.usage.unwrap().completion_tokens,
+                    words as u64,
+                    "client {i}"
+                );
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(stub.requests("stub-ok").await, 64);
+}
