@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pointsman_upstream::{UpstreamConfig, UpstreamError, UpstreamKind, Upstreams};
@@ -16,7 +16,7 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
 }
 
 /// The error's text, checked to be a `Config` error naming `path`.
-fn load_error(path: &PathBuf) -> String {
+fn load_error(path: &Path) -> String {
     match Upstreams::load(path) {
         Err(error @ UpstreamError::Config { .. }) => {
             let text = error.to_string();
