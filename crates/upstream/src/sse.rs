@@ -228,3 +228,64 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USAGE: &[u8] = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34,\"total_tokens\":46}}\r\n\r\n";
+
+    #[test]
+    fn reads_usage_and_done_split_at_every_byte() {
+        let mut stream =
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n".to_vec();
+        stream.extend_from_slice(USAGE);
+        stream.extend_from_slice(b"data: [DONE]\n\n");
+        for split in 0..stream.len() {
+            let mut scanner = SseScanner::default();
+            scanner.feed(&stream[..split]);
+            scanner.feed(&stream[split..]);
+            assert_eq!(
+                scanner.usage,
+                Some(Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: 34
+                }),
+                "split at {split}"
+            );
+            assert!(scanner.saw_done, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn ignores_null_usage_comments_and_done_inside_content() {
+        let mut scanner = SseScanner::default();
+        scanner.feed(b": keep-alive\n\ndata: {\"usage\": null}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\n");
+        assert_eq!(scanner.usage, None);
+        assert!(!scanner.saw_done);
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_and_scanning_resumes_after_it() {
+        let mut scanner = SseScanner::default();
+        let long = vec![b'x'; MAX_SCANNED_LINE + 10];
+        scanner.feed(b"data: ");
+        scanner.feed(&long);
+        assert!(scanner.overflowed && scanner.partial.is_empty(), "not buffered");
+        scanner.feed(b"\n\n");
+        assert!(!scanner.overflowed);
+        scanner.feed(USAGE);
+        assert_eq!(scanner.usage.map(|u| u.completion_tokens), Some(34));
+    }
+
+    #[test]
+    fn the_error_event_is_openai_shaped() {
+        let event = error_event("upstream `m` failed", ErrorClass::MidStream);
+        let text = std::str::from_utf8(&event).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(text.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert!(text.ends_with("\n\n"));
+        assert_eq!(json["error"]["code"], "mid_stream");
+        assert_eq!(json["error"]["message"], "upstream `m` failed");
+    }
+}
