@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
