@@ -211,6 +211,11 @@ fn start(rt: &Runtime) -> Setup {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
+    // As real servers do: without TCP_NODELAY a stream's first chunk can
+    // wait behind its headers (Nagle), for both paths alike.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let app = Router::new().route("/v1/chat/completions", post(stub));
     rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
     let base_url = format!("http://127.0.0.1:{port}/v1");
