@@ -34,12 +34,17 @@ pub enum UpstreamKind {
     /// OpenAI, vLLM, Ollama, Together, and any compatible server.
     #[serde(rename = "openai")]
     OpenAi,
+    /// Anthropic's Messages API (`POST {base_url}/messages`, `x-api-key`),
+    /// translated to and from the OpenAI wire format (text only).
+    #[serde(rename = "anthropic")]
+    Anthropic,
 }
 
 impl UpstreamKind {
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamKind::OpenAi => "openai",
+            UpstreamKind::Anthropic => "anthropic",
         }
     }
 }
@@ -109,11 +114,24 @@ impl UpstreamConfig {
 
     /// `{base_url}/chat/completions`.
     pub fn chat_completions_url(&self) -> Url {
+        self.url_under(&["chat", "completions"])
+    }
+
+    /// Where requests go: `{base_url}/chat/completions` for `openai`,
+    /// `{base_url}/messages` for `anthropic`.
+    pub fn endpoint_url(&self) -> Url {
+        match self.kind {
+            UpstreamKind::OpenAi => self.chat_completions_url(),
+            UpstreamKind::Anthropic => self.url_under(&["messages"]),
+        }
+    }
+
+    fn url_under(&self, segments: &[&str]) -> Url {
         let mut url = self.base_url.clone();
         url.path_segments_mut()
             .expect("base_url is checked to be http(s) at load")
             .pop_if_empty()
-            .extend(["chat", "completions"]);
+            .extend(segments);
         url
     }
 }
