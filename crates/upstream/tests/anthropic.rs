@@ -6,10 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use pointsman_upstream::{ErrorClass, Forwarded, UpstreamConfig, UpstreamKind, Usage};
+use pointsman_upstream::{ErrorClass, UpstreamConfig, UpstreamKind, Usage};
 use serde_json::{json, Value};
-use support::{chat_body, request, upstreams, Stub};
+use support::{
+    chat_body, classes, collect, complete, content, events, request, streamed, upstreams, Stub,
+};
 
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -17,38 +18,6 @@ fn claude(stub: &Stub, model: &str, stub_model: &str) -> UpstreamConfig {
     let mut config = stub.upstream(model, stub_model);
     config.kind = UpstreamKind::Anthropic;
     config
-}
-
-/// model, status, body, usage, (model, class, status) of each attempt.
-type Answer = (
-    String,
-    u16,
-    Value,
-    Option<Usage>,
-    Vec<(String, ErrorClass, Option<u16>)>,
-);
-
-fn complete(forwarded: Forwarded) -> Answer {
-    match forwarded {
-        Forwarded::Complete {
-            model,
-            status,
-            body,
-            usage,
-            attempts,
-            ..
-        } => (
-            model,
-            status,
-            serde_json::from_slice(&body).unwrap(),
-            usage,
-            attempts
-                .into_iter()
-                .map(|a| (a.model, a.class, a.status))
-                .collect(),
-        ),
-        other => panic!("expected a complete answer, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -82,7 +51,8 @@ async fn a_whole_answer_is_translated_both_ways() {
             completion_tokens: 4
         })
     );
-    assert_eq!(attempts, vec![("claude".into(), ErrorClass::Ok, Some(200))]);
+    assert_eq!(classes(&attempts), [("claude", ErrorClass::Ok)]);
+    assert_eq!(attempts[0].status, Some(200));
 
     let stats = stub.stats().await;
     let sent = &stats["last_request"]["stub-ok"];
@@ -109,25 +79,15 @@ async fn a_stream_is_translated_to_chat_completion_chunks() {
     let stub = Stub::start();
     let ups = upstreams(vec![claude(&stub, "claude", "stub-ok")]);
     let text = "stream these words back";
-    let (mut body, summary) = match ups
-        .forward(request(&["claude"], chat_body(text, true), WITHIN))
-        .await
-        .unwrap()
-    {
-        Forwarded::Stream { body, summary, .. } => (body, summary),
-        other => panic!("expected a stream, got {other:?}"),
-    };
-    let mut all = Vec::new();
-    while let Some(chunk) = body.next().await {
-        all.extend_from_slice(&chunk.unwrap());
-    }
-    let text_out = String::from_utf8(all).unwrap();
-    let payloads: Vec<&str> = text_out
-        .split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| e.strip_prefix("data: ").unwrap())
-        .collect();
-    assert_eq!(*payloads.last().unwrap(), "[DONE]");
+    let got = streamed(
+        ups.forward(request(&["claude"], chat_body(text, true), WITHIN))
+            .await
+            .unwrap(),
+    );
+    let summary = got.summary;
+    let payloads = events(&collect(got.body).await);
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    assert_eq!(content(&payloads), text);
     let chunks: Vec<Value> = payloads[..payloads.len() - 1]
         .iter()
         .map(|p| serde_json::from_str(p).unwrap())
@@ -136,11 +96,6 @@ async fn a_stream_is_translated_to_chat_completion_chunks() {
         .iter()
         .all(|c| c["object"] == "chat.completion.chunk"));
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let content: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(content, text);
     let finish: Vec<&Value> = chunks
         .iter()
         .map(|c| &c["choices"][0]["finish_reason"])
@@ -184,7 +139,7 @@ async fn anthropic_failures_fall_back_and_a_400_comes_back_in_openai_shape() {
     let (model, _, answer, _, attempts) = complete(ups.forward(req).await.unwrap());
     assert_eq!(model, "gpt");
     assert_eq!(answer["choices"][0]["message"]["content"], "hi");
-    let classes: Vec<_> = attempts.iter().map(|a| a.1).collect();
+    let classes: Vec<_> = attempts.iter().map(|a| a.class).collect();
     assert_eq!(
         classes,
         vec![
@@ -231,30 +186,25 @@ async fn a_field_anthropic_cannot_take_is_a_400_naming_it_and_nothing_is_sent() 
         message.contains("`tools`") && message.contains("claude"),
         "{message}"
     );
-    assert_eq!(attempts, vec![("claude".into(), ErrorClass::Client, None)]);
+    assert_eq!(classes(&attempts), [("claude", ErrorClass::Client)]);
+    assert_eq!(attempts[0].status, None, "nothing was sent");
     assert_eq!(stub.requests("stub-ok").await, 0);
 }
 
 async fn mid_stream(stub_model: &str, says: &str) {
     let stub = Stub::start();
     let ups = upstreams(vec![claude(&stub, "claude", stub_model)]);
-    let (mut body, summary) = match ups
-        .forward(request(
+    let got = streamed(
+        ups.forward(request(
             &["claude"],
             chat_body("one two three", true),
             WITHIN,
         ))
         .await
-        .unwrap()
-    {
-        Forwarded::Stream { body, summary, .. } => (body, summary),
-        other => panic!("expected a stream, got {other:?}"),
-    };
-    let mut all = Vec::new();
-    while let Some(chunk) = body.next().await {
-        all.extend_from_slice(&chunk.unwrap());
-    }
-    let text = String::from_utf8(all).unwrap();
+        .unwrap(),
+    );
+    let summary = got.summary;
+    let text = String::from_utf8(collect(got.body).await.to_vec()).unwrap();
     let last = text.trim_end().rsplit("\n\n").next().unwrap();
     let last: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "mid_stream", "{text}");

@@ -5,37 +5,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pointsman_upstream::{ErrorClass, Forwarded, UpstreamError, Usage};
+use pointsman_upstream::{ErrorClass, UpstreamError, Usage};
 use serde_json::Value;
-use support::{chat_body, request, upstreams, Stub};
+use support::{chat_body, classes, complete, request, upstreams, Stub};
 
 const WITHIN: Duration = Duration::from_secs(20);
-
-fn complete(
-    forwarded: Forwarded,
-) -> (String, u16, Value, Option<Usage>, Vec<(String, ErrorClass)>) {
-    match forwarded {
-        Forwarded::Complete {
-            model,
-            status,
-            body,
-            usage,
-            attempts,
-            ..
-        } => (
-            model,
-            status,
-            serde_json::from_slice(&body).unwrap(),
-            usage,
-            attempts.into_iter().map(|a| (a.model, a.class)).collect(),
-        ),
-        other => panic!("expected a complete answer, got {other:?}"),
-    }
-}
-
-fn classes(attempts: &[(&str, ErrorClass)]) -> Vec<(String, ErrorClass)> {
-    attempts.iter().map(|(m, c)| (m.to_string(), *c)).collect()
-}
 
 #[tokio::test]
 async fn answers_and_passes_the_body_through_with_the_upstream_model() {
@@ -63,7 +37,7 @@ async fn answers_and_passes_the_body_through_with_the_upstream_model() {
             completion_tokens: 5
         })
     );
-    assert_eq!(attempts, classes(&[("gpt-4o", ErrorClass::Ok)]));
+    assert_eq!(classes(&attempts), [("gpt-4o", ErrorClass::Ok)]);
     let sent = &stub.stats().await["last_request"]["stub-ok"];
     assert_eq!(sent["model"], "stub-ok", "model replaced by upstream_model");
     assert_eq!(sent["user"], "client-7", "other fields pass through");
@@ -119,8 +93,8 @@ async fn falls_back_on_429_500_reset_timeout_garbage_and_refused_connections() {
         assert_eq!((model.as_str(), status), ("good", 200), "after {first}");
         assert_eq!(answer["choices"][0]["message"]["content"], "hello");
         assert_eq!(
-            attempts,
-            classes(&[(first, class), ("good", ErrorClass::Ok)]),
+            classes(&attempts),
+            [(first, class), ("good", ErrorClass::Ok)],
             "after {first}"
         );
     }
@@ -152,7 +126,7 @@ async fn a_400_is_returned_as_is_without_falling_back() {
     assert_eq!((model.as_str(), status), ("picky", 400));
     assert_eq!(answer["error"]["message"], "Invalid request (stub)");
     assert_eq!(usage, None);
-    assert_eq!(attempts, classes(&[("picky", ErrorClass::Client)]));
+    assert_eq!(classes(&attempts), [("picky", ErrorClass::Client)]);
     assert_eq!(stub.requests("stub-ok").await, 0, "no fallback after a 400");
 }
 

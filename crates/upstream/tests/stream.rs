@@ -6,66 +6,14 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use pointsman_upstream::{ByteStream, ErrorClass, Forwarded, StreamSummary, Usage};
+use pointsman_upstream::{ErrorClass, Forwarded, Usage};
 use serde_json::{json, Value};
-use support::{chat_body, http_client, request, upstreams, Stub};
-use tokio::sync::oneshot;
+use support::{
+    chat_body, classes, collect, content, events, http_client, request, streamed, upstreams, Stub,
+};
 
 const WITHIN: Duration = Duration::from_secs(20);
-
-struct Streamed {
-    model: String,
-    attempts: Vec<(String, ErrorClass)>,
-    body: ByteStream,
-    summary: oneshot::Receiver<StreamSummary>,
-}
-
-fn streamed(forwarded: Forwarded) -> Streamed {
-    match forwarded {
-        Forwarded::Stream {
-            model,
-            status,
-            first_byte,
-            body,
-            attempts,
-            summary,
-        } => {
-            assert_eq!(status, 200);
-            assert!(first_byte > Duration::ZERO);
-            Streamed {
-                model,
-                attempts: attempts.into_iter().map(|a| (a.model, a.class)).collect(),
-                body,
-                summary,
-            }
-        }
-        other => panic!("expected a stream, got {other:?}"),
-    }
-}
-
-async fn collect(mut body: ByteStream) -> Bytes {
-    let mut all = Vec::new();
-    while let Some(chunk) = body.next().await {
-        all.extend_from_slice(&chunk.unwrap());
-    }
-    Bytes::from(all)
-}
-
-/// The `data:` payloads of an SSE text.
-fn events(bytes: &[u8]) -> Vec<String> {
-    std::str::from_utf8(bytes)
-        .unwrap()
-        .split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            e.strip_prefix("data: ")
-                .unwrap_or_else(|| panic!("not an SSE data event: {e:?}"))
-                .to_string()
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn streams_byte_for_byte_with_usage_in_the_summary() {
@@ -84,7 +32,7 @@ async fn streams_byte_for_byte_with_usage_in_the_summary() {
             .unwrap(),
     );
     assert_eq!(got.model, "gpt-4o");
-    assert_eq!(got.attempts, vec![("gpt-4o".to_string(), ErrorClass::Ok)]);
+    assert_eq!(classes(&got.attempts), [("gpt-4o", ErrorClass::Ok)]);
     let forwarded = collect(got.body).await;
     let summary = got.summary.await.unwrap();
 
@@ -111,15 +59,7 @@ async fn streams_byte_for_byte_with_usage_in_the_summary() {
 
     let payloads = events(&forwarded);
     assert_eq!(payloads.last().unwrap(), "[DONE]");
-    let content: String = payloads[..payloads.len() - 1]
-        .iter()
-        .map(|p| serde_json::from_str::<Value>(p).unwrap())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let content = content(&payloads);
     assert_eq!(content, text);
     assert_eq!(summary.class, ErrorClass::Ok);
     assert_eq!(
@@ -145,10 +85,10 @@ async fn falls_back_before_the_first_byte_of_a_stream() {
     );
     assert_eq!(got.model, "good");
     assert_eq!(
-        got.attempts,
-        vec![
-            ("limited".to_string(), ErrorClass::RateLimited),
-            ("good".to_string(), ErrorClass::Ok)
+        classes(&got.attempts),
+        [
+            ("limited", ErrorClass::RateLimited),
+            ("good", ErrorClass::Ok)
         ]
     );
     let payloads = events(&collect(got.body).await);
@@ -300,15 +240,7 @@ async fn concurrent_streams_each_get_their_own_answer() {
                 );
                 let payloads = events(&collect(got.body).await);
                 assert_eq!(payloads.last().unwrap(), "[DONE]", "client {i}");
-                let content: String = payloads[..payloads.len() - 1]
-                    .iter()
-                    .map(|p| serde_json::from_str::<Value>(p).unwrap())
-                    .filter_map(|v| {
-                        v["choices"][0]["delta"]["content"]
-                            .as_str()
-                            .map(str::to_string)
-                    })
-                    .collect();
+                let content = content(&payloads);
                 assert_eq!(content, text, "client {i} got another client's answer");
                 let summary = got.summary.await.unwrap();
                 assert_eq!(summary.class, ErrorClass::Ok);

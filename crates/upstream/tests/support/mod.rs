@@ -8,8 +8,14 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pointsman_upstream::{ForwardRequest, UpstreamConfig, Upstreams};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use pointsman_upstream::{
+    Attempt, ByteStream, ErrorClass, ForwardRequest, Forwarded, StreamSummary, UpstreamConfig,
+    Upstreams, Usage,
+};
 use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
 
 /// A running stub; killed on drop (and it exits by itself when its stdin,
 /// held here, closes: a test that panics leaves nothing behind).
@@ -125,4 +131,103 @@ pub fn request(chain: &[&str], body: Map<String, Value>, within: Duration) -> Fo
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// A whole answer: model, status, body as JSON, usage, attempts.
+pub type Answer = (String, u16, Value, Option<Usage>, Vec<Attempt>);
+
+pub fn complete(forwarded: Forwarded) -> Answer {
+    match forwarded {
+        Forwarded::Complete {
+            model,
+            status,
+            body,
+            usage,
+            attempts,
+            ..
+        } => (
+            model,
+            status,
+            serde_json::from_slice(&body).unwrap(),
+            usage,
+            attempts,
+        ),
+        other => panic!("expected a complete answer, got {other:?}"),
+    }
+}
+
+/// (model, class) of each attempt.
+pub fn classes(attempts: &[Attempt]) -> Vec<(&str, ErrorClass)> {
+    attempts
+        .iter()
+        .map(|a| (a.model.as_str(), a.class))
+        .collect()
+}
+
+/// A streamed answer's parts, its status checked to be 200.
+pub struct Streamed {
+    pub model: String,
+    pub attempts: Vec<Attempt>,
+    pub body: ByteStream,
+    pub summary: oneshot::Receiver<StreamSummary>,
+}
+
+pub fn streamed(forwarded: Forwarded) -> Streamed {
+    match forwarded {
+        Forwarded::Stream {
+            model,
+            status,
+            first_byte,
+            body,
+            attempts,
+            summary,
+        } => {
+            assert_eq!(status, 200);
+            assert!(first_byte > Duration::ZERO);
+            Streamed {
+                model,
+                attempts,
+                body,
+                summary,
+            }
+        }
+        other => panic!("expected a stream, got {other:?}"),
+    }
+}
+
+/// Every byte of a stream.
+pub async fn collect(mut body: ByteStream) -> Bytes {
+    let mut all = Vec::new();
+    while let Some(chunk) = body.next().await {
+        all.extend_from_slice(&chunk.unwrap());
+    }
+    Bytes::from(all)
+}
+
+/// The `data:` payloads of an SSE text (each event a single `data:` line).
+pub fn events(bytes: &[u8]) -> Vec<String> {
+    std::str::from_utf8(bytes)
+        .unwrap()
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not an SSE data event: {e:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The answer text: every chunk's `delta.content`, in order.
+pub fn content(payloads: &[String]) -> String {
+    payloads
+        .iter()
+        .filter(|p| *p != "[DONE]")
+        .map(|p| serde_json::from_str::<Value>(p).unwrap())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
 }
