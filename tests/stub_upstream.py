@@ -26,15 +26,24 @@ a test injects faults through the upstream config alone:
   stub-garbage        200 with a body that is not JSON
   anything else       404 model_not_found
 
+`POST .../messages` speaks Anthropic's Messages API (JSON, or its event
+stream with `"stream": true`) for stub-ok, stub-429, stub-529 (overloaded),
+stub-400, stub-reset, stub-midstream and stub-error-event (an `error` event
+after the first text delta); `max_tokens` is required, as there.
+
 `GET /stats` returns {"requests": {model: count}, "auth": {model: last
-Authorization header or null}, "last_request": {model: last JSON body}};
+Authorization header or null; for /messages "x-api-key K; anthropic-version V"}, "last_request": {model: last JSON body}};
 `POST /stats/reset` zeroes it.
 
-Usage counts are words: prompt_tokens = words in all messages' text,
+Answers are deterministic (the id hashes the messages; `created` is fixed), so
+a forwarded answer can be compared with a direct one byte for byte. Usage
+counts are words: prompt_tokens = words in all messages' text,
 completion_tokens = words in the answer.
 """
 
+import hashlib
 import json
+import os
 import socket
 import struct
 import sys
@@ -44,7 +53,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 STATS = {"requests": {}, "auth": {}, "last_request": {}}
-COUNTER = [0]
 
 
 def message_text(message):
@@ -70,10 +78,15 @@ def answer_for(body):
     return text, usage
 
 
-def next_id():
-    with LOCK:
-        COUNTER[0] += 1
-        return "chatcmpl-stub-%d" % COUNTER[0]
+def answer_id(body):
+    """Deterministic, so a test can compare a forwarded answer with a direct
+    one byte for byte."""
+    digest = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
+    return "chatcmpl-stub-" + digest[:16]
+
+
+# A fixed `created`, for the same reason.
+CREATED = 1700000000
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -129,7 +142,8 @@ class Handler(BaseHTTPRequestHandler):
                     v.clear()
             self.send_json(200, {"ok": True})
             return
-        if not self.path.endswith("/chat/completions"):
+        anthropic = self.path.endswith("/messages")
+        if not anthropic and not self.path.endswith("/chat/completions"):
             self.send_error_json(404, "no such path: %s" % self.path, "invalid_request_error", None)
             return
         try:
@@ -140,9 +154,16 @@ class Handler(BaseHTTPRequestHandler):
         model = str(body.get("model"))
         with LOCK:
             STATS["requests"][model] = STATS["requests"].get(model, 0) + 1
-            STATS["auth"][model] = self.headers.get("Authorization")
+            if anthropic:
+                STATS["auth"][model] = "x-api-key %s; anthropic-version %s" % (
+                    self.headers.get("x-api-key"), self.headers.get("anthropic-version"))
+            else:
+                STATS["auth"][model] = self.headers.get("Authorization")
             STATS["last_request"][model] = body
-        self.behave(model, body)
+        if anthropic:
+            self.behave_anthropic(model, body)
+        else:
+            self.behave(model, body)
 
     def behave(self, model, body):
         stream = body.get("stream") is True
@@ -177,8 +198,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, model, body, stream, cut=False, stall=0.0, done=True):
         text, usage = answer_for(body)
-        ident = next_id()
-        created = int(time.time())
+        ident = answer_id(body)
+        created = CREATED
         if not stream:
             data = json.dumps({
                 "id": ident,
@@ -249,6 +270,91 @@ class Handler(BaseHTTPRequestHandler):
         self.end_chunks()
 
 
+    # ----- Anthropic's Messages API ------------------------------------
+    def send_anthropic_error(self, status, type_, message):
+        self.send_json(status, {"type": "error", "error": {"type": type_, "message": message}})
+
+    def behave_anthropic(self, model, body):
+        stream = body.get("stream") is True
+        if model == "stub-429":
+            self.send_anthropic_error(429, "rate_limit_error", "Rate limited (stub)")
+        elif model == "stub-529":
+            self.send_anthropic_error(529, "overloaded_error", "Overloaded (stub)")
+        elif model == "stub-400":
+            self.send_anthropic_error(400, "invalid_request_error", "Invalid request (stub)")
+        elif model == "stub-reset":
+            self.reset()
+        elif model == "stub-midstream":
+            self.answer_anthropic(model, body, stream, cut=True)
+        elif model == "stub-error-event":
+            self.answer_anthropic(model, body, stream, error_event=True)
+        elif model == "stub-ok":
+            self.answer_anthropic(model, body, stream)
+        else:
+            self.send_anthropic_error(404, "not_found_error", "model: %s" % model)
+
+    def answer_anthropic(self, model, body, stream, cut=False, error_event=False):
+        if not isinstance(body.get("max_tokens"), int):
+            self.send_anthropic_error(400, "invalid_request_error", "max_tokens: Field required")
+            return
+        messages = body.get("messages") or []
+        user = [m for m in messages if m.get("role") == "user"]
+        text = message_text(user[-1]) if user else ""
+        system = body.get("system") or ""
+        input_tokens = len(system.split()) + sum(len(message_text(m).split()) for m in messages)
+        output_tokens = len(text.split())
+        ident = "msg_" + answer_id(body)[len("chatcmpl-stub-"):]
+        if not stream:
+            self.send_json(200, {
+                "id": ident, "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            })
+            return
+
+        def event(name, data):
+            return ("event: %s\ndata: %s\n\n" % (name, json.dumps(data))).encode()
+
+        words = text.split(" ")
+        pieces = [words[0]] + [" " + w for w in words[1:]] if text else []
+        events = [
+            event("message_start", {"type": "message_start", "message": {
+                "id": ident, "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+            event("content_block_start", {"type": "content_block_start", "index": 0,
+                                          "content_block": {"type": "text", "text": ""}}),
+            event("ping", {"type": "ping"}),
+        ]
+        events += [event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                 "delta": {"type": "text_delta", "text": p}}) for p in pieces]
+        events += [
+            event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                    "usage": {"output_tokens": output_tokens}}),
+            event("message_stop", {"type": "message_stop"}),
+        ]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i, data in enumerate(events):
+            if i == 4 and cut:
+                self.reset()
+                return
+            if i == 4 and error_event:
+                self.write_chunk(event("error", {"type": "error", "error": {
+                    "type": "overloaded_error", "message": "Overloaded (stub)"}}))
+                self.end_chunks()
+                return
+            try:
+                self.write_chunk(data)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+        self.end_chunks()
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
@@ -260,7 +366,6 @@ def main():
     if "--exit-on-eof" in sys.argv[1:]:
         def watch():
             sys.stdin.read()
-            import os
             os._exit(0)
         threading.Thread(target=watch, daemon=True).start()
     try:

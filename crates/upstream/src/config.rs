@@ -34,12 +34,17 @@ pub enum UpstreamKind {
     /// OpenAI, vLLM, Ollama, Together, and any compatible server.
     #[serde(rename = "openai")]
     OpenAi,
+    /// Anthropic's Messages API (`POST {base_url}/messages`, `x-api-key`),
+    /// translated to and from the OpenAI wire format (text only).
+    #[serde(rename = "anthropic")]
+    Anthropic,
 }
 
 impl UpstreamKind {
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamKind::OpenAi => "openai",
+            UpstreamKind::Anthropic => "anthropic",
         }
     }
 }
@@ -109,11 +114,24 @@ impl UpstreamConfig {
 
     /// `{base_url}/chat/completions`.
     pub fn chat_completions_url(&self) -> Url {
+        self.url_under(&["chat", "completions"])
+    }
+
+    /// Where requests go: `{base_url}/chat/completions` for `openai`,
+    /// `{base_url}/messages` for `anthropic`.
+    pub fn endpoint_url(&self) -> Url {
+        match self.kind {
+            UpstreamKind::OpenAi => self.chat_completions_url(),
+            UpstreamKind::Anthropic => self.url_under(&["messages"]),
+        }
+    }
+
+    fn url_under(&self, segments: &[&str]) -> Url {
         let mut url = self.base_url.clone();
         url.path_segments_mut()
             .expect("base_url is checked to be http(s) at load")
             .pop_if_empty()
-            .extend(["chat", "completions"]);
+            .extend(segments);
         url
     }
 }
@@ -151,8 +169,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Vec<UpstreamConfig>, UpstreamErro
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| error(format!("cannot read the upstream config: {e}")))?;
-    let file: UpstreamsFile =
-        toml::from_str(&text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+    let file: UpstreamsFile = toml::from_str(&text).map_err(|e| error(toml_error(&text, &e)))?;
     if file.upstream.is_empty() {
         return Err(error(
             "no [[upstream]] table: the gateway would have nothing to forward to".into(),
@@ -168,6 +185,31 @@ pub(crate) fn load_file(path: &Path) -> Result<Vec<UpstreamConfig>, UpstreamErro
                 .map_err(|message| error(format!("upstream {} (`{model}`): {message}", i + 1)))
         })
         .collect()
+}
+
+/// toml's own Display draws the offending line over several lines (and
+/// would echo a key someone pasted into the file); one line naming the
+/// field reads better in a log: `line L, column C (`field`): message`.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - line_start + 1;
+    // Only the part before `=`: the field's name, never its value.
+    let source_line = text[line_start..].lines().next().unwrap_or_default();
+    match source_line.split_once('=') {
+        Some((field, _)) if !field.trim().is_empty() => {
+            format!(
+                "line {line}, column {column} (`{}`): {message}",
+                field.trim()
+            )
+        }
+        _ => format!("line {line}, column {column}: {message}"),
+    }
 }
 
 impl UpstreamEntry {

@@ -11,8 +11,10 @@ use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::anthropic::{self, AnthropicStream};
+use crate::config::UpstreamKind;
 use crate::error::{ErrorClass, UpstreamError};
-use crate::sse::{error_chain, ByteStream, PassThrough, UpstreamBody};
+use crate::sse::{error_chain, ByteStream, Framing, PassThrough, SseScanner, UpstreamBody};
 pub use crate::usage::Usage;
 use crate::usage::UsageEnvelope;
 use crate::Upstream;
@@ -234,12 +236,35 @@ pub(crate) async fn attempt(
 ) -> AttemptEnd {
     let config = &upstream.config;
     let attempt_started = Instant::now();
-    body.insert("model".into(), Value::String(config.upstream_model.clone()));
-    let payload = match serde_json::to_vec(body) {
+    let payload = match config.kind {
+        UpstreamKind::OpenAi => {
+            body.insert("model".into(), Value::String(config.upstream_model.clone()));
+            serde_json::to_vec(body).map_err(|e| e.to_string())
+        }
+        UpstreamKind::Anthropic => anthropic::request(body, &config.upstream_model, stream),
+    };
+    let payload = match payload {
         Ok(payload) => payload,
-        Err(e) => {
-            tracing::error!(error = %e, "serialising a JSON map failed");
-            return failed(ErrorClass::BadResponse, None, None);
+        // The request cannot be said in this upstream's wire format: a
+        // client error, answered as an upstream's 400 would be.
+        Err(message) => {
+            let error = serde_json::json!({"error": {
+                "message": format!("upstream `{}`: {message}", config.model),
+                "type": "invalid_request_error", "param": null, "code": null,
+            }});
+            return AttemptEnd::Answered(Forwarded::Complete {
+                model: config.model.clone(),
+                status: 400,
+                body: Bytes::from(error.to_string()),
+                usage: None,
+                latency: started.elapsed(),
+                attempts: vec![Attempt {
+                    model: config.model.clone(),
+                    class: ErrorClass::Client,
+                    status: None,
+                    latency: attempt_started.elapsed(),
+                }],
+            });
         }
     };
     let mut request = upstream
@@ -255,8 +280,15 @@ pub(crate) async fn attempt(
             }),
         )
         .body(payload);
-    if let Some(key) = &config.api_key {
-        request = request.bearer_auth(key.expose());
+    match (config.kind, &config.api_key) {
+        (UpstreamKind::OpenAi, Some(key)) => request = request.bearer_auth(key.expose()),
+        (UpstreamKind::OpenAi, None) => {}
+        (UpstreamKind::Anthropic, key) => {
+            request = request.header("anthropic-version", anthropic::API_VERSION);
+            if let Some(key) = key {
+                request = request.header("x-api-key", key.expose());
+            }
+        }
     }
 
     // Until the first byte of the body: the upstream's first-byte timeout,
@@ -285,7 +317,11 @@ pub(crate) async fn attempt(
             deadline,
         )
         .await
-        .ok();
+        .ok()
+        .map(|b| match config.kind {
+            UpstreamKind::OpenAi => b,
+            UpstreamKind::Anthropic => anthropic::error_body(b),
+        });
         let class = match code {
             429 => ErrorClass::RateLimited,
             500..=599 => ErrorClass::Server,
@@ -326,10 +362,15 @@ pub(crate) async fn attempt(
 
     if stream {
         let (sender, summary) = oneshot::channel();
+        let framing: Box<dyn Framing> = match config.kind {
+            UpstreamKind::OpenAi => Box::new(SseScanner::default()),
+            UpstreamKind::Anthropic => Box::new(AnthropicStream::default()),
+        };
         let body = PassThrough::new(
             config.model.clone(),
             first,
             upstream_body,
+            framing,
             config.idle_timeout,
             started,
             sender,
@@ -358,10 +399,16 @@ pub(crate) async fn attempt(
         Ok(whole) => whole,
         Err(class) => return failed(class, Some(code), None),
     };
-    let usage = match serde_json::from_slice::<UsageEnvelope>(&whole) {
-        Ok(envelope) => envelope.usage,
+    let answer = match config.kind {
+        UpstreamKind::OpenAi => serde_json::from_slice::<UsageEnvelope>(&whole)
+            .map(|envelope| (whole.clone(), envelope.usage))
+            .map_err(|e| e.to_string()),
+        UpstreamKind::Anthropic => anthropic::response(&whole),
+    };
+    let (whole, usage) = match answer {
+        Ok(answer) => answer,
         Err(e) => {
-            tracing::info!(model = %config.model, error = %e, "upstream answer is not chat-completion JSON");
+            tracing::info!(model = %config.model, error = %e, "upstream answer is not what its kind promises");
             return failed(ErrorClass::BadResponse, Some(code), Some(whole));
         }
     };

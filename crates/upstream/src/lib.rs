@@ -8,6 +8,7 @@
 //! [`StreamSummary`]. This crate knows nothing of routing, HTTP serving,
 //! metrics or the outcome store.
 
+mod anthropic;
 mod config;
 mod error;
 mod forward;
@@ -84,7 +85,7 @@ impl Upstreams {
                     client
                 }
             };
-            let url = config.chat_completions_url();
+            let url = config.endpoint_url();
             by_model.insert(
                 config.model.clone(),
                 Upstream {

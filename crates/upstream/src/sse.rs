@@ -25,6 +25,34 @@ pub(crate) type UpstreamBody = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>>
 /// longer line is passed through but not scanned.
 const MAX_SCANNED_LINE: usize = 1 << 20;
 
+/// What a stream's bytes become on their way to the client, and what is
+/// read from them on the side. OpenAI upstreams pass through unchanged
+/// ([`SseScanner`]); other wire formats translate (crate::anthropic).
+pub(crate) trait Framing: Send {
+    /// The bytes for the client (possibly none yet) from the upstream's
+    /// next bytes; `Err` fails the stream with that message.
+    fn feed(&mut self, bytes: Bytes) -> Result<Bytes, String>;
+    /// The token usage the stream reported, once it has.
+    fn usage(&self) -> Option<Usage>;
+    /// Whether the stream's end marker (`data: [DONE]`) has passed.
+    fn done(&self) -> bool;
+}
+
+impl Framing for SseScanner {
+    fn feed(&mut self, bytes: Bytes) -> Result<Bytes, String> {
+        self.scan(&bytes);
+        Ok(bytes)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn done(&self) -> bool {
+        self.saw_done
+    }
+}
+
 /// Reads SSE `data:` lines as bytes go by: the last non-null `usage`, and
 /// whether `data: [DONE]` came.
 #[derive(Default)]
@@ -36,7 +64,7 @@ pub(crate) struct SseScanner {
 }
 
 impl SseScanner {
-    pub fn feed(&mut self, mut bytes: &[u8]) {
+    pub fn scan(&mut self, mut bytes: &[u8]) {
         while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
             let (head, rest) = bytes.split_at(newline);
             bytes = &rest[1..];
@@ -104,7 +132,7 @@ pub(crate) struct PassThrough {
     upstream: UpstreamBody,
     idle_timeout: Duration,
     idle: Pin<Box<tokio::time::Sleep>>,
-    scanner: SseScanner,
+    framing: Box<dyn Framing>,
     started: Instant,
     summary: Option<oneshot::Sender<StreamSummary>>,
     finished: bool,
@@ -115,6 +143,7 @@ impl PassThrough {
         model: String,
         first: Bytes,
         upstream: UpstreamBody,
+        framing: Box<dyn Framing>,
         idle_timeout: Duration,
         started: Instant,
         summary: oneshot::Sender<StreamSummary>,
@@ -125,7 +154,7 @@ impl PassThrough {
             upstream,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
-            scanner: SseScanner::default(),
+            framing,
             started,
             summary: Some(summary),
             finished: false,
@@ -137,7 +166,7 @@ impl PassThrough {
         if let Some(sender) = self.summary.take() {
             // The receiver may be gone (the front end chose not to wait).
             let _ = sender.send(StreamSummary {
-                usage: self.scanner.usage,
+                usage: self.framing.usage(),
                 latency: self.started.elapsed(),
                 class,
             });
@@ -149,13 +178,6 @@ impl PassThrough {
         self.finish(ErrorClass::MidStream);
         Poll::Ready(Some(Ok(error_event(&message, ErrorClass::MidStream))))
     }
-
-    fn pass(&mut self, bytes: Bytes) -> Poll<Option<Result<Bytes, std::io::Error>>> {
-        self.scanner.feed(&bytes);
-        let next = tokio::time::Instant::now() + self.idle_timeout;
-        self.idle.as_mut().reset(next);
-        Poll::Ready(Some(Ok(bytes)))
-    }
 }
 
 impl Stream for PassThrough {
@@ -166,43 +188,56 @@ impl Stream for PassThrough {
         if this.finished {
             return Poll::Ready(None);
         }
-        if let Some(first) = this.first.take() {
-            return this.pass(first);
-        }
         loop {
-            match this.upstream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) if bytes.is_empty() => continue,
-                Poll::Ready(Some(Ok(bytes))) => return this.pass(bytes),
-                Poll::Ready(Some(Err(e))) => {
-                    let message = format!(
-                        "upstream `{}` failed mid-stream: {}",
-                        this.model,
-                        error_chain(&e)
-                    );
-                    return this.fail(message);
-                }
-                Poll::Ready(None) if this.scanner.saw_done => {
-                    this.finish(ErrorClass::Ok);
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(None) => {
-                    let message = format!(
-                        "upstream `{}` ended the stream without `data: [DONE]`",
-                        this.model
-                    );
-                    return this.fail(message);
-                }
-                Poll::Pending => {
-                    if this.idle.as_mut().poll(cx).is_ready() {
+            let bytes = match this.first.take() {
+                Some(first) => first,
+                None => match this.upstream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(bytes))) => bytes,
+                    Poll::Ready(Some(Err(e))) => {
                         let message = format!(
-                            "upstream `{}` sent nothing for {} ms (idle_timeout_ms)",
+                            "upstream `{}` failed mid-stream: {}",
                             this.model,
-                            this.idle_timeout.as_millis()
+                            error_chain(&e)
                         );
                         return this.fail(message);
                     }
-                    return Poll::Pending;
+                    Poll::Ready(None) if this.framing.done() => {
+                        this.finish(ErrorClass::Ok);
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(None) => {
+                        let message = format!(
+                            "upstream `{}` ended the stream without `data: [DONE]`",
+                            this.model
+                        );
+                        return this.fail(message);
+                    }
+                    Poll::Pending => {
+                        if this.idle.as_mut().poll(cx).is_ready() {
+                            let message = format!(
+                                "upstream `{}` sent nothing for {} ms (idle_timeout_ms)",
+                                this.model,
+                                this.idle_timeout.as_millis()
+                            );
+                            return this.fail(message);
+                        }
+                        return Poll::Pending;
+                    }
+                },
+            };
+            if bytes.is_empty() {
+                continue;
+            }
+            let next = tokio::time::Instant::now() + this.idle_timeout;
+            this.idle.as_mut().reset(next);
+            match this.framing.feed(bytes) {
+                Err(message) => {
+                    let message = format!("upstream `{}`: {message}", this.model);
+                    return this.fail(message);
                 }
+                // Nothing for the client yet (a partial or ignored event).
+                Ok(out) if out.is_empty() => continue,
+                Ok(out) => return Poll::Ready(Some(Ok(out))),
             }
         }
     }
@@ -227,4 +262,68 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USAGE: &[u8] = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34,\"total_tokens\":46}}\r\n\r\n";
+
+    #[test]
+    fn reads_usage_and_done_split_at_every_byte() {
+        let mut stream =
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n".to_vec();
+        stream.extend_from_slice(USAGE);
+        stream.extend_from_slice(b"data: [DONE]\n\n");
+        for split in 0..stream.len() {
+            let mut scanner = SseScanner::default();
+            scanner.scan(&stream[..split]);
+            scanner.scan(&stream[split..]);
+            assert_eq!(
+                scanner.usage,
+                Some(Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: 34
+                }),
+                "split at {split}"
+            );
+            assert!(scanner.saw_done, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn ignores_null_usage_comments_and_done_inside_content() {
+        let mut scanner = SseScanner::default();
+        scanner.scan(b": keep-alive\n\ndata: {\"usage\": null}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\n");
+        assert_eq!(scanner.usage, None);
+        assert!(!scanner.saw_done);
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_and_scanning_resumes_after_it() {
+        let mut scanner = SseScanner::default();
+        let long = vec![b'x'; MAX_SCANNED_LINE + 10];
+        scanner.scan(b"data: ");
+        scanner.scan(&long);
+        assert!(
+            scanner.overflowed && scanner.partial.is_empty(),
+            "not buffered"
+        );
+        scanner.scan(b"\n\n");
+        assert!(!scanner.overflowed);
+        scanner.scan(USAGE);
+        assert_eq!(scanner.usage.map(|u| u.completion_tokens), Some(34));
+    }
+
+    #[test]
+    fn the_error_event_is_openai_shaped() {
+        let event = error_event("upstream `m` failed", ErrorClass::MidStream);
+        let text = std::str::from_utf8(&event).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(text.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert!(text.ends_with("\n\n"));
+        assert_eq!(json["error"]["code"], "mid_stream");
+        assert_eq!(json["error"]["message"], "upstream `m` failed");
+    }
 }
