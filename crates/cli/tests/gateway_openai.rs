@@ -159,3 +159,106 @@ fn openai_client_routes_forwards_falls_back_and_outcomes_are_logged() {
     );
     assert!(value(r#"pointsman_http_requests_total{route="/v1/models",status="401"}"#) >= 1.0);
 }
+
+/// One HTTP/1.1 request over a plain socket: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn without_upstreams_routing_works_and_chat_is_503_and_open_listeners_are_refused() {
+    // Beyond loopback without TLS and a token: refused, naming the flag.
+    let out = pointsman(&[
+        "serve",
+        "--router",
+        "none",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "0.0.0.0:0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--http-listen 0.0.0.0:0 is beyond loopback") && err.contains("--insecure"),
+        "{err}"
+    );
+    // A bad upstreams file fails start-up, naming the field.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("upstreams.toml");
+    std::fs::write(
+        &bad,
+        "[[upstream]]\nmodel = \"cheap\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nupstream_model = \"x\"\ntimeout_ms = 5\n",
+    )
+    .unwrap();
+    let out = pointsman(&[
+        "serve",
+        "--router",
+        "none",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--upstreams",
+        bad.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("timeout_ms"), "{err}");
+
+    let mut server = Server::start(Options {
+        extra: vec!["--http-listen".into(), "127.0.0.1:0".into()],
+        ..Options::default()
+    });
+    let addr = server.http.clone().expect("an http address");
+    let (status, body) = http(&addr, "GET", "/v1/models", "");
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["pointsman", "pointsman/auto"]);
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/route",
+        r#"{"prompt": "What is 2 + 2?"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["model"],
+        "cheap"
+    );
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model": "pointsman", "messages": [{"role": "user", "content": "hi"}]}"#,
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "no_upstream"
+    );
+    // Both front ends drain on SIGTERM.
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+}

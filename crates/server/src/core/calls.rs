@@ -132,7 +132,9 @@ impl Core {
             return Ok(());
         }
         let n_failures = failures.len();
-        self.store_work(move |s| s.append_calls(&rows, &failures))
+        // Logged after the client has its answer: wait for a store slot
+        // rather than lose the row.
+        self.store_work_waiting(move |s| s.append_calls(&rows, &failures))
             .await??;
         if n_failures > 0 {
             tracing::info!(%decision_id, failures = n_failures, "upstream failures logged as outcomes");

@@ -79,6 +79,29 @@ impl Core {
                 .map_err(|_| ServerError::StoreBusy {
                     capacity: STORE_SLOTS,
                 })?;
+        self.store_work_with(permit, work).await
+    }
+
+    /// [`Core::store_work`] for background writes that must not be lost
+    /// (the gateway's call logs): waits for a slot instead of failing.
+    pub async fn store_work_waiting<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn OutcomeStore) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let permit = self
+            .store_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ServerError::Internal(format!("store slots: {e}")))?;
+        self.store_work_with(permit, work).await
+    }
+
+    async fn store_work_with<T: Send + 'static>(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        work: impl FnOnce(&dyn OutcomeStore) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let out = work(store.as_ref());
