@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
-use pointsman_classifier::{classifier::load_encoder, embed_cache, Encoder};
-use pointsman_router::{
-    catalog::estimate_tokens, policy::decide, Catalog, Constraints, Policy, SuccessModel,
-};
+use pointsman_classifier::embed_cache;
+use pointsman_server::core::decide::decide;
+use pointsman_server::core::validate::check_route;
+use pointsman_server::core::{RouteConstraints, RouteRequest};
+use pointsman_server::{Limits, StateHolder, StateSource};
 use serde_json::json;
 
 use crate::classify::load_classifier;
@@ -44,89 +44,62 @@ pub struct RouteArgs {
     max_latency_ms: Option<f64>,
     /// Completion tokens expected (for cost and the context-window check).
     #[arg(long, default_value_t = 256)]
-    output_tokens: u64,
+    output_tokens: u32,
     #[command(flatten)]
     model: ModelArgs,
 }
 
 pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
-    let catalog_path = paths::resolve(&args.catalog);
-    let text = std::fs::read_to_string(&catalog_path)
-        .with_context(|| format!("cannot read {}", catalog_path.display()))?;
-    let catalog =
-        Catalog::from_toml_str(&text).with_context(|| catalog_path.display().to_string())?;
-    let router_path = paths::resolve(&args.router);
-    let artifact = std::fs::read_to_string(&router_path)
-        .with_context(|| format!("cannot read {}", router_path.display()))?;
-    let success =
-        SuccessModel::from_json(&artifact).with_context(|| router_path.display().to_string())?;
+    // The same core as `pointsman serve` (validate, decide), in-process:
+    // only the classifier call and the store differ.
+    let classifier = load_classifier(&args.model)?;
     let dir = args.model.open_dir()?;
-    // An artifact fitted without the task head needs only the encoder.
-    let encoder_only = success.tasks == ["any"];
-    let (classifier, encoder) = if encoder_only {
-        (
-            None,
-            Some(load_encoder(&dir, args.model.device, args.model.engine())?),
-        )
-    } else {
-        (Some(load_classifier(&args.model)?), None)
+    let encoder_id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
+    let state = StateHolder::load(StateSource {
+        catalog: paths::resolve(&args.catalog),
+        router: Some(paths::resolve(&args.router)),
+        heads_version: classifier.heads().metadata.version.clone(),
+        embedding_dim: classifier.encoder().dim(),
+        encoder_id: encoder_id.clone(),
+    })?
+    .snapshot();
+    let limits = Limits {
+        // The encoder truncates long prompts itself; a local command has no
+        // memory to protect from a remote client.
+        max_prompt_bytes: usize::MAX,
+        default_output_tokens: args.output_tokens,
+        ..Limits::default()
     };
-    let enc: &dyn Encoder = match (&classifier, &encoder) {
-        (Some(c), _) => c.encoder(),
-        (_, Some(e)) => e.as_ref(),
-        _ => unreachable!(),
-    };
-    let encoder_id = embed_cache::encoder_id(enc, &dir.weights_sha256);
-    anyhow::ensure!(
-        success.encoder_id.is_empty() || success.encoder_id == encoder_id,
-        "{} was fitted on embeddings of encoder {}, but this encoder is {encoder_id}; retrain with `pointsman train router`",
-        router_path.display(),
-        success.encoder_id
-    );
-    anyhow::ensure!(!args.prompt.trim().is_empty(), "the prompt is empty");
-    let (embedding, prediction) = match &classifier {
-        Some(c) => {
-            let e = c.embed_and_predict(&[args.prompt.as_str()], 1)?.remove(0);
-            (e.embedding, Some(e.prediction))
-        }
-        None => (enc.embed(&[args.prompt.as_str()])?.remove(0), None),
-    };
-    let task_scores = match &prediction {
-        Some(p) => success.task_vector(p.task_scores.iter().map(|(k, v)| (k.as_str(), *v))),
-        None => vec![1.0],
-    };
-    let names = catalog.names();
-    let p = success.predict(&names, &embedding, &task_scores);
-    let input_tokens = estimate_tokens(&args.prompt);
-    let cost: Vec<f64> = catalog
-        .models
-        .iter()
-        .map(|m| m.cost_usd(input_tokens, args.output_tokens))
-        .collect();
-    let policy = match args.lambda {
-        Some(l) => Policy::WillingnessToPay { lambda_per_usd: l },
-        None => Policy::Target {
-            target: args.target.unwrap_or(catalog.default_target),
+    let request = RouteRequest {
+        prompt: args.prompt,
+        target: args.target,
+        lambda_per_usd: args.lambda,
+        constraints: RouteConstraints {
+            allowed_models: args.allow,
+            max_cost_usd: args.max_cost,
+            max_latency_ms: args.max_latency_ms,
         },
+        expected_output_tokens: Some(args.output_tokens),
+        tenant: None,
     };
-    let constraints = Constraints {
-        allowed: (!args.allow.is_empty()).then_some(args.allow),
-        max_cost_usd: args.max_cost,
-        max_latency_ms: args.max_latency_ms,
-        min_context_tokens: Some(input_tokens + args.output_tokens),
-    };
-    let decision = decide(&catalog, &p, &cost, policy, &constraints)?;
-    let unfitted: Vec<&str> = names
-        .iter()
-        .copied()
+    let plan = check_route(&limits, "", &request, &state)?;
+    let embedded = classifier
+        .embed_and_predict(&[request.prompt.as_str()], 1)?
+        .remove(0);
+    let routed = decide(&limits, &encoder_id, &state, "", &request, embedded, plan)?;
+    let success = state.success.as_ref().expect("check_route needs one");
+    let unfitted: Vec<&str> = state
+        .catalog
+        .names()
+        .into_iter()
         .filter(|n| success.model_index(n).is_none())
         .collect();
-    let mut out = serde_json::to_value(&decision)?;
-    out["prediction"] = match &prediction {
-        Some(p) => json!({"task": p.task, "difficulty": p.difficulty}),
-        None => serde_json::Value::Null,
-    };
-    out["estimated_input_tokens"] = json!(input_tokens);
+    let mut out = serde_json::to_value(&routed.decision)?;
+    out["prediction"] = json!({
+        "task": routed.classification.task,
+        "difficulty": routed.classification.difficulty,
+    });
+    out["estimated_input_tokens"] = json!(routed.input_tokens);
     out["models_on_prior"] = json!(unfitted);
     println!("{out}");
     Ok(ExitCode::SUCCESS)

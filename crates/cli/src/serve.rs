@@ -1,4 +1,4 @@
-//! `pointsman serve`: the gRPC service (see crates/server).
+//! `pointsman serve`: the gRPC service and the HTTP gateway (see crates/server).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::embed_cache;
-use pointsman_server::{BatchConfig, Limits, NetLimits, ServeConfig, Stopped};
+use pointsman_server::{BatchConfig, HttpConfig, Limits, NetLimits, Serve, ServeConfig, Stopped};
 use pointsman_store::SqliteStore;
 
 use crate::classify::load_classifier;
@@ -80,7 +80,13 @@ pub struct ServeArgs {
     /// Most HTTP/2 streams (concurrent calls) one connection may have open.
     #[arg(long, default_value_t = 64)]
     max_concurrent_streams: u32,
-    /// Serve beyond loopback without TLS and a bearer token, or with --metrics-listen beyond loopback (refused otherwise).
+    /// Also serve the OpenAI-compatible HTTP gateway (/v1/chat/completions, /v1/route, /v1/feedback, /v1/models) on this address, e.g. 127.0.0.1:8080. It shares the gRPC listener's TLS, bearer token, limits and drain. Off unless given.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Upstream LLM providers per catalog model (TOML; docs/GATEWAY.md, "Upstreams"), for /v1/chat/completions. Needs --http-listen.
+    #[arg(long, requires = "http_listen")]
+    upstreams: Option<PathBuf>,
+    /// Serve beyond loopback without TLS and a bearer token (gRPC or HTTP), or with --metrics-listen beyond loopback (refused otherwise).
     #[arg(long)]
     insecure: bool,
     #[command(flatten)]
@@ -179,20 +185,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "the bearer token must be printable ASCII without spaces (it travels in an HTTP header)"
         );
     }
-    let open_grpc =
-        !args.listen.ip().is_loopback() && (args.tls_cert.is_none() || auth_token.is_none());
+    let secured = args.tls_cert.is_some() && auth_token.is_some();
+    let open_grpc = !args.listen.ip().is_loopback() && !secured;
+    let open_http = args.http_listen.is_some_and(|h| !h.ip().is_loopback()) && !secured;
     let open_metrics = args.metrics_listen.is_some_and(|m| !m.ip().is_loopback());
-    if open_grpc || open_metrics {
+    if open_grpc || open_http || open_metrics {
+        let missing = match (args.tls_cert.is_some(), auth_token.is_some()) {
+            (false, false) => "TLS (--tls-cert/--tls-key) and a bearer token (--auth-token-file)",
+            (false, true) => "TLS (--tls-cert/--tls-key)",
+            _ => "a bearer token (--auth-token-file or POINTSMAN_AUTH_TOKEN)",
+        };
         let what = if open_grpc {
             format!(
-                "--listen {} is beyond loopback without {}",
-                args.listen,
-                match (args.tls_cert.is_some(), auth_token.is_some()) {
-                    (false, false) =>
-                        "TLS (--tls-cert/--tls-key) and a bearer token (--auth-token-file)",
-                    (false, true) => "TLS (--tls-cert/--tls-key)",
-                    _ => "a bearer token (--auth-token-file or POINTSMAN_AUTH_TOKEN)",
-                }
+                "--listen {} is beyond loopback without {missing}",
+                args.listen
+            )
+        } else if open_http {
+            format!(
+                "--http-listen {} is beyond loopback without {missing}",
+                args.http_listen.expect("checked")
             )
         } else {
             format!(
@@ -206,6 +217,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         tracing::warn!("{what}; serving anyway (--insecure)");
     }
+    let upstreams = match &args.upstreams {
+        None => None,
+        Some(p) => {
+            let u = pointsman_upstream::Upstreams::load(&paths::resolve(p))?;
+            eprintln!(
+                "pointsman: upstreams {} for {}",
+                p.display(),
+                u.models().join(", ")
+            );
+            Some(u)
+        }
+    };
     let config = ServeConfig {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -233,6 +256,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_concurrent_streams: args.max_concurrent_streams.max(1),
             ..NetLimits::default()
         },
+        http: args
+            .http_listen
+            .map(|listen| HttpConfig { listen, upstreams }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -268,24 +294,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let force = async move {
             let _ = second.wait_for(|n| *n >= 2).await;
         };
-        pointsman_server::serve(
-            config,
-            classifier,
-            encoder_id,
-            store,
-            shutdown,
-            force,
-            reload_rx,
-            |bound| {
+        Serve::new(config, classifier, encoder_id, store)
+            .shutdown(shutdown)
+            .force(force)
+            .reload(reload_rx)
+            .on_bound(|bound| {
                 // One JSON line on stdout so scripts and tests learn the ports (useful with port 0).
                 println!(
                     "{}",
                     serde_json::to_string(&bound).expect("addresses serialise")
                 );
                 eprintln!("pointsman: serving gRPC on {}", bound.grpc);
-            },
-        )
-        .await
+                if let Some(http) = bound.http {
+                    eprintln!("pointsman: serving HTTP on {http}");
+                }
+            })
+            .run()
+            .await
     })?;
     match stopped {
         Stopped::Drained => Ok(ExitCode::SUCCESS),

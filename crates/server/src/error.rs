@@ -1,7 +1,9 @@
-//! The server layer's one error type; each variant maps to one gRPC status.
+//! The server layer's one error type. Each variant maps to one gRPC status
+//! here ([`ServerError::code`]) and to one HTTP status in `http::error`.
 
 use pointsman_classifier::ClassifierError;
 use pointsman_store::StoreError;
+use pointsman_upstream::{ErrorClass, UpstreamError};
 use tonic::{Code, Status};
 
 /// Everything a request can fail with.
@@ -10,6 +12,13 @@ pub enum ServerError {
     /// A request field out of range or malformed; the message starts with the field name.
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
+    /// A prompt over `--max-prompt-bytes` (HTTP 413; gRPC INVALID_ARGUMENT).
+    #[error("{field}: is {bytes} bytes, over the maximum of {max} (--max-prompt-bytes)")]
+    PromptTooLarge {
+        field: String,
+        bytes: usize,
+        max: usize,
+    },
     /// An unknown decision id or model; the message starts with the field name.
     #[error("{field}: {message}")]
     NotFound { field: String, message: String },
@@ -35,6 +44,18 @@ pub enum ServerError {
     Classifier(#[from] ClassifierError),
     #[error("outcome store: {0}")]
     Store(StoreError),
+    /// Missing or wrong credentials (the message says what to send).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A request body over its limit (HTTP front end).
+    #[error("body: over the maximum of {limit} bytes ({why})")]
+    BodyTooLarge { limit: usize, why: &'static str },
+    /// No model the request may use has an upstream configured.
+    #[error("{0}")]
+    NoUpstream(String),
+    /// Calling the upstream models failed (HTTP gateway).
+    #[error("upstream: {0}")]
+    Upstream(#[from] UpstreamError),
     /// A bug (a panic in the encoder thread, a lost reply).
     #[error("internal: {0}")]
     Internal(String),
@@ -58,7 +79,9 @@ impl ServerError {
     /// The gRPC code this error is answered with.
     pub fn code(&self) -> Code {
         match self {
-            ServerError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServerError::InvalidArgument { .. } | ServerError::PromptTooLarge { .. } => {
+                Code::InvalidArgument
+            }
             ServerError::NotFound { .. } => Code::NotFound,
             ServerError::Overloaded { .. } | ServerError::StoreBusy { .. } => {
                 Code::ResourceExhausted
@@ -67,6 +90,23 @@ impl ServerError {
             ServerError::NotReady(_) => Code::FailedPrecondition,
             ServerError::ShuttingDown => Code::Unavailable,
             ServerError::Classifier(ClassifierError::InvalidInput(_)) => Code::InvalidArgument,
+            ServerError::Unauthenticated(_) => Code::Unauthenticated,
+            ServerError::BodyTooLarge { .. } => Code::ResourceExhausted,
+            ServerError::NoUpstream(_) => Code::FailedPrecondition,
+            ServerError::Upstream(e) => match e {
+                UpstreamError::InvalidRequest(_) => Code::InvalidArgument,
+                UpstreamError::NoUpstream { .. } => Code::FailedPrecondition,
+                UpstreamError::AllFailed { .. }
+                    if matches!(
+                        e.last_class(),
+                        Some(ErrorClass::Timeout | ErrorClass::Deadline)
+                    ) =>
+                {
+                    Code::DeadlineExceeded
+                }
+                UpstreamError::AllFailed { .. } => Code::Unavailable,
+                _ => Code::Internal,
+            },
             ServerError::Classifier(_) | ServerError::Store(_) | ServerError::Internal(_) => {
                 Code::Internal
             }

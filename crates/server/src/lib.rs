@@ -1,23 +1,30 @@
-//! Pointsman's gRPC service (`pointsman serve`).
+//! Pointsman's server (`pointsman serve`): one transport-neutral core
+//! (`core`) with front ends mounted on it.
 //!
 //! ```text
-//! request ─► auth ─► validate ─► batcher (prompt cache, bounded queue, encoder thread) ─► router::decide
-//!         ─► OutcomeStore::append_decision ─► response
+//! gRPC (grpc.rs) ─┐
+//! HTTP (http/)  ──┼─► core: validate ─► batcher (prompt cache, bounded queue, encoder thread)
+//! CLI route ──────┘        ─► decide ─► OutcomeStore::append_decision ─► Routed
 //! ```
 //!
-//! Besides `pointsman.v1.Router` and `pointsman.v1.Admin` the server
-//! offers `grpc.health.v1.Health` and server reflection (v1 and v1alpha),
-//! and Prometheus metrics on a separate plain-HTTP port.
+//! gRPC is always served: `pointsman.v1.Router` and `pointsman.v1.Admin`,
+//! `grpc.health.v1.Health` and server reflection (v1 and v1alpha). The
+//! HTTP gateway (OpenAI-compatible, forwarding to upstream models) is
+//! served when an HTTP address is given, and Prometheus metrics on a
+//! separate plain-HTTP port.
 
+pub mod auth;
 pub mod batcher;
 pub mod codec;
 pub mod conn;
+pub mod core;
 pub mod error;
 pub mod fields;
+pub mod grpc;
+pub mod http;
 pub mod in_flight;
 pub mod metrics;
 pub mod prompt_cache;
-pub mod service;
 pub mod state;
 
 /// Code generated from `proto/pointsman/v1/router.proto`.
@@ -40,14 +47,17 @@ use anyhow::Context;
 use pointsman_classifier::Classifier;
 use pointsman_store::OutcomeStore;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 pub use batcher::{BatchConfig, Batcher};
+pub use core::{Core, Limits};
 pub use error::ServerError;
 pub use metrics::Metrics;
 pub use prompt_cache::PromptCache;
-pub use service::{Limits, Shared};
 pub use state::{StateHolder, StateSource};
 
 /// Everything `serve` needs besides the classifier and the store.
@@ -66,6 +76,17 @@ pub struct ServeConfig {
     /// Clients must send `authorization: Bearer TOKEN`; None = no auth.
     pub auth_token: Option<String>,
     pub net: NetLimits,
+    /// The HTTP gateway; None = gRPC only.
+    pub http: Option<HttpConfig>,
+}
+
+/// The HTTP front end: where it listens and whom it forwards to. It shares
+/// TLS, auth, connection limits and the drain with gRPC.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// None: routing endpoints only; chat completions answer 503.
+    pub upstreams: Option<pointsman_upstream::Upstreams>,
 }
 
 /// Connection and time limits (docs/RELIABILITY.md lists them all).
@@ -119,31 +140,207 @@ pub const PER_ITEM_OVERHEAD: usize = 2 << 10;
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Bound {
     pub grpc: SocketAddr,
+    pub http: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
 }
 
-/// Runs the server until `shutdown` resolves, then stops accepting, lets
+/// Builds and runs the server: the core on shared state, then the front
+/// ends mounted on it (gRPC always, HTTP when configured, metrics when
+/// configured).
+///
+/// `run` serves until `shutdown` resolves, then stops accepting, lets
 /// requests in flight finish, drains the encoder queue and returns. The
 /// drain ends early, cutting the connections still open, when
 /// `net.drain_timeout` passes or `force` resolves (a second signal); the
 /// caller should then exit without waiting for background work.
-/// `encoder_id` identifies the classifier's embeddings (logged with every
-/// decision; router artifacts for another encoder are refused).
-/// `on_bound` is called once both listeners are bound. `reload` yields
-/// once per reload request (SIGHUP).
-// Eight arguments until the gateway issue turns serve() into a builder that
-// mounts front ends on shared state.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve(
+pub struct Serve {
     config: ServeConfig,
     classifier: Classifier,
     encoder_id: String,
     store: Arc<dyn OutcomeStore>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    force: impl std::future::Future<Output = ()> + Send + 'static,
-    mut reload: tokio::sync::mpsc::Receiver<()>,
-    on_bound: impl FnOnce(Bound),
-) -> anyhow::Result<Stopped> {
+    shutdown: BoxFuture,
+    force: BoxFuture,
+    reload: Option<tokio::sync::mpsc::Receiver<()>>,
+    on_bound: Option<Box<dyn FnOnce(Bound) + Send>>,
+}
+
+impl Serve {
+    /// `encoder_id` identifies the classifier's embeddings (logged with
+    /// every decision; router artifacts for another encoder are refused).
+    pub fn new(
+        config: ServeConfig,
+        classifier: Classifier,
+        encoder_id: String,
+        store: Arc<dyn OutcomeStore>,
+    ) -> Serve {
+        Serve {
+            config,
+            classifier,
+            encoder_id,
+            store,
+            shutdown: Box::pin(std::future::pending()),
+            force: Box::pin(std::future::pending()),
+            reload: None,
+            on_bound: None,
+        }
+    }
+
+    /// Resolves when the server should drain and stop (first signal).
+    pub fn shutdown(mut self, f: impl std::future::Future<Output = ()> + Send + 'static) -> Serve {
+        self.shutdown = Box::pin(f);
+        self
+    }
+
+    /// Resolves when a drain in progress should be cut short (second signal).
+    pub fn force(mut self, f: impl std::future::Future<Output = ()> + Send + 'static) -> Serve {
+        self.force = Box::pin(f);
+        self
+    }
+
+    /// Yields once per reload request (SIGHUP).
+    pub fn reload(mut self, rx: tokio::sync::mpsc::Receiver<()>) -> Serve {
+        self.reload = Some(rx);
+        self
+    }
+
+    /// Called once every listener is bound.
+    pub fn on_bound(mut self, f: impl FnOnce(Bound) + Send + 'static) -> Serve {
+        self.on_bound = Some(Box::new(f));
+        self
+    }
+
+    pub async fn run(self) -> anyhow::Result<Stopped> {
+        let Serve {
+            config,
+            classifier,
+            encoder_id,
+            store,
+            shutdown,
+            force,
+            reload,
+            on_bound,
+        } = self;
+        let (core, encoder_thread) = start_core(&config, classifier, encoder_id, store)?;
+        let metrics = core.metrics.clone();
+
+        // The one drain signal every front end watches.
+        let (draining_tx, draining) = watch::channel(false);
+        let grpc = mount_grpc(&config, &core, draining.clone()).await?;
+        let http = match &config.http {
+            None => None,
+            Some(h) => Some(mount_http(&config, h, &core, draining.clone()).await?),
+        };
+        let metrics_task = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics-listen {addr}"))?;
+                let bound = l.local_addr()?;
+                Some((
+                    bound,
+                    tokio::spawn(metrics::serve_metrics(l, metrics.clone())),
+                ))
+            }
+        };
+        let reload_task = {
+            let core = core.clone();
+            let mut reload = reload;
+            tokio::spawn(async move {
+                let Some(rx) = reload.as_mut() else {
+                    return;
+                };
+                while rx.recv().await.is_some() {
+                    let c = core.clone();
+                    let _ = tokio::task::spawn_blocking(move || c.reload(false)).await;
+                }
+            })
+        };
+
+        if let Some(f) = on_bound {
+            f(Bound {
+                grpc: grpc.addr,
+                http: http.as_ref().map(|(a, _)| *a),
+                metrics: metrics_task.as_ref().map(|(a, _)| *a),
+            });
+        }
+        tracing::info!(grpc = %grpc.addr, http = ?http.as_ref().map(|(a, _)| *a), tls = config.tls.is_some(), auth = config.auth_token.is_some(), "serving");
+
+        let drain_timeout = config.net.drain_timeout;
+        let health = grpc.health.clone();
+        let (drain_began_tx, drain_began) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!(
+                deadline_s = drain_timeout.as_secs_f64(),
+                "shutting down: draining requests in flight (a second signal exits at once)"
+            );
+            let _ = drain_began_tx.send(());
+            let _ = draining_tx.send(true);
+            health
+                .set_not_serving::<pb::router_server::RouterServer<grpc::RouterService>>()
+                .await;
+            // Keep the sender alive: a dropped sender would read as "not draining".
+            std::future::pending::<()>().await;
+        });
+        // The drain is bounded: once it begins, the deadline or a second
+        // signal ends it, and dropping the servers leaves their connection
+        // tasks to the runtime's shutdown, which closes their sockets.
+        let cut_short = async move {
+            if drain_began.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(drain_timeout) => Stopped::DrainDeadline,
+                _ = force => Stopped::Forced,
+            }
+        };
+        let http_done = async move {
+            if let Some((_, task)) = http {
+                let _ = task.await;
+            }
+        };
+        let served = tokio::select! {
+            (r, ()) = async { tokio::join!(grpc.server, http_done) } => r,
+            how = cut_short => {
+                tracing::warn!(
+                    ?how,
+                    in_flight = metrics.in_flight.get(),
+                    connections = metrics.connections.get(),
+                    http_connections = metrics.http_connections.get(),
+                    "drain cut short: closing the connections still open"
+                );
+                reload_task.abort();
+                if let Some((_, t)) = metrics_task {
+                    t.abort();
+                }
+                return Ok(how);
+            }
+        };
+
+        // Every request has been answered: close the queue and wait for the encoder thread.
+        reload_task.abort();
+        let _ = reload_task.await;
+        drop(core);
+        tokio::task::spawn_blocking(move || encoder_thread.join())
+            .await?
+            .ok();
+        if let Some((_, t)) = metrics_task {
+            t.abort();
+        }
+        served.context("gRPC server")?;
+        tracing::info!("stopped");
+        Ok(Stopped::Drained)
+    }
+}
+
+/// Loads the state and starts the encoder thread: the core every front end shares.
+fn start_core(
+    config: &ServeConfig,
+    classifier: Classifier,
+    encoder_id: String,
+    store: Arc<dyn OutcomeStore>,
+) -> anyhow::Result<(Arc<Core>, std::thread::JoinHandle<()>)> {
     let heads_version = classifier.heads().metadata.version.clone();
     let state = Arc::new(StateHolder::load(StateSource {
         catalog: config.catalog.clone(),
@@ -156,48 +353,53 @@ pub async fn serve(
     metrics.generation.set(1.0);
     let (batcher, encoder_thread) =
         Batcher::start(Arc::new(classifier), config.batch, metrics.clone());
-    let shared = Arc::new(Shared {
+    let core = Arc::new(Core {
         batcher,
         state,
         store,
-        metrics: metrics.clone(),
+        metrics,
         limits: config.limits.clone(),
         heads_version,
         encoder_id,
-        store_slots: Arc::new(tokio::sync::Semaphore::new(service::STORE_SLOTS)),
+        store_slots: Arc::new(tokio::sync::Semaphore::new(core::STORE_SLOTS)),
     });
+    Ok((core, encoder_thread))
+}
 
+/// The gRPC front end, bound and ready to run.
+struct GrpcFrontEnd {
+    addr: SocketAddr,
+    health: tonic_health::server::HealthReporter,
+    server: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    >,
+}
+
+/// The largest valid gRPC request: a full RouteBatch, every item a maximal
+/// prompt plus its small fields (bounded in fields.rs). Anything bigger is
+/// refused before it is buffered (RESOURCE_EXHAUSTED). A chat completion
+/// on the HTTP front end may be as large.
+pub fn max_message_bytes(limits: &Limits) -> usize {
+    limits
+        .max_batch_request
+        .max(1)
+        .saturating_mul(limits.max_prompt_bytes.saturating_add(PER_ITEM_OVERHEAD))
+        .saturating_add(PER_ITEM_OVERHEAD)
+}
+
+async fn mount_grpc(
+    config: &ServeConfig,
+    core: &Arc<Core>,
+    mut draining: watch::Receiver<bool>,
+) -> anyhow::Result<GrpcFrontEnd> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("--listen {}", config.listen))?;
-    let grpc_addr = listener.local_addr()?;
-    let metrics_task = match config.metrics_listen {
-        None => None,
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("--metrics-listen {addr}"))?;
-            let bound = l.local_addr()?;
-            Some((
-                bound,
-                tokio::spawn(metrics::serve_metrics(l, metrics.clone())),
-            ))
-        }
-    };
-
-    let reload_task = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            while reload.recv().await.is_some() {
-                let s = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || service::reload(&s, false)).await;
-            }
-        })
-    };
-
+    let addr = listener.local_addr()?;
+    let metrics = &core.metrics;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<pb::router_server::RouterServer<service::RouterService>>()
+        .set_serving::<pb::router_server::RouterServer<grpc::RouterService>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -208,32 +410,18 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let auth = Auth(config.auth_token.clone().map(Arc::<str>::from));
-    // The largest valid request is a full RouteBatch: every item a
-    // maximal prompt plus its small fields (bounded in fields.rs). Anything
-    // bigger is refused before it is buffered (RESOURCE_EXHAUSTED).
-    let max_message = config
-        .limits
-        .max_batch_request
-        .max(1)
-        .saturating_mul(
-            config
-                .limits
-                .max_prompt_bytes
-                .saturating_add(PER_ITEM_OVERHEAD),
-        )
-        .saturating_add(PER_ITEM_OVERHEAD);
+    let auth = auth::Auth(config.auth_token.clone().map(Arc::<str>::from));
     let router = in_flight::InFlight::new(
         tonic::service::interceptor::InterceptedService::new(
-            pb::router_server::RouterServer::new(service::RouterService::new(shared.clone()))
-                .max_decoding_message_size(max_message),
+            pb::router_server::RouterServer::new(grpc::RouterService::new(core.clone()))
+                .max_decoding_message_size(max_message_bytes(&config.limits)),
             auth.clone(),
         ),
         metrics.in_flight.clone(),
     );
     let admin = in_flight::InFlight::new(
         pb::admin_server::AdminServer::with_interceptor(
-            service::AdminService::new(shared.clone()),
+            grpc::AdminService::new(core.clone()),
             auth,
         ),
         metrics.in_flight.clone(),
@@ -254,20 +442,6 @@ pub async fn serve(
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
             .context("TLS configuration")?;
     }
-    let health_for_shutdown = health_reporter.clone();
-    let drain_timeout = net.drain_timeout;
-    let (drain_began_tx, drain_began) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        tracing::info!(
-            deadline_s = drain_timeout.as_secs_f64(),
-            "shutting down: draining requests in flight (a second signal exits at once)"
-        );
-        let _ = drain_began_tx.send(());
-        health_for_shutdown
-            .set_not_serving::<pb::router_server::RouterServer<service::RouterService>>()
-            .await;
-    };
     // Connections are bounded, time out when idle, and the accept loop
     // backs off on errors (conn.rs); TCP_NODELAY is set on each (with
     // Nagle on, a small response frame waits for the client's delayed ACK,
@@ -286,115 +460,50 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(router)
         .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, shutdown);
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = draining.wait_for(|d| *d).await;
+        });
+    Ok(GrpcFrontEnd {
+        addr,
+        health: health_reporter,
+        server: Box::pin(server),
+    })
+}
 
-    on_bound(Bound {
-        grpc: grpc_addr,
-        metrics: metrics_task.as_ref().map(|(a, _)| *a),
+async fn mount_http(
+    config: &ServeConfig,
+    http_config: &HttpConfig,
+    core: &Arc<Core>,
+    draining: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(http_config.listen)
+        .await
+        .with_context(|| format!("--http-listen {}", http_config.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = match &config.tls {
+        None => None,
+        Some((cert, key)) => Some(http::listen::tls_acceptor(cert, key)?),
+    };
+    let gateway = Arc::new(http::Gateway {
+        core: core.clone(),
+        upstreams: http_config.upstreams.clone(),
+        auth: auth::Auth(config.auth_token.clone().map(Arc::<str>::from)),
+        bodies: http::BodyLimits {
+            small: config
+                .limits
+                .max_prompt_bytes
+                .saturating_add(PER_ITEM_OVERHEAD),
+            chat: max_message_bytes(&config.limits),
+        },
+        request_timeout: config.net.request_timeout,
     });
-    tracing::info!(%grpc_addr, tls = config.tls.is_some(), auth = config.auth_token.is_some(), "serving");
-    // The drain is bounded: once it begins, the deadline or a second signal
-    // ends it, and dropping `server` leaves its connection tasks to the
-    // runtime's shutdown, which closes their sockets.
-    let cut_short = async move {
-        if drain_began.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(drain_timeout) => Stopped::DrainDeadline,
-            _ = force => Stopped::Forced,
-        }
-    };
-    let served = tokio::select! {
-        r = server => r,
-        how = cut_short => {
-            tracing::warn!(
-                ?how,
-                in_flight = metrics.in_flight.get(),
-                connections = metrics.connections.get(),
-                "drain cut short: closing the connections still open"
-            );
-            reload_task.abort();
-            if let Some((_, t)) = metrics_task {
-                t.abort();
-            }
-            return Ok(how);
-        }
-    };
-
-    // Every request has been answered: close the queue and wait for the encoder thread.
-    reload_task.abort();
-    let _ = reload_task.await;
-    drop(shared);
-    tokio::task::spawn_blocking(move || encoder_thread.join())
-        .await?
-        .ok();
-    if let Some((_, t)) = metrics_task {
-        t.abort();
-    }
-    served.context("gRPC server")?;
-    tracing::info!("stopped");
-    Ok(Stopped::Drained)
-}
-
-/// Bearer-token check for the Router and Admin services (health and
-/// reflection stay open so probes and tooling work without a token).
-#[derive(Clone)]
-struct Auth(Option<Arc<str>>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(expected) = &self.0 else {
-            return Ok(req);
-        };
-        let Some(got) = req.metadata().get("authorization") else {
-            return Err(tonic::Status::unauthenticated(
-                "authorization: missing; send `authorization: Bearer TOKEN`",
-            ));
-        };
-        match bearer_token(got.as_bytes()) {
-            Some(token) if constant_time_eq(token, expected.as_bytes()) => Ok(req),
-            Some(_) => Err(tonic::Status::unauthenticated(
-                "authorization: wrong bearer token",
-            )),
-            None => Err(tonic::Status::unauthenticated(
-                "authorization: not a bearer token; send `authorization: Bearer TOKEN`",
-            )),
-        }
-    }
-}
-
-/// The token of an `authorization: Bearer TOKEN` header; the scheme is
-/// case-insensitive (RFC 7235), spaces around the token are ignored.
-fn bearer_token(header: &[u8]) -> Option<&[u8]> {
-    let scheme = header.get(..7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let token = header[7..].trim_ascii();
-    (!token.is_empty()).then_some(token)
-}
-
-/// Compares in time that depends only on the lengths (the length of the
-/// expected token is not a secret worth hiding: it is fixed per server).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive_and_the_token_exact() {
-        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"BEARER  abc "), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"Basic abc"), None);
-        assert_eq!(bearer_token(b"Bearer "), None);
-        assert_eq!(bearer_token(b"Bearerabc"), None);
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
+    let task = tokio::spawn(http::listen::serve(
+        listener,
+        http::router(gateway),
+        tls,
+        config.net.clone(),
+        core.metrics.http_connections.clone(),
+        draining,
+    ));
+    Ok((addr, task))
 }

@@ -49,6 +49,25 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Open gRPC connections (bounded by --max-connections).
     pub connections: IntGauge,
+    /// HTTP front end: requests answered, by route and HTTP status.
+    pub http_requests: IntCounterVec,
+    /// HTTP front end: latency to the response head, by route.
+    pub http_latency: HistogramVec,
+    /// Open HTTP connections (bounded by --max-connections, apart from gRPC's).
+    pub http_connections: IntGauge,
+    /// Upstream calls, by catalog model and how they ended (error class).
+    pub upstream_requests: IntCounterVec,
+    /// Upstream call latency (whole answer or stream), by model.
+    pub upstream_latency: HistogramVec,
+    /// Upstream time to the first byte of a streamed answer, by model.
+    pub upstream_ttft: HistogramVec,
+    /// Tokens from the upstreams' `usage`, by model and kind (prompt, completion).
+    pub upstream_tokens: IntCounterVec,
+    /// Catalog prices x `usage` tokens, by model (USD).
+    pub upstream_cost_usd: CounterVec,
+    /// Times the gateway moved on to the next model of a fallback chain, by
+    /// the model that failed.
+    pub upstream_fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -86,6 +105,27 @@ impl Metrics {
             generation: Gauge::new("pointsman_state_generation", "Generation of the loaded catalog/artifact").unwrap(),
             in_flight: IntGauge::new("pointsman_requests_in_flight", "Router and Admin calls received and not yet answered").unwrap(),
             connections: IntGauge::new("pointsman_connections", "Open gRPC connections").unwrap(),
+            http_requests: IntCounterVec::new(Opts::new("pointsman_http_requests_total", "HTTP requests answered, by route and status"), &["route", "status"]).unwrap(),
+            http_latency: HistogramVec::new(
+                HistogramOpts::new("pointsman_http_request_duration_seconds", "HTTP latency to the response head").buckets(exponential_buckets(0.0005, 2.0, 18).unwrap()),
+                &["route"],
+            )
+            .unwrap(),
+            http_connections: IntGauge::new("pointsman_http_connections", "Open HTTP connections").unwrap(),
+            upstream_requests: IntCounterVec::new(Opts::new("pointsman_upstream_requests_total", "Upstream calls, by model and error class"), &["model", "class"]).unwrap(),
+            upstream_latency: HistogramVec::new(
+                HistogramOpts::new("pointsman_upstream_duration_seconds", "Upstream call latency").buckets(exponential_buckets(0.001, 2.0, 18).unwrap()),
+                &["model"],
+            )
+            .unwrap(),
+            upstream_ttft: HistogramVec::new(
+                HistogramOpts::new("pointsman_upstream_ttft_seconds", "Upstream time to first byte of a streamed answer").buckets(exponential_buckets(0.001, 2.0, 18).unwrap()),
+                &["model"],
+            )
+            .unwrap(),
+            upstream_tokens: IntCounterVec::new(Opts::new("pointsman_upstream_tokens_total", "Tokens from upstream usage, by model and kind"), &["model", "kind"]).unwrap(),
+            upstream_cost_usd: CounterVec::new(Opts::new("pointsman_upstream_cost_usd_total", "Catalog price of upstream usage, by model (USD)"), &["model"]).unwrap(),
+            upstream_fallbacks: IntCounterVec::new(Opts::new("pointsman_upstream_fallbacks_total", "Moves to the next model of a fallback chain, by the model that failed"), &["model"]).unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -107,6 +147,15 @@ impl Metrics {
         r.register(Box::new(m.generation.clone())).unwrap();
         r.register(Box::new(m.in_flight.clone())).unwrap();
         r.register(Box::new(m.connections.clone())).unwrap();
+        r.register(Box::new(m.http_requests.clone())).unwrap();
+        r.register(Box::new(m.http_latency.clone())).unwrap();
+        r.register(Box::new(m.http_connections.clone())).unwrap();
+        r.register(Box::new(m.upstream_requests.clone())).unwrap();
+        r.register(Box::new(m.upstream_latency.clone())).unwrap();
+        r.register(Box::new(m.upstream_ttft.clone())).unwrap();
+        r.register(Box::new(m.upstream_tokens.clone())).unwrap();
+        r.register(Box::new(m.upstream_cost_usd.clone())).unwrap();
+        r.register(Box::new(m.upstream_fallbacks.clone())).unwrap();
         m
     }
 

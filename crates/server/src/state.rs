@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use pointsman_router::{Catalog, SuccessModel};
 use sha2::{Digest, Sha256};
 
-use crate::pb;
+use crate::core::Versions;
 
 /// What routing reads: one consistent snapshot.
 #[derive(Debug)]
@@ -19,7 +19,7 @@ pub struct RoutingState {
     /// None until a router artifact is configured and loaded; Route answers
     /// FAILED_PRECONDITION meanwhile.
     pub success: Option<SuccessModel>,
-    pub versions: pb::Versions,
+    pub versions: Versions,
 }
 
 /// Where the state comes from and how to check it.
@@ -135,7 +135,7 @@ fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingSt
     Ok(RoutingState {
         catalog,
         success,
-        versions: pb::Versions {
+        versions: Versions {
             catalog: short_sha(&bytes),
             router_artifact: router_version,
             heads: source.heads_version.clone(),

@@ -2,7 +2,7 @@
 //! as NULL, and from then on every export fails) and oversized names.
 //! The server validates requests first; this is the last line.
 
-use crate::{LoggedDecision, LoggedOutcome, StoreError};
+use crate::{LoggedCall, LoggedDecision, LoggedOutcome, StoreError};
 
 /// Longest id, model, task or tenant name the store accepts, in bytes.
 pub const MAX_NAME_BYTES: usize = 1024;
@@ -70,6 +70,20 @@ pub fn outcome(o: &LoggedOutcome) -> Result<(), StoreError> {
     }
     if let Some(l) = o.latency_ms {
         finite("latency_ms", l)?;
+    }
+    Ok(())
+}
+
+pub fn call(c: &LoggedCall) -> Result<(), StoreError> {
+    name("decision_id", &c.decision_id)?;
+    name("model", &c.model)?;
+    name("error_class", &c.error_class)?;
+    finite("latency_ms", c.latency_ms)?;
+    if let Some(t) = c.ttft_ms {
+        finite("ttft_ms", t)?;
+    }
+    if let Some(c) = c.cost_usd {
+        finite("cost_usd", c)?;
     }
     Ok(())
 }

@@ -72,20 +72,52 @@ pub struct LoggedOutcome {
     pub time_ms: i64,
 }
 
-/// A decision with the outcomes reported for it, in report order.
+/// One upstream call the HTTP gateway made for a decision (one row per
+/// attempt of the fallback chain). What the gateway measured, not a
+/// quality score: the quality comes from feedback (an outcome).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedCall {
+    pub decision_id: String,
+    /// The catalog model called.
+    pub model: String,
+    /// How the attempt ended (`ok`, `rate_limited`, `timeout`, `mid_stream`
+    /// ...; the upstream layer's `ErrorClass` names).
+    pub error_class: String,
+    /// The upstream's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// From sending the request to the end of the answer (or the failure).
+    pub latency_ms: f64,
+    /// Time to the first byte of the answer body (streaming calls).
+    pub ttft_ms: Option<f64>,
+    /// From the answer's `usage`.
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// Catalog prices x the `usage` tokens.
+    pub cost_usd: Option<f64>,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+}
+
+/// A decision with the outcomes reported for it, in report order, and the
+/// gateway's upstream calls for it, in call order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecisionWithOutcomes {
     pub decision: LoggedDecision,
     pub outcomes: Vec<LoggedOutcome>,
+    pub calls: Vec<LoggedCall>,
 }
 
 impl DecisionWithOutcomes {
     /// The decision as a record in the DESIGN.md format: `id` is the
     /// decision id, `prompt` the stored text or [`PROMPT_NOT_STORED`],
     /// `outcomes` keyed by model (a later report for the same model replaces
-    /// an earlier one). Extra fields: `embedding`, `task_scores`,
-    /// `predicted_task`, `predicted_difficulty`, `chosen_model`,
-    /// `candidates`, `versions`, `time_ms`, `tenant`, `prompt_stored`.
+    /// an earlier one). An outcome that lacks cost, tokens or latency takes
+    /// them from the same model's last successful gateway call (feedback
+    /// gives the quality, the gateway what it measured). Extra fields:
+    /// `embedding`, `task_scores`, `predicted_task`,
+    /// `predicted_difficulty`, `chosen_model`, `candidates`, `versions`,
+    /// `time_ms`, `tenant`, `prompt_stored`, and `calls` (the gateway's
+    /// upstream calls, when there were any).
     pub fn to_record(&self) -> Record {
         let d = &self.decision;
         let mut r = Record::new(
@@ -96,14 +128,19 @@ impl DecisionWithOutcomes {
         );
         r.source = Some("pointsman-store".into());
         for o in &self.outcomes {
+            let call = self
+                .calls
+                .iter()
+                .rev()
+                .find(|c| c.model == o.model && c.error_class == "ok");
             r.outcomes.insert(
                 o.model.clone(),
                 Outcome {
                     score: o.score,
-                    cost_usd: o.cost_usd,
-                    input_tokens: o.input_tokens,
-                    output_tokens: o.output_tokens,
-                    latency_ms: o.latency_ms,
+                    cost_usd: o.cost_usd.or(call.and_then(|c| c.cost_usd)),
+                    input_tokens: o.input_tokens.or(call.and_then(|c| c.input_tokens)),
+                    output_tokens: o.output_tokens.or(call.and_then(|c| c.output_tokens)),
+                    latency_ms: o.latency_ms.or(call.map(|c| c.latency_ms)),
                 },
             );
         }
@@ -118,6 +155,9 @@ impl DecisionWithOutcomes {
         extra.insert("time_ms".into(), d.time_ms.into());
         if let Some(t) = &d.tenant {
             extra.insert("tenant".into(), t.clone().into());
+        }
+        if !self.calls.is_empty() {
+            extra.insert("calls".into(), json(&self.calls));
         }
         extra.insert("embedding".into(), json(&d.embedding));
         r
@@ -167,6 +207,24 @@ pub trait OutcomeStore: Send + Sync {
     /// killed). Fails with [`StoreError::UnknownDecision`] for an unknown
     /// id.
     fn append_outcome(&self, outcome: &LoggedOutcome) -> Result<u32, StoreError>;
+
+    /// Logs the gateway's upstream calls for one request and, in the same
+    /// transaction (one fsync), `failures`: automatic outcomes (score 0)
+    /// for failed calls. A failure outcome is stored only if its model has
+    /// no outcome on the decision yet: a client's feedback is never
+    /// replaced by an automatic outcome (feedback that comes later
+    /// replaces it, last wins as usual). Fails with
+    /// [`StoreError::UnknownDecision`] for an unknown id; nothing is
+    /// written then.
+    fn append_calls(
+        &self,
+        calls: &[LoggedCall],
+        failures: &[LoggedOutcome],
+    ) -> Result<(), StoreError>;
+
+    /// The model whose gateway call answered this decision (the last call
+    /// of class `ok`), if any.
+    fn answered_model(&self, id: &str) -> Result<Option<String>, StoreError>;
 
     /// Whether a decision with this id is logged.
     fn has_decision(&self, id: &str) -> Result<bool, StoreError>;

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{DecisionWithOutcomes, LoggedDecision, LoggedOutcome, OutcomeStore, StoreError};
+use crate::{
+    DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore, StoreError,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS decisions (
@@ -34,6 +36,22 @@ CREATE TABLE IF NOT EXISTS outcomes (
     time_ms       INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outcomes_by_decision ON outcomes(decision_id);
+-- Added with the HTTP gateway; a store from before it gets the table on
+-- its first open (CREATE IF NOT EXISTS), its other tables untouched.
+CREATE TABLE IF NOT EXISTS calls (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    decision_id   TEXT NOT NULL REFERENCES decisions(id),
+    model         TEXT NOT NULL,
+    error_class   TEXT NOT NULL,
+    status        INTEGER,
+    latency_ms    REAL NOT NULL,
+    ttft_ms       REAL,
+    input_tokens  INTEGER,
+    output_tokens INTEGER,
+    cost_usd      REAL,
+    time_ms       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_by_decision ON calls(decision_id);
 ";
 
 /// The SQLite outcome store. One connection behind a mutex: writes are
@@ -186,6 +204,36 @@ fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()
     Ok(())
 }
 
+/// Inserts one outcome row; with `unless_present`, only if the decision
+/// has no outcome for that model yet.
+fn insert_outcome(
+    conn: &Connection,
+    o: &LoggedOutcome,
+    unless_present: bool,
+) -> rusqlite::Result<usize> {
+    let guard = if unless_present {
+        " WHERE NOT EXISTS (SELECT 1 FROM outcomes WHERE decision_id = ?1 AND model = ?2)"
+    } else {
+        ""
+    };
+    conn.execute(
+        &format!(
+            "INSERT INTO outcomes (decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8{guard}"
+        ),
+        params![
+            o.decision_id,
+            o.model,
+            o.score,
+            o.cost_usd,
+            o.input_tokens.map(|t| t as i64),
+            o.output_tokens.map(|t| t as i64),
+            o.latency_ms,
+            o.time_ms
+        ],
+    )
+}
+
 impl OutcomeStore for SqliteStore {
     fn append_decision(&self, d: &LoggedDecision) -> Result<(), StoreError> {
         self.append_decisions(std::slice::from_ref(d))
@@ -254,21 +302,7 @@ impl OutcomeStore for SqliteStore {
             [&o.decision_id, &o.model],
         )
         .map_err(|e| self.err(e))?;
-        tx.execute(
-            "INSERT INTO outcomes (decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                o.decision_id,
-                o.model,
-                o.score,
-                o.cost_usd,
-                o.input_tokens.map(|t| t as i64),
-                o.output_tokens.map(|t| t as i64),
-                o.latency_ms,
-                o.time_ms
-            ],
-        )
-        .map_err(|e| self.err(e))?;
+        insert_outcome(&tx, o, false).map_err(|e| self.err(e))?;
         let n: i64 = tx
             .query_row(
                 "SELECT COUNT(*) FROM outcomes WHERE decision_id = ?1",
@@ -279,6 +313,71 @@ impl OutcomeStore for SqliteStore {
         // With synchronous=FULL the commit returns after the WAL is fsynced.
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n as u32)
+    }
+
+    fn append_calls(
+        &self,
+        calls: &[LoggedCall],
+        failures: &[LoggedOutcome],
+    ) -> Result<(), StoreError> {
+        for c in calls {
+            crate::check::call(c)?;
+        }
+        for o in failures {
+            crate::check::outcome(o)?;
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let ids: std::collections::BTreeSet<&str> = calls
+            .iter()
+            .map(|c| c.decision_id.as_str())
+            .chain(failures.iter().map(|o| o.decision_id.as_str()))
+            .collect();
+        for id in ids {
+            let known = tx
+                .query_row("SELECT 1 FROM decisions WHERE id = ?1", [id], |_| Ok(()))
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if known.is_none() {
+                return Err(StoreError::UnknownDecision(id.to_string()));
+            }
+        }
+        for c in calls {
+            tx.execute(
+                "INSERT INTO calls (decision_id, model, error_class, status, latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd, time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    c.decision_id,
+                    c.model,
+                    c.error_class,
+                    c.status,
+                    c.latency_ms,
+                    c.ttft_ms,
+                    c.input_tokens.map(|t| t as i64),
+                    c.output_tokens.map(|t| t as i64),
+                    c.cost_usd,
+                    c.time_ms
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        // An automatic failure never replaces an outcome already there.
+        for o in failures {
+            insert_outcome(&tx, o, true).map_err(|e| self.err(e))?;
+        }
+        // With synchronous=FULL the commit returns after the WAL is fsynced.
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn answered_model(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT model FROM calls WHERE decision_id = ?1 AND error_class = 'ok' ORDER BY seq DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     fn decision_models(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
@@ -319,6 +418,12 @@ impl OutcomeStore for SqliteStore {
             .prepare(
                 "SELECT decision_id, model, score, cost_usd, input_tokens, output_tokens, latency_ms, time_ms
                  FROM outcomes WHERE decision_id = ?1 ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut calls = conn
+            .prepare(
+                "SELECT decision_id, model, error_class, status, latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd, time_ms
+                 FROM calls WHERE decision_id = ?1 ORDER BY seq",
             )
             .map_err(|e| self.err(e))?;
         let mut decisions = conn
@@ -367,9 +472,27 @@ impl OutcomeStore for SqliteStore {
                 })
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| self.err(e))?;
+            let calls = calls
+                .query_map([&id], |r| {
+                    Ok(LoggedCall {
+                        decision_id: r.get(0)?,
+                        model: r.get(1)?,
+                        error_class: r.get(2)?,
+                        status: r.get(3)?,
+                        latency_ms: r.get(4)?,
+                        ttft_ms: r.get(5)?,
+                        input_tokens: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+                        output_tokens: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
+                        cost_usd: r.get(8)?,
+                        time_ms: r.get(9)?,
+                    })
+                })
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.err(e))?;
             each(DecisionWithOutcomes {
                 decision,
                 outcomes: outs,
+                calls,
             })?;
             count += 1;
         }
@@ -756,5 +879,113 @@ mod tests {
             Ok(_) => println!("\nopen as nobody: ok"),
             Err(e) => println!("\nopen as nobody: {e}"),
         }
+    }
+
+    fn call(id: &str, model: &str, class: &str) -> LoggedCall {
+        LoggedCall {
+            decision_id: id.into(),
+            model: model.into(),
+            error_class: class.into(),
+            status: Some(if class == "ok" { 200 } else { 500 }),
+            latency_ms: 42.0,
+            ttft_ms: Some(7.5),
+            input_tokens: Some(11),
+            output_tokens: Some(5),
+            cost_usd: Some(0.0003),
+            time_ms: 1_700_000_000_600,
+        }
+    }
+
+    #[test]
+    fn gateway_calls_log_failures_and_feedback_completes_the_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        s.append_decision(&decision("d1", None)).unwrap();
+        // "big" failed (automatic score-0 outcome), "small" answered.
+        let mut failed = outcome("d1", "big", 0.0);
+        failed.cost_usd = None;
+        s.append_calls(
+            &[call("d1", "big", "server"), call("d1", "small", "ok")],
+            &[failed.clone()],
+        )
+        .unwrap();
+        let got = all(&s);
+        assert_eq!(got[0].calls.len(), 2);
+        assert_eq!(got[0].calls[1], call("d1", "small", "ok"));
+        assert_eq!(got[0].outcomes, vec![failed.clone()]);
+        assert_eq!(s.answered_model("d1").unwrap().as_deref(), Some("small"));
+        assert_eq!(s.answered_model("zz").unwrap(), None);
+        // Feedback for the model that answered: its outcome takes the
+        // call's tokens and cost, which the feedback did not give.
+        let mut fb = outcome("d1", "small", 0.75);
+        fb.cost_usd = None;
+        fb.latency_ms = None;
+        assert_eq!(s.append_outcome(&fb).unwrap(), 2);
+        let r = all(&s)[0].to_record();
+        let small = &r.outcomes["small"];
+        assert_eq!(small.score, 0.75);
+        assert_eq!(small.cost_usd, Some(0.0003));
+        assert_eq!(small.output_tokens, Some(5));
+        assert_eq!(small.latency_ms, Some(42.0));
+        assert_eq!(r.outcomes["big"].score, 0.0);
+        assert_eq!(r.extra["calls"].as_array().unwrap().len(), 2);
+        assert_eq!(r.extra["calls"][0]["error_class"], "server");
+        // An automatic failure never replaces feedback already there.
+        s.append_calls(
+            &[call("d1", "small", "mid_stream")],
+            &[outcome("d1", "small", 0.0)],
+        )
+        .unwrap();
+        assert_eq!(all(&s)[0].to_record().outcomes["small"].score, 0.75);
+        // Unknown decision: refused, nothing written.
+        assert!(matches!(
+            s.append_calls(&[call("zz", "small", "ok")], &[]),
+            Err(StoreError::UnknownDecision(_))
+        ));
+        assert_eq!(all(&s)[0].calls.len(), 3);
+        // Non-finite numbers are refused like everywhere else.
+        let mut bad = call("d1", "small", "ok");
+        bad.latency_ms = f64::NAN;
+        assert!(matches!(
+            s.append_calls(&[bad], &[]),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_store_from_before_the_gateway_opens_and_exports() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The schema as it was before the `calls` table.
+            let c = Connection::open(&path).unwrap();
+            let old = SCHEMA
+                .split("-- Added with the HTTP gateway")
+                .next()
+                .unwrap();
+            c.execute_batch(old).unwrap();
+            c.execute(
+                "INSERT INTO decisions (id, time_ms, model, task, difficulty, task_scores, candidates, versions, embedding)
+                 VALUES ('old', 1, 'small', 'code', 0.5, '{}', '[]', '{}', x'0000803f')",
+                [],
+            )
+            .unwrap();
+            let has_calls: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'calls'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(has_calls, 0);
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        s.append_outcome(&outcome("old", "small", 1.0)).unwrap();
+        let got = all(&s);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].decision.embedding, vec![1.0]);
+        assert!(got[0].calls.is_empty());
+        s.append_calls(&[call("old", "small", "ok")], &[]).unwrap();
+        assert_eq!(all(&s)[0].calls.len(), 1);
     }
 }

@@ -42,6 +42,12 @@ pub fn write_artifact(path: &Path) {
 /// A router artifact fitted on 40 prompts where `cheap` always scores
 /// `cheap_score` and `strong` always `strong_score`.
 pub fn write_artifact_with_scores(path: &Path, cheap_score: f32, strong_score: f32) {
+    write_artifact_for(path, &[("cheap", cheap_score), ("strong", strong_score)]);
+}
+
+/// A router artifact fitted on 40 random 384-d prompts where each named
+/// model always gets its score (empty encoder id = any encoder).
+pub fn write_artifact_for(path: &Path, models: &[(&str, f32)]) {
     let tasks: Vec<String> = ["code", "math", "chat"]
         .iter()
         .map(|s| s.to_string())
@@ -57,7 +63,7 @@ pub fn write_artifact_with_scores(path: &Path, cheap_score: f32, strong_score: f
         .map(|_| TrainingRow {
             embedding: (0..384).map(|_| rnd()).collect(),
             task_scores: vec![1.0 / 3.0; 3],
-            outcomes: vec![(0, cheap_score), (1, strong_score)],
+            outcomes: models.iter().enumerate().map(|(i, m)| (i, m.1)).collect(),
         })
         .collect();
     let cfg = TrainConfig {
@@ -65,20 +71,16 @@ pub fn write_artifact_with_scores(path: &Path, cheap_score: f32, strong_score: f
         epochs: 150,
         ..Default::default()
     };
-    let model = fit(
-        vec!["cheap".into(), "strong".into()],
-        tasks,
-        &rows,
-        &cfg,
-        "",
-    )
-    .unwrap();
+    let names = models.iter().map(|m| m.0.to_string()).collect();
+    let model = fit(names, tasks, &rows, &cfg, "").unwrap();
     std::fs::write(path, model.to_json()).unwrap();
 }
 
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// The HTTP gateway's address (with `--http-listen`).
+    pub http: Option<String>,
     pub metrics: Option<String>,
     pub dir: tempfile::TempDir,
     pub store: PathBuf,
@@ -177,9 +179,11 @@ impl Server {
         let addr = bound["grpc"].as_str().unwrap().to_string();
         assert!(addr.starts_with("127.0.0.1:"), "{addr}");
         let metrics = bound["metrics"].as_str().map(str::to_string);
+        let http = bound["http"].as_str().map(str::to_string);
         Server {
             child,
             addr,
+            http,
             metrics,
             dir,
             store,

@@ -1,0 +1,264 @@
+//! The HTTP gateway end to end with the official `openai` Python client
+//! (from PyPI, in target/py-serve): `openai` → `pointsman serve
+//! --http-listen` → tests/stub_upstream.py. The client-side checks (routing,
+//! named models, each fallback case, streaming, mid-stream failure,
+//! feedback, /v1/route, auth, every bad input) are in
+//! gateway/openai_checks.py; this test then reads what was logged in the
+//! store and the metrics.
+
+mod gateway_support;
+mod serve_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gateway_support::*;
+use serde_json::Value;
+use serve_support::*;
+
+fn record<'a>(records: &'a [Value], id: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("decision {id} not in the export"))
+}
+
+fn calls(r: &Value) -> Vec<(String, String)> {
+    r["calls"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c["model"].as_str().unwrap().to_string(),
+                        c["error_class"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn openai_client_routes_forwards_falls_back_and_outcomes_are_logged() {
+    let stub = Stub::start();
+    let server = start_gateway(&stub, &[]);
+    let out = Command::new(venv_python())
+        .arg(repo().join("crates/cli/tests/gateway/openai_checks.py"))
+        .args([&gateway_url(&server), TOKEN, &stub.url])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the openai checks failed");
+    let ids: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let id = |k: &str| ids[k].as_str().unwrap().to_string();
+
+    // Calls are logged just after each answer: wait until the last one is in.
+    let until = Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let records = export_all(&server.store);
+        let done = records
+            .iter()
+            .find(|r| r["id"] == id("all_failed"))
+            .is_some_and(|r| calls(r).len() == 2);
+        if done {
+            break records;
+        }
+        assert!(Instant::now() < until, "calls never logged");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // Routed and answered: one ok call with usage-based tokens and cost;
+    // feedback 0.9 took its tokens and cost from the call.
+    let routed = record(&records, &id("routed"));
+    assert_eq!(routed["chosen_model"], "ok");
+    assert_eq!(calls(routed), [("ok".into(), "ok".into())]);
+    let call = &routed["calls"][0];
+    assert_eq!(call["status"], 200);
+    assert_eq!(call["output_tokens"], 3);
+    // prompt tokens: words of all messages ("be brief" + "route me: alpha").
+    assert_eq!(call["input_tokens"], 5);
+    let cost = call["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (5.0 * 1.0 + 3.0 * 2.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert!(call["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(routed["outcomes"]["ok"]["score"], 0.9);
+    assert_eq!(routed["outcomes"]["ok"]["cost_usd"].as_f64(), Some(cost));
+
+    // A named model is a decision with that model forced.
+    let named = record(&records, &id("named"));
+    assert_eq!(named["chosen_model"], "strong");
+    assert_eq!(named["candidates"].as_array().unwrap().len(), 1);
+
+    // Each fallback: the failed call is logged with its class and is a
+    // failure outcome (score 0); the model that answered has no score
+    // until feedback (fallback_rate got one: 1.0).
+    for (faulty, class) in [
+        ("rate", "rate_limited"),
+        ("broken", "server"),
+        ("reset", "connect"),
+        ("slow", "timeout"),
+    ] {
+        let r = record(&records, &id(&format!("fallback_{faulty}")));
+        assert_eq!(
+            calls(r),
+            [(faulty.into(), class.into()), ("ok".into(), "ok".into())],
+            "{faulty}"
+        );
+        assert_eq!(r["outcomes"][faulty]["score"], 0.0, "{faulty}: {r}");
+    }
+    assert_eq!(
+        record(&records, &id("fallback_rate"))["outcomes"]["ok"]["score"],
+        1.0
+    );
+    assert!(record(&records, &id("fallback_broken"))["outcomes"]
+        .get("ok")
+        .is_none());
+
+    // Streaming: time to first token and usage from the final chunk.
+    let streamed = record(&records, &id("streamed"));
+    assert_eq!(calls(streamed), [("ok".into(), "ok".into())]);
+    assert!(streamed["calls"][0]["ttft_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(streamed["calls"][0]["output_tokens"], 4);
+
+    // Mid-stream failure: no fallback, a failure outcome.
+    let mid = record(&records, &id("midstream"));
+    assert_eq!(calls(mid), [("mid".into(), "mid_stream".into())]);
+    assert_eq!(mid["outcomes"]["mid"]["score"], 0.0);
+
+    // Everything failed: both calls and both failure outcomes.
+    let failed = record(&records, &id("all_failed"));
+    assert_eq!(
+        calls(failed),
+        [
+            ("rate".into(), "rate_limited".into()),
+            ("broken".into(), "server".into())
+        ]
+    );
+    assert_eq!(failed["outcomes"].as_object().unwrap().len(), 2);
+
+    // Metrics: per-upstream requests by class, fallbacks, tokens, cost.
+    let text = metrics_text(&server, Duration::from_secs(5)).unwrap();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+    };
+    assert!(
+        value(r#"pointsman_upstream_requests_total{class="rate_limited",model="rate"}"#) >= 3.0
+    );
+    assert!(value(r#"pointsman_upstream_fallbacks_total{model="reset"}"#) >= 1.0);
+    assert!(value(r#"pointsman_upstream_tokens_total{kind="completion",model="ok"}"#) >= 3.0);
+    assert!(value(r#"pointsman_upstream_cost_usd_total{model="ok"}"#) > 0.0);
+    assert!(
+        value(r#"pointsman_http_requests_total{route="/v1/chat/completions",status="200"}"#) >= 8.0
+    );
+    assert!(value(r#"pointsman_http_requests_total{route="/v1/models",status="401"}"#) >= 1.0);
+}
+
+/// One HTTP/1.1 request over a plain socket: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn without_upstreams_routing_works_and_chat_is_503_and_open_listeners_are_refused() {
+    // Beyond loopback without TLS and a token: refused, naming the flag.
+    let out = pointsman(&[
+        "serve",
+        "--router",
+        "none",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "0.0.0.0:0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--http-listen 0.0.0.0:0 is beyond loopback") && err.contains("--insecure"),
+        "{err}"
+    );
+    // A bad upstreams file fails start-up, naming the field.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("upstreams.toml");
+    std::fs::write(
+        &bad,
+        "[[upstream]]\nmodel = \"cheap\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nupstream_model = \"x\"\ntimeout_ms = 5\n",
+    )
+    .unwrap();
+    let out = pointsman(&[
+        "serve",
+        "--router",
+        "none",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--upstreams",
+        bad.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("timeout_ms"), "{err}");
+
+    let mut server = Server::start(Options {
+        extra: vec!["--http-listen".into(), "127.0.0.1:0".into()],
+        ..Options::default()
+    });
+    let addr = server.http.clone().expect("an http address");
+    let (status, body) = http(&addr, "GET", "/v1/models", "");
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["pointsman", "pointsman/auto"]);
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/route",
+        r#"{"prompt": "What is 2 + 2?"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["model"],
+        "cheap"
+    );
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model": "pointsman", "messages": [{"role": "user", "content": "hi"}]}"#,
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "no_upstream"
+    );
+    // Both front ends drain on SIGTERM.
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+}

@@ -1,0 +1,136 @@
+//! The transport-neutral core: domain types, validation, decide-and-log,
+//! outcomes and reload. Front ends (gRPC in `grpc`, HTTP in `http`, the
+//! `pointsman route` command) convert their wire format to these types,
+//! call the core and convert back; the core knows no protobuf and no HTTP.
+
+pub mod calls;
+pub mod decide;
+pub mod outcome;
+pub mod request;
+pub mod validate;
+
+use std::sync::Arc;
+
+use pointsman_store::OutcomeStore;
+
+use crate::batcher::Batcher;
+use crate::error::ServerError;
+use crate::metrics::Metrics;
+use crate::state::StateHolder;
+
+pub use request::{OutcomeReport, RouteConstraints, RouteRequest, Routed, Versions};
+
+/// Request limits and what to log.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest prompt accepted, in UTF-8 bytes.
+    pub max_prompt_bytes: usize,
+    /// Most items in one RouteBatch call.
+    pub max_batch_request: usize,
+    /// Completion length assumed for pricing when a request gives none.
+    pub default_output_tokens: u32,
+    /// Whether raw prompt text goes into the store.
+    pub store_prompts: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_prompt_bytes: 64 * 1024,
+            max_batch_request: 256,
+            default_output_tokens: 256,
+            store_prompts: false,
+        }
+    }
+}
+
+/// Store calls running at once (each holds a blocking-pool thread while it
+/// waits for the database lock and fsync); more are refused.
+pub const STORE_SLOTS: usize = 64;
+
+/// What every front end shares: the encoder queue, the routing state, the
+/// store and the metrics.
+pub struct Core {
+    pub batcher: Batcher,
+    pub state: Arc<StateHolder>,
+    pub store: Arc<dyn OutcomeStore>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub heads_version: String,
+    /// Identifies the encoder's embeddings (logged as `versions.encoder`).
+    pub encoder_id: String,
+    /// Bounds store calls in flight ([`STORE_SLOTS`]).
+    pub store_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Core {
+    /// Runs `work` on the blocking pool, at most `STORE_SLOTS` at once:
+    /// beyond that the call is refused (RESOURCE_EXHAUSTED) instead of
+    /// piling up unbounded blocking tasks (prompt-cache hits never wait
+    /// in the encoder queue, so only this bounds their store writes).
+    pub async fn store_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn OutcomeStore) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let permit =
+            self.store_slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ServerError::StoreBusy {
+                    capacity: STORE_SLOTS,
+                })?;
+        self.store_work_with(permit, work).await
+    }
+
+    /// [`Core::store_work`] for background writes that must not be lost
+    /// (the gateway's call logs): waits for a slot instead of failing.
+    pub async fn store_work_waiting<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn OutcomeStore) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let permit = self
+            .store_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ServerError::Internal(format!("store slots: {e}")))?;
+        self.store_work_with(permit, work).await
+    }
+
+    async fn store_work_with<T: Send + 'static>(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        work: impl FnOnce(&dyn OutcomeStore) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = work(store.as_ref());
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("store task: {e}")))
+    }
+
+    /// Reloads (or rolls back) the state, logging and counting the result.
+    pub fn reload(&self, rollback: bool) -> Result<Versions, String> {
+        let kind = if rollback { "rollback" } else { "reload" };
+        let r = if rollback {
+            self.state.rollback()
+        } else {
+            self.state.reload()
+        };
+        match r {
+            Ok(s) => {
+                self.metrics.reloads.with_label_values(&[kind]).inc();
+                self.metrics.generation.set(s.versions.generation as f64);
+                tracing::info!(kind, catalog = %s.versions.catalog, router = %s.versions.router_artifact, generation = s.versions.generation, "state swapped");
+                Ok(s.versions.clone())
+            }
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "state kept");
+                Err(format!("{e:#}"))
+            }
+        }
+    }
+}

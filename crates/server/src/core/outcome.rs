@@ -1,0 +1,81 @@
+//! Outcomes: quality scores reported by clients (gRPC ReportOutcome, HTTP
+//! /v1/feedback).
+
+use pointsman_store::LoggedOutcome;
+
+use super::decide::now_ms;
+use super::request::OutcomeReport;
+use super::validate::check_outcome;
+use super::Core;
+use crate::error::ServerError;
+use crate::fields::{check_len, quote, MAX_DECISION_ID_BYTES};
+
+impl Core {
+    /// Stores one outcome; returns how many models the decision now has
+    /// outcomes for. The model must be in the current catalog or among the
+    /// decision's own candidates (a reload may have dropped it since). The
+    /// same model reported again replaces its earlier outcome (last wins).
+    pub async fn report_outcome(&self, r: OutcomeReport) -> Result<u32, ServerError> {
+        check_outcome(&r)?;
+        let state = self.state.snapshot();
+        if state.catalog.get(&r.model).is_none() {
+            let id = r.decision_id.clone();
+            let considered = self.store_work(move |s| s.decision_models(&id)).await??;
+            match considered {
+                None => {
+                    return Err(pointsman_store::StoreError::UnknownDecision(r.decision_id).into())
+                }
+                Some(models) if models.contains(&r.model) => {}
+                Some(models) => {
+                    return Err(ServerError::not_found(
+                        "model",
+                        format!(
+                            "{} is neither in the catalog (models: {}) nor among the decision's candidates ({})",
+                            quote(&r.model),
+                            state.catalog.names().join(", "),
+                            models.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        let outcome = LoggedOutcome {
+            decision_id: r.decision_id,
+            model: r.model.clone(),
+            score: r.score,
+            cost_usd: r.cost_usd,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            latency_ms: r.latency_ms,
+            time_ms: now_ms(),
+        };
+        let n = self
+            .store_work(move |s| s.append_outcome(&outcome))
+            .await??;
+        self.metrics.outcomes.with_label_values(&[&r.model]).inc();
+        Ok(n)
+    }
+
+    /// The model a report without one is about: the one whose gateway
+    /// call answered the decision, else the decision's chosen model.
+    pub async fn answering_model(&self, decision_id: &str) -> Result<String, ServerError> {
+        if decision_id.trim().is_empty() {
+            return Err(ServerError::invalid("decision_id", "is empty"));
+        }
+        check_len("decision_id", decision_id, MAX_DECISION_ID_BYTES)?;
+        let id = decision_id.to_string();
+        let (answered, considered) = self
+            .store_work(move |s| {
+                Ok::<_, pointsman_store::StoreError>((
+                    s.answered_model(&id)?,
+                    s.decision_models(&id)?,
+                ))
+            })
+            .await??;
+        match (answered, considered) {
+            (Some(m), _) => Ok(m),
+            (None, Some(models)) if !models.is_empty() => Ok(models[0].clone()),
+            _ => Err(pointsman_store::StoreError::UnknownDecision(decision_id.to_string()).into()),
+        }
+    }
+}
