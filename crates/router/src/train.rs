@@ -223,6 +223,7 @@ pub fn fit_fixed(
         outcome_counts: counts,
         calibration: Vec::new(),
         selection: None,
+        neighbours: None,
     })
 }
 

@@ -202,9 +202,10 @@ fn artifact_records_the_choice_and_round_trips() {
     let back = SuccessModel::from_json(&model.to_json()).unwrap();
     assert_eq!(back, model);
     let sel = back.selection.unwrap();
+    let default = TrainConfig::default().selection.unwrap();
     assert_eq!(
         sel.cv_loss.len(),
-        1 + TrainConfig::default().selection.unwrap().l2_grid.len()
+        1 + default.l2_grid.len() * default.knn_weights.len()
     );
     assert_eq!(back.calibration.len(), 3);
     // Too few rows to cross-validate: the per-model averages.
