@@ -207,6 +207,9 @@ pub fn evaluate(
             &train.encoder_id,
         )?,
     };
+    if let Some(sel) = &model.selection {
+        eprintln!("selection: {sel}");
+    }
     let rows: Vec<&EvalRow> = test
         .rows
         .iter()
