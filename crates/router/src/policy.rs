@@ -127,9 +127,12 @@ impl HullMask {
             return mask;
         }
         let mut idx = [0usize; MAX_HULL_MODELS];
-        let mut big = Vec::new();
+        let mut big: Vec<usize> = if n > MAX_HULL_MODELS {
+            (0..n).collect()
+        } else {
+            Vec::new()
+        };
         let order: &mut [usize] = if n > MAX_HULL_MODELS {
-            big = (0..n).collect();
             &mut big
         } else {
             for (i, x) in idx.iter_mut().enumerate().take(n) {
