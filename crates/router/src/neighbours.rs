@@ -2,12 +2,15 @@
 //! success model (see [`crate::select`]).
 //!
 //! For a prompt x the estimate of model m is the mean score of m over the
-//! k stored prompts most cosine-similar to x, shrunk toward m's mean over
-//! all stored prompts with `prior_count` pseudo-outcomes:
+//! k stored prompts most cosine-similar to x, shrunk toward the
+//! item-response model's own P(m, x) with `prior_count` pseudo-outcomes:
 //!
 //! ```text
-//! P_knn(m, x) = (Σ_{i ∈ N_k(x), m seen on i} s_im + c · s̄_m) / (n_m(x) + c)
+//! P_knn(m, x) = (Σ_{i ∈ N_k(x), m seen on i} s_im + c · P_irt(m, x)) / (n_m(x) + c)
 //! ```
+//!
+//! so a model few neighbours have outcomes for (one added with ten
+//! outcomes) keeps the parametric estimate instead of its noisy mean.
 //!
 //! The stored prompts are kept compact: each embedding unit-normalised and
 //! quantised to i8 (× 127), each score to a byte (× 254, 255 = no
@@ -43,7 +46,8 @@ pub struct Neighbours {
     /// Embedding dimension.
     pub dim: usize,
     /// Mean score per model over the stored prompts (0.5 for a model with
-    /// none), aligned with the success model's `models`.
+    /// none), aligned with the success model's `models`; for inspection
+    /// (estimates shrink toward the parametric P, not toward this).
     pub model_means: Vec<f32>,
     /// `rows` × `dim` unit-normalised embeddings × 127, row-major.
     #[serde(serialize_with = "to_base64_i8", deserialize_with = "from_base64_i8")]
@@ -104,31 +108,36 @@ impl Neighbours {
         }
     }
 
-    /// P_knn per model (aligned with `model_means`) for one embedding.
-    pub fn estimates(&self, embedding: &[f32]) -> Vec<f32> {
+    /// (sum of scores, count) per model (aligned with `model_means`) over
+    /// the k stored prompts nearest to one embedding.
+    pub fn neighbour_sums(&self, embedding: &[f32]) -> Vec<[f32; 2]> {
         let n = self.model_means.len();
+        let mut sum = vec![[0f32; 2]; n];
         if self.rows == 0 {
-            return self.model_means.clone();
+            return sum;
         }
         let q = quantise(embedding);
         let mut sims = similarities(&self.embeddings, self.dim, &q);
         let k = self.k.min(sims.len());
         // Highest similarity first; the lower index wins a tie.
         sims.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut sum = vec![(0f32, 0f32); n];
         for &(_, i) in &sims[..k] {
             let row = &self.scores[i as usize * n..(i as usize + 1) * n];
             for (s, &b) in sum.iter_mut().zip(row) {
                 if b != MISSING {
-                    s.0 += b as f32 / 254.0;
-                    s.1 += 1.0;
+                    s[0] += b as f32 / 254.0;
+                    s[1] += 1.0;
                 }
             }
         }
-        sum.iter()
-            .zip(&self.model_means)
-            .map(|(&(s, c), &mean)| (s + self.prior_count * mean) / (c + self.prior_count))
-            .collect()
+        sum
+    }
+
+    /// P_knn from one model's neighbour (sum, count) and the parametric P
+    /// it shrinks toward.
+    pub fn estimate(&self, sums: [f32; 2], p_irt: f64) -> f64 {
+        let c = self.prior_count as f64;
+        (sums[0] as f64 + c * p_irt) / (sums[1] as f64 + c).max(1e-12)
     }
 
     /// Shapes consistent with `n_models` and `dim`; scores in range.
@@ -263,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn estimates_average_the_nearest_prompts_shrunk_to_the_mean() {
+    fn estimates_average_the_nearest_prompts_shrunk_to_the_parametric_p() {
         let rows = vec![
             row(vec![1.0, 0.0], vec![(0, 1.0), (1, 0.0)]),
             row(vec![0.9, 0.1], vec![(0, 1.0)]),
@@ -272,11 +281,14 @@ mod tests {
         ];
         let nb = Neighbours::build(&rows, 2, 2, 1.0, 0);
         assert_eq!(nb.model_means, [0.5, 2.0 / 3.0]);
-        let p = nb.estimates(&[2.0, 0.05]);
-        // Model 0: two successes + the mean 0.5 over 3; model 1: one
-        // failure + 2/3 over 2.
-        assert!((p[0] - 2.5 / 3.0).abs() < 1e-6, "{p:?}");
-        assert!((p[1] - (2.0 / 3.0) / 2.0).abs() < 1e-6, "{p:?}");
+        let sums = nb.neighbour_sums(&[2.0, 0.05]);
+        assert_eq!(sums, [[2.0, 2.0], [0.0, 1.0]]);
+        // Model 0: two successes + P_irt 0.4 over 3; model 1: one failure
+        // + 0.8 over 2.
+        assert!((nb.estimate(sums[0], 0.4) - 2.4 / 3.0).abs() < 1e-6);
+        assert!((nb.estimate(sums[1], 0.8) - 0.4).abs() < 1e-6);
+        // No neighbour has the model: the parametric P itself.
+        assert!((nb.estimate([0.0, 0.0], 0.3) - 0.3).abs() < 1e-9);
     }
 
     #[test]

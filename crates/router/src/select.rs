@@ -202,7 +202,15 @@ pub fn fit_selected(
             ..cfg.clone()
         };
         let raw = out_of_fold_pairs(
-            &models, &tasks, rows, &fold_of, sel.folds, &knn, &c, encoder_id,
+            &models,
+            &tasks,
+            rows,
+            &fold_of,
+            sel.folds,
+            &knn,
+            sel.knn_prior as f64,
+            &c,
+            encoder_id,
         )?;
         if best.is_none() {
             // Per-model averages, measured on the first ridge's centres.
@@ -262,15 +270,15 @@ fn stacked(raw: &[Raw], w: f64) -> Vec<Pair> {
         .collect()
 }
 
-/// P_knn of every model on every row, from the neighbours in the other
-/// folds (empty for rows without outcomes).
+/// Neighbour (sum, count) of every model on every row, from the other
+/// folds' prompts (empty for rows without outcomes).
 fn out_of_fold_knn(
     rows: &[TrainingRow],
     fold_of: &[usize],
     sel: &Selection,
     n: usize,
     seed: u64,
-) -> Vec<Vec<f32>> {
+) -> Vec<Vec<[f32; 2]>> {
     let mut out = vec![Vec::new(); rows.len()];
     for f in 0..sel.folds {
         let train: Vec<TrainingRow> = (0..rows.len())
@@ -279,14 +287,15 @@ fn out_of_fold_knn(
             .collect();
         let nb = Neighbours::build(&train, n, sel.knn_k, sel.knn_prior, seed);
         for i in (0..rows.len()).filter(|&i| fold_of[i] == f) {
-            out[i] = nb.estimates(&rows[i].embedding);
+            out[i] = nb.neighbour_sums(&rows[i].embedding);
         }
     }
     out
 }
 
 /// Fits on all folds but one, predicts that one, for every fold: (model,
-/// P_irt, P_knn from `knn` (P_irt where it has none), score).
+/// P_irt, P_knn from `knn`'s neighbour sums shrunk toward P_irt with
+/// `prior` pseudo-outcomes ([`Neighbours::estimate`]), score).
 #[allow(clippy::too_many_arguments)] // the fold layout travels as plain slices
 fn out_of_fold_pairs(
     models: &[String],
@@ -294,7 +303,8 @@ fn out_of_fold_pairs(
     rows: &[TrainingRow],
     fold_of: &[usize],
     folds: usize,
-    knn: &[Vec<f32>],
+    knn: &[Vec<[f32; 2]>],
+    prior: f64,
     cfg: &TrainConfig,
     encoder_id: &str,
 ) -> Result<Vec<Raw>, RouterError> {
@@ -310,7 +320,9 @@ fn out_of_fold_pairs(
             let r = &rows[i];
             let p = m.predict(&names, &r.embedding, &r.task_scores);
             for &(mi, y) in &r.outcomes {
-                let k = knn[i].get(mi).map_or(p[mi], |&k| k as f64);
+                let k = knn[i].get(mi).map_or(p[mi], |&[s, c]| {
+                    (s as f64 + prior * p[mi]) / (c as f64 + prior).max(1e-12)
+                });
                 pairs.push((mi, p[mi], k, y as f64));
             }
         }

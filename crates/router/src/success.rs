@@ -139,9 +139,9 @@ pub struct PromptTerms {
     pub difficulty: f32,
     /// z(x), `rank` values.
     pub traits: Vec<f32>,
-    /// P_knn per fitted model; empty when the model has no neighbours
-    /// (or weight 0).
-    pub neighbours: Vec<f32>,
+    /// Neighbour (sum of scores, count) per fitted model; empty when the
+    /// model has no neighbours (or weight 0).
+    pub neighbours: Vec<[f32; 2]>,
 }
 
 impl SuccessModel {
@@ -228,7 +228,7 @@ impl SuccessModel {
             }
         }
         let neighbours = match &self.neighbours {
-            Some(nb) if nb.weight > 0.0 => nb.estimates(embedding),
+            Some(nb) if nb.weight > 0.0 => nb.neighbour_sums(embedding),
             _ => Vec::new(),
         };
         PromptTerms {
@@ -255,9 +255,9 @@ impl SuccessModel {
             task_scores,
         );
         let p = match (&self.neighbours, terms.neighbours.get(m)) {
-            (Some(nb), Some(&knn)) => {
+            (Some(nb), Some(&sums)) => {
                 let w = nb.weight as f64;
-                (1.0 - w) * p + w * knn as f64
+                (1.0 - w) * p + w * nb.estimate(sums, p)
             }
             _ => p,
         };
