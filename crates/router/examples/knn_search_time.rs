@@ -9,7 +9,9 @@ fn main() {
     for rows in [1800usize, 8192] {
         let training: Vec<TrainingRow> = (0..rows)
             .map(|i| TrainingRow {
-                embedding: (0..dim).map(|j| ((i * 7 + j * 13) as f32 * 0.017).sin()).collect(),
+                embedding: (0..dim)
+                    .map(|j| ((i * 7 + j * 13) as f32 * 0.017).sin())
+                    .collect(),
                 task_scores: vec![1.0],
                 outcomes: (0..n).map(|m| (m, ((i + m) % 3) as f32 / 2.0)).collect(),
             })

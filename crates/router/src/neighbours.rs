@@ -140,7 +140,8 @@ impl Neighbours {
         (sums[0] as f64 + c * p_irt) / (sums[1] as f64 + c).max(1e-12)
     }
 
-    /// Shapes consistent with `n_models` and `dim`; scores in range.
+    /// Shapes consistent with `n_models` and `dim`; weight and means in
+    /// range (every score byte is valid: 0..=254 a score, 255 none).
     pub(crate) fn check(&self, n_models: usize, dim: usize) -> Result<(), String> {
         if self.dim != dim
             || self.model_means.len() != n_models
@@ -151,15 +152,13 @@ impl Neighbours {
             return Err("neighbours: shapes do not match rows/dim/models".into());
         }
         if !(0.0..=1.0).contains(&self.weight)
-            || !(self.prior_count.is_finite() && self.prior_count >= 0.0)
+            || !self.prior_count.is_finite()
+            || self.prior_count < 0.0
             || self.model_means.iter().any(|m| !(0.0..=1.0).contains(m))
         {
             return Err(
                 "neighbours: weight and model_means must be in [0, 1], prior_count >= 0".into(),
             );
-        }
-        if let Some(i) = self.scores.iter().position(|&b| b > 254 && b != MISSING) {
-            return Err(format!("neighbours: score byte {i} out of range"));
         }
         Ok(())
     }
