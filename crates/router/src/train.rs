@@ -436,6 +436,31 @@ mod tests {
     }
 
     #[test]
+    fn the_ability_prior_scales_with_few_outcomes() {
+        // "rare" has 5 outcomes, all successes: with the count-scaled prior
+        // (x 200/5) its P stays nearer the prior than with the plain one.
+        let names = ["strong", "weak", "rare"].map(String::from).to_vec();
+        let p_rare = |prior_outcomes: f32| {
+            let cfg = TrainConfig {
+                rank: 0,
+                prior_outcomes,
+                selection: None,
+                ..Default::default()
+            };
+            let m = fit(names.clone(), vec!["any".into()], &rows(), &cfg, "t").unwrap();
+            let rare = m.predict(&["rare"], &[0.5, 0.0], &[1.0])[0];
+            let prior = m.predict(&["never-seen"], &[0.5, 0.0], &[1.0])[0];
+            (rare, prior)
+        };
+        let (scaled, prior_a) = p_rare(200.0);
+        let (plain, prior_b) = p_rare(0.0);
+        assert!(
+            scaled - prior_a < 0.5 * (plain - prior_b),
+            "scaled {scaled} (prior {prior_a}), plain {plain} (prior {prior_b})"
+        );
+    }
+
+    #[test]
     fn artifact_round_trips_and_checks_version() {
         let m = fitted(1);
         let back = SuccessModel::from_json(&m.to_json()).unwrap();
