@@ -32,6 +32,7 @@ ROWS = [
     ("pointsman", "target τ (`pointsman`)"),
     ("pointsman_wtp", "λ, willingness to pay (`pointsman_wtp`)"),
     ("oracle", "oracle"),
+    ("pointsman_wtp_knn_cost", "experiment: λ with per-prompt kNN cost (`pointsman_wtp_knn_cost`, not in `serve`)"),
 ]
 BASELINES = {"random", "cheapest", "best_single", "zero", "oracle", "knn"}
 

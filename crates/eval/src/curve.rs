@@ -229,7 +229,10 @@ pub fn learning_curve(
 /// Routers shown on the curve: the learned ones and the references, not
 /// the single-point baselines whose value does not depend on training.
 pub(crate) fn shown(name: &str) -> bool {
-    !matches!(name, "random" | "cheapest" | "best_single" | "oracle")
+    !matches!(
+        name,
+        "random" | "cheapest" | "best_single" | "oracle" | "pointsman_wtp_knn_cost"
+    )
 }
 
 impl LearningCurve {

@@ -163,7 +163,7 @@ pub fn targets() -> Vec<f64> {
 /// Fits the success model on `train` and runs every router on the rows of
 /// `test` that have an outcome for every model. Returns the routers'
 /// results (pointsman, pointsman_wtp, knn, random, cheapest, best_single,
-/// oracle, then one `model:<name>` per single model) and the number of
+/// oracle, pointsman_wtp_knn_cost, then one `model:<name>` per single model) and the number of
 /// test rows used.
 pub fn evaluate(
     train: &EvalSet,
@@ -207,6 +207,9 @@ pub fn evaluate(
             &train.encoder_id,
         )?,
     };
+    if let Some(sel) = &model.selection {
+        eprintln!("selection: {sel}");
+    }
     let rows: Vec<&EvalRow> = test
         .rows
         .iter()
@@ -232,6 +235,18 @@ pub fn evaluate(
     let mut sy = RouterResult::new("pointsman", "target", targets(), true);
     let mut wtp = RouterResult::new("pointsman_wtp", "lambda_per_usd", lambdas.clone(), false);
     let mut kn = RouterResult::new("knn", "target", targets(), true);
+    // An experiment, not a serving policy: the λ policy with each model's
+    // cost on this prompt estimated as its mean over the k nearest
+    // training prompts, instead of its mean over all (what `serve` knows).
+    // On AlpacaEval cost per row follows answer length, which follows how
+    // hard the prompt is (docs/EVALUATION.md). (The target policy uses
+    // cost only to order models, which a ±30% estimate rarely changes.)
+    let mut sy_cost = RouterResult::new(
+        "pointsman_wtp_knn_cost",
+        "lambda_per_usd",
+        lambdas.clone(),
+        false,
+    );
     let fractions: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
     let mut random = RouterResult::new("random", "share_best_single", fractions.clone(), false);
     let mut cheap = RouterResult::new("cheapest", "none", vec![0.0], false);
@@ -248,7 +263,7 @@ pub fn evaluate(
     for row in &rows {
         let obs: Vec<Observed> = row.outcomes.iter().map(|o| o.expect("filtered")).collect();
         let p_sy = model.predict(&names, &row.embedding, &row.task_scores);
-        let p_kn = knn.predict(&row.embedding, &mean_quality);
+        let (p_kn, cost_kn) = knn.predict(&row.embedding, &mean_quality, &mean_cost);
         for (m, o) in obs.iter().enumerate() {
             sy.calibration.as_mut().unwrap().add(p_sy[m], o.score);
             kn.calibration.as_mut().unwrap().add(p_kn[m], o.score);
@@ -268,6 +283,14 @@ pub fn evaluate(
             )
             .unwrap();
             wtp.tallies[i].add(c, obs[c], n);
+            let c = choose(
+                &p_sy,
+                &cost_kn,
+                &all,
+                Policy::WillingnessToPay { lambda_per_usd: l },
+            )
+            .unwrap();
+            sy_cost.tallies[i].add(c, obs[c], n);
         }
         for (i, &f) in fractions.iter().enumerate() {
             let c = if rng.random::<f64>() < f {
@@ -289,7 +312,7 @@ pub fn evaluate(
             s.tallies[0].add(m, obs[m], n);
         }
     }
-    let mut out = vec![sy, wtp, kn, random, cheap, best_single, oracle];
+    let mut out = vec![sy, wtp, kn, random, cheap, best_single, oracle, sy_cost];
     out.extend(singles);
     Ok((out, rows.len()))
 }
@@ -433,9 +456,12 @@ fn argmax(v: &[f64]) -> usize {
 }
 
 /// k-nearest-neighbour success estimates: the mean score of each model
-/// over the k training prompts most cosine-similar to the query.
+/// over the k training prompts most cosine-similar to the query (and, for
+/// the cost experiment, its mean cost there).
 struct Knn<'a> {
     rows: &'a [TrainingRow],
+    /// Observed cost per training row and model.
+    costs: Vec<Vec<Option<f64>>>,
     norms: Vec<f32>,
     k: usize,
     n_models: usize,
@@ -454,16 +480,23 @@ impl<'a> Knn<'a> {
                     .max(1e-12)
             })
             .collect();
+        let costs = set
+            .rows
+            .iter()
+            .map(|r| r.outcomes.iter().map(|o| o.map(|o| o.cost_usd)).collect())
+            .collect();
         Knn {
             rows,
+            costs,
             norms,
             k: k.max(1),
             n_models: set.models.len(),
         }
     }
 
-    /// P per model; a model none of the neighbours has falls back to `prior`.
-    fn predict(&self, e: &[f32], prior: &[f64]) -> Vec<f64> {
+    /// (P, cost) per model; a model none of the neighbours has falls back
+    /// to `prior` and `prior_cost`.
+    fn predict(&self, e: &[f32], prior: &[f64], prior_cost: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let qn = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         let mut sims: Vec<(f32, usize)> = self
             .rows
@@ -480,16 +513,26 @@ impl<'a> Knn<'a> {
         let k = self.k.min(sims.len());
         sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
         let mut sum = vec![(0.0, 0usize); self.n_models];
+        let mut cost = vec![(0.0, 0usize); self.n_models];
         for &(_, i) in &sims[..k] {
             for &(m, s) in &self.rows[i].outcomes {
                 sum[m].0 += s as f64;
                 sum[m].1 += 1;
             }
+            for (m, c) in self.costs[i].iter().enumerate() {
+                if let Some(c) = c {
+                    cost[m].0 += c;
+                    cost[m].1 += 1;
+                }
+            }
         }
-        sum.iter()
-            .zip(prior)
-            .map(|(&(s, c), &p)| if c > 0 { s / c as f64 } else { p })
-            .collect()
+        let mean = |v: &[(f64, usize)], prior: &[f64]| {
+            v.iter()
+                .zip(prior)
+                .map(|(&(s, c), &p)| if c > 0 { s / c as f64 } else { p })
+                .collect()
+        };
+        (mean(&sum, prior), mean(&cost, prior_cost))
     }
 }
 

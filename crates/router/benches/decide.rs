@@ -2,7 +2,10 @@
 //! plus the policy, for an 11-model catalog.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pointsman_router::{policy::decide, Catalog, Constraints, Policy, SuccessModel};
+use pointsman_router::{
+    neighbours::MAX_ROWS, policy::decide, Catalog, Constraints, Neighbours, Policy, SuccessModel,
+    TrainingRow,
+};
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {
@@ -37,6 +40,7 @@ fn bench(c: &mut Criterion) {
         // As every default-trained artifact now has (see select.rs).
         calibration: vec![[0.8, 0.1]; n],
         selection: None,
+        neighbours: None,
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];
@@ -68,6 +72,32 @@ fn bench(c: &mut Criterion) {
             decide(&catalog, &p, &costs, policy, &constraints).unwrap()
         })
     });
+    // Stacked with kNN: RouterBench's ~1,800 training prompts per fold,
+    // and the most an artifact stores.
+    for rows in [1800, MAX_ROWS] {
+        let mut stacked = model.clone();
+        let training: Vec<TrainingRow> = (0..rows)
+            .map(|i| TrainingRow {
+                embedding: (0..dim)
+                    .map(|j| ((i * 7 + j * 13) as f32 * 0.017).sin())
+                    .collect(),
+                task_scores: vec![1.0 / tasks as f32; tasks],
+                outcomes: (0..n).map(|m| (m, ((i + m) % 3) as f32 / 2.0)).collect(),
+            })
+            .collect();
+        let mut nb = Neighbours::build(&training, n, 25, 2.0, 0);
+        nb.weight = 0.5;
+        stacked.neighbours = Some(nb);
+        c.bench_function(
+            &format!("stacked success model + policy ({rows} stored prompts, k 25)"),
+            |b| {
+                b.iter(|| {
+                    let p = stacked.predict(&refs, black_box(&embedding), &task_scores);
+                    decide(&catalog, &p, &costs, policy, &constraints).unwrap()
+                })
+            },
+        );
+    }
 }
 
 criterion_group!(benches, bench);

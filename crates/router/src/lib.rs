@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod error;
 pub mod holdout;
+pub mod neighbours;
 pub mod policy;
 pub mod select;
 pub mod success;
@@ -16,6 +17,7 @@ pub mod validate;
 pub use catalog::{Catalog, ModelSpec};
 pub use error::RouterError;
 pub use holdout::{fit_validated, Validated, Validation};
+pub use neighbours::Neighbours;
 pub use policy::{choose, Candidate, Constraints, Decision, Policy};
 pub use select::Selection;
 pub use success::{CandidateLoss, SelectionRecord, SuccessModel, ARTIFACT_VERSION};

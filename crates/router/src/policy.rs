@@ -17,7 +17,10 @@ pub enum Policy {
     /// the plain target; on a prompt no model is sure of, the tolerated
     /// shortfall stays the same distance from the best, so a prompt that
     /// nobody is likely to answer goes to a cheap model instead of the
-    /// dearest one (see docs/EVALUATION.md, "The target policy").
+    /// dearest one (see docs/EVALUATION.md, "The target policy"). Only
+    /// models on the prompt's cost–P hull count as reaching the bar: one
+    /// that a random mix of a cheaper and a dearer model beats at the same
+    /// expected cost is never bought for the target (it stays a fallback).
     Target { target: f64 },
     /// The model maximising P(success) − `lambda_per_usd` × expected cost
     /// (USD); `lambda_per_usd` >= 0 is how many successes one dollar is worth
@@ -70,18 +73,127 @@ pub struct Decision {
 
 /// The core choice on plain slices: index of the chosen model among those
 /// with `eligible[i]`, or None if none is eligible. `p` and `cost` are
-/// aligned. Allocation-free so the eval harness can call it per row.
+/// aligned. Allocation-free for up to [`MAX_HULL_MODELS`] models so the
+/// eval harness can call it per row.
 pub fn choose(p: &[f64], cost: &[f64], eligible: &[bool], policy: Policy) -> Option<usize> {
     let bar = bar(p, eligible, policy);
+    let hull = HullMask::new(p, cost, eligible, policy);
     let mut best: Option<usize> = None;
     for i in (0..p.len()).filter(|&i| eligible[i]) {
         best = match best {
             None => Some(i),
-            Some(b) if better(i, b, p, cost, policy, bar) => Some(i),
+            Some(b) if better(i, b, p, cost, policy, bar, &hull) => Some(i),
             keep => keep,
         };
     }
     best
+}
+
+/// Catalogs up to this size take the allocation-free path of [`HullMask`].
+pub const MAX_HULL_MODELS: usize = 64;
+
+/// Which eligible models lie on the prompt's cost–P hull (the target
+/// policy only; every model passes under willingness to pay, whose
+/// maximum always lies on it).
+///
+/// A model is on the hull when no random mix of a cheaper and a dearer
+/// model reaches at least its P at no more expected cost: the vertices of
+/// the non-decreasing concave hull of the eligible (cost, P) points. The
+/// target policy picks the cheapest hull vertex that reaches the bar. A
+/// model below the hull is one whose price buys less P per dollar than
+/// the models around it (on AlpacaEval, claude-2 at ten times
+/// claude-instant's cost for a hair more P): the plain "cheapest model
+/// with P >= bar" bought it whenever its P edged past the bar, and its
+/// sweep fell below the zero router (docs/EVALUATION.md, "Why τ lost to
+/// the zero router").
+struct HullMask {
+    small: [bool; MAX_HULL_MODELS],
+    large: Vec<bool>,
+}
+
+impl HullMask {
+    fn new(p: &[f64], cost: &[f64], eligible: &[bool], policy: Policy) -> HullMask {
+        let n = p.len();
+        let mut mask = HullMask {
+            small: [false; MAX_HULL_MODELS],
+            large: if n > MAX_HULL_MODELS {
+                vec![false; n]
+            } else {
+                Vec::new()
+            },
+        };
+        if !matches!(policy, Policy::Target { .. }) {
+            (0..n).for_each(|i| mask.set(i, eligible[i]));
+            return mask;
+        }
+        let mut idx = [0usize; MAX_HULL_MODELS];
+        let mut big: Vec<usize> = if n > MAX_HULL_MODELS {
+            (0..n).collect()
+        } else {
+            Vec::new()
+        };
+        let order: &mut [usize] = if n > MAX_HULL_MODELS {
+            &mut big
+        } else {
+            for (i, x) in idx.iter_mut().enumerate().take(n) {
+                *x = i;
+            }
+            &mut idx[..n]
+        };
+        // Cheapest first; at equal cost the likelier first (it alone can
+        // be a vertex), then the lower index.
+        order.sort_unstable_by(|&a, &b| {
+            cost[a]
+                .total_cmp(&cost[b])
+                .then(p[b].total_cmp(&p[a]))
+                .then(a.cmp(&b))
+        });
+        // Monotone chain over the eligible points, kept in place: `len`
+        // leading entries of `order` are the hull so far.
+        let mut len = 0usize;
+        for pos in 0..n {
+            let i = order[pos];
+            if !eligible[i] || (len > 0 && cost[order[len - 1]] == cost[i]) {
+                continue;
+            }
+            while len >= 2 {
+                let (a, b) = (order[len - 2], order[len - 1]);
+                // Drop b if it lies on or below the segment a–i.
+                if (cost[b] - cost[a]) * (p[i] - p[a]) - (p[b] - p[a]) * (cost[i] - cost[a]) >= 0.0
+                {
+                    len -= 1;
+                } else {
+                    break;
+                }
+            }
+            order[len] = i;
+            len += 1;
+        }
+        // Non-decreasing: the hull ends at its most likely vertex.
+        let top = (0..len)
+            .max_by(|&x, &y| p[order[x]].total_cmp(&p[order[y]]).then(y.cmp(&x)))
+            .map_or(0, |t| t + 1);
+        for &i in &order[..top] {
+            mask.set(i, true);
+        }
+        mask
+    }
+
+    fn set(&mut self, i: usize, v: bool) {
+        if self.large.is_empty() {
+            self.small[i] = v;
+        } else {
+            self.large[i] = v;
+        }
+    }
+
+    fn on(&self, i: usize) -> bool {
+        if self.large.is_empty() {
+            self.small[i]
+        } else {
+            self.large[i]
+        }
+    }
 }
 
 /// The P a model must reach under the target policy on this prompt:
@@ -101,11 +213,20 @@ fn bar(p: &[f64], eligible: &[bool], policy: Policy) -> f64 {
 }
 
 /// Whether candidate `i` ranks before `j` under `policy` (the fallback
-/// order); `bar` is [`bar`]'s value for the prompt.
-fn better(i: usize, j: usize, p: &[f64], cost: &[f64], policy: Policy, bar: f64) -> bool {
+/// order); `bar` is [`bar`]'s value for the prompt, `hull` the models on
+/// the prompt's cost–P hull (only those can reach the target).
+fn better(
+    i: usize,
+    j: usize,
+    p: &[f64],
+    cost: &[f64],
+    policy: Policy,
+    bar: f64,
+    hull: &HullMask,
+) -> bool {
     match policy {
         Policy::Target { .. } => {
-            let (ri, rj) = (p[i] >= bar, p[j] >= bar);
+            let (ri, rj) = (p[i] >= bar && hull.on(i), p[j] >= bar && hull.on(j));
             match (ri, rj) {
                 (true, false) => true,
                 (false, true) => false,
@@ -182,10 +303,11 @@ pub fn decide(
         ));
     }
     let bar = bar(p, &eligible, policy);
+    let hull = HullMask::new(p, cost, &eligible, policy);
     order.sort_by(|&a, &b| {
-        if better(a, b, p, cost, policy, bar) {
+        if better(a, b, p, cost, policy, bar, &hull) {
             std::cmp::Ordering::Less
-        } else if better(b, a, p, cost, policy, bar) {
+        } else if better(b, a, p, cost, policy, bar, &hull) {
             std::cmp::Ordering::Greater
         } else {
             a.cmp(&b)
@@ -195,7 +317,7 @@ pub fn decide(
     let name = |i: usize| catalog.models[i].name.clone();
     let reason = match policy {
         Policy::Target { target } => format!(
-            "cheapest of {} eligible model(s) with P(success) >= {bar:.3} \
+            "cheapest of {} eligible model(s) on the cost-P hull with P(success) >= {bar:.3} \
              (target {target} less the best model's shortfall from 1): P = {:.3}, {:.6} USD",
             order.len(),
             p[first],
@@ -313,6 +435,52 @@ latency_ms = 3000
         let sure = [0.7, 0.9, 1.0];
         let pick = |t: f64| choose(&sure, &COST, &[true; 3], Policy::Target { target: t }).unwrap();
         assert_eq!((pick(0.6), pick(0.85), pick(0.95)), (0, 1, 2));
+    }
+
+    #[test]
+    fn target_skips_models_below_the_prompts_cost_p_hull() {
+        // "mid" costs ten times "cheap" for 0.02 more P; "big" adds 0.4 at
+        // ten times again. On the segment cheap-big at mid's cost P is
+        // 0.54, above mid's 0.52: mid is below the hull.
+        let p = [0.50, 0.52, 0.90];
+        let cost = [0.001, 0.01, 0.1];
+        let pick = |t: f64| choose(&p, &cost, &[true; 3], Policy::Target { target: t }).unwrap();
+        // Bar 0.51: the plain rule bought "mid"; the hull rule goes to "big".
+        assert_eq!(pick(0.61), 2);
+        assert_eq!(pick(0.60), 0);
+        // Excluding "big" puts "mid" back on the (two-point) hull.
+        let c = choose(
+            &p,
+            &cost,
+            &[true, true, false],
+            Policy::Target { target: 0.99 },
+        );
+        assert_eq!(c, Some(1));
+        // It stays in the fallback order, after the hull models.
+        let d = decide(
+            &catalog(),
+            &p,
+            &cost,
+            Policy::Target { target: 0.61 },
+            &Constraints::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (d.model.as_str(), d.fallbacks.clone()),
+            ("big", vec!["mid".to_string(), "cheap".to_string()])
+        );
+        // Willingness to pay never buys it either: its maximum always lies
+        // on the hull.
+        let wtp = |l: f64| {
+            choose(
+                &p,
+                &cost,
+                &[true; 3],
+                Policy::WillingnessToPay { lambda_per_usd: l },
+            )
+            .unwrap()
+        };
+        assert!((0..80).all(|e| wtp(10f64.powf(e as f64 / 10.0 - 2.0)) != 1));
     }
 
     #[test]

@@ -24,10 +24,19 @@
 //! rows with its ridge and carries its calibration as
 //! σ(α_m · logit P + β_m) (the artifact's `calibration` field), the choice
 //! and every candidate's loss in `selection`.
+//!
+//! Stacking with kNN: the same folds also give every held-out (prompt,
+//! model) the k-nearest-neighbour estimate P_knn from the other folds'
+//! prompts ([`crate::neighbours`]). Each ridge is tried with each weight w
+//! in `knn_weights`, ℓ = logit((1 − w) · P_irt + w · P_knn), and calibrated
+//! as above; a candidate with w > 0 counts one parameter more. w = 0 is the
+//! item-response model alone, exactly; w = 1 is kNN alone (calibrated). The
+//! final model stores its training prompts only when the winner has w > 0.
 
 use serde::Serialize;
 
 use crate::error::RouterError;
+use crate::neighbours::Neighbours;
 use crate::success::{sigmoid, CandidateLoss, SelectionRecord, SuccessModel};
 use crate::train::{fit_fixed, SplitMix, TrainConfig, TrainingRow};
 
@@ -41,6 +50,13 @@ pub struct Selection {
     /// Fewest rows with outcomes for which per-prompt signal is tried at
     /// all; below it the model is the per-model averages.
     pub min_rows: usize,
+    /// Weights w of the kNN estimate in the stacked P tried with each
+    /// ridge ([0]: no stacking, the item-response model alone).
+    pub knn_weights: Vec<f32>,
+    /// Neighbours per kNN estimate.
+    pub knn_k: usize,
+    /// Pseudo-outcomes of a model's mean in each kNN estimate.
+    pub knn_prior: f32,
 }
 
 impl Default for Selection {
@@ -49,6 +65,9 @@ impl Default for Selection {
             folds: 3,
             l2_grid: vec![1.0, 10.0],
             min_rows: 30,
+            knn_weights: vec![0.0, 0.25, 0.5, 0.75, 1.0],
+            knn_k: 25,
+            knn_prior: 2.0,
         }
     }
 }
@@ -62,6 +81,9 @@ const PRIOR_DELTA: f64 = 10.0;
 
 /// One out-of-fold prediction: model, logit, score.
 type Pair = (usize, f64, f64);
+
+/// One out-of-fold prediction before stacking: model, P_irt, P_knn, score.
+type Raw = (usize, f64, f64, f64);
 
 /// A fitted calibration: shared α, per-model γ and δ, and the centres ℓ̄.
 #[derive(Debug, Clone)]
@@ -92,15 +114,15 @@ impl Calib {
 
     /// The candidate's loss over `pairs`: mean cross-entropy, and that plus
     /// the free parameters per pair (`slopes`: α and every γ_m, δ_m;
-    /// otherwise the δ_m).
-    fn loss(&self, name: String, pairs: &[Pair], slopes: bool) -> CandidateLoss {
+    /// otherwise the δ_m; plus `extra`, e.g. a stacking weight).
+    fn loss(&self, name: String, pairs: &[Pair], slopes: bool, extra: f64) -> CandidateLoss {
         let total: f64 = pairs
             .iter()
             .map(|&(m, l, y)| cross_entropy(sigmoid(self.logit(m, l)), y))
             .sum();
         let count = pairs.len().max(1) as f64;
         let n = self.centre.len() as f64;
-        let params = if slopes { 1.0 + 2.0 * n } else { n };
+        let params = extra + if slopes { 1.0 + 2.0 * n } else { n };
         CandidateLoss {
             candidate: name,
             cross_entropy: (total / count) as f32,
@@ -140,6 +162,7 @@ pub fn fit_selected(
             choice: "averages".into(),
             l2_prompt: cfg.l2_prompt,
             prompt_weight: 0.0,
+            knn_weight: 0.0,
             cv_loss: Vec::new(),
         });
         return Ok(model);
@@ -157,31 +180,63 @@ pub fn fit_selected(
         fold_of[r] = pos % sel.folds;
     }
 
+    let weights: Vec<f32> = if sel.knn_weights.is_empty() {
+        vec![0.0]
+    } else {
+        sel.knn_weights.clone()
+    };
+    let stacking = weights.iter().any(|&w| w > 0.0);
+    let knn = if stacking {
+        out_of_fold_knn(rows, &fold_of, sel, n, cfg.seed)
+    } else {
+        vec![Vec::new(); rows.len()]
+    };
+
     let mut losses = Vec::new();
-    // (loss, candidate name, ridge, calibration)
-    let mut best: Option<(f32, String, f32, Calib)> = None;
+    // (loss, candidate name, ridge, knn weight, calibration)
+    let mut best: Option<(f32, String, f32, f32, Calib)> = None;
     for &l2 in &grid {
         let c = TrainConfig {
             l2_prompt: l2,
             selection: None,
             ..cfg.clone()
         };
-        let pairs = out_of_fold_pairs(&models, &tasks, rows, &fold_of, sel.folds, &c, encoder_id)?;
+        let raw = out_of_fold_pairs(
+            &models,
+            &tasks,
+            rows,
+            &fold_of,
+            sel.folds,
+            &knn,
+            sel.knn_prior as f64,
+            &c,
+            encoder_id,
+        )?;
         if best.is_none() {
             // Per-model averages, measured on the first ridge's centres.
+            let pairs = stacked(&raw, 0.0);
             let calib = fit_calibration(&pairs, n, false);
-            let loss = calib.loss("averages".into(), &pairs, false);
-            best = Some((loss.penalised, "averages".into(), cfg.l2_prompt, calib));
+            let loss = calib.loss("averages".into(), &pairs, false, 0.0);
+            best = Some((loss.penalised, "averages".into(), cfg.l2_prompt, 0.0, calib));
             losses.push(loss);
         }
-        let calib = fit_calibration(&pairs, n, true);
-        let loss = calib.loss(format!("prompt l2={l2}"), &pairs, true);
-        if best.as_ref().is_some_and(|b| loss.penalised < b.0) {
-            best = Some((loss.penalised, "prompt".into(), l2, calib));
+        for &w in &weights {
+            let pairs = stacked(&raw, w as f64);
+            let calib = fit_calibration(&pairs, n, true);
+            let name = if w > 0.0 {
+                format!("prompt l2={l2} knn={w}")
+            } else {
+                format!("prompt l2={l2}")
+            };
+            let extra = if w > 0.0 { 1.0 } else { 0.0 };
+            let loss = calib.loss(name, &pairs, true, extra);
+            if best.as_ref().is_some_and(|b| loss.penalised < b.0) {
+                best = Some((loss.penalised, "prompt".into(), l2, w, calib));
+            }
+            losses.push(loss);
         }
-        losses.push(loss);
     }
-    let (_, choice, l2, calib) = best.expect("the grid is not empty");
+    let (_, choice, l2, w, calib) = best.expect("the grid is not empty");
     let c = TrainConfig {
         l2_prompt: l2,
         selection: None,
@@ -189,26 +244,70 @@ pub fn fit_selected(
     };
     let mut model = fit_fixed(models, tasks, rows, &c, encoder_id)?;
     model.calibration = calib.platt();
+    if w > 0.0 {
+        let mut nb = Neighbours::build(rows, n, sel.knn_k, sel.knn_prior, cfg.seed);
+        nb.weight = w;
+        model.neighbours = Some(nb);
+    }
     model.selection = Some(SelectionRecord {
         folds: sel.folds,
         choice,
         l2_prompt: l2,
         prompt_weight: calib.alpha as f32,
+        knn_weight: w,
         cv_loss: losses,
     });
     Ok(model)
 }
 
-/// Fits on all folds but one, predicts that one, for every fold.
+/// The logit of (1 − w) · P_irt + w · P_knn for every raw pair.
+fn stacked(raw: &[Raw], w: f64) -> Vec<Pair> {
+    raw.iter()
+        .map(|&(m, p, k, y)| {
+            let q = if w > 0.0 { (1.0 - w) * p + w * k } else { p };
+            (m, logit(q), y)
+        })
+        .collect()
+}
+
+/// Neighbour (sum, count) of every model on every row, from the other
+/// folds' prompts (empty for rows without outcomes).
+fn out_of_fold_knn(
+    rows: &[TrainingRow],
+    fold_of: &[usize],
+    sel: &Selection,
+    n: usize,
+    seed: u64,
+) -> Vec<Vec<[f32; 2]>> {
+    let mut out = vec![Vec::new(); rows.len()];
+    for f in 0..sel.folds {
+        let train: Vec<TrainingRow> = (0..rows.len())
+            .filter(|&i| fold_of[i] != f)
+            .map(|i| rows[i].clone())
+            .collect();
+        let nb = Neighbours::build(&train, n, sel.knn_k, sel.knn_prior, seed);
+        for i in (0..rows.len()).filter(|&i| fold_of[i] == f) {
+            out[i] = nb.neighbour_sums(&rows[i].embedding);
+        }
+    }
+    out
+}
+
+/// Fits on all folds but one, predicts that one, for every fold: (model,
+/// P_irt, P_knn from `knn`'s neighbour sums shrunk toward P_irt with
+/// `prior` pseudo-outcomes ([`Neighbours::estimate`]), score).
+#[allow(clippy::too_many_arguments)] // the fold layout travels as plain slices
 fn out_of_fold_pairs(
     models: &[String],
     tasks: &[String],
     rows: &[TrainingRow],
     fold_of: &[usize],
     folds: usize,
+    knn: &[Vec<[f32; 2]>],
+    prior: f64,
     cfg: &TrainConfig,
     encoder_id: &str,
-) -> Result<Vec<Pair>, RouterError> {
+) -> Result<Vec<Raw>, RouterError> {
     let names: Vec<&str> = models.iter().map(String::as_str).collect();
     let mut pairs = Vec::new();
     for f in 0..folds {
@@ -217,13 +316,14 @@ fn out_of_fold_pairs(
             .map(|i| rows[i].clone())
             .collect();
         let m = fit_fixed(models.to_vec(), tasks.to_vec(), &train, cfg, encoder_id)?;
-        for r in (0..rows.len())
-            .filter(|&i| fold_of[i] == f)
-            .map(|i| &rows[i])
-        {
+        for i in (0..rows.len()).filter(|&i| fold_of[i] == f) {
+            let r = &rows[i];
             let p = m.predict(&names, &r.embedding, &r.task_scores);
             for &(mi, y) in &r.outcomes {
-                pairs.push((mi, logit(p[mi]), y as f64));
+                let k = knn[i].get(mi).map_or(p[mi], |&[s, c]| {
+                    (s as f64 + prior * p[mi]) / (c as f64 + prior).max(1e-12)
+                });
+                pairs.push((mi, p[mi], k, y as f64));
             }
         }
     }

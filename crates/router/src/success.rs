@@ -12,10 +12,16 @@
 //! its discrimination, v_m its loadings on the k traits. A model the
 //! artifact has never seen gets the prior: the mean ability over the fitted
 //! models, a = 1, no trait loadings.
+//!
+//! P_knn is the k-nearest-neighbour estimate over stored training prompts
+//! ([`crate::neighbours`]); its weight w is chosen by cross-validation
+//! ([`crate::select`]) and the prompts are stored only when w > 0. The
+//! per-model calibration applies to the blend.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::RouterError;
+use crate::neighbours::Neighbours;
 
 /// Version of the JSON artifact layout; bumped on any incompatible change.
 pub const ARTIFACT_VERSION: u32 = 1;
@@ -66,6 +72,10 @@ pub struct SuccessModel {
     /// absent in artifacts fitted without it (and in older artifacts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<SelectionRecord>,
+    /// The stored prompts of the kNN estimate blended into P, with its
+    /// weight; absent when the selection chose weight 0 (the plain model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbours: Option<Neighbours>,
 }
 
 /// The choice [`crate::select`] made, as recorded in the artifact.
@@ -81,6 +91,10 @@ pub struct SelectionRecord {
     /// Weight α of the centred per-prompt logit in the calibration
     /// (0: every prompt gets its model's average; 1: the fit as is).
     pub prompt_weight: f32,
+    /// Weight w of the kNN estimate in the stacked P (0: the item-response
+    /// model alone). Absent in older artifacts: 0.
+    #[serde(default)]
+    pub knn_weight: f32,
     /// Every candidate's out-of-fold loss, in the order tried.
     pub cv_loss: Vec<CandidateLoss>,
 }
@@ -94,8 +108,8 @@ impl std::fmt::Display for SelectionRecord {
         }
         write!(
             f,
-            "{} (ridge {}, signal weight {:.2}) chosen by {}-fold cross-validation; cross-entropy",
-            self.choice, self.l2_prompt, self.prompt_weight, self.folds
+            "{} (ridge {}, knn weight {}, signal weight {:.2}) chosen by {}-fold cross-validation; cross-entropy",
+            self.choice, self.l2_prompt, self.knn_weight, self.prompt_weight, self.folds
         )?;
         for (i, c) in self.cv_loss.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };
@@ -125,6 +139,9 @@ pub struct PromptTerms {
     pub difficulty: f32,
     /// z(x), `rank` values.
     pub traits: Vec<f32>,
+    /// Neighbour (sum of scores, count) per fitted model; empty when the
+    /// model has no neighbours (or weight 0).
+    pub neighbours: Vec<[f32; 2]>,
 }
 
 impl SuccessModel {
@@ -164,10 +181,12 @@ impl SuccessModel {
             && self.outcome_counts.len() == n
             && (self.calibration.is_empty() || self.calibration.len() == n)
             && t > 0;
-        if ok {
-            Ok(())
-        } else {
-            Err("parameter shapes do not match models/tasks/dim/rank".into())
+        if !ok {
+            return Err("parameter shapes do not match models/tasks/dim/rank".into());
+        }
+        match &self.neighbours {
+            Some(nb) => nb.check(n, d),
+            None => Ok(()),
         }
     }
 
@@ -208,7 +227,15 @@ impl SuccessModel {
                 *z += row[j] * x;
             }
         }
-        PromptTerms { difficulty, traits }
+        let neighbours = match &self.neighbours {
+            Some(nb) if nb.weight > 0.0 => nb.neighbour_sums(embedding),
+            _ => Vec::new(),
+        };
+        PromptTerms {
+            difficulty,
+            traits,
+            neighbours,
+        }
     }
 
     /// P(success) of fitted model `m` (an index) given the prompt terms and
@@ -227,6 +254,13 @@ impl SuccessModel {
             terms.difficulty,
             task_scores,
         );
+        let p = match (&self.neighbours, terms.neighbours.get(m)) {
+            (Some(nb), Some(&sums)) => {
+                let w = nb.weight as f64;
+                (1.0 - w) * p + w * nb.estimate(sums, p)
+            }
+            _ => p,
+        };
         match self.calibration.get(m) {
             Some(&[alpha, beta]) => platt(p, alpha, beta),
             None => p,

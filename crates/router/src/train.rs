@@ -36,6 +36,11 @@ pub struct TrainConfig {
     pub l2_prompt: f32,
     /// Prior precision of abilities around the across-model mean (logit units^-2).
     pub ability_prior: f32,
+    /// Shrinkage by outcome count: a model with n < `prior_outcomes`
+    /// outcomes gets `ability_prior` × `prior_outcomes` / n (so ten
+    /// outcomes cannot lift a new model far above the others); from
+    /// `prior_outcomes` on, `ability_prior` itself. 0: off.
+    pub prior_outcomes: f32,
     /// Seed for the trait initialisation (and the selection's folds).
     pub seed: u64,
     /// How much per-prompt signal to use, chosen by cross-validation inside
@@ -52,6 +57,7 @@ impl Default for TrainConfig {
             learning_rate: 0.03,
             l2_prompt: 1.0,
             ability_prior: 1.0,
+            prior_outcomes: 200.0,
             seed: 17,
             selection: Some(Selection::default()),
         }
@@ -193,7 +199,7 @@ pub fn fit_fixed(
     let mut adam = Adam::new(lay.len(), cfg.learning_rate);
     let mut g = vec![0f32; lay.len()];
     for _ in 0..cfg.epochs {
-        gradient(&lay, &p, rows, &x, cfg, &mut g);
+        gradient(&lay, &p, rows, &x, &counts, cfg, &mut g);
         adam.step(&mut p, &g);
     }
 
@@ -223,6 +229,7 @@ pub fn fit_fixed(
         outcome_counts: counts,
         calibration: Vec::new(),
         selection: None,
+        neighbours: None,
     })
 }
 
@@ -232,6 +239,7 @@ fn gradient(
     p: &[f32],
     rows: &[TrainingRow],
     x: &[f32],
+    counts: &[usize],
     cfg: &TrainConfig,
     g: &mut [f32],
 ) {
@@ -282,6 +290,10 @@ fn gradient(
         }
     }
     // Priors (gradients of their negative log densities).
+    let prior: Vec<f32> = counts
+        .iter()
+        .map(|&c| cfg.ability_prior * (cfg.prior_outcomes / c.max(1) as f32).max(1.0))
+        .collect();
     let ridge = cfg.l2_prompt * rows.len() as f32;
     for j in lay.w()..lay.theta() {
         g[j] += ridge * p[j];
@@ -289,7 +301,7 @@ fn gradient(
     for ti in 0..t {
         let mean: f32 = (0..lay.n).map(|m| p[lay.theta() + m * t + ti]).sum::<f32>() / lay.n as f32;
         for m in 0..lay.n {
-            g[lay.theta() + m * t + ti] += cfg.ability_prior * (p[lay.theta() + m * t + ti] - mean);
+            g[lay.theta() + m * t + ti] += prior[m] * (p[lay.theta() + m * t + ti] - mean);
         }
     }
     for m in 0..lay.n {
@@ -421,6 +433,31 @@ mod tests {
         );
         assert!((0.05..0.95).contains(&unknown), "{unknown}");
         assert_eq!(m.outcome_counts, [400, 400, 5]);
+    }
+
+    #[test]
+    fn the_ability_prior_scales_with_few_outcomes() {
+        // "rare" has 5 outcomes, all successes: with the count-scaled prior
+        // (x 200/5) its P stays nearer the prior than with the plain one.
+        let names = ["strong", "weak", "rare"].map(String::from).to_vec();
+        let p_rare = |prior_outcomes: f32| {
+            let cfg = TrainConfig {
+                rank: 0,
+                prior_outcomes,
+                selection: None,
+                ..Default::default()
+            };
+            let m = fit(names.clone(), vec!["any".into()], &rows(), &cfg, "t").unwrap();
+            let rare = m.predict(&["rare"], &[0.5, 0.0], &[1.0])[0];
+            let prior = m.predict(&["never-seen"], &[0.5, 0.0], &[1.0])[0];
+            (rare, prior)
+        };
+        let (scaled, prior_a) = p_rare(200.0);
+        let (plain, prior_b) = p_rare(0.0);
+        assert!(
+            scaled - prior_a < 0.5 * (plain - prior_b),
+            "scaled {scaled} (prior {prior_a}), plain {plain} (prior {prior_b})"
+        );
     }
 
     #[test]

@@ -102,6 +102,7 @@ mod tests {
             outcome_counts: vec![3],
             calibration: vec![],
             selection: None,
+            neighbours: None,
         }
     }
 

@@ -202,9 +202,10 @@ fn artifact_records_the_choice_and_round_trips() {
     let back = SuccessModel::from_json(&model.to_json()).unwrap();
     assert_eq!(back, model);
     let sel = back.selection.unwrap();
+    let default = TrainConfig::default().selection.unwrap();
     assert_eq!(
         sel.cv_loss.len(),
-        1 + TrainConfig::default().selection.unwrap().l2_grid.len()
+        1 + default.l2_grid.len() * default.knn_weights.len()
     );
     assert_eq!(back.calibration.len(), 3);
     // Too few rows to cross-validate: the per-model averages.
@@ -212,4 +213,114 @@ fn artifact_records_the_choice_and_round_trips() {
     let sel = few.selection.unwrap();
     assert_eq!((sel.choice.as_str(), sel.folds), ("averages", 0));
     assert!(few.calibration.iter().all(|c| c[0] == 0.0));
+}
+
+/// `n` prompts in `clusters` tight clusters of a 16-d space; each cluster
+/// gives each model its own success rate (logits uniform in ±3), so what
+/// predicts an outcome is which cluster a prompt is in: local structure a
+/// 25-nearest-neighbour average finds and a linear function of the
+/// embedding (rank 8) cannot fit over 40 clusters.
+fn clustered_rows(n: usize, rng: &mut Rng) -> Vec<TrainingRow> {
+    let clusters = 40;
+    let mut centre_rng = Rng(99);
+    let centres: Vec<Vec<f64>> = (0..clusters)
+        .map(|_| (0..DIM).map(|_| centre_rng.normal()).collect())
+        .collect();
+    let logits: Vec<[f64; 3]> = (0..clusters)
+        .map(|_| std::array::from_fn(|_| 6.0 * centre_rng.uniform() - 3.0))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let c = i % clusters;
+            let embedding = centres[c]
+                .iter()
+                .map(|&x| (x + 0.1 * rng.normal()) as f32)
+                .collect();
+            let outcomes = (0..3)
+                .map(|m| {
+                    let y = rng.uniform() < sigmoid(logits[c][m]);
+                    (m, if y { 1.0 } else { 0.0 })
+                })
+                .collect();
+            TrainingRow {
+                embedding,
+                task_scores: vec![1.0],
+                outcomes,
+            }
+        })
+        .collect()
+}
+
+fn cross_entropy(model: &SuccessModel, test: &[TrainingRow]) -> f64 {
+    let names = ["cheap", "mid", "dear"];
+    let (mut total, mut count) = (0.0, 0.0);
+    for r in test {
+        let p = model.predict(&names, &r.embedding, &[1.0]);
+        for &(m, y) in &r.outcomes {
+            let q = p[m].clamp(1e-9, 1.0 - 1e-9);
+            total -= y as f64 * q.ln() + (1.0 - y as f64) * (1.0 - q).ln();
+            count += 1.0;
+        }
+    }
+    total / count
+}
+
+fn trained_with_weights(train: &[TrainingRow], weights: Vec<f32>) -> SuccessModel {
+    let mut cfg = TrainConfig::default();
+    cfg.selection.as_mut().unwrap().knn_weights = weights;
+    let names = ["cheap", "mid", "dear"].map(String::from).to_vec();
+    fit(names, vec!["any".into()], train, &cfg, "test").unwrap()
+}
+
+#[test]
+fn local_signal_chooses_stacking_with_knn() {
+    let mut rng = Rng(21);
+    let train = clustered_rows(1200, &mut rng);
+    let test = clustered_rows(1200, &mut rng);
+    let stacked = trained(&train);
+    let sel = stacked.selection.as_ref().unwrap();
+    assert!(sel.knn_weight >= 0.5, "{sel}");
+    let nb = stacked.neighbours.as_ref().expect("neighbours stored");
+    assert_eq!((nb.rows, nb.weight), (1200, sel.knn_weight));
+    // It pays on held-out prompts, against the item-response model alone.
+    let plain = trained_with_weights(&train, vec![0.0]);
+    let (ce_stacked, ce_plain) = (cross_entropy(&stacked, &test), cross_entropy(&plain, &test));
+    assert!(
+        ce_stacked < ce_plain - 0.03,
+        "{ce_stacked:.4} vs {ce_plain:.4}"
+    );
+    let back = SuccessModel::from_json(&stacked.to_json()).unwrap();
+    assert_eq!(back, stacked);
+}
+
+#[test]
+fn stacking_weight_zero_is_the_plain_model() {
+    let mut rng = Rng(22);
+    let train = clustered_rows(600, &mut rng);
+    let test = clustered_rows(200, &mut rng);
+    // Weight 0 on a model that stores neighbours: the same P, bit for bit,
+    // as without them.
+    let stacked = trained(&train);
+    assert!(stacked.neighbours.is_some());
+    let mut zero = stacked.clone();
+    zero.neighbours.as_mut().unwrap().weight = 0.0;
+    let mut none = stacked.clone();
+    none.neighbours = None;
+    let names = ["cheap", "mid", "dear"];
+    for r in &test {
+        let a = zero.predict(&names, &r.embedding, &[1.0]);
+        let b = none.predict(&names, &r.embedding, &[1.0]);
+        assert_eq!(a, b);
+    }
+    // Only w = 0 offered: no neighbours stored, and each w = 0 candidate's
+    // cross-validated loss is the one the stacked selection measured for it
+    // (the same folds, fits and calibration: w = 0 is today's model).
+    let plain = trained_with_weights(&train, vec![0.0]);
+    let sel = plain.selection.as_ref().unwrap();
+    assert!(plain.neighbours.is_none() && sel.knn_weight == 0.0);
+    let all = &stacked.selection.as_ref().unwrap().cv_loss;
+    for c in &sel.cv_loss {
+        let same = all.iter().find(|x| x.candidate == c.candidate).unwrap();
+        assert_eq!(same, c);
+    }
 }

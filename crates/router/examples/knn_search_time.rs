@@ -1,0 +1,31 @@
+//! Minimum over repetitions of the mean time of one kNN search of the
+//! stacked success model (the shared machine's load inflates criterion's
+//! means; the minimum shows the work):
+//! `cargo run --release -p pointsman-router --example knn_search_time`.
+use pointsman_router::{Neighbours, TrainingRow};
+use std::time::Instant;
+fn main() {
+    let (dim, n) = (384, 11);
+    for rows in [1800usize, 8192] {
+        let training: Vec<TrainingRow> = (0..rows)
+            .map(|i| TrainingRow {
+                embedding: (0..dim)
+                    .map(|j| ((i * 7 + j * 13) as f32 * 0.017).sin())
+                    .collect(),
+                task_scores: vec![1.0],
+                outcomes: (0..n).map(|m| (m, ((i + m) % 3) as f32 / 2.0)).collect(),
+            })
+            .collect();
+        let nb = Neighbours::build(&training, n, 25, 2.0, 0);
+        let q: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
+        let mut best = f64::MAX;
+        for _ in 0..30 {
+            let s = Instant::now();
+            for _ in 0..50 {
+                std::hint::black_box(nb.neighbour_sums(std::hint::black_box(&q)));
+            }
+            best = best.min(s.elapsed().as_secs_f64() * 1e6 / 50.0);
+        }
+        println!("{rows} stored prompts: {best:.1} us per neighbour search (min of 30 x 50)");
+    }
+}
