@@ -183,18 +183,16 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 
 #[test]
 fn without_upstreams_routing_works_and_chat_is_503_and_open_listeners_are_refused() {
+    // `serve` that must fail at start-up: its stderr.
+    let refused = |extra: &[&str]| {
+        let mut args = vec!["serve", "--router", "none", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let out = pointsman(&args);
+        assert!(!out.status.success(), "{extra:?} started");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
     // Beyond loopback without TLS and a token: refused, naming the flag.
-    let out = pointsman(&[
-        "serve",
-        "--router",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "0.0.0.0:0",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&["--http-listen", "0.0.0.0:0"]);
     assert!(
         err.contains("--http-listen 0.0.0.0:0 is beyond loopback") && err.contains("--insecure"),
         "{err}"
@@ -207,19 +205,12 @@ fn without_upstreams_routing_works_and_chat_is_503_and_open_listeners_are_refuse
         "[[upstream]]\nmodel = \"cheap\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nupstream_model = \"x\"\ntimeout_ms = 5\n",
     )
     .unwrap();
-    let out = pointsman(&[
-        "serve",
-        "--router",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
+    let err = refused(&[
         "--http-listen",
         "127.0.0.1:0",
         "--upstreams",
         bad.to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(err.contains("timeout_ms"), "{err}");
 
     let mut server = Server::start(Options {

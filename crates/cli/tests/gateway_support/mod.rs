@@ -155,24 +155,3 @@ pub fn venv_python() -> PathBuf {
     );
     p
 }
-
-/// `store export --all` as JSON records.
-pub fn export_all(store: &Path) -> Vec<serde_json::Value> {
-    let out = crate::serve_support::pointsman(&[
-        "store",
-        "export",
-        "--all",
-        "--store",
-        store.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
