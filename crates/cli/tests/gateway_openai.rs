@@ -183,18 +183,16 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 
 #[test]
 fn without_upstreams_routing_works_and_chat_is_503_and_open_listeners_are_refused() {
+    // `serve` that must fail at start-up: its stderr.
+    let refused = |extra: &[&str]| {
+        let mut args = vec!["serve", "--router", "none", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let out = pointsman(&args);
+        assert!(!out.status.success(), "{extra:?} started");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
     // Beyond loopback without TLS and a token: refused, naming the flag.
-    let out = pointsman(&[
-        "serve",
-        "--router",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "0.0.0.0:0",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&["--http-listen", "0.0.0.0:0"]);
     assert!(
         err.contains("--http-listen 0.0.0.0:0 is beyond loopback") && err.contains("--insecure"),
         "{err}"
@@ -207,19 +205,12 @@ fn without_upstreams_routing_works_and_chat_is_503_and_open_listeners_are_refuse
         "[[upstream]]\nmodel = \"cheap\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nupstream_model = \"x\"\ntimeout_ms = 5\n",
     )
     .unwrap();
-    let out = pointsman(&[
-        "serve",
-        "--router",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
+    let err = refused(&[
         "--http-listen",
         "127.0.0.1:0",
         "--upstreams",
         bad.to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(err.contains("timeout_ms"), "{err}");
 
     let mut server = Server::start(Options {
@@ -260,5 +251,37 @@ fn without_upstreams_routing_works_and_chat_is_503_and_open_listeners_are_refuse
     );
     // Both front ends drain on SIGTERM.
     server.signal("-TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn a_stream_in_flight_at_sigterm_is_finished_before_the_process_exits() {
+    use std::io::{BufRead, BufReader, Write};
+    let stub = Stub::start();
+    let mut server = start_gateway(&stub, &["--drain-timeout", "10"]);
+    let addr = server.http.clone().unwrap();
+    let body = r#"{"model": "pause", "stream": true, "messages": [{"role": "user", "content": "finish me after the signal"}]}"#;
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut seen = String::new();
+    // Read until the first event has arrived: the stream is in flight.
+    while !seen.contains("data: ") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen += &line;
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    server.signal("-TERM");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(rest.contains("data: [DONE]"), "the stream was cut: {rest}");
+    assert!(rest.contains("signal"), "{rest}");
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
 }

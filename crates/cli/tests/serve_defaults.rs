@@ -123,19 +123,9 @@ fn serve_with_no_routing_flags_routes_with_the_shipped_catalog_and_artifact() {
     );
     assert!(loaded.contains(&store.display().to_string()), "{loaded}");
     // The decision was logged in that store.
-    let out = pointsman(&[
-        "store",
-        "export",
-        "--all",
-        "--store",
-        store.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&decision.decision_id));
+    assert!(export_all(&store)
+        .iter()
+        .any(|r| r["id"] == decision.decision_id.as_str()));
 }
 
 #[test]

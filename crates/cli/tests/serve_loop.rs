@@ -268,8 +268,31 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 
             cert.display().to_string(),
             "--tls-key".into(),
             key.display().to_string(),
+            // The HTTP gateway serves the same certificate.
+            "--http-listen".into(),
+            "127.0.0.1:0".into(),
         ],
     });
+    let https = |url: &str| {
+        let check = format!(
+            "import ssl, urllib.request; ctx = ssl.create_default_context(cafile={:?}); print(urllib.request.urlopen({url:?}, context=ctx).read().decode())",
+            ca.display().to_string()
+        );
+        std::process::Command::new("python3")
+            .args(["-c", &check])
+            .output()
+            .unwrap()
+    };
+    let http_addr = server.http.clone().unwrap();
+    let out = https(&format!("https://{http_addr}/v1/models"));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("pointsman/auto"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP to the TLS port gets no answer.
+    let out = https(&format!("http://{http_addr}/v1/models"));
+    assert!(!out.status.success());
     runtime().block_on(async {
         use tonic::transport::{Certificate, Channel, ClientTlsConfig};
         let tls = ClientTlsConfig::new()

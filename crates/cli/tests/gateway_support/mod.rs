@@ -12,7 +12,7 @@ use crate::serve_support::{repo, Server};
 
 /// Catalog models → stub behaviour. The faulty models are cheaper than
 /// `ok`, so a decision among `[faulty, ok]` tries the faulty one first.
-pub const MODELS: [(&str, f64, Option<&str>); 10] = [
+pub const MODELS: [(&str, f64, Option<&str>); 11] = [
     ("ok", 1.0, Some("stub-ok")),
     ("strong", 10.0, Some("stub-ok")),
     ("rate", 0.1, Some("stub-429")),
@@ -27,6 +27,8 @@ pub const MODELS: [(&str, f64, Option<&str>); 10] = [
     ("bad", 0.1, Some("stub-400")),
     ("unconfigured", 0.05, None),
     ("spare", 20.0, Some("stub-ok")),
+    // Two chunks, then the rest 1.5 s later (within the idle timeout).
+    ("pause", 30.0, Some("stub-stall-1500")),
 ];
 
 pub const TOKEN: &str = "gateway-test-token";
@@ -154,25 +156,4 @@ pub fn venv_python() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// `store export --all` as JSON records.
-pub fn export_all(store: &Path) -> Vec<serde_json::Value> {
-    let out = crate::serve_support::pointsman(&[
-        "store",
-        "export",
-        "--all",
-        "--store",
-        store.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }

@@ -404,3 +404,24 @@ pub async fn grpc_finish(resp: h2::client::ResponseFuture) -> Result<(String, Ve
         .unwrap_or_default();
     Ok((status, bytes))
 }
+
+/// `store export --all` as JSON records.
+pub fn export_all(store: &Path) -> Vec<serde_json::Value> {
+    let out = pointsman(&[
+        "store",
+        "export",
+        "--all",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
