@@ -13,23 +13,25 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use pointsman_classifier::classifier::head_input;
+use pointsman_classifier::difficulty_target::{DifficultyTarget, JointDifficulty};
 use pointsman_classifier::features::FEATURE_NAMES;
-use pointsman_classifier::heads::{
-    sigmoid, softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION,
-};
-use pointsman_classifier::train::{train_classifier, train_regressor, TrainConfig};
+use pointsman_classifier::heads::{softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION};
+use pointsman_classifier::irt::IrtConfig;
+use pointsman_classifier::train::{train_classifier, TrainConfig};
 use pointsman_classifier::{
     classifier::load_encoder, DeviceChoice, DifficultyHead, EmbedCache, Engine, Heads, ModelDir,
     TaskHead, Taxonomy, DEFAULT_TASKS,
 };
 use pointsman_records::Record;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::metrics::{spearman, Confusion};
+use crate::heads_difficulty::{difficulty_cv, fit_difficulty, outcome_data};
+use crate::metrics::Confusion;
 use crate::paths;
+
+/// Chosen by leave-one-source-out over the outcome sources (docs/EVALUATION.md, "Difficulty").
+const DEFAULT_DIFFICULTY_TARGET: &str = "irt-centred";
 
 #[derive(Args)]
 pub struct TrainHeadsArgs {
@@ -39,12 +41,21 @@ pub struct TrainHeadsArgs {
     /// Folder of task-labelled JSONL records used only for evaluation.
     #[arg(long, default_value = "training-data/eval")]
     eval: PathBuf,
-    /// Folder of JSONL records with per-model outcomes (difficulty = 1 - mean score).
+    /// Folder of JSONL records with per-model outcomes (the difficulty head's data; every row feeds the IRT fit).
     #[arg(long, default_value = "training-data/outcomes")]
     outcomes: PathBuf,
-    /// At most this many records per outcome file (seeded sample).
+    /// The difficulty head trains on at most this many records per outcome file (seeded sample).
     #[arg(long, default_value_t = 600)]
     outcomes_per_file: usize,
+    /// What the difficulty head fits: irt-centred (joint IRT, each source centred), irt, irt-source-<w>, irt-rank or mean-failure (before 2026-11-30).
+    #[arg(long, default_value = DEFAULT_DIFFICULTY_TARGET, value_parser = clap::value_parser!(DifficultyTarget))]
+    difficulty_target: DifficultyTarget,
+    /// Weight of a within-source pairwise ranking loss added to the difficulty head's (0 = regression only).
+    #[arg(long, default_value_t = 0.0)]
+    difficulty_pair_weight: f64,
+    /// Ridge on each prompt's IRT difficulty (a N(0, 1/ridge) prior).
+    #[arg(long, default_value_t = IrtConfig::default().item_ridge)]
+    irt_item_ridge: f64,
     /// Task labels, comma-separated; default: the 11 built-in names if the data uses only those, else the labels found.
     #[arg(long, value_delimiter = ',')]
     labels: Option<Vec<String>>,
@@ -77,6 +88,9 @@ pub struct TrainHeadsArgs {
     /// Skip the leave-one-source-out runs (faster; the report then has only the eval sources).
     #[arg(long)]
     no_cv: bool,
+    /// Skip the task head's leave-one-source-out but run the difficulty head's.
+    #[arg(long, conflicts_with = "no_cv")]
+    no_task_cv: bool,
     /// Task-loss weight of an example ∝ (1 / its class's share)^P; 0 = unweighted, 1 = fully balanced.
     #[arg(long, default_value_t = 0.5)]
     class_weight_power: f32,
@@ -95,12 +109,6 @@ pub(crate) struct Example {
     pub(crate) source: String,
     pub(crate) prompt: String,
     pub(crate) label: usize,
-}
-
-struct Scored {
-    source: String,
-    prompt: String,
-    target: f32,
 }
 
 #[allow(clippy::type_complexity)] // (records with their file names, the files skipped): read once, used once
@@ -213,7 +221,11 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             taxonomy.labels()
         );
     }
-    let scored = sample_outcomes(&outcome_records, args.outcomes_per_file, args.seed);
+    let outcomes = outcome_data(&outcome_records, args.outcomes_per_file, args.seed);
+    let irt = IrtConfig {
+        item_ridge: args.irt_item_ridge,
+        ..Default::default()
+    };
     eprintln!(
         "{} training prompts ({} sources), {} eval prompts, {} prompts with outcomes",
         train.len(),
@@ -223,7 +235,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             .collect::<BTreeSet<_>>()
             .len(),
         evals.len(),
-        scored.len()
+        outcomes.sample.len()
     );
 
     // ---- embeddings
@@ -233,7 +245,12 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|e| e.prompt.as_str())
         .chain(evals.iter().map(|e| e.prompt.as_str()))
-        .chain(scored.iter().map(|s| s.prompt.as_str()))
+        .chain(
+            outcomes
+                .sample
+                .iter()
+                .map(|&i| outcomes.rows[i].prompt.as_str()),
+        )
         .collect();
     let b = bar("embedding");
     let embs = cache.embed_all(encoder, &texts, 32, &report_to(&b))?;
@@ -290,7 +307,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     // ---- task head: leave-one-source-out
     let mut report = String::new();
     let mut metrics = serde_json::Map::new();
-    if !args.no_cv {
+    if !args.no_cv && !args.no_task_cv {
         let (conf, per_source) = task_cv(&train, x_train, &labels, &weights, &taxonomy, &task_cfg)?;
         report += &format!(
             "### Task type, leave-one-source-out over the {} training sources\n\nEach source was held out in turn; heads trained on all the others predicted it. Accuracy {:.3}, macro recall {:.3}, n = {}.\n\n| held-out source | n | accuracy |\n|---|---|---|\n",
@@ -341,22 +358,22 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     }
 
     // ---- difficulty head
-    let diff_weights = vec![1.0f32; scored.len()];
-    let targets: Vec<f32> = scored.iter().map(|s| s.target).collect();
-    if !args.no_cv && !scored.is_empty() {
-        let per_source = difficulty_cv(&scored, x_scored, &targets, &diff_cfg)?;
-        report += "\n### Difficulty, leave-one-source-out\n\nSpearman correlation between predicted difficulty and the held-out source's failure rate (1 - mean score across its models), per held-out source; each row's heads never saw that source.\n\n| held-out source | n | Spearman |\n|---|---|---|\n";
-        for (s, (n, rho)) in &per_source {
-            report += &format!("| {s} | {n} | {rho:.3} |\n");
-        }
-        let mean = per_source.values().map(|v| v.1).sum::<f64>() / per_source.len().max(1) as f64;
-        report += &format!("\nMean over sources: {mean:.3}.\n");
+    if !args.no_cv && !outcomes.sample.is_empty() {
+        let cv = difficulty_cv(
+            &outcomes,
+            x_scored,
+            args.difficulty_target,
+            args.difficulty_pair_weight,
+            &irt,
+            &diff_cfg,
+        )?;
+        report += &cv.markdown();
         metrics.insert(
             "difficulty_leave_one_source_out".into(),
-            json!({"per_source": per_source, "mean_spearman": mean}),
+            serde_json::to_value(&cv)?,
         );
     }
-    let diff_mlp = if scored.is_empty() {
+    let diff_mlp = if outcomes.sample.is_empty() {
         eprintln!("warning: no outcome records; the difficulty head is untrained (constant 0.5)");
         Mlp {
             layers: vec![pointsman_classifier::heads::Dense {
@@ -367,7 +384,15 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             }],
         }
     } else {
-        train_regressor(x_scored, &targets, &diff_weights, &diff_cfg)?
+        let joint = JointDifficulty::fit_rows(&outcomes.rows, &irt)?;
+        let targets = joint.targets(&outcomes.rows, &outcomes.sample, args.difficulty_target);
+        fit_difficulty(
+            x_scored,
+            &targets,
+            &outcomes.sample_groups(&outcomes.sample),
+            args.difficulty_pair_weight,
+            &diff_cfg,
+        )?
     };
 
     // ---- write
@@ -381,6 +406,8 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         "outcomes_per_file": args.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
         "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
         "class_weight_power": args.class_weight_power, "source_weight_power": args.source_weight_power,
+        "difficulty_target": args.difficulty_target.to_string(), "irt_item_ridge": irt.item_ridge,
+        "difficulty_pair_weight": args.difficulty_pair_weight,
     });
     let version = format!(
         "heads-{}",
@@ -415,14 +442,15 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             vec![]
         },
         task_labels: taxonomy.clone(),
-        difficulty_target: "1 - mean score across the models that answered the prompt".into(),
+        difficulty_target: args.difficulty_target.describe(),
         training: json!({
             "embedding_dim": encoder.dim(),
             "training_data_sha256": data_sha,
             "task_files": task_hashes,
             "outcome_files": outcome_hashes,
             "task_examples": train.len(),
-            "difficulty_examples": scored.len(),
+            "difficulty_examples": outcomes.sample.len(),
+            "irt_rows": outcomes.rows.len(),
             "settings": settings,
         }),
         metrics: serde_json::Value::Object(metrics),
@@ -489,30 +517,6 @@ pub(crate) fn example_weights(
         .collect()
 }
 
-fn sample_outcomes(records: &[(String, Record)], per_file: usize, seed: u64) -> Vec<Scored> {
-    let mut by_file: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-    for (f, r) in records {
-        if !r.outcomes.is_empty() {
-            by_file.entry(f.as_str()).or_default().push(r);
-        }
-    }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    for (file, mut rows) in by_file {
-        rows.shuffle(&mut rng);
-        rows.truncate(per_file);
-        for r in rows {
-            let mean = r.outcomes.values().map(|o| o.score).sum::<f64>() / r.outcomes.len() as f64;
-            out.push(Scored {
-                source: r.source.clone().unwrap_or_else(|| file.to_string()),
-                prompt: r.prompt.clone(),
-                target: (1.0 - mean).clamp(0.0, 1.0) as f32,
-            });
-        }
-    }
-    out
-}
-
 type PerSource = BTreeMap<String, (usize, f64)>;
 
 fn task_cv(
@@ -553,35 +557,4 @@ fn task_cv(
     }
     b.finish_and_clear();
     Ok((conf, per_source))
-}
-
-fn difficulty_cv(
-    scored: &[Scored],
-    x: &[Vec<f32>],
-    targets: &[f32],
-    cfg: &TrainConfig,
-) -> anyhow::Result<PerSource> {
-    let sources: BTreeSet<&str> = scored.iter().map(|s| s.source.as_str()).collect();
-    let mut per_source = BTreeMap::new();
-    let b = bar("leave-one-source-out (difficulty)");
-    b.set_length(sources.len() as u64);
-    for s in sources {
-        let (tr, te): (Vec<usize>, Vec<usize>) =
-            (0..scored.len()).partition(|&i| scored[i].source != s);
-        let mlp = train_regressor(
-            &tr.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
-            &tr.iter().map(|&i| targets[i]).collect::<Vec<_>>(),
-            &vec![1.0; tr.len()],
-            cfg,
-        )?;
-        let pred: Vec<f64> = te
-            .iter()
-            .map(|&i| sigmoid(mlp.forward(&x[i])[0]) as f64)
-            .collect();
-        let truth: Vec<f64> = te.iter().map(|&i| targets[i] as f64).collect();
-        per_source.insert(s.to_string(), (te.len(), spearman(&pred, &truth)));
-        b.inc(1);
-    }
-    b.finish_and_clear();
-    Ok(per_source)
 }
