@@ -312,6 +312,44 @@ def routellm_outcomes():
         yield f"routellm_{name}", out
 
 
+# ----------------------------------------------------------------- overlap check
+# Training files that repeat evaluation prompts since before this check existed, with the
+# number of repeats (normalised text): self-instruct's user-oriented instructions are
+# AlpacaEval's `selfinstruct` subset; 11 OASST prompts are in AlpacaEval's `oasst` subset;
+# two one-line Dolly prompts ("Tell me a joke", "what is the meaning of life?") occur in
+# sharegpt500 / AlpacaEval; one awesome-chatgpt-prompts set-up ("act as a web design
+# consultant") starts like a reworded sharegpt500 prompt (same first 60 word characters).
+# Any other overlap, or more of these, fails the build.
+KNOWN_OVERLAPS = {"self_instruct_user": 252, "oasst": 11, "dolly": 2, "awesome": 1}
+
+
+def check_disjoint(train, evals):
+    """Fails when a training prompt repeats an evaluation-only prompt (eval/ files or AlpacaEval).
+
+    Compares whitespace- and case-normalised text, and for the hand-labelled listings also the
+    first 60 word characters (the listings' own rule, see unlabelled_prompts._disjoint).
+    """
+    held = {}
+    for name, rows in evals.items():
+        for r in rows:
+            held.setdefault(up._norm(r["prompt"]), f"eval/{name}")
+    for line in open(RAW / "alpaca_eval/instructions.jsonl", encoding="utf-8"):
+        held.setdefault(up._norm(json.loads(line)["instruction"]), "alpaca_eval")
+    prefixes = {up._prefix(r["prompt"]) for rows in evals.values() for r in rows if len(up._prefix(r["prompt"])) >= 30}
+    failed = []
+    for name, rows in train.items():
+        hits = [(r["id"], held[up._norm(r["prompt"])]) for r in rows if up._norm(r["prompt"]) in held]
+        hits += [(r["id"], "eval prefix") for r in rows if r.get("labelled_by") == "hand"
+                 and up._norm(r["prompt"]) not in held and up._prefix(r["prompt"]) in prefixes]
+        if len(hits) > KNOWN_OVERLAPS.get(name, 0):
+            failed.append(f"tasks/{name}.jsonl: {len(hits)} prompts repeat evaluation prompts, e.g. {hits[:3]}")
+        elif hits:
+            print(f"note: tasks/{name}.jsonl repeats {len(hits)} evaluation prompts (known, see KNOWN_OVERLAPS)",
+                  file=sys.stderr)
+    if failed:
+        sys.exit("error: training data overlaps evaluation-only data:\n" + "\n".join(failed))
+
+
 # ----------------------------------------------------------------- write
 def write(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -343,12 +381,16 @@ def main():
         "awesome": hand_labelled("awesome", ["awesome.jsonl"]),
         "hh_rlhf": hand_labelled("hh_rlhf", ["hh_rlhf.jsonl"]),
         "self_instruct_user": hand_labelled("self_instruct_user", ["self_instruct_user.jsonl"]),
+        "self_instruct_seed": hand_labelled("self_instruct_seed", ["self_instruct_seed.jsonl"]),
         "sharegpt92k": hand_labelled("sharegpt92k", ["sharegpt92k.jsonl"]),
-        "sg90k": hand_labelled("sg90k", ["sg90k_a.jsonl", "sg90k_b_targeted.jsonl"]),
-        "sharegpt1000": hand_labelled("sharegpt1000", ["sharegpt1000_targeted.jsonl"]),
+        "sg90k": hand_labelled("sg90k", ["sg90k_a.jsonl", "sg90k_b_targeted.jsonl", "sg90k_c_rare.jsonl",
+                                          "sg90k_d_roleplay_premises.jsonl", "sg90k_e_passages.jsonl"]),
+        "sharegpt1000": hand_labelled("sharegpt1000", ["sharegpt1000_targeted.jsonl",
+                                                        "sharegpt1000_b_rare.jsonl"]),
         "nonenglish_real": hand_labelled(
             "nonenglish_real",
-            ["sg90k_nonenglish.jsonl", "sharegpt1000_nonenglish.jsonl", "awesome_rest_nonenglish.jsonl"],
+            ["sg90k_nonenglish.jsonl", "sharegpt1000_nonenglish.jsonl", "awesome_rest_nonenglish.jsonl",
+             "sg90k_nonenglish_b.jsonl"],
             listed_from=["sg90k", "sharegpt1000", "awesome_rest"]),
         "humaneval": list(humaneval()),
         "mconala": cap(mconala("train.json", "mconala"), 400, seed=1),
@@ -370,6 +412,7 @@ def main():
         "mconala_multilingual": list(mconala("es_test.json", "mconala_es")) + list(mconala("ja_test.json", "mconala_ja"))
         + list(mconala("ru_test.json", "mconala_ru")),
     }
+    check_disjoint(train, evals)
     for name, rows in train.items():
         summary[f"tasks/{name}.jsonl"] = write(OUT / "tasks" / f"{name}.jsonl", rows)
     for name, rows in evals.items():

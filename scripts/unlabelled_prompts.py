@@ -169,6 +169,18 @@ def awesome_rest():
             yield f"awesome/{i}", r["prompt"]
 
 
+def self_instruct_seed():
+    """The 175 seed tasks of self-instruct (written by its authors), instruction plus first instance input as in
+    `self_instruct_user`, for TRAINING; disjoint from sharegpt500, AlpacaEval and the earlier sources (see `_disjoint`)."""
+    rows = []
+    for line in open(RAW / "self_instruct/seed_tasks.jsonl", encoding="utf-8"):
+        row = json.loads(line)
+        inp = (row["instances"][0].get("input") or "").strip() if row["instances"] else ""
+        rows.append((row["id"], row["instruction"] + ("\n\n" + inp if inp else "")))
+    for rid, text in _disjoint(rows, _earlier_sources()):
+        yield f"self_instruct_seed/{rid}", text
+
+
 SOURCES = {
     "oasst": oasst,
     "sharegpt500": sharegpt500,
@@ -179,6 +191,7 @@ SOURCES = {
     "sg90k": sg90k,
     "sharegpt1000": sharegpt1000,
     "awesome_rest": awesome_rest,
+    "self_instruct_seed": self_instruct_seed,
 }
 
 
