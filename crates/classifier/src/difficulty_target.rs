@@ -57,11 +57,13 @@ pub fn canonical_model(name: &str) -> String {
 }
 
 /// A key under which the same benchmark question matches across sources
-/// that format it differently: the last few-shot block of the prompt
+/// that format it differently: in the last few-shot block of the prompt
 /// (RouterBench prepends worked examples), without a leading "Question:"
-/// or "Please answer with the letter…" line, first line only (RouterDC's
-/// ARC rows lack the answer options RouterBench's have), letters and
-/// digits only, lower case.
+/// or "Please answer with the letter…", the first line with at least
+/// [`MIN_KEY_CHARS`] letters and digits (RouterDC's ARC rows lack the
+/// answer options RouterBench's have; code prompts open with `"""`), those
+/// letters and digits only, lower case. Empty when no line is long enough:
+/// such prompts are never matched.
 pub fn item_key(prompt: &str) -> String {
     let last_block = prompt
         .rsplit("\n\n")
@@ -77,9 +79,12 @@ pub fn item_key(prompt: &str) -> String {
             text = rest.trim_start();
         }
     }
-    let first_line = text.lines().next().unwrap_or("");
+    let line = text
+        .lines()
+        .find(|l| l.chars().filter(|c| c.is_alphanumeric()).count() >= MIN_KEY_CHARS)
+        .unwrap_or("");
     let mut key = String::new();
-    for word in first_line
+    for word in line
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
@@ -90,6 +95,9 @@ pub fn item_key(prompt: &str) -> String {
     }
     key
 }
+
+/// Shorter lines ("Examples:", "下列说法正确的是") name too many prompts to match on.
+pub const MIN_KEY_CHARS: usize = 12;
 
 /// The shape of the difficulty head's target.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -304,13 +312,22 @@ mod tests {
         let routerdc = "Question:Which is an example of condensation?\nAnswer:";
         assert_eq!(item_key(routerbench), item_key(routerdc));
         assert_eq!(item_key(routerdc), "which is an example of condensation");
-        let wino = "Please answer with the letter of the correct answer.\n\nThe _ was heavy.\nA) box\nB) bag";
-        assert_eq!(item_key(wino), "the was heavy");
+        let wino = "Please answer with the letter of the correct answer.\n\nThe _ was too heavy to lift.\nA) box\nB) bag";
+        assert_eq!(item_key(wino), "the was too heavy to lift");
         assert_eq!(
             item_key("在802.3标准中，发送帧之前需要"),
             "在802 3标准中 发送帧之前需要"
         );
-        assert_ne!(item_key("What is 2+2?"), item_key("What is 2+3?"));
+        assert_ne!(
+            item_key("What is 20+2 in base 10?"),
+            item_key("What is 20+3 in base 10?")
+        );
+        // Code prompts: the docstring line, not the quotes; short lines never match.
+        assert_eq!(
+            item_key("\"\"\"\nWrite a python function to count inversions.\nassert f([1]) == 0\n\"\"\"\n"),
+            "write a python function to count inversions"
+        );
+        assert_eq!(item_key("Examples:\n>>> f()"), "");
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub(crate) fn difficulty_cv(
         let held_keys: HashSet<&str> = rows
             .iter()
             .zip(&keys)
-            .filter(|(r, _)| r.source == s)
+            .filter(|(r, k)| r.source == s && !k.is_empty())
             .map(|(_, k)| k.as_str())
             .collect();
         // Refit without the held-out source.

@@ -31,7 +31,7 @@ use crate::metrics::Confusion;
 use crate::paths;
 
 /// Chosen by leave-one-source-out over the outcome sources (docs/EVALUATION.md, "Difficulty").
-const DEFAULT_DIFFICULTY_TARGET: &str = "irt-centred";
+const DEFAULT_DIFFICULTY_TARGET: &str = "irt-rank";
 
 #[derive(Args)]
 pub struct TrainHeadsArgs {
@@ -47,11 +47,11 @@ pub struct TrainHeadsArgs {
     /// The difficulty head trains on at most this many records per outcome file (seeded sample).
     #[arg(long, default_value_t = 600)]
     outcomes_per_file: usize,
-    /// What the difficulty head fits: irt-centred (joint IRT, each source centred), irt, irt-source-<w>, irt-rank or mean-failure (before 2026-11-30).
+    /// What the difficulty head fits: irt-rank (percentile of joint-IRT difficulty within its source), irt-centred (each source centred), irt, irt-source-<w> or mean-failure (before 2026-11-30).
     #[arg(long, default_value = DEFAULT_DIFFICULTY_TARGET, value_parser = clap::value_parser!(DifficultyTarget))]
     difficulty_target: DifficultyTarget,
     /// Weight of a within-source pairwise ranking loss added to the difficulty head's (0 = regression only).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 1.0)]
     difficulty_pair_weight: f64,
     /// Ridge on each prompt's IRT difficulty (a N(0, 1/ridge) prior).
     #[arg(long, default_value_t = IrtConfig::default().item_ridge)]
@@ -74,7 +74,7 @@ pub struct TrainHeadsArgs {
     adapter: Option<PathBuf>,
     #[arg(long, default_value_t = 17)]
     seed: u64,
-    /// Hidden width of both heads (0 = linear heads).
+    /// Hidden width of the task head (0 = linear).
     #[arg(long, default_value_t = 256)]
     hidden: usize,
     #[arg(long, default_value_t = 30)]
@@ -88,6 +88,15 @@ pub struct TrainHeadsArgs {
     /// Skip the leave-one-source-out runs (faster; the report then has only the eval sources).
     #[arg(long)]
     no_cv: bool,
+    /// Only the difficulty head's leave-one-source-out: no heads are trained or written, the report is.
+    #[arg(long, conflicts_with = "no_cv")]
+    difficulty_cv_only: bool,
+    /// Hidden width of the difficulty head (0 = linear); chosen by leave-one-source-out.
+    #[arg(long, default_value_t = 64)]
+    difficulty_hidden: usize,
+    /// Epochs of the difficulty head; chosen by leave-one-source-out.
+    #[arg(long, default_value_t = 10)]
+    difficulty_epochs: usize,
     /// Skip the task head's leave-one-source-out but run the difficulty head's.
     #[arg(long, conflicts_with = "no_cv")]
     no_task_cv: bool,
@@ -289,13 +298,35 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let diff_cfg = TrainConfig {
-        hidden: args.hidden,
-        epochs: args.epochs,
+        hidden: args.difficulty_hidden,
+        epochs: args.difficulty_epochs,
         seed: args.seed + 1,
         learning_rate: args.learning_rate,
         weight_decay: args.weight_decay,
         ..Default::default()
     };
+    if args.difficulty_cv_only {
+        let cv = difficulty_cv(
+            &outcomes,
+            x_scored,
+            args.difficulty_target,
+            args.difficulty_pair_weight,
+            &irt,
+            &diff_cfg,
+        )?;
+        let text = format!(
+            "{}\nDifficulty head: hidden {}, epochs {}.\n",
+            cv.markdown(),
+            diff_cfg.hidden,
+            diff_cfg.epochs
+        );
+        match &args.report {
+            Some(path) => std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+            None => eprintln!("{text}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let weights = example_weights(
         &train,
         taxonomy.len(),
@@ -408,6 +439,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         "class_weight_power": args.class_weight_power, "source_weight_power": args.source_weight_power,
         "difficulty_target": args.difficulty_target.to_string(), "irt_item_ridge": irt.item_ridge,
         "difficulty_pair_weight": args.difficulty_pair_weight,
+        "difficulty_hidden": diff_cfg.hidden, "difficulty_epochs": diff_cfg.epochs,
     });
     let version = format!(
         "heads-{}",
