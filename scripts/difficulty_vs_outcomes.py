@@ -7,7 +7,7 @@ on, e.g. AlpacaEval's open-ended instructions (CC BY-NC, evaluation only;
 built by scripts/build_alpaca_eval.py into target/eval-data/):
 
     python3 scripts/difficulty_vs_outcomes.py target/eval-data/alpaca_eval.jsonl \
-        [--heads models/heads/task-difficulty.safetensors] [-- extra classify flags]
+        [--heads models/heads/task-difficulty.safetensors] [more classify flags, e.g. --model-dir DIR]
 """
 
 import argparse
@@ -47,8 +47,7 @@ def main() -> int:
     ap.add_argument("records", type=Path)
     ap.add_argument("--heads", default="models/heads/task-difficulty.safetensors")
     ap.add_argument("--binary", default=str(ROOT / "target/release/pointsman"))
-    ap.add_argument("extra", nargs="*", help="more `pointsman classify` flags (after --)")
-    args = ap.parse_args()
+    args, extra = ap.parse_known_args()  # the rest goes to `pointsman classify`
     truth = {}
     with open(args.records) as f:
         for n, line in enumerate(f, 1):
@@ -58,7 +57,7 @@ def main() -> int:
                 continue
             truth[r["id"]] = 1 - sum(scores) / len(scores)
     out = subprocess.run(
-        [args.binary, "classify", "--input", str(args.records), "--heads", args.heads, *args.extra],
+        [args.binary, "classify", "--input", str(args.records), "--heads", args.heads, *extra],
         capture_output=True, text=True, cwd=ROOT,
     )
     if out.returncode != 0:

@@ -176,6 +176,17 @@ pub struct JointDifficulty {
     pub models: Vec<String>,
 }
 
+/// Counts that describe a joint fit, for reports and metadata.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JointSummary {
+    pub rows: usize,
+    pub items: usize,
+    /// Items that rows of more than one source share.
+    pub items_shared_across_sources: usize,
+    pub models: Vec<String>,
+    pub sweeps: usize,
+}
+
 impl JointDifficulty {
     /// Fits one Rasch model to every row. Rows of different sources with
     /// the same [`item_key`] share one difficulty, but only where the key
@@ -238,6 +249,20 @@ impl JointDifficulty {
             row_item,
             models,
         })
+    }
+
+    pub fn summary(&self, rows: &[OutcomeRow]) -> JointSummary {
+        let mut sources: HashMap<usize, std::collections::HashSet<&str>> = HashMap::new();
+        for (r, &item) in rows.iter().zip(&self.row_item) {
+            sources.entry(item).or_default().insert(&r.source);
+        }
+        JointSummary {
+            rows: rows.len(),
+            items: self.fit.difficulties.len(),
+            items_shared_across_sources: sources.values().filter(|s| s.len() > 1).count(),
+            models: self.models.clone(),
+            sweeps: self.fit.sweeps,
+        }
     }
 
     /// Row `i`'s difficulty in logits.

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use pointsman_classifier::difficulty_target::{
-    item_key, DifficultyTarget, JointDifficulty, OutcomeRow,
+    item_key, DifficultyTarget, JointDifficulty, JointSummary, OutcomeRow,
 };
 use pointsman_classifier::heads::sigmoid;
 use pointsman_classifier::heads::Mlp;
@@ -121,6 +121,8 @@ pub(crate) struct DifficultyCv {
     /// All held-out predictions pooled, against the joint-IRT difficulty
     /// fitted on every row: ordering across sources as well as within.
     pub pooled_spearman_vs_joint_irt: f64,
+    /// The joint fit over every row (the final head's targets come from it).
+    pub joint_fit: JointSummary,
 }
 
 /// Leave-one-source-out of the difficulty head with target `kind`.
@@ -217,6 +219,7 @@ pub(crate) fn difficulty_cv(
         mean_spearman: values.iter().sum::<f64>() / values.len().max(1) as f64,
         min_spearman: values.iter().copied().fold(f64::INFINITY, f64::min),
         pooled_spearman_vs_joint_irt: spearman(&pooled_pred, &pooled_truth),
+        joint_fit: full.summary(rows),
         per_source,
     })
 }
@@ -242,6 +245,16 @@ impl DifficultyCv {
             "\nMean over sources: {:.3}; lowest: {:.3}. All held-out predictions pooled, against \
              the joint-IRT difficulty (across sources too): {:.3}.\n",
             self.mean_spearman, self.min_spearman, self.pooled_spearman_vs_joint_irt
+        );
+        let j = &self.joint_fit;
+        out += &format!(
+            "\nJoint IRT over every outcome row: {} rows, {} prompts ({} held by more than one \
+             source), {} models, {} sweeps.\n",
+            j.rows,
+            j.items,
+            j.items_shared_across_sources,
+            j.models.len(),
+            j.sweeps
         );
         out
     }

@@ -416,6 +416,10 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         let joint = JointDifficulty::fit_rows(&outcomes.rows, &irt)?;
+        metrics.insert(
+            "difficulty_joint_irt".into(),
+            serde_json::to_value(joint.summary(&outcomes.rows))?,
+        );
         let targets = joint.targets(&outcomes.rows, &outcomes.sample, args.difficulty_target);
         fit_difficulty(
             x_scored,
