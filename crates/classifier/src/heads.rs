@@ -458,6 +458,27 @@ mod tests {
         let err = Heads::load(&path).unwrap_err().to_string();
         assert!(err.contains("3 outputs for 2 labels"), "{err}");
 
+        // A difficulty head that would put NaN through the sigmoid, or
+        // that gives more than one output, is refused at load.
+        let mut h = tiny_heads(5);
+        h.difficulty.mlp.layers[0].weight[3] = f32::NAN;
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("heads.safetensors") && err.contains("`difficulty.0` holds NaN"),
+            "{err}"
+        );
+        let mut h = tiny_heads(5);
+        h.difficulty.mlp.layers[0] = Dense {
+            weight: vec![0.0; 10],
+            bias: vec![0.0; 2],
+            inputs: 5,
+            outputs: 2,
+        };
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(err.contains("difficulty head has 2 outputs"), "{err}");
+
         let missing = dir.path().join("none.safetensors");
         assert!(Heads::load(&missing)
             .unwrap_err()

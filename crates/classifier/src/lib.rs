@@ -12,12 +12,14 @@
 pub mod bench_prompts;
 pub mod classifier;
 pub mod device;
+pub mod difficulty_target;
 pub mod embed_cache;
 pub mod encoder;
 pub mod error;
 pub mod features;
 pub mod finetune;
 pub mod heads;
+pub mod irt;
 pub mod model_dir;
 pub mod native;
 pub mod taxonomy;

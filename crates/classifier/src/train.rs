@@ -224,6 +224,95 @@ pub fn train_regressor(
     layers.to_mlp()
 }
 
+/// Binary cross-entropy with logits `z` and soft targets `y`, per example,
+/// in the stable form max(z, 0) − z·y + log(1 + exp(−|z|)).
+fn soft_bce(z: &Tensor, y: &Tensor) -> Result<Tensor> {
+    Ok((z.relu()? - z.mul(y)? + softplus_neg_abs(z)?)?)
+}
+
+/// log(1 + exp(−|z|)), the stable tail of softplus.
+fn softplus_neg_abs(z: &Tensor) -> Result<Tensor> {
+    Ok(z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)
+}
+
+/// Trains a one-output scorer on a soft-target cross-entropy (as
+/// [`train_regressor`]) plus `pair_weight` times a pairwise logistic loss
+/// that asks, for two examples of the same group whose targets differ by
+/// more than `margin`, that the harder one score higher. Minibatches are
+/// drawn from one group at a time, so every pair in a batch is a
+/// within-group pair: the loss rewards ordering prompts inside a source,
+/// not telling sources apart.
+pub fn train_ranker(
+    x: &[Vec<f32>],
+    targets: &[f32],
+    groups: &[usize],
+    pair_weight: f64,
+    margin: f32,
+    cfg: &TrainConfig,
+) -> Result<Mlp> {
+    let d = check(x, targets.len())?;
+    if groups.len() != targets.len() {
+        return Err(ClassifierError::InvalidInput(format!(
+            "{} groups for {} targets",
+            groups.len(),
+            targets.len()
+        )));
+    }
+    if targets.iter().any(|t| !(0.0..=1.0).contains(t)) {
+        return Err(ClassifierError::InvalidInput(
+            "regression targets must lie in [0, 1]".into(),
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let layers = Layers::init(&sizes(d, cfg.hidden, 1), &mut rng)?;
+    let mut opt = AdamW::new(
+        layers.all_vars(),
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut by_group: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, &g) in groups.iter().enumerate() {
+        by_group.entry(g).or_default().push(i);
+    }
+    for _ in 0..cfg.epochs {
+        let mut batches = Vec::new();
+        for members in by_group.values_mut() {
+            members.shuffle(&mut rng);
+            batches.extend(members.chunks(cfg.batch_size.max(2)).map(<[usize]>::to_vec));
+        }
+        batches.shuffle(&mut rng);
+        for chunk in batches {
+            let n = chunk.len();
+            let xb = rows(x, &chunk)?;
+            let t: Vec<f32> = chunk.iter().map(|&i| targets[i]).collect();
+            let yb = Tensor::from_vec(t.clone(), (n, 1), &Device::Cpu)?;
+            let z = layers.forward(&xb)?;
+            let mut loss = soft_bce(&z, &yb)?.mean_all()?;
+            // mask[i][j] = 1 where example i is harder than j by more than the margin.
+            let mask: Vec<f32> = (0..n * n)
+                .map(|k| f32::from(t[k / n] - t[k % n] > margin))
+                .collect();
+            let pairs: f32 = mask.iter().sum();
+            if pair_weight > 0.0 && pairs > 0.0 {
+                let mask = Tensor::from_vec(mask, (n, n), &Device::Cpu)?;
+                // diff[i][j] = z_i − z_j; loss softplus(−diff) on the masked pairs.
+                let diff = z.broadcast_sub(&z.t()?)?;
+                let neg = diff.neg()?;
+                let pair_loss = (neg.relu()? + softplus_neg_abs(&neg)?)?
+                    .mul(&mask)?
+                    .sum_all()?
+                    .affine(pair_weight / pairs as f64, 0.0)?;
+                loss = (loss + pair_loss)?;
+            }
+            opt.backward_step(&loss)?;
+        }
+    }
+    layers.to_mlp()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +390,48 @@ mod tests {
         assert!(train_classifier(&[], &[], &[], 2, &cfg).is_err());
         assert!(train_classifier(&[vec![0.0]], &[5], &[1.0], 2, &cfg).is_err());
         assert!(train_regressor(&[vec![0.0]], &[1.5], &[1.0], &cfg).is_err());
+    }
+
+    #[test]
+    fn ranker_orders_within_groups_where_pooled_regression_reverses() {
+        // Two groups; within each the target rises with x, but group 1's
+        // targets are all higher and its x lower, so pooled, x points the
+        // wrong way: plain regression orders each group backwards, the
+        // within-group pairwise term must order it right.
+        let (mut x, mut t, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..100 {
+            let u = i as f32 / 100.0;
+            x.push(vec![u]);
+            t.push(0.1 + 0.3 * u);
+            g.push(0);
+            x.push(vec![u - 2.0]);
+            t.push(0.6 + 0.3 * u);
+            g.push(1);
+        }
+        let cfg = TrainConfig {
+            hidden: 0,
+            epochs: 60,
+            learning_rate: 5e-2,
+            weight_decay: 0.0,
+            batch_size: 32,
+            ..Default::default()
+        };
+        let ordered = |mlp: &Mlp| {
+            (0..2).all(|grp| {
+                let s: Vec<f32> = (0..x.len())
+                    .filter(|&i| g[i] == grp)
+                    .map(|i| mlp.forward(&x[i])[0])
+                    .collect();
+                s.windows(2).all(|w| w[1] > w[0])
+            })
+        };
+        let plain = train_ranker(&x, &t, &g, 0.0, 0.01, &cfg).unwrap();
+        assert!(
+            !ordered(&plain),
+            "pooled regression should reverse the groups"
+        );
+        let ranked = train_ranker(&x, &t, &g, 5.0, 0.01, &cfg).unwrap();
+        assert!(ordered(&ranked), "the pairwise term must order each group");
+        assert!(train_ranker(&x, &t, &g[1..], 1.0, 0.0, &cfg).is_err());
     }
 }

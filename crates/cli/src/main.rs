@@ -3,6 +3,7 @@
 mod bench;
 mod classify;
 mod eval;
+mod heads_difficulty;
 mod metrics;
 mod paths;
 mod route;

@@ -13,23 +13,25 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use pointsman_classifier::classifier::head_input;
+use pointsman_classifier::difficulty_target::{DifficultyTarget, JointDifficulty};
 use pointsman_classifier::features::FEATURE_NAMES;
-use pointsman_classifier::heads::{
-    sigmoid, softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION,
-};
-use pointsman_classifier::train::{train_classifier, train_regressor, TrainConfig};
+use pointsman_classifier::heads::{softmax, EncoderInfo, HeadsMetadata, Mlp, FORMAT_VERSION};
+use pointsman_classifier::irt::IrtConfig;
+use pointsman_classifier::train::{train_classifier, TrainConfig};
 use pointsman_classifier::{
     classifier::load_encoder, DeviceChoice, DifficultyHead, EmbedCache, Engine, Heads, ModelDir,
     Precision, TaskHead, Taxonomy, DEFAULT_TASKS,
 };
 use pointsman_records::Record;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::metrics::{spearman, Confusion};
+use crate::heads_difficulty::{difficulty_cv, fit_difficulty, outcome_data};
+use crate::metrics::Confusion;
 use crate::paths;
+
+/// Chosen by leave-one-source-out over the outcome sources (docs/EVALUATION.md, "Difficulty").
+const DEFAULT_DIFFICULTY_TARGET: &str = "irt-rank";
 
 #[derive(Args)]
 pub struct TrainHeadsArgs {
@@ -39,12 +41,21 @@ pub struct TrainHeadsArgs {
     /// Folder of task-labelled JSONL records used only for evaluation.
     #[arg(long, default_value = "training-data/eval")]
     eval: PathBuf,
-    /// Folder of JSONL records with per-model outcomes (difficulty = 1 - mean score).
+    /// Folder of JSONL records with per-model outcomes (the difficulty head's data; every row feeds the IRT fit).
     #[arg(long, default_value = "training-data/outcomes")]
     outcomes: PathBuf,
-    /// At most this many records per outcome file (seeded sample).
+    /// The difficulty head trains on at most this many records per outcome file (seeded sample).
     #[arg(long, default_value_t = 600)]
     outcomes_per_file: usize,
+    /// What the difficulty head fits: irt-rank (percentile of joint-IRT difficulty within its source), irt-centred (each source centred), irt, irt-source-<w> or mean-failure (before 2026-11-30).
+    #[arg(long, default_value = DEFAULT_DIFFICULTY_TARGET, value_parser = clap::value_parser!(DifficultyTarget))]
+    difficulty_target: DifficultyTarget,
+    /// Weight of a within-source pairwise ranking loss added to the difficulty head's (0 = regression only).
+    #[arg(long, default_value_t = 1.0)]
+    difficulty_pair_weight: f64,
+    /// Ridge on each prompt's IRT difficulty (a N(0, 1/ridge) prior).
+    #[arg(long, default_value_t = IrtConfig::default().item_ridge)]
+    irt_item_ridge: f64,
     /// Task labels, comma-separated; default: the 11 built-in names if the data uses only those, else the labels found.
     #[arg(long, value_delimiter = ',')]
     labels: Option<Vec<String>>,
@@ -66,7 +77,7 @@ pub struct TrainHeadsArgs {
     precision: Precision,
     #[arg(long, default_value_t = 17)]
     seed: u64,
-    /// Hidden width of both heads (0 = linear heads).
+    /// Hidden width of the task head (0 = linear).
     #[arg(long, default_value_t = 256)]
     hidden: usize,
     #[arg(long, default_value_t = 30)]
@@ -80,6 +91,18 @@ pub struct TrainHeadsArgs {
     /// Skip the leave-one-source-out runs (faster; the report then has only the eval sources).
     #[arg(long)]
     no_cv: bool,
+    /// Only the difficulty head's leave-one-source-out: no heads are trained or written, the report is.
+    #[arg(long, conflicts_with = "no_cv")]
+    difficulty_cv_only: bool,
+    /// Hidden width of the difficulty head (0 = linear); chosen by leave-one-source-out.
+    #[arg(long, default_value_t = 64)]
+    difficulty_hidden: usize,
+    /// Epochs of the difficulty head; chosen by leave-one-source-out.
+    #[arg(long, default_value_t = 10)]
+    difficulty_epochs: usize,
+    /// Skip the task head's leave-one-source-out but run the difficulty head's.
+    #[arg(long, conflicts_with = "no_cv")]
+    no_task_cv: bool,
     /// Task-loss weight of an example ∝ (1 / its class's share)^P; 0 = unweighted, 1 = fully balanced.
     #[arg(long, default_value_t = 0.5)]
     class_weight_power: f32,
@@ -98,12 +121,6 @@ pub(crate) struct Example {
     pub(crate) source: String,
     pub(crate) prompt: String,
     pub(crate) label: usize,
-}
-
-struct Scored {
-    source: String,
-    prompt: String,
-    target: f32,
 }
 
 #[allow(clippy::type_complexity)] // (records with their file names, the files skipped): read once, used once
@@ -216,7 +233,11 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             taxonomy.labels()
         );
     }
-    let scored = sample_outcomes(&outcome_records, args.outcomes_per_file, args.seed);
+    let outcomes = outcome_data(&outcome_records, args.outcomes_per_file, args.seed);
+    let irt = IrtConfig {
+        item_ridge: args.irt_item_ridge,
+        ..Default::default()
+    };
     eprintln!(
         "{} training prompts ({} sources), {} eval prompts, {} prompts with outcomes",
         train.len(),
@@ -226,7 +247,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             .collect::<BTreeSet<_>>()
             .len(),
         evals.len(),
-        scored.len()
+        outcomes.sample.len()
     );
 
     // ---- embeddings
@@ -236,7 +257,12 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|e| e.prompt.as_str())
         .chain(evals.iter().map(|e| e.prompt.as_str()))
-        .chain(scored.iter().map(|s| s.prompt.as_str()))
+        .chain(
+            outcomes
+                .sample
+                .iter()
+                .map(|&i| outcomes.rows[i].prompt.as_str()),
+        )
         .collect();
     let b = bar("embedding");
     let embs = cache.embed_all(encoder, &texts, 32, &report_to(&b))?;
@@ -275,13 +301,35 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let diff_cfg = TrainConfig {
-        hidden: args.hidden,
-        epochs: args.epochs,
+        hidden: args.difficulty_hidden,
+        epochs: args.difficulty_epochs,
         seed: args.seed + 1,
         learning_rate: args.learning_rate,
         weight_decay: args.weight_decay,
         ..Default::default()
     };
+    if args.difficulty_cv_only {
+        let cv = difficulty_cv(
+            &outcomes,
+            x_scored,
+            args.difficulty_target,
+            args.difficulty_pair_weight,
+            &irt,
+            &diff_cfg,
+        )?;
+        let text = format!(
+            "{}\nDifficulty head: hidden {}, epochs {}.\n",
+            cv.markdown(),
+            diff_cfg.hidden,
+            diff_cfg.epochs
+        );
+        match &args.report {
+            Some(path) => std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+            None => eprintln!("{text}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let weights = example_weights(
         &train,
         taxonomy.len(),
@@ -293,7 +341,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     // ---- task head: leave-one-source-out
     let mut report = String::new();
     let mut metrics = serde_json::Map::new();
-    if !args.no_cv {
+    if !args.no_cv && !args.no_task_cv {
         let (conf, per_source) = task_cv(&train, x_train, &labels, &weights, &taxonomy, &task_cfg)?;
         report += &format!(
             "### Task type, leave-one-source-out over the {} training sources\n\nEach source was held out in turn; heads trained on all the others predicted it. Accuracy {:.3}, macro recall {:.3}, n = {}.\n\n| held-out source | n | accuracy |\n|---|---|---|\n",
@@ -344,22 +392,22 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     }
 
     // ---- difficulty head
-    let diff_weights = vec![1.0f32; scored.len()];
-    let targets: Vec<f32> = scored.iter().map(|s| s.target).collect();
-    if !args.no_cv && !scored.is_empty() {
-        let per_source = difficulty_cv(&scored, x_scored, &targets, &diff_cfg)?;
-        report += "\n### Difficulty, leave-one-source-out\n\nSpearman correlation between predicted difficulty and the held-out source's failure rate (1 - mean score across its models), per held-out source; each row's heads never saw that source.\n\n| held-out source | n | Spearman |\n|---|---|---|\n";
-        for (s, (n, rho)) in &per_source {
-            report += &format!("| {s} | {n} | {rho:.3} |\n");
-        }
-        let mean = per_source.values().map(|v| v.1).sum::<f64>() / per_source.len().max(1) as f64;
-        report += &format!("\nMean over sources: {mean:.3}.\n");
+    if !args.no_cv && !outcomes.sample.is_empty() {
+        let cv = difficulty_cv(
+            &outcomes,
+            x_scored,
+            args.difficulty_target,
+            args.difficulty_pair_weight,
+            &irt,
+            &diff_cfg,
+        )?;
+        report += &cv.markdown();
         metrics.insert(
             "difficulty_leave_one_source_out".into(),
-            json!({"per_source": per_source, "mean_spearman": mean}),
+            serde_json::to_value(&cv)?,
         );
     }
-    let diff_mlp = if scored.is_empty() {
+    let diff_mlp = if outcomes.sample.is_empty() {
         eprintln!("warning: no outcome records; the difficulty head is untrained (constant 0.5)");
         Mlp {
             layers: vec![pointsman_classifier::heads::Dense {
@@ -370,7 +418,19 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             }],
         }
     } else {
-        train_regressor(x_scored, &targets, &diff_weights, &diff_cfg)?
+        let joint = JointDifficulty::fit_rows(&outcomes.rows, &irt)?;
+        metrics.insert(
+            "difficulty_joint_irt".into(),
+            serde_json::to_value(joint.summary(&outcomes.rows))?,
+        );
+        let targets = joint.targets(&outcomes.rows, &outcomes.sample, args.difficulty_target);
+        fit_difficulty(
+            x_scored,
+            &targets,
+            &outcomes.sample_groups(&outcomes.sample),
+            args.difficulty_pair_weight,
+            &diff_cfg,
+        )?
     };
 
     // ---- write
@@ -384,8 +444,17 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         "outcomes_per_file": args.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
         "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
         "class_weight_power": args.class_weight_power, "source_weight_power": args.source_weight_power,
-        "precision": encoder.precision(),
+        "difficulty_target": args.difficulty_target.to_string(), "irt_item_ridge": irt.item_ridge,
+        "difficulty_pair_weight": args.difficulty_pair_weight,
+        "difficulty_hidden": diff_cfg.hidden, "difficulty_epochs": diff_cfg.epochs,
     });
+    // The precision enters the settings (and so the version) only when it is
+    // not f32, so heads fitted on f32 embeddings keep the version they had
+    // before `--precision` existed and stay reproducible by their command.
+    let mut settings = settings;
+    if encoder.precision() != "f32" {
+        settings["precision"] = json!(encoder.precision());
+    }
     let version = format!(
         "heads-{}",
         &hex::encode(Sha256::digest(format!(
@@ -419,14 +488,15 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             vec![]
         },
         task_labels: taxonomy.clone(),
-        difficulty_target: "1 - mean score across the models that answered the prompt".into(),
+        difficulty_target: args.difficulty_target.describe(),
         training: json!({
             "embedding_dim": encoder.dim(),
             "training_data_sha256": data_sha,
             "task_files": task_hashes,
             "outcome_files": outcome_hashes,
             "task_examples": train.len(),
-            "difficulty_examples": scored.len(),
+            "difficulty_examples": outcomes.sample.len(),
+            "irt_rows": outcomes.rows.len(),
             "settings": settings,
         }),
         metrics: serde_json::Value::Object(metrics),
@@ -493,30 +563,6 @@ pub(crate) fn example_weights(
         .collect()
 }
 
-fn sample_outcomes(records: &[(String, Record)], per_file: usize, seed: u64) -> Vec<Scored> {
-    let mut by_file: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-    for (f, r) in records {
-        if !r.outcomes.is_empty() {
-            by_file.entry(f.as_str()).or_default().push(r);
-        }
-    }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    for (file, mut rows) in by_file {
-        rows.shuffle(&mut rng);
-        rows.truncate(per_file);
-        for r in rows {
-            let mean = r.outcomes.values().map(|o| o.score).sum::<f64>() / r.outcomes.len() as f64;
-            out.push(Scored {
-                source: r.source.clone().unwrap_or_else(|| file.to_string()),
-                prompt: r.prompt.clone(),
-                target: (1.0 - mean).clamp(0.0, 1.0) as f32,
-            });
-        }
-    }
-    out
-}
-
 type PerSource = BTreeMap<String, (usize, f64)>;
 
 fn task_cv(
@@ -557,35 +603,4 @@ fn task_cv(
     }
     b.finish_and_clear();
     Ok((conf, per_source))
-}
-
-fn difficulty_cv(
-    scored: &[Scored],
-    x: &[Vec<f32>],
-    targets: &[f32],
-    cfg: &TrainConfig,
-) -> anyhow::Result<PerSource> {
-    let sources: BTreeSet<&str> = scored.iter().map(|s| s.source.as_str()).collect();
-    let mut per_source = BTreeMap::new();
-    let b = bar("leave-one-source-out (difficulty)");
-    b.set_length(sources.len() as u64);
-    for s in sources {
-        let (tr, te): (Vec<usize>, Vec<usize>) =
-            (0..scored.len()).partition(|&i| scored[i].source != s);
-        let mlp = train_regressor(
-            &tr.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
-            &tr.iter().map(|&i| targets[i]).collect::<Vec<_>>(),
-            &vec![1.0; tr.len()],
-            cfg,
-        )?;
-        let pred: Vec<f64> = te
-            .iter()
-            .map(|&i| sigmoid(mlp.forward(&x[i])[0]) as f64)
-            .collect();
-        let truth: Vec<f64> = te.iter().map(|&i| targets[i] as f64).collect();
-        per_source.insert(s.to_string(), (te.len(), spearman(&pred, &truth)));
-        b.inc(1);
-    }
-    b.finish_and_clear();
-    Ok(per_source)
 }
