@@ -2,20 +2,10 @@
 //! Uses the real encoder, the shipped heads and records cut from
 //! training-data/outcomes (crates/eval/tests/data).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn pointsman(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap()
-}
+mod serve_support;
+use serve_support::{pointsman, repo};
 
 fn stdout_json(out: &Output) -> serde_json::Value {
     assert!(

@@ -69,13 +69,6 @@ impl Drop for Mounted {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn acknowledged_outcomes_survive_losing_the_page_cache() {
@@ -102,7 +95,7 @@ fn acknowledged_outcomes_survive_losing_the_page_cache() {
     };
     let mut server = Server::start_with_store(Options::default(), Some(live.dir.join("store.db")));
     let n = 40;
-    let acked: Vec<(String, String, f64)> = runtime().block_on(async {
+    let acked: Vec<(String, String, f64)> = runtime(2).block_on(async {
         let mut c = server.client().await;
         let mut acked = Vec::new();
         for i in 0..n {

@@ -17,13 +17,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, field: &str) {
     let s = r.expect_err("expected an error");
@@ -39,7 +32,7 @@ fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, fi
 fn health_reflection_classify_route_report_and_bad_inputs() {
     let _g = serial();
     let server = Server::start(Options::default());
-    runtime().block_on(async {
+    runtime(4).block_on(async {
         // Health.
         let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
         let h = health
@@ -339,7 +332,7 @@ fn route_without_artifact_is_failed_precondition_but_classify_works() {
         artifact: false,
         extra: vec![],
     });
-    runtime().block_on(async {
+    runtime(4).block_on(async {
         let mut c = server.client().await;
         assert_status(
             c.route(route_request(PROMPTS[0])).await,
@@ -359,7 +352,7 @@ fn acknowledged_outcomes_survive_kill_9() {
     let _g = serial();
     let mut server = Server::start(Options::default());
     let n = 12;
-    let ids = runtime().block_on(async {
+    let ids = runtime(4).block_on(async {
         let mut c = server.client().await;
         let mut ids = Vec::new();
         for i in 0..n {
@@ -420,7 +413,7 @@ fn prompts_are_stored_only_when_asked() {
         artifact: true,
         extra: vec!["--store-prompts".into()],
     });
-    runtime().block_on(async {
+    runtime(4).block_on(async {
         let mut c = server.client().await;
         let r = c
             .route(route_request(PROMPTS[5]))
@@ -463,7 +456,7 @@ fn bounded_load_ends_ok_or_resource_exhausted_then_sigterm_drains() {
         artifact: true,
         extra,
     });
-    let (ok, exhausted, other) = runtime().block_on(async {
+    let (ok, exhausted, other) = runtime(4).block_on(async {
         let clients = 24;
         let until = Instant::now() + Duration::from_secs(4);
         let mut tasks = Vec::new();

@@ -17,13 +17,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn start(extra: &[&str]) -> Server {
     Server::start(Options {
@@ -38,7 +31,7 @@ fn start(extra: &[&str]) -> Server {
 fn sigterm_exits_at_the_drain_deadline_despite_idle_and_stalled_connections() {
     let _g = serial();
     let mut server = start(&["--drain-timeout", "1"]);
-    let rt = runtime();
+    let rt = runtime(2);
     let _idle = std::net::TcpStream::connect(&server.addr).unwrap();
     let _stalled = rt
         .block_on(stalled_upload(&server.addr, PROMPTS[0]))
@@ -62,7 +55,7 @@ fn sigterm_exits_at_the_drain_deadline_despite_idle_and_stalled_connections() {
 fn a_second_signal_during_the_drain_exits_at_once() {
     let _g = serial();
     let mut server = start(&["--drain-timeout", "60"]);
-    let rt = runtime();
+    let rt = runtime(2);
     let _stalled = rt
         .block_on(stalled_upload(&server.addr, PROMPTS[1]))
         .unwrap();
@@ -88,7 +81,7 @@ fn a_second_signal_during_the_drain_exits_at_once() {
 fn a_call_in_flight_at_sigterm_is_answered_then_the_process_exits() {
     let _g = serial();
     let mut server = start(&["--drain-timeout", "30"]);
-    let rt = runtime();
+    let rt = runtime(2);
     let (resp, mut send, rest) = rt
         .block_on(stalled_upload(&server.addr, PROMPTS[2]))
         .unwrap();
@@ -140,7 +133,7 @@ fn idle_connections_are_closed_and_connections_are_bounded() {
     let idle: Vec<_> = (0..4)
         .map(|_| std::net::TcpStream::connect(&server.addr).unwrap())
         .collect();
-    let rt = runtime();
+    let rt = runtime(2);
     // A fifth client: its connection waits in the backlog until an idle
     // one is closed, then it is served.
     let routed = rt.block_on(async {
@@ -216,7 +209,7 @@ fn accept_errors_back_off_instead_of_spinning() {
         "the server used {used:.2} s of CPU in 2 s while out of descriptors"
     );
     drop(idle);
-    let rt = runtime();
+    let rt = runtime(2);
     let routed = rt.block_on(async {
         let mut c = server.client().await;
         c.route(route_request(PROMPTS[4])).await
@@ -233,7 +226,7 @@ fn accept_errors_back_off_instead_of_spinning() {
 fn decode_limit_follows_the_flags_and_streams_per_connection_are_bounded() {
     let _g = serial();
     let server = start(&["--max-batch-request", "4", "--max-concurrent-streams", "16"]);
-    let rt = runtime();
+    let rt = runtime(2);
     rt.block_on(async {
         let mut c = server.client().await;
         // 4 items of 4 KB (--max-prompt-bytes 4096) fit easily in 200 KB.
@@ -278,7 +271,7 @@ fn an_artifact_with_non_finite_values_is_refused_at_start_and_reload() {
     let _g = serial();
     let server = start(&[]);
     bad_artifact(&server);
-    let rt = runtime();
+    let rt = runtime(2);
     rt.block_on(async {
         let mut admin = pb::admin_client::AdminClient::new(server.channel().await);
         let e = admin.reload(pb::ReloadRequest {}).await.unwrap_err();
@@ -318,7 +311,7 @@ fn an_artifact_with_non_finite_values_is_refused_at_start_and_reload() {
 fn string_fields_are_bounded_and_errors_quote_little() {
     let _g = serial();
     let server = start(&[]);
-    let rt = runtime();
+    let rt = runtime(2);
     rt.block_on(async {
         let mut c = server.client().await;
         let mut r = route_request(PROMPTS[0]);
@@ -370,7 +363,7 @@ fn string_fields_are_bounded_and_errors_quote_little() {
 fn outcomes_for_a_decisions_own_candidates_survive_a_reload_and_repeats_replace() {
     let _g = serial();
     let server = start(&[]);
-    let rt = runtime();
+    let rt = runtime(2);
     let id = rt.block_on(async {
         let mut c = server.client().await;
         let r = c
@@ -479,7 +472,7 @@ fn auth_blank_tokens_fail_start_up_scheme_is_case_insensitive_and_open_listeners
 
     // The env token is trimmed; any case of "Bearer" works.
     let server = start_with_env_token("  s3cret \n");
-    let rt = runtime();
+    let rt = runtime(2);
     rt.block_on(async {
         for scheme in ["Bearer", "bearer", "BEARER"] {
             let mut req = tonic::Request::new(pb::ClassifyRequest {
@@ -514,7 +507,7 @@ fn start_with_env_token(token: &str) -> Server {
 fn small_defects_overflowing_timeout_garbage_body_invisible_prompt() {
     let _g = serial();
     let server = start(&[]);
-    let rt = runtime();
+    let rt = runtime(2);
     rt.block_on(async {
         let mut h2 = h2_connect(&server.addr).await;
         let mut head = grpc_head(&server.addr, CLASSIFY);

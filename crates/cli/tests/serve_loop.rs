@@ -13,13 +13,6 @@ use tonic::Code;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Route prompts, report that `cheap` fails and `strong` succeeds, export,
 /// retrain from the store, reload with SIGHUP while clients keep routing
@@ -28,7 +21,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let server = Server::start(Options::default());
-    let rt = runtime();
+    let rt = runtime(4);
     rt.block_on(async {
         let mut c = server.client().await;
         for round in 0..4 {
@@ -204,7 +197,7 @@ fn bearer_token_guards_the_api_but_not_health() {
         artifact: true,
         extra: vec!["--auth-token-file".into(), token.display().to_string()],
     });
-    runtime().block_on(async {
+    runtime(4).block_on(async {
         let mut c = server.client().await;
         let e = c
             .classify(pb::ClassifyRequest {
@@ -293,7 +286,7 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 
     // Plain HTTP to the TLS port gets no answer.
     let out = https(&format!("http://{http_addr}/v1/models"));
     assert!(!out.status.success());
-    runtime().block_on(async {
+    runtime(4).block_on(async {
         use tonic::transport::{Certificate, Channel, ClientTlsConfig};
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap()))

@@ -14,13 +14,6 @@ use serve_support::*;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The counters this file watches, read from one scrape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,7 +74,7 @@ fn a_repeated_prompt_skips_the_encoder_but_gets_its_own_decision_and_row() {
     // The default cache size (no --prompt-cache flag).
     let server = Server::start(Options::default());
     let (p, q) = (PROMPTS[0], PROMPTS[2]);
-    let ids = runtime().block_on(async {
+    let ids = runtime(2).block_on(async {
         let mut c = server.client().await;
         let before = counters(&server).await;
         assert_eq!(
@@ -168,7 +161,7 @@ fn a_reload_applies_to_cached_prompts() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let server = Server::start(Options::default());
     let p = PROMPTS[1];
-    runtime().block_on(async {
+    runtime(2).block_on(async {
         let mut c = server.client().await;
         let before = c.route(route_request(p)).await.unwrap().into_inner();
         assert_eq!(before.model, "cheap", "the first artifact prefers cheap");
@@ -208,7 +201,7 @@ fn prompt_cache_0_sends_every_repeat_to_the_encoder() {
         extra: vec!["--prompt-cache".into(), "0".into()],
     });
     let p = PROMPTS[3];
-    runtime().block_on(async {
+    runtime(2).block_on(async {
         let mut c = server.client().await;
         let first = c.route(route_request(p)).await.unwrap().into_inner();
         let second = c.route(route_request(p)).await.unwrap().into_inner();

@@ -10,13 +10,6 @@ use pointsman_server::pb;
 use pointsman_server::pb::router_client::RouterClient;
 use serve_support::*;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Resident memory of a process in MB (VmRSS).
 fn rss_mb(pid: u32) -> f64 {
@@ -326,7 +319,7 @@ fn soak_hostile_process() {
         return;
     };
     let secs: u64 = std::env::var(HOSTILE_SECS_ENV).unwrap().parse().unwrap();
-    runtime().block_on(async {
+    runtime(2).block_on(async {
         use tokio::io::AsyncWriteExt;
         let until = Instant::now() + Duration::from_secs(secs);
         let mut held = Vec::new();

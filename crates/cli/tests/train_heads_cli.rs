@@ -2,20 +2,10 @@
 //! and checks the difficulty head's joint-IRT target, its strict
 //! leave-one-source-out, and that the written heads load and classify.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn pointsman(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap()
-}
+mod serve_support;
+use serve_support::{pointsman, repo};
 
 fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
     let text: String = rows.iter().map(|r| format!("{r}\n")).collect();

@@ -12,6 +12,15 @@ use pointsman_router::{fit, TrainConfig, TrainingRow};
 use pointsman_server::pb::router_client::RouterClient;
 use tonic::transport::Channel;
 
+/// A multi-threaded tokio runtime with `workers` threads for a test's clients.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
