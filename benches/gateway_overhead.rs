@@ -44,7 +44,9 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+mod bench_args;
 mod serve_process;
+use bench_args::Flags;
 mod stub_upstream;
 use serve_process::{percentile, repo, ServeProcess};
 
@@ -282,27 +284,17 @@ fn parse_args() -> Result<Option<(Opts, Vec<String>)>, String> {
     };
     let mut server_args = Vec::new();
     let mut bench = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (a.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or(format!("{name} needs a value"))
-        };
+    let mut flags = Flags::from_env();
+    while let Some((a, flag)) = flags.next_flag() {
         let count = |name: &str, v: String| {
             v.parse::<usize>()
                 .map_err(|_| format!("{name}: `{v}` is not a count"))
         };
         match flag.as_str() {
             "--bench" => bench = true,
-            "--requests" => o.requests = count("--requests", value("--requests")?)?.max(1),
-            "--warmup" => o.warmup = count("--warmup", value("--warmup")?)?,
-            "--server-arg" => server_args.push(value("--server-arg")?),
+            "--requests" => o.requests = count("--requests", flags.value("--requests")?)?.max(1),
+            "--warmup" => o.warmup = count("--warmup", flags.value("--warmup")?)?,
+            "--server-arg" => server_args.push(flags.value("--server-arg")?),
             "-h" | "--help" => return Err(usage().into()),
             _ if !bench && !a.starts_with("--") => {}
             _ => return Err(format!("unknown argument `{a}`\n{}", usage())),

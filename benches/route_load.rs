@@ -53,7 +53,9 @@ use pointsman_server::pb::RouteRequest;
 use serde_json::json;
 use tonic::transport::Channel;
 
+mod bench_args;
 mod serve_process;
+use bench_args::Flags;
 use serve_process::{percentile, repo, ServeProcess};
 
 struct Opts {
@@ -125,18 +127,8 @@ fn parse_args() -> Result<Option<Opts>, String> {
         json: false,
     };
     let mut bench = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (a.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or(format!("{name} needs a value"))
-        };
+    let mut flags = Flags::from_env();
+    while let Some((a, flag)) = flags.next_flag() {
         let num = |name: &str, v: String| {
             v.parse::<f64>()
                 .ok()
@@ -148,13 +140,15 @@ fn parse_args() -> Result<Option<Opts>, String> {
             "--json" => o.json = true,
             "--same-prompt" => o.same_prompt = true,
             "--concurrency" => {
-                o.concurrency = value("--concurrency")?
+                o.concurrency = flags
+                    .value("--concurrency")?
                     .split(',')
                     .map(|s| num("--concurrency", s.to_string()).map(|x| x as usize))
                     .collect::<Result<_, _>>()?
             }
             "--kinds" => {
-                o.kinds = value("--kinds")?
+                o.kinds = flags
+                    .value("--kinds")?
                     .split(',')
                     .map(|s| match s {
                         "short" => Ok(Kind::Short),
@@ -163,17 +157,17 @@ fn parse_args() -> Result<Option<Opts>, String> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            "--requests" => o.requests = num("--requests", value("--requests")?)? as usize,
-            "--seconds" => o.seconds = num("--seconds", value("--seconds")?)?,
+            "--requests" => o.requests = num("--requests", flags.value("--requests")?)? as usize,
+            "--seconds" => o.seconds = num("--seconds", flags.value("--seconds")?)?,
             "--repeated-pool" => {
-                let v = value("--repeated-pool")?;
+                let v = flags.value("--repeated-pool")?;
                 o.repeated_pool = Some(num("--repeated-pool", v)? as usize)
             }
             "--warmup" => {
-                let v = value("--warmup")?;
+                let v = flags.value("--warmup")?;
                 o.warmup = v.parse().map_err(|_| format!("--warmup: `{v}`"))?
             }
-            "--server-arg" => o.server_args.push(value("--server-arg")?),
+            "--server-arg" => o.server_args.push(flags.value("--server-arg")?),
             "-h" | "--help" => return Err(usage().into()),
             // cargo test passes test-harness filters; nothing to filter here.
             _ if !bench && !a.starts_with("--") => {}
