@@ -194,15 +194,17 @@ async fn one(client: &reqwest::Client, t: &Target, path: Path, mode: Mode, i: us
     }
     if stream {
         let mut body = response.bytes_stream();
-        body.next().await.unwrap().unwrap();
+        let mut whole = body.next().await.unwrap().unwrap().to_vec();
         let latency = started.elapsed();
-        let mut rest = Vec::new();
         while let Some(chunk) = body.next().await {
-            rest.extend_from_slice(&chunk.unwrap());
+            whole.extend_from_slice(&chunk.unwrap());
         }
-        // The whole stream arrived, [DONE] included (it may come with the
-        // first chunk when the stub's chunks coalesce).
-        let _ = rest;
+        // The whole stream arrived and ended as the stub ends it.
+        assert!(
+            whole.ends_with(b"data: [DONE]\n\n"),
+            "{}: the stream did not end with [DONE]",
+            path.name()
+        );
         latency.as_secs_f64() * 1e3
     } else {
         let whole = response.bytes().await.unwrap();
