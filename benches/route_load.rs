@@ -40,9 +40,8 @@
 //! `--bench` flag it only prints how to run it).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +52,11 @@ use pointsman_server::pb::router_client::RouterClient;
 use pointsman_server::pb::RouteRequest;
 use serde_json::json;
 use tonic::transport::Channel;
+
+mod bench_args;
+mod serve_process;
+use bench_args::Flags;
+use serve_process::{percentile, repo, ServeProcess};
 
 struct Opts {
     concurrency: Vec<usize>,
@@ -123,18 +127,8 @@ fn parse_args() -> Result<Option<Opts>, String> {
         json: false,
     };
     let mut bench = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (a.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or(format!("{name} needs a value"))
-        };
+    let mut flags = Flags::from_env();
+    while let Some((a, flag)) = flags.next_flag() {
         let num = |name: &str, v: String| {
             v.parse::<f64>()
                 .ok()
@@ -146,13 +140,15 @@ fn parse_args() -> Result<Option<Opts>, String> {
             "--json" => o.json = true,
             "--same-prompt" => o.same_prompt = true,
             "--concurrency" => {
-                o.concurrency = value("--concurrency")?
+                o.concurrency = flags
+                    .value("--concurrency")?
                     .split(',')
                     .map(|s| num("--concurrency", s.to_string()).map(|x| x as usize))
                     .collect::<Result<_, _>>()?
             }
             "--kinds" => {
-                o.kinds = value("--kinds")?
+                o.kinds = flags
+                    .value("--kinds")?
                     .split(',')
                     .map(|s| match s {
                         "short" => Ok(Kind::Short),
@@ -161,17 +157,17 @@ fn parse_args() -> Result<Option<Opts>, String> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            "--requests" => o.requests = num("--requests", value("--requests")?)? as usize,
-            "--seconds" => o.seconds = num("--seconds", value("--seconds")?)?,
+            "--requests" => o.requests = num("--requests", flags.value("--requests")?)? as usize,
+            "--seconds" => o.seconds = num("--seconds", flags.value("--seconds")?)?,
             "--repeated-pool" => {
-                let v = value("--repeated-pool")?;
+                let v = flags.value("--repeated-pool")?;
                 o.repeated_pool = Some(num("--repeated-pool", v)? as usize)
             }
             "--warmup" => {
-                let v = value("--warmup")?;
+                let v = flags.value("--warmup")?;
                 o.warmup = v.parse().map_err(|_| format!("--warmup: `{v}`"))?
             }
-            "--server-arg" => o.server_args.push(value("--server-arg")?),
+            "--server-arg" => o.server_args.push(flags.value("--server-arg")?),
             "-h" | "--help" => return Err(usage().into()),
             // cargo test passes test-harness filters; nothing to filter here.
             _ if !bench && !a.starts_with("--") => {}
@@ -179,10 +175,6 @@ fn parse_args() -> Result<Option<Opts>, String> {
         }
     }
     Ok(bench.then_some(o))
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// Every .jsonl file under `dir`, sorted.
@@ -246,50 +238,19 @@ fn prompt_pool(
 }
 
 struct Server {
-    child: Child,
+    process: ServeProcess,
     addr: String,
     metrics: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Server {
-    /// Starts `pointsman serve` on 127.0.0.1 port 0 and reads the addresses
-    /// it prints, as crates/cli/tests/serve_support does.
+    /// Starts `pointsman serve` on 127.0.0.1 port 0 (benches/serve_process.rs).
     fn start(extra: &[String]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store.db");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .args(["--store", store.to_str().unwrap()])
-            .args(["--catalog", "models/catalogs/routerbench.toml"])
-            // The router is serve's default (models/router/routerbench.json),
-            // so `--server-arg=--router --server-arg=FILE` can change it
-            // (another encoder needs its own router artifact).
-            .args(extra)
-            .current_dir(repo())
-            .env("POINTSMAN_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start pointsman serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the server printed its addresses");
-        let bound: serde_json::Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("server's first line {line:?}: {e}"));
+        let process = ServeProcess::start(extra, |_| Vec::new());
         Server {
-            addr: bound["grpc"].as_str().expect("grpc address").to_string(),
-            metrics: bound["metrics"].as_str().expect("metrics address").into(),
-            child,
-            _dir: dir,
+            addr: process.addr("grpc"),
+            metrics: process.addr("metrics"),
+            process,
         }
     }
 
@@ -304,7 +265,7 @@ impl Server {
 
     /// (VmRSS, VmHWM) in MiB from /proc/<pid>/status.
     fn memory_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id()))
             .unwrap_or_default();
         let field = |name: &str| {
             status
@@ -351,22 +312,6 @@ fn sample(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(&key))
         .and_then(|v| v.trim().parse::<f64>().ok())
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q / 100.0 * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 struct Outcome {

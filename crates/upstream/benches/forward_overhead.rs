@@ -12,76 +12,15 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::Response;
-use axum::routing::post;
-use axum::serve::ListenerExt;
-use axum::Router;
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::StreamExt;
 use pointsman_upstream::{ForwardRequest, Forwarded, UpstreamConfig, Upstreams};
 use serde_json::{json, Map, Value};
 use tokio::runtime::Runtime;
 
-/// A fixed chat completion, as an upstream would send it.
-fn completion() -> Bytes {
-    let text = "The capital of France is Paris. ".repeat(8);
-    Bytes::from(
-        json!({
-            "id": "chatcmpl-bench",
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": "bench-model",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 120, "completion_tokens": 64, "total_tokens": 184},
-        })
-        .to_string(),
-    )
-}
-
-/// A fixed stream: 16 content chunks, a usage chunk, `[DONE]`.
-fn chunks() -> Vec<Bytes> {
-    let chunk = |delta: Value, usage: Value| {
-        let event = json!({
-            "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-            "model": "bench-model",
-            "choices": if delta.is_null() { json!([]) } else { json!([{"index": 0, "delta": delta, "finish_reason": null}]) },
-            "usage": usage,
-        });
-        Bytes::from(format!("data: {event}\n\n"))
-    };
-    let mut all = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    all.extend((0..16).map(|i| chunk(json!({"content": format!(" word{i}")}), Value::Null)));
-    all.push(chunk(
-        Value::Null,
-        json!({"prompt_tokens": 120, "completion_tokens": 16}),
-    ));
-    all.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    all
-}
-
-/// The stub: reads the request as JSON (as any upstream must), answers
-/// the fixed completion or stream at once.
-async fn stub(body: Bytes) -> Response {
-    let request: Value = serde_json::from_slice(&body).unwrap();
-    if request["stream"] == true {
-        let stream = futures_util::stream::iter(chunks().into_iter().map(Ok::<_, std::io::Error>));
-        Response::builder()
-            .header(CONTENT_TYPE, "text/event-stream")
-            .body(Body::from_stream(stream))
-            .unwrap()
-    } else {
-        Response::builder()
-            .header(CONTENT_TYPE, "application/json")
-            .body(Body::from(completion()))
-            .unwrap()
-    }
-}
+// Shared with benches/gateway_overhead.rs (the workspace's benches/).
+#[path = "../../../benches/stub_upstream.rs"]
+mod stub_upstream;
 
 /// A chat body with a ~1 KB prompt.
 fn chat_body(stream: bool) -> Map<String, Value> {
@@ -207,18 +146,7 @@ async fn run(
 
 fn start(rt: &Runtime) -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    // As real servers do: without TCP_NODELAY a stream's first chunk can
-    // wait behind its headers (Nagle), for both paths alike.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = Router::new().route("/v1/chat/completions", post(stub));
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let base_url = format!("http://127.0.0.1:{port}/v1");
+    let base_url = rt.block_on(stub_upstream::start());
     let upstreams = Upstreams::from_configs(vec![UpstreamConfig::openai(
         "bench",
         &base_url,
