@@ -5,7 +5,7 @@
 use std::process::Output;
 
 mod serve_support;
-use serve_support::{pointsman, repo};
+use serve_support::pointsman;
 
 fn stdout_json(out: &Output) -> serde_json::Value {
     assert!(

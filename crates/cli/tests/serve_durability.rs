@@ -69,7 +69,6 @@ impl Drop for Mounted {
     }
 }
 
-
 #[test]
 fn acknowledged_outcomes_survive_losing_the_page_cache() {
     let work = tempfile::tempdir().unwrap();

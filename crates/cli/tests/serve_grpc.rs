@@ -17,7 +17,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-
 fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, field: &str) {
     let s = r.expect_err("expected an error");
     assert_eq!(s.code(), code, "{s:?}");

@@ -17,7 +17,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-
 fn start(extra: &[&str]) -> Server {
     Server::start(Options {
         artifact: true,

@@ -13,7 +13,6 @@ use tonic::Code;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-
 /// Route prompts, report that `cheap` fails and `strong` succeeds, export,
 /// retrain from the store, reload with SIGHUP while clients keep routing
 /// (none may fail), see the routing move to `strong`, then roll back.

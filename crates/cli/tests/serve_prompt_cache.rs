@@ -14,7 +14,6 @@ use serve_support::*;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-
 /// The counters this file watches, read from one scrape.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Counters {

@@ -10,7 +10,6 @@ use pointsman_server::pb;
 use pointsman_server::pb::router_client::RouterClient;
 use serve_support::*;
 
-
 /// Resident memory of a process in MB (VmRSS).
 fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 mod serve_support;
-use serve_support::{pointsman, repo};
+use serve_support::pointsman;
 
 fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
     let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
