@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use pointsman_router::{fit, SuccessModel, TrainConfig, TrainingRow};
+use pointsman_server::core::named::is_unclassified;
 use pointsman_store::{DecisionWithOutcomes, OutcomeStore, SqliteStore};
 
 #[derive(Subcommand)]
@@ -78,15 +79,27 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
 pub fn fit_from_store(path: &Path, cfg: &TrainConfig) -> anyhow::Result<(SuccessModel, usize)> {
     let store = open_existing(path)?;
     let mut logged = Vec::new();
+    let mut unclassified = 0;
     store.export(&mut |d| {
-        if !d.outcomes.is_empty() {
+        if d.outcomes.is_empty() {
+            return Ok(());
+        }
+        if is_unclassified(&d.decision) {
+            // A named model's decision: no embedding to fit on.
+            unclassified += 1;
+        } else {
             logged.push(d);
         }
         Ok(())
     })?;
+    if unclassified > 0 {
+        eprintln!(
+            "skipped {unclassified} decisions with outcomes but no embedding (named models, logged unclassified: docs/GATEWAY.md)"
+        );
+    }
     anyhow::ensure!(
         !logged.is_empty(),
-        "--from-store {}: no decision has an outcome yet",
+        "--from-store {}: no classified decision has an outcome yet",
         path.display()
     );
     let encoder_id = logged

@@ -45,7 +45,7 @@ fn openai_client_routes_forwards_falls_back_and_outcomes_are_logged() {
     let server = start_gateway(&stub, &[]);
     let out = Command::new(venv_python())
         .arg(repo().join("crates/cli/tests/gateway/openai_checks.py"))
-        .args([&gateway_url(&server), TOKEN, &stub.url])
+        .args([&gateway_url(&server), TOKEN, &stub.url()])
         .current_dir(repo())
         .output()
         .unwrap();
@@ -89,10 +89,13 @@ fn openai_client_routes_forwards_falls_back_and_outcomes_are_logged() {
     assert_eq!(routed["outcomes"]["ok"]["score"], 0.9);
     assert_eq!(routed["outcomes"]["ok"]["cost_usd"].as_f64(), Some(cost));
 
-    // A named model is a decision with that model forced.
+    // A named model is a decision for that model, logged unclassified
+    // (no candidates, no embedding), with its call and its feedback.
     let named = record(&records, &id("named"));
     assert_eq!(named["chosen_model"], "strong");
-    assert_eq!(named["candidates"].as_array().unwrap().len(), 1);
+    assert_eq!(named["candidates"].as_array().unwrap().len(), 0);
+    assert_eq!(calls(named), [("strong".into(), "ok".into())]);
+    assert_eq!(named["outcomes"]["strong"]["score"], 0.5);
 
     // Each fallback: the failed call is logged with its class and is a
     // failure outcome (score 0); the model that answered has no score
@@ -162,23 +165,33 @@ fn openai_client_routes_forwards_falls_back_and_outcomes_are_logged() {
 
 /// One HTTP/1.1 request over a plain socket: (status, body).
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = http_with(addr, method, path, "", body);
+    (status, body)
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`): (status,
+/// head, body).
+fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 #[test]
@@ -284,4 +297,131 @@ fn a_stream_in_flight_at_sigterm_is_finished_before_the_process_exits() {
     assert!(rest.contains("data: [DONE]"), "the stream was cut: {rest}");
     assert!(rest.contains("signal"), "{rest}");
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+/// A header's value from a response head.
+fn header(head: &str, name: &str) -> String {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {head}"))
+}
+
+#[test]
+fn a_named_model_is_forwarded_without_an_encoder_pass_and_logged_unclassified() {
+    let stub = Stub::start();
+    let server = start_gateway(&stub, &[]);
+    let addr = server.http.clone().unwrap();
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let post = |path: &str, body: Value| http_with(&addr, "POST", path, &auth, &body.to_string());
+    let chat = |model: &str, prompt: &str| {
+        post(
+            "/v1/chat/completions",
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}),
+        )
+    };
+    // Encoder passes and prompt-cache misses so far.
+    let encoder = || {
+        let text = metrics_text(&server, Duration::from_secs(5)).unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (
+            value("pointsman_encoder_seconds_count "),
+            value("pointsman_prompt_cache_misses_total "),
+        )
+    };
+
+    let before = encoder();
+    let mut named = Vec::new();
+    for i in 0..4 {
+        let prompt = format!("named prompt number {i}, never seen before");
+        let (status, head, body) = chat("strong", &prompt);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&prompt), "{body}");
+        assert_eq!(header(&head, "x-pointsman-model"), "strong");
+        named.push(header(&head, "x-pointsman-decision-id"));
+    }
+    // Distinct prompts, yet no encoder pass and no prompt-cache lookup:
+    // the named path never reached the encoder queue.
+    assert_eq!(encoder(), before, "a named model went through the encoder");
+    // The same counters move for routed requests (so the check above could fail).
+    let mut routed = Vec::new();
+    for i in 0..3 {
+        let (status, head, body) =
+            chat("pointsman", &format!("routed prompt {i}, new to the cache"));
+        assert_eq!(status, 200, "{body}");
+        routed.push(header(&head, "x-pointsman-decision-id"));
+    }
+    let after = encoder();
+    assert!(after.0 > before.0, "{before:?} -> {after:?}");
+
+    // Feedback works for a named model's decision (the model defaults to it).
+    let (status, _, body) = post(
+        "/v1/feedback",
+        serde_json::json!({"decision_id": named[0], "score": 0.25}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["model"],
+        "strong"
+    );
+    for id in &routed {
+        let (status, _, body) = post(
+            "/v1/feedback",
+            serde_json::json!({"decision_id": id, "score": 1.0}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // The decision row: unclassified, as docs/GATEWAY.md documents it.
+    let until = Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let records = export_all(&server.store);
+        if named
+            .iter()
+            .all(|id| !calls(record(&records, id)).is_empty())
+        {
+            break records;
+        }
+        assert!(Instant::now() < until, "calls never logged");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for id in &named {
+        let r = record(&records, id);
+        assert_eq!(r["chosen_model"], "strong");
+        assert_eq!(r["embedding"], serde_json::json!([]), "{r}");
+        assert_eq!(r["predicted_task"], "");
+        assert_eq!(r["task_scores"], serde_json::json!({}));
+        assert_eq!(r["candidates"], serde_json::json!([]));
+        let versions: Vec<&String> = r["versions"].as_object().unwrap().keys().collect();
+        assert_eq!(versions, ["catalog"]);
+        assert_eq!(calls(r), [("strong".into(), "ok".into())]);
+    }
+    assert_eq!(
+        record(&records, &named[0])["outcomes"]["strong"]["score"],
+        0.25
+    );
+    // A routed decision is classified.
+    assert_eq!(
+        record(&records, &routed[0])["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        384
+    );
+
+    // Training from the store skips the unclassified row and says so.
+    let out_dir = tempfile::tempdir().unwrap();
+    let artifact = out_dir.path().join("router.json");
+    let stderr = train_from_store(&server.store, &artifact, &[]);
+    assert!(
+        stderr.contains("skipped 1 decisions with outcomes but no embedding"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fitted on 3 logged decisions"), "{stderr}");
 }

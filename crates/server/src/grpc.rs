@@ -238,6 +238,7 @@ impl pb::router_server::Router for RouterService {
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
             latency_ms: r.latency_ms,
+            time_ms: 0, // stamped when stored
         };
         let r = self
             .core

@@ -79,7 +79,7 @@ assert raw.headers["x-pointsman-model"] == "ok", raw.headers
 assert raw.parse().choices[0].message.content == "parts of text"  # the stub joins parts with spaces
 print("ok auto-and-headers")
 
-# A named catalog model is forwarded as is (and logged as a forced decision).
+# A named catalog model is forwarded as is (and logged as a decision, unclassified).
 raw = client.chat.completions.with_raw_response.create(model="strong", messages=user("named"))
 assert raw.headers["x-pointsman-model"] == "strong", raw.headers
 assert raw.parse().choices[0].message.content == "named"
@@ -161,6 +161,8 @@ assert r.status_code == 200, r.text
 assert r.json() == {"decision_id": ids["routed"], "model": "ok", "outcomes_for_decision": 1}, r.json()
 r = http.post("/v1/feedback", json={"decision_id": ids["fallback_rate"], "model": "ok", "score": 1.0}, headers=auth)
 assert r.json()["outcomes_for_decision"] == 2, r.json()  # rate's automatic failure, ok's score
+r = http.post("/v1/feedback", json={"decision_id": ids["named"], "score": 0.5}, headers=auth)
+assert r.json() == {"decision_id": ids["named"], "model": "strong", "outcomes_for_decision": 1}, r.json()
 r = http.post("/v1/feedback", json={"decision_id": "no-such-decision", "score": 1.0}, headers=auth)
 assert r.status_code == 404 and error_of(r)["param"] == "decision_id", r.text
 r = http.post("/v1/feedback", json={"decision_id": ids["routed"], "score": 7}, headers=auth)
@@ -221,6 +223,8 @@ r = chat_raw({"model": "pointsman", "messages": user("x"), "pointsman": {"target
 assert r.status_code == 400 and error_of(r)["param"] == "target", r.text
 r = chat_raw({"model": "pointsman", "messages": user("x"), "pointsman": {"bogus": 1}})
 assert r.status_code == 400 and error_of(r)["param"].startswith("pointsman"), r.text
+r = chat_raw({"model": "strong", "messages": user("x"), "pointsman": {"target": 3}})
+assert r.status_code == 400 and error_of(r)["param"] == "target", "a named model's options are checked too: " + r.text
 r = chat_raw({"model": "pointsman", "messages": user("x")}, headers={**auth, "x-pointsman-target": "high"})
 assert r.status_code == 400 and error_of(r)["param"] == "x-pointsman-target", r.text
 r = chat_raw({"model": "pointsman", "messages": user("y" * 5000)})

@@ -5,6 +5,7 @@
 
 pub mod calls;
 pub mod decide;
+pub mod named;
 pub mod outcome;
 pub mod request;
 pub mod validate;

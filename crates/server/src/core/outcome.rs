@@ -1,8 +1,6 @@
 //! Outcomes: quality scores reported by clients (gRPC ReportOutcome, HTTP
 //! /v1/feedback).
 
-use pointsman_store::LoggedOutcome;
-
 use super::decide::now_ms;
 use super::request::OutcomeReport;
 use super::validate::check_outcome;
@@ -39,15 +37,9 @@ impl Core {
                 }
             }
         }
-        let outcome = LoggedOutcome {
-            decision_id: r.decision_id,
-            model: r.model.clone(),
-            score: r.score,
-            cost_usd: r.cost_usd,
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
-            latency_ms: r.latency_ms,
+        let outcome = OutcomeReport {
             time_ms: now_ms(),
+            ..r.clone()
         };
         let n = self
             .store_work(move |s| s.append_outcome(&outcome))

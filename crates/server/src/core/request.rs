@@ -71,15 +71,7 @@ impl Routed {
 }
 
 /// A quality score for one model's answer to a decision's prompt
-/// (gRPC ReportOutcome, HTTP /v1/feedback).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct OutcomeReport {
-    pub decision_id: String,
-    pub model: String,
-    /// In [0, 1]; 1 = success.
-    pub score: f64,
-    pub cost_usd: Option<f64>,
-    pub input_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    pub latency_ms: Option<f64>,
-}
+/// (gRPC ReportOutcome, HTTP /v1/feedback): the same data as the store's
+/// outcome row, so the same type. Its `time_ms` is stamped by the core
+/// when it stores the report (front ends leave it 0).
+pub type OutcomeReport = pointsman_store::LoggedOutcome;

@@ -242,17 +242,22 @@ pub(super) async fn chat_completions(
                 ))
                 .into());
             }
-            // A named model is forwarded as is, and logged as a decision
-            // with that model forced.
-            request.constraints.allowed_models = vec![model.clone()];
         }
     }
     let deadline = Instant::now() + gw.request_timeout;
-    let routed = gw.core.route(&request, Some(deadline)).await?;
-    let decision_id = routed.decision_id.clone();
-    let chain: Vec<String> = std::iter::once(routed.decision.model.clone())
-        .chain(routed.decision.fallbacks.iter().cloned())
-        .collect();
+    let (decision_id, chain) = if auto {
+        let routed = gw.core.route(&request, Some(deadline)).await?;
+        let chain: Vec<String> = std::iter::once(routed.decision.model.clone())
+            .chain(routed.decision.fallbacks.iter().cloned())
+            .collect();
+        (routed.decision_id, chain)
+    } else {
+        // A named model is forwarded as is, with no encoder pass on the
+        // way: its decision is logged unclassified (core/named.rs).
+        let id = gw.core.log_named(&request, &model, Some(deadline)).await?;
+        (id, vec![model.clone()])
+    };
+    let first_choice = chain[0].clone();
     let forwarded = upstreams
         .forward(ForwardRequest {
             chain,
@@ -331,7 +336,7 @@ pub(super) async fn chat_completions(
                 log_in_background(&gw, decision_id.clone(), calls_of(attempts));
             }
             let mut resp = error_response(&ServerError::Upstream(e));
-            decision_headers(resp.headers_mut(), &decision_id, &routed.decision.model);
+            decision_headers(resp.headers_mut(), &decision_id, &first_choice);
             Ok(resp.into_response())
         }
     }

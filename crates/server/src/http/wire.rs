@@ -97,6 +97,7 @@ impl FeedbackJson {
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             latency_ms: self.latency_ms,
+            time_ms: 0, // stamped when stored
         }
     }
 }
