@@ -34,3 +34,21 @@ impl Flags {
             .ok_or(format!("{name} needs a value"))
     }
 }
+
+/// What `main` does with its parsed flags: `Ok(Some(options))` gives the
+/// options; `Ok(None)` (cargo ran the target without `--bench`, e.g.
+/// `cargo test`) prints `not_run` and gives None; an error is printed and
+/// the process exits with status 2.
+pub fn options_or_exit<T>(parsed: Result<Option<T>, String>, not_run: &str) -> Option<T> {
+    match parsed {
+        Ok(Some(o)) => Some(o),
+        Ok(None) => {
+            println!("{not_run}");
+            None
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    }
+}

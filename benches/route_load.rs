@@ -417,19 +417,12 @@ async fn drive(
 }
 
 fn main() {
-    let opts = match parse_args() {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!(
-                "route_load: a load generator, not a test; run it with {}",
-                usage()
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
+    let not_run = format!(
+        "route_load: a load generator, not a test; run it with {}",
+        usage()
+    );
+    let Some(opts) = bench_args::options_or_exit(parse_args(), &not_run) else {
+        return;
     };
     // Per kind: the distinct rows, then (with --repeated-pool) the repeated ones.
     let pools_wanted: Vec<Option<usize>> = std::iter::once(None)

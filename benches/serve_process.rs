@@ -3,10 +3,12 @@
 //! JSON line it prints, as crates/cli/tests/serve_support does) and
 //! percentiles. Included by `route_load` and `gateway_overhead` with `mod`.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+#[path = "../crates/cli/tests/serve_support/bound.rs"]
+mod bound;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -48,18 +50,8 @@ impl ServeProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start pointsman serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the server printed its addresses");
-        let bound: serde_json::Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("server's first line {line:?}: {e}"));
+        let bound =
+            bound::read_bound_within(child.stdout.take().unwrap(), Duration::from_secs(120));
         ServeProcess {
             child,
             bound,
@@ -84,11 +76,4 @@ impl Drop for ServeProcess {
 }
 
 /// The q-th percentile (0–100) of sorted values, interpolated.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q / 100.0 * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
+pub use pointsman_eval::metrics::percentile;

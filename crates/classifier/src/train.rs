@@ -117,6 +117,38 @@ fn check(x: &[Vec<f32>], n: usize) -> Result<usize> {
     Ok(d)
 }
 
+/// Targets of a sigmoid output: each in [0, 1].
+fn check_unit_targets(targets: &[f32]) -> Result<()> {
+    if targets.iter().any(|t| !(0.0..=1.0).contains(t)) {
+        return Err(ClassifierError::InvalidInput(
+            "regression targets must lie in [0, 1]".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The seeded RNG, freshly initialised layers (`d` inputs, `outputs`
+/// outputs) and their AdamW optimiser: how every head's training starts.
+fn start(d: usize, outputs: usize, cfg: &TrainConfig) -> Result<(StdRng, Layers, AdamW)> {
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let layers = Layers::init(&sizes(d, cfg.hidden, outputs), &mut rng)?;
+    let opt = AdamW::new(
+        layers.all_vars(),
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    Ok((rng, layers, opt))
+}
+
+/// A minibatch's per-example values as an (n, 1) tensor.
+fn column<T: candle_core::WithDType>(values: Vec<T>) -> Result<Tensor> {
+    let n = values.len();
+    Ok(Tensor::from_vec(values, (n, 1), &Device::Cpu)?)
+}
+
 fn rows(x: &[Vec<f32>], idx: &[usize]) -> Result<Tensor> {
     let d = x[0].len();
     let flat: Vec<f32> = idx.iter().flat_map(|&i| x[i].iter().copied()).collect();
@@ -138,31 +170,14 @@ pub fn train_classifier(
             "label index {bad} >= {classes} classes"
         )));
     }
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let layers = Layers::init(&sizes(d, cfg.hidden, classes), &mut rng)?;
-    let mut opt = AdamW::new(
-        layers.all_vars(),
-        ParamsAdamW {
-            lr: cfg.learning_rate,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let (mut rng, layers, mut opt) = start(d, classes, cfg)?;
     let mut order: Vec<usize> = (0..x.len()).collect();
     for _ in 0..cfg.epochs {
         order.shuffle(&mut rng);
         for chunk in order.chunks(cfg.batch_size.max(1)) {
             let xb = rows(x, chunk)?;
-            let yb = Tensor::from_vec(
-                chunk.iter().map(|&i| labels[i] as u32).collect::<Vec<_>>(),
-                (chunk.len(), 1),
-                &Device::Cpu,
-            )?;
-            let wb = Tensor::from_vec(
-                chunk.iter().map(|&i| weights[i]).collect::<Vec<_>>(),
-                (chunk.len(), 1),
-                &Device::Cpu,
-            )?;
+            let yb = column(chunk.iter().map(|&i| labels[i] as u32).collect())?;
+            let wb = column(chunk.iter().map(|&i| weights[i]).collect())?;
             let logp = candle_nn::ops::log_softmax(&layers.forward(&xb)?, D::Minus1)?;
             let picked = logp.gather(&yb, 1)?;
             let loss = (picked.mul(&wb)?.sum_all()?.neg()?
@@ -182,40 +197,17 @@ pub fn train_regressor(
     cfg: &TrainConfig,
 ) -> Result<Mlp> {
     let d = check(x, targets.len())?;
-    if targets.iter().any(|t| !(0.0..=1.0).contains(t)) {
-        return Err(ClassifierError::InvalidInput(
-            "regression targets must lie in [0, 1]".into(),
-        ));
-    }
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let layers = Layers::init(&sizes(d, cfg.hidden, 1), &mut rng)?;
-    let mut opt = AdamW::new(
-        layers.all_vars(),
-        ParamsAdamW {
-            lr: cfg.learning_rate,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    check_unit_targets(targets)?;
+    let (mut rng, layers, mut opt) = start(d, 1, cfg)?;
     let mut order: Vec<usize> = (0..x.len()).collect();
     for _ in 0..cfg.epochs {
         order.shuffle(&mut rng);
         for chunk in order.chunks(cfg.batch_size.max(1)) {
             let xb = rows(x, chunk)?;
-            let yb = Tensor::from_vec(
-                chunk.iter().map(|&i| targets[i]).collect::<Vec<_>>(),
-                (chunk.len(), 1),
-                &Device::Cpu,
-            )?;
-            let wb = Tensor::from_vec(
-                chunk.iter().map(|&i| weights[i]).collect::<Vec<_>>(),
-                (chunk.len(), 1),
-                &Device::Cpu,
-            )?;
+            let yb = column(chunk.iter().map(|&i| targets[i]).collect())?;
+            let wb = column(chunk.iter().map(|&i| weights[i]).collect())?;
             let z = layers.forward(&xb)?;
-            // BCE with logits, stable form: max(z,0) - z*y + log(1 + exp(-|z|)).
-            let per =
-                (z.relu()? - z.mul(&yb)? + z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+            let per = soft_bce(&z, &yb)?;
             let loss =
                 (per.mul(&wb)?.sum_all()? / (wb.sum_all()?.to_scalar::<f32>()? as f64).max(1e-9))?;
             opt.backward_step(&loss)?;
@@ -258,21 +250,8 @@ pub fn train_ranker(
             targets.len()
         )));
     }
-    if targets.iter().any(|t| !(0.0..=1.0).contains(t)) {
-        return Err(ClassifierError::InvalidInput(
-            "regression targets must lie in [0, 1]".into(),
-        ));
-    }
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let layers = Layers::init(&sizes(d, cfg.hidden, 1), &mut rng)?;
-    let mut opt = AdamW::new(
-        layers.all_vars(),
-        ParamsAdamW {
-            lr: cfg.learning_rate,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    check_unit_targets(targets)?;
+    let (mut rng, layers, mut opt) = start(d, 1, cfg)?;
     let mut by_group: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for (i, &g) in groups.iter().enumerate() {
         by_group.entry(g).or_default().push(i);
@@ -288,7 +267,7 @@ pub fn train_ranker(
             let n = chunk.len();
             let xb = rows(x, &chunk)?;
             let t: Vec<f32> = chunk.iter().map(|&i| targets[i]).collect();
-            let yb = Tensor::from_vec(t.clone(), (n, 1), &Device::Cpu)?;
+            let yb = column(t.clone())?;
             let z = layers.forward(&xb)?;
             let mut loss = soft_bce(&z, &yb)?.mean_all()?;
             // mask[i][j] = 1 where example i is harder than j by more than the margin.

@@ -19,6 +19,8 @@ use clap::{Args, Subcommand};
 use pointsman_classifier::bench_prompts::{LONG, SHORT};
 use pointsman_classifier::classifier::instruction_views;
 use pointsman_classifier::{Classifier, DEFAULT_BATCH};
+// numpy's default percentile, like the side-by-side script.
+use pointsman_eval::metrics::percentile;
 use pointsman_records::read_file;
 use serde_json::{json, Value};
 
@@ -106,17 +108,6 @@ fn file_cases(path: &std::path::Path, batch: usize) -> anyhow::Result<Vec<Case>>
             calls: prompts.chunks(batch).map(<[String]>::to_vec).collect(),
         },
     ])
-}
-
-/// Linear interpolation between the closest ranks (numpy's default), so the
-/// side-by-side script computes the same statistic.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q / 100.0 * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 fn summary(samples: &[f64], keep: bool) -> Value {
@@ -241,16 +232,6 @@ fn time_call(clf: &Classifier, texts: &[&str]) -> anyhow::Result<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_interpolates_like_numpy() {
-        let s = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&s, 50.0), 2.5);
-        assert_eq!(percentile(&s, 0.0), 1.0);
-        assert_eq!(percentile(&s, 100.0), 4.0);
-        assert!((percentile(&s, 10.0) - 1.3).abs() < 1e-12);
-        assert_eq!(percentile(&[7.0], 90.0), 7.0);
-    }
 
     #[test]
     fn builtin_prompts_match_the_criterion_bench() {

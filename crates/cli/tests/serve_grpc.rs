@@ -378,16 +378,7 @@ fn acknowledged_outcomes_survive_kill_9() {
     // No graceful anything: SIGKILL right after the last acknowledgement.
     server.signal("-9");
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
-    let out = pointsman(&["store", "export", "--store", server.store.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = export_with_outcomes(&server.store);
     assert_eq!(lines.len(), n);
     for (i, (line, id)) in lines.iter().zip(&ids).enumerate() {
         assert_eq!(line["id"], id.as_str());
@@ -428,9 +419,7 @@ fn prompts_are_stored_only_when_asked() {
         .await
         .unwrap();
     });
-    let out = pointsman(&["store", "export", "--store", server.store.to_str().unwrap()]);
-    let line: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let line = &export_with_outcomes(&server.store)[0];
     assert_eq!(line["prompt"], PROMPTS[5]);
 }
 

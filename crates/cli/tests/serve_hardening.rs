@@ -403,15 +403,7 @@ fn outcomes_for_a_decisions_own_candidates_survive_a_reload_and_repeats_replace(
         assert_eq!(e.code(), tonic::Code::NotFound);
         r.decision_id
     });
-    let out = pointsman(&[
-        "store",
-        "export",
-        "--store",
-        &server.store.display().to_string(),
-    ]);
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let line = &export_with_outcomes(&server.store)[0];
     assert_eq!(line["id"], id);
     assert_eq!(line["outcomes"]["strong"]["score"], 1.0);
 }

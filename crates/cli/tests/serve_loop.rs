@@ -54,16 +54,7 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
     });
 
     // Export: one record per decision, outcomes keyed by model.
-    let out = pointsman(&["store", "export", "--store", server.store.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = export_with_outcomes(&server.store);
     assert_eq!(lines.len(), 4 * PROMPTS.len());
     assert!(
         lines
@@ -74,23 +65,7 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
 
     // Retrain into a new artifact, then copy it over the served path (atomic rename).
     let new = server.dir.path().join("router-v2.json");
-    let out = pointsman(&[
-        "train",
-        "router",
-        "--from-store",
-        server.store.to_str().unwrap(),
-        "--out",
-        new.to_str().unwrap(),
-        "--rank",
-        "0",
-        "--epochs",
-        "150",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_from_store(&server.store, &new, &["--rank", "0", "--epochs", "150"]);
     let tmp = server.dir.path().join("router.json.tmp");
     std::fs::copy(&new, &tmp).unwrap();
     std::fs::rename(&tmp, &server.router).unwrap();

@@ -48,25 +48,6 @@ async fn counters(server: &Server) -> Counters {
     }
 }
 
-fn exported(server: &Server) -> Vec<serde_json::Value> {
-    let out = pointsman(&[
-        "store",
-        "export",
-        "--all",
-        "--store",
-        server.store.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn a_repeated_prompt_skips_the_encoder_but_gets_its_own_decision_and_row() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -137,7 +118,7 @@ fn a_repeated_prompt_skips_the_encoder_but_gets_its_own_decision_and_row() {
     });
 
     // Every Route decision was logged, hits included, with the same embedding.
-    let rows = exported(&server);
+    let rows = export_all(&server.store);
     let logged: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(logged.len(), 4, "{logged:?}");
     for id in &ids {

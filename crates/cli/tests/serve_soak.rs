@@ -191,21 +191,9 @@ fn soak_mixed_load_with_hostile_clients() {
         t0.elapsed()
     );
     drop(hostile);
-    let out = pointsman(&[
-        "store",
-        "export",
-        "--store",
-        &server.store.display().to_string(),
-    ]);
-    assert!(out.status.success());
-    let exported: std::collections::HashSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+    let exported: std::collections::HashSet<String> = export_with_outcomes(&server.store)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     let missing = acked.iter().filter(|id| !exported.contains(*id)).count();
     assert_eq!(

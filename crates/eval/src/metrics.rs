@@ -210,12 +210,36 @@ impl Calibration {
     }
 }
 
+/// The q-th percentile (0 to 100) of sorted values: linear interpolation
+/// between the closest ranks (numpy's default, so side-by-side scripts
+/// compute the same statistic); NaN for no values. Shared by `pointsman
+/// bench` and the end-to-end benches (benches/serve_process.rs).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q / 100.0 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn percentile_interpolates_like_numpy() {
+        let s = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&s, 50.0), 2.5);
+        assert_eq!(percentile(&s, 0.0), 1.0);
+        assert_eq!(percentile(&s, 100.0), 4.0);
+        assert!((percentile(&s, 10.0) - 1.3).abs() < 1e-12);
+        assert_eq!(percentile(&[7.0], 90.0), 7.0);
+        assert!(percentile(&[], 50.0).is_nan());
     }
 
     #[test]

@@ -139,6 +139,29 @@ pub fn summarise(results: &[RouterResult], models: &[String], rows: usize) -> Su
     }
 }
 
+impl RouterSummary {
+    /// The table cells after the router's name, as both tables print them:
+    /// AIQ, max quality, APGR, CPT(50%) and CPT(80%) in percent, ECE, cost
+    /// to match the best single model; `missing` where a value is undefined.
+    fn cells(&self, missing: &str) -> [String; 7] {
+        let f = |v: Option<f64>, d: usize| v.map_or(missing.to_string(), |x| format!("{x:.d$}"));
+        let max_quality = self
+            .points
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        [
+            f(self.aiq, 4),
+            format!("{max_quality:.4}"),
+            f(self.apgr, 3),
+            f(self.cpt50.map(|x| x * 100.0), 1),
+            f(self.cpt80.map(|x| x * 100.0), 1),
+            f(self.ece, 4),
+            f(self.cost_to_match_best_single, 6),
+        ]
+    }
+}
+
 impl Summary {
     /// The router called `name`.
     pub fn router(&self, name: &str) -> Option<&RouterSummary> {
@@ -174,28 +197,16 @@ impl Summary {
 
     /// A fixed-width text table, one router per line.
     pub fn table(&self) -> String {
-        let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| format!("{x:.d$}"));
         let mut s = format!(
             "{} test rows, {} models, AIQ cost range {:.6}..{:.6} USD/row\n{:<16} {:>7} {:>8} {:>7} {:>7} {:>7} {:>7} {:>14}\n",
             self.rows, self.models.len(), self.cost_range.0, self.cost_range.1,
             "router", "AIQ", "max q", "APGR", "CPT50", "CPT80", "ECE", "$ to match best"
         );
         for r in &self.routers {
-            let maxq = r
-                .points
-                .iter()
-                .map(|p| p.1)
-                .fold(f64::NEG_INFINITY, f64::max);
+            let [aiq, maxq, apgr, cpt50, cpt80, ece, to_match] = r.cells("-");
             s += &format!(
-                "{:<16} {:>7} {:>8.4} {:>7} {:>7} {:>7} {:>7} {:>14}\n",
-                r.name,
-                f(r.aiq, 4),
-                maxq,
-                f(r.apgr, 3),
-                f(r.cpt50.map(|x| x * 100.0), 1),
-                f(r.cpt80.map(|x| x * 100.0), 1),
-                f(r.ece, 4),
-                f(r.cost_to_match_best_single, 6)
+                "{:<16} {aiq:>7} {maxq:>8} {apgr:>7} {cpt50:>7} {cpt80:>7} {ece:>7} {to_match:>14}\n",
+                r.name
             );
         }
         s
@@ -203,27 +214,12 @@ impl Summary {
 
     /// Markdown: the table plus the single models' points.
     pub fn markdown(&self) -> String {
-        let f = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |x| format!("{x:.d$}"));
         let mut s = format!(
             "# Routing evaluation\n\n{} test rows, {} models. AIQ over the single models' cost range {:.6}–{:.6} USD per row.\n\n![cost-quality](cost_quality.svg)\n\n| router | AIQ | max quality | APGR | CPT(50%) | CPT(80%) | ECE | cost to match best single (USD/row) |\n|---|---|---|---|---|---|---|---|\n",
             self.rows, self.models.len(), self.cost_range.0, self.cost_range.1
         );
         for r in &self.routers {
-            let maxq = r
-                .points
-                .iter()
-                .map(|p| p.1)
-                .fold(f64::NEG_INFINITY, f64::max);
-            s += &format!(
-                "| {} | {} | {maxq:.4} | {} | {} | {} | {} | {} |\n",
-                r.name,
-                f(r.aiq, 4),
-                f(r.apgr, 3),
-                f(r.cpt50.map(|x| x * 100.0), 1),
-                f(r.cpt80.map(|x| x * 100.0), 1),
-                f(r.ece, 4),
-                f(r.cost_to_match_best_single, 6)
-            );
+            s += &format!("| {} | {} |\n", r.name, r.cells("–").join(" | "));
         }
         if self.routers.iter().any(|r| !r.reliability.is_empty()) {
             s += "\nReliability of P(success) on the held-out rows (10 equal-width bins; ECE is the count-weighted mean gap between the two means):\n\n![reliability](reliability.svg)\n";

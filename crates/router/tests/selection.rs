@@ -33,6 +33,28 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// A training row for `embedding` with a 0/1 outcome for each of the three
+/// models, drawn with P(success) = sigmoid(`logit(model)`).
+fn drawn_row(embedding: Vec<f32>, logit: impl Fn(usize) -> f64, rng: &mut Rng) -> TrainingRow {
+    let outcomes = (0..3)
+        .map(|m| {
+            (
+                m,
+                if rng.uniform() < sigmoid(logit(m)) {
+                    1.0
+                } else {
+                    0.0
+                },
+            )
+        })
+        .collect();
+    TrainingRow {
+        embedding,
+        task_scores: vec![1.0],
+        outcomes,
+    }
+}
+
 /// `n` prompts with random embeddings and a 0/1 outcome for every model.
 /// With `signal`, a prompt's difficulty is 1.5 × its first coordinate and
 /// the cheap (mid) model is 3 (1.5) logits better on prompts with a high
@@ -51,17 +73,7 @@ fn rows(n: usize, signal: bool, rng: &mut Rng) -> Vec<TrainingRow> {
                     ABILITY[m]
                 }
             };
-            let outcomes = (0..3)
-                .map(|m| {
-                    let p = sigmoid(logit(m));
-                    (m, if rng.uniform() < p { 1.0 } else { 0.0 })
-                })
-                .collect();
-            TrainingRow {
-                embedding,
-                task_scores: vec![1.0],
-                outcomes,
-            }
+            drawn_row(embedding, logit, rng)
         })
         .collect()
 }
@@ -236,17 +248,7 @@ fn clustered_rows(n: usize, rng: &mut Rng) -> Vec<TrainingRow> {
                 .iter()
                 .map(|&x| (x + 0.1 * rng.normal()) as f32)
                 .collect();
-            let outcomes = (0..3)
-                .map(|m| {
-                    let y = rng.uniform() < sigmoid(logits[c][m]);
-                    (m, if y { 1.0 } else { 0.0 })
-                })
-                .collect();
-            TrainingRow {
-                embedding,
-                task_scores: vec![1.0],
-                outcomes,
-            }
+            drawn_row(embedding, |m| logits[c][m], rng)
         })
         .collect()
 }

@@ -457,38 +457,8 @@ impl OutcomeStore for SqliteStore {
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             };
-            let outs = outcomes
-                .query_map([&id], |r| {
-                    Ok(LoggedOutcome {
-                        decision_id: r.get(0)?,
-                        model: r.get(1)?,
-                        score: r.get(2)?,
-                        cost_usd: r.get(3)?,
-                        input_tokens: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
-                        output_tokens: r.get::<_, Option<i64>>(5)?.map(|t| t as u64),
-                        latency_ms: r.get(6)?,
-                        time_ms: r.get(7)?,
-                    })
-                })
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| self.err(e))?;
-            let calls = calls
-                .query_map([&id], |r| {
-                    Ok(LoggedCall {
-                        decision_id: r.get(0)?,
-                        model: r.get(1)?,
-                        error_class: r.get(2)?,
-                        status: r.get(3)?,
-                        latency_ms: r.get(4)?,
-                        ttft_ms: r.get(5)?,
-                        input_tokens: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
-                        output_tokens: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
-                        cost_usd: r.get(8)?,
-                        time_ms: r.get(9)?,
-                    })
-                })
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| self.err(e))?;
+            let outs = self.rows_for(&mut outcomes, &id, outcome_row)?;
+            let calls = self.rows_for(&mut calls, &id, call_row)?;
             each(DecisionWithOutcomes {
                 decision,
                 outcomes: outs,
@@ -498,6 +468,56 @@ impl OutcomeStore for SqliteStore {
         }
         Ok(count)
     }
+}
+
+impl SqliteStore {
+    /// Every row `stmt` (one `?1` parameter) returns for a decision id,
+    /// each read by `read`.
+    fn rows_for<T>(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        id: &str,
+        read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        stmt.query_map([id], read)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// A token count column (SQLite integers are signed).
+fn tokens(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(r.get::<_, Option<i64>>(i)?.map(|t| t as u64))
+}
+
+/// An `outcomes` row, columns in export's SELECT order.
+fn outcome_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedOutcome> {
+    Ok(LoggedOutcome {
+        decision_id: r.get(0)?,
+        model: r.get(1)?,
+        score: r.get(2)?,
+        cost_usd: r.get(3)?,
+        input_tokens: tokens(r, 4)?,
+        output_tokens: tokens(r, 5)?,
+        latency_ms: r.get(6)?,
+        time_ms: r.get(7)?,
+    })
+}
+
+/// A `calls` row, columns in export's SELECT order.
+fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedCall> {
+    Ok(LoggedCall {
+        decision_id: r.get(0)?,
+        model: r.get(1)?,
+        error_class: r.get(2)?,
+        status: r.get(3)?,
+        latency_ms: r.get(4)?,
+        ttft_ms: r.get(5)?,
+        input_tokens: tokens(r, 6)?,
+        output_tokens: tokens(r, 7)?,
+        cost_usd: r.get(8)?,
+        time_ms: r.get(9)?,
+    })
 }
 
 #[cfg(test)]

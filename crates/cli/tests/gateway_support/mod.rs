@@ -4,9 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use crate::serve_support::{repo, Server};
 
@@ -33,41 +31,10 @@ pub const MODELS: [(&str, f64, Option<&str>); 11] = [
 
 pub const TOKEN: &str = "gateway-test-token";
 
-pub struct Stub {
-    pub child: Child,
-    pub url: String,
-}
-
-impl Stub {
-    pub fn start() -> Stub {
-        let mut child = Command::new("python3")
-            .arg(repo().join("tests/stub_upstream.py"))
-            .arg("--exit-on-eof")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the stub upstream");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .unwrap_or_else(|| panic!("stub said {line:?}"));
-        Stub {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "../../../upstream/tests/support/stub_process.rs"]
+mod stub_process;
+/// tests/stub_upstream.py, launched as the upstream crate's tests launch it.
+pub use stub_process::StubProcess as Stub;
 
 fn catalog_toml() -> String {
     let mut s = String::from("default_target = 0.8\n");
@@ -86,7 +53,7 @@ fn upstreams_toml(stub: &Stub) -> String {
         let Some(upstream) = upstream else { continue };
         s += &format!(
             "[[upstream]]\nmodel = \"{name}\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nupstream_model = \"{upstream}\"\nconnect_timeout_ms = 1000\nfirst_byte_timeout_ms = 500\nidle_timeout_ms = {}\n\n",
-            stub.url,
+            stub.url(),
             if name == "mid" { 300 } else { 5000 }
         );
     }

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -246,19 +245,13 @@ impl Drop for Server {
     }
 }
 
+mod bound;
+pub use bound::read_bound_within;
+
 /// The first stdout line of `serve`: the JSON object of the addresses it
 /// bound (`{"grpc": ..., "metrics": ...}`), within 60 s.
 pub fn read_bound(stdout: std::process::ChildStdout) -> serde_json::Value {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server printed its addresses");
-    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"))
+    read_bound_within(stdout, Duration::from_secs(60))
 }
 
 /// Runs the CLI to completion.
@@ -416,13 +409,36 @@ pub async fn grpc_finish(resp: h2::client::ResponseFuture) -> Result<(String, Ve
 
 /// `store export --all` as JSON records.
 pub fn export_all(store: &Path) -> Vec<serde_json::Value> {
-    let out = pointsman(&[
-        "store",
-        "export",
-        "--all",
-        "--store",
+    export(store, &["--all"])
+}
+
+/// `pointsman store export`: the decisions that have outcomes.
+pub fn export_with_outcomes(store: &Path) -> Vec<serde_json::Value> {
+    export(store, &[])
+}
+
+/// `pointsman train router --from-store STORE --out OUT` plus `extra`:
+/// asserts that it succeeded and returns its stderr (what it reported).
+pub fn train_from_store(store: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        "router",
+        "--from-store",
         store.to_str().unwrap(),
-    ]);
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = pointsman(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{stderr}");
+    stderr
+}
+
+fn export(store: &Path, flags: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["store", "export", "--store", store.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let out = pointsman(&args);
     assert!(
         out.status.success(),
         "{}",

@@ -3,9 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,47 +12,28 @@ use pointsman_upstream::{
     Upstreams, Usage,
 };
 use serde_json::{json, Map, Value};
+use stub_process::StubProcess;
 use tokio::sync::oneshot;
 
-/// A running stub; killed on drop (and it exits by itself when its stdin,
-/// held here, closes: a test that panics leaves nothing behind).
-pub struct Stub {
-    child: Child,
-    _stdin: ChildStdin,
-    pub port: u16,
+mod stub_process;
+
+/// The stub upstream: a [`StubProcess`] with helpers for these tests.
+pub struct Stub(StubProcess);
+
+impl std::ops::Deref for Stub {
+    type Target = StubProcess;
+    fn deref(&self) -> &StubProcess {
+        &self.0
+    }
 }
 
 impl Stub {
     pub fn start() -> Stub {
-        let script = repo_root().join("tests/stub_upstream.py");
-        let mut child = Command::new(python())
-            .arg(&script)
-            .arg("--exit-on-eof")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
-        let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .unwrap_or_else(|| panic!("stub said {line:?}, not LISTENING <port>"))
-            .parse()
-            .unwrap();
-        Stub {
-            child,
-            _stdin: stdin,
-            port,
-        }
+        Stub(StubProcess::start())
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
+        format!("{}/v1", self.url())
     }
 
     /// An upstream for catalog `model` whose stub behaviour is `stub_model`.
@@ -66,7 +44,7 @@ impl Stub {
     /// `GET /stats`.
     pub async fn stats(&self) -> Value {
         let text = http_client()
-            .get(format!("http://127.0.0.1:{}/stats", self.port))
+            .get(format!("{}/stats", self.url()))
             .send()
             .await
             .unwrap()
@@ -82,22 +60,6 @@ impl Stub {
             .as_u64()
             .unwrap_or(0)
     }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `python3`, or `$PYTHON` where set.
-pub fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 pub fn upstreams(configs: Vec<UpstreamConfig>) -> Upstreams {
