@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
         calibration: vec![[0.8, 0.1]; n],
         selection: None,
         neighbours: None,
+        cost: None,
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];
