@@ -34,6 +34,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
+use crate::success::SuccessModel;
 use crate::train::{SplitMix, TrainingRow};
 
 /// Factors are kept within [1 / MAX_FACTOR, MAX_FACTOR]: a prompt unlike
@@ -176,6 +178,36 @@ impl CostModel {
         }
         Ok(())
     }
+}
+
+/// Expected cost in USD of one call to each catalog model on one prompt, as
+/// `serve` prices a decision: the catalog price at `input_tokens` and
+/// `output_tokens`, times the artifact's cost factor r(m, x) when
+/// `per_prompt` (callers pass false when the request states its own
+/// expected output tokens: the caller knows better than the estimate). The
+/// factor was learned on whole-call costs; applied to the catalog price it
+/// says how much dearer than this model's typical call this prompt's call
+/// is likely to be.
+pub fn expected_costs(
+    catalog: &Catalog,
+    success: &SuccessModel,
+    embedding: &[f32],
+    input_tokens: u64,
+    output_tokens: u64,
+    per_prompt: bool,
+) -> Vec<f64> {
+    let names = catalog.names();
+    let factors = if per_prompt {
+        success.cost_factors(&names, embedding)
+    } else {
+        vec![1.0; names.len()]
+    };
+    catalog
+        .models
+        .iter()
+        .zip(factors)
+        .map(|(m, f)| m.cost_usd(input_tokens, output_tokens) * f)
+        .collect()
 }
 
 /// The outcomes' costs of one training row: (model index, USD), aligned

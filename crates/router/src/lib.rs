@@ -16,7 +16,7 @@ pub mod train;
 pub mod validate;
 
 pub use catalog::{Catalog, ModelSpec};
-pub use cost::{fit_cost_model, CostModel, CostSelection, RowCosts};
+pub use cost::{expected_costs, fit_cost_model, CostModel, CostSelection, RowCosts};
 pub use error::RouterError;
 pub use holdout::{fit_validated, Validated, Validation};
 pub use neighbours::Neighbours;
