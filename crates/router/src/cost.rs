@@ -181,13 +181,15 @@ impl CostModel {
 }
 
 /// Expected cost in USD of one call to each catalog model on one prompt, as
-/// `serve` prices a decision: the catalog price at `input_tokens` and
-/// `output_tokens`, times the artifact's cost factor r(m, x) when
-/// `per_prompt` (callers pass false when the request states its own
-/// expected output tokens: the caller knows better than the estimate). The
-/// factor was learned on whole-call costs; applied to the catalog price it
-/// says how much dearer than this model's typical call this prompt's call
-/// is likely to be.
+/// `serve` prices a decision: the catalog's input price for `input_tokens`
+/// (known from the prompt) plus its output price for `output_tokens` times
+/// the artifact's cost factor r(m, x) when `per_prompt` (callers pass false
+/// when the request states its own expected output tokens: the caller
+/// knows better than the estimate). The factor was learned on whole-call
+/// costs, in which the completion is the part `serve` cannot know; where
+/// recorded costs follow prompt length instead (RouterBench), this
+/// over-prices long prompts' completions (docs/EVALUATION.md, "Per-prompt
+/// cost").
 pub fn expected_costs(
     catalog: &Catalog,
     success: &SuccessModel,
@@ -206,7 +208,11 @@ pub fn expected_costs(
         .models
         .iter()
         .zip(factors)
-        .map(|(m, f)| m.cost_usd(input_tokens, output_tokens) * f)
+        .map(|(m, f)| {
+            (m.input_usd_per_mtok * input_tokens as f64
+                + m.output_usd_per_mtok * output_tokens as f64 * f)
+                / 1e6
+        })
         .collect()
 }
 
@@ -557,4 +563,60 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_scales_only_the_completion_and_only_without_a_stated_length() {
+        let catalog = Catalog::from_toml_str(
+            "[[models]]\nname = \"a\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 10.0\ncontext_window = 1000\n\
+             [[models]]\nname = \"b\"\ninput_usd_per_mtok = 2.0\noutput_usd_per_mtok = 20.0\ncontext_window = 1000\n",
+        )
+        .unwrap();
+        let rows: Vec<TrainingRow> = (0..3)
+            .map(|i| TrainingRow {
+                embedding: vec![i as f32, 1.0],
+                task_scores: vec![1.0],
+                outcomes: vec![(0, 1.0)],
+            })
+            .collect();
+        let mut model = crate::fit_fixed(
+            vec!["a".into()],
+            vec!["any".into()],
+            &rows,
+            &crate::TrainConfig {
+                epochs: 1,
+                selection: None,
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap();
+        // log r = ln 3 for model "a" whatever the prompt ("b" is unknown to
+        // the artifact: factor 1).
+        model.cost = Some(CostModel {
+            choice: "shared".into(),
+            l2: 1.0,
+            folds: 3,
+            mean_cost_usd: vec![1e-3],
+            offset: vec![3f32.ln()],
+            weights: vec![vec![0.0, 0.0]],
+            cv_loss: Vec::new(),
+        });
+        let e = [0.5, 1.0];
+        let c = expected_costs(&catalog, &model, &e, 100, 200, true);
+        assert!(
+            (c[0] - (100.0 + 10.0 * 200.0 * 3.0) / 1e6).abs() < 1e-9,
+            "{c:?}"
+        );
+        assert!((c[1] - (200.0 + 20.0 * 200.0) / 1e6).abs() < 1e-12, "{c:?}");
+        let c = expected_costs(&catalog, &model, &e, 100, 200, false);
+        assert!((c[0] - catalog.models[0].cost_usd(100, 200)).abs() < 1e-12);
+        // Factors stay within [1/20, 20].
+        model.cost.as_mut().unwrap().offset = vec![10.0];
+        assert_eq!(model.cost_factors(&["a"], &e), [MAX_FACTOR]);
+    }
 }
