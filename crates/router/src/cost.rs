@@ -143,7 +143,7 @@ impl CostModel {
             1 => &self.weights[0],
             _ => &self.weights[m],
         };
-        let y = self.offset[m] + w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+        let y = self.offset[m] + dot_f32(w, x);
         (y as f64).exp().clamp(1.0 / MAX_FACTOR, MAX_FACTOR)
     }
 
@@ -342,6 +342,26 @@ pub fn fit_cost_model(
             .collect(),
         cv_loss,
     }
+}
+
+/// f32 dot product in eight running sums: a plain `sum` is one serial
+/// chain of adds (the compiler may not reorder float additions), which
+/// the vector units cannot overlap.
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 fn ok(c: f64) -> bool {
