@@ -255,10 +255,10 @@ pub fn evaluate(
     let mut kn = RouterResult::new("knn", "target", targets(), true);
     // An experiment, not a serving policy: the λ policy with each model's
     // cost on this prompt estimated as its mean over the k nearest
-    // training prompts, instead of its mean over all (what `serve` knows).
-    // On AlpacaEval cost per row follows answer length, which follows how
-    // hard the prompt is (docs/EVALUATION.md). (The target policy uses
-    // cost only to order models, which a ±30% estimate rarely changes.)
+    // training prompts instead of the artifact's cost model (what both
+    // policies above and `serve` use): the comparison for that model. On
+    // AlpacaEval cost per row follows answer length, which follows how
+    // hard the prompt is (docs/EVALUATION.md, "Per-prompt cost").
     let mut sy_cost = RouterResult::new(
         "pointsman_wtp_knn_cost",
         "lambda_per_usd",
