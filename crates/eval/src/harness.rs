@@ -5,7 +5,8 @@
 //! that model's score on that row.
 
 use pointsman_router::{
-    choose, fit, fit_validated, Policy, SuccessModel, TrainConfig, TrainingRow, Validation,
+    choose, fit_cost_model, fit_validated, fit_with_costs, Policy, RowCosts, SuccessModel,
+    TrainConfig, TrainingRow, Validation,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -177,7 +178,8 @@ pub fn evaluate(
     }
     let n = train.models.len();
     let train_rows = training_rows(train, cfg)?;
-    let model = match &cfg.validation {
+    let train_costs = row_costs(train);
+    let mut model = match &cfg.validation {
         Some(v) => {
             let fitted = fit_validated(
                 train.models.clone(),
@@ -199,16 +201,32 @@ pub fn evaluate(
             );
             fitted.model
         }
-        None => fit(
+        None => fit_with_costs(
             train.models.clone(),
             train.tasks.clone(),
             &train_rows,
+            &train_costs,
             &cfg.train,
             &train.encoder_id,
         )?,
     };
+    if let (Some(sel), None) = (&cfg.train.cost, &model.cost) {
+        // The held-out-split path fits no cost model itself.
+        model.cost = Some(fit_cost_model(
+            &train_rows,
+            &train_costs,
+            n,
+            &model.feature_mean,
+            &model.feature_scale,
+            sel,
+            cfg.train.seed,
+        ));
+    }
     if let Some(sel) = &model.selection {
         eprintln!("selection: {sel}");
+    }
+    if let Some(c) = &model.cost {
+        eprintln!("cost: {c}");
     }
     let rows: Vec<&EvalRow> = test
         .rows
@@ -237,10 +255,10 @@ pub fn evaluate(
     let mut kn = RouterResult::new("knn", "target", targets(), true);
     // An experiment, not a serving policy: the λ policy with each model's
     // cost on this prompt estimated as its mean over the k nearest
-    // training prompts, instead of its mean over all (what `serve` knows).
-    // On AlpacaEval cost per row follows answer length, which follows how
-    // hard the prompt is (docs/EVALUATION.md). (The target policy uses
-    // cost only to order models, which a ±30% estimate rarely changes.)
+    // training prompts instead of the artifact's cost model (what both
+    // policies above and `serve` use): the comparison for that model. On
+    // AlpacaEval cost per row follows answer length, which follows how
+    // hard the prompt is (docs/EVALUATION.md, "Per-prompt cost").
     let mut sy_cost = RouterResult::new(
         "pointsman_wtp_knn_cost",
         "lambda_per_usd",
@@ -263,13 +281,22 @@ pub fn evaluate(
     for row in &rows {
         let obs: Vec<Observed> = row.outcomes.iter().map(|o| o.expect("filtered")).collect();
         let p_sy = model.predict(&names, &row.embedding, &row.task_scores);
+        // What both policies pay by their own estimate: each model's mean
+        // cost times the artifact's per-prompt factor (1 when its cost
+        // model chose the averages), as `serve` does with catalog prices.
+        let cost_sy: Vec<f64> = model
+            .cost_factors(&names, &row.embedding)
+            .iter()
+            .zip(&mean_cost)
+            .map(|(f, c)| f * c)
+            .collect();
         let (p_kn, cost_kn) = knn.predict(&row.embedding, &mean_quality, &mean_cost);
         for (m, o) in obs.iter().enumerate() {
             sy.calibration.as_mut().unwrap().add(p_sy[m], o.score);
             kn.calibration.as_mut().unwrap().add(p_kn[m], o.score);
         }
         for (i, &t) in sy.settings.clone().iter().enumerate() {
-            let c = choose(&p_sy, &mean_cost, &all, Policy::Target { target: t }).unwrap();
+            let c = choose(&p_sy, &cost_sy, &all, Policy::Target { target: t }).unwrap();
             sy.tallies[i].add(c, obs[c], n);
             let c = choose(&p_kn, &mean_cost, &all, Policy::Target { target: t }).unwrap();
             kn.tallies[i].add(c, obs[c], n);
@@ -277,7 +304,7 @@ pub fn evaluate(
         for (i, &l) in lambdas.iter().enumerate() {
             let c = choose(
                 &p_sy,
-                &mean_cost,
+                &cost_sy,
                 &all,
                 Policy::WillingnessToPay { lambda_per_usd: l },
             )
@@ -416,6 +443,23 @@ fn training_rows(train: &EvalSet, cfg: &EvalConfig) -> Result<Vec<TrainingRow>, 
         .collect())
 }
 
+/// The observed costs of each training row's outcomes, for the cost model
+/// (all of them: the cold-start cut applies to scores, and
+/// [`train_means`] prices from all outcomes too).
+fn row_costs(train: &EvalSet) -> Vec<RowCosts> {
+    train
+        .rows
+        .iter()
+        .map(|r| {
+            r.outcomes
+                .iter()
+                .enumerate()
+                .filter_map(|(m, o)| o.map(|o| (m, o.cost_usd)))
+                .collect()
+        })
+        .collect()
+}
+
 /// Per-model mean cost (USD) and mean score over the training outcomes the
 /// success model sees (cost from all training outcomes of the model).
 fn train_means(rows: &[TrainingRow], train: &EvalSet, n: usize) -> (Vec<f64>, Vec<f64>) {
@@ -545,10 +589,11 @@ pub fn fit_set(set: &EvalSet, cfg: &TrainConfig) -> Result<SuccessModel, EvalErr
             ..Default::default()
         },
     )?;
-    Ok(fit(
+    Ok(fit_with_costs(
         set.models.clone(),
         set.tasks.clone(),
         &rows,
+        &row_costs(set),
         cfg,
         &set.encoder_id,
     )?)

@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
         calibration: vec![[0.8, 0.1]; n],
         selection: None,
         neighbours: None,
+        cost: None,
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];
@@ -72,6 +73,41 @@ fn bench(c: &mut Criterion) {
             decide(&catalog, &p, &costs, policy, &constraints).unwrap()
         })
     });
+    // With a per-model cost model (AlpacaEval's choice): the cost factors
+    // add one standardisation and 11 × 384 multiply-adds.
+    let mut costed = model.clone();
+    costed.cost = Some(pointsman_router::CostModel {
+        choice: "per_model".into(),
+        l2: 3.0,
+        folds: 3,
+        mean_cost_usd: vec![1e-3; n],
+        offset: vec![0.1; n],
+        weights: (0..n)
+            .map(|m| {
+                (0..dim)
+                    .map(|j| ((j + m) as f32 * 0.29).sin() * 0.01)
+                    .collect()
+            })
+            .collect(),
+        cv_loss: Vec::new(),
+    });
+    c.bench_function(
+        "success model + cost factors + policy (11 models, 384-d)",
+        |b| {
+            b.iter(|| {
+                let p = costed.predict(&refs, black_box(&embedding), &task_scores);
+                let cost = pointsman_router::expected_costs(
+                    &catalog,
+                    &costed,
+                    black_box(&embedding),
+                    200,
+                    256,
+                    true,
+                );
+                decide(&catalog, &p, &cost, policy, &constraints).unwrap()
+            })
+        },
+    );
     // Stacked with kNN: RouterBench's ~1,800 training prompts per fold,
     // and the most an artifact stores.
     for rows in [1800, MAX_ROWS] {

@@ -5,6 +5,7 @@
 //! network or runs the encoder; callers pass strings and embeddings in.
 
 pub mod catalog;
+pub mod cost;
 pub mod error;
 pub mod holdout;
 pub mod neighbours;
@@ -15,10 +16,11 @@ pub mod train;
 pub mod validate;
 
 pub use catalog::{Catalog, ModelSpec};
+pub use cost::{expected_costs, fit_cost_model, CostModel, CostSelection, RowCosts};
 pub use error::RouterError;
 pub use holdout::{fit_validated, Validated, Validation};
 pub use neighbours::Neighbours;
 pub use policy::{choose, Candidate, Constraints, Decision, Policy};
 pub use select::Selection;
 pub use success::{CandidateLoss, SelectionRecord, SuccessModel, ARTIFACT_VERSION};
-pub use train::{fit, fit_fixed, TrainConfig, TrainingRow};
+pub use train::{fit, fit_fixed, fit_with_costs, TrainConfig, TrainingRow};

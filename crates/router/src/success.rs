@@ -20,6 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cost::CostModel;
 use crate::error::RouterError;
 use crate::neighbours::Neighbours;
 
@@ -76,6 +77,12 @@ pub struct SuccessModel {
     /// weight; absent when the selection chose weight 0 (the plain model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neighbours: Option<Neighbours>,
+    /// Per-prompt expected cost relative to each model's mean
+    /// ([`crate::cost`]), with the cross-validated choice; absent in older
+    /// artifacts and in fits given no costs (every prompt then costs its
+    /// model's mean: factor 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostModel>,
 }
 
 /// The choice [`crate::select`] made, as recorded in the artifact.
@@ -184,6 +191,9 @@ impl SuccessModel {
         if !ok {
             return Err("parameter shapes do not match models/tasks/dim/rank".into());
         }
+        if let Some(c) = &self.cost {
+            c.check(n, d)?;
+        }
         match &self.neighbours {
             Some(nb) => nb.check(n, d),
             None => Ok(()),
@@ -273,6 +283,28 @@ impl SuccessModel {
             Some(m) => self.p_model(m, terms, task_scores),
             None => mix(&self.prior_ability, 1.0, 0.0, terms.difficulty, task_scores),
         }
+    }
+
+    /// The cost factor r(m, x) of each named model on one prompt, in
+    /// `names` order: its expected cost on this prompt over its mean cost
+    /// (1 for a model never fitted, and for every model when the artifact
+    /// has no cost model or chose `averages`). Multiply a model's typical
+    /// cost by it (see [`crate::cost`]).
+    pub fn cost_factors(&self, names: &[&str], embedding: &[f32]) -> Vec<f64> {
+        assert_eq!(embedding.len(), self.dim, "embedding dimension");
+        let cost = match &self.cost {
+            Some(c) if !c.weights.is_empty() => c,
+            _ => return vec![1.0; names.len()],
+        };
+        let x: Vec<f32> = embedding
+            .iter()
+            .zip(self.feature_mean.iter().zip(&self.feature_scale))
+            .map(|(e, (m, s))| (e - m) / s)
+            .collect();
+        names
+            .iter()
+            .map(|n| self.model_index(n).map_or(1.0, |m| cost.factor(m, &x)))
+            .collect()
     }
 
     /// P(success) for each named model on one prompt, in `names` order.

@@ -9,6 +9,7 @@
 //! the prior and one with thousands follows its data. Full-batch Adam,
 //! deterministic for a given seed.
 
+use crate::cost::{fit_cost_model, CostSelection, RowCosts};
 use crate::error::RouterError;
 use crate::select::{fit_selected, Selection};
 use crate::success::{sigmoid, SuccessModel, ARTIFACT_VERSION};
@@ -47,6 +48,10 @@ pub struct TrainConfig {
     /// the training rows (see [`crate::select`]). None: one plain fit with
     /// `l2_prompt`, P used as fitted.
     pub selection: Option<Selection>,
+    /// How the per-prompt cost model is chosen by cross-validation (see
+    /// [`crate::cost`]) when [`fit_with_costs`] is given costs. None: no
+    /// cost model (every prompt costs its model's mean).
+    pub cost: Option<CostSelection>,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +65,7 @@ impl Default for TrainConfig {
             prior_outcomes: 200.0,
             seed: 17,
             selection: Some(Selection::default()),
+            cost: Some(CostSelection::default()),
         }
     }
 }
@@ -109,6 +115,40 @@ pub fn fit(
         Some(sel) => fit_selected(models, tasks, rows, cfg, sel, encoder_id),
         None => fit_fixed(models, tasks, rows, cfg, encoder_id),
     }
+}
+
+/// [`fit`], then (with `cfg.cost`) the per-prompt cost model on the
+/// outcomes' costs, `costs[i]` those of `rows[i]`: what `train router` and
+/// every `eval` fold call when the records carry costs.
+pub fn fit_with_costs(
+    models: Vec<String>,
+    tasks: Vec<String>,
+    rows: &[TrainingRow],
+    costs: &[RowCosts],
+    cfg: &TrainConfig,
+    encoder_id: &str,
+) -> Result<SuccessModel, RouterError> {
+    if costs.len() != rows.len() {
+        return Err(RouterError::Training(format!(
+            "{} cost lists for {} rows",
+            costs.len(),
+            rows.len()
+        )));
+    }
+    let n = models.len();
+    let mut model = fit(models, tasks, rows, cfg, encoder_id)?;
+    if let Some(sel) = &cfg.cost {
+        model.cost = Some(fit_cost_model(
+            rows,
+            costs,
+            n,
+            &model.feature_mean,
+            &model.feature_scale,
+            sel,
+            cfg.seed,
+        ));
+    }
+    Ok(model)
 }
 
 /// One fit with `cfg.l2_prompt`, P used as fitted (no selection, no
@@ -230,6 +270,7 @@ pub fn fit_fixed(
         calibration: Vec::new(),
         selection: None,
         neighbours: None,
+        cost: None,
     })
 }
 

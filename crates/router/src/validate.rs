@@ -103,6 +103,7 @@ mod tests {
             calibration: vec![],
             selection: None,
             neighbours: None,
+            cost: None,
         }
     }
 

@@ -71,11 +71,16 @@ pub fn decide(
     let output_tokens = r
         .expected_output_tokens
         .unwrap_or(limits.default_output_tokens) as u64;
-    let cost: Vec<f64> = catalog
-        .models
-        .iter()
-        .map(|m| m.cost_usd(input_tokens, output_tokens))
-        .collect();
+    // Catalog prices, times the artifact's per-prompt cost factor unless
+    // the request states its own output tokens (pointsman_router::cost).
+    let cost = pointsman_router::expected_costs(
+        catalog,
+        success,
+        &embedded.embedding,
+        input_tokens,
+        output_tokens,
+        r.expected_output_tokens.is_none(),
+    );
     constraints.min_context_tokens = Some(input_tokens + output_tokens);
     let decision =
         policy::decide(catalog, &p, &cost, policy, &constraints).map_err(|e| match e {
