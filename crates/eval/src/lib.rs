@@ -11,6 +11,7 @@ pub mod error;
 pub mod harness;
 pub mod load;
 pub mod metrics;
+pub mod ope;
 pub mod report;
 
 pub use curve::{learning_curve, subsample, CurveConfig, CurveSize, LearningCurve};
