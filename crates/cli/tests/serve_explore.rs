@@ -9,7 +9,7 @@
 mod serve_support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use pointsman_eval::ope::{self, LoggedRow, OpeConfig};
@@ -118,7 +118,7 @@ fn start(explore: f64, keep: Option<PathBuf>) -> Server {
     Server::spawn(dir, args, store, router, catalog)
 }
 
-fn exported(store: &PathBuf) -> Vec<Record> {
+fn exported(store: &Path) -> Vec<Record> {
     let s = pointsman_store::SqliteStore::open(store).unwrap();
     let mut out = Vec::new();
     s.export(&mut |d| {
