@@ -104,8 +104,11 @@ pub fn run(args: &OpeArgs, json: bool, seed: u64) -> anyhow::Result<ExitCode> {
         println!("candidate {} under {:?}", path.display(), cfg.policy);
         print!("{}", report.table());
     }
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
+    if json {
+        // The table carries them otherwise.
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

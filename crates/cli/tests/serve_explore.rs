@@ -308,6 +308,32 @@ fn simulate(sim: Sim) -> (usize, usize) {
         }
     }
 
+    // For the worked example: the true value of each policy the docs
+    // estimate with the CLI from the kept store (outcomes of the last seed).
+    if sim.keep.is_some() {
+        let rows = ope::logged_rows(&exported(&server.store)).unwrap().rows;
+        for policy in [
+            Policy::Target { target: 0.9 },
+            Policy::Target { target: 0.88 },
+            Policy::Target { target: 0.85 },
+            Policy::WillingnessToPay {
+                lambda_per_usd: 100.0,
+            },
+        ] {
+            let choices: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    let (i, _) = ope::candidate_choice(&candidate, policy, r).unwrap();
+                    r.candidates[i].model.clone()
+                })
+                .collect();
+            eprintln!(
+                "true mean quality of {policy:?} on the logged prompts: {:.4}",
+                truth_of(&rows, &choices)
+            );
+        }
+    }
+
     // The CLI reads the same store and prints the same estimate.
     let out = pointsman(&[
         "eval",

@@ -416,7 +416,7 @@ impl OpeReport {
     /// A plain-text table: live beside the candidate's IPS, SNIPS and DR.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "off-policy evaluation on {} logged decisions ({} explored; candidate agrees with the log on {}; ESS {:.1})\n",
+            "off-policy evaluation on {} logged decisions ({} logged with propensity < 1; the candidate agrees with the logged model on {}; ESS {:.1})\n",
             self.rows, self.explored_rows, self.agree, self.ess
         );
         s.push_str(&format!(
