@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod cost;
 pub mod error;
+pub mod explore;
 pub mod holdout;
 pub mod neighbours;
 pub mod policy;
@@ -18,6 +19,7 @@ pub mod validate;
 pub use catalog::{Catalog, ModelSpec};
 pub use cost::{expected_costs, fit_cost_model, CostModel, CostSelection, RowCosts};
 pub use error::RouterError;
+pub use explore::Explored;
 pub use holdout::{fit_validated, Validated, Validation};
 pub use neighbours::Neighbours;
 pub use policy::{choose, Candidate, Constraints, Decision, Policy};

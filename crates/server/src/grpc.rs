@@ -91,6 +91,8 @@ fn classification(p: &pointsman_classifier::Prediction) -> pb::Classification {
 fn route_response(r: Routed) -> pb::RouteResponse {
     let target = r.target();
     pb::RouteResponse {
+        explored: r.logged.explored,
+        propensity: r.logged.propensity,
         decision_id: r.decision_id,
         model: r.decision.model,
         fallbacks: r.decision.fallbacks,

@@ -55,6 +55,18 @@ pub struct LoggedDecision {
     pub tenant: Option<String>,
     /// The prompt text, only when the server stores prompts.
     pub prompt: Option<String>,
+    /// Probability with which `model` was chosen under this state, in
+    /// (0, 1]: 1.0 when the server was not exploring (rows logged before
+    /// propensities existed read as 1.0).
+    #[serde(default = "certain")]
+    pub propensity: f64,
+    /// Whether exploration drew this decision (not the policy's choice).
+    #[serde(default)]
+    pub explored: bool,
+}
+
+fn certain() -> f64 {
+    1.0
 }
 
 /// One reported outcome of one model on a decision's prompt.
@@ -116,7 +128,7 @@ impl DecisionWithOutcomes {
     /// gives the quality, the gateway what it measured). Extra fields:
     /// `embedding`, `task_scores`, `predicted_task`,
     /// `predicted_difficulty`, `chosen_model`, `candidates`, `versions`,
-    /// `time_ms`, `tenant`, `prompt_stored`, and `calls` (the gateway's
+    /// `time_ms`, `tenant`, `prompt_stored`, `propensity`, `explored`, and `calls` (the gateway's
     /// upstream calls, when there were any).
     pub fn to_record(&self) -> Record {
         let d = &self.decision;
@@ -153,6 +165,8 @@ impl DecisionWithOutcomes {
         extra.insert("candidates".into(), json(&d.candidates));
         extra.insert("versions".into(), json(&d.versions));
         extra.insert("time_ms".into(), d.time_ms.into());
+        extra.insert("propensity".into(), json(&d.propensity));
+        extra.insert("explored".into(), d.explored.into());
         if let Some(t) = &d.tenant {
             extra.insert("tenant".into(), t.clone().into());
         }

@@ -82,7 +82,7 @@ pub fn decide(
         r.expected_output_tokens.is_none(),
     );
     constraints.min_context_tokens = Some(input_tokens + output_tokens);
-    let decision =
+    let mut decision =
         policy::decide(catalog, &p, &cost, policy, &constraints).map_err(|e| match e {
             RouterError::NoEligibleModel(why) => ServerError::invalid(
                 format!("{prefix}constraints"),
@@ -90,6 +90,12 @@ pub fn decide(
             ),
             other => ServerError::Internal(other.to_string()),
         })?;
+    // Exploration after the policy: only among the candidates the
+    // constraints left, with the propensity logged either way.
+    let explore = &limits.explore;
+    let cold = |m: &str| explore.is_cold(success, m);
+    let explored =
+        pointsman_router::explore::apply(&mut decision, explore.rate, &cold, rand::random());
     let id = uuid::Uuid::new_v4().to_string();
     let versions = state.versions.clone();
     let logged = LoggedDecision {
@@ -120,6 +126,8 @@ pub fn decide(
         ]),
         tenant: r.tenant.clone(),
         prompt: limits.store_prompts.then(|| r.prompt.clone()),
+        propensity: explored.propensity,
+        explored: explored.explored,
     };
     let saved_usd = decision
         .candidates

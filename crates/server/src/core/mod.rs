@@ -5,6 +5,7 @@
 
 pub mod calls;
 pub mod decide;
+pub mod exploration;
 pub mod named;
 pub mod outcome;
 pub mod request;
@@ -19,6 +20,7 @@ use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::state::StateHolder;
 
+pub use exploration::Exploration;
 pub use request::{OutcomeReport, RouteConstraints, RouteRequest, Routed, Versions};
 
 /// Request limits and what to log.
@@ -32,6 +34,8 @@ pub struct Limits {
     pub default_output_tokens: u32,
     /// Whether raw prompt text goes into the store.
     pub store_prompts: bool,
+    /// Exploration with logged propensities (off by default).
+    pub explore: Exploration,
 }
 
 impl Default for Limits {
@@ -41,6 +45,7 @@ impl Default for Limits {
             max_batch_request: 256,
             default_output_tokens: 256,
             store_prompts: false,
+            explore: Exploration::default(),
         }
     }
 }

@@ -66,6 +66,9 @@ impl Core {
             versions: BTreeMap::from([("catalog".to_string(), state.versions.catalog.clone())]),
             tenant: r.tenant.clone(),
             prompt: self.limits.store_prompts.then(|| r.prompt.clone()),
+            // The client chose the model: chosen with certainty, never explored.
+            propensity: 1.0,
+            explored: false,
         };
         self.store_work(move |s| s.append_decision(&logged))
             .await??;

@@ -45,6 +45,7 @@ impl Core {
             .store_work(move |s| s.append_outcome(&outcome))
             .await??;
         self.metrics.outcomes.with_label_values(&[&r.model]).inc();
+        self.limits.explore.reported.add(&r.model);
         Ok(n)
     }
 

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use super::error::{error_response, ApiError};
 use super::wire::{parse, RouteJson};
-use super::{decision_headers, json_response, Gateway, AUTO_MODELS};
+use super::{decision_headers, exploration_headers, json_response, Gateway, AUTO_MODELS};
 use crate::core::calls::UpstreamCall;
 use crate::core::validate::check_prompt;
 use crate::error::ServerError;
@@ -245,17 +245,19 @@ pub(super) async fn chat_completions(
         }
     }
     let deadline = Instant::now() + gw.request_timeout;
-    let (decision_id, chain) = if auto {
+    let (decision_id, chain, explored, propensity) = if auto {
         let routed = gw.core.route(&request, Some(deadline)).await?;
         let chain: Vec<String> = std::iter::once(routed.decision.model.clone())
             .chain(routed.decision.fallbacks.iter().cloned())
             .collect();
-        (routed.decision_id, chain)
+        let logged = &routed.logged;
+        (routed.decision_id, chain, logged.explored, logged.propensity)
     } else {
         // A named model is forwarded as is, with no encoder pass on the
         // way: its decision is logged unclassified (core/named.rs).
         let id = gw.core.log_named(&request, &model, Some(deadline)).await?;
-        (id, vec![model.clone()])
+        // The client chose the model: no exploration, propensity 1.
+        (id, vec![model.clone()], false, 1.0)
     };
     let first_choice = chain[0].clone();
     let forwarded = upstreams
@@ -284,6 +286,7 @@ pub(super) async fn chat_completions(
                 body,
             );
             decision_headers(resp.headers_mut(), &decision_id, &model);
+            exploration_headers(resp.headers_mut(), explored, propensity);
             Ok(resp)
         }
         Ok(Forwarded::Stream {
@@ -329,6 +332,7 @@ pub(super) async fn chat_completions(
                 HeaderValue::from_static("no-cache"),
             );
             decision_headers(h, &decision_id, &model);
+            exploration_headers(h, explored, propensity);
             Ok(resp)
         }
         Err(e) => {
@@ -337,6 +341,7 @@ pub(super) async fn chat_completions(
             }
             let mut resp = error_response(&ServerError::Upstream(e));
             decision_headers(resp.headers_mut(), &decision_id, &first_choice);
+            exploration_headers(resp.headers_mut(), explored, propensity);
             Ok(resp.into_response())
         }
     }
