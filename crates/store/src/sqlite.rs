@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore, StoreError,
+    DecisionMeta, DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore,
+    RolloutEvent, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -115,6 +116,7 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
+        migrate_add_rollout(&conn).map_err(|e| err(format!("migrating for rollout: {e}")))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -165,6 +167,34 @@ impl SqliteStore {
     }
 }
 
+/// The shadow/canary rollout's schema change, idempotent: a nullable
+/// `shadow` column on `decisions` (JSON [`crate::ShadowDecision`]; added
+/// only when `pragma table_info` lacks it, so a store from before keeps
+/// its rows, read back with no shadow) and the `rollout_events` table.
+/// One function so the versioned migrations can take it over whole.
+fn migrate_add_rollout(conn: &Connection) -> rusqlite::Result<()> {
+    let has_shadow = conn
+        .prepare("SELECT 1 FROM pragma_table_info('decisions') WHERE name = 'shadow'")?
+        .exists([])?;
+    if !has_shadow {
+        conn.execute_batch("ALTER TABLE decisions ADD COLUMN shadow TEXT")?;
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS rollout_events (
+            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+            time_ms      INTEGER NOT NULL,
+            action       TEXT NOT NULL,   -- load | promote | abort | mode
+            from_version TEXT NOT NULL,
+            to_version   TEXT NOT NULL,
+            mode         TEXT NOT NULL,
+            who          TEXT NOT NULL,
+            why          TEXT NOT NULL
+        );
+        -- Seeds the per-tenant budget counters at start-up.
+        CREATE INDEX IF NOT EXISTS decisions_by_tenant_time ON decisions(tenant, time_ms);",
+    )
+}
+
 fn backend(path: &Path) -> impl Fn(String) -> StoreError + '_ {
     move |message| StoreError::Backend {
         path: path.display().to_string(),
@@ -185,8 +215,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()> {
     let blob: Vec<u8> = d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
     conn.execute(
-        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, shadow)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             d.id,
             d.time_ms,
@@ -198,7 +228,8 @@ fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()
             to_json(&d.task_scores),
             to_json(&d.candidates),
             to_json(&d.versions),
-            blob
+            blob,
+            d.shadow.as_ref().map(to_json),
         ],
     )?;
     Ok(())
@@ -409,6 +440,72 @@ impl OutcomeStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn append_rollout_event(&self, e: &RolloutEvent) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO rollout_events (time_ms, action, from_version, to_version, mode, who, why)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.time_ms, e.action, e.from_version, e.to_version, e.mode, e.who, e.why],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn rollout_events(&self) -> Result<Vec<RolloutEvent>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn
+            .prepare(
+                "SELECT time_ms, action, from_version, to_version, mode, who, why
+                 FROM rollout_events ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        q.query_map([], |r| {
+            Ok(RolloutEvent {
+                time_ms: r.get(0)?,
+                action: r.get(1)?,
+                from_version: r.get(2)?,
+                to_version: r.get(3)?,
+                mode: r.get(4)?,
+                who: r.get(5)?,
+                why: r.get(6)?,
+            })
+        })
+        .and_then(|it| it.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError> {
+        let row: Option<(Option<String>, String)> = self
+            .lock()
+            .query_row(
+                "SELECT tenant, versions FROM decisions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(tenant, versions)| {
+            Ok(DecisionMeta {
+                tenant,
+                versions: serde_json::from_str(&versions)
+                    .map_err(|e| self.err(format!("versions: {e}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError> {
+        // The chosen model is the first candidate (LoggedDecision.candidates).
+        self.lock()
+            .query_row(
+                "SELECT COALESCE(SUM(json_extract(candidates, '$[0].expected_cost_usd')), 0.0)
+                 FROM decisions WHERE tenant = ?1 AND time_ms >= ?2",
+                params![tenant, since_ms],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     fn export(
         &self,
         each: &mut dyn FnMut(DecisionWithOutcomes) -> Result<(), StoreError>,
@@ -428,7 +525,7 @@ impl OutcomeStore for SqliteStore {
             .map_err(|e| self.err(e))?;
         let mut decisions = conn
             .prepare(
-                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding
+                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, shadow
                  FROM decisions ORDER BY seq",
             )
             .map_err(|e| self.err(e))?;
@@ -456,6 +553,13 @@ impl OutcomeStore for SqliteStore {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
+                shadow: match row.get::<_, Option<String>>(11).map_err(|e| self.err(e))? {
+                    None => None,
+                    Some(text) => Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| self.err(format!("column shadow: {e}")))?,
+                    ),
+                },
             };
             let outs = outcomes
                 .query_map([&id], |r| {
@@ -500,5 +604,7 @@ impl OutcomeStore for SqliteStore {
     }
 }
 
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;

@@ -115,6 +115,7 @@ pub fn decide(
         ]),
         tenant: r.tenant.clone(),
         prompt: limits.store_prompts.then(|| r.prompt.clone()),
+        shadow: None,
     };
     let saved_usd = decision
         .candidates

@@ -22,6 +22,7 @@ fn decision(id: &str, prompt: Option<&str>) -> LoggedDecision {
         versions: BTreeMap::from([("catalog".into(), "abc".into())]),
         tenant: Some("team-a".into()),
         prompt: prompt.map(str::to_string),
+        shadow: None,
     }
 }
 
