@@ -72,6 +72,27 @@ fn bench(c: &mut Criterion) {
             decide(&catalog, &p, &costs, policy, &constraints).unwrap()
         })
     });
+    // Shadow rollout (docs/ROLLOUT.md): the server computes the live and
+    // the candidate artifact's decisions on the same embedding, so the
+    // decision path costs two of the above.
+    let mut candidate = model.clone();
+    for a in candidate.ability.iter_mut() {
+        for x in a.iter_mut() {
+            *x = -*x;
+        }
+    }
+    c.bench_function(
+        "live + shadow: two success models + two policies (11 models, 384-d, rank 8)",
+        |b| {
+            b.iter(|| {
+                let p = model.predict(&refs, black_box(&embedding), &task_scores);
+                let live = decide(&catalog, &p, &costs, policy, &constraints).unwrap();
+                let q = candidate.predict(&refs, black_box(&embedding), &task_scores);
+                let shadow = decide(&catalog, &q, &costs, policy, &constraints).unwrap();
+                (live, shadow)
+            })
+        },
+    );
     // Stacked with kNN: RouterBench's ~1,800 training prompts per fold,
     // and the most an artifact stores.
     for rows in [1800, MAX_ROWS] {

@@ -98,6 +98,8 @@ pub struct RolloutEvent {
 /// What [`OutcomeStore::decision_meta`] returns.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DecisionMeta {
+    /// The chosen model.
+    pub model: String,
     pub tenant: Option<String>,
     pub versions: BTreeMap<String, String>,
 }
@@ -289,7 +291,7 @@ pub trait OutcomeStore: Send + Sync {
     /// Every rollout action, oldest first.
     fn rollout_events(&self) -> Result<Vec<RolloutEvent>, StoreError>;
 
-    /// The tenant and `versions` a decision was logged with; None for an
+    /// The chosen model, tenant and `versions` of a decision; None for an
     /// unknown id (outcome metrics split by the artifact that decided).
     fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError>;
 

@@ -475,17 +475,18 @@ impl OutcomeStore for SqliteStore {
     }
 
     fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError> {
-        let row: Option<(Option<String>, String)> = self
+        let row: Option<(String, Option<String>, String)> = self
             .lock()
             .query_row(
-                "SELECT tenant, versions FROM decisions WHERE id = ?1",
+                "SELECT model, tenant, versions FROM decisions WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        row.map(|(tenant, versions)| {
+        row.map(|(model, tenant, versions)| {
             Ok(DecisionMeta {
+                model,
                 tenant,
                 versions: serde_json::from_str(&versions)
                     .map_err(|e| self.err(format!("versions: {e}")))?,

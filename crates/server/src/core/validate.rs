@@ -16,6 +16,11 @@ use crate::state::RoutingState;
 pub struct Plan {
     pub policy: Policy,
     pub constraints: Constraints,
+    /// The rollout in progress (shadow or canary candidate), if any.
+    pub rollout: Option<std::sync::Arc<super::rollout::Active>>,
+    /// The tenant is over its budget with `on_budget = "downgrade"`: the
+    /// cheapest eligible model is chosen.
+    pub downgrade: bool,
 }
 
 /// A prompt the encoder can read: not blank, not only invisible
@@ -132,6 +137,8 @@ pub fn check_route(
     Ok(Plan {
         policy,
         constraints,
+        rollout: None,
+        downgrade: false,
     })
 }
 

@@ -129,6 +129,7 @@ fn decision_meta_and_tenant_spend() {
     s.append_decision(&decision("d", None, 200, 9.0)).unwrap();
     let m = s.decision_meta("a").unwrap().unwrap();
     assert_eq!(m.tenant.as_deref(), Some("free"));
+    assert_eq!(m.model, "small");
     assert_eq!(m.versions["router_artifact"], "a@1");
     assert_eq!(s.decision_meta("nope").unwrap(), None);
     // Only the chosen (first) candidate's cost counts, from `since` on.
