@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::embed_cache;
 use pointsman_server::{
-    BatchConfig, HttpConfig, Limits, NetLimits, RolloutMode, RolloutSignal, Serve, ServeConfig,
-    Stopped,
+    BatchConfig, Exploration, HttpConfig, Limits, NetLimits, RolloutMode, RolloutSignal, Serve,
+    ServeConfig, Stopped,
 };
 use pointsman_store::SqliteStore;
 
@@ -89,6 +89,12 @@ pub struct ServeArgs {
     /// Upstream LLM providers per catalog model (TOML; docs/GATEWAY.md, "Upstreams"), for /v1/chat/completions. Needs --http-listen.
     #[arg(long, requires = "http_listen")]
     upstreams: Option<PathBuf>,
+    /// Exploration rate ε in [0, 1): this share of decisions goes to another eligible model (same constraints), drawn in proportion to P(success), and every decision logs the probability its model was chosen with (its propensity) for off-policy evaluation (`pointsman eval --from-store`). 0 (the default) never explores; `eval --explore ε` prints what a rate costs.
+    #[arg(long, default_value_t = 0.0, value_parser = explore_rate)]
+    explore: f64,
+    /// Cold start: with --explore, a catalog model with fewer outcomes than this (those the router artifact was fitted on plus those reported since start) gets half the exploring draws, shared with the other cold models. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    explore_min_outcomes: u64,
     /// Serve beyond loopback without TLS and a bearer token (gRPC or HTTP), or with --metrics-listen beyond loopback (refused otherwise).
     #[arg(long)]
     insecure: bool,
@@ -103,6 +109,12 @@ pub struct ServeArgs {
     tenants: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+}
+
+/// An exploration rate: a number in [0, 1).
+fn explore_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    pointsman_router::explore::check_rate(v)
 }
 
 /// A duration in seconds: finite, > 0 and at most a day.
@@ -255,6 +267,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_batch_request: args.max_batch_request,
             default_output_tokens: args.output_tokens.max(1),
             store_prompts: args.store_prompts,
+            explore: Exploration {
+                rate: args.explore,
+                min_outcomes: args.explore_min_outcomes,
+                ..Exploration::default()
+            },
         },
         catalog,
         router,

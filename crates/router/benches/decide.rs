@@ -3,8 +3,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pointsman_router::{
-    neighbours::MAX_ROWS, policy::decide, Catalog, Constraints, Neighbours, Policy, SuccessModel,
-    TrainingRow,
+    explore, neighbours::MAX_ROWS, policy::decide, Catalog, Constraints, Neighbours, Policy,
+    SuccessModel, TrainingRow,
 };
 use std::hint::black_box;
 
@@ -90,6 +90,31 @@ fn bench(c: &mut Criterion) {
                 let q = candidate.predict(&refs, black_box(&embedding), &task_scores);
                 let shadow = decide(&catalog, &q, &costs, policy, &constraints).unwrap();
                 (live, shadow)
+            })
+        },
+    );
+    // Exploration after the policy at ε = 0.05, as `serve --explore 0.05
+    // --explore-min-outcomes 50` runs it: the cold check reads the
+    // artifact's outcome counts; the random bits come from a SplitMix64
+    // step (the server draws them from rand's thread RNG).
+    c.bench_function(
+        "success model + policy + exploration (ε 0.05, 11 models)",
+        |b| {
+            let mut state = 0u64;
+            let cold = |m: &str| {
+                model
+                    .model_index(m)
+                    .is_some_and(|i| model.outcome_counts[i] < 50)
+            };
+            b.iter(|| {
+                let p = model.predict(&refs, black_box(&embedding), &task_scores);
+                let mut d = decide(&catalog, &p, &costs, policy, &constraints).unwrap();
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                let e = explore::apply(&mut d, 0.05, &cold, z ^ (z >> 31));
+                (d, e)
             })
         },
     );

@@ -97,6 +97,8 @@ fn route_response(r: Routed) -> pb::RouteResponse {
         v.arm = r.arm.as_str().to_string();
     }
     pb::RouteResponse {
+        explored: r.logged.explored,
+        propensity: r.logged.propensity,
         decision_id: r.decision_id,
         model: r.decision.model,
         fallbacks: r.decision.fallbacks,

@@ -54,7 +54,7 @@ type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 
 pub use batcher::{BatchConfig, Batcher};
 pub use core::rollout::{RolloutMode, RolloutSignal};
-pub use core::{Core, Limits};
+pub use core::{Core, Exploration, Limits};
 pub use error::ServerError;
 pub use metrics::Metrics;
 pub use mount::max_message_bytes;

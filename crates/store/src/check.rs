@@ -46,6 +46,12 @@ pub fn decision(d: &LoggedDecision) -> Result<(), StoreError> {
         finite("shadow.p_success", sh.p_success)?;
         finite("shadow.expected_cost_usd", sh.expected_cost_usd)?;
     }
+    if !(d.propensity > 0.0 && d.propensity <= 1.0) {
+        return Err(invalid(format!(
+            "propensity is {}; it must be a probability in (0, 1]",
+            d.propensity
+        )));
+    }
     if let Some(i) = d.embedding.iter().position(|x| !x.is_finite()) {
         return Err(invalid(format!(
             "embedding[{i}] is {}; only finite numbers are stored",

@@ -55,10 +55,22 @@ pub struct LoggedDecision {
     pub tenant: Option<String>,
     /// The prompt text, only when the server stores prompts.
     pub prompt: Option<String>,
+    /// Probability with which `model` was chosen under this state, in
+    /// (0, 1]: 1.0 when the server was not exploring (rows logged before
+    /// propensities existed read as 1.0).
+    #[serde(default = "certain")]
+    pub propensity: f64,
+    /// Whether exploration drew this decision (not the policy's choice).
+    #[serde(default)]
+    pub explored: bool,
     /// What a candidate router artifact loaded in shadow mode would have
     /// chosen for the same prompt (not acted on); None without a shadow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowDecision>,
+}
+
+fn certain() -> f64 {
+    1.0
 }
 
 /// A candidate artifact's decision, computed beside the live one and
@@ -163,9 +175,9 @@ impl DecisionWithOutcomes {
     /// gives the quality, the gateway what it measured). Extra fields:
     /// `embedding`, `task_scores`, `predicted_task`,
     /// `predicted_difficulty`, `chosen_model`, `candidates`, `versions`,
-    /// `time_ms`, `tenant`, `prompt_stored`, `calls` (the gateway's
-    /// upstream calls, when there were any) and `shadow` (a shadow
-    /// candidate's decision, when one was loaded).
+    /// `time_ms`, `tenant`, `prompt_stored`, `propensity`, `explored`,
+    /// `calls` (the gateway's upstream calls, when there were any) and
+    /// `shadow` (a shadow candidate's decision, when one was loaded).
     pub fn to_record(&self) -> Record {
         let d = &self.decision;
         let mut r = Record::new(
@@ -201,6 +213,8 @@ impl DecisionWithOutcomes {
         extra.insert("candidates".into(), json(&d.candidates));
         extra.insert("versions".into(), json(&d.versions));
         extra.insert("time_ms".into(), d.time_ms.into());
+        extra.insert("propensity".into(), json(&d.propensity));
+        extra.insert("explored".into(), d.explored.into());
         if let Some(t) = &d.tenant {
             extra.insert("tenant".into(), t.clone().into());
         }

@@ -117,6 +117,8 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
         migrate_add_rollout(&conn).map_err(|e| err(format!("migrating for rollout: {e}")))?;
+        migrate_add_propensity(&conn)
+            .map_err(|e| err(format!("adding the propensity columns: {e}")))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -212,11 +214,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Adds `propensity` (REAL, default 1.0) and `explored` (INTEGER 0/1,
+/// default 0) to a `decisions` table from before exploration existed, so
+/// old stores keep opening and their rows read as non-exploring decisions
+/// chosen with certainty. Idempotent: a column already there is left
+/// alone (checked with `pragma table_info`).
+fn migrate_add_propensity(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('decisions')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let has = |c: &str| columns.iter().any(|n| n == c);
+    if !has("propensity") {
+        conn.execute_batch(
+            "ALTER TABLE decisions ADD COLUMN propensity REAL NOT NULL DEFAULT 1.0",
+        )?;
+    }
+    if !has("explored") {
+        conn.execute_batch("ALTER TABLE decisions ADD COLUMN explored INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()> {
     let blob: Vec<u8> = d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
     conn.execute(
-        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, shadow)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored, shadow)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             d.id,
             d.time_ms,
@@ -229,6 +253,8 @@ fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()
             to_json(&d.candidates),
             to_json(&d.versions),
             blob,
+            d.propensity,
+            d.explored,
             d.shadow.as_ref().map(to_json),
         ],
     )?;
@@ -526,7 +552,7 @@ impl OutcomeStore for SqliteStore {
             .map_err(|e| self.err(e))?;
         let mut decisions = conn
             .prepare(
-                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, shadow
+                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored, shadow
                  FROM decisions ORDER BY seq",
             )
             .map_err(|e| self.err(e))?;
@@ -554,7 +580,9 @@ impl OutcomeStore for SqliteStore {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
-                shadow: match row.get::<_, Option<String>>(11).map_err(|e| self.err(e))? {
+                propensity: row.get(11).map_err(|e| self.err(e))?,
+                explored: row.get(12).map_err(|e| self.err(e))?,
+                shadow: match row.get::<_, Option<String>>(13).map_err(|e| self.err(e))? {
                     None => None,
                     Some(text) => Some(
                         serde_json::from_str(&text)

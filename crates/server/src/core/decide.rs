@@ -53,6 +53,7 @@ pub fn decide(
         mut constraints,
         rollout,
         downgrade,
+        explore_rate,
     } = plan;
     let live = state
         .success
@@ -92,9 +93,24 @@ pub fn decide(
             ),
             other => ServerError::Internal(other.to_string()),
         })?;
-    if downgrade {
+    // A tenant over its budget with on_budget = "downgrade" gets the
+    // cheapest model and does not explore. Otherwise exploration after the
+    // policy, at the tenant's rate if its policy sets one, else the
+    // server's: only among the candidates the constraints left, with the
+    // propensity logged either way.
+    let explore = &limits.explore;
+    let explored = if downgrade {
         decision = cheapest(decision, r.tenant.as_deref().unwrap_or_default());
-    }
+        pointsman_router::explore::Explored {
+            index: 0,
+            propensity: 1.0,
+            explored: false,
+        }
+    } else {
+        let cold = |m: &str| explore.is_cold(success, m);
+        let rate = explore_rate.unwrap_or(explore.rate);
+        pointsman_router::explore::apply(&mut decision, rate, &cold, rand::random())
+    };
     // Under shadow the candidate decides too, on the same embedding,
     // costs and constraints; logged, never acted on.
     let shadow = match &rollout {
@@ -137,6 +153,8 @@ pub fn decide(
         versions: logged_versions,
         tenant: r.tenant.clone(),
         prompt: limits.store_prompts.then(|| r.prompt.clone()),
+        propensity: explored.propensity,
+        explored: explored.explored,
         shadow,
     };
     let saved_usd = decision

@@ -5,6 +5,7 @@
 
 pub mod calls;
 pub mod decide;
+pub mod exploration;
 pub mod outcome;
 pub mod request;
 pub mod rollout;
@@ -20,6 +21,7 @@ use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::state::StateHolder;
 
+pub use exploration::Exploration;
 pub use request::{OutcomeReport, RouteConstraints, RouteRequest, Routed, Versions};
 
 /// Request limits and what to log.
@@ -33,6 +35,8 @@ pub struct Limits {
     pub default_output_tokens: u32,
     /// Whether raw prompt text goes into the store.
     pub store_prompts: bool,
+    /// Exploration with logged propensities (off by default).
+    pub explore: Exploration,
 }
 
 impl Default for Limits {
@@ -42,6 +46,7 @@ impl Default for Limits {
             max_batch_request: 256,
             default_output_tokens: 256,
             store_prompts: false,
+            explore: Exploration::default(),
         }
     }
 }

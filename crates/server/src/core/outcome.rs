@@ -58,6 +58,7 @@ impl Core {
             })
             .await??;
         self.metrics.outcomes.with_label_values(&[&r.model]).inc();
+        self.limits.explore.reported.add(&r.model);
         // The reported success rate and cost of each artifact: outcomes
         // of the model it chose, by the arm logged with the decision.
         if let Some(meta) = meta.filter(|m| m.model == r.model) {

@@ -106,7 +106,8 @@ pub struct TenantPolicy {
     /// Only these catalog models; a request may narrow, never widen.
     #[serde(default)]
     pub allowed_models: Vec<String>,
-    /// Exploration rate in [0, 1] (takes effect with --explore support).
+    /// Exploration rate in [0, 1): replaces the server's `--explore` rate
+    /// for this tenant's decisions (0 turns exploration off for it).
     pub explore: Option<f64>,
     /// Spend budget per `period`, USD (> 0).
     pub budget_usd: Option<f64>,
@@ -291,9 +292,7 @@ fn check(p: &TenantPolicy) -> Result<(), (&'static str, String)> {
         }
     }
     if let Some(e) = p.explore {
-        if !(0.0..=1.0).contains(&e) {
-            return Err(("explore", format!("{e} is outside [0, 1]")));
-        }
+        pointsman_router::explore::check_rate(e).map_err(|m| ("explore", m))?;
     }
     if let Some(b) = p.budget_usd {
         if !(b > 0.0 && b.is_finite()) {

@@ -21,6 +21,8 @@ pub struct Plan {
     /// The tenant is over its budget with `on_budget = "downgrade"`: the
     /// cheapest eligible model is chosen.
     pub downgrade: bool,
+    /// The tenant's exploration rate, instead of the server's `--explore`.
+    pub explore_rate: Option<f64>,
 }
 
 /// A prompt the encoder can read: not blank, not only invisible
@@ -139,6 +141,7 @@ pub fn check_route(
         constraints,
         rollout: None,
         downgrade: false,
+        explore_rate: None,
     })
 }
 

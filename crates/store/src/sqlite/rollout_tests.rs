@@ -30,6 +30,8 @@ fn decision(id: &str, tenant: Option<&str>, time_ms: i64, cost: f64) -> LoggedDe
         versions: BTreeMap::from([("router_artifact".into(), "a@1".into())]),
         tenant: tenant.map(str::to_string),
         prompt: None,
+        propensity: 1.0,
+        explored: false,
         shadow: None,
     }
 }

@@ -91,7 +91,7 @@ fn bad_files_name_file_tenant_and_key() {
         ),
         (
             "[tenants.a]\nexplore = 2\n",
-            "tenant `a`, key `explore`: 2 is outside [0, 1]",
+            "tenant `a`, key `explore`: 2 is not an exploration rate in [0, 1)",
         ),
         (
             "[tenants.a]\ntarget = 0.5\nlambda_per_usd = 3\n",
