@@ -740,3 +740,45 @@ fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
     let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
     (status, body)
 }
+
+/// A tenant's `explore` rate replaces the server's `--explore` for its
+/// decisions: 0 turns exploration off for it, 0.5 explores where the
+/// server would not.
+#[test]
+fn a_tenants_exploration_rate_replaces_the_servers() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        "[tenants.curious]\nexplore = 0.5\n[tenants.steady]\nexplore = 0.0\n",
+    )
+    .unwrap();
+    let server = start(
+        false,
+        &["--tenants", tenants.to_str().unwrap(), "--explore", "0.3"],
+        None,
+    );
+    let rt = runtime(2);
+    let n = 200;
+    let explored = |tenant: &str| {
+        let requests = (0..n)
+            .map(|i| tenant_request(PROMPTS[i % PROMPTS.len()], Some(tenant.into())))
+            .collect();
+        let rs = rt.block_on(route_all(&server, requests));
+        let explored = rs.iter().filter(|r| r.explored).count();
+        for r in &rs {
+            assert!(r.propensity > 0.0 && r.propensity <= 1.0, "{r:?}");
+            if !r.explored && tenant == "steady" {
+                assert_eq!(r.propensity, 1.0, "{r:?}");
+            }
+        }
+        explored
+    };
+    let (curious, steady, server_rate) =
+        (explored("curious"), explored("steady"), explored("other"));
+    eprintln!("explored of {n}: curious (0.5) {curious}, steady (0.0) {steady}, no policy (--explore 0.3) {server_rate}");
+    assert_eq!(steady, 0);
+    assert!(curious > 0 && server_rate > 0);
+    assert!(curious > server_rate, "{curious} vs {server_rate}");
+}

@@ -394,6 +394,7 @@ impl Core {
     ) -> Result<(), ServerError> {
         plan.rollout = self.rollout.snapshot();
         let tenants = self.tenants.snapshot();
+        plan.explore_rate = tenants.get(r.tenant.as_deref()).and_then(|p| p.explore);
         let (Some(tenant), Some(budget)) = (
             r.tenant.as_deref(),
             tenants.get(r.tenant.as_deref()).and_then(|p| p.budget()),
