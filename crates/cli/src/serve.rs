@@ -241,6 +241,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         tracing::warn!("{what}; serving anyway (--insecure)");
     }
+    if let Some(c) = &args.candidate_router {
+        eprintln!(
+            "pointsman: candidate router {} ({}; docs/ROLLOUT.md: SIGUSR1 promotes, SIGUSR2 aborts)",
+            c.display(),
+            args.rollout
+        );
+    }
+    if let Some(t) = &args.tenants {
+        eprintln!("pointsman: tenants {}", t.display());
+    }
     let upstreams = match &args.upstreams {
         None => None,
         Some(p) => {
