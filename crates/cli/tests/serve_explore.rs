@@ -111,6 +111,9 @@ fn start(explore: f64, keep: Option<PathBuf>) -> Server {
         router.to_str().unwrap(),
         "--explore",
         &explore.to_string(),
+        // A batch's first pass encodes 100 prompts: allow for a busy machine.
+        "--request-timeout",
+        "600",
     ]
     .iter()
     .map(|s| s.to_string())
