@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::embed_cache;
 use pointsman_server::{
-    BatchConfig, Exploration, HttpConfig, Limits, NetLimits, Serve, ServeConfig, Stopped,
+    BatchConfig, Exploration, HttpConfig, Limits, NetLimits, RolloutMode, RolloutSignal, Serve,
+    ServeConfig, Stopped,
 };
 use pointsman_store::SqliteStore;
 
@@ -97,6 +98,15 @@ pub struct ServeArgs {
     /// Serve beyond loopback without TLS and a bearer token (gRPC or HTTP), or with --metrics-listen beyond loopback (refused otherwise).
     #[arg(long)]
     insecure: bool,
+    /// A candidate router artifact to load beside the live one (docs/ROLLOUT.md), checked as --router is. Promote it with SIGUSR1 or Admin.Promote, drop it with SIGUSR2 or Admin.Abort.
+    #[arg(long)]
+    candidate_router: Option<PathBuf>,
+    /// How the candidate takes part: `shadow` (it decides too, logged, not acted on) or `canary:SHARE` (it decides a stable SHARE of traffic in (0, 1], by tenant, else by request).
+    #[arg(long, requires = "candidate_router", default_value = "shadow")]
+    rollout: String,
+    /// Per-tenant policies (TOML; docs/ROLLOUT.md, "Per-tenant policies"): defaults for target or lambda, allowed models, exploration rate, spend budgets. Re-read on SIGHUP or Admin.Reload.
+    #[arg(long)]
+    tenants: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -231,6 +241,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         tracing::warn!("{what}; serving anyway (--insecure)");
     }
+    if let Some(c) = &args.candidate_router {
+        eprintln!(
+            "pointsman: candidate router {} ({}; docs/ROLLOUT.md: SIGUSR1 promotes, SIGUSR2 aborts)",
+            c.display(),
+            args.rollout
+        );
+    }
+    if let Some(t) = &args.tenants {
+        eprintln!("pointsman: tenants {}", t.display());
+    }
     let upstreams = match &args.upstreams {
         None => None,
         Some(p) => {
@@ -278,6 +298,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         http: args
             .http_listen
             .map(|listen| HttpConfig { listen, upstreams }),
+        tenants: args.tenants.as_deref().map(paths::resolve),
+        candidate: match &args.candidate_router {
+            None => None,
+            Some(p) => Some((
+                paths::resolve(p),
+                args.rollout
+                    .parse::<RolloutMode>()
+                    .map_err(|e| anyhow::anyhow!("--rollout: {e}"))?,
+            )),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -287,6 +317,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let (rollout_tx, rollout_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let sig = tokio::select! {
+                    Some(()) = usr1.recv() => RolloutSignal::Promote,
+                    Some(()) = usr2.recv() => RolloutSignal::Abort,
+                    else => break,
+                };
+                tracing::info!(signal = sig.signal_name(), action = ?sig, "rollout signal");
+                let _ = rollout_tx.try_send(sig);
+            }
+        });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -317,6 +361,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .shutdown(shutdown)
             .force(force)
             .reload(reload_rx)
+            .rollout_signals(rollout_rx)
             .on_bound(|bound| {
                 // One JSON line on stdout so scripts and tests learn the ports (useful with port 0).
                 println!(

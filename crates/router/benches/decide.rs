@@ -108,6 +108,27 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
+    // Shadow rollout (docs/ROLLOUT.md): the server computes the live and
+    // the candidate artifact's decisions on the same embedding, so the
+    // decision path costs two of the above.
+    let mut candidate = model.clone();
+    for a in candidate.ability.iter_mut() {
+        for x in a.iter_mut() {
+            *x = -*x;
+        }
+    }
+    c.bench_function(
+        "live + shadow: two success models + two policies (11 models, 384-d, rank 8)",
+        |b| {
+            b.iter(|| {
+                let p = model.predict(&refs, black_box(&embedding), &task_scores);
+                let live = decide(&catalog, &p, &costs, policy, &constraints).unwrap();
+                let q = candidate.predict(&refs, black_box(&embedding), &task_scores);
+                let shadow = decide(&catalog, &q, &costs, policy, &constraints).unwrap();
+                (live, shadow)
+            })
+        },
+    );
     // Exploration after the policy at ε = 0.05, as `serve --explore 0.05
     // --explore-min-outcomes 50` runs it: the cold check reads the
     // artifact's outcome counts; the random bits come from a SplitMix64

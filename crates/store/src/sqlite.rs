@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore, StoreError,
+    DecisionMeta, DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore,
+    RolloutEvent, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -115,6 +116,7 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
+        migrate_add_rollout(&conn).map_err(|e| err(format!("migrating for rollout: {e}")))?;
         migrate_add_propensity(&conn)
             .map_err(|e| err(format!("adding the propensity columns: {e}")))?;
         Ok(SqliteStore {
@@ -167,6 +169,34 @@ impl SqliteStore {
     }
 }
 
+/// The shadow/canary rollout's schema change, idempotent: a nullable
+/// `shadow` column on `decisions` (JSON [`crate::ShadowDecision`]; added
+/// only when `pragma table_info` lacks it, so a store from before keeps
+/// its rows, read back with no shadow) and the `rollout_events` table.
+/// One function so the versioned migrations can take it over whole.
+fn migrate_add_rollout(conn: &Connection) -> rusqlite::Result<()> {
+    let has_shadow = conn
+        .prepare("SELECT 1 FROM pragma_table_info('decisions') WHERE name = 'shadow'")?
+        .exists([])?;
+    if !has_shadow {
+        conn.execute_batch("ALTER TABLE decisions ADD COLUMN shadow TEXT")?;
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS rollout_events (
+            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+            time_ms      INTEGER NOT NULL,
+            action       TEXT NOT NULL,   -- load | promote | abort | mode
+            from_version TEXT NOT NULL,
+            to_version   TEXT NOT NULL,
+            mode         TEXT NOT NULL,
+            who          TEXT NOT NULL,
+            why          TEXT NOT NULL
+        );
+        -- Seeds the per-tenant budget counters at start-up.
+        CREATE INDEX IF NOT EXISTS decisions_by_tenant_time ON decisions(tenant, time_ms);",
+    )
+}
+
 fn backend(path: &Path) -> impl Fn(String) -> StoreError + '_ {
     move |message| StoreError::Backend {
         path: path.display().to_string(),
@@ -209,8 +239,8 @@ fn migrate_add_propensity(conn: &Connection) -> rusqlite::Result<()> {
 fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()> {
     let blob: Vec<u8> = d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
     conn.execute(
-        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored, shadow)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             d.id,
             d.time_ms,
@@ -224,7 +254,8 @@ fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()
             to_json(&d.versions),
             blob,
             d.propensity,
-            d.explored
+            d.explored,
+            d.shadow.as_ref().map(to_json),
         ],
     )?;
     Ok(())
@@ -435,6 +466,73 @@ impl OutcomeStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn append_rollout_event(&self, e: &RolloutEvent) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO rollout_events (time_ms, action, from_version, to_version, mode, who, why)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.time_ms, e.action, e.from_version, e.to_version, e.mode, e.who, e.why],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn rollout_events(&self) -> Result<Vec<RolloutEvent>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn
+            .prepare(
+                "SELECT time_ms, action, from_version, to_version, mode, who, why
+                 FROM rollout_events ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        q.query_map([], |r| {
+            Ok(RolloutEvent {
+                time_ms: r.get(0)?,
+                action: r.get(1)?,
+                from_version: r.get(2)?,
+                to_version: r.get(3)?,
+                mode: r.get(4)?,
+                who: r.get(5)?,
+                why: r.get(6)?,
+            })
+        })
+        .and_then(|it| it.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError> {
+        let row: Option<(String, Option<String>, String)> = self
+            .lock()
+            .query_row(
+                "SELECT model, tenant, versions FROM decisions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(model, tenant, versions)| {
+            Ok(DecisionMeta {
+                model,
+                tenant,
+                versions: serde_json::from_str(&versions)
+                    .map_err(|e| self.err(format!("versions: {e}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError> {
+        // The chosen model is the first candidate (LoggedDecision.candidates).
+        self.lock()
+            .query_row(
+                "SELECT COALESCE(SUM(json_extract(candidates, '$[0].expected_cost_usd')), 0.0)
+                 FROM decisions WHERE tenant = ?1 AND time_ms >= ?2",
+                params![tenant, since_ms],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     fn export(
         &self,
         each: &mut dyn FnMut(DecisionWithOutcomes) -> Result<(), StoreError>,
@@ -454,7 +552,7 @@ impl OutcomeStore for SqliteStore {
             .map_err(|e| self.err(e))?;
         let mut decisions = conn
             .prepare(
-                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored
+                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored, shadow
                  FROM decisions ORDER BY seq",
             )
             .map_err(|e| self.err(e))?;
@@ -484,6 +582,13 @@ impl OutcomeStore for SqliteStore {
                     .collect(),
                 propensity: row.get(11).map_err(|e| self.err(e))?,
                 explored: row.get(12).map_err(|e| self.err(e))?,
+                shadow: match row.get::<_, Option<String>>(13).map_err(|e| self.err(e))? {
+                    None => None,
+                    Some(text) => Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| self.err(format!("column shadow: {e}")))?,
+                    ),
+                },
             };
             let outs = self.rows_for(&mut outcomes, &id, outcome_row)?;
             let calls = self.rows_for(&mut calls, &id, call_row)?;
@@ -548,5 +653,7 @@ fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedCall> {
     })
 }
 
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;

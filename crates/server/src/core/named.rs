@@ -69,6 +69,7 @@ impl Core {
             // The client chose the model: chosen with certainty, never explored.
             propensity: 1.0,
             explored: false,
+            shadow: None,
         };
         self.store_work(move |s| s.append_decision(&logged))
             .await??;

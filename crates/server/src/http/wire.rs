@@ -131,6 +131,8 @@ pub fn routed_json(r: &Routed) -> Value {
             "router_artifact": r.versions.router_artifact,
             "heads": r.versions.heads,
             "generation": r.versions.generation,
+            // During a rollout: "live" or "canary" (docs/ROLLOUT.md); else null.
+            "arm": r.logged.versions.get("arm"),
         },
     })
 }

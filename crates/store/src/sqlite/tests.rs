@@ -24,6 +24,7 @@ fn decision(id: &str, prompt: Option<&str>) -> LoggedDecision {
         prompt: prompt.map(str::to_string),
         propensity: 1.0,
         explored: false,
+        shadow: None,
     }
 }
 
