@@ -1,15 +1,51 @@
 //! [`OutcomeStore`] on an embedded SQLite database (WAL, synchronous=FULL).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::artifact::{self, Activation, ArtifactVersion, PublishedArtifact};
+use crate::commit::{BatchWriter, GroupCommit};
+use crate::migrate::{self, Migration};
 use crate::{
     DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore, StoreError,
 };
 
-const SCHEMA: &str = "
+/// The schema, one step per version (`PRAGMA user_version` records the
+/// last applied). Version 1 is the schema stores had before versioning
+/// (user_version 0): its `IF NOT EXISTS` statements leave such a store's
+/// tables as they are and add what it lacks (a store from before the
+/// gateway gets `calls`).
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        what: "decisions, outcomes and gateway calls",
+        sql: BASELINE,
+    },
+    Migration {
+        what: "published router artifacts",
+        sql: ARTIFACTS,
+    },
+];
+
+const ARTIFACTS: &str = "
+CREATE TABLE artifacts (
+    version  INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms  INTEGER NOT NULL,
+    sha256   TEXT NOT NULL,
+    router   BLOB NOT NULL,
+    catalog  BLOB,
+    note     TEXT
+);
+-- The active version is the last row; every publish and rollback adds one.
+CREATE TABLE artifact_activations (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    version  INTEGER NOT NULL REFERENCES artifacts(version),
+    time_ms  INTEGER NOT NULL
+);
+";
+
+const BASELINE: &str = "
 CREATE TABLE IF NOT EXISTS decisions (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT NOT NULL UNIQUE,
@@ -56,19 +92,14 @@ CREATE INDEX IF NOT EXISTS calls_by_decision ON calls(decision_id);
 
 /// The SQLite outcome store. One connection behind a mutex: writes are
 /// serialised, and each commit is fsynced (synchronous=FULL) before the
-/// call returns. Decisions are group-committed: calls that arrive while a
-/// commit is being fsynced are written together by the next one, so
-/// concurrent `Route` calls share an fsync instead of queueing for one each.
+/// call returns. Decisions are group-committed ([`GroupCommit`]): calls
+/// that arrive while a commit is being fsynced are written together by
+/// the next one.
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
-    /// Decisions waiting for the next group commit, each with the slot its
-    /// caller reads the result from.
-    waiting: Mutex<Vec<(LoggedDecision, Slot)>>,
+    commits: GroupCommit,
 }
-
-/// Where a group commit leaves one caller's result.
-type Slot = Arc<Mutex<Option<Result<(), StoreError>>>>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` in WAL mode with
@@ -114,28 +145,65 @@ impl SqliteStore {
                 check.join("; ")
             )));
         }
-        conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
+        let mut conn = conn;
+        migrate_sqlite(&mut conn, path)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
-            waiting: Mutex::new(Vec::new()),
+            commits: GroupCommit::default(),
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable (each
+        // statement is its own transaction), so a poisoned lock is taken anyway.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: impl ToString) -> StoreError {
+        backend(&self.path)(e.to_string())
+    }
+}
+
+/// Brings the schema to this binary's version (see [`MIGRATIONS`]) in one
+/// immediate transaction, so two processes opening one new file do not
+/// both migrate it.
+fn migrate_sqlite(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = backend(path);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| err(e.to_string()))?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| err(e.to_string()))?;
+    let shown = path.display().to_string();
+    let pending = migrate::pending(&shown, MIGRATIONS, found)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    for (i, m) in pending.iter().enumerate() {
+        let version = found as usize + i + 1;
+        tx.execute_batch(m.sql)
+            .map_err(|e| err(format!("schema migration to version {version} ({}): {e}", m.what)))?;
+    }
+    // PRAGMA takes no parameters; the number is ours.
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
+        .map_err(|e| err(e.to_string()))?;
+    tx.commit().map_err(|e| err(e.to_string()))
+}
+
+impl BatchWriter for SqliteStore {
     /// Inserts `batch` in one transaction (one fsync); one result per row.
     /// A duplicate id fails its own row only; a failed commit fails all.
-    fn insert_decisions(
-        &self,
-        conn: &mut Connection,
-        batch: &[(LoggedDecision, Slot)],
-    ) -> Vec<Result<(), StoreError>> {
+    fn write_decisions(&self, batch: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
+        let mut conn = self.lock();
         let tx = match conn.transaction() {
             Ok(tx) => tx,
             Err(e) => return batch.iter().map(|_| Err(self.err(&e))).collect(),
         };
         let mut results: Vec<Result<(), StoreError>> = batch
             .iter()
-            .map(|(d, _)| match insert_decision(&tx, d) {
+            .map(|d| match insert_decision(&tx, d) {
                 Ok(()) => Ok(()),
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::ConstraintViolation =>
@@ -153,16 +221,6 @@ impl SqliteStore {
         }
         results
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves the connection usable (each
-        // statement is its own transaction), so a poisoned lock is taken anyway.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn err(&self, e: impl ToString) -> StoreError {
-        backend(&self.path)(e.to_string())
-    }
 }
 
 fn backend(path: &Path) -> impl Fn(String) -> StoreError + '_ {
@@ -174,12 +232,6 @@ fn backend(path: &Path) -> impl Fn(String) -> StoreError + '_ {
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store types always serialise")
-}
-
-/// A mutex whose holder panicked is still usable here (every write is its
-/// own transaction or a plain Vec push), so poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()> {
@@ -242,43 +294,7 @@ impl OutcomeStore for SqliteStore {
     }
 
     fn append_decisions(&self, ds: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
-        let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(ds.len());
-        let mut slots = Vec::new();
-        {
-            let mut waiting = lock(&self.waiting);
-            for d in ds {
-                match crate::check::decision(d) {
-                    Err(e) => results.push(Some(Err(e))),
-                    Ok(()) => {
-                        let slot: Slot = Arc::new(Mutex::new(None));
-                        waiting.push((d.clone(), slot.clone()));
-                        slots.push((results.len(), slot));
-                        results.push(None);
-                    }
-                }
-            }
-        }
-        if !slots.is_empty() {
-            let mut conn = self.lock();
-            // Whoever held the connection before us may have committed our
-            // rows with its own batch (it fills every slot before letting
-            // go). Otherwise we lead: everything waiting (ours included)
-            // goes in one transaction.
-            if lock(&slots[0].1).is_none() {
-                let batch = std::mem::take(&mut *lock(&self.waiting));
-                let done = self.insert_decisions(&mut conn, &batch);
-                for ((_, s), r) in batch.iter().zip(done) {
-                    *lock(s) = Some(r);
-                }
-            }
-        }
-        for (i, slot) in slots {
-            results[i] = lock(&slot).take();
-        }
-        results
-            .into_iter()
-            .map(|r| r.expect("our rows went in together, in one batch"))
-            .collect()
+        self.commits.append(ds, self)
     }
 
     fn append_outcome(&self, o: &LoggedOutcome) -> Result<u32, StoreError> {
@@ -498,6 +514,140 @@ impl OutcomeStore for SqliteStore {
         }
         Ok(count)
     }
+
+    fn publish_artifact(
+        &self,
+        router: &[u8],
+        catalog: Option<&[u8]>,
+        note: Option<&str>,
+    ) -> Result<ArtifactVersion, StoreError> {
+        artifact::check(router, catalog)?;
+        let sha = artifact::artifact_sha256(router, catalog);
+        let now = now_ms();
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO artifacts (time_ms, sha256, router, catalog, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now, sha, router, catalog, note],
+        )
+        .map_err(|e| self.err(e))?;
+        let version = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO artifact_activations (version, time_ms) VALUES (?1, ?2)",
+            params![version, now],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(ArtifactVersion {
+            version,
+            sha256: sha,
+            time_ms: now,
+            has_catalog: catalog.is_some(),
+            note: note.map(str::to_string),
+            active: true,
+        })
+    }
+
+    fn activate_artifact(&self, version: i64) -> Result<ArtifactVersion, StoreError> {
+        {
+            let mut conn = self.lock();
+            let tx = conn.transaction().map_err(|e| self.err(e))?;
+            let known = tx
+                .query_row("SELECT 1 FROM artifacts WHERE version = ?1", [version], |_| {
+                    Ok(())
+                })
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if known.is_none() {
+                return Err(artifact::unknown_version(version));
+            }
+            tx.execute(
+                "INSERT INTO artifact_activations (version, time_ms) VALUES (?1, ?2)",
+                params![version, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+            tx.commit().map_err(|e| self.err(e))?;
+        }
+        self.artifact_versions()?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| artifact::unknown_version(version))
+    }
+
+    fn active_artifact(&self) -> Result<Option<Activation>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT seq, version FROM artifact_activations ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Activation {
+                        seq: r.get(0)?,
+                        version: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn load_artifact(&self, version: i64) -> Result<Option<PublishedArtifact>, StoreError> {
+        let active = self.active_artifact()?.map(|a| a.version);
+        self.lock()
+            .query_row(
+                "SELECT version, sha256, time_ms, note, router, catalog FROM artifacts WHERE version = ?1",
+                [version],
+                |r| {
+                    let catalog: Option<Vec<u8>> = r.get(5)?;
+                    Ok(PublishedArtifact {
+                        info: ArtifactVersion {
+                            version: r.get(0)?,
+                            sha256: r.get(1)?,
+                            time_ms: r.get(2)?,
+                            has_catalog: catalog.is_some(),
+                            note: r.get(3)?,
+                            active: active == Some(version),
+                        },
+                        router: r.get(4)?,
+                        catalog,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn artifact_versions(&self) -> Result<Vec<ArtifactVersion>, StoreError> {
+        let active = self.active_artifact()?.map(|a| a.version);
+        let conn = self.lock();
+        let mut q = conn
+            .prepare(
+                "SELECT version, sha256, time_ms, note, catalog IS NOT NULL FROM artifacts ORDER BY version",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = q
+            .query_map([], |r| {
+                let version: i64 = r.get(0)?;
+                Ok(ArtifactVersion {
+                    version,
+                    sha256: r.get(1)?,
+                    time_ms: r.get(2)?,
+                    note: r.get(3)?,
+                    has_catalog: r.get(4)?,
+                    active: active == Some(version),
+                })
+            })
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e));
+        rows
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -457,7 +457,7 @@ fn a_store_from_before_the_gateway_opens_and_exports() {
     {
         // The schema as it was before the `calls` table.
         let c = Connection::open(&path).unwrap();
-        let old = SCHEMA
+        let old = BASELINE
             .split("-- Added with the HTTP gateway")
             .next()
             .unwrap();
