@@ -66,7 +66,9 @@ impl GroupCommit {
             // the first slot tells whether it was committed already.
             if lock(&slots[0].1).is_none() {
                 let (rows, batch_slots): (Vec<LoggedDecision>, Vec<Slot>) =
-                    std::mem::take(&mut *lock(&self.waiting)).into_iter().unzip();
+                    std::mem::take(&mut *lock(&self.waiting))
+                        .into_iter()
+                        .unzip();
                 let done = writer.write_decisions(&rows);
                 debug_assert_eq!(done.len(), rows.len());
                 for (s, r) in batch_slots.iter().zip(done) {

@@ -15,6 +15,8 @@ mod commit;
 pub mod migrate;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

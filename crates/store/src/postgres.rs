@@ -79,6 +79,34 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Creates an empty database `name` on the server `admin_url` points
+    /// at (the tests and the bench use one per run) and returns its URL
+    /// (`admin_url` with the database name replaced). `name` must be a
+    /// plain identifier (ASCII letters, digits, `_`).
+    pub fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+        let shown = redact(admin_url);
+        let err = |m: String| StoreError::Backend {
+            path: shown.clone(),
+            message: m,
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::Invalid(format!(
+                "database name `{name}`: only ASCII letters, digits and _"
+            )));
+        }
+        let config: postgres::Config = admin_url
+            .parse()
+            .map_err(|e| err(format!("not a PostgreSQL URL: {e}")))?;
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|e| err(format!("cannot connect: {}", message(&e))))?;
+        // An identifier cannot be a parameter; `name` is checked above.
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .map_err(|e| err(format!("CREATE DATABASE {name}: {}", message(&e))))?;
+        Ok(with_dbname(admin_url, name))
+    }
+
     fn conn(&self) -> Result<Conn, StoreError> {
         self.pool
             .get()
@@ -124,6 +152,17 @@ pub(crate) fn message(e: &postgres::Error) -> String {
         },
         None => e.to_string(),
     }
+}
+
+/// `url` naming database `name` instead of its own.
+pub(crate) fn with_dbname(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (before_query, query) = match rest.find('?') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = before_query.split('/').next().unwrap_or("");
+    format!("{scheme}://{authority}/{name}{query}")
 }
 
 /// `url` with any password replaced by `***` (errors and logs show it).
@@ -222,10 +261,12 @@ impl BatchWriter for PostgresStore {
             Err(e) if batch.len() == 1 => vec![Err(self.pg(e))],
             Err(_) => batch
                 .iter()
-                .map(|d| match self.write_batch(&mut conn, std::slice::from_ref(d)) {
-                    Ok(mut r) => r.pop().expect("one row"),
-                    Err(e) => Err(self.pg(e)),
-                })
+                .map(
+                    |d| match self.write_batch(&mut conn, std::slice::from_ref(d)) {
+                        Ok(mut r) => r.pop().expect("one row"),
+                        Err(e) => Err(self.pg(e)),
+                    },
+                )
                 .collect(),
         }
     }
@@ -420,22 +461,4 @@ impl OutcomeStore for PostgresStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_are_redacted_from_shown_urls() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/pointsman"),
-            "postgres://app:***@db:5432/pointsman"
-        );
-        assert_eq!(
-            redact("postgresql://app@db/p?password=x&sslmode=disable"),
-            "postgresql://app@db/p?password=***&sslmode=disable"
-        );
-        assert_eq!(
-            redact("postgres:///p?host=/run/postgresql"),
-            "postgres:///p?host=/run/postgresql"
-        );
-    }
-}
+mod tests;

@@ -183,8 +183,12 @@ fn migrate_sqlite(conn: &mut Connection, path: &Path) -> Result<(), StoreError> 
     }
     for (i, m) in pending.iter().enumerate() {
         let version = found as usize + i + 1;
-        tx.execute_batch(m.sql)
-            .map_err(|e| err(format!("schema migration to version {version} ({}): {e}", m.what)))?;
+        tx.execute_batch(m.sql).map_err(|e| {
+            err(format!(
+                "schema migration to version {version} ({}): {e}",
+                m.what
+            ))
+        })?;
     }
     // PRAGMA takes no parameters; the number is ours.
     tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
@@ -197,7 +201,7 @@ impl BatchWriter for SqliteStore {
     /// A duplicate id fails its own row only; a failed commit fails all.
     fn write_decisions(&self, batch: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
         let mut conn = self.lock();
-        let tx = match conn.transaction() {
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => return batch.iter().map(|_| Err(self.err(&e))).collect(),
         };
@@ -300,7 +304,9 @@ impl OutcomeStore for SqliteStore {
     fn append_outcome(&self, o: &LoggedOutcome) -> Result<u32, StoreError> {
         crate::check::outcome(o)?;
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         let known = tx
             .query_row(
                 "SELECT 1 FROM decisions WHERE id = ?1",
@@ -343,7 +349,9 @@ impl OutcomeStore for SqliteStore {
             crate::check::outcome(o)?;
         }
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         let ids: std::collections::BTreeSet<&str> = calls
             .iter()
             .map(|c| c.decision_id.as_str())
@@ -525,7 +533,9 @@ impl OutcomeStore for SqliteStore {
         let sha = artifact::artifact_sha256(router, catalog);
         let now = now_ms();
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         tx.execute(
             "INSERT INTO artifacts (time_ms, sha256, router, catalog, note) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![now, sha, router, catalog, note],
@@ -551,11 +561,15 @@ impl OutcomeStore for SqliteStore {
     fn activate_artifact(&self, version: i64) -> Result<ArtifactVersion, StoreError> {
         {
             let mut conn = self.lock();
-            let tx = conn.transaction().map_err(|e| self.err(e))?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| self.err(e))?;
             let known = tx
-                .query_row("SELECT 1 FROM artifacts WHERE version = ?1", [version], |_| {
-                    Ok(())
-                })
+                .query_row(
+                    "SELECT 1 FROM artifacts WHERE version = ?1",
+                    [version],
+                    |_| Ok(()),
+                )
                 .optional()
                 .map_err(|e| self.err(e))?;
             if known.is_none() {

@@ -77,7 +77,10 @@ pub(super) fn active(s: &PostgresStore) -> Result<Option<Activation>, StoreError
         .map_err(|e| s.pg(e))
 }
 
-pub(super) fn load(s: &PostgresStore, version: i64) -> Result<Option<PublishedArtifact>, StoreError> {
+pub(super) fn load(
+    s: &PostgresStore,
+    version: i64,
+) -> Result<Option<PublishedArtifact>, StoreError> {
     let active = active(s)?.map(|a| a.version);
     let row = s
         .conn()?
