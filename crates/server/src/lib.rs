@@ -26,6 +26,7 @@ pub mod in_flight;
 pub mod metrics;
 mod mount;
 pub mod prompt_cache;
+pub mod published;
 pub mod state;
 
 /// Code generated from `proto/pointsman/v1/router.proto`.
@@ -78,6 +79,9 @@ pub struct ServeConfig {
     pub net: NetLimits,
     /// The HTTP gateway; None = gRPC only.
     pub http: Option<HttpConfig>,
+    /// How often to poll the store for a newly published router artifact
+    /// (published.rs); None = never. The first poll runs before serving.
+    pub publish_poll: Option<Duration>,
 }
 
 /// The HTTP front end: where it listens and whom it forwards to. It shares
@@ -222,6 +226,20 @@ impl Serve {
         } = self;
         let (core, encoder_thread) = mount::start_core(&config, classifier, encoder_id, store)?;
         let metrics = core.metrics.clone();
+        // A replica joining a fleet serves the fleet's published version
+        // from its first request, not the files it was started with.
+        let publish_task = config.publish_poll.map(|every| {
+            let core = core.clone();
+            async move {
+                let mut poller = published::Poller::default();
+                poller.poll(&core).await;
+                tokio::spawn(published::poll_forever(core, poller, every))
+            }
+        });
+        let publish_task = match publish_task {
+            Some(first) => Some(first.await),
+            None => None,
+        };
 
         // The one drain signal every front end watches.
         let (draining_tx, draining) = watch::channel(false);
@@ -311,6 +329,9 @@ impl Serve {
                     "drain cut short: closing the connections still open"
                 );
                 reload_task.abort();
+                if let Some(t) = publish_task {
+                    t.abort();
+                }
                 if let Some((_, t)) = metrics_task {
                     t.abort();
                 }
@@ -321,6 +342,10 @@ impl Serve {
         // Every request has been answered: close the queue and wait for the encoder thread.
         reload_task.abort();
         let _ = reload_task.await;
+        if let Some(t) = publish_task {
+            t.abort();
+            let _ = t.await;
+        }
         drop(core);
         tokio::task::spawn_blocking(move || encoder_thread.join())
             .await?

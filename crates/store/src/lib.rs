@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use artifact::{
     artifact_sha256, Activation, ArtifactVersion, PublishedArtifact, MAX_ARTIFACT_BYTES,
 };
-pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE};
+pub use postgres::{redact as redact_url, PostgresStore, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
 
 /// Whether `--store` names a PostgreSQL database (`postgres://` or

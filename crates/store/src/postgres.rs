@@ -166,7 +166,7 @@ pub(crate) fn with_dbname(url: &str, name: &str) -> String {
 }
 
 /// `url` with any password replaced by `***` (errors and logs show it).
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
