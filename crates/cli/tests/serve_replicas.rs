@@ -81,7 +81,7 @@ fn outcomes_cross_replicas_and_survive_a_replica_killed_under_load() {
                 while !stop.load(Ordering::SeqCst) {
                     i += 1;
                     // Decide on one replica, report through the other.
-                    let (decide, other) = if (t + i) % 2 == 0 {
+                    let (decide, other) = if (t + i).is_multiple_of(2) {
                         (&mut ca, &mut cb)
                     } else {
                         (&mut cb, &mut ca)

@@ -228,17 +228,17 @@ impl Serve {
         let metrics = core.metrics.clone();
         // A replica joining a fleet serves the fleet's published version
         // from its first request, not the files it was started with.
-        let publish_task = config.publish_poll.map(|every| {
-            let core = core.clone();
-            async move {
+        let publish_task = match config.publish_poll {
+            None => None,
+            Some(every) => {
                 let mut poller = published::Poller::default();
                 poller.poll(&core).await;
-                tokio::spawn(published::poll_forever(core, poller, every))
+                Some(tokio::spawn(published::poll_forever(
+                    core.clone(),
+                    poller,
+                    every,
+                )))
             }
-        });
-        let publish_task = match publish_task {
-            Some(first) => Some(first.await),
-            None => None,
         };
 
         // The one drain signal every front end watches.
