@@ -22,7 +22,7 @@ impl Poller {
     /// poll, loads it and swaps it in. Returns the version now served
     /// from the store, if the swap happened.
     pub async fn poll(&mut self, core: &Arc<Core>) -> Option<i64> {
-        let active = match core.store_work_waiting(|s| s.active_artifact()).await {
+        let active = match store_call(core, |s| s.active_artifact()).await {
             Ok(Ok(a)) => a?,
             Ok(Err(e)) => return failed(core, "store", None, &e.to_string()),
             Err(e) => return failed(core, "store", None, &e.to_string()),
@@ -32,10 +32,7 @@ impl Poller {
         }
         self.seen = Some(active.seq);
         let version = active.version;
-        let loaded = match core
-            .store_work_waiting(move |s| s.load_artifact(version))
-            .await
-        {
+        let loaded = match store_call(core, move |s| s.load_artifact(version)).await {
             Ok(Ok(Some(a))) => a,
             Ok(Ok(None)) => {
                 return failed(core, "store", Some(version), "the version is gone");
@@ -63,6 +60,17 @@ impl Poller {
             Err(e) => failed(core, "invalid", Some(version), &e.to_string()),
         }
     }
+}
+
+/// A store call on the blocking pool outside `Core::store_work`'s slots:
+/// the poller makes one at a time, and must neither wait behind requests
+/// nor take a slot a request would then be refused for.
+async fn store_call<T: Send + 'static>(
+    core: &Core,
+    work: impl FnOnce(&dyn pointsman_store::OutcomeStore) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let store = core.store.clone();
+    tokio::task::spawn_blocking(move || work(store.as_ref())).await
 }
 
 fn failed(core: &Core, result: &str, version: Option<i64>, why: &str) -> Option<i64> {
