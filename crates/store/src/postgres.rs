@@ -195,61 +195,71 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store types always serialise")
 }
 
-const INSERT_DECISION: &str = "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING";
-
-fn insert_decision(
-    tx: &mut postgres::Transaction<'_>,
-    stmt: &postgres::Statement,
-    d: &LoggedDecision,
-) -> Result<Result<(), StoreError>, postgres::Error> {
-    let blob: Vec<u8> = d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let n = tx.execute(
-        stmt,
-        &[
-            &d.id,
-            &d.time_ms,
-            &d.tenant,
-            &d.prompt,
-            &d.model,
-            &d.task,
-            &(d.difficulty as f64),
-            &to_json(&d.task_scores),
-            &to_json(&d.candidates),
-            &to_json(&d.versions),
-            &blob,
-        ],
-    )?;
-    Ok(if n == 0 {
-        Err(StoreError::DuplicateDecision(d.id.clone()))
-    } else {
-        Ok(())
-    })
-}
+/// A whole batch in one statement (so one transaction, autocommitted, and
+/// one round trip once prepared): the rows as parallel arrays, unnested in
+/// order. A duplicate id is skipped (`ON CONFLICT DO NOTHING`) and missing
+/// from RETURNING.
+const INSERT_DECISIONS: &str = "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding)
+     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+     ON CONFLICT (id) DO NOTHING RETURNING id";
 
 impl PostgresStore {
-    /// The whole batch in one transaction; `Err` if any statement failed
-    /// (the transaction is then rolled back).
+    /// The whole batch in one statement; `Err` if the server refused it
+    /// (then nothing was written). Of rows sharing an id, the first wins.
     fn write_batch(
         &self,
         conn: &mut Conn,
         batch: &[LoggedDecision],
     ) -> Result<Vec<Result<(), StoreError>>, postgres::Error> {
-        let mut tx = conn.transaction()?;
-        let stmt = tx.prepare(INSERT_DECISION)?;
-        let mut results = Vec::with_capacity(batch.len());
-        for d in batch {
-            results.push(insert_decision(&mut tx, &stmt, d)?);
-        }
-        tx.commit()?;
-        Ok(results)
+        let ids: Vec<&str> = batch.iter().map(|d| d.id.as_str()).collect();
+        let times: Vec<i64> = batch.iter().map(|d| d.time_ms).collect();
+        let tenants: Vec<Option<&str>> = batch.iter().map(|d| d.tenant.as_deref()).collect();
+        let prompts: Vec<Option<&str>> = batch.iter().map(|d| d.prompt.as_deref()).collect();
+        let models: Vec<&str> = batch.iter().map(|d| d.model.as_str()).collect();
+        let tasks: Vec<&str> = batch.iter().map(|d| d.task.as_str()).collect();
+        let difficulties: Vec<f64> = batch.iter().map(|d| d.difficulty as f64).collect();
+        let scores: Vec<String> = batch.iter().map(|d| to_json(&d.task_scores)).collect();
+        let candidates: Vec<String> = batch.iter().map(|d| to_json(&d.candidates)).collect();
+        let versions: Vec<String> = batch.iter().map(|d| to_json(&d.versions)).collect();
+        let embeddings: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|d| d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let inserted = conn.query(
+            INSERT_DECISIONS,
+            &[
+                &ids,
+                &times,
+                &tenants,
+                &prompts,
+                &models,
+                &tasks,
+                &difficulties,
+                &scores,
+                &candidates,
+                &versions,
+                &embeddings,
+            ],
+        )?;
+        let mut inserted: std::collections::HashSet<String> =
+            inserted.iter().map(|r| r.get(0)).collect();
+        Ok(batch
+            .iter()
+            .map(|d| {
+                if inserted.remove(&d.id) {
+                    Ok(())
+                } else {
+                    Err(StoreError::DuplicateDecision(d.id.clone()))
+                }
+            })
+            .collect())
     }
 }
 
 impl BatchWriter for PostgresStore {
-    /// One transaction for the batch (a duplicate id is `ON CONFLICT DO
-    /// NOTHING`, its row's error). Any other failed row aborts a
-    /// PostgreSQL transaction, so then each row is retried in its own and
+    /// One statement, so one transaction, for the batch (a duplicate id is
+    /// `ON CONFLICT DO NOTHING`, its row's error). Any other failed row
+    /// fails the statement, so then each row is retried in its own and
     /// fails alone.
     fn write_decisions(&self, batch: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
         let mut conn = match self.conn() {
