@@ -95,6 +95,8 @@ pub struct EvalArgs {
     #[arg(long, default_value = "target/embedding-cache")]
     pub cache_dir: PathBuf,
     #[command(flatten)]
+    pub ope: crate::ope::OpeArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -200,21 +202,32 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             calibrate: args.calibrate,
         }),
     };
+    if args.ope.wanted() {
+        return crate::ope::run(&args.ope, args.json, args.seed);
+    }
     if !args.learning_curve.is_empty() {
         return run_learning_curve(&args, &cfg);
     }
     let (results, rows, models) = if let Some(folds) = args.folds {
         let set = load_sets(&[&args.data], &args)?.remove(0);
         let (res, rows) = cross_validate(&set, folds, &cfg)?;
+        if args.ope.explore.is_some() {
+            let splits = fold_splits(&set, folds, cfg.seed)?;
+            crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
+        }
         (res, rows, set.models)
     } else {
         anyhow::ensure!(
             !args.train.is_empty(),
-            "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K"
+            "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K (or --from-store/--from-export with --candidate)"
         );
         let mut sets = load_sets(&[&args.train, &args.test], &args)?;
         let test = sets.remove(1);
         let (res, rows) = evaluate(&sets[0], &test, &cfg)?;
+        if args.ope.explore.is_some() {
+            let splits = [(sets.remove(0), test.clone())];
+            crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
+        }
         (res, rows, test.models)
     };
     let summary = summarise(&results, &models, rows);

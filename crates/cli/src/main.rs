@@ -5,6 +5,7 @@ mod classify;
 mod eval;
 mod heads_difficulty;
 mod metrics;
+mod ope;
 mod paths;
 mod route;
 mod serve;

@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::embed_cache;
-use pointsman_server::{BatchConfig, HttpConfig, Limits, NetLimits, Serve, ServeConfig, Stopped};
+use pointsman_server::{
+    BatchConfig, Exploration, HttpConfig, Limits, NetLimits, RolloutMode, RolloutSignal, Serve,
+    ServeConfig, Stopped,
+};
 use pointsman_store::{OutcomeStore, SqliteStore};
 
 use crate::classify::load_classifier;
@@ -89,11 +92,32 @@ pub struct ServeArgs {
     /// Upstream LLM providers per catalog model (TOML; docs/GATEWAY.md, "Upstreams"), for /v1/chat/completions. Needs --http-listen.
     #[arg(long, requires = "http_listen")]
     upstreams: Option<PathBuf>,
+    /// Exploration rate ε in [0, 1): this share of decisions goes to another eligible model (same constraints), drawn in proportion to P(success), and every decision logs the probability its model was chosen with (its propensity) for off-policy evaluation (`pointsman eval --from-store`). 0 (the default) never explores; `eval --explore ε` prints what a rate costs.
+    #[arg(long, default_value_t = 0.0, value_parser = explore_rate)]
+    explore: f64,
+    /// Cold start: with --explore, a catalog model with fewer outcomes than this (those the router artifact was fitted on plus those reported since start) gets half the exploring draws, shared with the other cold models. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    explore_min_outcomes: u64,
     /// Serve beyond loopback without TLS and a bearer token (gRPC or HTTP), or with --metrics-listen beyond loopback (refused otherwise).
     #[arg(long)]
     insecure: bool,
+    /// A candidate router artifact to load beside the live one (docs/ROLLOUT.md), checked as --router is. Promote it with SIGUSR1 or Admin.Promote, drop it with SIGUSR2 or Admin.Abort.
+    #[arg(long)]
+    candidate_router: Option<PathBuf>,
+    /// How the candidate takes part: `shadow` (it decides too, logged, not acted on) or `canary:SHARE` (it decides a stable SHARE of traffic in (0, 1], by tenant, else by request).
+    #[arg(long, requires = "candidate_router", default_value = "shadow")]
+    rollout: String,
+    /// Per-tenant policies (TOML; docs/ROLLOUT.md, "Per-tenant policies"): defaults for target or lambda, allowed models, exploration rate, spend budgets. Re-read on SIGHUP or Admin.Reload.
+    #[arg(long)]
+    tenants: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+}
+
+/// An exploration rate: a number in [0, 1).
+fn explore_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    pointsman_router::explore::check_rate(v)
 }
 
 /// A duration in seconds: finite, > 0 and at most a day.
@@ -232,6 +256,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_batch_request: args.max_batch_request,
             default_output_tokens: args.output_tokens.max(1),
             store_prompts: args.store_prompts,
+            explore: Exploration {
+                rate: args.explore,
+                min_outcomes: args.explore_min_outcomes,
+                ..Exploration::default()
+            },
         },
         catalog,
         router,
@@ -249,6 +278,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .http_listen
             .map(|listen| HttpConfig { listen, upstreams }),
         publish_poll: (args.publish_poll > 0.0).then(|| Duration::from_secs_f64(args.publish_poll)),
+        tenants: args.tenants.as_deref().map(paths::resolve),
+        candidate: match &args.candidate_router {
+            None => None,
+            Some(p) => Some((
+                paths::resolve(p),
+                args.rollout
+                    .parse::<RolloutMode>()
+                    .map_err(|e| anyhow::anyhow!("--rollout: {e}"))?,
+            )),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -258,6 +297,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let (rollout_tx, rollout_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let sig = tokio::select! {
+                    Some(()) = usr1.recv() => RolloutSignal::Promote,
+                    Some(()) = usr2.recv() => RolloutSignal::Abort,
+                    else => break,
+                };
+                tracing::info!(signal = sig.signal_name(), action = ?sig, "rollout signal");
+                let _ = rollout_tx.try_send(sig);
+            }
+        });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -288,6 +341,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .shutdown(shutdown)
             .force(force)
             .reload(reload_rx)
+            .rollout_signals(rollout_rx)
             .on_bound(|bound| {
                 // One JSON line on stdout so scripts and tests learn the ports (useful with port 0).
                 println!(

@@ -92,7 +92,7 @@ pub fn run(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
 
 /// Opens `--store`: a PostgreSQL URL, or a SQLite file that must exist
 /// (a typo must not create an empty store to read from).
-fn open_existing(store: &str) -> anyhow::Result<Arc<dyn OutcomeStore>> {
+pub(crate) fn open_existing(store: &str) -> anyhow::Result<Arc<dyn OutcomeStore>> {
     if !pointsman_store::is_postgres_url(store) {
         anyhow::ensure!(Path::new(store).exists(), "--store {store}: no such file");
     }

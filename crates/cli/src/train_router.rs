@@ -89,6 +89,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         allow_unpriced: true,
         no_task_head: args.no_task_head,
         cache_dir: args.cache_dir.clone(),
+        ope: Default::default(),
         model: args.model.clone(),
     };
     let set = load_sets(&[&args.outcomes], &eval_args)?.remove(0);

@@ -21,6 +21,10 @@ pub enum EvalError {
         #[source]
         source: std::io::Error,
     },
+    /// Logs that cannot support an off-policy estimate (no exploration,
+    /// too few rows, too small an effective sample size).
+    #[error("the logs cannot support this estimate: {0}")]
+    Unsupported(String),
     #[error(transparent)]
     Router(#[from] pointsman_router::RouterError),
     #[error(transparent)]

@@ -8,13 +8,16 @@
 pub mod charts;
 pub mod curve;
 pub mod error;
+pub mod explore_cost;
 pub mod harness;
 pub mod load;
 pub mod metrics;
+pub mod ope;
 pub mod report;
 
 pub use curve::{learning_curve, subsample, CurveConfig, CurveSize, LearningCurve};
 pub use error::EvalError;
+pub use explore_cost::{exploration_cost, ExplorationCost};
 pub use harness::{
     cross_validate, evaluate, fit_set, fold_splits, EvalConfig, EvalRow, EvalSet, Observed,
     RouterResult,

@@ -3,8 +3,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pointsman_router::{
-    neighbours::MAX_ROWS, policy::decide, Catalog, Constraints, Neighbours, Policy, SuccessModel,
-    TrainingRow,
+    explore, neighbours::MAX_ROWS, policy::decide, Catalog, Constraints, Neighbours, Policy,
+    SuccessModel, TrainingRow,
 };
 use std::hint::black_box;
 
@@ -72,6 +72,52 @@ fn bench(c: &mut Criterion) {
             decide(&catalog, &p, &costs, policy, &constraints).unwrap()
         })
     });
+    // Shadow rollout (docs/ROLLOUT.md): the server computes the live and
+    // the candidate artifact's decisions on the same embedding, so the
+    // decision path costs two of the above.
+    let mut candidate = model.clone();
+    for a in candidate.ability.iter_mut() {
+        for x in a.iter_mut() {
+            *x = -*x;
+        }
+    }
+    c.bench_function(
+        "live + shadow: two success models + two policies (11 models, 384-d, rank 8)",
+        |b| {
+            b.iter(|| {
+                let p = model.predict(&refs, black_box(&embedding), &task_scores);
+                let live = decide(&catalog, &p, &costs, policy, &constraints).unwrap();
+                let q = candidate.predict(&refs, black_box(&embedding), &task_scores);
+                let shadow = decide(&catalog, &q, &costs, policy, &constraints).unwrap();
+                (live, shadow)
+            })
+        },
+    );
+    // Exploration after the policy at ε = 0.05, as `serve --explore 0.05
+    // --explore-min-outcomes 50` runs it: the cold check reads the
+    // artifact's outcome counts; the random bits come from a SplitMix64
+    // step (the server draws them from rand's thread RNG).
+    c.bench_function(
+        "success model + policy + exploration (ε 0.05, 11 models)",
+        |b| {
+            let mut state = 0u64;
+            let cold = |m: &str| {
+                model
+                    .model_index(m)
+                    .is_some_and(|i| model.outcome_counts[i] < 50)
+            };
+            b.iter(|| {
+                let p = model.predict(&refs, black_box(&embedding), &task_scores);
+                let mut d = decide(&catalog, &p, &costs, policy, &constraints).unwrap();
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                let e = explore::apply(&mut d, 0.05, &cold, z ^ (z >> 31));
+                (d, e)
+            })
+        },
+    );
     // Stacked with kNN: RouterBench's ~1,800 training prompts per fold,
     // and the most an artifact stores.
     for rows in [1800, MAX_ROWS] {

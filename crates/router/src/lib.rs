@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod explore;
 pub mod holdout;
 pub mod neighbours;
 pub mod policy;
@@ -16,6 +17,7 @@ pub mod validate;
 
 pub use catalog::{Catalog, ModelSpec};
 pub use error::RouterError;
+pub use explore::Explored;
 pub use holdout::{fit_validated, Validated, Validation};
 pub use neighbours::Neighbours;
 pub use policy::{choose, Candidate, Constraints, Decision, Policy};

@@ -30,6 +30,14 @@ pub enum ServerError {
     /// Too many store calls in flight (backpressure).
     #[error("overloaded: {capacity} outcome-store writes in flight; retry with back-off")]
     StoreBusy { capacity: usize },
+    /// A tenant's spend budget is used up and its action is `reject`.
+    #[error("tenant {tenant}: spend budget of {budget_usd} USD per {period} is used up ({spent_usd:.6} USD expected spend this {period}); it renews at the start of the next {period} (UTC)")]
+    BudgetExhausted {
+        tenant: String,
+        budget_usd: f64,
+        period: &'static str,
+        spent_usd: f64,
+    },
     /// The request's deadline passed before it was served.
     #[error("deadline exceeded before the request was served")]
     DeadlineExceeded,
@@ -83,9 +91,9 @@ impl ServerError {
                 Code::InvalidArgument
             }
             ServerError::NotFound { .. } => Code::NotFound,
-            ServerError::Overloaded { .. } | ServerError::StoreBusy { .. } => {
-                Code::ResourceExhausted
-            }
+            ServerError::Overloaded { .. }
+            | ServerError::StoreBusy { .. }
+            | ServerError::BudgetExhausted { .. } => Code::ResourceExhausted,
             ServerError::DeadlineExceeded => Code::DeadlineExceeded,
             ServerError::NotReady(_) => Code::FailedPrecondition,
             ServerError::ShuttingDown => Code::Unavailable,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
+use crate::core::rollout::{Actor, RolloutMode, RolloutStatus};
 use crate::core::{Core, OutcomeReport, RouteConstraints, RouteRequest, Routed, Versions};
 use crate::error::ServerError;
 use crate::pb;
@@ -77,6 +78,7 @@ fn versions(v: &Versions) -> pb::Versions {
         router_artifact: v.router_artifact.clone(),
         heads: v.heads.clone(),
         generation: v.generation,
+        arm: String::new(),
     }
 }
 
@@ -90,7 +92,13 @@ fn classification(p: &pointsman_classifier::Prediction) -> pb::Classification {
 
 fn route_response(r: Routed) -> pb::RouteResponse {
     let target = r.target();
+    let mut v = versions(&r.versions);
+    if r.logged.versions.contains_key("arm") {
+        v.arm = r.arm.as_str().to_string();
+    }
     pb::RouteResponse {
+        explored: r.logged.explored,
+        propensity: r.logged.propensity,
         decision_id: r.decision_id,
         model: r.decision.model,
         fallbacks: r.decision.fallbacks,
@@ -106,7 +114,7 @@ fn route_response(r: Routed) -> pb::RouteResponse {
             .collect(),
         classification: Some(classification(&r.classification)),
         reason: r.decision.reason,
-        versions: Some(versions(&r.versions)),
+        versions: Some(v),
         target,
         excluded: r.decision.excluded.into_iter().collect(),
     }
@@ -300,5 +308,98 @@ impl pb::admin_server::Admin for AdminService {
         _req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
         self.swap(true).await
+    }
+
+    async fn load_candidate(
+        &self,
+        req: Request<pb::LoadCandidateRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let r = req.into_inner();
+        if r.path.trim().is_empty() {
+            return Err(ServerError::invalid("path", "is empty").into());
+        }
+        let mode = rollout_mode("mode", &r.mode)?;
+        let actor = actor(r.who, r.why)?;
+        self.rollout(move |c| c.load_candidate(std::path::Path::new(&r.path), mode, actor))
+            .await
+    }
+
+    async fn set_rollout_mode(
+        &self,
+        req: Request<pb::SetRolloutModeRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let r = req.into_inner();
+        if r.mode.trim().is_empty() {
+            return Err(ServerError::invalid("mode", "is empty").into());
+        }
+        let mode = rollout_mode("mode", &r.mode)?;
+        let actor = actor(r.who, r.why)?;
+        self.rollout(move |c| c.set_rollout_mode(mode, actor)).await
+    }
+
+    async fn promote(
+        &self,
+        req: Request<pb::RolloutActionRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let r = req.into_inner();
+        let actor = actor(r.who, r.why)?;
+        self.rollout(move |c| c.promote(actor)).await
+    }
+
+    async fn abort(
+        &self,
+        req: Request<pb::RolloutActionRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let r = req.into_inner();
+        let actor = actor(r.who, r.why)?;
+        self.rollout(move |c| c.abort(actor)).await
+    }
+
+    async fn get_rollout(
+        &self,
+        _req: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        Ok(Response::new(rollout_status(self.core.rollout_status())))
+    }
+}
+
+impl AdminService {
+    /// Runs one rollout action on the blocking pool (it reads files and
+    /// writes the store).
+    async fn rollout(
+        &self,
+        action: impl FnOnce(&Core) -> Result<RolloutStatus, ServerError> + Send + 'static,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let core = self.core.clone();
+        let r = tokio::task::spawn_blocking(move || action(&core))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(rollout_status(r?)))
+    }
+}
+
+/// Who and why of a rollout action, bounded (they go into the store).
+fn actor(who: String, why: String) -> Result<Actor, ServerError> {
+    crate::fields::check_len("who", &who, crate::fields::MAX_NAME_BYTES)?;
+    crate::fields::check_len("why", &why, MAX_WHY_BYTES)?;
+    Ok(Actor { who, why })
+}
+
+/// Longest `why` of a rollout action, in UTF-8 bytes.
+pub const MAX_WHY_BYTES: usize = 4096;
+
+/// A mode field: empty = shadow.
+fn rollout_mode(field: &str, s: &str) -> Result<RolloutMode, ServerError> {
+    if s.trim().is_empty() {
+        return Ok(RolloutMode::Shadow);
+    }
+    s.parse().map_err(|e| ServerError::invalid(field, e))
+}
+
+fn rollout_status(s: RolloutStatus) -> pb::RolloutStatus {
+    pb::RolloutStatus {
+        live: s.live,
+        candidate: s.candidate,
+        mode: s.mode,
     }
 }

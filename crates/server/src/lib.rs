@@ -54,7 +54,8 @@ use tokio::sync::watch;
 type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 pub use batcher::{BatchConfig, Batcher};
-pub use core::{Core, Limits};
+pub use core::rollout::{RolloutMode, RolloutSignal};
+pub use core::{Core, Exploration, Limits};
 pub use error::ServerError;
 pub use metrics::Metrics;
 pub use mount::max_message_bytes;
@@ -82,6 +83,10 @@ pub struct ServeConfig {
     /// How often to poll the store for a newly published router artifact
     /// (published.rs); None = never. The first poll runs before serving.
     pub publish_poll: Option<Duration>,
+    /// Per-tenant policies (TOML, docs/ROLLOUT.md); None = none.
+    pub tenants: Option<PathBuf>,
+    /// A candidate router artifact to load beside the live one, and how.
+    pub candidate: Option<(PathBuf, core::rollout::RolloutMode)>,
 }
 
 /// The HTTP front end: where it listens and whom it forwards to. It shares
@@ -165,6 +170,7 @@ pub struct Serve {
     shutdown: BoxFuture,
     force: BoxFuture,
     reload: Option<tokio::sync::mpsc::Receiver<()>>,
+    rollout_signals: Option<tokio::sync::mpsc::Receiver<RolloutSignal>>,
     on_bound: Option<Box<dyn FnOnce(Bound) + Send>>,
 }
 
@@ -185,6 +191,7 @@ impl Serve {
             shutdown: Box::pin(std::future::pending()),
             force: Box::pin(std::future::pending()),
             reload: None,
+            rollout_signals: None,
             on_bound: None,
         }
     }
@@ -207,6 +214,12 @@ impl Serve {
         self
     }
 
+    /// Yields once per promote or abort signal (SIGUSR1, SIGUSR2).
+    pub fn rollout_signals(mut self, rx: tokio::sync::mpsc::Receiver<RolloutSignal>) -> Serve {
+        self.rollout_signals = Some(rx);
+        self
+    }
+
     /// Called once every listener is bound.
     pub fn on_bound(mut self, f: impl FnOnce(Bound) + Send + 'static) -> Serve {
         self.on_bound = Some(Box::new(f));
@@ -222,6 +235,7 @@ impl Serve {
             shutdown,
             force,
             reload,
+            rollout_signals,
             on_bound,
         } = self;
         let (core, encoder_thread) = mount::start_core(&config, classifier, encoder_id, store)?;
@@ -271,6 +285,32 @@ impl Serve {
                 while rx.recv().await.is_some() {
                     let c = core.clone();
                     let _ = tokio::task::spawn_blocking(move || c.reload(false)).await;
+                }
+            })
+        };
+        let rollout_task = {
+            let core = core.clone();
+            let mut signals = rollout_signals;
+            tokio::spawn(async move {
+                let Some(rx) = signals.as_mut() else {
+                    return;
+                };
+                while let Some(sig) = rx.recv().await {
+                    let c = core.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let actor = core::rollout::Actor {
+                            who: format!("signal:{}", sig.signal_name()),
+                            why: String::new(),
+                        };
+                        let r = match sig {
+                            RolloutSignal::Promote => c.promote(actor),
+                            RolloutSignal::Abort => c.abort(actor),
+                        };
+                        if let Err(e) = r {
+                            tracing::warn!(signal = sig.signal_name(), error = %e, "rollout signal refused");
+                        }
+                    })
+                    .await;
                 }
             })
         };
@@ -332,6 +372,7 @@ impl Serve {
                 if let Some(t) = publish_task {
                     t.abort();
                 }
+                rollout_task.abort();
                 if let Some((_, t)) = metrics_task {
                     t.abort();
                 }
@@ -341,11 +382,13 @@ impl Serve {
 
         // Every request has been answered: close the queue and wait for the encoder thread.
         reload_task.abort();
+        rollout_task.abort();
         let _ = reload_task.await;
         if let Some(t) = publish_task {
             t.abort();
             let _ = t.await;
         }
+        let _ = rollout_task.await;
         drop(core);
         tokio::task::spawn_blocking(move || encoder_thread.join())
             .await?

@@ -73,6 +73,28 @@ pub struct Metrics {
     /// Times the gateway moved on to the next model of a fallback chain, by
     /// the model that failed.
     pub upstream_fallbacks: IntCounterVec,
+    /// Rollout (docs/ROLLOUT.md): decisions by the artifact that decided
+    /// (`live` or `candidate`: two values, whatever the versions) and model.
+    pub artifact_routes: IntCounterVec,
+    /// Σ expected cost of the chosen models, by deciding artifact (USD).
+    pub artifact_expected_cost_usd: CounterVec,
+    /// Outcomes for the chosen model, by the artifact that decided.
+    pub artifact_outcomes: IntCounterVec,
+    /// Σ scores of those outcomes (÷ outcomes = reported success rate).
+    pub artifact_outcome_score: CounterVec,
+    /// Σ reported cost of those outcomes (USD).
+    pub artifact_reported_cost_usd: CounterVec,
+    /// 1 for the live and the candidate artifact's versions (info metric:
+    /// join on `artifact` to name the version behind each series).
+    pub artifact_info: prometheus::GaugeVec,
+    /// Shadow decisions by the model the candidate would have chosen.
+    pub shadow_routes: IntCounterVec,
+    /// Σ expected cost of the candidate's shadow choices (USD).
+    pub shadow_expected_cost_usd: Counter,
+    /// Shadow decisions that chose the live decision's model.
+    pub shadow_agreements: IntCounter,
+    /// Requests of a tenant over its budget, by action (`downgrade`, `reject`).
+    pub budget_breaches: IntCounterVec,
 }
 
 impl Metrics {
@@ -133,6 +155,16 @@ impl Metrics {
             upstream_tokens: IntCounterVec::new(Opts::new("pointsman_upstream_tokens_total", "Tokens from upstream usage, by model and kind"), &["model", "kind"]).unwrap(),
             upstream_cost_usd: CounterVec::new(Opts::new("pointsman_upstream_cost_usd_total", "Catalog price of upstream usage, by model (USD)"), &["model"]).unwrap(),
             upstream_fallbacks: IntCounterVec::new(Opts::new("pointsman_upstream_fallbacks_total", "Moves to the next model of a fallback chain, by the model that failed"), &["model"]).unwrap(),
+            artifact_routes: IntCounterVec::new(Opts::new("pointsman_artifact_routes_total", "Decisions by deciding artifact (live, candidate) and model"), &["artifact", "model"]).unwrap(),
+            artifact_expected_cost_usd: CounterVec::new(Opts::new("pointsman_artifact_expected_cost_usd_total", "Expected cost of the chosen models by deciding artifact (USD)"), &["artifact"]).unwrap(),
+            artifact_outcomes: IntCounterVec::new(Opts::new("pointsman_artifact_outcomes_total", "Outcomes for the chosen model by the artifact that decided"), &["artifact"]).unwrap(),
+            artifact_outcome_score: CounterVec::new(Opts::new("pointsman_artifact_outcome_score_total", "Sum of outcome scores for the chosen model by the artifact that decided"), &["artifact"]).unwrap(),
+            artifact_reported_cost_usd: CounterVec::new(Opts::new("pointsman_artifact_reported_cost_usd_total", "Reported cost of outcomes for the chosen model by the artifact that decided (USD)"), &["artifact"]).unwrap(),
+            artifact_info: prometheus::GaugeVec::new(Opts::new("pointsman_artifact_info", "1 for the live and the candidate router artifact versions"), &["artifact", "version"]).unwrap(),
+            shadow_routes: IntCounterVec::new(Opts::new("pointsman_shadow_routes_total", "Shadow decisions by the model the candidate would have chosen"), &["model"]).unwrap(),
+            shadow_expected_cost_usd: Counter::new("pointsman_shadow_expected_cost_usd_total", "Expected cost of the candidate's shadow choices (USD)").unwrap(),
+            shadow_agreements: IntCounter::new("pointsman_shadow_agreements_total", "Shadow decisions that chose the live decision's model").unwrap(),
+            budget_breaches: IntCounterVec::new(Opts::new("pointsman_budget_breaches_total", "Requests of a tenant over its budget, by action"), &["action"]).unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -165,7 +197,35 @@ impl Metrics {
         r.register(Box::new(m.upstream_tokens.clone())).unwrap();
         r.register(Box::new(m.upstream_cost_usd.clone())).unwrap();
         r.register(Box::new(m.upstream_fallbacks.clone())).unwrap();
+        r.register(Box::new(m.artifact_routes.clone())).unwrap();
+        r.register(Box::new(m.artifact_expected_cost_usd.clone()))
+            .unwrap();
+        r.register(Box::new(m.artifact_outcomes.clone())).unwrap();
+        r.register(Box::new(m.artifact_outcome_score.clone()))
+            .unwrap();
+        r.register(Box::new(m.artifact_reported_cost_usd.clone()))
+            .unwrap();
+        r.register(Box::new(m.artifact_info.clone())).unwrap();
+        r.register(Box::new(m.shadow_routes.clone())).unwrap();
+        r.register(Box::new(m.shadow_expected_cost_usd.clone()))
+            .unwrap();
+        r.register(Box::new(m.shadow_agreements.clone())).unwrap();
+        r.register(Box::new(m.budget_breaches.clone())).unwrap();
         m
+    }
+
+    /// Points `pointsman_artifact_info` at the live and candidate versions
+    /// ("" = none), dropping the old ones (bounded: two series).
+    pub fn set_artifacts(&self, live: &str, candidate: &str) {
+        self.artifact_info.reset();
+        self.artifact_info
+            .with_label_values(&["live", live])
+            .set(1.0);
+        if !candidate.is_empty() {
+            self.artifact_info
+                .with_label_values(&["candidate", candidate])
+                .set(1.0);
+        }
     }
 
     /// The text exposition format.

@@ -33,6 +33,8 @@ pub(crate) fn start_core(
         embedding_dim: classifier.encoder().dim(),
         encoder_id: encoder_id.clone(),
     })?);
+    let tenants =
+        core::tenants::TenantsHolder::load(config.tenants.clone(), &state.snapshot().catalog)?;
     let metrics = Arc::new(Metrics::new());
     metrics.generation.set(1.0);
     let (batcher, encoder_thread) =
@@ -46,7 +48,24 @@ pub(crate) fn start_core(
         heads_version,
         encoder_id,
         store_slots: Arc::new(tokio::sync::Semaphore::new(core::STORE_SLOTS)),
+        rollout: Arc::new(core::rollout::Rollout::default()),
+        tenants: Arc::new(tenants),
+        spend: Arc::new(core::tenants::MemorySpend::default()),
     });
+    core.seed_spend();
+    let live = core.state.snapshot().versions.router_artifact.clone();
+    core.metrics.set_artifacts(&live, "");
+    if let Some((path, mode)) = &config.candidate {
+        core.load_candidate(
+            path,
+            *mode,
+            core::rollout::Actor {
+                who: "serve --candidate-router".into(),
+                why: "start-up".into(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("--candidate-router {}: {e}", path.display()))?;
+    }
     Ok((core, encoder_thread))
 }
 

@@ -20,6 +20,10 @@ pub struct RoutingState {
     /// FAILED_PRECONDITION meanwhile.
     pub success: Option<SuccessModel>,
     pub versions: Versions,
+    /// The router artifact file this state was read from: the next reload
+    /// re-reads it (a promoted candidate's path after a promote; the one
+    /// before after a rollback).
+    pub router_path: Option<PathBuf>,
 }
 
 /// Where the state comes from and how to check it.
@@ -64,10 +68,58 @@ impl StateHolder {
 
     /// Re-reads the files and swaps them in; on error the current state stays.
     pub fn reload(&self) -> anyhow::Result<Arc<RoutingState>> {
+        self.reload_checked(|_| Ok(()))
+    }
+
+    /// [`StateHolder::reload`], swapping only if `check` accepts the new
+    /// state (e.g. the tenants file against the new catalog).
+    pub fn reload_checked(
+        &self,
+        check: impl FnOnce(&RoutingState) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Arc<RoutingState>> {
+        self.swap_in(None, check)
+    }
+
+    /// Makes the artifact at `router` live (a rollout's promote): the
+    /// catalog and that artifact are read as a reload reads them, swapped
+    /// in atomically, and later reloads re-read `router`. Refused, with
+    /// the current state kept, if the file's version is not `expect`
+    /// (it changed on disk since it was loaded as the candidate).
+    pub fn promote(&self, router: &Path, expect: &str) -> anyhow::Result<Arc<RoutingState>> {
+        self.swap_in(Some(router.to_path_buf()), |next| {
+            anyhow::ensure!(
+                next.versions.router_artifact == expect,
+                "{}: is now {}, not the candidate {expect} that was loaded; load it again as the candidate first",
+                router.display(),
+                next.versions.router_artifact
+            );
+            Ok(())
+        })
+    }
+
+    /// The checks a router artifact must pass to be served (dimension,
+    /// encoder), and its version; for a rollout candidate.
+    pub fn read_artifact(&self, path: &Path) -> anyhow::Result<(SuccessModel, String)> {
+        read_artifact(&self.source, path)
+    }
+
+    /// Reads the catalog and the router artifact (`promote_to`, else the
+    /// current state's), checks, swaps.
+    fn swap_in(
+        &self,
+        promote_to: Option<PathBuf>,
+        check: impl FnOnce(&RoutingState) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Arc<RoutingState>> {
         let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let router = promote_to.or_else(|| self.current.load().router_path.clone());
         // Serialised by the `previous` lock, so load-then-store is safe.
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        let next = Arc::new(read_state(&self.source, generation)?);
+        let source = StateSource {
+            router,
+            ..self.source.clone()
+        };
+        let next = Arc::new(read_state(&source, generation)?);
+        check(&next)?;
         self.generation.store(generation, Ordering::SeqCst);
         let old = self.current.swap(next.clone());
         *previous = Some(old);
@@ -98,11 +150,14 @@ impl StateHolder {
                 )
             }
         };
+        // A later SIGHUP reload re-reads the files, as before the publish.
+        let router_path = self.current.load().router_path.clone();
         let next = Arc::new(build_state(
             &self.source,
             (catalog.0, &catalog.1),
             Some((router, &format!("{label} router artifact"), label)),
             generation,
+            router_path,
         )?);
         self.generation.store(generation, Ordering::SeqCst);
         let old = self.current.swap(next.clone());
@@ -135,13 +190,7 @@ fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingSt
     let catalog = read(&source.catalog)?;
     let router = match &source.router {
         None => None,
-        Some(path) => {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Some((read(path)?, path.display().to_string(), name))
-        }
+        Some(path) => Some((read(path)?, path.display().to_string(), file_name(path))),
     };
     build_state(
         source,
@@ -150,7 +199,14 @@ fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingSt
             .as_ref()
             .map(|(b, shown, name)| (b.as_slice(), shown.as_str(), name.as_str())),
         generation,
+        source.router.clone(),
     )
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A state from bytes: `catalog` is (bytes, where they came from), and
@@ -161,6 +217,7 @@ fn build_state(
     (bytes, catalog_from): (&[u8], &str),
     router: Option<(&[u8], &str, &str)>,
     generation: u64,
+    router_path: Option<PathBuf>,
 ) -> anyhow::Result<RoutingState> {
     let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{catalog_from}: {e}"))?;
     let catalog =
@@ -168,24 +225,8 @@ fn build_state(
     let (success, router_version) = match router {
         None => (None, String::new()),
         Some((bytes, from, name)) => {
-            let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
-            let model =
-                SuccessModel::from_json(text).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
-            if model.dim != source.embedding_dim {
-                anyhow::bail!(
-                    "{from}: fitted on {}-dimensional embeddings but the encoder gives {}; retrain with `pointsman train router`",
-                    model.dim,
-                    source.embedding_dim
-                );
-            }
-            if !model.encoder_id.is_empty() && model.encoder_id != source.encoder_id {
-                anyhow::bail!(
-                    "{from}: fitted on embeddings of encoder {}, but this server's encoder is {}; retrain with `pointsman train router`",
-                    model.encoder_id,
-                    source.encoder_id
-                );
-            }
-            (Some(model), format!("{name}@{}", short_sha(bytes)))
+            let (model, version) = check_artifact(source, bytes, from, name)?;
+            (Some(model), version)
         }
     };
     Ok(RoutingState {
@@ -197,5 +238,44 @@ fn build_state(
             heads: source.heads_version.clone(),
             generation,
         },
+        router_path,
     })
+}
+
+/// Reads and checks one router artifact: (the model, `file@sha256 prefix`).
+fn read_artifact(source: &StateSource, path: &Path) -> anyhow::Result<(SuccessModel, String)> {
+    let bytes = read(path)?;
+    check_artifact(
+        source,
+        &bytes,
+        &path.display().to_string(),
+        &file_name(path),
+    )
+}
+
+/// Parses and checks a router artifact's bytes (`from` names where they
+/// came from in errors): (the model, `name@sha256 prefix`).
+fn check_artifact(
+    source: &StateSource,
+    bytes: &[u8],
+    from: &str,
+    name: &str,
+) -> anyhow::Result<(SuccessModel, String)> {
+    let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+    let model = SuccessModel::from_json(text).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+    if model.dim != source.embedding_dim {
+        anyhow::bail!(
+            "{from}: fitted on {}-dimensional embeddings but the encoder gives {}; retrain with `pointsman train router`",
+            model.dim,
+            source.embedding_dim
+        );
+    }
+    if !model.encoder_id.is_empty() && model.encoder_id != source.encoder_id {
+        anyhow::bail!(
+            "{from}: fitted on embeddings of encoder {}, but this server's encoder is {}; retrain with `pointsman train router`",
+            model.encoder_id,
+            source.encoder_id
+        );
+    }
+    Ok((model, format!("{name}@{}", short_sha(bytes))))
 }

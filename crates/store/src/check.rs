@@ -40,6 +40,18 @@ pub fn decision(d: &LoggedDecision) -> Result<(), StoreError> {
         name("tenant", t)?;
     }
     finite("difficulty", d.difficulty as f64)?;
+    if let Some(sh) = &d.shadow {
+        name("shadow.artifact", &sh.artifact)?;
+        name("shadow.model", &sh.model)?;
+        finite("shadow.p_success", sh.p_success)?;
+        finite("shadow.expected_cost_usd", sh.expected_cost_usd)?;
+    }
+    if !(d.propensity > 0.0 && d.propensity <= 1.0) {
+        return Err(invalid(format!(
+            "propensity is {}; it must be a probability in (0, 1]",
+            d.propensity
+        )));
+    }
     if let Some(i) = d.embedding.iter().position(|x| !x.is_finite()) {
         return Err(invalid(format!(
             "embedding[{i}] is {}; only finite numbers are stored",

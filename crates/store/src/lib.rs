@@ -89,6 +89,65 @@ pub struct LoggedDecision {
     pub tenant: Option<String>,
     /// The prompt text, only when the server stores prompts.
     pub prompt: Option<String>,
+    /// Probability with which `model` was chosen under this state, in
+    /// (0, 1]: 1.0 when the server was not exploring (rows logged before
+    /// propensities existed read as 1.0).
+    #[serde(default = "certain")]
+    pub propensity: f64,
+    /// Whether exploration drew this decision (not the policy's choice).
+    #[serde(default)]
+    pub explored: bool,
+    /// What a candidate router artifact loaded in shadow mode would have
+    /// chosen for the same prompt (not acted on); None without a shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowDecision>,
+}
+
+fn certain() -> f64 {
+    1.0
+}
+
+/// A candidate artifact's decision, computed beside the live one and
+/// logged, not acted on (docs/ROLLOUT.md, "Shadow").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowDecision {
+    /// The candidate artifact's version (`file@sha256 prefix`).
+    pub artifact: String,
+    /// The model the candidate would have chosen.
+    pub model: String,
+    /// The candidate's P(success) for that model.
+    pub p_success: f64,
+    /// Expected cost of that model's call in USD.
+    pub expected_cost_usd: f64,
+}
+
+/// One rollout action (load a candidate, promote, abort, change mode),
+/// kept in the store's `rollout_events` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// `load`, `promote`, `abort` or `mode`.
+    pub action: String,
+    /// The live artifact's version before the action.
+    pub from_version: String,
+    /// The candidate's version (for `promote`: the new live version).
+    pub to_version: String,
+    /// The rollout mode after the action (`off`, `shadow`, `canary:0.1`).
+    pub mode: String,
+    /// Who asked (an Admin call's `who`, or `signal:SIGUSR1`).
+    pub who: String,
+    /// Why, as given.
+    pub why: String,
+}
+
+/// What [`OutcomeStore::decision_meta`] returns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DecisionMeta {
+    /// The chosen model.
+    pub model: String,
+    pub tenant: Option<String>,
+    pub versions: BTreeMap<String, String>,
 }
 
 /// One reported outcome of one model on a decision's prompt.
@@ -150,8 +209,9 @@ impl DecisionWithOutcomes {
     /// gives the quality, the gateway what it measured). Extra fields:
     /// `embedding`, `task_scores`, `predicted_task`,
     /// `predicted_difficulty`, `chosen_model`, `candidates`, `versions`,
-    /// `time_ms`, `tenant`, `prompt_stored`, and `calls` (the gateway's
-    /// upstream calls, when there were any).
+    /// `time_ms`, `tenant`, `prompt_stored`, `propensity`, `explored`,
+    /// `calls` (the gateway's upstream calls, when there were any) and
+    /// `shadow` (a shadow candidate's decision, when one was loaded).
     pub fn to_record(&self) -> Record {
         let d = &self.decision;
         let mut r = Record::new(
@@ -187,11 +247,16 @@ impl DecisionWithOutcomes {
         extra.insert("candidates".into(), json(&d.candidates));
         extra.insert("versions".into(), json(&d.versions));
         extra.insert("time_ms".into(), d.time_ms.into());
+        extra.insert("propensity".into(), json(&d.propensity));
+        extra.insert("explored".into(), d.explored.into());
         if let Some(t) = &d.tenant {
             extra.insert("tenant".into(), t.clone().into());
         }
         if !self.calls.is_empty() {
             extra.insert("calls".into(), json(&self.calls));
+        }
+        if let Some(shadow) = &d.shadow {
+            extra.insert("shadow".into(), json(shadow));
         }
         extra.insert("embedding".into(), json(&d.embedding));
         r
@@ -267,6 +332,21 @@ pub trait OutcomeStore: Send + Sync {
     /// other candidates); None for an unknown id. Outcomes for these stay
     /// reportable after a catalog reload drops the model.
     fn decision_models(&self, id: &str) -> Result<Option<Vec<String>>, StoreError>;
+
+    /// Records one rollout action (durable before it returns).
+    fn append_rollout_event(&self, event: &RolloutEvent) -> Result<(), StoreError>;
+
+    /// Every rollout action, oldest first.
+    fn rollout_events(&self) -> Result<Vec<RolloutEvent>, StoreError>;
+
+    /// The chosen model, tenant and `versions` of a decision; None for an
+    /// unknown id (outcome metrics split by the artifact that decided).
+    fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError>;
+
+    /// Σ expected cost of the chosen models of `tenant`'s decisions logged
+    /// at or after `since_ms` (seeds the per-tenant spend counters at
+    /// start-up).
+    fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError>;
 
     /// Calls `each` for every logged decision with its outcomes, oldest
     /// first; stops at the first error `each` returns. Returns the count.

@@ -7,12 +7,13 @@
 
 use crate::StoreError;
 
-/// One schema step.
-pub struct Migration {
+/// One schema step: `step` is the SQL (PostgreSQL: run as one batch) or
+/// the function (SQLite) that applies it inside the migration's
+/// transaction.
+pub struct Migration<S = &'static str> {
     /// What it adds (shown in logs and errors).
     pub what: &'static str,
-    /// The SQL, run as one batch inside the migration's transaction.
-    pub sql: &'static str,
+    pub step: S,
 }
 
 /// The error for a database whose schema is newer than this binary's.
@@ -27,11 +28,11 @@ pub(crate) fn newer_schema(store: &str, found: i64, known: usize) -> StoreError 
 }
 
 /// The migrations a database at `found` still needs (refusing a newer one).
-pub(crate) fn pending<'a>(
+pub(crate) fn pending<'a, S>(
     store: &str,
-    migrations: &'a [Migration],
+    migrations: &'a [Migration<S>],
     found: i64,
-) -> Result<&'a [Migration], StoreError> {
+) -> Result<&'a [Migration<S>], StoreError> {
     let known = migrations.len();
     if found < 0 || found as usize > known {
         return Err(newer_schema(store, found, known));

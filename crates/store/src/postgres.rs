@@ -199,8 +199,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 /// one round trip once prepared): the rows as parallel arrays, unnested in
 /// order. A duplicate id is skipped (`ON CONFLICT DO NOTHING`) and missing
 /// from RETURNING.
-const INSERT_DECISIONS: &str = "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding)
-     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+const INSERT_DECISIONS: &str = "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored, shadow)
+     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::float8[], $13::bool[], $14::text[])
      ON CONFLICT (id) DO NOTHING RETURNING id";
 
 impl PostgresStore {
@@ -225,6 +225,12 @@ impl PostgresStore {
             .iter()
             .map(|d| d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect())
             .collect();
+        let propensities: Vec<f64> = batch.iter().map(|d| d.propensity).collect();
+        let explored: Vec<bool> = batch.iter().map(|d| d.explored).collect();
+        let shadows: Vec<Option<String>> = batch
+            .iter()
+            .map(|d| d.shadow.as_ref().map(to_json))
+            .collect();
         let inserted = conn.query(
             INSERT_DECISIONS,
             &[
@@ -239,6 +245,9 @@ impl PostgresStore {
                 &candidates,
                 &versions,
                 &embeddings,
+                &propensities,
+                &explored,
+                &shadows,
             ],
         )?;
         let mut inserted: std::collections::HashSet<String> =
@@ -442,6 +451,72 @@ impl OutcomeStore for PostgresStore {
         each: &mut dyn FnMut(DecisionWithOutcomes) -> Result<(), StoreError>,
     ) -> Result<usize, StoreError> {
         export::export(self, each)
+    }
+
+    fn append_rollout_event(&self, e: &crate::RolloutEvent) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO rollout_events (time_ms, action, from_version, to_version, mode, who, why)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&e.time_ms, &e.action, &e.from_version, &e.to_version, &e.mode, &e.who, &e.why],
+            )
+            .map(|_| ())
+            .map_err(|e| self.pg(e))
+    }
+
+    fn rollout_events(&self) -> Result<Vec<crate::RolloutEvent>, StoreError> {
+        let rows = self
+            .conn()?
+            .query(
+                "SELECT time_ms, action, from_version, to_version, mode, who, why
+                 FROM rollout_events ORDER BY seq",
+                &[],
+            )
+            .map_err(|e| self.pg(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::RolloutEvent {
+                time_ms: r.get(0),
+                action: r.get(1),
+                from_version: r.get(2),
+                to_version: r.get(3),
+                mode: r.get(4),
+                who: r.get(5),
+                why: r.get(6),
+            })
+            .collect())
+    }
+
+    fn decision_meta(&self, id: &str) -> Result<Option<crate::DecisionMeta>, StoreError> {
+        let row = self
+            .conn()?
+            .query_opt(
+                "SELECT model, tenant, versions FROM decisions WHERE id = $1",
+                &[&id],
+            )
+            .map_err(|e| self.pg(e))?;
+        row.map(|r| {
+            let versions: String = r.get(2);
+            Ok(crate::DecisionMeta {
+                model: r.get(0),
+                tenant: r.get(1),
+                versions: serde_json::from_str(&versions)
+                    .map_err(|e| self.err(format!("versions: {e}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError> {
+        // The chosen model is the first candidate (LoggedDecision.candidates).
+        self.conn()?
+            .query_one(
+                "SELECT COALESCE(SUM((candidates::jsonb -> 0 ->> 'expected_cost_usd')::float8), 0.0)
+                 FROM decisions WHERE tenant = $1 AND time_ms >= $2",
+                &[&tenant, &since_ms],
+            )
+            .map(|r| r.get(0))
+            .map_err(|e| self.pg(e))
     }
 
     fn publish_artifact(

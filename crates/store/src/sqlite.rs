@@ -9,7 +9,8 @@ use crate::artifact::{self, Activation, ArtifactVersion, PublishedArtifact};
 use crate::commit::{BatchWriter, GroupCommit};
 use crate::migrate::{self, Migration};
 use crate::{
-    DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore, StoreError,
+    DecisionMeta, DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore,
+    RolloutEvent, StoreError,
 };
 
 /// The schema, one step per version (`PRAGMA user_version` records the
@@ -17,16 +18,31 @@ use crate::{
 /// (user_version 0): its `IF NOT EXISTS` statements leave such a store's
 /// tables as they are and add what it lacks (a store from before the
 /// gateway gets `calls`).
-pub(crate) const MIGRATIONS: &[Migration] = &[
+pub(crate) const MIGRATIONS: &[Migration<SqliteStep>] = &[
     Migration {
         what: "decisions, outcomes and gateway calls",
-        sql: BASELINE,
+        step: |c| c.execute_batch(BASELINE),
     },
     Migration {
         what: "published router artifacts",
-        sql: ARTIFACTS,
+        step: |c| c.execute_batch(ARTIFACTS),
+    },
+    // Rollout (shadow, rollout_events) and exploration (propensity,
+    // explored) were added on their branches as idempotent checks of
+    // `pragma table_info`, run on every open; as one versioned step they
+    // still run as such checks, so a store already carrying the columns
+    // (written by those branches' binaries, at version 0) keeps them.
+    Migration {
+        what: "rollout shadow decisions and events, exploration propensities",
+        step: |c| {
+            migrate_add_rollout(c)?;
+            migrate_add_propensity(c)
+        },
     },
 ];
+
+/// One SQLite schema step, run inside the migration's transaction.
+pub(crate) type SqliteStep = fn(&Connection) -> rusqlite::Result<()>;
 
 const ARTIFACTS: &str = "
 CREATE TABLE artifacts (
@@ -183,7 +199,7 @@ fn migrate_sqlite(conn: &mut Connection, path: &Path) -> Result<(), StoreError> 
     }
     for (i, m) in pending.iter().enumerate() {
         let version = found as usize + i + 1;
-        tx.execute_batch(m.sql).map_err(|e| {
+        (m.step)(&tx).map_err(|e| {
             err(format!(
                 "schema migration to version {version} ({}): {e}",
                 m.what
@@ -227,6 +243,34 @@ impl BatchWriter for SqliteStore {
     }
 }
 
+/// The shadow/canary rollout's schema change, idempotent: a nullable
+/// `shadow` column on `decisions` (JSON [`crate::ShadowDecision`]; added
+/// only when `pragma table_info` lacks it, so a store from before keeps
+/// its rows, read back with no shadow) and the `rollout_events` table.
+/// One function so the versioned migrations can take it over whole.
+fn migrate_add_rollout(conn: &Connection) -> rusqlite::Result<()> {
+    let has_shadow = conn
+        .prepare("SELECT 1 FROM pragma_table_info('decisions') WHERE name = 'shadow'")?
+        .exists([])?;
+    if !has_shadow {
+        conn.execute_batch("ALTER TABLE decisions ADD COLUMN shadow TEXT")?;
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS rollout_events (
+            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+            time_ms      INTEGER NOT NULL,
+            action       TEXT NOT NULL,   -- load | promote | abort | mode
+            from_version TEXT NOT NULL,
+            to_version   TEXT NOT NULL,
+            mode         TEXT NOT NULL,
+            who          TEXT NOT NULL,
+            why          TEXT NOT NULL
+        );
+        -- Seeds the per-tenant budget counters at start-up.
+        CREATE INDEX IF NOT EXISTS decisions_by_tenant_time ON decisions(tenant, time_ms);",
+    )
+}
+
 fn backend(path: &Path) -> impl Fn(String) -> StoreError + '_ {
     move |message| StoreError::Backend {
         path: path.display().to_string(),
@@ -238,11 +282,33 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store types always serialise")
 }
 
+/// Adds `propensity` (REAL, default 1.0) and `explored` (INTEGER 0/1,
+/// default 0) to a `decisions` table from before exploration existed, so
+/// old stores keep opening and their rows read as non-exploring decisions
+/// chosen with certainty. Idempotent: a column already there is left
+/// alone (checked with `pragma table_info`).
+fn migrate_add_propensity(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('decisions')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let has = |c: &str| columns.iter().any(|n| n == c);
+    if !has("propensity") {
+        conn.execute_batch(
+            "ALTER TABLE decisions ADD COLUMN propensity REAL NOT NULL DEFAULT 1.0",
+        )?;
+    }
+    if !has("explored") {
+        conn.execute_batch("ALTER TABLE decisions ADD COLUMN explored INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()> {
     let blob: Vec<u8> = d.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
     conn.execute(
-        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO decisions (id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored, shadow)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             d.id,
             d.time_ms,
@@ -254,7 +320,10 @@ fn insert_decision(conn: &Connection, d: &LoggedDecision) -> rusqlite::Result<()
             to_json(&d.task_scores),
             to_json(&d.candidates),
             to_json(&d.versions),
-            blob
+            blob,
+            d.propensity,
+            d.explored,
+            d.shadow.as_ref().map(to_json),
         ],
     )?;
     Ok(())
@@ -433,6 +502,73 @@ impl OutcomeStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn append_rollout_event(&self, e: &RolloutEvent) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO rollout_events (time_ms, action, from_version, to_version, mode, who, why)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.time_ms, e.action, e.from_version, e.to_version, e.mode, e.who, e.why],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn rollout_events(&self) -> Result<Vec<RolloutEvent>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn
+            .prepare(
+                "SELECT time_ms, action, from_version, to_version, mode, who, why
+                 FROM rollout_events ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        q.query_map([], |r| {
+            Ok(RolloutEvent {
+                time_ms: r.get(0)?,
+                action: r.get(1)?,
+                from_version: r.get(2)?,
+                to_version: r.get(3)?,
+                mode: r.get(4)?,
+                who: r.get(5)?,
+                why: r.get(6)?,
+            })
+        })
+        .and_then(|it| it.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError> {
+        let row: Option<(String, Option<String>, String)> = self
+            .lock()
+            .query_row(
+                "SELECT model, tenant, versions FROM decisions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(model, tenant, versions)| {
+            Ok(DecisionMeta {
+                model,
+                tenant,
+                versions: serde_json::from_str(&versions)
+                    .map_err(|e| self.err(format!("versions: {e}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError> {
+        // The chosen model is the first candidate (LoggedDecision.candidates).
+        self.lock()
+            .query_row(
+                "SELECT COALESCE(SUM(json_extract(candidates, '$[0].expected_cost_usd')), 0.0)
+                 FROM decisions WHERE tenant = ?1 AND time_ms >= ?2",
+                params![tenant, since_ms],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     fn export(
         &self,
         each: &mut dyn FnMut(DecisionWithOutcomes) -> Result<(), StoreError>,
@@ -452,7 +588,7 @@ impl OutcomeStore for SqliteStore {
             .map_err(|e| self.err(e))?;
         let mut decisions = conn
             .prepare(
-                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding
+                "SELECT id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored, shadow
                  FROM decisions ORDER BY seq",
             )
             .map_err(|e| self.err(e))?;
@@ -480,6 +616,15 @@ impl OutcomeStore for SqliteStore {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
+                propensity: row.get(11).map_err(|e| self.err(e))?,
+                explored: row.get(12).map_err(|e| self.err(e))?,
+                shadow: match row.get::<_, Option<String>>(13).map_err(|e| self.err(e))? {
+                    None => None,
+                    Some(text) => Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| self.err(format!("column shadow: {e}")))?,
+                    ),
+                },
             };
             let outs = outcomes
                 .query_map([&id], |r| {
@@ -664,5 +809,7 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;

@@ -10,13 +10,16 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pointsman_classifier::Embedded;
 use pointsman_router::catalog::estimate_tokens;
-use pointsman_router::{policy, RouterError};
-use pointsman_store::{LoggedCandidate, LoggedDecision};
+use pointsman_router::{policy, Decision, RouterError, SuccessModel};
+use pointsman_store::{LoggedCandidate, LoggedDecision, ShadowDecision};
 
 use super::request::{RouteRequest, Routed};
+use super::rollout::{Active, Arm, RolloutMode};
+use super::tenants::OnBudget;
 use super::validate::{check_route, Plan};
 use super::{Core, Limits};
 use crate::error::ServerError;
+use crate::fields::quote;
 use crate::state::RoutingState;
 
 pub(crate) fn now_ms() -> i64 {
@@ -48,21 +51,26 @@ pub fn decide(
     let Plan {
         policy,
         mut constraints,
+        rollout,
+        downgrade,
+        explore_rate,
     } = plan;
-    let success = state
+    let live = state
         .success
         .as_ref()
         .ok_or_else(|| ServerError::NotReady("no router artifact is loaded".into()))?;
     let catalog = &state.catalog;
     let names = catalog.names();
-    let tasks = success.task_vector(
-        embedded
-            .prediction
-            .task_scores
-            .iter()
-            .map(|(k, v)| (k.as_str(), *v)),
-    );
-    let p = success.predict(&names, &embedded.embedding, &tasks);
+    let id = uuid::Uuid::new_v4().to_string();
+    // Under canary the candidate decides this request's share of traffic.
+    let arm = rollout
+        .as_ref()
+        .map_or(Arm::Live, |a| a.arm(r.tenant.as_deref(), &id));
+    let (success, artifact) = match (&rollout, arm) {
+        (Some(a), Arm::Canary) => (&a.candidate.success, &a.candidate.version),
+        _ => (live, &state.versions.router_artifact),
+    };
+    let p = predict(success, &names, &embedded);
     // Artifacts are checked at load, but a decision on a NaN would pick
     // the first model and poison the store: never emit one.
     pointsman_router::validate::check_probabilities(&names, &p)
@@ -77,7 +85,7 @@ pub fn decide(
         .map(|m| m.cost_usd(input_tokens, output_tokens))
         .collect();
     constraints.min_context_tokens = Some(input_tokens + output_tokens);
-    let decision =
+    let mut decision =
         policy::decide(catalog, &p, &cost, policy, &constraints).map_err(|e| match e {
             RouterError::NoEligibleModel(why) => ServerError::invalid(
                 format!("{prefix}constraints"),
@@ -85,8 +93,46 @@ pub fn decide(
             ),
             other => ServerError::Internal(other.to_string()),
         })?;
-    let id = uuid::Uuid::new_v4().to_string();
-    let versions = state.versions.clone();
+    // A tenant over its budget with on_budget = "downgrade" gets the
+    // cheapest model and does not explore. Otherwise exploration after the
+    // policy, at the tenant's rate if its policy sets one, else the
+    // server's: only among the candidates the constraints left, with the
+    // propensity logged either way.
+    let explore = &limits.explore;
+    let explored = if downgrade {
+        decision = cheapest(decision, r.tenant.as_deref().unwrap_or_default());
+        pointsman_router::explore::Explored {
+            index: 0,
+            propensity: 1.0,
+            explored: false,
+        }
+    } else {
+        let cold = |m: &str| explore.is_cold(success, m);
+        let rate = explore_rate.unwrap_or(explore.rate);
+        pointsman_router::explore::apply(&mut decision, rate, &cold, rand::random())
+    };
+    // Under shadow the candidate decides too, on the same embedding,
+    // costs and constraints; logged, never acted on.
+    let shadow = match &rollout {
+        Some(a) if a.mode == RolloutMode::Shadow => {
+            shadow_decision(a, catalog, &names, &embedded, &cost, policy, &constraints)
+        }
+        _ => None,
+    };
+    let mut versions = state.versions.clone();
+    versions.router_artifact = artifact.clone();
+    let mut logged_versions = BTreeMap::from([
+        ("catalog".to_string(), versions.catalog.clone()),
+        (
+            "router_artifact".to_string(),
+            versions.router_artifact.clone(),
+        ),
+        ("heads".to_string(), versions.heads.clone()),
+        ("encoder".to_string(), encoder_id.to_string()),
+    ]);
+    if rollout.is_some() {
+        logged_versions.insert("arm".to_string(), arm.as_str().to_string());
+    }
     let logged = LoggedDecision {
         id: id.clone(),
         time_ms: now_ms(),
@@ -104,17 +150,12 @@ pub fn decide(
                 expected_cost_usd: c.expected_cost_usd,
             })
             .collect(),
-        versions: BTreeMap::from([
-            ("catalog".to_string(), versions.catalog.clone()),
-            (
-                "router_artifact".to_string(),
-                versions.router_artifact.clone(),
-            ),
-            ("heads".to_string(), versions.heads.clone()),
-            ("encoder".to_string(), encoder_id.to_string()),
-        ]),
+        versions: logged_versions,
         tenant: r.tenant.clone(),
         prompt: limits.store_prompts.then(|| r.prompt.clone()),
+        propensity: explored.propensity,
+        explored: explored.explored,
+        shadow,
     };
     let saved_usd = decision
         .candidates
@@ -131,8 +172,79 @@ pub fn decide(
         input_tokens,
         saved_usd,
         tenant: r.tenant.clone(),
+        arm,
         logged,
     })
+}
+
+/// P(success) of every catalog model under one artifact.
+fn predict(success: &SuccessModel, names: &[&str], e: &Embedded) -> Vec<f64> {
+    let tasks = success.task_vector(
+        e.prediction
+            .task_scores
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v)),
+    );
+    success.predict(names, &e.embedding, &tasks)
+}
+
+/// The candidate's decision for the same request (None, with a warning,
+/// if it cannot make one: a shadow never fails the live request).
+fn shadow_decision(
+    a: &Active,
+    catalog: &pointsman_router::Catalog,
+    names: &[&str],
+    e: &Embedded,
+    cost: &[f64],
+    policy: pointsman_router::Policy,
+    constraints: &pointsman_router::Constraints,
+) -> Option<ShadowDecision> {
+    let p = predict(&a.candidate.success, names, e);
+    let made = pointsman_router::validate::check_probabilities(names, &p)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            policy::decide(catalog, &p, cost, policy, constraints).map_err(|e| e.to_string())
+        });
+    match made {
+        Ok(d) => Some(ShadowDecision {
+            artifact: a.candidate.version.clone(),
+            model: d.model,
+            p_success: d.p_success,
+            expected_cost_usd: d.expected_cost_usd,
+        }),
+        Err(e) => {
+            tracing::warn!(candidate = %a.candidate.version, error = %e, "shadow decision failed");
+            None
+        }
+    }
+}
+
+/// A tenant over its budget with `on_budget = "downgrade"`: the cheapest
+/// eligible model (the higher P on a tie) goes first, the rest keep the
+/// policy's fallback order.
+fn cheapest(mut d: Decision, tenant: &str) -> Decision {
+    let Some(i) = (0..d.candidates.len()).min_by(|&a, &b| {
+        let (x, y) = (&d.candidates[a], &d.candidates[b]);
+        x.expected_cost_usd
+            .total_cmp(&y.expected_cost_usd)
+            .then(y.p_success.total_cmp(&x.p_success))
+    }) else {
+        return d;
+    };
+    let chosen = d.candidates.remove(i);
+    d.candidates.insert(0, chosen);
+    let first = &d.candidates[0];
+    d.reason = format!(
+        "tenant {} is over its spend budget (on_budget = downgrade): the cheapest eligible model, {:.6} USD (the policy chose {})",
+        quote(tenant),
+        first.expected_cost_usd,
+        d.model
+    );
+    d.model = first.model.clone();
+    d.p_success = first.p_success;
+    d.expected_cost_usd = first.expected_cost_usd;
+    d.fallbacks = d.candidates[1..].iter().map(|c| c.model.clone()).collect();
+    d
 }
 
 impl Core {
@@ -143,6 +255,7 @@ impl Core {
         m.expected_cost_usd
             .inc_by(r.decision.expected_cost_usd.max(0.0));
         m.cost_saved_usd.inc_by(r.saved_usd);
+        self.count_rollout_and_spend(r);
         tracing::info!(decision_id = %r.decision_id, model = %r.decision.model, p = r.decision.p_success, tenant = ?r.tenant, "routed");
     }
 
@@ -154,7 +267,9 @@ impl Core {
         deadline: Option<Instant>,
     ) -> Result<Routed, ServerError> {
         let state = self.state.snapshot();
-        let plan = check_route(&self.limits, "", r, &state)?;
+        let r = &self.tenants.snapshot().apply("", r)?;
+        let mut plan = check_route(&self.limits, "", r, &state)?;
+        self.plan_rollout_and_budget(r, &mut plan)?;
         check_deadline(deadline)?;
         let embedded = self.batcher.classify(r.prompt.clone(), deadline).await?;
         let routed = decide(
@@ -194,11 +309,28 @@ impl Core {
         check_deadline(deadline)?;
         let state = self.state.snapshot();
         let prefix = |i: usize| format!("requests[{i}].");
-        let checked: Vec<_> = requests
-            .iter()
-            .enumerate()
-            .map(|(i, r)| check_route(&self.limits, &prefix(i), r, &state))
-            .collect();
+        let tenants = self.tenants.snapshot();
+        // Each item with its tenant's defaults applied, then checked (an
+        // error fails the item alone).
+        let mut items: Vec<RouteRequest> = Vec::with_capacity(requests.len());
+        let mut checked: Vec<Result<Plan, ServerError>> = Vec::with_capacity(requests.len());
+        for (i, r) in requests.iter().enumerate() {
+            match tenants.apply(&prefix(i), r) {
+                Err(e) => {
+                    items.push(r.clone());
+                    checked.push(Err(e));
+                }
+                Ok(a) => {
+                    checked.push(check_route(&self.limits, &prefix(i), &a, &state).and_then(
+                        |mut plan| {
+                            self.plan_rollout_and_budget(&a, &mut plan)?;
+                            Ok(plan)
+                        },
+                    ));
+                    items.push(a);
+                }
+            }
+        }
         let good: Vec<usize> = (0..requests.len())
             .filter(|&i| checked[i].is_ok())
             .collect();
@@ -212,7 +344,7 @@ impl Core {
         let mut embedded: BTreeMap<usize, Result<Embedded, ServerError>> =
             good.into_iter().zip(embedded).collect();
         // Decide every item, then log every decision in one transaction.
-        let mut results: Vec<Result<Routed, ServerError>> = requests
+        let mut results: Vec<Result<Routed, ServerError>> = items
             .iter()
             .zip(checked)
             .enumerate()
@@ -249,6 +381,82 @@ impl Core {
             self.routed(r);
         }
         Ok(results)
+    }
+
+    /// Puts the rollout in progress into `plan` and enforces the tenant's
+    /// budget: over it, `reject` fails the request and `downgrade` marks
+    /// the plan. The check is before the decision, so concurrent requests
+    /// may overshoot a budget by their own expected cost.
+    fn plan_rollout_and_budget(
+        &self,
+        r: &RouteRequest,
+        plan: &mut Plan,
+    ) -> Result<(), ServerError> {
+        plan.rollout = self.rollout.snapshot();
+        let tenants = self.tenants.snapshot();
+        let (Some(tenant), Some(budget)) = (
+            r.tenant.as_deref(),
+            tenants.get(r.tenant.as_deref()).and_then(|p| p.budget()),
+        ) else {
+            return Ok(());
+        };
+        let spent = self.spend.spent(tenant, budget.period.start(now_ms()));
+        if spent < budget.usd {
+            return Ok(());
+        }
+        match budget.on_breach {
+            OnBudget::Reject => {
+                self.metrics
+                    .budget_breaches
+                    .with_label_values(&["reject"])
+                    .inc();
+                Err(ServerError::BudgetExhausted {
+                    tenant: quote(tenant),
+                    budget_usd: budget.usd,
+                    period: budget.period.as_str(),
+                    spent_usd: spent,
+                })
+            }
+            OnBudget::Downgrade => {
+                self.metrics
+                    .budget_breaches
+                    .with_label_values(&["downgrade"])
+                    .inc();
+                plan.downgrade = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Rollout metrics by deciding artifact, shadow metrics, and the
+    /// tenant's spend (the decision's expected cost).
+    fn count_rollout_and_spend(&self, r: &Routed) {
+        let m = &self.metrics;
+        let artifact = r.arm.artifact_label();
+        m.artifact_routes
+            .with_label_values(&[artifact, &r.decision.model])
+            .inc();
+        m.artifact_expected_cost_usd
+            .with_label_values(&[artifact])
+            .inc_by(r.decision.expected_cost_usd.max(0.0));
+        if let Some(s) = &r.logged.shadow {
+            m.shadow_routes.with_label_values(&[&s.model]).inc();
+            m.shadow_expected_cost_usd
+                .inc_by(s.expected_cost_usd.max(0.0));
+            if s.model == r.decision.model {
+                m.shadow_agreements.inc();
+            }
+        }
+        if let Some(tenant) = &r.tenant {
+            let tenants = self.tenants.snapshot();
+            if let Some(b) = tenants.get(Some(tenant)).and_then(|p| p.budget()) {
+                self.spend.add(
+                    tenant,
+                    b.period.start(r.logged.time_ms),
+                    r.decision.expected_cost_usd.max(0.0),
+                );
+            }
+        }
     }
 
     /// Classifies one prompt (no decision, nothing logged).

@@ -5,8 +5,11 @@
 
 pub mod calls;
 pub mod decide;
+pub mod exploration;
 pub mod outcome;
 pub mod request;
+pub mod rollout;
+pub mod tenants;
 pub mod validate;
 
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::state::StateHolder;
 
+pub use exploration::Exploration;
 pub use request::{OutcomeReport, RouteConstraints, RouteRequest, Routed, Versions};
 
 /// Request limits and what to log.
@@ -31,6 +35,8 @@ pub struct Limits {
     pub default_output_tokens: u32,
     /// Whether raw prompt text goes into the store.
     pub store_prompts: bool,
+    /// Exploration with logged propensities (off by default).
+    pub explore: Exploration,
 }
 
 impl Default for Limits {
@@ -40,6 +46,7 @@ impl Default for Limits {
             max_batch_request: 256,
             default_output_tokens: 256,
             store_prompts: false,
+            explore: Exploration::default(),
         }
     }
 }
@@ -61,6 +68,12 @@ pub struct Core {
     pub encoder_id: String,
     /// Bounds store calls in flight ([`STORE_SLOTS`]).
     pub store_slots: Arc<tokio::sync::Semaphore>,
+    /// The candidate artifact under shadow or canary, if any.
+    pub rollout: Arc<rollout::Rollout>,
+    /// Per-tenant policies (re-read on reload).
+    pub tenants: Arc<tenants::TenantsHolder>,
+    /// Per-tenant spend in the current budget period.
+    pub spend: Arc<dyn tenants::SpendCounter>,
 }
 
 impl Core {
@@ -115,21 +128,63 @@ impl Core {
     /// Reloads (or rolls back) the state, logging and counting the result.
     pub fn reload(&self, rollback: bool) -> Result<Versions, String> {
         let kind = if rollback { "rollback" } else { "reload" };
+        let mut tenants = None;
         let r = if rollback {
             self.state.rollback()
         } else {
-            self.state.reload()
+            // The tenants file is re-read and checked against the new
+            // catalog first: if it is bad, nothing is swapped.
+            self.state.reload_checked(|s| {
+                tenants = self.tenants.read(&s.catalog)?;
+                Ok(())
+            })
         };
         match r {
             Ok(s) => {
+                if let Some(t) = tenants {
+                    self.tenants.store(t);
+                    self.seed_spend();
+                }
                 self.metrics.reloads.with_label_values(&[kind]).inc();
                 self.metrics.generation.set(s.versions.generation as f64);
+                let candidate = self
+                    .rollout
+                    .snapshot()
+                    .map(|a| a.candidate.version.clone())
+                    .unwrap_or_default();
+                self.metrics
+                    .set_artifacts(&s.versions.router_artifact, &candidate);
                 tracing::info!(kind, catalog = %s.versions.catalog, router = %s.versions.router_artifact, generation = s.versions.generation, "state swapped");
                 Ok(s.versions.clone())
             }
             Err(e) => {
                 tracing::warn!(kind, error = %e, "state kept");
                 Err(format!("{e:#}"))
+            }
+        }
+    }
+
+    /// Seeds the spend of every tenant with a budget that has no count for
+    /// its current period from the store (Σ expected cost of its decisions
+    /// this period), so a restart does not hand out a fresh budget.
+    /// Blocking (store reads); run at start-up and after a reload.
+    pub fn seed_spend(&self) {
+        let tenants = self.tenants.snapshot();
+        let now = decide::now_ms();
+        for (name, p) in &tenants.tenants {
+            let Some(b) = p.budget() else { continue };
+            let start = b.period.start(now);
+            if self.spend.has(name, start) {
+                continue;
+            }
+            match self.store.tenant_expected_spend(name, start) {
+                Ok(usd) => {
+                    self.spend.add(name, start, usd);
+                    tracing::info!(tenant = %name, spent_usd = usd, budget_usd = b.usd, period = b.period.as_str(), "tenant spend seeded from the store");
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %name, error = %e, "could not seed tenant spend from the store; counting from 0")
+                }
             }
         }
     }

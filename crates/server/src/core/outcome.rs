@@ -39,6 +39,7 @@ impl Core {
                 }
             }
         }
+        let id = r.decision_id.clone();
         let outcome = LoggedOutcome {
             decision_id: r.decision_id,
             model: r.model.clone(),
@@ -49,10 +50,34 @@ impl Core {
             latency_ms: r.latency_ms,
             time_ms: now_ms(),
         };
-        let n = self
-            .store_work(move |s| s.append_outcome(&outcome))
+        let (n, meta) = self
+            .store_work(move |s| {
+                let n = s.append_outcome(&outcome)?;
+                // For the metrics by artifact; a failed read loses only those.
+                Ok::<_, pointsman_store::StoreError>((n, s.decision_meta(&id).ok().flatten()))
+            })
             .await??;
         self.metrics.outcomes.with_label_values(&[&r.model]).inc();
+        self.limits.explore.reported.add(&r.model);
+        // The reported success rate and cost of each artifact: outcomes
+        // of the model it chose, by the arm logged with the decision.
+        if let Some(meta) = meta.filter(|m| m.model == r.model) {
+            let artifact = match meta.versions.get("arm").map(String::as_str) {
+                Some("canary") => super::rollout::Arm::Canary,
+                _ => super::rollout::Arm::Live,
+            }
+            .artifact_label();
+            let m = &self.metrics;
+            m.artifact_outcomes.with_label_values(&[artifact]).inc();
+            m.artifact_outcome_score
+                .with_label_values(&[artifact])
+                .inc_by(r.score);
+            if let Some(c) = r.cost_usd {
+                m.artifact_reported_cost_usd
+                    .with_label_values(&[artifact])
+                    .inc_by(c);
+            }
+        }
         Ok(n)
     }
 

@@ -56,6 +56,9 @@ pub struct Routed {
     /// Expected cost of the highest-P eligible model minus the chosen one's.
     pub saved_usd: f64,
     pub tenant: Option<String>,
+    /// Which artifact decided: the live one, or the candidate under canary
+    /// (`versions.router_artifact` names its version).
+    pub arm: super::rollout::Arm,
     /// The row the store gets.
     pub logged: LoggedDecision,
 }

@@ -16,6 +16,13 @@ use crate::state::RoutingState;
 pub struct Plan {
     pub policy: Policy,
     pub constraints: Constraints,
+    /// The rollout in progress (shadow or canary candidate), if any.
+    pub rollout: Option<std::sync::Arc<super::rollout::Active>>,
+    /// The tenant is over its budget with `on_budget = "downgrade"`: the
+    /// cheapest eligible model is chosen.
+    pub downgrade: bool,
+    /// The tenant's exploration rate, instead of the server's `--explore`.
+    pub explore_rate: Option<f64>,
 }
 
 /// A prompt the encoder can read: not blank, not only invisible
@@ -132,6 +139,9 @@ pub fn check_route(
     Ok(Plan {
         policy,
         constraints,
+        rollout: None,
+        downgrade: false,
+        explore_rate: None,
     })
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use super::error::{error_response, ApiError};
 use super::wire::{parse, RouteJson};
-use super::{decision_headers, json_response, Gateway, AUTO_MODELS};
+use super::{decision_headers, exploration_headers, json_response, Gateway, AUTO_MODELS};
 use crate::core::calls::UpstreamCall;
 use crate::core::validate::check_prompt;
 use crate::error::ServerError;
@@ -250,6 +250,7 @@ pub(super) async fn chat_completions(
     let deadline = Instant::now() + gw.request_timeout;
     let routed = gw.core.route(&request, Some(deadline)).await?;
     let decision_id = routed.decision_id.clone();
+    let (explored, propensity) = (routed.logged.explored, routed.logged.propensity);
     let chain: Vec<String> = std::iter::once(routed.decision.model.clone())
         .chain(routed.decision.fallbacks.iter().cloned())
         .collect();
@@ -279,6 +280,7 @@ pub(super) async fn chat_completions(
                 body,
             );
             decision_headers(resp.headers_mut(), &decision_id, &model);
+            exploration_headers(resp.headers_mut(), explored, propensity);
             Ok(resp)
         }
         Ok(Forwarded::Stream {
@@ -324,6 +326,7 @@ pub(super) async fn chat_completions(
                 HeaderValue::from_static("no-cache"),
             );
             decision_headers(h, &decision_id, &model);
+            exploration_headers(h, explored, propensity);
             Ok(resp)
         }
         Err(e) => {
@@ -332,6 +335,7 @@ pub(super) async fn chat_completions(
             }
             let mut resp = error_response(&ServerError::Upstream(e));
             decision_headers(resp.headers_mut(), &decision_id, &routed.decision.model);
+            exploration_headers(resp.headers_mut(), explored, propensity);
             Ok(resp.into_response())
         }
     }

@@ -41,6 +41,11 @@ pub fn http_status(e: &ServerError) -> (StatusCode, &'static str, Option<&'stati
         ServerError::Overloaded { .. } | ServerError::StoreBusy { .. } => {
             (S::TOO_MANY_REQUESTS, "rate_limit_error", Some("overloaded"))
         }
+        ServerError::BudgetExhausted { .. } => (
+            S::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("budget_exhausted"),
+        ),
         ServerError::DeadlineExceeded => (
             S::GATEWAY_TIMEOUT,
             "timeout_error",

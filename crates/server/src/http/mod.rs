@@ -211,6 +211,18 @@ fn decision_headers(headers: &mut HeaderMap, decision_id: &str, model: &str) {
     }
 }
 
+/// Says whether exploration chose the model (`x-pointsman-explored:
+/// true|false`) and with what probability (`x-pointsman-propensity`).
+fn exploration_headers(headers: &mut HeaderMap, explored: bool, propensity: f64) {
+    headers.insert(
+        "x-pointsman-explored",
+        axum::http::HeaderValue::from_static(if explored { "true" } else { "false" }),
+    );
+    if let Ok(v) = propensity.to_string().parse() {
+        headers.insert("x-pointsman-propensity", v);
+    }
+}
+
 /// A JSON answer with a status.
 fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut resp = Response::new(Body::from(body));

@@ -117,6 +117,8 @@ pub fn routed_json(r: &Routed) -> Value {
         })).collect::<Vec<_>>(),
         "excluded": d.excluded.iter().map(|(m, why)| (m.clone(), Value::from(why.clone()))).collect::<serde_json::Map<_, _>>(),
         "reason": d.reason,
+        "explored": r.logged.explored,
+        "propensity": r.logged.propensity,
         "target": r.target(),
         "classification": {
             "task": r.classification.task,

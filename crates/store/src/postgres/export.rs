@@ -20,7 +20,7 @@ pub(super) fn export(
     loop {
         let rows = conn
             .query(
-                "SELECT seq, id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding
+                "SELECT seq, id, time_ms, tenant, prompt, model, task, difficulty, task_scores, candidates, versions, embedding, propensity, explored, shadow
                  FROM decisions WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&after, &PAGE],
             )
@@ -96,6 +96,15 @@ pub(super) fn export(
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
+                propensity: r.get(12),
+                explored: r.get(13),
+                shadow: match r.get::<_, Option<String>>(14) {
+                    None => None,
+                    Some(text) => Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| s.err(format!("column shadow: {e}")))?,
+                    ),
+                },
             };
             each(DecisionWithOutcomes {
                 decision,

@@ -10,13 +10,38 @@ use crate::StoreError;
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         what: "decisions, outcomes and gateway calls",
-        sql: BASELINE,
+        step: BASELINE,
     },
     Migration {
         what: "published router artifacts",
-        sql: ARTIFACTS,
+        step: ARTIFACTS,
+    },
+    Migration {
+        what: "rollout shadow decisions and events, exploration propensities",
+        step: ROLLOUT_AND_EXPLORATION,
     },
 ];
+
+/// SQLite's version 3 (sqlite.rs: migrate_add_rollout and
+/// migrate_add_propensity) in PostgreSQL's types.
+const ROLLOUT_AND_EXPLORATION: &str = "
+ALTER TABLE decisions
+    ADD COLUMN propensity DOUBLE PRECISION NOT NULL DEFAULT 1.0,
+    ADD COLUMN explored   BOOLEAN NOT NULL DEFAULT false,
+    ADD COLUMN shadow     TEXT;
+CREATE TABLE rollout_events (
+    seq          BIGSERIAL PRIMARY KEY,
+    time_ms      BIGINT NOT NULL,
+    action       TEXT NOT NULL,
+    from_version TEXT NOT NULL,
+    to_version   TEXT NOT NULL,
+    mode         TEXT NOT NULL,
+    who          TEXT NOT NULL,
+    why          TEXT NOT NULL
+);
+-- Seeds the per-tenant budget counters at start-up.
+CREATE INDEX decisions_by_tenant_time ON decisions(tenant, time_ms);
+";
 
 const BASELINE: &str = "
 CREATE TABLE decisions (
@@ -105,7 +130,7 @@ pub(crate) fn migrate(client: &mut Client, shown: &str) -> Result<(), StoreError
     }
     for (i, m) in pending.iter().enumerate() {
         let version = found as usize + i + 1;
-        tx.batch_execute(m.sql).map_err(|e| StoreError::Backend {
+        tx.batch_execute(m.step).map_err(|e| StoreError::Backend {
             path: shown.to_string(),
             message: format!(
                 "schema migration to version {version} ({}): {}",

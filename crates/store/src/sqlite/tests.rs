@@ -187,6 +187,9 @@ fn a_store_from_before_the_gateway_opens_and_exports() {
     let got = all(&s);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].decision.embedding, vec![1.0]);
+    // Rows from before exploration read as chosen with certainty.
+    assert_eq!(got[0].decision.propensity, 1.0);
+    assert!(!got[0].decision.explored);
     assert!(got[0].calls.is_empty());
     s.append_calls(&[call("old", "small", "ok")], &[]).unwrap();
     assert_eq!(all(&s)[0].calls.len(), 1);
@@ -249,4 +252,56 @@ fn a_store_newer_than_the_binary_is_refused_naming_both_versions() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v as usize, future);
+}
+
+#[test]
+fn propensities_round_trip_and_old_stores_gain_the_columns_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    {
+        // A store from before exploration: every table, no propensity.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(BASELINE).unwrap();
+        c.execute(
+            "INSERT INTO decisions (id, time_ms, model, task, difficulty, task_scores, candidates, versions, embedding)
+             VALUES ('old', 1, 'small', 'code', 0.5, '{}', '[]', '{}', x'0000803f')",
+            [],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let mut d = decision("new", None);
+    d.propensity = 0.0125;
+    d.explored = true;
+    s.append_decision(&d).unwrap();
+    drop(s);
+    // Opening again finds the columns and adds nothing.
+    let s = SqliteStore::open(&path).unwrap();
+    let got: Vec<_> = all(&s).into_iter().map(|d| d.decision).collect();
+    assert_eq!(got[0].propensity, 1.0);
+    assert!(!got[0].explored);
+    assert_eq!(got[1], d);
+    let columns: i64 = s
+        .lock()
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('decisions') WHERE name IN ('propensity', 'explored')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(columns, 2);
+    let r = DecisionWithOutcomes {
+        decision: d,
+        outcomes: vec![],
+        calls: vec![],
+    }
+    .to_record();
+    assert_eq!(r.extra["propensity"], serde_json::json!(0.0125));
+    assert_eq!(r.extra["explored"], serde_json::json!(true));
+    for bad in [0.0, -0.5, 1.5, f64::NAN] {
+        let mut d = decision(&format!("bad-{bad}"), None);
+        d.propensity = bad;
+        let e = s.append_decision(&d).unwrap_err();
+        assert!(e.to_string().contains("propensity"), "{e}");
+    }
 }

@@ -359,6 +359,49 @@ fn published_artifacts_are_versioned_and_rollback_reactivates(b: &dyn Backend) {
     assert_eq!(b.open().active_artifact().unwrap(), Some(now));
 }
 
+/// The rollout and exploration additions (merged from their branches):
+/// propensity, explored and shadow round-trip, rollout events, decision
+/// metadata and per-tenant spend.
+fn rollout_and_exploration_fields_round_trip(b: &dyn Backend) {
+    let s = b.open();
+    let mut d = decision("x1", None);
+    d.propensity = 0.0125;
+    d.explored = true;
+    d.shadow = Some(crate::ShadowDecision {
+        artifact: "cand@1".into(),
+        model: "big".into(),
+        p_success: 0.5,
+        expected_cost_usd: 0.25,
+    });
+    s.append_decisions(&[d.clone(), decision("x2", None)])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    let got = all(s.as_ref());
+    assert_eq!(got[0].decision, d);
+    assert_eq!(got[1].decision.propensity, 1.0);
+    let e = crate::RolloutEvent {
+        time_ms: 5,
+        action: "load".into(),
+        from_version: "a@1".into(),
+        to_version: "b@2".into(),
+        mode: "shadow".into(),
+        who: "test".into(),
+        why: "because".into(),
+    };
+    s.append_rollout_event(&e).unwrap();
+    assert_eq!(s.rollout_events().unwrap(), vec![e]);
+    let meta = s.decision_meta("x1").unwrap().unwrap();
+    assert_eq!(
+        (meta.model.as_str(), meta.tenant.as_deref()),
+        ("small", Some("team-a"))
+    );
+    assert_eq!(s.decision_meta("nope").unwrap(), None);
+    // Two decisions of team-a at 0.001 each (the first candidate's cost).
+    let spend = s.tenant_expected_spend("team-a", 0).unwrap();
+    assert!((spend - 0.002).abs() < 1e-12, "{spend}");
+    assert_eq!(s.tenant_expected_spend("team-a", i64::MAX).unwrap(), 0.0);
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -394,4 +437,5 @@ on_every_backend!(
     export_reads_a_large_store_in_order,
     gateway_calls_log_failures_and_feedback_completes_the_outcome,
     published_artifacts_are_versioned_and_rollback_reactivates,
+    rollout_and_exploration_fields_round_trip,
 );

@@ -98,6 +98,9 @@ pub(crate) fn decision(id: &str, prompt: Option<&str>) -> LoggedDecision {
         versions: BTreeMap::from([("catalog".into(), "abc".into())]),
         tenant: Some("team-a".into()),
         prompt: prompt.map(str::to_string),
+        propensity: 1.0,
+        explored: false,
+        shadow: None,
     }
 }
 
