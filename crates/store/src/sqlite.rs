@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::artifact::{self, Activation, ArtifactVersion, PublishedArtifact};
+use crate::artifact::{Activation, ArtifactVersion, PublishedArtifact};
 use crate::commit::{BatchWriter, GroupCommit};
 use crate::migrate::{self, Migration};
 use crate::{
@@ -674,130 +674,23 @@ impl OutcomeStore for SqliteStore {
         catalog: Option<&[u8]>,
         note: Option<&str>,
     ) -> Result<ArtifactVersion, StoreError> {
-        artifact::check(router, catalog)?;
-        let sha = artifact::artifact_sha256(router, catalog);
-        let now = now_ms();
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))?;
-        tx.execute(
-            "INSERT INTO artifacts (time_ms, sha256, router, catalog, note) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![now, sha, router, catalog, note],
-        )
-        .map_err(|e| self.err(e))?;
-        let version = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO artifact_activations (version, time_ms) VALUES (?1, ?2)",
-            params![version, now],
-        )
-        .map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(ArtifactVersion {
-            version,
-            sha256: sha,
-            time_ms: now,
-            has_catalog: catalog.is_some(),
-            note: note.map(str::to_string),
-            active: true,
-        })
+        artifacts::publish_artifact(self, router, catalog, note)
     }
 
     fn activate_artifact(&self, version: i64) -> Result<ArtifactVersion, StoreError> {
-        {
-            let mut conn = self.lock();
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(|e| self.err(e))?;
-            let known = tx
-                .query_row(
-                    "SELECT 1 FROM artifacts WHERE version = ?1",
-                    [version],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(|e| self.err(e))?;
-            if known.is_none() {
-                return Err(artifact::unknown_version(version));
-            }
-            tx.execute(
-                "INSERT INTO artifact_activations (version, time_ms) VALUES (?1, ?2)",
-                params![version, now_ms()],
-            )
-            .map_err(|e| self.err(e))?;
-            tx.commit().map_err(|e| self.err(e))?;
-        }
-        self.artifact_versions()?
-            .into_iter()
-            .find(|v| v.version == version)
-            .ok_or_else(|| artifact::unknown_version(version))
+        artifacts::activate_artifact(self, version)
     }
 
     fn active_artifact(&self) -> Result<Option<Activation>, StoreError> {
-        self.lock()
-            .query_row(
-                "SELECT seq, version FROM artifact_activations ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(Activation {
-                        seq: r.get(0)?,
-                        version: r.get(1)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        artifacts::active_artifact(self)
     }
 
     fn load_artifact(&self, version: i64) -> Result<Option<PublishedArtifact>, StoreError> {
-        let active = self.active_artifact()?.map(|a| a.version);
-        self.lock()
-            .query_row(
-                "SELECT version, sha256, time_ms, note, router, catalog FROM artifacts WHERE version = ?1",
-                [version],
-                |r| {
-                    let catalog: Option<Vec<u8>> = r.get(5)?;
-                    Ok(PublishedArtifact {
-                        info: ArtifactVersion {
-                            version: r.get(0)?,
-                            sha256: r.get(1)?,
-                            time_ms: r.get(2)?,
-                            has_catalog: catalog.is_some(),
-                            note: r.get(3)?,
-                            active: active == Some(version),
-                        },
-                        router: r.get(4)?,
-                        catalog,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        artifacts::load_artifact(self, version)
     }
 
     fn artifact_versions(&self) -> Result<Vec<ArtifactVersion>, StoreError> {
-        let active = self.active_artifact()?.map(|a| a.version);
-        let conn = self.lock();
-        let mut q = conn
-            .prepare(
-                "SELECT version, sha256, time_ms, note, catalog IS NOT NULL FROM artifacts ORDER BY version",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = q
-            .query_map([], |r| {
-                let version: i64 = r.get(0)?;
-                Ok(ArtifactVersion {
-                    version,
-                    sha256: r.get(1)?,
-                    time_ms: r.get(2)?,
-                    note: r.get(3)?,
-                    has_catalog: r.get(4)?,
-                    active: active == Some(version),
-                })
-            })
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(e));
-        rows
+        artifacts::artifact_versions(self)
     }
 }
 
@@ -809,6 +702,7 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+mod artifacts;
 #[cfg(test)]
 mod rollout_tests;
 #[cfg(test)]
