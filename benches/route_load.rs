@@ -25,7 +25,9 @@
 //! request of every row repeats one prompt, labelled "repeated"; all but the
 //! first are cache hits), `--server-arg ARG` (repeatable, passed to `serve`,
 //! e.g. `--server-arg=--max-batch=8` or `--server-arg=--prompt-cache=0`),
-//! `--json`.
+//! `--store URL` (the outcome store: a PostgreSQL URL, e.g. under
+//! scripts/with-postgres `--store "$POINTSMAN_TEST_POSTGRES_URL"`; default a
+//! SQLite file in a temporary directory per server start), `--json`.
 //!
 //! Prompts are real and distinct: every prompt under training-data/ and in
 //! examples/prompts.jsonl, deduplicated, taken round-robin across the files
@@ -111,7 +113,7 @@ impl Kind {
 
 fn usage() -> &'static str {
     "cargo bench -p pointsman-cli --bench route_load -- [--concurrency 1,16,64] [--kinds short,long] \
-     [--requests 300] [--seconds 20] [--warmup 4] [--repeated-pool N] [--same-prompt] [--server-arg ARG]... [--json]"
+     [--requests 300] [--seconds 20] [--warmup 4] [--repeated-pool N] [--same-prompt] [--server-arg ARG]... [--store URL] [--json]"
 }
 
 fn parse_args() -> Result<Option<Opts>, String> {
@@ -168,6 +170,10 @@ fn parse_args() -> Result<Option<Opts>, String> {
                 o.warmup = v.parse().map_err(|_| format!("--warmup: `{v}`"))?
             }
             "--server-arg" => o.server_args.push(flags.value("--server-arg")?),
+            "--store" => {
+                let v = flags.value("--store")?;
+                o.server_args.push(format!("--store={v}"))
+            }
             "-h" | "--help" => return Err(usage().into()),
             // cargo test passes test-harness filters; nothing to filter here.
             _ if !bench && !a.starts_with("--") => {}

@@ -30,14 +30,21 @@ impl ServeProcess {
     /// run from the repository root; waits (up to 120 s) for the addresses.
     /// `prepare` may write files into the temporary directory first and
     /// returns more arguments (e.g. `--upstreams <tmp>/upstreams.toml`).
+    /// A `--store=...` in `extra` (e.g. a PostgreSQL URL) replaces the
+    /// temporary SQLite file.
     pub fn start(extra: &[String], prepare: impl FnOnce(&std::path::Path) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store.db");
+        let store_arg = if extra.iter().any(|a| a.starts_with("--store")) {
+            vec![]
+        } else {
+            vec!["--store".to_string(), store.display().to_string()]
+        };
         let prepared = prepare(dir.path());
         let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--metrics-listen", "127.0.0.1:0"])
-            .args(["--store", store.to_str().unwrap()])
+            .args(store_arg)
             .args(["--catalog", "models/catalogs/routerbench.toml"])
             // The router is serve's default (models/router/routerbench.json),
             // so `--server-arg=--router --server-arg=FILE` can change it

@@ -13,14 +13,13 @@ use pointsman_eval::ope::{self, OpeConfig};
 use pointsman_eval::{exploration_cost, read_records, EvalConfig, EvalSet, ExplorationCost};
 use pointsman_records::Record;
 use pointsman_router::{Policy, SuccessModel};
-use pointsman_store::OutcomeStore;
 
 /// Flags of the off-policy evaluation and of the exploration cost.
 #[derive(Args, Clone, Default)]
 pub struct OpeArgs {
-    /// Off-policy evaluation on this outcome store (SQLite from `serve --store`): the logged decisions, their propensities and outcomes. Needs --candidate.
+    /// Off-policy evaluation on this outcome store (a SQLite file or PostgreSQL URL, as `serve --store`): the logged decisions, their propensities and outcomes. Needs --candidate.
     #[arg(long, requires = "candidate", conflicts_with_all = ["data", "train", "from_export"])]
-    pub from_store: Option<PathBuf>,
+    pub from_store: Option<String>,
     /// Off-policy evaluation on a `pointsman store export` file (JSONL) instead of the store. Needs --candidate.
     #[arg(long, requires = "candidate", conflicts_with_all = ["data", "train"])]
     pub from_export: Option<PathBuf>,
@@ -60,12 +59,7 @@ impl OpeArgs {
 /// an export file.
 fn logged_records(args: &OpeArgs) -> anyhow::Result<Vec<Record>> {
     if let Some(path) = &args.from_store {
-        anyhow::ensure!(
-            path.exists(),
-            "--from-store {}: no such file",
-            path.display()
-        );
-        let store = pointsman_store::SqliteStore::open(path)?;
+        let store = crate::store::open_existing(path).context("--from-store")?;
         let mut out = Vec::new();
         store.export(&mut |d| {
             out.push(d.to_record());

@@ -13,7 +13,7 @@ use pointsman_server::{
     BatchConfig, Exploration, HttpConfig, Limits, NetLimits, RolloutMode, RolloutSignal, Serve,
     ServeConfig, Stopped,
 };
-use pointsman_store::SqliteStore;
+use pointsman_store::{OutcomeStore, SqliteStore};
 
 use crate::classify::load_classifier;
 use crate::{paths, ModelArgs};
@@ -23,9 +23,12 @@ pub struct ServeArgs {
     /// gRPC address. Loopback by default; to listen on other interfaces, pass e.g. 0.0.0.0:50051 (and turn on TLS and --auth-token-file).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// The outcome store (SQLite file; created with its folder if missing). Default: $POINTSMAN_STORE, else $XDG_STATE_HOME/pointsman/outcomes.db, else ~/.local/state/pointsman/outcomes.db.
+    /// The outcome store: a SQLite file (created with its folder if missing), or a PostgreSQL URL (postgres://user:password@host:port/db, or postgresql:///db?host=/run/postgresql for a unix socket) that many replicas share. Default: $POINTSMAN_STORE, else $XDG_STATE_HOME/pointsman/outcomes.db, else ~/.local/state/pointsman/outcomes.db.
     #[arg(long, env = "POINTSMAN_STORE")]
-    store: Option<PathBuf>,
+    store: Option<String>,
+    /// Seconds between polls of the store for a router artifact published with `pointsman store publish` (swapped in after validation; the first poll runs before serving). 0 turns polling off. SIGHUP and Admin.Reload still re-read the files.
+    #[arg(long, default_value_t = 2.0, value_parser = seconds_or_zero)]
+    publish_poll: f64,
     /// Prometheus metrics over plain HTTP at http://ADDR/metrics (off unless given).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -127,6 +130,14 @@ fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// [`seconds`], or 0 for "off".
+fn seconds_or_zero(s: &str) -> Result<f64, String> {
+    if s.trim() == "0" {
+        return Ok(0.0);
+    }
+    seconds(s)
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let classifier = load_classifier(&args.model)?;
     let dir = args.model.open_dir()?;
@@ -138,29 +149,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         precision = classifier.encoder().precision(),
         "encoder loaded"
     );
-    let store_path = match &args.store {
-        Some(p) => p.clone(),
-        None => paths::default_store()?,
-    };
-    if let Some(parent) = store_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| {
-            format!(
-                "--store {}: creating {}",
-                store_path.display(),
-                parent.display()
-            )
-        })?;
-    }
-    if std::fs::metadata(&store_path).is_ok_and(|m| m.len() == 0) {
-        // SQLite treats an empty file as a new database; if it held data it
-        // was truncated, and the operator must hear of it.
-        tracing::warn!(store = %store_path.display(), "the store file is empty (0 bytes): starting a new store");
-        eprintln!(
-            "pointsman: warning: store {} is an empty file (0 bytes); starting a new store. If it held decisions, it was truncated: restore it from a backup.",
-            store_path.display()
-        );
-    }
-    let store = Arc::new(SqliteStore::open(&store_path)?);
+    let (store, store_shown) = open_store(args.store.as_deref())?;
     let catalog = paths::resolve(&args.catalog);
     let router = match args.router.as_str() {
         "none" => None,
@@ -174,7 +163,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             || "none (classify-only: Route answers FAILED_PRECONDITION)".to_string(),
             |p| p.display().to_string()
         ),
-        store_path.display()
+        store_shown
     );
     // A token that is set but blank must not turn auth off silently.
     let auth_token = match &args.auth_token_file {
@@ -298,6 +287,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         http: args
             .http_listen
             .map(|listen| HttpConfig { listen, upstreams }),
+        publish_poll: (args.publish_poll > 0.0).then(|| Duration::from_secs_f64(args.publish_poll)),
         tenants: args.tenants.as_deref().map(paths::resolve),
         candidate: match &args.candidate_router {
             None => None,
@@ -391,4 +381,39 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Opens `--store` (default: [`paths::default_store`]): a PostgreSQL URL,
+/// or a SQLite file created with its folder. Returns the store and how to
+/// show it (a URL without its password).
+fn open_store(store: Option<&str>) -> anyhow::Result<(Arc<dyn OutcomeStore>, String)> {
+    if let Some(url) = store.filter(|s| pointsman_store::is_postgres_url(s)) {
+        let shown = pointsman_store::redact_url(url);
+        let store = pointsman_store::open_store(url).with_context(|| format!("--store {shown}"))?;
+        return Ok((store, shown));
+    }
+    let store_path = match store {
+        Some(p) => PathBuf::from(p),
+        None => paths::default_store()?,
+    };
+    if let Some(parent) = store_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!(
+                "--store {}: creating {}",
+                store_path.display(),
+                parent.display()
+            )
+        })?;
+    }
+    if std::fs::metadata(&store_path).is_ok_and(|m| m.len() == 0) {
+        // SQLite treats an empty file as a new database; if it held data it
+        // was truncated, and the operator must hear of it.
+        tracing::warn!(store = %store_path.display(), "the store file is empty (0 bytes): starting a new store");
+        eprintln!(
+            "pointsman: warning: store {} is an empty file (0 bytes); starting a new store. If it held decisions, it was truncated: restore it from a backup.",
+            store_path.display()
+        );
+    }
+    let store = Arc::new(SqliteStore::open(&store_path)?);
+    Ok((store, store_path.display().to_string()))
 }

@@ -16,9 +16,9 @@ pub struct TrainRouterArgs {
     /// Record files with per-model outcomes (partial outcomes are fine).
     #[arg(long, num_args = 1.., required_unless_present = "from_store")]
     outcomes: Vec<PathBuf>,
-    /// Fit on the decisions and outcomes logged by `pointsman serve --store PATH` instead (uses the logged embeddings; no prompt text needed).
+    /// Fit on the decisions and outcomes logged by `pointsman serve --store PATH_OR_URL` instead (a SQLite file or a PostgreSQL URL; uses the logged embeddings; no prompt text needed).
     #[arg(long, conflicts_with = "outcomes")]
-    from_store: Option<PathBuf>,
+    from_store: Option<String>,
     /// Where to write the artifact (JSON).
     #[arg(long, default_value = "models/router/success-model.json")]
     out: PathBuf,

@@ -26,6 +26,7 @@ pub mod in_flight;
 pub mod metrics;
 mod mount;
 pub mod prompt_cache;
+pub mod published;
 pub mod state;
 
 /// Code generated from `proto/pointsman/v1/router.proto`.
@@ -79,6 +80,9 @@ pub struct ServeConfig {
     pub net: NetLimits,
     /// The HTTP gateway; None = gRPC only.
     pub http: Option<HttpConfig>,
+    /// How often to poll the store for a newly published router artifact
+    /// (published.rs); None = never. The first poll runs before serving.
+    pub publish_poll: Option<Duration>,
     /// Per-tenant policies (TOML, docs/ROLLOUT.md); None = none.
     pub tenants: Option<PathBuf>,
     /// A candidate router artifact to load beside the live one, and how.
@@ -236,6 +240,20 @@ impl Serve {
         } = self;
         let (core, encoder_thread) = mount::start_core(&config, classifier, encoder_id, store)?;
         let metrics = core.metrics.clone();
+        // A replica joining a fleet serves the fleet's published version
+        // from its first request, not the files it was started with.
+        let publish_task = match config.publish_poll {
+            None => None,
+            Some(every) => {
+                let mut poller = published::Poller::default();
+                poller.poll(&core).await;
+                Some(tokio::spawn(published::poll_forever(
+                    core.clone(),
+                    poller,
+                    every,
+                )))
+            }
+        };
 
         // The one drain signal every front end watches.
         let (draining_tx, draining) = watch::channel(false);
@@ -351,6 +369,9 @@ impl Serve {
                     "drain cut short: closing the connections still open"
                 );
                 reload_task.abort();
+                if let Some(t) = publish_task {
+                    t.abort();
+                }
                 rollout_task.abort();
                 if let Some((_, t)) = metrics_task {
                     t.abort();
@@ -363,6 +384,10 @@ impl Serve {
         reload_task.abort();
         rollout_task.abort();
         let _ = reload_task.await;
+        if let Some(t) = publish_task {
+            t.abort();
+            let _ = t.await;
+        }
         let _ = rollout_task.await;
         drop(core);
         tokio::task::spawn_blocking(move || encoder_thread.join())

@@ -44,6 +44,11 @@ pub struct Metrics {
     pub reloads: CounterVec,
     /// The loaded state's generation (see Versions.generation).
     pub generation: Gauge,
+    /// Published artifact versions acted on, by result (`swapped`,
+    /// `invalid`: kept the old state; `store`: could not read the store).
+    pub published: IntCounterVec,
+    /// The published version served (0: the files given at start).
+    pub published_version: IntGauge,
     /// Router and Admin calls whose headers have arrived and whose response
     /// is not yet built (a stalled upload counts).
     pub in_flight: IntGauge,
@@ -125,6 +130,8 @@ impl Metrics {
             outcomes: IntCounterVec::new(Opts::new("pointsman_outcomes_total", "Outcomes reported, by model"), &["model"]).unwrap(),
             reloads: CounterVec::new(Opts::new("pointsman_reloads_total", "Catalog/artifact swaps, by kind"), &["kind"]).unwrap(),
             generation: Gauge::new("pointsman_state_generation", "Generation of the loaded catalog/artifact").unwrap(),
+            published: IntCounterVec::new(Opts::new("pointsman_published_total", "Published artifact versions acted on, by result (swapped, invalid, store)"), &["result"]).unwrap(),
+            published_version: IntGauge::new("pointsman_published_version", "Published artifact version served (0: the files given at start)").unwrap(),
             in_flight: IntGauge::new("pointsman_requests_in_flight", "Router and Admin calls received and not yet answered").unwrap(),
             connections: IntGauge::new("pointsman_connections", "Open gRPC connections").unwrap(),
             http_requests: IntCounterVec::new(Opts::new("pointsman_http_requests_total", "HTTP requests answered, by route and status"), &["route", "status"]).unwrap(),
@@ -177,6 +184,8 @@ impl Metrics {
         r.register(Box::new(m.outcomes.clone())).unwrap();
         r.register(Box::new(m.reloads.clone())).unwrap();
         r.register(Box::new(m.generation.clone())).unwrap();
+        r.register(Box::new(m.published.clone())).unwrap();
+        r.register(Box::new(m.published_version.clone())).unwrap();
         r.register(Box::new(m.in_flight.clone())).unwrap();
         r.register(Box::new(m.connections.clone())).unwrap();
         r.register(Box::new(m.http_requests.clone())).unwrap();

@@ -126,6 +126,45 @@ impl StateHolder {
         Ok(next)
     }
 
+    /// Validates a router artifact published in the store (and its
+    /// catalog, else the catalog file this server was started with) and
+    /// swaps it in like a reload; on error the current state stays.
+    /// `label` names it in errors and starts its version string
+    /// (`store-v3` gives `router_artifact` `store-v3@<sha>`).
+    pub fn install(
+        &self,
+        label: &str,
+        router: &[u8],
+        catalog: Option<&[u8]>,
+    ) -> anyhow::Result<Arc<RoutingState>> {
+        let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.generation.load(Ordering::SeqCst) + 1;
+        let file_catalog;
+        let catalog = match catalog {
+            Some(c) => (c, format!("{label} catalog")),
+            None => {
+                file_catalog = read(&self.source.catalog)?;
+                (
+                    file_catalog.as_slice(),
+                    self.source.catalog.display().to_string(),
+                )
+            }
+        };
+        // A later SIGHUP reload re-reads the files, as before the publish.
+        let router_path = self.current.load().router_path.clone();
+        let next = Arc::new(build_state(
+            &self.source,
+            (catalog.0, &catalog.1),
+            Some((router, &format!("{label} router artifact"), label)),
+            generation,
+            router_path,
+        )?);
+        self.generation.store(generation, Ordering::SeqCst);
+        let old = self.current.swap(next.clone());
+        *previous = Some(old);
+        Ok(next)
+    }
+
     /// Swaps back to the state before the last reload (a second rollback
     /// undoes the first). Fails if there has been no reload.
     pub fn rollback(&self) -> anyhow::Result<Arc<RoutingState>> {
@@ -148,15 +187,45 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingState> {
-    let bytes = read(&source.catalog)?;
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", source.catalog.display()))?;
-    let catalog = Catalog::from_toml_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", source.catalog.display()))?;
-    let (success, router_version) = match &source.router {
+    let catalog = read(&source.catalog)?;
+    let router = match &source.router {
+        None => None,
+        Some(path) => Some((read(path)?, path.display().to_string(), file_name(path))),
+    };
+    build_state(
+        source,
+        (&catalog, &source.catalog.display().to_string()),
+        router
+            .as_ref()
+            .map(|(b, shown, name)| (b.as_slice(), shown.as_str(), name.as_str())),
+        generation,
+        source.router.clone(),
+    )
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A state from bytes: `catalog` is (bytes, where they came from), and
+/// `router` (bytes, where from, the name its version string starts with).
+/// Errors name where the bad bytes came from.
+fn build_state(
+    source: &StateSource,
+    (bytes, catalog_from): (&[u8], &str),
+    router: Option<(&[u8], &str, &str)>,
+    generation: u64,
+    router_path: Option<PathBuf>,
+) -> anyhow::Result<RoutingState> {
+    let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{catalog_from}: {e}"))?;
+    let catalog =
+        Catalog::from_toml_str(text).map_err(|e| anyhow::anyhow!("{catalog_from}: {e}"))?;
+    let (success, router_version) = match router {
         None => (None, String::new()),
-        Some(path) => {
-            let (model, version) = read_artifact(source, path)?;
+        Some((bytes, from, name)) => {
+            let (model, version) = check_artifact(source, bytes, from, name)?;
             (Some(model), version)
         }
     };
@@ -164,41 +233,49 @@ fn read_state(source: &StateSource, generation: u64) -> anyhow::Result<RoutingSt
         catalog,
         success,
         versions: Versions {
-            catalog: short_sha(&bytes),
+            catalog: short_sha(bytes),
             router_artifact: router_version,
             heads: source.heads_version.clone(),
             generation,
         },
-        router_path: source.router.clone(),
+        router_path,
     })
 }
 
 /// Reads and checks one router artifact: (the model, `file@sha256 prefix`).
 fn read_artifact(source: &StateSource, path: &Path) -> anyhow::Result<(SuccessModel, String)> {
     let bytes = read(path)?;
-    let text =
-        String::from_utf8(bytes.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let model =
-        SuccessModel::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    check_artifact(
+        source,
+        &bytes,
+        &path.display().to_string(),
+        &file_name(path),
+    )
+}
+
+/// Parses and checks a router artifact's bytes (`from` names where they
+/// came from in errors): (the model, `name@sha256 prefix`).
+fn check_artifact(
+    source: &StateSource,
+    bytes: &[u8],
+    from: &str,
+    name: &str,
+) -> anyhow::Result<(SuccessModel, String)> {
+    let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+    let model = SuccessModel::from_json(text).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
     if model.dim != source.embedding_dim {
         anyhow::bail!(
-            "{}: fitted on {}-dimensional embeddings but the encoder gives {}; retrain with `pointsman train router`",
-            path.display(),
+            "{from}: fitted on {}-dimensional embeddings but the encoder gives {}; retrain with `pointsman train router`",
             model.dim,
             source.embedding_dim
         );
     }
     if !model.encoder_id.is_empty() && model.encoder_id != source.encoder_id {
         anyhow::bail!(
-            "{}: fitted on embeddings of encoder {}, but this server's encoder is {}; retrain with `pointsman train router`",
-            path.display(),
+            "{from}: fitted on embeddings of encoder {}, but this server's encoder is {}; retrain with `pointsman train router`",
             model.encoder_id,
             source.encoder_id
         );
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok((model, format!("{name}@{}", short_sha(&bytes))))
+    Ok((model, format!("{name}@{}", short_sha(bytes))))
 }

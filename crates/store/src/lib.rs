@@ -2,19 +2,53 @@
 //! it, so logged traffic can retrain the router.
 //!
 //! The seam is [`OutcomeStore`] (append a decision, append an outcome,
-//! export): the server holds an `Arc<dyn OutcomeStore>` and knows nothing of
-//! SQL. [`SqliteStore`] is the default implementation; a PostgreSQL one can
-//! sit beside it.
+//! export, publish a router artifact): the server holds an
+//! `Arc<dyn OutcomeStore>` and knows nothing of SQL. Two backends sit
+//! behind it, chosen by [`open_store`]: [`SqliteStore`] (a file, one
+//! replica) and [`PostgresStore`] (a `postgres://` URL, many replicas).
+//! Both share the group commit ([`commit`]) and keep their schema under
+//! versioned migrations ([`migrate`]).
 
+mod artifact;
 pub mod check;
+mod commit;
+pub mod migrate;
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use pointsman_records::{Outcome, Record};
 use serde::{Deserialize, Serialize};
 
+pub use artifact::{
+    artifact_sha256, Activation, ArtifactVersion, PublishedArtifact, MAX_ARTIFACT_BYTES,
+};
+pub use postgres::{redact as redact_url, PostgresStore, DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
+
+/// Whether `--store` names a PostgreSQL database (`postgres://` or
+/// `postgresql://`) rather than a SQLite file.
+pub fn is_postgres_url(url_or_path: &str) -> bool {
+    url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://")
+}
+
+/// Opens the store `--store` names: a `postgres://`/`postgresql://` URL
+/// opens [`PostgresStore`], anything else is a SQLite file path
+/// ([`SqliteStore`], created with its folder if missing). Either way the
+/// schema is migrated to this binary's version first.
+pub fn open_store(url_or_path: &str) -> Result<Arc<dyn OutcomeStore>, StoreError> {
+    if is_postgres_url(url_or_path) {
+        Ok(Arc::new(PostgresStore::open(url_or_path)?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(std::path::Path::new(
+            url_or_path,
+        ))?))
+    }
+}
 
 /// The prompt field of an exported record whose prompt text was not stored
 /// (the server ran without `--store-prompts`).
@@ -320,4 +354,32 @@ pub trait OutcomeStore: Send + Sync {
         &self,
         each: &mut dyn FnMut(DecisionWithOutcomes) -> Result<(), StoreError>,
     ) -> Result<usize, StoreError>;
+
+    /// Stores a router artifact (and optionally the catalog it goes with)
+    /// as a new version and makes it the active one, in one transaction.
+    /// Replicas polling [`OutcomeStore::active_artifact`] pick it up. The
+    /// bytes are stored as given: validating them is the server's job
+    /// (and `store publish` checks them before calling this).
+    fn publish_artifact(
+        &self,
+        router: &[u8],
+        catalog: Option<&[u8]>,
+        note: Option<&str>,
+    ) -> Result<ArtifactVersion, StoreError>;
+
+    /// Makes an earlier published version the active one again (a
+    /// fleet-wide rollback). Fails with [`StoreError::Invalid`] for a
+    /// version that was never published.
+    fn activate_artifact(&self, version: i64) -> Result<ArtifactVersion, StoreError>;
+
+    /// The active version, if anything was ever published: one small row,
+    /// cheap enough to poll every few seconds.
+    fn active_artifact(&self) -> Result<Option<Activation>, StoreError>;
+
+    /// One published version with its bytes; None if there is no such
+    /// version.
+    fn load_artifact(&self, version: i64) -> Result<Option<PublishedArtifact>, StoreError>;
+
+    /// Every published version, oldest first (without the bytes).
+    fn artifact_versions(&self) -> Result<Vec<ArtifactVersion>, StoreError>;
 }

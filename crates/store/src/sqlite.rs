@@ -1,16 +1,67 @@
 //! [`OutcomeStore`] on an embedded SQLite database (WAL, synchronous=FULL).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::artifact::{Activation, ArtifactVersion, PublishedArtifact};
+use crate::commit::{BatchWriter, GroupCommit};
+use crate::migrate::{self, Migration};
 use crate::{
     DecisionMeta, DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore,
     RolloutEvent, StoreError,
 };
 
-const SCHEMA: &str = "
+/// The schema, one step per version (`PRAGMA user_version` records the
+/// last applied). Version 1 is the schema stores had before versioning
+/// (user_version 0): its `IF NOT EXISTS` statements leave such a store's
+/// tables as they are and add what it lacks (a store from before the
+/// gateway gets `calls`).
+pub(crate) const MIGRATIONS: &[Migration<SqliteStep>] = &[
+    Migration {
+        what: "decisions, outcomes and gateway calls",
+        step: |c| c.execute_batch(BASELINE),
+    },
+    Migration {
+        what: "published router artifacts",
+        step: |c| c.execute_batch(ARTIFACTS),
+    },
+    // Rollout (shadow, rollout_events) and exploration (propensity,
+    // explored) were added on their branches as idempotent checks of
+    // `pragma table_info`, run on every open; as one versioned step they
+    // still run as such checks, so a store already carrying the columns
+    // (written by those branches' binaries, at version 0) keeps them.
+    Migration {
+        what: "rollout shadow decisions and events, exploration propensities",
+        step: |c| {
+            migrate_add_rollout(c)?;
+            migrate_add_propensity(c)
+        },
+    },
+];
+
+/// One SQLite schema step, run inside the migration's transaction.
+pub(crate) type SqliteStep = fn(&Connection) -> rusqlite::Result<()>;
+
+const ARTIFACTS: &str = "
+CREATE TABLE artifacts (
+    version  INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms  INTEGER NOT NULL,
+    sha256   TEXT NOT NULL,
+    router   BLOB NOT NULL,
+    catalog  BLOB,
+    note     TEXT
+);
+-- The active version is the last row; every publish and rollback adds one.
+CREATE TABLE artifact_activations (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    version  INTEGER NOT NULL REFERENCES artifacts(version),
+    time_ms  INTEGER NOT NULL
+);
+";
+
+const BASELINE: &str = "
 CREATE TABLE IF NOT EXISTS decisions (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT NOT NULL UNIQUE,
@@ -57,19 +108,14 @@ CREATE INDEX IF NOT EXISTS calls_by_decision ON calls(decision_id);
 
 /// The SQLite outcome store. One connection behind a mutex: writes are
 /// serialised, and each commit is fsynced (synchronous=FULL) before the
-/// call returns. Decisions are group-committed: calls that arrive while a
-/// commit is being fsynced are written together by the next one, so
-/// concurrent `Route` calls share an fsync instead of queueing for one each.
+/// call returns. Decisions are group-committed ([`GroupCommit`]): calls
+/// that arrive while a commit is being fsynced are written together by
+/// the next one.
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
-    /// Decisions waiting for the next group commit, each with the slot its
-    /// caller reads the result from.
-    waiting: Mutex<Vec<(LoggedDecision, Slot)>>,
+    commits: GroupCommit,
 }
-
-/// Where a group commit leaves one caller's result.
-type Slot = Arc<Mutex<Option<Result<(), StoreError>>>>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` in WAL mode with
@@ -115,31 +161,69 @@ impl SqliteStore {
                 check.join("; ")
             )));
         }
-        conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
-        migrate_add_rollout(&conn).map_err(|e| err(format!("migrating for rollout: {e}")))?;
-        migrate_add_propensity(&conn)
-            .map_err(|e| err(format!("adding the propensity columns: {e}")))?;
+        let mut conn = conn;
+        migrate_sqlite(&mut conn, path)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
-            waiting: Mutex::new(Vec::new()),
+            commits: GroupCommit::default(),
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable (each
+        // statement is its own transaction), so a poisoned lock is taken anyway.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: impl ToString) -> StoreError {
+        backend(&self.path)(e.to_string())
+    }
+}
+
+/// Brings the schema to this binary's version (see [`MIGRATIONS`]) in one
+/// immediate transaction, so two processes opening one new file do not
+/// both migrate it.
+fn migrate_sqlite(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = backend(path);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| err(e.to_string()))?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| err(e.to_string()))?;
+    let shown = path.display().to_string();
+    let pending = migrate::pending(&shown, MIGRATIONS, found)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    for (i, m) in pending.iter().enumerate() {
+        let version = found as usize + i + 1;
+        (m.step)(&tx).map_err(|e| {
+            err(format!(
+                "schema migration to version {version} ({}): {e}",
+                m.what
+            ))
+        })?;
+    }
+    // PRAGMA takes no parameters; the number is ours.
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
+        .map_err(|e| err(e.to_string()))?;
+    tx.commit().map_err(|e| err(e.to_string()))
+}
+
+impl BatchWriter for SqliteStore {
     /// Inserts `batch` in one transaction (one fsync); one result per row.
     /// A duplicate id fails its own row only; a failed commit fails all.
-    fn insert_decisions(
-        &self,
-        conn: &mut Connection,
-        batch: &[(LoggedDecision, Slot)],
-    ) -> Vec<Result<(), StoreError>> {
-        let tx = match conn.transaction() {
+    fn write_decisions(&self, batch: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
+        let mut conn = self.lock();
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => return batch.iter().map(|_| Err(self.err(&e))).collect(),
         };
         let mut results: Vec<Result<(), StoreError>> = batch
             .iter()
-            .map(|(d, _)| match insert_decision(&tx, d) {
+            .map(|d| match insert_decision(&tx, d) {
                 Ok(()) => Ok(()),
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::ConstraintViolation =>
@@ -156,16 +240,6 @@ impl SqliteStore {
             }
         }
         results
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves the connection usable (each
-        // statement is its own transaction), so a poisoned lock is taken anyway.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn err(&self, e: impl ToString) -> StoreError {
-        backend(&self.path)(e.to_string())
     }
 }
 
@@ -206,12 +280,6 @@ fn backend(path: &Path) -> impl Fn(String) -> StoreError + '_ {
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store types always serialise")
-}
-
-/// A mutex whose holder panicked is still usable here (every write is its
-/// own transaction or a plain Vec push), so poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Adds `propensity` (REAL, default 1.0) and `explored` (INTEGER 0/1,
@@ -299,49 +367,15 @@ impl OutcomeStore for SqliteStore {
     }
 
     fn append_decisions(&self, ds: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
-        let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(ds.len());
-        let mut slots = Vec::new();
-        {
-            let mut waiting = lock(&self.waiting);
-            for d in ds {
-                match crate::check::decision(d) {
-                    Err(e) => results.push(Some(Err(e))),
-                    Ok(()) => {
-                        let slot: Slot = Arc::new(Mutex::new(None));
-                        waiting.push((d.clone(), slot.clone()));
-                        slots.push((results.len(), slot));
-                        results.push(None);
-                    }
-                }
-            }
-        }
-        if !slots.is_empty() {
-            let mut conn = self.lock();
-            // Whoever held the connection before us may have committed our
-            // rows with its own batch (it fills every slot before letting
-            // go). Otherwise we lead: everything waiting (ours included)
-            // goes in one transaction.
-            if lock(&slots[0].1).is_none() {
-                let batch = std::mem::take(&mut *lock(&self.waiting));
-                let done = self.insert_decisions(&mut conn, &batch);
-                for ((_, s), r) in batch.iter().zip(done) {
-                    *lock(s) = Some(r);
-                }
-            }
-        }
-        for (i, slot) in slots {
-            results[i] = lock(&slot).take();
-        }
-        results
-            .into_iter()
-            .map(|r| r.expect("our rows went in together, in one batch"))
-            .collect()
+        self.commits.append(ds, self)
     }
 
     fn append_outcome(&self, o: &LoggedOutcome) -> Result<u32, StoreError> {
         crate::check::outcome(o)?;
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         let known = tx
             .query_row(
                 "SELECT 1 FROM decisions WHERE id = ?1",
@@ -384,7 +418,9 @@ impl OutcomeStore for SqliteStore {
             crate::check::outcome(o)?;
         }
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         let ids: std::collections::BTreeSet<&str> = calls
             .iter()
             .map(|c| c.decision_id.as_str())
@@ -601,6 +637,31 @@ impl OutcomeStore for SqliteStore {
         }
         Ok(count)
     }
+
+    fn publish_artifact(
+        &self,
+        router: &[u8],
+        catalog: Option<&[u8]>,
+        note: Option<&str>,
+    ) -> Result<ArtifactVersion, StoreError> {
+        artifacts::publish_artifact(self, router, catalog, note)
+    }
+
+    fn activate_artifact(&self, version: i64) -> Result<ArtifactVersion, StoreError> {
+        artifacts::activate_artifact(self, version)
+    }
+
+    fn active_artifact(&self) -> Result<Option<Activation>, StoreError> {
+        artifacts::active_artifact(self)
+    }
+
+    fn load_artifact(&self, version: i64) -> Result<Option<PublishedArtifact>, StoreError> {
+        artifacts::load_artifact(self, version)
+    }
+
+    fn artifact_versions(&self) -> Result<Vec<ArtifactVersion>, StoreError> {
+        artifacts::artifact_versions(self)
+    }
 }
 
 impl SqliteStore {
@@ -653,6 +714,15 @@ fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedCall> {
     })
 }
 
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+mod artifacts;
 #[cfg(test)]
 mod rollout_tests;
 #[cfg(test)]

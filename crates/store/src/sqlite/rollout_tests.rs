@@ -72,10 +72,13 @@ fn a_store_without_the_shadow_column_gains_it_once_and_keeps_its_rows() {
         s.append_decision(&decision("old", None, 1, 0.01)).unwrap();
     }
     {
-        // As a store written before the rollout change: no shadow column.
+        // As a store written before the rollout change: no shadow column,
+        // and (since versioned migrations) schema version 2.
         let c = Connection::open(&path).unwrap();
-        c.execute_batch("ALTER TABLE decisions DROP COLUMN shadow; DROP TABLE rollout_events;")
-            .unwrap();
+        c.execute_batch(
+            "ALTER TABLE decisions DROP COLUMN shadow; DROP TABLE rollout_events; PRAGMA user_version = 2;",
+        )
+        .unwrap();
     }
     for _ in 0..2 {
         // Twice: the migration is idempotent.

@@ -1,139 +1,9 @@
-//! Tests of the SQLite store (sqlite.rs).
-
-use std::collections::BTreeMap;
+//! Tests of what is SQLite's own (WAL, fsync, corruption, file
+//! permissions, pre-versioned files, migrations). What every backend
+//! promises is tested on both in crate::tests::behaviour.
 
 use super::*;
-use crate::LoggedCandidate;
-
-fn decision(id: &str, prompt: Option<&str>) -> LoggedDecision {
-    LoggedDecision {
-        id: id.into(),
-        time_ms: 1_700_000_000_000,
-        embedding: vec![0.5, -1.25, 3.0],
-        task: "code".into(),
-        task_scores: BTreeMap::from([("code".into(), 0.9), ("math".into(), 0.1)]),
-        difficulty: 0.25,
-        model: "small".into(),
-        candidates: vec![LoggedCandidate {
-            model: "small".into(),
-            p_success: 0.8,
-            expected_cost_usd: 0.001,
-        }],
-        versions: BTreeMap::from([("catalog".into(), "abc".into())]),
-        tenant: Some("team-a".into()),
-        prompt: prompt.map(str::to_string),
-        propensity: 1.0,
-        explored: false,
-        shadow: None,
-    }
-}
-
-fn outcome(id: &str, model: &str, score: f64) -> LoggedOutcome {
-    LoggedOutcome {
-        decision_id: id.into(),
-        model: model.into(),
-        score,
-        cost_usd: Some(0.002),
-        input_tokens: Some(10),
-        output_tokens: None,
-        latency_ms: Some(120.0),
-        time_ms: 1_700_000_000_500,
-    }
-}
-
-fn all(store: &SqliteStore) -> Vec<DecisionWithOutcomes> {
-    let mut v = Vec::new();
-    store
-        .export(&mut |d| {
-            v.push(d);
-            Ok(())
-        })
-        .unwrap();
-    v
-}
-
-#[test]
-fn concurrent_decisions_are_group_committed_and_each_caller_gets_its_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
-    // 8 threads × 40 decisions; every thread also re-logs one id that
-    // thread 0 logs, so some batches mix new rows and duplicates.
-    let handles: Vec<_> = (0..8)
-        .map(|t| {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                let mut dup_errors = 0;
-                for i in 0..40 {
-                    let id = if t > 0 && i == 20 {
-                        "t0-d5".to_string()
-                    } else {
-                        format!("t{t}-d{i}")
-                    };
-                    match store.append_decision(&decision(&id, None)) {
-                        Ok(()) => {}
-                        Err(StoreError::DuplicateDecision(d)) => {
-                            assert_eq!(d, "t0-d5");
-                            dup_errors += 1;
-                        }
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-                dup_errors
-            })
-        })
-        .collect();
-    let dups: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    // Thread 0 may log t0-d5 before or after some of the others try it:
-    // exactly one of the 8 attempts wins.
-    assert_eq!(dups, 7);
-    drop(store);
-    let reopened = SqliteStore::open(&path).unwrap();
-    let ids: std::collections::BTreeSet<String> =
-        all(&reopened).into_iter().map(|d| d.decision.id).collect();
-    assert_eq!(ids.len(), 8 * 40 - 7, "every distinct id is durable, once");
-    assert!(ids.contains("t7-d39") && ids.contains("t0-d5"));
-}
-
-#[test]
-fn round_trips_decisions_and_outcomes_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sub/store.db");
-    {
-        let s = SqliteStore::open(&path).unwrap();
-        s.append_decision(&decision("d1", None)).unwrap();
-        s.append_decision(&decision("d2", Some("hello"))).unwrap();
-        assert_eq!(s.append_outcome(&outcome("d1", "small", 1.0)).unwrap(), 1);
-        assert_eq!(s.append_outcome(&outcome("d1", "big", 0.0)).unwrap(), 2);
-    }
-    let s = SqliteStore::open(&path).unwrap();
-    let got = all(&s);
-    assert_eq!(got.len(), 2);
-    assert_eq!(got[0].decision, decision("d1", None));
-    assert_eq!(
-        got[0].outcomes,
-        vec![outcome("d1", "small", 1.0), outcome("d1", "big", 0.0)]
-    );
-    assert!(got[1].outcomes.is_empty());
-    assert!(s.has_decision("d2").unwrap());
-    assert!(!s.has_decision("nope").unwrap());
-}
-
-#[test]
-fn unknown_and_duplicate_ids_are_typed_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-    s.append_decision(&decision("d1", None)).unwrap();
-    assert!(matches!(
-        s.append_decision(&decision("d1", None)),
-        Err(StoreError::DuplicateDecision(_))
-    ));
-    assert!(matches!(
-        s.append_outcome(&outcome("zz", "small", 1.0)),
-        Err(StoreError::UnknownDecision(_))
-    ));
-    assert!(all(&s)[0].outcomes.is_empty());
-}
+use crate::tests::{all, call, decision, outcome};
 
 #[test]
 fn uses_wal_and_full_sync() {
@@ -147,89 +17,13 @@ fn uses_wal_and_full_sync() {
     assert_eq!((mode.as_str(), sync), ("wal", 2));
 }
 
-#[test]
-fn exports_records_in_the_design_format() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-    s.append_decision(&decision("d1", None)).unwrap();
-    s.append_decision(&decision("d2", Some("Write a haiku")))
-        .unwrap();
-    assert_eq!(s.append_outcome(&outcome("d1", "small", 0.5)).unwrap(), 1);
-    assert_eq!(s.append_outcome(&outcome("d1", "small", 1.0)).unwrap(), 1);
-    let got = all(&s);
-    assert_eq!(
-        got[0].outcomes,
-        vec![outcome("d1", "small", 1.0)],
-        "the store keeps the last report only"
-    );
-    let r = got[0].to_record();
-    assert_eq!(r.prompt, crate::PROMPT_NOT_STORED);
-    assert_eq!(r.outcomes.len(), 1);
-    assert_eq!(
-        r.outcomes["small"].score, 1.0,
-        "a later report replaces an earlier one"
-    );
-    assert_eq!(r.extra["prompt_stored"], false);
-    assert_eq!(r.extra["embedding"].as_array().unwrap().len(), 3);
-    // The line parses back as a valid record.
-    let back = pointsman_records::Record::parse_line(&r.to_line(), 1).unwrap();
-    assert_eq!(back.id, "d1");
-    assert_eq!(got[1].to_record().prompt, "Write a haiku");
-}
-
-// Issue 13, defect 3: NaN used to be stored as NULL, after which every
-// export failed ("invalid type: null, expected f64").
-#[test]
-fn non_finite_numbers_are_refused_and_export_keeps_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-    let mut d = decision("nan", None);
-    d.candidates[0].p_success = f64::NAN;
-    let e = store.append_decision(&d).unwrap_err();
-    assert!(
-        e.to_string().contains("candidates[0].p_success is NaN"),
-        "{e}"
-    );
-    let mut d = decision("inf", None);
-    d.embedding[1] = f32::INFINITY;
-    assert!(matches!(
-        store.append_decision(&d),
-        Err(StoreError::Invalid(_))
-    ));
-    store.append_decision(&decision("ok", None)).unwrap();
-    let mut o = outcome("ok", "small", 0.5);
-    o.latency_ms = Some(f64::NAN);
-    assert!(matches!(
-        store.append_outcome(&o),
-        Err(StoreError::Invalid(_))
-    ));
-    let mut o = outcome("ok", "small", f64::NAN);
-    o.latency_ms = None;
-    assert!(matches!(
-        store.append_outcome(&o),
-        Err(StoreError::Invalid(_))
-    ));
-    let mut d = decision("big", None);
-    d.tenant = Some("t".repeat(crate::check::MAX_NAME_BYTES + 1));
-    assert!(matches!(
-        store.append_decision(&d),
-        Err(StoreError::Invalid(_))
-    ));
-    let got = all(&store);
-    assert_eq!(got.len(), 1);
-    assert!(got[0].outcomes.is_empty());
-}
-
 // Issue 13, defect 8: RouteBatch wrote each row in its own transaction.
 // A batch of decisions now goes in one; the WAL grows by one commit.
 #[test]
 fn a_batch_of_decisions_is_one_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-    let mut batch: Vec<LoggedDecision> =
-        (0..20).map(|i| decision(&format!("b{i}"), None)).collect();
-    batch[7].difficulty = f32::NAN;
-    batch[9].id = "b3".into();
+    let batch = crate::tests::mixed_batch();
     let frames_before = wal_frames(&dir.path().join("s.db-wal"));
     let results = s.append_decisions(&batch);
     let frames_after = wal_frames(&dir.path().join("s.db-wal"));
@@ -248,27 +42,6 @@ fn wal_frames(path: &Path) -> u64 {
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(32);
     // 32-byte WAL header, then frames of 24 + page size (4096) bytes.
     len.saturating_sub(32) / (24 + 4096)
-}
-
-// Issue 13, defect 10: the same outcome twice was stored twice.
-#[test]
-fn a_repeated_outcome_replaces_the_earlier_one_and_candidates_are_known() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-    s.append_decision(&decision("d1", None)).unwrap();
-    assert_eq!(s.append_outcome(&outcome("d1", "small", 0.0)).unwrap(), 1);
-    assert_eq!(s.append_outcome(&outcome("d1", "small", 1.0)).unwrap(), 1);
-    assert_eq!(s.append_outcome(&outcome("d1", "big", 0.5)).unwrap(), 2);
-    let got = all(&s);
-    assert_eq!(
-        got[0].outcomes,
-        vec![outcome("d1", "small", 1.0), outcome("d1", "big", 0.5)]
-    );
-    assert_eq!(
-        s.decision_models("d1").unwrap(),
-        Some(vec!["small".to_string()])
-    );
-    assert_eq!(s.decision_models("nope").unwrap(), None);
 }
 
 // Issue 13, defect 11: corruption in the middle of the file was found
@@ -382,77 +155,6 @@ fn read_only_open_child() {
     }
 }
 
-fn call(id: &str, model: &str, class: &str) -> LoggedCall {
-    LoggedCall {
-        decision_id: id.into(),
-        model: model.into(),
-        error_class: class.into(),
-        status: Some(if class == "ok" { 200 } else { 500 }),
-        latency_ms: 42.0,
-        ttft_ms: Some(7.5),
-        input_tokens: Some(11),
-        output_tokens: Some(5),
-        cost_usd: Some(0.0003),
-        time_ms: 1_700_000_000_600,
-    }
-}
-
-#[test]
-fn gateway_calls_log_failures_and_feedback_completes_the_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-    s.append_decision(&decision("d1", None)).unwrap();
-    // "big" failed (automatic score-0 outcome), "small" answered.
-    let mut failed = outcome("d1", "big", 0.0);
-    failed.cost_usd = None;
-    s.append_calls(
-        &[call("d1", "big", "server"), call("d1", "small", "ok")],
-        &[failed.clone()],
-    )
-    .unwrap();
-    let got = all(&s);
-    assert_eq!(got[0].calls.len(), 2);
-    assert_eq!(got[0].calls[1], call("d1", "small", "ok"));
-    assert_eq!(got[0].outcomes, vec![failed.clone()]);
-    assert_eq!(s.answered_model("d1").unwrap().as_deref(), Some("small"));
-    assert_eq!(s.answered_model("zz").unwrap(), None);
-    // Feedback for the model that answered: its outcome takes the
-    // call's tokens and cost, which the feedback did not give.
-    let mut fb = outcome("d1", "small", 0.75);
-    fb.cost_usd = None;
-    fb.latency_ms = None;
-    assert_eq!(s.append_outcome(&fb).unwrap(), 2);
-    let r = all(&s)[0].to_record();
-    let small = &r.outcomes["small"];
-    assert_eq!(small.score, 0.75);
-    assert_eq!(small.cost_usd, Some(0.0003));
-    assert_eq!(small.output_tokens, Some(5));
-    assert_eq!(small.latency_ms, Some(42.0));
-    assert_eq!(r.outcomes["big"].score, 0.0);
-    assert_eq!(r.extra["calls"].as_array().unwrap().len(), 2);
-    assert_eq!(r.extra["calls"][0]["error_class"], "server");
-    // An automatic failure never replaces feedback already there.
-    s.append_calls(
-        &[call("d1", "small", "mid_stream")],
-        &[outcome("d1", "small", 0.0)],
-    )
-    .unwrap();
-    assert_eq!(all(&s)[0].to_record().outcomes["small"].score, 0.75);
-    // Unknown decision: refused, nothing written.
-    assert!(matches!(
-        s.append_calls(&[call("zz", "small", "ok")], &[]),
-        Err(StoreError::UnknownDecision(_))
-    ));
-    assert_eq!(all(&s)[0].calls.len(), 3);
-    // Non-finite numbers are refused like everywhere else.
-    let mut bad = call("d1", "small", "ok");
-    bad.latency_ms = f64::NAN;
-    assert!(matches!(
-        s.append_calls(&[bad], &[]),
-        Err(StoreError::Invalid(_))
-    ));
-}
-
 #[test]
 fn a_store_from_before_the_gateway_opens_and_exports() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,7 +162,7 @@ fn a_store_from_before_the_gateway_opens_and_exports() {
     {
         // The schema as it was before the `calls` table.
         let c = Connection::open(&path).unwrap();
-        let old = SCHEMA
+        let old = BASELINE
             .split("-- Added with the HTTP gateway")
             .next()
             .unwrap();
@@ -493,6 +195,65 @@ fn a_store_from_before_the_gateway_opens_and_exports() {
     assert_eq!(all(&s)[0].calls.len(), 1);
 }
 
+// Issue 15: a store written before schema versioning (user_version 0,
+// with or without the gateway's `calls` table) opens, keeps its rows and
+// is brought to the current version.
+#[test]
+fn a_store_from_before_versioning_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(BASELINE).unwrap();
+        c.execute(
+            "INSERT INTO decisions (id, time_ms, model, task, difficulty, task_scores, candidates, versions, embedding)
+             VALUES ('old', 1, 'small', 'code', 0.5, '{}', '[]', '{}', x'0000803f')",
+            [],
+        )
+        .unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 0);
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let v: i64 = s
+        .lock()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v as usize, MIGRATIONS.len());
+    assert_eq!(all(&s)[0].decision.id, "old");
+    s.publish_artifact(b"{}", None, None).unwrap();
+    drop(s);
+    // Reopening at the current version changes nothing.
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.artifact_versions().unwrap().len(), 1);
+}
+
+#[test]
+fn a_store_newer_than_the_binary_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let future = MIGRATIONS.len() + 3;
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!("PRAGMA user_version = {future}"))
+        .unwrap();
+    let e = SqliteStore::open(&path).err().expect("refused").to_string();
+    assert!(
+        e.contains(&format!("schema is at version {future}"))
+            && e.contains(&format!("this binary knows (version {})", MIGRATIONS.len())),
+        "{e}"
+    );
+    // Nothing was written: the version is still the future one.
+    let v: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v as usize, future);
+}
+
 #[test]
 fn propensities_round_trip_and_old_stores_gain_the_columns_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -500,7 +261,7 @@ fn propensities_round_trip_and_old_stores_gain_the_columns_once() {
     {
         // A store from before exploration: every table, no propensity.
         let c = Connection::open(&path).unwrap();
-        c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(BASELINE).unwrap();
         c.execute(
             "INSERT INTO decisions (id, time_ms, model, task, difficulty, task_scores, candidates, versions, embedding)
              VALUES ('old', 1, 'small', 'code', 0.5, '{}', '[]', '{}', x'0000803f')",
