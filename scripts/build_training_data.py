@@ -378,7 +378,7 @@ def main():
 
     train = {
         "oasst": hand_labelled("oasst", ["oasst_a.jsonl", "oasst_b.jsonl", "oasst_c.jsonl"]),
-        "awesome": hand_labelled("awesome", ["awesome.jsonl"]),
+        "awesome": hand_labelled("awesome", ["awesome.jsonl", "awesome_rest_a.jsonl"], listed_from=["awesome", "awesome_rest"]),
         "hh_rlhf": hand_labelled("hh_rlhf", ["hh_rlhf.jsonl", "hh_rlhf_rest_a.jsonl"],
                                 listed_from=["hh_rlhf", "hh_rlhf_rest"]),
         "self_instruct_user": hand_labelled("self_instruct_user", ["self_instruct_user.jsonl"]),
