@@ -385,7 +385,8 @@ def main():
         "self_instruct_seed": hand_labelled("self_instruct_seed", ["self_instruct_seed.jsonl"]),
         "sharegpt92k": hand_labelled("sharegpt92k", ["sharegpt92k.jsonl"]),
         "sg90k": hand_labelled("sg90k", ["sg90k_a.jsonl", "sg90k_b_targeted.jsonl", "sg90k_c_rare.jsonl",
-                                          "sg90k_d_roleplay_premises.jsonl", "sg90k_e_passages.jsonl"]),
+                                          "sg90k_d_roleplay_premises.jsonl", "sg90k_e_passages.jsonl",
+                                          "sg90k_f_short.jsonl"]),
         "sharegpt1000": hand_labelled("sharegpt1000", ["sharegpt1000_targeted.jsonl",
                                                         "sharegpt1000_b_rare.jsonl"]),
         "nonenglish_real": hand_labelled(
