@@ -386,9 +386,10 @@ def main():
         "sharegpt92k": hand_labelled("sharegpt92k", ["sharegpt92k.jsonl"]),
         "sg90k": hand_labelled("sg90k", ["sg90k_a.jsonl", "sg90k_b_targeted.jsonl", "sg90k_c_rare.jsonl",
                                           "sg90k_d_roleplay_premises.jsonl", "sg90k_e_passages.jsonl",
-                                          "sg90k_f_short.jsonl"]),
+                                          "sg90k_f_short.jsonl", "sg90k_g_rare.jsonl"]),
         "sharegpt1000": hand_labelled("sharegpt1000", ["sharegpt1000_targeted.jsonl",
-                                                        "sharegpt1000_b_rare.jsonl"]),
+                                                        "sharegpt1000_b_rare.jsonl",
+                                                        "sharegpt1000_c_rare_followups.jsonl"]),
         "nonenglish_real": hand_labelled(
             "nonenglish_real",
             ["sg90k_nonenglish.jsonl", "sharegpt1000_nonenglish.jsonl", "awesome_rest_nonenglish.jsonl",
