@@ -379,7 +379,7 @@ def main():
     train = {
         "oasst": hand_labelled("oasst", ["oasst_a.jsonl", "oasst_b.jsonl", "oasst_c.jsonl"]),
         "awesome": hand_labelled("awesome", ["awesome.jsonl", "awesome_rest_a.jsonl"], listed_from=["awesome", "awesome_rest"]),
-        "hh_rlhf": hand_labelled("hh_rlhf", ["hh_rlhf.jsonl", "hh_rlhf_rest_a.jsonl"],
+        "hh_rlhf": hand_labelled("hh_rlhf", ["hh_rlhf.jsonl", "hh_rlhf_rest_a.jsonl", "hh_rlhf_rest_b.jsonl"],
                                 listed_from=["hh_rlhf", "hh_rlhf_rest"]),
         "self_instruct_user": hand_labelled("self_instruct_user", ["self_instruct_user.jsonl"]),
         "self_instruct_seed": hand_labelled("self_instruct_seed", ["self_instruct_seed.jsonl"]),
@@ -387,7 +387,7 @@ def main():
         "sg90k": hand_labelled("sg90k", ["sg90k_a.jsonl", "sg90k_b_targeted.jsonl", "sg90k_c_rare.jsonl",
                                           "sg90k_d_roleplay_premises.jsonl", "sg90k_e_passages.jsonl",
                                           "sg90k_f_short.jsonl", "sg90k_g_rare.jsonl",
-                                          "sg90k_h_premises_short.jsonl"]),
+                                          "sg90k_h_premises_short.jsonl", "sg90k_i_hard_code.jsonl"]),
         "sharegpt1000": hand_labelled("sharegpt1000", ["sharegpt1000_targeted.jsonl",
                                                         "sharegpt1000_b_rare.jsonl",
                                                         "sharegpt1000_c_rare_followups.jsonl"]),
