@@ -389,7 +389,7 @@ def main():
                                           "sg90k_f_short.jsonl", "sg90k_g_rare.jsonl",
                                           "sg90k_h_premises_short.jsonl", "sg90k_i_hard_code.jsonl",
                                           "sg90k_j_summaries.jsonl", "sg90k_k_brainstorming.jsonl",
-                                          "sg90k_l_roleplay.jsonl"]),
+                                          "sg90k_l_roleplay.jsonl", "sg90k_m_writing.jsonl"]),
         "sharegpt1000": hand_labelled("sharegpt1000", ["sharegpt1000_targeted.jsonl",
                                                         "sharegpt1000_b_rare.jsonl",
                                                         "sharegpt1000_c_rare_followups.jsonl",
