@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use pointsman_classifier::finetune::lora::{LoraPair, TARGETS};
 use pointsman_classifier::finetune::model::{module_name, FrozenBert, LoraSet};
 use pointsman_classifier::finetune::{
-    finetune, AdapterMetadata, FinetuneConfig, LoraAdapter, LowerCache,
+    finetune, finetune_snapshots, AdapterMetadata, FinetuneConfig, LoraAdapter, LowerCache,
 };
 use pointsman_classifier::tokenize::PromptTokenizer;
 use pointsman_classifier::{
@@ -54,12 +54,23 @@ fn load(path: &std::path::Path) -> (ModelDir, FrozenBert) {
 }
 
 fn tiny_run(dir: &ModelDir, bert: &FrozenBert, seed: u64) -> (LoraAdapter, Vec<f32>) {
+    tiny_runs(dir, bert, seed, 2, &[2]).pop().unwrap()
+}
+
+/// Trains `epochs` epochs and returns the snapshots after `after`.
+fn tiny_runs(
+    dir: &ModelDir,
+    bert: &FrozenBert,
+    seed: u64,
+    epochs: usize,
+    after: &[usize],
+) -> Vec<(LoraAdapter, Vec<f32>)> {
     let tok = PromptTokenizer::load(dir, 32).unwrap();
     let ids: Vec<Vec<u32>> = PROMPTS.iter().map(|(t, _)| tok.ids(t).unwrap()).collect();
     let cfg = FinetuneConfig {
         layers: 1,
         rank: 2,
-        epochs: 2,
+        epochs,
         batch_size: 4,
         seed,
         ..Default::default()
@@ -67,7 +78,21 @@ fn tiny_run(dir: &ModelDir, bert: &FrozenBert, seed: u64) -> (LoraAdapter, Vec<f
     let cache = LowerCache::build(bert, &ids, bert.num_layers() - 1, &|_| {}).unwrap();
     let rows: Vec<usize> = (0..PROMPTS.len()).collect();
     let labels: Vec<usize> = PROMPTS.iter().map(|p| p.1).collect();
-    let out = finetune(
+    if after == [epochs] {
+        let out = finetune(
+            bert,
+            &cache,
+            &rows,
+            &labels,
+            &vec![1.0; rows.len()],
+            3,
+            &cfg,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        return vec![(out.adapter.unwrap(), out.head_weight)];
+    }
+    finetune_snapshots(
         bert,
         &cache,
         &rows,
@@ -75,10 +100,25 @@ fn tiny_run(dir: &ModelDir, bert: &FrozenBert, seed: u64) -> (LoraAdapter, Vec<f
         &vec![1.0; rows.len()],
         3,
         &cfg,
+        after,
         &|_, _, _| {},
     )
-    .unwrap();
-    (out.adapter.unwrap(), out.head_weight)
+    .unwrap()
+    .into_iter()
+    .map(|m| (m.adapter.unwrap(), m.head_weight))
+    .collect()
+}
+
+/// `train encoder --select-epochs` scores snapshots of one run: each must
+/// be exactly what a run of that many epochs returns.
+#[test]
+fn a_snapshot_after_e_epochs_equals_a_run_of_e_epochs() {
+    let (dir, bert) = load(&model_dir());
+    let snaps = tiny_runs(&dir, &bert, 5, 3, &[1, 3]);
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[0], tiny_runs(&dir, &bert, 5, 1, &[1])[0]);
+    assert_eq!(snaps[1], tiny_runs(&dir, &bert, 5, 3, &[3])[0]);
+    assert_ne!(snaps[0].0, snaps[1].0, "two more epochs moved the adapter");
 }
 
 fn check_reproducible(path: &std::path::Path, top_layer: usize) {
@@ -260,4 +300,26 @@ fn an_adapter_for_other_base_weights_is_refused() {
     let err = base.with_adapter(&path).unwrap_err();
     assert!(matches!(err, ClassifierError::Incompatible { .. }), "{err}");
     assert!(err.to_string().contains("other.safetensors"));
+}
+
+/// The shipped e5 adapter (models/adapters/e5-lora.*, `train encoder
+/// --model-dir models/multilingual-e5-small`) is bound to the e5 weights it
+/// was trained on, merges at load, and moves the embedding.
+#[test]
+fn the_shipped_e5_adapter_merges_onto_e5() {
+    let base = ModelDir::open(&e5_dir()).unwrap();
+    let adapter = e5_dir().join("../adapters/e5-lora.safetensors");
+    let merged = base.clone().with_adapter(&adapter).unwrap();
+    assert_ne!(merged.weights_sha256, base.weights_sha256);
+    let texts = ["Write a short story about a lighthouse keeper."];
+    let tuned = NativeBertEncoder::load(&merged).unwrap().embed(&texts).unwrap();
+    let plain = NativeBertEncoder::load(&base).unwrap().embed(&texts).unwrap();
+    let c = cosine(&tuned[0], &plain[0]);
+    assert!(c < 0.9999 && c > 0.5, "cos {c}");
+    // Not for MiniLM: the binding refuses it.
+    let minilm = ModelDir::open(&model_dir()).unwrap();
+    assert!(matches!(
+        minilm.with_adapter(&adapter).unwrap_err(),
+        ClassifierError::Incompatible { .. }
+    ));
 }
