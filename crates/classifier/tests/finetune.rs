@@ -312,8 +312,14 @@ fn the_shipped_e5_adapter_merges_onto_e5() {
     let merged = base.clone().with_adapter(&adapter).unwrap();
     assert_ne!(merged.weights_sha256, base.weights_sha256);
     let texts = ["Write a short story about a lighthouse keeper."];
-    let tuned = NativeBertEncoder::load(&merged).unwrap().embed(&texts).unwrap();
-    let plain = NativeBertEncoder::load(&base).unwrap().embed(&texts).unwrap();
+    let tuned = NativeBertEncoder::load(&merged)
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    let plain = NativeBertEncoder::load(&base)
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
     let c = cosine(&tuned[0], &plain[0]);
     assert!(c < 0.9999 && c > 0.5, "cos {c}");
     // Not for MiniLM: the binding refuses it.
