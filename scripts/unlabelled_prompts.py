@@ -169,6 +169,19 @@ def awesome_rest():
             yield f"awesome/{i}", r["prompt"]
 
 
+def hh_rlhf_rest():
+    """The unique first human turns of hh-rlhf harmless-base test outside the 300 seeded picks of `hh_rlhf`, for
+    TRAINING; disjoint from sharegpt500, AlpacaEval and the earlier sources (see `_disjoint`)."""
+    seen, rows = set(), []
+    for i, line in enumerate(gzip.open(RAW / "hh_rlhf/harmless-base_test.jsonl.gz", "rt", encoding="utf-8")):
+        turn = hh_first_turn(json.loads(line)["chosen"])
+        if turn and turn not in seen:
+            seen.add(turn)
+            rows.append((str(i), turn))
+    for rid, text in _disjoint(rows, _earlier_sources()):
+        yield f"hh_rlhf/{rid}", text
+
+
 def self_instruct_seed():
     """The 175 seed tasks of self-instruct (written by its authors), instruction plus first instance input as in
     `self_instruct_user`, for TRAINING; disjoint from sharegpt500, AlpacaEval and the earlier sources (see `_disjoint`)."""
@@ -192,6 +205,7 @@ SOURCES = {
     "sharegpt1000": sharegpt1000,
     "awesome_rest": awesome_rest,
     "self_instruct_seed": self_instruct_seed,
+    "hh_rlhf_rest": hh_rlhf_rest,
 }
 
 

@@ -1,7 +1,8 @@
-//! LoRA fine-tuning on the real MiniLM weights: a seeded run is
-//! reproducible bit for bit, and an adapter merged into the weights at load
-//! (native f32/bf16/int8 and candle) gives the same embeddings as the
-//! unmerged forward that applies the factors explicitly.
+//! LoRA fine-tuning on the real MiniLM (BERT) and multilingual-e5-small
+//! (XLM-RoBERTa) weights: a seeded run is reproducible bit for bit, and an
+//! adapter merged into the weights at load (native f32/bf16/int8 and candle)
+//! gives the same embeddings as the unmerged forward that applies the
+//! factors explicitly.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use pointsman_classifier::finetune::lora::{LoraPair, TARGETS};
 use pointsman_classifier::finetune::model::{module_name, FrozenBert, LoraSet};
 use pointsman_classifier::finetune::{
-    finetune, AdapterMetadata, FinetuneConfig, LoraAdapter, LowerCache,
+    finetune, finetune_snapshots, AdapterMetadata, FinetuneConfig, LoraAdapter, LowerCache,
 };
 use pointsman_classifier::tokenize::PromptTokenizer;
 use pointsman_classifier::{
@@ -19,6 +20,10 @@ use rand::{Rng, SeedableRng};
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+}
+
+fn e5_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/multilingual-e5-small")
 }
 
 const PROMPTS: [(&str, usize); 12] = [
@@ -42,58 +47,119 @@ const PROMPTS: [(&str, usize); 12] = [
     ("Compose a limerick about a cat and a hat.", 2),
 ];
 
-fn tiny_run(seed: u64) -> (LoraAdapter, Vec<f32>) {
-    let dir = ModelDir::open(&model_dir()).expect("run scripts/fetch-model first");
-    let tok = PromptTokenizer::load(&dir, 32).unwrap();
-    let ids: Vec<Vec<u32>> = PROMPTS.iter().map(|(t, _)| tok.ids(t).unwrap()).collect();
+fn load(path: &std::path::Path) -> (ModelDir, FrozenBert) {
+    let dir = ModelDir::open(path).expect("run scripts/fetch-model first");
     let bert = FrozenBert::load(&dir.config_path(), &dir.weights_path()).unwrap();
+    (dir, bert)
+}
+
+fn tiny_run(dir: &ModelDir, bert: &FrozenBert, seed: u64) -> (LoraAdapter, Vec<f32>) {
+    tiny_runs(dir, bert, seed, 2, &[2]).pop().unwrap()
+}
+
+/// Trains `epochs` epochs and returns the snapshots after `after`.
+fn tiny_runs(
+    dir: &ModelDir,
+    bert: &FrozenBert,
+    seed: u64,
+    epochs: usize,
+    after: &[usize],
+) -> Vec<(LoraAdapter, Vec<f32>)> {
+    let tok = PromptTokenizer::load(dir, 32).unwrap();
+    let ids: Vec<Vec<u32>> = PROMPTS.iter().map(|(t, _)| tok.ids(t).unwrap()).collect();
     let cfg = FinetuneConfig {
         layers: 1,
         rank: 2,
-        epochs: 2,
+        epochs,
         batch_size: 4,
         seed,
         ..Default::default()
     };
-    let cache = LowerCache::build(&bert, &ids, bert.num_layers() - 1, &|_| {}).unwrap();
+    let cache = LowerCache::build(bert, &ids, bert.num_layers() - 1, &|_| {}).unwrap();
     let rows: Vec<usize> = (0..PROMPTS.len()).collect();
     let labels: Vec<usize> = PROMPTS.iter().map(|p| p.1).collect();
-    let out = finetune(
-        &bert,
+    if after == [epochs] {
+        let out = finetune(
+            bert,
+            &cache,
+            &rows,
+            &labels,
+            &vec![1.0; rows.len()],
+            3,
+            &cfg,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        return vec![(out.adapter.unwrap(), out.head_weight)];
+    }
+    finetune_snapshots(
+        bert,
         &cache,
         &rows,
         &labels,
         &vec![1.0; rows.len()],
         3,
         &cfg,
+        after,
         &|_, _, _| {},
     )
-    .unwrap();
-    (out.adapter.unwrap(), out.head_weight)
+    .unwrap()
+    .into_iter()
+    .map(|m| (m.adapter.unwrap(), m.head_weight))
+    .collect()
 }
 
+/// `train encoder --select-epochs` scores snapshots of one run: each must
+/// be exactly what a run of that many epochs returns.
 #[test]
-fn finetuning_is_reproducible_from_a_seed() {
-    let (a, head_a) = tiny_run(3);
+fn a_snapshot_after_e_epochs_equals_a_run_of_e_epochs() {
+    let (dir, bert) = load(&model_dir());
+    let snaps = tiny_runs(&dir, &bert, 5, 3, &[1, 3]);
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[0], tiny_runs(&dir, &bert, 5, 1, &[1])[0]);
+    assert_eq!(snaps[1], tiny_runs(&dir, &bert, 5, 3, &[3])[0]);
+    assert_ne!(snaps[0].0, snaps[1].0, "two more epochs moved the adapter");
+}
+
+fn check_reproducible(path: &std::path::Path, top_layer: usize) {
+    let (dir, bert) = load(path);
+    let (a, head_a) = tiny_run(&dir, &bert, 3);
     assert_eq!(a.modules.len(), TARGETS.len(), "one pair per target");
+    assert!(
+        a.modules
+            .keys()
+            .all(|k| k.starts_with(&format!("encoder.layer.{top_layer}."))),
+        "only the top layer is adapted: {:?}",
+        a.modules.keys()
+    );
     assert!(
         a.modules.values().any(|p| p.b.iter().any(|&x| x != 0.0)),
         "training moved B away from its zero start"
     );
-    let (b, head_b) = tiny_run(3);
+    let (b, head_b) = tiny_run(&dir, &bert, 3);
     assert_eq!(a, b, "same seed, same adapter, bit for bit");
     assert_eq!(head_a, head_b);
-    let (c, _) = tiny_run(4);
+    let (c, _) = tiny_run(&dir, &bert, 4);
     assert_ne!(a, c, "another seed gives another adapter");
 }
 
-/// An adapter on the top two layers with factors large enough to move the
+#[test]
+fn finetuning_is_reproducible_from_a_seed() {
+    check_reproducible(&model_dir(), 5);
+}
+
+#[test]
+fn e5_finetuning_is_reproducible_from_a_seed() {
+    check_reproducible(&e5_dir(), 11);
+}
+
+/// An adapter on the given layers with factors large enough to move the
 /// embeddings well away from the base model's.
-fn strong_adapter(hidden: usize, intermediate: usize) -> LoraAdapter {
+fn strong_adapter(hidden: usize, intermediate: usize, layers: [usize; 2]) -> LoraAdapter {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let rank = 4;
     let mut modules = BTreeMap::new();
-    for layer in [4, 5] {
+    for layer in layers {
         for t in TARGETS {
             let (out, inp) = match t {
                 "intermediate.dense" => (intermediate, hidden),
@@ -134,9 +200,20 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn merged_adapter_forward_equals_the_unmerged_forward() {
-    let base = ModelDir::open(&model_dir()).unwrap();
-    let bert = FrozenBert::load(&base.config_path(), &base.weights_path()).unwrap();
-    let adapter = strong_adapter(384, 1536);
+    check_merged_equals_unmerged(&model_dir());
+}
+
+/// XLM-RoBERTa: positions from row pad + 1, `roberta.`-free names, the
+/// 250k-row table; the same equality must hold.
+#[test]
+fn e5_merged_adapter_forward_equals_the_unmerged_forward() {
+    check_merged_equals_unmerged(&e5_dir());
+}
+
+fn check_merged_equals_unmerged(path: &std::path::Path) {
+    let (base, bert) = load(path);
+    let n = bert.num_layers();
+    let adapter = strong_adapter(384, 1536, [n - 2, n - 1]);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("lora.safetensors");
     let meta = AdapterMetadata {
@@ -156,11 +233,13 @@ fn merged_adapter_forward_equals_the_unmerged_forward() {
         "def fib(n): return n if n < 2 else fib(n-1) + fib(n-2)",
         "Translate 'good morning' into German.",
         "Why is the sky blue? Explain it to a ten-year-old, with an example.",
+        "Напиши короткое стихотворение о зиме.",
+        "用三句话总结这篇文章。",
     ];
-    // Unmerged: lower four layers frozen, top two with the factors applied explicitly.
+    // Unmerged: lower layers frozen, top two with the factors applied explicitly.
     let tok = PromptTokenizer::load(&base, 256).unwrap();
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.ids(t).unwrap()).collect();
-    let cache = LowerCache::build(&bert, &ids, 4, &|_| {}).unwrap();
+    let cache = LowerCache::build(&bert, &ids, n - 2, &|_| {}).unwrap();
     let rows: Vec<usize> = (0..texts.len()).collect();
     let set = LoraSet::from_adapter(&adapter).unwrap();
     let unmerged = cache.embed(&bert, &rows, Some(&set)).unwrap();
@@ -215,8 +294,38 @@ fn an_adapter_for_other_base_weights_is_refused() {
         adapter_sha256: String::new(),
         training: serde_json::Value::Null,
     };
-    strong_adapter(384, 1536).save(&path, &meta).unwrap();
+    strong_adapter(384, 1536, [4, 5])
+        .save(&path, &meta)
+        .unwrap();
     let err = base.with_adapter(&path).unwrap_err();
     assert!(matches!(err, ClassifierError::Incompatible { .. }), "{err}");
     assert!(err.to_string().contains("other.safetensors"));
+}
+
+/// The shipped e5 adapter (models/adapters/e5-lora.*, `train encoder
+/// --model-dir models/multilingual-e5-small`) is bound to the e5 weights it
+/// was trained on, merges at load, and moves the embedding.
+#[test]
+fn the_shipped_e5_adapter_merges_onto_e5() {
+    let base = ModelDir::open(&e5_dir()).unwrap();
+    let adapter = e5_dir().join("../adapters/e5-lora.safetensors");
+    let merged = base.clone().with_adapter(&adapter).unwrap();
+    assert_ne!(merged.weights_sha256, base.weights_sha256);
+    let texts = ["Write a short story about a lighthouse keeper."];
+    let tuned = NativeBertEncoder::load(&merged)
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    let plain = NativeBertEncoder::load(&base)
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    let c = cosine(&tuned[0], &plain[0]);
+    assert!(c < 0.9999 && c > 0.5, "cos {c}");
+    // Not for MiniLM: the binding refuses it.
+    let minilm = ModelDir::open(&model_dir()).unwrap();
+    assert!(matches!(
+        minilm.with_adapter(&adapter).unwrap_err(),
+        ClassifierError::Incompatible { .. }
+    ));
 }

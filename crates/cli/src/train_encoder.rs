@@ -20,7 +20,8 @@ use clap::Args;
 use pointsman_classifier::finetune::lora::TARGETS;
 use pointsman_classifier::finetune::model::FrozenBert;
 use pointsman_classifier::finetune::{
-    finetune, source_folds, AdapterMetadata, FinetuneConfig, Finetuned, LowerCache,
+    finetune, finetune_snapshots, source_folds, AdapterMetadata, FinetuneConfig, Finetuned,
+    LowerCache,
 };
 use pointsman_classifier::tokenize::PromptTokenizer;
 use pointsman_classifier::{ModelDir, Taxonomy, DEFAULT_TASKS};
@@ -69,6 +70,9 @@ pub struct TrainEncoderArgs {
     targets: Option<Vec<String>>,
     #[arg(long, default_value_t = 3)]
     epochs: usize,
+    /// Choose the number of epochs on the held-out source folds among these (comma-separated, e.g. 1,2,3,4): each fold trains once for the largest and scores a snapshot after each; the final adapter trains for the best (ties to fewer). Overrides --epochs; needs --folds > 1.
+    #[arg(long, value_delimiter = ',')]
+    select_epochs: Option<Vec<usize>>,
     #[arg(long, default_value_t = 1e-3)]
     learning_rate: f64,
     #[arg(long, default_value_t = 1e-2)]
@@ -146,6 +150,18 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = cfg.targets.iter().find(|t| !TARGETS.contains(&t.as_str())) {
         bail!("--targets: `{t}` is not one of {TARGETS:?}");
     }
+    let candidates: Vec<usize> = match &args.select_epochs {
+        Some(c) => {
+            let set: BTreeSet<usize> = c.iter().copied().collect();
+            if set.is_empty() || set.contains(&0) || args.folds < 2 {
+                bail!("--select-epochs needs epoch counts >= 1 and --folds > 1");
+            }
+            set.into_iter().collect()
+        }
+        None => vec![args.epochs],
+    };
+    let mut cfg = cfg;
+    cfg.epochs = *candidates.last().expect("non-empty");
 
     // ---- tokens and the frozen lower layers, once
     let t0 = Instant::now();
@@ -187,6 +203,35 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let fit_snapshots = |rows: &[usize],
+                         cfg: &FinetuneConfig,
+                         after: &[usize],
+                         what: &str|
+     -> anyhow::Result<Vec<Finetuned>> {
+        let b = bar("training");
+        let per_epoch = rows.len().div_ceil(cfg.batch_size.max(1));
+        b.set_length((per_epoch * cfg.epochs) as u64);
+        let t = Instant::now();
+        let out = finetune_snapshots(
+            &bert,
+            &cache,
+            rows,
+            &rows.iter().map(|&i| train[i].label).collect::<Vec<_>>(),
+            &rows.iter().map(|&i| all_weights[i]).collect::<Vec<_>>(),
+            taxonomy.len(),
+            cfg,
+            after,
+            &|e, d, _| b.set_position((e * per_epoch + d) as u64),
+        )?;
+        b.finish_and_clear();
+        eprintln!(
+            "{what}: {} examples, {:.0} s, epoch losses {:?}",
+            rows.len(),
+            t.elapsed().as_secs_f64(),
+            out.last().map(|m| &m.epoch_losses)
+        );
+        Ok(out)
+    };
     let fit = |rows: &[usize], cfg: &FinetuneConfig, what: &str| -> anyhow::Result<Finetuned> {
         let b = bar("training");
         let per_epoch = rows.len().div_ceil(cfg.batch_size.max(1));
@@ -219,6 +264,8 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     // ---- held-out sources: frozen vs fine-tuned, same folds, same head
     let mut report = String::new();
     let mut metrics = serde_json::Map::new();
+    // Epochs of the final frozen and fine-tuned fits.
+    let mut chosen = (cfg.epochs, cfg.epochs);
     if args.folds > 1 {
         let sizes: Vec<usize> = sources
             .iter()
@@ -229,9 +276,14 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             .map(String::as_str)
             .zip(source_folds(&sizes, args.folds))
             .collect();
-        let mut frozen = Confusion::new(taxonomy.labels());
-        let mut tuned = Confusion::new(taxonomy.labels());
-        let mut per_source: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+        // One confusion per candidate epoch count, frozen [0] and fine-tuned [1];
+        // per source: n, then correct per candidate for each.
+        let k = candidates.len();
+        let mut conf: [Vec<Confusion>; 2] = [
+            (0..k).map(|_| Confusion::new(taxonomy.labels())).collect(),
+            (0..k).map(|_| Confusion::new(taxonomy.labels())).collect(),
+        ];
+        let mut per_source: BTreeMap<String, (usize, [Vec<usize>; 2])> = BTreeMap::new();
         for f in 0..args.folds {
             let (tr, te): (Vec<usize>, Vec<usize>) =
                 (0..train.len()).partition(|&i| fold_of[train[i].source.as_str()] != f);
@@ -240,31 +292,77 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             }
             let held: BTreeSet<&str> = te.iter().map(|&i| train[i].source.as_str()).collect();
             eprintln!("fold {f}: holding out {held:?}");
-            for (model, conf, slot) in [
-                (fit(&tr, &frozen_cfg, "frozen")?, &mut frozen, 0),
-                (fit(&tr, &cfg, "fine-tuned")?, &mut tuned, 1),
-            ] {
-                let emb = cache.embed(&bert, &te, model.lora())?;
-                for (&i, p) in te.iter().zip(model.predict(&emb)) {
-                    conf.add(train[i].label, p);
-                    let row = per_source
-                        .entry(train[i].source.clone())
-                        .or_insert((0, 0, 0));
-                    if slot == 0 {
-                        row.0 += 1;
-                        row.1 += usize::from(p == train[i].label);
-                    } else {
-                        row.2 += usize::from(p == train[i].label);
+            for &i in &te {
+                per_source
+                    .entry(train[i].source.clone())
+                    .or_insert((0, [vec![0; k], vec![0; k]]))
+                    .0 += 1;
+            }
+            for (slot, run_cfg, what) in [(0, &frozen_cfg, "frozen"), (1, &cfg, "fine-tuned")] {
+                let models = fit_snapshots(&tr, run_cfg, &candidates, what)?;
+                for (c, model) in models.iter().enumerate() {
+                    let emb = cache.embed(&bert, &te, model.lora())?;
+                    for (&i, p) in te.iter().zip(model.predict(&emb)) {
+                        conf[slot][c].add(train[i].label, p);
+                        let row = per_source.get_mut(&train[i].source).expect("counted above");
+                        row.1[slot][c] += usize::from(p == train[i].label);
                     }
                 }
             }
             eprintln!(
-                "after fold {f}: frozen {:.3}, fine-tuned {:.3} ({} predictions)",
-                frozen.accuracy(),
-                tuned.accuracy(),
-                frozen.total()
+                "after fold {f}: frozen {:?}, fine-tuned {:?} after epochs {candidates:?} ({} predictions)",
+                conf[0].iter().map(|c| format!("{:.3}", c.accuracy())).collect::<Vec<_>>(),
+                conf[1].iter().map(|c| format!("{:.3}", c.accuracy())).collect::<Vec<_>>(),
+                conf[0][0].total()
             );
         }
+        // The best epoch count of each, by pooled held-out accuracy (ties to fewer).
+        let best = |slot: usize| -> usize {
+            (0..k)
+                .max_by(|&a, &b| {
+                    conf[slot][a]
+                        .accuracy()
+                        .partial_cmp(&conf[slot][b].accuracy())
+                        .expect("finite")
+                        .then(b.cmp(&a))
+                })
+                .expect("k >= 1")
+        };
+        let (bf, bt) = (best(0), best(1));
+        if k > 1 {
+            report += &format!(
+                "### Epochs chosen on the held-out source folds\n\n\
+                 Each fold trains once for {} epochs and scores a snapshot after each candidate count.\n\n\
+                 | epochs | frozen accuracy | frozen macro recall | fine-tuned accuracy | fine-tuned macro recall |\n|---|---|---|---|---|\n",
+                cfg.epochs
+            );
+            for (c, e) in candidates.iter().enumerate() {
+                report += &format!(
+                    "| {e} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+                    conf[0][c].accuracy(),
+                    conf[0][c].macro_recall(),
+                    conf[1][c].accuracy(),
+                    conf[1][c].macro_recall()
+                );
+            }
+            report += &format!(
+                "\nChosen: frozen {} epochs, fine-tuned {} epochs (the tables below are at these).\n\n",
+                candidates[bf], candidates[bt]
+            );
+            metrics.insert(
+                "epoch_selection".into(),
+                json!({"candidates": candidates,
+                       "frozen_accuracy": conf[0].iter().map(Confusion::accuracy).collect::<Vec<_>>(),
+                       "fine_tuned_accuracy": conf[1].iter().map(Confusion::accuracy).collect::<Vec<_>>(),
+                       "chosen_frozen": candidates[bf], "chosen_fine_tuned": candidates[bt]}),
+            );
+        }
+        chosen = (candidates[bf], candidates[bt]);
+        let (frozen, tuned) = (&conf[0][bf], &conf[1][bt]);
+        let per_source: BTreeMap<String, (usize, usize, usize)> = per_source
+            .into_iter()
+            .map(|(s, (n, c))| (s, (n, c[0][bf], c[1][bt])))
+            .collect();
         report += &format!(
             "### Held-out sources, {} source-grouped folds: frozen vs fine-tuned\n\n\
              Both rows use the same folds and the same linear head trained jointly (frozen: head only). \
@@ -302,6 +400,14 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     }
 
     // ---- final adapter on every source; eval-only sets
+    let frozen_cfg = FinetuneConfig {
+        epochs: chosen.0,
+        ..frozen_cfg
+    };
+    let cfg = FinetuneConfig {
+        epochs: chosen.1,
+        ..cfg
+    };
     let all: Vec<usize> = (0..train.len()).collect();
     let t_final = Instant::now();
     let model = fit(&all, &cfg, "final fine-tuned")?;
@@ -370,6 +476,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             "eval_max_per_source": args.eval_max_per_source,
             "class_weight_power": args.class_weight_power,
             "settings": cfg,
+            "select_epochs": args.select_epochs,
             "epoch_losses": model.epoch_losses,
             "wall_seconds": {"lower_layer_cache": cache_s, "final_training": final_s,
                               "total": started.elapsed().as_secs_f64()},

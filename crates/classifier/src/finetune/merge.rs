@@ -12,8 +12,8 @@ use crate::error::{ClassifierError, Result};
 use crate::finetune::LoraAdapter;
 
 /// Every tensor of `weights` in f32 on `device`, the adapted ones replaced
-/// by `W + (alpha / r) B A`. Names keep any `bert.` prefix; the adapter's
-/// names never carry it.
+/// by `W + (alpha / r) B A`. Names keep any `bert.` / `roberta.` prefix;
+/// the adapter's names never carry it.
 pub fn merged_var_builder(
     weights: &Path,
     adapter: &LoraAdapter,
@@ -28,7 +28,11 @@ pub fn merged_var_builder(
     let mut merged: HashMap<String, Tensor> = HashMap::with_capacity(tensors.len());
     let mut folded = 0;
     for (name, t) in tensors {
-        let bare = name.strip_prefix("bert.").unwrap_or(&name).to_string();
+        let bare = ["bert.", "roberta."]
+            .iter()
+            .find_map(|p| name.strip_prefix(p))
+            .unwrap_or(&name)
+            .to_string();
         let t = t.to_dtype(DType::F32)?;
         let t = if adapter.delta(&bare).is_some() {
             let shape = t.shape().clone();

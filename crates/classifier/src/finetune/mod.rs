@@ -9,4 +9,6 @@ pub mod model;
 pub mod train;
 
 pub use lora::{AdapterMetadata, LoraAdapter};
-pub use train::{finetune, source_folds, FinetuneConfig, Finetuned, LowerCache};
+pub use train::{
+    finetune, finetune_snapshots, source_folds, FinetuneConfig, Finetuned, LowerCache,
+};

@@ -153,9 +153,11 @@ pub fn module_name(layer: usize, target: &str) -> String {
     format!("encoder.layer.{layer}.{target}")
 }
 
-/// A BERT checkpoint as frozen candle tensors (CPU, f32).
+/// A BERT or XLM-RoBERTa checkpoint as frozen candle tensors (CPU, f32).
 pub struct FrozenBert {
     word: Tensor,
+    /// The position table from the row the first token reads (row 0 for
+    /// BERT, `pad_token_id + 1` for XLM-RoBERTa), so position `p` is row `p`.
     position: Tensor,
     token_type0: Tensor,
     embedding_norm: Norm,
@@ -166,10 +168,12 @@ pub struct FrozenBert {
 }
 
 impl FrozenBert {
-    /// Reads `model.safetensors` (with or without the `bert.` prefix).
-    /// Only `model_type` bert with exact GELU is accepted.
+    /// Reads `model.safetensors` (with or without the `bert.` / `roberta.`
+    /// prefix). `model_type` bert or xlm-roberta with exact GELU is
+    /// accepted; any other architecture is refused, naming it.
     pub fn load(config_path: &Path, weights_path: &Path) -> Result<FrozenBert> {
         let config = BertConfig::read(config_path)?;
+        let arch = config.architecture(config_path)?;
         if let Some(reason) = config.unsupported() {
             return Err(ClassifierError::Unsupported {
                 path: config_path.to_path_buf(),
@@ -192,7 +196,10 @@ impl FrozenBert {
                     reason: e.to_string(),
                 })?
                 .into_iter()
-                .map(|(k, v)| (k.strip_prefix("bert.").unwrap_or(&k).to_string(), v))
+                .map(|(k, v)| {
+                    let bare = k.strip_prefix(arch.weight_prefix()).unwrap_or(&k);
+                    (bare.to_string(), v)
+                })
                 .collect();
         let get = |name: &str| -> Result<Tensor> {
             Ok(tensors
@@ -231,9 +238,18 @@ impl FrozenBert {
                 output_norm: norm(&format!("encoder.layer.{l}.output.LayerNorm"))?,
             });
         }
+        let position = get("embeddings.position_embeddings.weight")?;
+        let offset = arch.position_offset(config.pad_token_id);
+        let rows = position.dim(0)?;
+        if offset >= rows {
+            return Err(ClassifierError::Corrupt {
+                path: weights_path.to_path_buf(),
+                reason: format!("positions start at row {offset} of a {rows}-row table"),
+            });
+        }
         Ok(FrozenBert {
             word: get("embeddings.word_embeddings.weight")?,
-            position: get("embeddings.position_embeddings.weight")?,
+            position: position.narrow(0, offset, rows - offset)?,
             token_type0: get("embeddings.token_type_embeddings.weight")?.get(0)?,
             embedding_norm: norm("embeddings.LayerNorm")?,
             layers,

@@ -230,6 +230,48 @@ pub fn finetune(
     cfg: &FinetuneConfig,
     progress: &dyn Fn(usize, usize, f32),
 ) -> Result<Finetuned> {
+    let mut last = finetune_snapshots(
+        bert,
+        cache,
+        train,
+        labels,
+        weights,
+        classes,
+        cfg,
+        &[cfg.epochs],
+        progress,
+    )?;
+    last.pop()
+        .ok_or_else(|| ClassifierError::InvalidInput("0 epochs: nothing trained".into()))
+}
+
+/// [`finetune`] for `cfg.epochs` epochs, returning a copy of the adapter
+/// and head after each epoch count in `snapshot_after` (ascending, each in
+/// 1..=epochs). One run thus scores several epoch counts: the RNG draws of
+/// epoch `e` do not depend on how many epochs follow, so the snapshot after
+/// `e` epochs is bit for bit what a run of `e` epochs returns.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune_snapshots(
+    bert: &FrozenBert,
+    cache: &LowerCache,
+    train: &[usize],
+    labels: &[usize],
+    weights: &[f32],
+    classes: usize,
+    cfg: &FinetuneConfig,
+    snapshot_after: &[usize],
+    progress: &dyn Fn(usize, usize, f32),
+) -> Result<Vec<Finetuned>> {
+    if snapshot_after.is_empty()
+        || snapshot_after.windows(2).any(|w| w[0] >= w[1])
+        || snapshot_after[0] == 0
+        || *snapshot_after.last().expect("non-empty") > cfg.epochs
+    {
+        return Err(ClassifierError::InvalidInput(format!(
+            "snapshots after epochs {snapshot_after:?} of {}: need an ascending list within 1..={}",
+            cfg.epochs, cfg.epochs
+        )));
+    }
     if train.is_empty() || labels.len() != train.len() || weights.len() != train.len() {
         return Err(ClassifierError::InvalidInput(format!(
             "{} examples, {} labels, {} weights",
@@ -297,6 +339,7 @@ pub fn finetune(
         .map(<[usize]>::to_vec)
         .collect();
     let mut epoch_losses = Vec::new();
+    let mut snapshots = Vec::with_capacity(snapshot_after.len());
     for epoch in 0..cfg.epochs {
         let mut visit: Vec<usize> = (0..batches.len()).collect();
         visit.shuffle(&mut rng);
@@ -336,15 +379,22 @@ pub fn finetune(
             progress(epoch, done + 1, l);
         }
         epoch_losses.push((total / weight_sum.max(1e-9)) as f32);
+        if snapshot_after.contains(&(epoch + 1)) {
+            let adapter = lora.as_ref().map(LoraSet::to_adapter).transpose()?;
+            snapshots.push(Finetuned {
+                lora: adapter.as_ref().map(LoraSet::from_adapter).transpose()?,
+                adapter,
+                head_weight: head_w.as_tensor().flatten_all()?.to_vec1()?,
+                head_bias: head_b.as_tensor().to_vec1()?,
+                head_scale: cfg.head_scale,
+                epoch_losses: epoch_losses.clone(),
+            });
+        }
+        if snapshots.len() == snapshot_after.len() {
+            break;
+        }
     }
-    Ok(Finetuned {
-        adapter: lora.as_ref().map(LoraSet::to_adapter).transpose()?,
-        lora,
-        head_weight: head_w.as_tensor().flatten_all()?.to_vec1()?,
-        head_bias: head_b.as_tensor().to_vec1()?,
-        head_scale: cfg.head_scale,
-        epoch_losses,
-    })
+    Ok(snapshots)
 }
 
 /// Assigns each of `sources` (sorted, distinct) to one of `k` folds so the
