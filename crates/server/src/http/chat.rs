@@ -251,7 +251,12 @@ pub(super) async fn chat_completions(
             .chain(routed.decision.fallbacks.iter().cloned())
             .collect();
         let logged = &routed.logged;
-        (routed.decision_id, chain, logged.explored, logged.propensity)
+        (
+            routed.decision_id,
+            chain,
+            logged.explored,
+            logged.propensity,
+        )
     } else {
         // A named model is forwarded as is, with no encoder pass on the
         // way: its decision is logged unclassified (core/named.rs).
