@@ -425,3 +425,53 @@ fn a_named_model_is_forwarded_without_an_encoder_pass_and_logged_unclassified() 
     );
     assert!(stderr.contains("fitted on 3 logged decisions"), "{stderr}");
 }
+
+/// A tenant's policy binds a named model as it binds a routed one: a model
+/// outside the tenant's allowed models is refused (400 naming `model`), and
+/// over budget a named model is refused (429) even when the tenant's action
+/// is `downgrade`; a named request's expected cost counts against the
+/// budget. Other tenants are unaffected.
+#[test]
+fn a_named_model_obeys_the_tenants_allowed_models_and_budget() {
+    let stub = Stub::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    // A budget far below one request's expected cost: the first request is
+    // within it (nothing spent yet), the second is over.
+    std::fs::write(
+        &tenants,
+        "[tenants.narrow]\nallowed_models = [\"ok\"]\n\n\
+         [tenants.broke]\nbudget_usd = 1e-9\non_budget = \"downgrade\"\n",
+    )
+    .unwrap();
+    let server = start_gateway(&stub, &["--tenants", tenants.to_str().unwrap()]);
+    let addr = server.http.clone().unwrap();
+    let chat = |tenant: &str, model: &str| {
+        let auth = format!("Authorization: Bearer {TOKEN}\r\nx-pointsman-tenant: {tenant}\r\n");
+        let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]});
+        http_with(
+            &addr,
+            "POST",
+            "/v1/chat/completions",
+            &auth,
+            &body.to_string(),
+        )
+    };
+
+    let (status, _, body) = chat("narrow", "ok");
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = chat("narrow", "strong");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("model") && body.contains("narrow"), "{body}");
+    // Another tenant may name it.
+    let (status, _, body) = chat("other", "strong");
+    assert_eq!(status, 200, "{body}");
+
+    let (status, _, body) = chat("broke", "strong");
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = chat("broke", "strong");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("broke"), "{body}");
+    let (status, _, body) = chat("other", "strong");
+    assert_eq!(status, 200, "{body}");
+}

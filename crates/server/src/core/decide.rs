@@ -400,37 +400,54 @@ impl Core {
         plan.rollout = self.rollout.snapshot();
         let tenants = self.tenants.snapshot();
         plan.explore_rate = tenants.get(r.tenant.as_deref()).and_then(|p| p.explore);
-        let (Some(tenant), Some(budget)) = (
-            r.tenant.as_deref(),
-            tenants.get(r.tenant.as_deref()).and_then(|p| p.budget()),
-        ) else {
-            return Ok(());
-        };
-        let spent = self.spend.spent(tenant, budget.period.start(now_ms()));
-        if spent < budget.usd {
-            return Ok(());
-        }
-        match budget.on_breach {
-            OnBudget::Reject => {
-                self.metrics
-                    .budget_breaches
-                    .with_label_values(&["reject"])
-                    .inc();
-                Err(ServerError::BudgetExhausted {
-                    tenant: quote(tenant),
-                    budget_usd: budget.usd,
-                    period: budget.period.as_str(),
-                    spent_usd: spent,
-                })
+        match self.budget_breach(r) {
+            None => Ok(()),
+            Some((OnBudget::Reject, e)) => {
+                self.count_breach("reject");
+                Err(e)
             }
-            OnBudget::Downgrade => {
-                self.metrics
-                    .budget_breaches
-                    .with_label_values(&["downgrade"])
-                    .inc();
+            Some((OnBudget::Downgrade, _)) => {
+                self.count_breach("downgrade");
                 plan.downgrade = true;
                 Ok(())
             }
+        }
+    }
+
+    /// The request's tenant is over its budget for this period: the action
+    /// its policy names and the error that `reject` answers. None within
+    /// budget, without a tenant, or without a budget.
+    pub(super) fn budget_breach(&self, r: &RouteRequest) -> Option<(OnBudget, ServerError)> {
+        let tenant = r.tenant.as_deref()?;
+        let budget = self.tenants.snapshot().get(Some(tenant))?.budget()?;
+        let spent = self.spend.spent(tenant, budget.period.start(now_ms()));
+        (spent >= budget.usd).then(|| {
+            let error = ServerError::BudgetExhausted {
+                tenant: quote(tenant),
+                budget_usd: budget.usd,
+                period: budget.period.as_str(),
+                spent_usd: spent,
+            };
+            (budget.on_breach, error)
+        })
+    }
+
+    /// Counts a budget breach by the action taken.
+    pub(super) fn count_breach(&self, action: &str) {
+        self.metrics
+            .budget_breaches
+            .with_label_values(&[action])
+            .inc();
+    }
+
+    /// Adds a decision's expected cost to its tenant's spend, when the
+    /// tenant has a budget.
+    pub(super) fn add_spend(&self, tenant: Option<&str>, time_ms: i64, expected_cost_usd: f64) {
+        let Some(tenant) = tenant else { return };
+        let tenants = self.tenants.snapshot();
+        if let Some(b) = tenants.get(Some(tenant)).and_then(|p| p.budget()) {
+            self.spend
+                .add(tenant, b.period.start(time_ms), expected_cost_usd.max(0.0));
         }
     }
 
@@ -453,16 +470,11 @@ impl Core {
                 m.shadow_agreements.inc();
             }
         }
-        if let Some(tenant) = &r.tenant {
-            let tenants = self.tenants.snapshot();
-            if let Some(b) = tenants.get(Some(tenant)).and_then(|p| p.budget()) {
-                self.spend.add(
-                    tenant,
-                    b.period.start(r.logged.time_ms),
-                    r.decision.expected_cost_usd.max(0.0),
-                );
-            }
-        }
+        self.add_spend(
+            r.tenant.as_deref(),
+            r.logged.time_ms,
+            r.decision.expected_cost_usd,
+        );
     }
 
     /// Classifies one prompt (no decision, nothing logged).

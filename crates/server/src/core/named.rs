@@ -8,6 +8,11 @@
 //! `task_scores` empty, `difficulty` 0, `candidates` empty (nothing was
 //! predicted), `versions` the catalog's only. Training from the store
 //! skips such rows (it needs an embedding).
+//!
+//! The tenant's policy still applies (docs/ROLLOUT.md, "Tenants"): a model
+//! outside its allowed models is refused, and over budget the request is
+//! refused (RESOURCE_EXHAUSTED / HTTP 429) whatever the tenant's action; its
+//! expected cost counts against the budget.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -45,6 +50,29 @@ impl Core {
             Ok(_) | Err(ServerError::NotReady(_)) => {}
             Err(e) => return Err(e),
         }
+        // The tenant's policy binds a named model too: its allowed models
+        // and its budget. Over budget, a named model is refused whatever
+        // the tenant's action: `downgrade` means Pointsman picks a cheaper
+        // model, and a client that names one asked for that one only.
+        let r = &self.tenants.snapshot().apply("", r)?;
+        let allowed = &r.constraints.allowed_models;
+        if !allowed.is_empty() && !allowed.iter().any(|m| m == model) {
+            return Err(ServerError::invalid(
+                "model",
+                format!(
+                    "`{model}` is not among the allowed models ({}){}",
+                    allowed.join(", "),
+                    match &r.tenant {
+                        Some(t) => format!(" for tenant `{t}`"),
+                        None => String::new(),
+                    }
+                ),
+            ));
+        }
+        if let Some((_, e)) = self.budget_breach(r) {
+            self.count_breach("reject");
+            return Err(e);
+        }
         let spec = state.catalog.get(model).ok_or_else(|| {
             ServerError::invalid("model", format!("`{model}` is not in the catalog"))
         })?;
@@ -54,9 +82,10 @@ impl Core {
             .unwrap_or(self.limits.default_output_tokens) as u64;
         let expected_cost = spec.cost_usd(estimate_tokens(&r.prompt), output_tokens);
         let id = uuid::Uuid::new_v4().to_string();
+        let time_ms = now_ms();
         let logged = LoggedDecision {
             id: id.clone(),
-            time_ms: now_ms(),
+            time_ms,
             embedding: Vec::new(),
             task: String::new(),
             task_scores: BTreeMap::new(),
@@ -76,6 +105,7 @@ impl Core {
         let m = &self.metrics;
         m.routes.with_label_values(&[model]).inc();
         m.expected_cost_usd.inc_by(expected_cost.max(0.0));
+        self.add_spend(r.tenant.as_deref(), time_ms, expected_cost);
         tracing::info!(decision_id = %id, model, tenant = ?r.tenant, "named model, logged unclassified");
         Ok(id)
     }
