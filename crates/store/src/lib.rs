@@ -289,15 +289,18 @@ pub enum StoreError {
 /// Where decisions and outcomes are kept. Implementations are shared across
 /// threads; every method may block on I/O (call it off the async runtime).
 pub trait OutcomeStore: Send + Sync {
-    /// Logs one decision. Fails with [`StoreError::DuplicateDecision`] if the
-    /// id is already there.
-    fn append_decision(&self, decision: &LoggedDecision) -> Result<(), StoreError>;
+    /// Logs one decision (a batch of one, so it shares the group commit).
+    /// Fails with [`StoreError::DuplicateDecision`] if the id is already
+    /// there.
+    fn append_decision(&self, decision: &LoggedDecision) -> Result<(), StoreError> {
+        self.append_decisions(std::slice::from_ref(decision))
+            .pop()
+            .expect("one result per decision")
+    }
 
     /// Logs many decisions in one transaction (one fsync), one result per
     /// decision in order; a refused row fails alone.
-    fn append_decisions(&self, decisions: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
-        decisions.iter().map(|d| self.append_decision(d)).collect()
-    }
+    fn append_decisions(&self, decisions: &[LoggedDecision]) -> Vec<Result<(), StoreError>>;
 
     /// Logs one outcome and returns how many models the decision now has
     /// outcomes for. The same model reported again replaces the earlier

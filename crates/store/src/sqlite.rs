@@ -360,12 +360,6 @@ fn insert_outcome(
 }
 
 impl OutcomeStore for SqliteStore {
-    fn append_decision(&self, d: &LoggedDecision) -> Result<(), StoreError> {
-        self.append_decisions(std::slice::from_ref(d))
-            .pop()
-            .expect("one result per decision")
-    }
-
     fn append_decisions(&self, ds: &[LoggedDecision]) -> Vec<Result<(), StoreError>> {
         self.commits.append(ds, self)
     }
