@@ -26,7 +26,7 @@ use pointsman_records::Record;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::heads_difficulty::{difficulty_cv, fit_difficulty, outcome_data};
+use crate::heads_difficulty::{difficulty_cv, fit_difficulty, outcome_data, DifficultyCvOptions};
 use crate::metrics::Confusion;
 use crate::paths;
 
@@ -100,6 +100,15 @@ pub struct TrainHeadsArgs {
     /// Epochs of the difficulty head; chosen by leave-one-source-out.
     #[arg(long, default_value_t = 10)]
     difficulty_epochs: usize,
+    /// Neighbour counts tried for the difficulty's kNN part (comma-separated; inner CV over the training sources picks one).
+    #[arg(long, value_delimiter = ',', default_value = "10,30,100")]
+    difficulty_knn_k: Vec<usize>,
+    /// Weights w tried in the difficulty blend (1 − w) · head + w · kNN (comma-separated; inner CV picks one; 0 = the head alone).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    difficulty_knn_weight: Vec<f64>,
+    /// Folds of training sources in the inner CV that picks the kNN's k and weight.
+    #[arg(long, default_value_t = 3)]
+    difficulty_inner_folds: usize,
     /// Skip the task head's leave-one-source-out but run the difficulty head's.
     #[arg(long, conflicts_with = "no_cv")]
     no_task_cv: bool,
@@ -308,15 +317,16 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         weight_decay: args.weight_decay,
         ..Default::default()
     };
+    let cv_options = DifficultyCvOptions {
+        kind: args.difficulty_target,
+        pair_weight: args.difficulty_pair_weight,
+        embedding_dim: encoder.dim(),
+        knn_ks: args.difficulty_knn_k.clone(),
+        knn_weights: args.difficulty_knn_weight.clone(),
+        inner_folds: args.difficulty_inner_folds,
+    };
     if args.difficulty_cv_only {
-        let cv = difficulty_cv(
-            &outcomes,
-            x_scored,
-            args.difficulty_target,
-            args.difficulty_pair_weight,
-            &irt,
-            &diff_cfg,
-        )?;
+        let cv = difficulty_cv(&outcomes, x_scored, &cv_options, &irt, &diff_cfg)?;
         let text = format!(
             "{}\nDifficulty head: hidden {}, epochs {}.\n",
             cv.markdown(),
@@ -393,14 +403,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
 
     // ---- difficulty head
     if !args.no_cv && !outcomes.sample.is_empty() {
-        let cv = difficulty_cv(
-            &outcomes,
-            x_scored,
-            args.difficulty_target,
-            args.difficulty_pair_weight,
-            &irt,
-            &diff_cfg,
-        )?;
+        let cv = difficulty_cv(&outcomes, x_scored, &cv_options, &irt, &diff_cfg)?;
         report += &cv.markdown();
         metrics.insert(
             "difficulty_leave_one_source_out".into(),
