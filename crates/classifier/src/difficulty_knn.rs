@@ -7,6 +7,94 @@
 //! resembles training prompts (the same kind of problem, the same
 //! language) can take their measured difficulty directly.
 
+use serde::{Deserialize, Serialize};
+
+/// The blend's settings, kept in the heads' metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KnnBlend {
+    /// Neighbours averaged.
+    pub k: usize,
+    /// Difficulty = (1 − weight) · head + weight · mean target of the k nearest.
+    pub weight: f32,
+}
+
+/// The training prompts the kNN part reads: their unit embeddings and
+/// difficulty targets (the head's targets).
+#[derive(Debug, Clone)]
+pub struct NeighbourBank {
+    pub dim: usize,
+    /// Row-major, `targets.len()` × `dim`, each row of unit length.
+    pub unit: Vec<f32>,
+    pub targets: Vec<f32>,
+    pub blend: KnnBlend,
+}
+
+impl NeighbourBank {
+    /// Checks shapes and values; `Err` says what is wrong.
+    pub fn new(
+        dim: usize,
+        unit: Vec<f32>,
+        targets: Vec<f32>,
+        blend: KnnBlend,
+    ) -> std::result::Result<Self, String> {
+        if dim == 0 || targets.is_empty() || unit.len() != dim * targets.len() {
+            return Err(format!(
+                "{} embedding values for {} targets of dimension {dim}",
+                unit.len(),
+                targets.len()
+            ));
+        }
+        if blend.k == 0 || !(0.0..=1.0).contains(&blend.weight) {
+            return Err(format!(
+                "k {} and weight {} (need k ≥ 1, weight in [0, 1])",
+                blend.k, blend.weight
+            ));
+        }
+        if let Some(i) = unit.iter().chain(&targets).position(|v| !v.is_finite()) {
+            return Err(format!("value {i} is not finite"));
+        }
+        if let Some(t) = targets.iter().find(|t| !(0.0..=1.0).contains(*t)) {
+            return Err(format!("target {t} outside [0, 1]"));
+        }
+        Ok(NeighbourBank {
+            dim,
+            unit,
+            targets,
+            blend,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Mean target of the `blend.k` rows most similar to `embedding`.
+    pub fn mean_target(&self, embedding: &[f32]) -> f32 {
+        let q = unit(&embedding[..self.dim.min(embedding.len())]);
+        let mut sims: Vec<(f32, usize)> = self
+            .unit
+            .chunks_exact(self.dim)
+            .enumerate()
+            .map(|(i, row)| (dot(&q, row), i))
+            .collect();
+        let k = self.blend.k.min(sims.len());
+        if k < sims.len() {
+            sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+        }
+        sims[..k].iter().map(|&(_, i)| self.targets[i]).sum::<f32>() / k as f32
+    }
+
+    /// The blend of a head's difficulty with the neighbours'.
+    pub fn blend(&self, head: f32, embedding: &[f32]) -> f32 {
+        let w = self.blend.weight;
+        (1.0 - w) * head + w * self.mean_target(embedding)
+    }
+}
+
 /// `v` scaled to unit length (a zero vector stays zero).
 pub fn unit(v: &[f32]) -> Vec<f32> {
     let norm = dot(v, v).sqrt();
@@ -119,6 +207,21 @@ mod tests {
         assert_eq!(nb[0].iter().map(|p| p.0).collect::<Vec<_>>(), vec![3, 2]);
         assert_eq!(nb[2].len(), 2);
         assert_eq!(nb[2][0].0, 3);
+    }
+
+    #[test]
+    fn the_bank_averages_the_k_nearest_and_blends() {
+        let rows = [[1.0f32, 0.0], [0.0, 1.0], [0.8, 0.6]];
+        let unit_rows: Vec<f32> = rows.iter().flat_map(|r| unit(r)).collect();
+        let blend = KnnBlend { k: 2, weight: 0.5 };
+        let bank = NeighbourBank::new(2, unit_rows.clone(), vec![0.9, 0.1, 0.7], blend).unwrap();
+        // Nearest to (1, 0.1): rows 0 and 2.
+        assert!((bank.mean_target(&[1.0, 0.1]) - 0.8).abs() < 1e-6);
+        assert!((bank.blend(0.2, &[1.0, 0.1]) - 0.5).abs() < 1e-6);
+        assert!(NeighbourBank::new(2, unit_rows.clone(), vec![0.9, 0.1], blend).is_err());
+        assert!(NeighbourBank::new(2, unit_rows.clone(), vec![0.9, 0.1, 1.5], blend).is_err());
+        let bad = KnnBlend { k: 0, weight: 0.5 };
+        assert!(NeighbourBank::new(2, unit_rows, vec![0.9, 0.1, 0.7], bad).is_err());
     }
 
     #[test]

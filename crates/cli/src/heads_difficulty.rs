@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use pointsman_classifier::difficulty_knn;
+use pointsman_classifier::difficulty_knn::{self, KnnBlend, NeighbourBank};
 use pointsman_classifier::difficulty_target::{
     item_key, DifficultyTarget, JointDifficulty, JointSummary, OutcomeRow,
 };
@@ -155,7 +155,7 @@ pub(crate) struct DifficultyCvOptions {
 }
 
 impl DifficultyCvOptions {
-    fn uses_knn(&self) -> bool {
+    pub(crate) fn uses_knn(&self) -> bool {
         self.knn_weights.iter().any(|&w| w > 0.0)
     }
 }
@@ -180,12 +180,7 @@ pub(crate) fn difficulty_cv(
     let sources: BTreeSet<&str> = rows.iter().map(|r| r.source.as_str()).collect();
     let sample_groups = data.sample_groups(&data.sample);
     let neighbours = if opts.uses_knn() {
-        let unit: Vec<Vec<f32>> = x
-            .iter()
-            .map(|v| difficulty_knn::unit(&v[..opts.embedding_dim]))
-            .collect();
-        eprintln!("difficulty kNN: neighbours of {} prompts", unit.len());
-        difficulty_knn::cross_group_neighbours(&unit, &sample_groups, NEIGHBOURS_KEPT)
+        neighbours_of(x, &sample_groups, opts.embedding_dim)
     } else {
         Vec::new()
     };
@@ -323,6 +318,64 @@ pub(crate) fn difficulty_cv(
     })
 }
 
+fn neighbours_of(x: &[Vec<f32>], groups: &[usize], dim: usize) -> Vec<Vec<(u32, f32)>> {
+    let unit: Vec<Vec<f32>> = x.iter().map(|v| difficulty_knn::unit(&v[..dim])).collect();
+    eprintln!("difficulty kNN: neighbours of {} prompts", unit.len());
+    difficulty_knn::cross_group_neighbours(&unit, groups, NEIGHBOURS_KEPT)
+}
+
+/// The shipped kNN part: k and the weight chosen by the same inner CV,
+/// over every sampled row, and a bank of them all. `None` when the blend
+/// is off or the inner CV gives the kNN no weight.
+pub(crate) fn final_knn(
+    data: &OutcomeData,
+    x: &[Vec<f32>],
+    targets: &[f32],
+    opts: &DifficultyCvOptions,
+    cfg: &TrainConfig,
+) -> anyhow::Result<Option<NeighbourBank>> {
+    if !opts.uses_knn() {
+        return Ok(None);
+    }
+    let keys: Vec<String> = data.rows.iter().map(|r| item_key(&r.prompt)).collect();
+    let groups = data.sample_groups(&data.sample);
+    let neighbours = neighbours_of(x, &groups, opts.embedding_dim);
+    let all: Vec<usize> = (0..data.sample.len()).collect();
+    let ctx = KnnContext {
+        data,
+        keys: &keys,
+        neighbours: &neighbours,
+        train_at: &all,
+        targets,
+    };
+    let fit = |at: &[usize]| -> anyhow::Result<Mlp> {
+        fit_difficulty(
+            &at.iter().map(|&j| x[j].clone()).collect::<Vec<_>>(),
+            &at.iter().map(|&j| targets[j]).collect::<Vec<_>>(),
+            &at.iter().map(|&j| groups[j]).collect::<Vec<_>>(),
+            opts.pair_weight,
+            cfg,
+        )
+    };
+    let (k, w) = inner_choice(&ctx, x, &groups, opts, &fit)?;
+    eprintln!("difficulty kNN: inner CV over every source chose k {k}, weight {w}");
+    if w == 0.0 {
+        return Ok(None);
+    }
+    let dim = opts.embedding_dim;
+    let unit: Vec<f32> = x
+        .iter()
+        .flat_map(|v| difficulty_knn::unit(&v[..dim]))
+        .collect();
+    let blend = KnnBlend {
+        k,
+        weight: w as f32,
+    };
+    NeighbourBank::new(dim, unit, targets.to_vec(), blend)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
+}
+
 /// One outer fold's training rows, seen by the kNN part.
 struct KnnContext<'a> {
     data: &'a OutcomeData,
@@ -402,10 +455,17 @@ fn inner_choice(
         if inside.is_empty() || outside.is_empty() {
             continue;
         }
-        let mlp = fit(&inside)?;
+        // The kNN alone (w = 1 only) needs no inner heads.
+        let mlp = if ws.iter().any(|&w| w < 1.0) {
+            Some(fit(&inside)?)
+        } else {
+            None
+        };
         let preds = ctx.predict(&outside, ks, |n| fold_of[&sample_groups[n]] != f);
         for (&j, p) in outside.iter().zip(preds) {
-            head[position[&j]] = sigmoid(mlp.forward(&x[j])[0]) as f64;
+            if let Some(mlp) = &mlp {
+                head[position[&j]] = sigmoid(mlp.forward(&x[j])[0]) as f64;
+            }
             knn[position[&j]] = p;
         }
     }

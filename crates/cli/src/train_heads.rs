@@ -26,7 +26,9 @@ use pointsman_records::Record;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::heads_difficulty::{difficulty_cv, fit_difficulty, outcome_data, DifficultyCvOptions};
+use crate::heads_difficulty::{
+    difficulty_cv, final_knn, fit_difficulty, outcome_data, DifficultyCvOptions,
+};
 use crate::metrics::Confusion;
 use crate::paths;
 
@@ -103,8 +105,8 @@ pub struct TrainHeadsArgs {
     /// Neighbour counts tried for the difficulty's kNN part (comma-separated; inner CV over the training sources picks one).
     #[arg(long, value_delimiter = ',', default_value = "10,30,100")]
     difficulty_knn_k: Vec<usize>,
-    /// Weights w tried in the difficulty blend (1 − w) · head + w · kNN (comma-separated; inner CV picks one; 0 = the head alone).
-    #[arg(long, value_delimiter = ',', default_value = "0")]
+    /// Weights w tried in the difficulty blend (1 − w) · head + w · kNN (comma-separated; inner CV picks one; `0` alone = the head alone, no bank). Chosen by leave-one-source-out (docs/EVALUATION.md, "Difficulty").
+    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5")]
     difficulty_knn_weight: Vec<f64>,
     /// Folds of training sources in the inner CV that picks the kNN's k and weight.
     #[arg(long, default_value_t = 3)]
@@ -410,6 +412,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_value(&cv)?,
         );
     }
+    let mut neighbours = None;
     let diff_mlp = if outcomes.sample.is_empty() {
         eprintln!("warning: no outcome records; the difficulty head is untrained (constant 0.5)");
         Mlp {
@@ -427,6 +430,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_value(joint.summary(&outcomes.rows))?,
         );
         let targets = joint.targets(&outcomes.rows, &outcomes.sample, args.difficulty_target);
+        neighbours = final_knn(&outcomes, x_scored, &targets, &cv_options, &diff_cfg)?;
         fit_difficulty(
             x_scored,
             &targets,
@@ -451,10 +455,17 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         "difficulty_pair_weight": args.difficulty_pair_weight,
         "difficulty_hidden": diff_cfg.hidden, "difficulty_epochs": diff_cfg.epochs,
     });
+    // The kNN grid enters the settings (and so the version) only when it is
+    // on, so heads trained without it keep the version their command gives.
+    let mut settings = settings;
+    if cv_options.uses_knn() {
+        settings["difficulty_knn_k"] = json!(cv_options.knn_ks);
+        settings["difficulty_knn_weight"] = json!(cv_options.knn_weights);
+        settings["difficulty_inner_folds"] = json!(cv_options.inner_folds);
+    }
     // The precision enters the settings (and so the version) only when it is
     // not f32, so heads fitted on f32 embeddings keep the version they had
     // before `--precision` existed and stay reproducible by their command.
-    let mut settings = settings;
     if encoder.precision() != "f32" {
         settings["precision"] = json!(encoder.precision());
     }
@@ -492,6 +503,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         },
         task_labels: taxonomy.clone(),
         difficulty_target: args.difficulty_target.describe(),
+        difficulty_knn: neighbours.as_ref().map(|b| b.blend),
         training: json!({
             "embedding_dim": encoder.dim(),
             "training_data_sha256": data_sha,
@@ -509,7 +521,10 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             mlp: task_mlp,
             labels: taxonomy,
         },
-        difficulty: DifficultyHead { mlp: diff_mlp },
+        difficulty: DifficultyHead {
+            mlp: diff_mlp,
+            neighbours,
+        },
         metadata,
     };
     heads.save(&args.out)?;

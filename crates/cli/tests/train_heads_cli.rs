@@ -143,6 +143,19 @@ fn difficulty_head_trains_on_the_joint_irt_target_and_holds_out_shared_prompts()
         let rho = cv[s]["spearman"].as_f64().unwrap();
         assert!((-1.0..=1.0).contains(&rho), "{cv}");
     }
+    // The kNN blend's grid is recorded; what inner CV chose, if anything,
+    // is the metadata's `difficulty_knn` (and the bank then travels in the
+    // heads file: the classify below loads it).
+    let settings = &meta["training"]["settings"];
+    assert_eq!(
+        settings["difficulty_knn_weight"],
+        serde_json::json!([0.0, 0.25, 0.5]),
+        "{settings}"
+    );
+    if let Some(blend) = meta.get("difficulty_knn") {
+        let w = blend["weight"].as_f64().unwrap();
+        assert!(w > 0.0 && w <= 0.5, "{blend}");
+    }
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(text.contains("| strong | 17 | 1 |"), "{text}");
 
