@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::native::gemm::{gemm, PackedB};
+
 /// The blend's settings, kept in the heads' metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KnnBlend {
@@ -27,6 +29,9 @@ pub struct NeighbourBank {
     pub unit: Vec<f32>,
     pub targets: Vec<f32>,
     pub blend: KnnBlend,
+    /// `unit` packed for the encoder's matrix kernel: one product gives
+    /// every similarity (several times faster than row-by-row dots).
+    packed: PackedB,
 }
 
 impl NeighbourBank {
@@ -56,11 +61,13 @@ impl NeighbourBank {
         if let Some(t) = targets.iter().find(|t| !(0.0..=1.0).contains(*t)) {
             return Err(format!("target {t} outside [0, 1]"));
         }
+        let packed = PackedB::from_rows(&unit, targets.len(), dim);
         Ok(NeighbourBank {
             dim,
             unit,
             targets,
             blend,
+            packed,
         })
     }
 
@@ -74,13 +81,20 @@ impl NeighbourBank {
 
     /// Mean target of the `blend.k` rows most similar to `embedding`.
     pub fn mean_target(&self, embedding: &[f32]) -> f32 {
-        let q = unit(&embedding[..self.dim.min(embedding.len())]);
-        let mut sims: Vec<(f32, usize)> = self
-            .unit
-            .chunks_exact(self.dim)
-            .enumerate()
-            .map(|(i, row)| (dot(&q, row), i))
-            .collect();
+        let mut q = unit(&embedding[..self.dim.min(embedding.len())]);
+        q.resize(self.dim, 0.0);
+        let mut dots = vec![0.0f32; self.len()];
+        gemm(
+            1,
+            &q,
+            self.dim,
+            &self.packed,
+            None,
+            &mut dots,
+            self.len(),
+            false,
+        );
+        let mut sims: Vec<(f32, usize)> = dots.into_iter().zip(0..).collect();
         let k = self.blend.k.min(sims.len());
         if k < sims.len() {
             sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
