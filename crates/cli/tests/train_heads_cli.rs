@@ -107,6 +107,9 @@ fn difficulty_head_trains_on_the_joint_irt_target_and_holds_out_shared_prompts()
         "8".into(),
         "--difficulty-hidden".into(),
         "8".into(),
+        // The blend is opt-in (default weight 0); the grid of the docs.
+        "--difficulty-knn-weight".into(),
+        "0,0.25,0.5".into(),
     ];
     let out = pointsman(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
