@@ -17,12 +17,22 @@ end up in a shipped artifact.
 
     python3 scripts/build_alpaca_eval.py
     pointsman eval --data target/eval-data/alpaca_eval.jsonl --folds 5 --no-task-head
+
+--drop-task-overlaps leaves out every instruction that is also a prompt of
+training-data/tasks/ (whitespace- and case-normalised, the rule of
+check_disjoint in scripts/build_training_data.py; 263 today, listed there as
+KNOWN_OVERLAPS: all of self_instruct_user, and a few OASST and Dolly
+prompts) and writes target/eval-data/alpaca_eval-no-task-overlaps.jsonl
+unless --out says otherwise. Use it whenever the encoder was trained on the
+task labels (a LoRA adapter from `pointsman train encoder`), for every
+encoder in the comparison, so both are scored on the same rows.
 """
 
 import argparse
 import csv
 import json
 import math
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -35,12 +45,44 @@ def tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
 
 
+def norm(text: str) -> str:
+    """Whitespace- and case-normalised text: check_disjoint's rule (scripts/unlabelled_prompts._norm)."""
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def task_prompts(folder: Path) -> set[str]:
+    """The normalised prompts of every task-label record file in `folder`."""
+    seen = set()
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        sys.exit(f"error: no task-label files (*.jsonl) in {folder}")
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    seen.add(norm(json.loads(line)["prompt"]))
+                except (ValueError, KeyError) as e:
+                    sys.exit(f"error: {path} line {n}: {e}")
+    return seen
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--raw", type=Path, default=ROOT.parent / "shared/data/raw/alpaca_eval")
     ap.add_argument("--catalog", type=Path, default=ROOT / "models/catalogs/alpaca_eval.toml")
-    ap.add_argument("--out", type=Path, default=ROOT / "target/eval-data/alpaca_eval.jsonl")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--drop-task-overlaps",
+        action="store_true",
+        help="leave out instructions that are also task-label training prompts (training-data/tasks/)",
+    )
+    ap.add_argument("--tasks", type=Path, default=ROOT / "training-data/tasks")
     args = ap.parse_args()
+    if args.out is None:
+        name = "alpaca_eval-no-task-overlaps.jsonl" if args.drop_task_overlaps else "alpaca_eval.jsonl"
+        args.out = ROOT / "target/eval-data" / name
 
     if "training-data" in args.out.resolve().parts:
         sys.exit("error: AlpacaEval is CC BY-NC, evaluation only: never write it under training-data/")
@@ -83,6 +125,15 @@ def main() -> int:
                 "input_tokens": t_in,
                 "output_tokens": t_out,
             }
+
+    dropped = 0
+    if args.drop_task_overlaps:
+        seen = task_prompts(args.tasks)
+        for idx in [i for i, (prompt, _) in instructions.items() if norm(prompt) in seen]:
+            del instructions[idx]
+            del outcomes[idx]
+            dropped += 1
+        print(f"dropped {dropped} instructions that are also prompts of {args.tasks}", file=sys.stderr)
 
     missing = sorted(set(prices) - {m for o in outcomes.values() for m in o})
     if missing:
