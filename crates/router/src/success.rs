@@ -164,6 +164,10 @@ impl SuccessModel {
         }
         m.check_shapes().map_err(RouterError::Artifact)?;
         crate::validate::check_numbers(&m)?;
+        // The neighbour search's layout now, so no request pays for it.
+        if let Some(nb) = &m.neighbours {
+            nb.prepare();
+        }
         Ok(m)
     }
 
