@@ -5,12 +5,12 @@
 //! Why by hand: a decision reads every stored prompt (2,225 × 384 bytes in
 //! the shipped artifact), and `vpdpbusd` (AVX-512 VNNI) multiplies 64 byte
 //! pairs into sixteen i32 sums per instruction; laid out 16 rows × 4 bytes
-//! per 64-byte step ([`BlockedRows`](super::index::BlockedRows)), one
+//! per 64-byte load ([`BlockedRows`](super::index::BlockedRows)), one
 //! instruction serves sixteen rows and no horizontal sum is needed. The
 //! auto-vectorised i16 loop ([`dot_i8`]) takes about three times as long.
 
-/// Rows per block of the scan's layout (one i32 lane each).
-pub(super) const BLOCK: usize = 16;
+/// Rows per block of the scan's layout: four 16-lane vectors of i32 sums.
+pub(super) const BLOCK: usize = 64;
 
 /// Whether the VNNI kernels may run on this CPU.
 pub(super) fn vnni() -> bool {
@@ -91,11 +91,12 @@ pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     acc.iter().sum::<i32>() + tail
 }
 
-/// Scores of every row of the blocked layout: `codes` holds `blocks`
-/// blocks of `groups` steps of [`BLOCK`] rows × 4 unsigned bytes; `quads`
-/// the query's `groups` signed 4-byte groups (as i32). Row r of block b
-/// gets Σ_g Σ_t codes[b][g][r][t] · quad_g[t], written to `out[b * 16 + r]`
-/// (i32 cannot overflow for any dimension below 66,000).
+/// Scores of every row of the blocked layout: `codes` holds whole blocks
+/// of `groups` steps of [`BLOCK`] rows × 4 unsigned bytes (each step 256
+/// contiguous bytes, so the scan reads one sequential stream); `quads` the
+/// query's `groups` signed 4-byte groups (as i32). Row r of block b gets
+/// Σ_g Σ_t codes[b][g][r][t] · quad_g[t], written to `out[b * BLOCK + r]`
+/// (no i32 overflow below 66,000 dimensions).
 pub(super) fn block_scores(
     codes: &[u8],
     groups: usize,
@@ -104,7 +105,7 @@ pub(super) fn block_scores(
     out: &mut [i32],
 ) {
     let step = BLOCK * 4;
-    let blocks = codes.len() / (groups * step);
+    let blocks = codes.len() / (groups * step).max(1);
     assert!(
         quads.len() == groups
             && codes.len() == blocks * groups * step
@@ -114,7 +115,7 @@ pub(super) fn block_scores(
     if use_vnni {
         // SAFETY: callers pass `use_vnni` only as [`vnni()`] returned it,
         // so the CPU has AVX-512 F/BW/VNNI; lengths asserted just above.
-        return unsafe { block_scores_vnni(codes, groups, quads, out) };
+        return unsafe { block_scores_vnni(codes, quads, out) };
     }
     let _ = use_vnni;
     block_scores_portable(codes, groups, quads, out)
@@ -122,62 +123,59 @@ pub(super) fn block_scores(
 
 pub(super) fn block_scores_portable(codes: &[u8], groups: usize, quads: &[i32], out: &mut [i32]) {
     let step = BLOCK * 4;
-    for (b, block) in codes.chunks_exact(groups * step).enumerate() {
-        let mut acc = [0i32; BLOCK];
-        for (g, lanes) in block.chunks_exact(step).enumerate() {
-            let q = quads[g].to_le_bytes();
-            for (r, a) in acc.iter_mut().enumerate() {
+    for (block, acc) in codes
+        .chunks_exact(groups * step)
+        .zip(out.chunks_exact_mut(BLOCK))
+    {
+        acc.fill(0);
+        for (lanes, quad) in block.chunks_exact(step).zip(quads) {
+            let q = quad.to_le_bytes();
+            for (a, row) in acc.iter_mut().zip(lanes.chunks_exact(4)) {
                 for t in 0..4 {
-                    *a += lanes[r * 4 + t] as i32 * q[t] as i8 as i32;
+                    *a += row[t] as i32 * q[t] as i8 as i32;
                 }
             }
         }
-        out[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&acc);
     }
 }
 
 /// # Safety
-/// The CPU has AVX-512 F, BW and VNNI; `quads.len() == groups`, `codes.len() == blocks * groups * 64` and
-/// `out.len() == blocks * 16` for some whole `blocks`.
+/// The CPU has AVX-512 F, BW and VNNI; `codes.len() == blocks *
+/// quads.len() * 256` and `out.len() == blocks * 64` for some whole
+/// `blocks`.
+const PREFETCH: usize = 2048;
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn block_scores_vnni(codes: &[u8], groups: usize, quads: &[i32], out: &mut [i32]) {
+unsafe fn block_scores_vnni(codes: &[u8], quads: &[i32], out: &mut [i32]) {
     use std::arch::x86_64::*;
-    let stride = groups * 64;
+    const LANES: usize = BLOCK / 16;
     let blocks = out.len() / BLOCK;
-    let base = codes.as_ptr();
-    let mut b = 0;
-    // Four blocks at a time: four independent accumulator chains hide the
-    // instruction's latency, and each broadcast query group serves four.
-    while b + 4 <= blocks {
-        let mut acc = [_mm512_setzero_si512(); 4];
-        for (g, &quad) in quads.iter().enumerate() {
-            let qg = _mm512_set1_epi32(quad);
-            for (j, a) in acc.iter_mut().enumerate() {
-                // SAFETY: b + j < blocks and g < groups: the 64 bytes at
-                // (b + j) * stride + g * 64 lie inside codes (length
-                // blocks * stride).
-                let v =
-                    unsafe { _mm512_loadu_si512(base.add((b + j) * stride + g * 64) as *const _) };
-                *a = _mm512_dpbusd_epi32(*a, v, qg);
+    let mut src = codes.as_ptr();
+    for b in 0..blocks {
+        // Four independent accumulator chains (16 rows each) hide the
+        // instruction's latency; each broadcast query group serves all four.
+        let mut acc = [_mm512_setzero_si512(); LANES];
+        for &quad in quads {
+            // A prefetch never faults: past the end it is harmless.
+            for line in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(PREFETCH + line * 64) as *const i8);
             }
+            let q = _mm512_set1_epi32(quad);
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `src` advances 256 bytes per (block, group), so
+                // it has passed b * groups + g whole steps; the 64 bytes at
+                // j * 64 < 256 lie inside codes (blocks * groups * 256).
+                let v = unsafe { _mm512_loadu_si512(src.add(j * 64) as *const _) };
+                *a = _mm512_dpbusd_epi32(*a, v, q);
+            }
+            // SAFETY: stays within (or one past the end of) `codes`.
+            src = unsafe { src.add(BLOCK * 4) };
         }
         for (j, a) in acc.iter().enumerate() {
-            // SAFETY: (b + j) * 16 + 16 <= blocks * 16 = out.len().
-            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add((b + j) * BLOCK) as *mut _, *a) };
+            // SAFETY: b * 64 + j * 16 + 16 <= blocks * 64 = out.len().
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(b * BLOCK + j * 16) as *mut _, *a) };
         }
-        b += 4;
-    }
-    while b < blocks {
-        let mut a = _mm512_setzero_si512();
-        for (g, &quad) in quads.iter().enumerate() {
-            // SAFETY: b < blocks, g < groups, as above.
-            let v = unsafe { _mm512_loadu_si512(base.add(b * stride + g * 64) as *const _) };
-            a = _mm512_dpbusd_epi32(a, v, _mm512_set1_epi32(quad));
-        }
-        // SAFETY: b * 16 + 16 <= out.len().
-        unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(b * BLOCK) as *mut _, a) };
-        b += 1;
     }
 }
 
@@ -291,15 +289,14 @@ mod tests {
             return;
         }
         let mut rng = SplitMix(7);
-        // 384, 64, 32 and 12 dimensions; 1..9 blocks (the 4-block loop
-        // and its remainder).
+        // 384, 64, 32 and 12 dimensions; 1 to 9 blocks.
         for groups in [96, 16, 8, 3] {
-            for blocks in [1, 4, 5, 9] {
-                let codes = bytes(&mut rng, blocks * groups * 64);
+            for blocks in [1, 4, 9] {
+                let codes = bytes(&mut rng, blocks * groups * BLOCK * 4);
                 let quads: Vec<i32> = (0..groups)
                     .map(|_| i32::from_le_bytes(bytes(&mut rng, 4).try_into().unwrap()))
                     .collect();
-                let (mut a, mut b) = (vec![0; blocks * 16], vec![0; blocks * 16]);
+                let (mut a, mut b) = (vec![0; blocks * BLOCK], vec![0; blocks * BLOCK]);
                 block_scores(&codes, groups, &quads, true, &mut a);
                 block_scores_portable(&codes, groups, &quads, &mut b);
                 assert_eq!(a, b, "groups {groups}, blocks {blocks}");
