@@ -198,8 +198,14 @@ impl Neighbours {
                 return f(&[]);
             }
             match mode {
+                // Zero-width embeddings: every similarity is 0, so the
+                // lowest indices win the tie (as the reference's rule says).
+                _ if self.dim == 0 => {
+                    s.exact.clear();
+                    s.exact.extend((0..k as u32).map(|i| (0, i)));
+                }
                 SearchMode::Blocked => self.blocked().search(k, kernels::vnni(), s),
-                SearchMode::RowByRow => {
+                _ => {
                     kernels::all_dots(&self.embeddings, self.dim, &s.q, &mut s.exact);
                     // Highest similarity first; the lower index wins a tie.
                     s.exact
@@ -437,6 +443,17 @@ mod tests {
                     nb.neighbour_sums_by(q, SearchMode::RowByRow)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn zero_width_embeddings_still_answer() {
+        let data: Vec<TrainingRow> = (0..3)
+            .map(|i| row(vec![], vec![(0, i as f32 / 2.0)]))
+            .collect();
+        let nb = Neighbours::build(&data, 1, 2, 2.0, 0);
+        for mode in [SearchMode::Blocked, SearchMode::RowByRow] {
+            assert_eq!(nb.neighbour_sums_by(&[], mode), [[0.5, 2.0]], "{mode:?}");
         }
     }
 
