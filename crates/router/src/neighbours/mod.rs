@@ -18,6 +18,12 @@
 //! dot product, ranked exactly as the f32 one up to the quantisation (a
 //! query is quantised the same way). At most [`MAX_ROWS`] prompts are
 //! stored; a larger training set is subsampled (seeded).
+//!
+//! The search is exact and reads every stored row: at load the rows are
+//! copied into the layout of an AVX-512 VNNI scan (`index.rs`, kernels in
+//! `kernels.rs` with portable equivalents), about 3 ns per 384-d row where
+//! a row-by-row dot product took about 10 (docs/PERFORMANCE.md, "Stacked
+//! decision", also for why no approximate search).
 
 mod index;
 mod kernels;
@@ -33,8 +39,9 @@ use crate::train::{SplitMix, TrainingRow};
 use index::{BlockedRows, Scratch};
 
 /// Most prompts an artifact stores for the neighbour search: 8,192 × 384
-/// bytes is 3 MiB of embeddings (4 MiB as base64) and a search over all of
-/// them stays in the tens of microseconds (see the `decide` bench).
+/// bytes is 3 MiB of embeddings (4 MiB as base64, and 3 MiB more for the
+/// scan's copy) and a search over all of them takes ~30 µs (the `decide`
+/// bench).
 pub const MAX_ROWS: usize = 8192;
 
 /// Byte that marks "no outcome" in `scores`.
@@ -75,7 +82,7 @@ pub struct Neighbours {
 /// rows (the exact top k); tests hold them equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchMode {
-    /// Every stored row scored in the blocked layout ([`index`]), with
+    /// Every stored row scored in the blocked layout (`index.rs`), with
     /// AVX-512 VNNI where the CPU has it (a portable loop otherwise).
     Blocked,
     /// Row by row, the reference: the search before the blocked layout.
@@ -106,7 +113,8 @@ impl std::fmt::Debug for SearchIndex {
 }
 
 thread_local! {
-    /// Per-thread search buffers: a decision allocates none once warm.
+    /// Per-thread search buffers: the search itself allocates nothing once
+    /// warm (its result, the sums per model, is one small `Vec`).
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
