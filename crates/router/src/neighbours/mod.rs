@@ -18,15 +18,30 @@
 //! dot product, ranked exactly as the f32 one up to the quantisation (a
 //! query is quantised the same way). At most [`MAX_ROWS`] prompts are
 //! stored; a larger training set is subsampled (seeded).
+//!
+//! The search is exact and reads every stored row: at load the rows are
+//! copied into the layout of an AVX-512 VNNI scan (`index.rs`, kernels in
+//! `kernels.rs` with portable equivalents), about 3 ns per 384-d row where
+//! a row-by-row dot product took about 10 (docs/PERFORMANCE.md, "Stacked
+//! decision", also for why no approximate search).
+
+mod index;
+mod kernels;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::cost::dot_f32;
 use crate::train::{SplitMix, TrainingRow};
+use index::{BlockedRows, Scratch};
 
 /// Most prompts an artifact stores for the neighbour search: 8,192 × 384
-/// bytes is 3 MiB of embeddings (4 MiB as base64) and a search over all of
-/// them stays in the tens of microseconds (see the `decide` bench).
+/// bytes is 3 MiB of embeddings (4 MiB as base64, and 3 MiB more for the
+/// scan's copy) and a search over all of them takes ~30 µs (the `decide`
+/// bench).
 pub const MAX_ROWS: usize = 8192;
 
 /// Byte that marks "no outcome" in `scores`.
@@ -55,6 +70,52 @@ pub struct Neighbours {
     /// `rows` × models scores × 254 (255: not observed), row-major.
     #[serde(serialize_with = "to_base64", deserialize_with = "from_base64")]
     pub scores: Vec<u8>,
+    /// `embeddings` in the layout of the VNNI scan, derived on first use
+    /// (or by [`Neighbours::prepare`] at load); never serialised.
+    /// Changing `embeddings` after a search leaves it stale: build a new
+    /// `Neighbours` instead.
+    #[serde(skip)]
+    search: SearchIndex,
+}
+
+/// How a search finds the k nearest stored prompts. Both return the same
+/// rows (the exact top k); tests hold them equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Every stored row scored in the blocked layout (`index.rs`), with
+    /// AVX-512 VNNI where the CPU has it (a portable loop otherwise).
+    Blocked,
+    /// Row by row, the reference: the search before the blocked layout.
+    RowByRow,
+}
+
+/// The lazily built layout.
+#[derive(Clone, Default)]
+struct SearchIndex(OnceLock<BlockedRows>);
+
+impl PartialEq for SearchIndex {
+    /// Derived data: two `Neighbours` with the same fields are equal
+    /// whether or not either has built its layout yet.
+    fn eq(&self, _: &SearchIndex) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "built"
+        } else {
+            "not built"
+        };
+        write!(f, "blocked layout {state}")
+    }
+}
+
+thread_local! {
+    /// Per-thread search buffers: the search itself allocates nothing once
+    /// warm (its result, the sums per model, is one small `Vec`).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl Neighbours {
@@ -105,30 +166,109 @@ impl Neighbours {
                 .collect(),
             embeddings,
             scores,
+            search: SearchIndex::default(),
         }
+    }
+
+    /// Builds the search index now rather than on the first search (the
+    /// server calls it at load so no request pays for it).
+    pub fn prepare(&self) {
+        self.blocked();
+    }
+
+    fn blocked(&self) -> &BlockedRows {
+        self.search
+            .0
+            .get_or_init(|| BlockedRows::build(&self.embeddings, self.rows, self.dim))
+    }
+
+    /// Indices of the k stored prompts nearest to one embedding (highest
+    /// i8 dot product first; the lower index wins a tie), found as `mode`
+    /// says.
+    pub fn nearest(&self, embedding: &[f32], mode: SearchMode) -> Vec<u32> {
+        self.with_nearest(embedding, mode, |rows| rows.to_vec())
+    }
+
+    /// Calls `f` with the k nearest rows' indices (in no set order).
+    fn with_nearest<T>(
+        &self,
+        embedding: &[f32],
+        mode: SearchMode,
+        f: impl FnOnce(&[u32]) -> T,
+    ) -> T {
+        assert_eq!(embedding.len(), self.dim, "embedding dimension");
+        SCRATCH.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let s = &mut *guard;
+            quantise_into(embedding, &mut s.q);
+            let k = self.k.min(self.rows);
+            if k == 0 {
+                return f(&[]);
+            }
+            match mode {
+                // Zero-width embeddings: every similarity is 0, so the
+                // lowest indices win the tie (as the reference's rule says).
+                _ if self.dim == 0 => {
+                    s.exact.clear();
+                    s.exact.extend((0..k as u32).map(|i| (0, i)));
+                }
+                SearchMode::Blocked => self.blocked().search(k, kernels::vnni(), s),
+                _ => {
+                    kernels::all_dots(&self.embeddings, self.dim, &s.q, &mut s.exact);
+                    // Highest similarity first; the lower index wins a tie.
+                    s.exact
+                        .select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                }
+            }
+            let mut idx = [0u32; 64];
+            if k <= idx.len() {
+                for (d, &(_, i)) in idx.iter_mut().zip(&s.exact[..k]) {
+                    *d = i;
+                }
+                f(&idx[..k])
+            } else {
+                let v: Vec<u32> = s.exact[..k].iter().map(|&(_, i)| i).collect();
+                f(&v)
+            }
+        })
     }
 
     /// (sum of scores, count) per model (aligned with `model_means`) over
     /// the k stored prompts nearest to one embedding.
     pub fn neighbour_sums(&self, embedding: &[f32]) -> Vec<[f32; 2]> {
+        self.neighbour_sums_by(embedding, SearchMode::Blocked)
+    }
+
+    /// [`Neighbours::neighbour_sums`] with the search chosen.
+    pub fn neighbour_sums_by(&self, embedding: &[f32], mode: SearchMode) -> Vec<[f32; 2]> {
         let n = self.model_means.len();
         let mut sum = vec![[0f32; 2]; n];
         if self.rows == 0 {
             return sum;
         }
-        let q = quantise(embedding);
-        let mut sims = similarities(&self.embeddings, self.dim, &q);
-        let k = self.k.min(sims.len());
-        // Highest similarity first; the lower index wins a tie.
-        sims.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for &(_, i) in &sims[..k] {
-            let row = &self.scores[i as usize * n..(i as usize + 1) * n];
-            for (s, &b) in sum.iter_mut().zip(row) {
-                if b != MISSING {
-                    s[0] += b as f32 / 254.0;
-                    s[1] += 1.0;
+        // Whole bytes summed in integers: the same sums whatever order the
+        // search returns the neighbours in.
+        let mut bytes = [[0u32; 2]; 64];
+        let mut wide;
+        let acc: &mut [[u32; 2]] = if n <= bytes.len() {
+            &mut bytes[..n]
+        } else {
+            wide = vec![[0u32; 2]; n];
+            &mut wide
+        };
+        self.with_nearest(embedding, mode, |nearest| {
+            for &i in nearest {
+                let row = &self.scores[i as usize * n..(i as usize + 1) * n];
+                for (a, &b) in acc.iter_mut().zip(row) {
+                    if b != MISSING {
+                        a[0] += b as u32;
+                        a[1] += 1;
+                    }
                 }
             }
+        });
+        for (s, a) in sum.iter_mut().zip(acc.iter()) {
+            *s = [a[0] as f32 / 254.0, a[1] as f32];
         }
         sum
     }
@@ -166,76 +306,41 @@ impl Neighbours {
 
 /// Unit-normalised × 127, rounded (a zero vector stays zero).
 fn quantise(e: &[f32]) -> Vec<i8> {
-    let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mut q = Vec::with_capacity(e.len());
+    quantise_into(e, &mut q);
+    q
+}
+
+/// [`quantise`] into a reused buffer.
+fn quantise_into(e: &[f32], q: &mut Vec<i8>) {
+    q.clear();
+    q.resize(e.len(), 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: `quantise_avx512` only requires AVX-512F, which the CPU
+        // was just detected to support; it is otherwise safe code.
+        return unsafe { quantise_avx512(e, q) };
+    }
+    quantise_portable(e, q)
+}
+
+/// [`quantise_portable`] compiled for AVX-512: `round` becomes vector
+/// instructions instead of a libm call per value (the same results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn quantise_avx512(e: &[f32], q: &mut [i8]) {
+    quantise_portable(e, q)
+}
+
+/// The norm in eight running sums ([`dot_f32`]): one serial chain of 384
+/// float adds was most of a query's quantisation time.
+#[inline(always)]
+fn quantise_portable(e: &[f32], q: &mut [i8]) {
+    let norm = dot_f32(e, e).sqrt();
     let s = if norm > 0.0 { 127.0 / norm } else { 0.0 };
-    e.iter()
-        .map(|x| (x * s).round().clamp(-127.0, 127.0) as i8)
-        .collect()
-}
-
-/// (dot product with `q`, row index) for every `dim`-wide row of `rows`.
-fn similarities(rows: &[i8], dim: usize, q: &[i8]) -> Vec<(i32, u32)> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512bw") {
-        // SAFETY: `similarities_avx512` only requires AVX-512F/BW, which the
-        // CPU was just detected to support; it is otherwise safe code.
-        return unsafe { similarities_avx512(rows, dim, q) };
+    for (d, x) in q.iter_mut().zip(e) {
+        *d = (x * s).round().clamp(-127.0, 127.0) as i8;
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `similarities_avx2` only requires AVX2, which the CPU was
-        // just detected to support; it is otherwise safe code.
-        return unsafe { similarities_avx2(rows, dim, q) };
-    }
-    similarities_portable(rows, dim, q)
-}
-
-/// [`similarities_portable`] compiled for AVX2: the same code, vectorised
-/// into 256-bit lanes (about 15 ns per 384-d row against 140 ns for the
-/// baseline x86-64 build, measured on this machine's Xeon).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn similarities_avx2(rows: &[i8], dim: usize, q: &[i8]) -> Vec<(i32, u32)> {
-    similarities_portable(rows, dim, q)
-}
-
-/// The same for AVX-512 (about 8 ns per 384-d row).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn similarities_avx512(rows: &[i8], dim: usize, q: &[i8]) -> Vec<(i32, u32)> {
-    similarities_portable(rows, dim, q)
-}
-
-/// Plain loops, not iterator adapters: `collect` or `fold` would run in a
-/// generic function compiled without the caller's target features.
-#[inline(always)]
-fn similarities_portable(rows: &[i8], dim: usize, q: &[i8]) -> Vec<(i32, u32)> {
-    let mut out = Vec::with_capacity(rows.len() / dim.max(1));
-    for (i, row) in rows.chunks_exact(dim).enumerate() {
-        out.push((dot_i8(row, q), i as u32));
-    }
-    out
-}
-
-/// i8 dot product in i32 (384 × 127² fits easily): sixteen lanes of i16
-/// products (127² fits i16) widened into i32, a shape the compiler
-/// vectorises.
-#[inline(always)]
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    let mut acc = [0i32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: i32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(&x, &y)| x as i32 * y as i32)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..16 {
-            acc[l] += (x[l] as i16 * y[l] as i16) as i32;
-        }
-    }
-    acc.iter().sum::<i32>() + tail
 }
 
 fn to_base64<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -259,50 +364,4 @@ fn from_base64_i8<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i8>, D::Error> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(e: Vec<f32>, outcomes: Vec<(usize, f32)>) -> TrainingRow {
-        TrainingRow {
-            embedding: e,
-            task_scores: vec![1.0],
-            outcomes,
-        }
-    }
-
-    #[test]
-    fn estimates_average_the_nearest_prompts_shrunk_to_the_parametric_p() {
-        let rows = vec![
-            row(vec![1.0, 0.0], vec![(0, 1.0), (1, 0.0)]),
-            row(vec![0.9, 0.1], vec![(0, 1.0)]),
-            row(vec![0.0, 1.0], vec![(0, 0.0), (1, 1.0)]),
-            row(vec![-0.1, 1.0], vec![(0, 0.0), (1, 1.0)]),
-        ];
-        let nb = Neighbours::build(&rows, 2, 2, 1.0, 0);
-        assert_eq!(nb.model_means, [0.5, 2.0 / 3.0]);
-        let sums = nb.neighbour_sums(&[2.0, 0.05]);
-        assert_eq!(sums, [[2.0, 2.0], [0.0, 1.0]]);
-        // Model 0: two successes + P_irt 0.4 over 3; model 1: one failure
-        // + 0.8 over 2.
-        assert!((nb.estimate(sums[0], 0.4) - 2.4 / 3.0).abs() < 1e-6);
-        assert!((nb.estimate(sums[1], 0.8) - 0.4).abs() < 1e-6);
-        // No neighbour has the model: the parametric P itself.
-        assert!((nb.estimate([0.0, 0.0], 0.3) - 0.3).abs() < 1e-9);
-    }
-
-    #[test]
-    fn round_trips_as_json_and_checks_shapes() {
-        let rows = vec![
-            row(vec![0.3, -0.2, 0.9], vec![(0, 0.25)]),
-            row(vec![-1.0, 0.5, 0.0], vec![(1, 1.0)]),
-        ];
-        let nb = Neighbours::build(&rows, 2, 25, 2.0, 0);
-        let back: Neighbours = serde_json::from_str(&serde_json::to_string(&nb).unwrap()).unwrap();
-        assert_eq!(back, nb);
-        assert!(nb.check(2, 3).is_ok());
-        assert!(nb.check(3, 3).is_err());
-        let mut bad = nb.clone();
-        bad.weight = 1.5;
-        assert!(bad.check(2, 3).is_err());
-    }
-}
+mod tests;
