@@ -91,7 +91,7 @@ def hand_labelled(source, label_files, listed_from=None):
 TRANSLATED_BY = "translated by the labelling session (not a native user prompt)"
 
 
-def translated(train, evals, label_dir=LABELS):
+def translated(train, evals, label_dir=LABELS, held=None):
     """Records for `labels/translated_*.jsonl`: translations of labelled training prompts.
 
     Each row names its original (`translated_from`, a record of `train`) and keeps the
@@ -101,10 +101,11 @@ def translated(train, evals, label_dir=LABELS):
     line and reason when a row's original is missing (not a training prompt), repeats an
     evaluation-only prompt (`evaluation_texts`: every `self_instruct_user` prompt is an
     AlpacaEval instruction, so none is translated), has another task or source, is a
-    `translation` request, or when the provenance fields are wrong.
+    `translation` request, or when the provenance fields are wrong. `held` (tests) replaces
+    `evaluation_texts(evals)`, which also reads AlpacaEval from the raw data.
     """
     originals = {r["id"]: r for name, rows in train.items() for r in rows}
-    held = evaluation_texts(evals)
+    held = evaluation_texts(evals) if held is None else held
     out, seen = [], set()
     for f in sorted(label_dir.glob("translated_*.jsonl")):
         for n, line in enumerate(open(f, encoding="utf-8"), 1):
