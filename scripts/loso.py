@@ -246,13 +246,14 @@ def main():
         argv, extra = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--sources", help="comma-separated; default every source in training-data/tasks")
+    ap.add_argument("--tasks", default="training-data/tasks", help="folder of task-labelled JSONL files to split")
+    ap.add_argument("--sources", help="comma-separated; default every source in --tasks")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--summary", action="store_true", help="only print the tables of finished folds")
     ap.add_argument("--score-precision", help="score each held-out source with classify --precision P")
     ap.add_argument("--model-args", default="", help="classify's model flags for --score-precision (e.g. '--model-dir X')")
     a = ap.parse_args(argv)
-    by = records_by_source()
+    by = records_by_source(a.tasks)
     sources = a.sources.split(",") if a.sources else sorted(by)
     unknown = [s for s in sources if s not in by]
     if unknown:
