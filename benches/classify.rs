@@ -1,5 +1,7 @@
 //! Encoder plus heads, end to end from text: batch 1 at ~20 and ~200 tokens,
-//! and batch 32. Run: `cargo bench -p pointsman-classifier --bench classify`.
+//! and batch 32, and the difficulty's kNN part alone. Run:
+//! `cargo bench -p pointsman-classifier --bench classify`
+//! (`-- difficulty_knn` for the kNN part only).
 //! Needs the fetched model (scripts/fetch-model) and the shipped heads.
 
 use std::path::PathBuf;
@@ -71,5 +73,30 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The difficulty's kNN part alone: one query against a bank the size of
+/// the shipped e5 one (10,479 outcome prompts × 384), k = 30.
+fn bench_difficulty_knn(c: &mut Criterion) {
+    use pointsman_classifier::difficulty_knn::{unit, KnnBlend, NeighbourBank};
+    let (n, dim) = (10_479, 384);
+    let row = |i: usize| -> Vec<f32> {
+        unit(
+            &(0..dim)
+                .map(|j| ((i * 31 + j * 7) as f32 * 0.013).sin())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let bank = NeighbourBank::new(
+        dim,
+        (0..n).flat_map(row).collect(),
+        (0..n).map(|i| (i % 100) as f32 / 100.0).collect(),
+        KnnBlend { k: 30, weight: 0.5 },
+    )
+    .unwrap();
+    let query = row(n + 1);
+    c.bench_function("difficulty_knn_10479x384_k30", |b| {
+        b.iter(|| bank.mean_target(std::hint::black_box(&query)))
+    });
+}
+
+criterion_group!(benches, bench_difficulty_knn, bench);
 criterion_main!(benches);

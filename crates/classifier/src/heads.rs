@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::difficulty_knn::{KnnBlend, NeighbourBank};
 use crate::error::{ClassifierError, Result};
 use crate::features::FEATURE_NAMES;
 use crate::taxonomy::Taxonomy;
@@ -176,6 +177,10 @@ pub struct HeadsMetadata {
     pub task_labels: Taxonomy,
     /// What the difficulty head was fitted to, in words.
     pub difficulty_target: String,
+    /// The kNN part blended with the difficulty head (its bank is the
+    /// `difficulty_knn.*` tensors); absent in heads without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty_knn: Option<KnnBlend>,
     /// Training settings and data hashes.
     pub training: serde_json::Value,
     /// Held-out metrics measured when the heads were trained.
@@ -197,15 +202,82 @@ impl TaskHead {
 }
 
 /// Difficulty in [0, 1]: predicted share of models that fail the prompt.
+/// The head's estimate, blended with the nearest training prompts' when
+/// the heads carry a neighbour bank.
 #[derive(Debug, Clone)]
 pub struct DifficultyHead {
     pub mlp: Mlp,
+    pub neighbours: Option<NeighbourBank>,
 }
 
 impl DifficultyHead {
+    /// `input` is the heads' input; its first `dim` values are the
+    /// embedding the neighbour bank compares.
     pub fn difficulty(&self, input: &[f32]) -> f32 {
-        sigmoid(self.mlp.forward(input)[0])
+        let head = sigmoid(self.mlp.forward(input)[0]);
+        match &self.neighbours {
+            Some(bank) => bank.blend(head, input),
+            None => head,
+        }
     }
+}
+
+/// Tensor names of the neighbour bank.
+const KNN_EMBEDDINGS: &str = "difficulty_knn.embeddings";
+const KNN_TARGETS: &str = "difficulty_knn.targets";
+
+/// The neighbour bank, when the metadata names a blend: both tensors must
+/// be there, agree in length, and hold the embedding's dimension.
+fn load_bank(
+    tensors: &HashMap<String, Tensor>,
+    metadata: &HeadsMetadata,
+    path: &Path,
+) -> Result<Option<NeighbourBank>> {
+    let corrupt = |reason: String| ClassifierError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Some(blend) = metadata.difficulty_knn else {
+        return if tensors.contains_key(KNN_EMBEDDINGS) {
+            Err(corrupt(format!(
+                "`{KNN_EMBEDDINGS}` present but the metadata names no difficulty_knn blend"
+            )))
+        } else {
+            Ok(None)
+        };
+    };
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .ok_or_else(|| corrupt(format!("`{name}` missing (metadata names a kNN blend)")))
+    };
+    let (n, dim) = get(KNN_EMBEDDINGS)?
+        .dims2()
+        .map_err(|e| corrupt(format!("`{KNN_EMBEDDINGS}`: {e}")))?;
+    let unit = get(KNN_EMBEDDINGS)?
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let targets = get(KNN_TARGETS)?
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let expected = metadata.training["embedding_dim"].as_u64();
+    if expected.is_some_and(|d| d as usize != dim) {
+        return Err(corrupt(format!(
+            "`{KNN_EMBEDDINGS}` has dimension {dim}, the embedding {}",
+            expected.unwrap_or(0)
+        )));
+    }
+    if targets.len() != n {
+        return Err(corrupt(format!(
+            "`{KNN_TARGETS}` has {} values for {n} embeddings",
+            targets.len()
+        )));
+    }
+    NeighbourBank::new(dim, unit, targets, blend)
+        .map(Some)
+        .map_err(|e| corrupt(format!("difficulty kNN bank: {e}")))
 }
 
 /// Both heads and their metadata.
@@ -313,12 +385,16 @@ impl Heads {
                 ),
             });
         }
+        let neighbours = load_bank(&tensors, &metadata, weights)?;
         Ok(Heads {
             task: TaskHead {
                 mlp: task,
                 labels: metadata.task_labels.clone(),
             },
-            difficulty: DifficultyHead { mlp: difficulty },
+            difficulty: DifficultyHead {
+                mlp: difficulty,
+                neighbours,
+            },
             metadata,
         })
     }
@@ -328,6 +404,18 @@ impl Heads {
         let mut tensors = HashMap::new();
         self.task.mlp.to_tensors("task", &mut tensors)?;
         self.difficulty.mlp.to_tensors("difficulty", &mut tensors)?;
+        if let Some(bank) = &self.difficulty.neighbours {
+            // f16 halves the bank; cosine ranks barely move at 3 decimal digits.
+            let unit: Vec<half::f16> = bank.unit.iter().map(|&v| half::f16::from_f32(v)).collect();
+            tensors.insert(
+                KNN_EMBEDDINGS.into(),
+                Tensor::from_vec(unit, (bank.len(), bank.dim), &Device::Cpu)?,
+            );
+            tensors.insert(
+                KNN_TARGETS.into(),
+                Tensor::from_vec(bank.targets.clone(), bank.len(), &Device::Cpu)?,
+            );
+        }
         if let Some(dir) = weights.parent() {
             std::fs::create_dir_all(dir).map_err(|source| ClassifierError::Io {
                 path: dir.to_path_buf(),
@@ -399,6 +487,7 @@ mod tests {
                 mlp: Mlp {
                     layers: vec![dense(inputs, 1, 2.0)],
                 },
+                neighbours: None,
             },
             metadata: HeadsMetadata {
                 format_version: FORMAT_VERSION,
@@ -413,6 +502,7 @@ mod tests {
                 views: vec![],
                 task_labels: labels,
                 difficulty_target: "test".into(),
+                difficulty_knn: None,
                 training: serde_json::json!({"embedding_dim": inputs}),
                 metrics: serde_json::json!({}),
             },
@@ -441,6 +531,32 @@ mod tests {
             heads.difficulty.difficulty(&x)
         );
         assert_eq!(back.task.labels.labels(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_knn_blend_survives_save_and_load_and_moves_difficulty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heads.safetensors");
+        let mut heads = tiny_heads(5);
+        let rows: Vec<f32> = [[1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]]
+            .iter()
+            .flat_map(|r| crate::difficulty_knn::unit(r))
+            .collect();
+        let blend = KnnBlend { k: 1, weight: 0.5 };
+        heads.metadata.difficulty_knn = Some(blend);
+        heads.difficulty.neighbours =
+            Some(NeighbourBank::new(5, rows, vec![0.0, 1.0], blend).unwrap());
+        heads.save(&path).unwrap();
+        let back = Heads::load(&path).unwrap();
+        let (near_easy, near_hard) = ([1.0, 0.1, 0.0, 0.0, 0.0], [0.1, 1.0, 0.0, 0.0, 0.0]);
+        for x in [near_easy, near_hard] {
+            let want = heads.difficulty.difficulty(&x);
+            assert!((back.difficulty.difficulty(&x) - want).abs() < 1e-6);
+        }
+        // The neighbour's target moves the blend by half of its distance.
+        let head_only = sigmoid(heads.difficulty.mlp.forward(&near_hard)[0]);
+        let got = back.difficulty.difficulty(&near_hard);
+        assert!((got - (0.5 * head_only + 0.5)).abs() < 1e-6, "{got}");
     }
 
     #[test]
@@ -478,6 +594,19 @@ mod tests {
         h.save(&path).unwrap();
         let err = Heads::load(&path).unwrap_err().to_string();
         assert!(err.contains("difficulty head has 2 outputs"), "{err}");
+
+        // A kNN blend without its bank, or a bank of the wrong dimension.
+        let mut h = tiny_heads(5);
+        h.metadata.difficulty_knn = Some(KnnBlend { k: 2, weight: 0.5 });
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(err.contains("`difficulty_knn.embeddings` missing"), "{err}");
+        let blend = KnnBlend { k: 2, weight: 0.5 };
+        h.difficulty.neighbours =
+            Some(NeighbourBank::new(4, vec![0.5; 12], vec![0.1, 0.5, 0.9], blend).unwrap());
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(err.contains("dimension 4, the embedding 5"), "{err}");
 
         let missing = dir.path().join("none.safetensors");
         assert!(Heads::load(&missing)

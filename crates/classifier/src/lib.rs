@@ -12,6 +12,7 @@
 pub mod bench_prompts;
 pub mod classifier;
 pub mod device;
+pub mod difficulty_knn;
 pub mod difficulty_target;
 pub mod embed_cache;
 pub mod encoder;

@@ -26,7 +26,9 @@ use pointsman_records::Record;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::heads_difficulty::{difficulty_cv, fit_difficulty, outcome_data};
+use crate::heads_difficulty::{
+    difficulty_cv, final_knn, fit_difficulty, outcome_data, DifficultyCvOptions,
+};
 use crate::metrics::Confusion;
 use crate::paths;
 
@@ -100,6 +102,17 @@ pub struct TrainHeadsArgs {
     /// Epochs of the difficulty head; chosen by leave-one-source-out.
     #[arg(long, default_value_t = 10)]
     difficulty_epochs: usize,
+    /// Neighbour counts tried for the difficulty's kNN part (comma-separated; inner CV over the training sources picks one).
+    #[arg(long, value_delimiter = ',', default_value = "10,30,100")]
+    difficulty_knn_k: Vec<usize>,
+    /// Weights w tried in the difficulty blend (1 − w) · head + w · kNN (comma-separated; inner CV picks one; `0` alone = the head alone, no bank).
+    /// Default `0`: the blend's +0.02 within-source Spearman (e5, leave-one-source-out) does not pay for its ~1 ms per prompt, 32 MB of
+    /// memory and 8 MB of heads file, and it is worse on AlpacaEval (docs/EVALUATION.md, "Difficulty"); `0,0.25,0.5` is the grid measured there.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    difficulty_knn_weight: Vec<f64>,
+    /// Folds of training sources in the inner CV that picks the kNN's k and weight.
+    #[arg(long, default_value_t = 3)]
+    difficulty_inner_folds: usize,
     /// Skip the task head's leave-one-source-out but run the difficulty head's.
     #[arg(long, conflicts_with = "no_cv")]
     no_task_cv: bool,
@@ -308,15 +321,16 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         weight_decay: args.weight_decay,
         ..Default::default()
     };
+    let cv_options = DifficultyCvOptions {
+        kind: args.difficulty_target,
+        pair_weight: args.difficulty_pair_weight,
+        embedding_dim: encoder.dim(),
+        knn_ks: args.difficulty_knn_k.clone(),
+        knn_weights: args.difficulty_knn_weight.clone(),
+        inner_folds: args.difficulty_inner_folds,
+    };
     if args.difficulty_cv_only {
-        let cv = difficulty_cv(
-            &outcomes,
-            x_scored,
-            args.difficulty_target,
-            args.difficulty_pair_weight,
-            &irt,
-            &diff_cfg,
-        )?;
+        let cv = difficulty_cv(&outcomes, x_scored, &cv_options, &irt, &diff_cfg)?;
         let text = format!(
             "{}\nDifficulty head: hidden {}, epochs {}.\n",
             cv.markdown(),
@@ -393,20 +407,14 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
 
     // ---- difficulty head
     if !args.no_cv && !outcomes.sample.is_empty() {
-        let cv = difficulty_cv(
-            &outcomes,
-            x_scored,
-            args.difficulty_target,
-            args.difficulty_pair_weight,
-            &irt,
-            &diff_cfg,
-        )?;
+        let cv = difficulty_cv(&outcomes, x_scored, &cv_options, &irt, &diff_cfg)?;
         report += &cv.markdown();
         metrics.insert(
             "difficulty_leave_one_source_out".into(),
             serde_json::to_value(&cv)?,
         );
     }
+    let mut neighbours = None;
     let diff_mlp = if outcomes.sample.is_empty() {
         eprintln!("warning: no outcome records; the difficulty head is untrained (constant 0.5)");
         Mlp {
@@ -424,6 +432,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_value(joint.summary(&outcomes.rows))?,
         );
         let targets = joint.targets(&outcomes.rows, &outcomes.sample, args.difficulty_target);
+        neighbours = final_knn(&outcomes, x_scored, &targets, &cv_options, &diff_cfg)?;
         fit_difficulty(
             x_scored,
             &targets,
@@ -448,10 +457,17 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         "difficulty_pair_weight": args.difficulty_pair_weight,
         "difficulty_hidden": diff_cfg.hidden, "difficulty_epochs": diff_cfg.epochs,
     });
+    // The kNN grid enters the settings (and so the version) only when it is
+    // on, so heads trained without it keep the version their command gives.
+    let mut settings = settings;
+    if cv_options.uses_knn() {
+        settings["difficulty_knn_k"] = json!(cv_options.knn_ks);
+        settings["difficulty_knn_weight"] = json!(cv_options.knn_weights);
+        settings["difficulty_inner_folds"] = json!(cv_options.inner_folds);
+    }
     // The precision enters the settings (and so the version) only when it is
     // not f32, so heads fitted on f32 embeddings keep the version they had
     // before `--precision` existed and stay reproducible by their command.
-    let mut settings = settings;
     if encoder.precision() != "f32" {
         settings["precision"] = json!(encoder.precision());
     }
@@ -489,6 +505,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
         },
         task_labels: taxonomy.clone(),
         difficulty_target: args.difficulty_target.describe(),
+        difficulty_knn: neighbours.as_ref().map(|b| b.blend),
         training: json!({
             "embedding_dim": encoder.dim(),
             "training_data_sha256": data_sha,
@@ -506,7 +523,10 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
             mlp: task_mlp,
             labels: taxonomy,
         },
-        difficulty: DifficultyHead { mlp: diff_mlp },
+        difficulty: DifficultyHead {
+            mlp: diff_mlp,
+            neighbours,
+        },
         metadata,
     };
     heads.save(&args.out)?;

@@ -107,6 +107,9 @@ fn difficulty_head_trains_on_the_joint_irt_target_and_holds_out_shared_prompts()
         "8".into(),
         "--difficulty-hidden".into(),
         "8".into(),
+        // The blend is opt-in (default weight 0); the grid of the docs.
+        "--difficulty-knn-weight".into(),
+        "0,0.25,0.5".into(),
     ];
     let out = pointsman(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
@@ -142,6 +145,19 @@ fn difficulty_head_trains_on_the_joint_irt_target_and_holds_out_shared_prompts()
         assert_eq!(cv[s]["dropped_shared"], 1, "{cv}");
         let rho = cv[s]["spearman"].as_f64().unwrap();
         assert!((-1.0..=1.0).contains(&rho), "{cv}");
+    }
+    // The kNN blend's grid is recorded; what inner CV chose, if anything,
+    // is the metadata's `difficulty_knn` (and the bank then travels in the
+    // heads file: the classify below loads it).
+    let settings = &meta["training"]["settings"];
+    assert_eq!(
+        settings["difficulty_knn_weight"],
+        serde_json::json!([0.0, 0.25, 0.5]),
+        "{settings}"
+    );
+    if let Some(blend) = meta.get("difficulty_knn") {
+        let w = blend["weight"].as_f64().unwrap();
+        assert!(w > 0.0 && w <= 0.5, "{blend}");
     }
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(text.contains("| strong | 17 | 1 |"), "{text}");

@@ -29,7 +29,7 @@ macro_rules! by_rows {
 
 mod bf16;
 mod embedding;
-mod gemm;
+pub(crate) mod gemm;
 mod int8;
 mod ops;
 mod tensor_file;
