@@ -87,6 +87,58 @@ def hand_labelled(source, label_files, listed_from=None):
     return out
 
 
+# ---------------------------------------------------------------- translated labels
+TRANSLATED_BY = "translated by the labelling session (not a native user prompt)"
+
+
+def translated(train, evals, label_dir=LABELS, held=None):
+    """Records for `labels/translated_*.jsonl`: translations of labelled training prompts.
+
+    Each row names its original (`translated_from`, a record of `train`) and keeps the
+    original's task and SOURCE, so every source-grouped split (scripts/loso.py, the trainer's
+    leave-one-source-out, the encoder's source folds) holds a translation out together with
+    its original: a translation is a near duplicate across languages. Exits naming the file,
+    line and reason when a row's original is missing (not a training prompt), repeats an
+    evaluation-only prompt (`evaluation_texts`: every `self_instruct_user` prompt is an
+    AlpacaEval instruction, so none is translated), has another task or source, is a
+    `translation` request, or when the provenance fields are wrong. `held` (tests) replaces
+    `evaluation_texts(evals)`, which also reads AlpacaEval from the raw data.
+    """
+    originals = {r["id"]: r for name, rows in train.items() for r in rows}
+    held = evaluation_texts(evals) if held is None else held
+    out, seen = [], set()
+    for f in sorted(label_dir.glob("translated_*.jsonl")):
+        for n, line in enumerate(open(f, encoding="utf-8"), 1):
+            where = f"{f.name}:{n}"
+            try:
+                row = json.loads(line)
+                rid, orig_id, lang = row["id"], row["translated_from"], row["lang"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                sys.exit(f"error: {where}: not a translated-label row ({e})")
+            o = originals.get(orig_id)
+            problem = (
+                "`translated_from` is not a training prompt" if o is None
+                else f"the original repeats an evaluation prompt ({held[up._norm(o['prompt'])]})"
+                if up._norm(o["prompt"]) in held
+                else f"task {row.get('task')!r} is not the original's {o['task']!r}" if row.get("task") != o["task"]
+                else f"original_source {row.get('original_source')!r} is not the original's {o['source']!r}"
+                if row.get("original_source") != o["source"]
+                else "the original is a translation request" if o["task"] == "translation"
+                else "the original is itself a translation" if o.get("translated_from")
+                else f"translated_by must be {TRANSLATED_BY!r}" if row.get("translated_by") != TRANSLATED_BY
+                else "lang must name the target language, not en" if lang == "en"
+                else "duplicate id" if rid in seen
+                else "empty prompt" if not str(row.get("prompt", "")).strip()
+                else None)
+            if problem:
+                sys.exit(f"error: {where}: {rid}: {problem}")
+            seen.add(rid)
+            extra = {"label_alt": row["alt"]} if row.get("alt") else {}
+            out.append(rec(rid, row["prompt"], o["source"], o["task"], lang=lang, translated_from=orig_id,
+                           translated_by=TRANSLATED_BY, labelled_by="the original's label", **extra))
+    return out
+
+
 # ---------------------------------------------------------------- benchmarks
 def humaneval():
     for line in gzip.open(RAW / "humaneval/HumanEval.jsonl.gz", "rt", encoding="utf-8"):
@@ -332,23 +384,29 @@ def routellm_outcomes():
 KNOWN_OVERLAPS = {"self_instruct_user": 252, "oasst": 11, "dolly": 2, "awesome": 1}
 
 
-def check_disjoint(train, evals):
-    """Fails when a training prompt repeats an evaluation-only prompt (eval/ files or AlpacaEval).
-
-    Compares whitespace- and case-normalised text, and for the hand-labelled listings also the
-    first 60 word characters (the listings' own rule, see unlabelled_prompts._disjoint).
-    """
+def evaluation_texts(evals):
+    """Normalised text -> where it is held out: every eval/ prompt and every AlpacaEval instruction."""
     held = {}
     for name, rows in evals.items():
         for r in rows:
             held.setdefault(up._norm(r["prompt"]), f"eval/{name}")
     for line in open(RAW / "alpaca_eval/instructions.jsonl", encoding="utf-8"):
         held.setdefault(up._norm(json.loads(line)["instruction"]), "alpaca_eval")
+    return held
+
+
+def check_disjoint(train, evals):
+    """Fails when a training prompt repeats an evaluation-only prompt (eval/ files or AlpacaEval).
+
+    Compares whitespace- and case-normalised text, and for the hand-labelled listings also the
+    first 60 word characters (the listings' own rule, see unlabelled_prompts._disjoint).
+    """
+    held = evaluation_texts(evals)
     prefixes = {up._prefix(r["prompt"]) for rows in evals.values() for r in rows if len(up._prefix(r["prompt"])) >= 30}
     failed = []
     for name, rows in train.items():
         hits = [(r["id"], held[up._norm(r["prompt"])]) for r in rows if up._norm(r["prompt"]) in held]
-        hits += [(r["id"], "eval prefix") for r in rows if r.get("labelled_by") == "hand"
+        hits += [(r["id"], "eval prefix") for r in rows if (r.get("labelled_by") == "hand" or r.get("translated_from"))
                  and up._norm(r["prompt"]) not in held and up._prefix(r["prompt"]) in prefixes]
         if len(hits) > KNOWN_OVERLAPS.get(name, 0):
             failed.append(f"tasks/{name}.jsonl: {len(hits)} prompts repeat evaluation prompts, e.g. {hits[:3]}")
@@ -429,6 +487,8 @@ def main():
         "mconala_multilingual": list(mconala("es_test.json", "mconala_es")) + list(mconala("ja_test.json", "mconala_ja"))
         + list(mconala("ru_test.json", "mconala_ru")),
     }
+    # After every other training source: each translation keeps its original's source (see `translated`).
+    train["translated"] = translated(train, evals)
     check_disjoint(train, evals)
     for name, rows in train.items():
         summary[f"tasks/{name}.jsonl"] = write(OUT / "tasks" / f"{name}.jsonl", rows)

@@ -20,6 +20,11 @@ metrics are in WORK/<source>/heads.{safetensors,json};
 inference path) into WORK/<source>/scored-P.jsonl. `--summary` prints the
 per-source table, the overall accuracy and macro recall, per-class recall
 and the summed confusion matrix (markdown), and writes WORK/summary.json.
+
+Translations (training-data/tasks/translated.jsonl, `translated_from` set) carry their
+original's source, so a fold that holds a source out holds its translations out too; they are
+scored in that fold under `<source>:translated` and reported in a separate table, so the main
+table is over the sources' own prompts only (comparable with runs before the translations).
 """
 
 import argparse
@@ -37,9 +42,15 @@ LABELS = ["code", "math", "reasoning", "knowledge", "extraction", "summarization
 BIN = "./target/release/pointsman"
 
 
-def records_by_source():
+TRANSLATED = ":translated"  # suffix of the held-out translations' source name inside a fold
+
+
+def records_by_source(tasks_dir="training-data/tasks"):
+    """Records grouped by their `source`. A translation (`translated_from`) carries its original's
+    source (scripts/build_training_data.py `translated`), so it lands in its original's group and is
+    held out with it: it is never trained on when its original's source is the held-out one."""
     by = collections.defaultdict(list)
-    for f in sorted(glob.glob("training-data/tasks/*.jsonl")):
+    for f in sorted(glob.glob(f"{tasks_dir}/*.jsonl")):
         stem = os.path.basename(f)[: -len(".jsonl")]
         for line in open(f, encoding="utf-8"):
             r = json.loads(line)
@@ -60,8 +71,15 @@ def prepare(work, by, sources):
             for other, recs in by.items():
                 if other != s:
                     out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+        # The held-out source's own prompts keep its name (the per-source table, comparable with
+        # runs before the translations); its translations are scored too, under `<source>:translated`.
+        native = [r for r in by[s] if not r.get("translated_from")]
+        translated = [dict(r, source=s + TRANSLATED) for r in by[s] if r.get("translated_from")]
         with open(f"{d}/eval/held_out.jsonl", "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in by[s])
+            out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in native)
+        if translated:
+            with open(f"{d}/eval/held_out_translated.jsonl", "w", encoding="utf-8") as out:
+                out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in translated)
 
 
 def nice10():
@@ -117,9 +135,14 @@ def score_fold(work, s, precision, model_args):
     return s, time.time() - t, f"rc {rc}"
 
 
-def confusion_of_fold(work, s, precision):
-    """The held-out source's confusion matrix (rows true, columns predicted)."""
+def confusion_of_fold(work, s, precision, translated=False):
+    """The held-out source's confusion matrix (rows true, columns predicted); with `translated`,
+    that of the source's held-out translations (KeyError when it has none)."""
     d = f"{work}/{s}"
+    if translated:
+        m = json.load(open(f"{d}/heads.json"))["metrics"]["task_eval_sources"][s + TRANSLATED]
+        assert m["labels"] == LABELS, m["labels"]
+        return m["confusion"]
     if precision is None:
         m = json.load(open(f"{d}/heads.json"))["metrics"]["task_eval_sources"][s]
         assert m["labels"] == LABELS, m["labels"]
@@ -173,11 +196,46 @@ def summary(work, sources, precision):
     print("|---" * (len(LABELS) + 1) + "|")
     for i, lab in enumerate(LABELS):
         print(f"| {lab} | " + " | ".join(str(v) for v in total[i]) + " |")
+    out = {"folds": len(rows), "missing": missing, "accuracy": acc, "macro_recall": macro, "n": n,
+           "per_source": {s: {"n": k, "accuracy": a} for s, k, a in rows},
+           "recall": {k: v[0] for k, v in recall.items()}, "labels": LABELS, "confusion": total}
+    translated = translated_summary(work, sources) if precision is None else None
+    if translated:
+        out["translated"] = translated
     name = f"summary-{precision}.json" if precision else "summary.json"
-    json.dump({"folds": len(rows), "missing": missing, "accuracy": acc, "macro_recall": macro, "n": n,
-               "per_source": {s: {"n": k, "accuracy": a} for s, k, a in rows},
-               "recall": {k: v[0] for k, v in recall.items()}, "labels": LABELS, "confusion": total},
-              open(f"{work}/{name}", "w"), indent=1)
+    json.dump(out, open(f"{work}/{name}", "w"), indent=1)
+
+
+def translated_summary(work, sources):
+    """Accuracy on the translations held out with their original's source (not in the totals above)."""
+    total = [[0] * len(LABELS) for _ in LABELS]
+    rows = []
+    for s in sources:
+        try:
+            c = confusion_of_fold(work, s, None, translated=True)
+        except (FileNotFoundError, KeyError):
+            continue
+        k = sum(map(sum, c))
+        rows.append((s, k, sum(c[i][i] for i in range(len(LABELS))) / k))
+        for i in range(len(LABELS)):
+            for j in range(len(LABELS)):
+                total[i][j] += c[i][j]
+    n = sum(map(sum, total))
+    if not n:
+        return None
+    acc = sum(total[i][i] for i in range(len(LABELS))) / n
+    print(f"\n### Translations, held out with their original's source (not in the totals above)\n")
+    print(f"accuracy {acc:.3f}, n = {n}\n")
+    print("| original's source | n | accuracy |\n|---|---|---|")
+    for s, k, a in rows:
+        print(f"| {s} | {k} | {a:.3f} |")
+    recall = {lab: total[i][i] / sum(total[i]) for i, lab in enumerate(LABELS) if sum(total[i])}
+    print("\n| class | n | recall |\n|---|---|---|")
+    for i, lab in enumerate(LABELS):
+        if sum(total[i]):
+            print(f"| {lab} | {sum(total[i])} | {recall[lab]:.2f} |")
+    return {"accuracy": acc, "n": n, "per_source": {s: {"n": k, "accuracy": a} for s, k, a in rows},
+            "recall": recall, "confusion": total}
 
 
 def main():
@@ -188,13 +246,14 @@ def main():
         argv, extra = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--sources", help="comma-separated; default every source in training-data/tasks")
+    ap.add_argument("--tasks", default="training-data/tasks", help="folder of task-labelled JSONL files to split")
+    ap.add_argument("--sources", help="comma-separated; default every source in --tasks")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--summary", action="store_true", help="only print the tables of finished folds")
     ap.add_argument("--score-precision", help="score each held-out source with classify --precision P")
     ap.add_argument("--model-args", default="", help="classify's model flags for --score-precision (e.g. '--model-dir X')")
     a = ap.parse_args(argv)
-    by = records_by_source()
+    by = records_by_source(a.tasks)
     sources = a.sources.split(",") if a.sources else sorted(by)
     unknown = [s for s in sources if s not in by]
     if unknown:
