@@ -21,7 +21,7 @@ inference path) into WORK/<source>/scored-P.jsonl. `--summary` prints the
 per-source table, the overall accuracy and macro recall, per-class recall
 and the summed confusion matrix (markdown), and writes WORK/summary.json.
 
-Translations (training-data/tasks/translated.jsonl, `translated_from` set) carry their
+Translations (training-data/tasks-translated/translated.jsonl, read with `--tasks training-data/tasks training-data/tasks-translated`; `translated_from` set) carry their
 original's source, so a fold that holds a source out holds its translations out too; they are
 scored in that fold under `<source>:translated` and reported in a separate table, so the main
 table is over the sources' own prompts only (comparable with runs before the translations).
@@ -45,12 +45,12 @@ BIN = "./target/release/pointsman"
 TRANSLATED = ":translated"  # suffix of the held-out translations' source name inside a fold
 
 
-def records_by_source(tasks_dir="training-data/tasks"):
+def records_by_source(tasks_dirs=("training-data/tasks",)):
     """Records grouped by their `source`. A translation (`translated_from`) carries its original's
     source (scripts/build_training_data.py `translated`), so it lands in its original's group and is
     held out with it: it is never trained on when its original's source is the held-out one."""
     by = collections.defaultdict(list)
-    for f in sorted(glob.glob(f"{tasks_dir}/*.jsonl")):
+    for f in [f for d in tasks_dirs for f in sorted(glob.glob(f"{d}/*.jsonl"))]:
         stem = os.path.basename(f)[: -len(".jsonl")]
         for line in open(f, encoding="utf-8"):
             r = json.loads(line)
@@ -246,7 +246,9 @@ def main():
         argv, extra = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--tasks", default="training-data/tasks", help="folder of task-labelled JSONL files to split")
+    ap.add_argument("--tasks", nargs="+", default=["training-data/tasks"],
+                    help="folder(s) of task-labelled JSONL files to split; add training-data/tasks-translated "
+                         "for the translated labels (held out with their originals)")
     ap.add_argument("--sources", help="comma-separated; default every source in --tasks")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--summary", action="store_true", help="only print the tables of finished folds")

@@ -5,7 +5,7 @@ A translation is a near duplicate of its original across languages, so it must
 stay in its original's source group wherever sources are held out:
 scripts/loso.py, and the trainer's leave-one-source-out and source folds, which
 all group records by `source`. These tests check the shipped data
-(training-data/tasks/translated.jsonl), the LOSO split, and that
+(training-data/tasks-translated/translated.jsonl), the LOSO split, and that
 build_training_data.translated refuses bad rows with the file, line and reason.
 
   python3 -m unittest discover -s scripts -p 'test_*.py'
@@ -40,11 +40,11 @@ def held_texts(evals):
 
 
 class ShippedTranslations(unittest.TestCase):
-    """training-data/tasks/translated.jsonl against the training files it was built from."""
+    """training-data/tasks-translated/translated.jsonl against the training files it was built from."""
 
     @classmethod
     def setUpClass(cls):
-        cls.translated = jsonl(TASKS / "translated.jsonl")
+        cls.translated = jsonl(ROOT / "training-data" / "tasks-translated" / "translated.jsonl")
         cls.originals = {r["id"]: r for f in sorted(glob.glob(str(TASKS / "*.jsonl")))
                          if not f.endswith("translated.jsonl") for r in jsonl(f)}
 
@@ -92,7 +92,7 @@ class LosoGrouping(unittest.TestCase):
             with open(tasks / "translated.jsonl", "w") as f:  # one file, sources of the originals
                 f.write(json.dumps(rec("translated/zh/alpha/0", "alpha", "code", translated_from="alpha/0")) + "\n")
                 f.write(json.dumps(rec("translated/ja/beta/0", "beta", "math", translated_from="beta/0")) + "\n")
-            by = loso.records_by_source(str(tasks))
+            by = loso.records_by_source([str(tasks)])
             self.assertEqual(sorted(by), ["alpha", "beta"])
             loso.prepare(str(work), by, ["alpha"])
             fold = work / "alpha"

@@ -30,16 +30,16 @@ use sha2::{Digest, Sha256};
 
 use crate::metrics::Confusion;
 use crate::paths;
-use crate::train_heads::{bar, example_weights, read_dir_records, Example};
+use crate::train_heads::{bar, example_weights, read_dir_records, read_dirs_records, Example};
 
 /// Where the shipped MiniLM adapter lives.
 pub const DEFAULT_ADAPTER: &str = "models/adapters/minilm-lora.safetensors";
 
 #[derive(Args)]
 pub struct TrainEncoderArgs {
-    /// Folder of task-labelled JSONL records to train on.
-    #[arg(long, default_value = "training-data/tasks")]
-    tasks: PathBuf,
+    /// Folder(s) of task-labelled JSONL records to train on.
+    #[arg(long, num_args = 1.., default_value = "training-data/tasks")]
+    tasks: Vec<PathBuf>,
     /// Folder of task-labelled JSONL records used only for evaluation.
     #[arg(long, default_value = "training-data/eval")]
     eval: PathBuf,
@@ -99,7 +99,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let model_dir = paths::resolve(&args.model_dir);
     let dir = ModelDir::open(&model_dir)?;
-    let (task_records, task_hashes) = read_dir_records(&args.tasks)?;
+    let (task_records, task_hashes) = read_dirs_records(&args.tasks)?;
     let (eval_records, eval_hashes) = if args.eval.is_dir() {
         read_dir_records(&args.eval)?
     } else {
@@ -127,7 +127,11 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     if train.is_empty() {
         bail!(
             "no records in {} carry a task label from {:?}",
-            args.tasks.display(),
+            args.tasks
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
             DEFAULT_TASKS
         );
     }

@@ -37,9 +37,10 @@ const DEFAULT_DIFFICULTY_TARGET: &str = "irt-rank";
 
 #[derive(Args)]
 pub struct TrainHeadsArgs {
-    /// Folder of task-labelled JSONL records to train on (each file one source unless records name theirs).
-    #[arg(long, default_value = "training-data/tasks")]
-    tasks: PathBuf,
+    /// Folder(s) of task-labelled JSONL records to train on (each file one source unless records name theirs);
+    /// add `training-data/tasks-translated` for the translated labels (not in the shipped heads).
+    #[arg(long, num_args = 1.., default_value = "training-data/tasks")]
+    tasks: Vec<PathBuf>,
     /// Folder of task-labelled JSONL records used only for evaluation.
     #[arg(long, default_value = "training-data/eval")]
     eval: PathBuf,
@@ -137,6 +138,19 @@ pub(crate) struct Example {
 }
 
 #[allow(clippy::type_complexity)] // (records with their file names, the files skipped): read once, used once
+/// [`read_dir_records`] over several folders, in the order given.
+pub(crate) fn read_dirs_records(
+    dirs: &[PathBuf],
+) -> anyhow::Result<(Vec<(String, Record)>, Vec<String>)> {
+    let (mut records, mut hashes) = (Vec::new(), Vec::new());
+    for dir in dirs {
+        let (r, h) = read_dir_records(dir)?;
+        records.extend(r);
+        hashes.extend(h);
+    }
+    Ok((records, hashes))
+}
+
 pub(crate) fn read_dir_records(dir: &Path) -> anyhow::Result<(Vec<(String, Record)>, Vec<String>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -205,7 +219,7 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     let with_features = !args.no_features;
 
     // ---- data
-    let (task_records, task_hashes) = read_dir_records(&args.tasks)?;
+    let (task_records, task_hashes) = read_dirs_records(&args.tasks)?;
     let (eval_records, _) = if args.eval.is_dir() {
         read_dir_records(&args.eval)?
     } else {
@@ -242,7 +256,11 @@ pub fn run(args: TrainHeadsArgs) -> anyhow::Result<ExitCode> {
     if train.is_empty() {
         bail!(
             "no records in {} carry a task label from {:?}",
-            args.tasks.display(),
+            args.tasks
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
             taxonomy.labels()
         );
     }
