@@ -151,9 +151,9 @@ pub struct DecisionMeta {
     /// When the decision was logged (ms since the epoch): the budget
     /// period a cost reported for it belongs to.
     pub time_ms: i64,
-    /// The chosen model's expected cost as logged (the first candidate's;
-    /// 0 for a named model's decision, which has no candidates).
-    pub expected_cost_usd: f64,
+    /// The chosen model's expected cost as logged (the first candidate's);
+    /// None for a named model's decision, which has no candidates.
+    pub expected_cost_usd: Option<f64>,
     /// `cost_usd` of the outcome currently stored for the chosen model,
     /// if it has one that reports a cost.
     pub reported_cost_usd: Option<f64>,

@@ -503,7 +503,7 @@ impl OutcomeStore for PostgresStore {
                 versions: serde_json::from_str(&versions)
                     .map_err(|e| self.err(format!("versions: {e}")))?,
                 time_ms: r.get(3),
-                expected_cost_usd: r.get::<_, Option<f64>>(4).unwrap_or(0.0),
+                expected_cost_usd: r.get(4),
                 reported_cost_usd: r.get(5),
             })
         })

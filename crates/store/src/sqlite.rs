@@ -573,7 +573,7 @@ impl OutcomeStore for SqliteStore {
                 versions: serde_json::from_str(&versions)
                     .map_err(|e| self.err(format!("versions: {e}")))?,
                 time_ms,
-                expected_cost_usd: expected.unwrap_or(0.0),
+                expected_cost_usd: expected,
                 reported_cost_usd: reported,
             })
         })

@@ -15,7 +15,7 @@ use pointsman_store::{LoggedCandidate, LoggedDecision, ShadowDecision};
 
 use super::request::{RouteRequest, Routed};
 use super::rollout::{Active, Arm, RolloutMode};
-use super::tenants::OnBudget;
+use super::tenants::{OnBudget, SpendCounter};
 use super::validate::{check_route, Plan};
 use super::{Core, Limits};
 use crate::error::ServerError;

@@ -458,7 +458,7 @@ fn tenant_spend_counters_add_across_handles_and_reconcile(b: &dyn Backend) {
     one.append_outcome(&big).unwrap();
     let meta = two.decision_meta("s1").unwrap().unwrap();
     assert_eq!(meta.time_ms, 1_700_000_000_000);
-    assert_eq!(meta.expected_cost_usd, 0.001);
+    assert_eq!(meta.expected_cost_usd, Some(0.001));
     assert_eq!(meta.reported_cost_usd, Some(0.002));
     assert_eq!(
         two.decision_meta("s2").unwrap().unwrap().reported_cost_usd,
