@@ -113,7 +113,8 @@ fn binomial_bound(p: f64, n: usize) -> f64 {
 /// Canary at 0.2: the share of requests the candidate decides matches 0.2
 /// within 4 binomial standard errors, by tenant and (for requests without
 /// a tenant) by request; a tenant always lands on the same arm; the arm
-/// that decided is in the response, the store and the metrics. Then a toy
+/// that decided is in the response, the store and the metrics, and each
+/// row logs the other arm's decision beside it. Then a toy
 /// simulated world reports outcomes, and the success rate and cost per
 /// arm are read back from the metrics (docs/EVALUATION.md, "What the
 /// canary then showed").
@@ -212,6 +213,30 @@ fn canary_share_is_stable_by_tenant_and_within_binomial_error() {
             &["artifact=\"candidate\""]
         ),
         canary_logged as f64
+    );
+    // Each row also logs the other arm's decision (the `shadow` field),
+    // so off-policy comparisons have both: a canary row the live
+    // artifact's choice (cheap: both models always succeed for it), a
+    // live row the candidate's (strong: cheap always fails for it).
+    for r in &records {
+        let s = &r["shadow"];
+        let (artifact, model) = match r["versions"]["arm"].as_str() {
+            Some("canary") => ("router.json@", "cheap"),
+            _ => ("candidate.json@", "strong"),
+        };
+        assert!(
+            s["artifact"].as_str().unwrap().starts_with(artifact),
+            "{} row: {s}",
+            r["versions"]["arm"]
+        );
+        assert_eq!(s["model"], model, "{s}");
+        assert_ne!(s["model"], r["chosen_model"], "the other arm's choice");
+        assert!(s["expected_cost_usd"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    // The shadow metrics stay the candidate's: live-arm rows only.
+    assert_eq!(
+        metric_sum(&server, "pointsman_shadow_routes_total", &[]),
+        (records.len() - canary_logged) as f64
     );
 
     // A toy simulated world: strong succeeds with P 0.9; cheap with P 0.3
