@@ -369,8 +369,10 @@ pub trait OutcomeStore: Send + Sync {
     fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError>;
 
     /// Σ expected cost of the chosen models of `tenant`'s decisions logged
-    /// at or after `since_ms` (seeds the per-tenant spend counters at
-    /// start-up).
+    /// at or after `since_ms`. (The server seeds its spend counters with
+    /// [`OutcomeStore::reconcile_tenant_spend`], which also counts
+    /// reported costs; this stays for tools that want the expected spend
+    /// alone.)
     fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError>;
 
     /// Adds each delta (USD, may be negative) to its shared spend counter
