@@ -30,9 +30,16 @@ FROM decisions d WHERE d.tenant = ?1 AND d.time_ms >= ?2";
 
 pub(super) fn add(s: &SqliteStore, deltas: &[(SpendKey, f64)]) -> Result<Vec<f64>, StoreError> {
     crate::check::spend_deltas(deltas)?;
+    // A sync with nothing to add only reads: it need not take the write
+    // lock (and wait behind decision commits) every interval.
+    let behavior = if deltas.iter().all(|(_, d)| *d == 0.0) {
+        rusqlite::TransactionBehavior::Deferred
+    } else {
+        rusqlite::TransactionBehavior::Immediate
+    };
     let mut conn = s.lock();
     let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .transaction_with_behavior(behavior)
         .map_err(|e| s.err(e))?;
     let mut totals = Vec::with_capacity(deltas.len());
     for (k, delta) in deltas {
