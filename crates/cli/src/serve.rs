@@ -110,6 +110,9 @@ pub struct ServeArgs {
     /// Per-tenant policies (TOML; docs/ROLLOUT.md, "Per-tenant policies"): defaults for target or lambda, allowed models, exploration rate, spend budgets. Re-read on SIGHUP or Admin.Reload.
     #[arg(long)]
     tenants: Option<PathBuf>,
+    /// Seconds between syncs of the per-tenant spend counters with the store: each replica counts its own spend at once and sees the other replicas' (on a shared PostgreSQL store) at most this late, so a tenant may overshoot its budget by what the other replicas spend in one interval.
+    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
+    spend_sync: f64,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -289,6 +292,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|listen| HttpConfig { listen, upstreams }),
         publish_poll: (args.publish_poll > 0.0).then(|| Duration::from_secs_f64(args.publish_poll)),
         tenants: args.tenants.as_deref().map(paths::resolve),
+        spend_sync: Duration::from_secs_f64(args.spend_sync),
         candidate: match &args.candidate_router {
             None => None,
             Some(p) => Some((

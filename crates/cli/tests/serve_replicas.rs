@@ -328,3 +328,113 @@ fn a_published_artifact_and_a_rollback_reach_every_replica() {
         .collect();
     assert_eq!(active, vec![v1]);
 }
+
+/// `pointsman_NAME{...}` summed over its series (0 when none).
+fn metric_total(server: &Server, name: &str) -> f64 {
+    let text = metrics_text(server, Duration::from_secs(5)).expect("metrics answer");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Budgets across replicas (docs/ROLLOUT.md, "Budgets across replicas"):
+/// a tenant whose budget is crossed by the sum of two replicas' traffic,
+/// though by neither replica's alone, is refused on both once the spend
+/// counters have synced through the shared store (`--spend-sync 0.3`).
+#[test]
+fn a_budget_crossed_by_two_replicas_together_applies_on_both_after_a_sync() {
+    let Some(url) = database("replicas_budget") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    // Each call below costs about 0.004 USD (20,000 expected output tokens
+    // of `cheap` at 0.2 USD per million): 5 calls a replica, 0.02 USD, stay
+    // under the budget; both replicas' 10 calls, 0.04 USD, cross it.
+    std::fs::write(
+        &tenants,
+        "[tenants.shared]\nbudget_usd = 0.03\non_budget = \"reject\"\n",
+    )
+    .unwrap();
+    let start = || {
+        Server::start_with_store(
+            Options {
+                extra: vec![
+                    "--tenants".into(),
+                    tenants.to_str().unwrap().into(),
+                    "--spend-sync".into(),
+                    "0.3".into(),
+                ],
+                ..Default::default()
+            },
+            Some(PathBuf::from(&url)),
+        )
+    };
+    let (a, b) = (start(), start());
+    let request = |i: usize| pb::RouteRequest {
+        prompt: PROMPTS[i % PROMPTS.len()].into(),
+        tenant: Some("shared".into()),
+        expected_output_tokens: Some(20_000),
+        ..Default::default()
+    };
+    let rt = runtime(2);
+    rt.block_on(async {
+        let mut ca = a.client().await;
+        let mut cb = b.client().await;
+        // Alternate the replicas: a call may already be refused if a sync
+        // showed the other's spend, but only once the sum crossed the budget.
+        let (mut own_a, mut own_b) = (0.0, 0.0);
+        for i in 0..10 {
+            let (c, own) = if i % 2 == 0 {
+                (&mut ca, &mut own_a)
+            } else {
+                (&mut cb, &mut own_b)
+            };
+            match c.route(request(i)).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    assert_eq!(r.model, "cheap");
+                    *own += r.candidates[0].expected_cost_usd;
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                    assert!(own_a + own_b >= 0.03, "refused at call {i} under budget");
+                }
+            }
+        }
+        eprintln!("own spend: replica A {own_a:.6} USD, replica B {own_b:.6} USD, budget 0.03");
+        assert!(own_a < 0.03 && own_b < 0.03, "{own_a} {own_b}");
+        assert!(own_a + own_b >= 0.03, "{own_a} + {own_b}");
+        // Past the sync interval (0.3 s) with margin: both refuse.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for (name, c) in [("A", &mut ca), ("B", &mut cb)] {
+            let e = c.route(request(0)).await.unwrap_err();
+            assert_eq!(
+                e.code(),
+                tonic::Code::ResourceExhausted,
+                "replica {name}: {e:?}"
+            );
+            assert!(
+                e.message().contains("tenant `shared`") && e.message().contains("0.03 USD per day"),
+                "replica {name}: {}",
+                e.message()
+            );
+        }
+        // Other tenants are unaffected.
+        let r = ca
+            .route(route_request(PROMPTS[0]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.model, "cheap");
+    });
+    for s in [&a, &b] {
+        assert!(metric_total(s, "pointsman_spend_syncs_total") >= 1.0);
+        let text = metrics_text(s, Duration::from_secs(5)).unwrap();
+        assert!(
+            !text.contains("pointsman_spend_syncs_total{result=\"error\"}"),
+            "no sync failed"
+        );
+    }
+}

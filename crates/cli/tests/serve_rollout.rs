@@ -113,7 +113,8 @@ fn binomial_bound(p: f64, n: usize) -> f64 {
 /// Canary at 0.2: the share of requests the candidate decides matches 0.2
 /// within 4 binomial standard errors, by tenant and (for requests without
 /// a tenant) by request; a tenant always lands on the same arm; the arm
-/// that decided is in the response, the store and the metrics. Then a toy
+/// that decided is in the response, the store and the metrics, and each
+/// row logs the other arm's decision beside it. Then a toy
 /// simulated world reports outcomes, and the success rate and cost per
 /// arm are read back from the metrics (docs/EVALUATION.md, "What the
 /// canary then showed").
@@ -212,6 +213,30 @@ fn canary_share_is_stable_by_tenant_and_within_binomial_error() {
             &["artifact=\"candidate\""]
         ),
         canary_logged as f64
+    );
+    // Each row also logs the other arm's decision (the `shadow` field),
+    // so off-policy comparisons have both: a canary row the live
+    // artifact's choice (cheap: both models always succeed for it), a
+    // live row the candidate's (strong: cheap always fails for it).
+    for r in &records {
+        let s = &r["shadow"];
+        let (artifact, model) = match r["versions"]["arm"].as_str() {
+            Some("canary") => ("router.json@", "cheap"),
+            _ => ("candidate.json@", "strong"),
+        };
+        assert!(
+            s["artifact"].as_str().unwrap().starts_with(artifact),
+            "{} row: {s}",
+            r["versions"]["arm"]
+        );
+        assert_eq!(s["model"], model, "{s}");
+        assert_ne!(s["model"], r["chosen_model"], "the other arm's choice");
+        assert!(s["expected_cost_usd"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    // The shadow metrics stay the candidate's: live-arm rows only.
+    assert_eq!(
+        metric_sum(&server, "pointsman_shadow_routes_total", &[]),
+        (records.len() - canary_logged) as f64
     );
 
     // A toy simulated world: strong succeeds with P 0.9; cheap with P 0.3
@@ -652,6 +677,88 @@ fn budgets_reject_or_downgrade_and_leave_other_tenants_alone() {
             .unwrap();
         assert_eq!(r.into_inner().model, "strong");
     });
+}
+
+/// A reported cost replaces the expected one in the tenant's spend
+/// (docs/ROLLOUT.md, "Budgets"): an outcome for the chosen model with a
+/// `cost_usd` over the budget makes the next call over budget; reported
+/// again lower (last wins) it frees the budget; a cost reported for a model
+/// the decision did not choose is not the tenant's spend. The store's
+/// shared counter holds the same total after a sync.
+#[test]
+fn a_reported_cost_replaces_the_expected_one_in_the_budget() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        "[tenants.metered]\nbudget_usd = 0.05\non_budget = \"reject\"\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store.db");
+    let flags = [
+        "--tenants",
+        tenants.to_str().unwrap(),
+        "--spend-sync",
+        "0.2",
+    ];
+    let server = start(true, &flags, Some(store.clone()));
+    let rt = runtime(2);
+    let report = |id: &str, model: &str, cost: f64| pb::ReportOutcomeRequest {
+        decision_id: id.into(),
+        model: model.into(),
+        score: 1.0,
+        cost_usd: Some(cost),
+        ..Default::default()
+    };
+    let metered = |i: usize| tenant_request(PROMPTS[i % PROMPTS.len()], Some("metered".into()));
+    let spent = rt.block_on(async {
+        let mut c = server.client().await;
+        // strong, about 0.008 USD expected: well under 0.05.
+        let r1 = c.route(metered(0)).await.unwrap().into_inner();
+        assert_eq!(r1.model, "strong");
+        assert!(r1.candidates[0].expected_cost_usd < 0.02);
+        // The call really cost 0.06 USD: over the budget.
+        c.report_outcome(report(&r1.decision_id, "strong", 0.06))
+            .await
+            .unwrap();
+        let e = c.route(metered(1)).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("0.060000 USD"), "{}", e.message());
+        // Reported again, lower: the last report wins, the budget frees.
+        c.report_outcome(report(&r1.decision_id, "strong", 0.001))
+            .await
+            .unwrap();
+        let r2 = c.route(metered(2)).await.unwrap().into_inner();
+        // Another model's cost on r2's prompt is not what r2 spent.
+        c.report_outcome(report(&r2.decision_id, "cheap", 5.0))
+            .await
+            .unwrap();
+        let r3 = c.route(metered(3)).await.unwrap().into_inner();
+        0.001 + r2.candidates[0].expected_cost_usd + r3.candidates[0].expected_cost_usd
+    });
+    // The shared counter in the store, after a sync (0.2 s).
+    let key = pointsman_store::SpendKey {
+        tenant: "metered".into(),
+        period: "day".into(),
+        period_start_ms: {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            now - now % 86_400_000
+        },
+    };
+    let s = pointsman_store::SqliteStore::open(&store).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = s.add_tenant_spend(&[(key.clone(), 0.0)]).unwrap()[0];
+        if (got - spent).abs() < 1e-9 {
+            break;
+        }
+        assert!(Instant::now() < until, "store counter {got}, want {spent}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A bad tenants file stops serve at start with file, tenant and key

@@ -31,7 +31,7 @@ pub enum ServerError {
     #[error("overloaded: {capacity} outcome-store writes in flight; retry with back-off")]
     StoreBusy { capacity: usize },
     /// A tenant's spend budget is used up and its action is `reject`.
-    #[error("tenant {tenant}: spend budget of {budget_usd} USD per {period} is used up ({spent_usd:.6} USD expected spend this {period}); it renews at the start of the next {period} (UTC)")]
+    #[error("tenant {tenant}: spend budget of {budget_usd} USD per {period} is used up ({spent_usd:.6} USD spent this {period}: expected costs, reported ones where outcomes gave them); it renews at the start of the next {period} (UTC)")]
     BudgetExhausted {
         tenant: String,
         budget_usd: f64,

@@ -87,6 +87,9 @@ pub struct ServeConfig {
     pub tenants: Option<PathBuf>,
     /// A candidate router artifact to load beside the live one, and how.
     pub candidate: Option<(PathBuf, core::rollout::RolloutMode)>,
+    /// How often the per-tenant spend counters sync with the store (the
+    /// staleness bound of another replica's spend; docs/ROLLOUT.md).
+    pub spend_sync: Duration,
 }
 
 /// The HTTP front end: where it listens and whom it forwards to. It shares
@@ -240,6 +243,10 @@ impl Serve {
         } = self;
         let (core, encoder_thread) = mount::start_core(&config, classifier, encoder_id, store)?;
         let metrics = core.metrics.clone();
+        // Budgets start from the store's count for this period (off the
+        // runtime: the PostgreSQL client blocks).
+        let c = core.clone();
+        tokio::task::spawn_blocking(move || c.seed_spend()).await?;
         // A replica joining a fleet serves the fleet's published version
         // from its first request, not the files it was started with.
         let publish_task = match config.publish_poll {
@@ -254,6 +261,8 @@ impl Serve {
                 )))
             }
         };
+
+        let spend_task = tokio::spawn(core::sync_spend_forever(core.clone(), config.spend_sync));
 
         // The one drain signal every front end watches.
         let (draining_tx, draining) = watch::channel(false);
@@ -373,6 +382,7 @@ impl Serve {
                     t.abort();
                 }
                 rollout_task.abort();
+                spend_task.abort();
                 if let Some((_, t)) = metrics_task {
                     t.abort();
                 }
@@ -389,6 +399,14 @@ impl Serve {
             let _ = t.await;
         }
         let _ = rollout_task.await;
+        // The spend counted since the last sync goes to the store, so the
+        // other replicas (and this one's restart) count it.
+        spend_task.abort();
+        let _ = spend_task.await;
+        let c = core.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.sync_spend()).await {
+            tracing::warn!(error = %e, "last tenant spend sync failed: this replica's spend since the last sync is not in the store");
+        }
         drop(core);
         tokio::task::spawn_blocking(move || encoder_thread.join())
             .await?

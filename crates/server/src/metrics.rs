@@ -95,6 +95,9 @@ pub struct Metrics {
     pub shadow_agreements: IntCounter,
     /// Requests of a tenant over its budget, by action (`downgrade`, `reject`).
     pub budget_breaches: IntCounterVec,
+    /// Syncs of the per-tenant spend counters with the store, by result
+    /// (`ok`, `error`).
+    pub spend_syncs: IntCounterVec,
 }
 
 impl Metrics {
@@ -165,6 +168,7 @@ impl Metrics {
             shadow_expected_cost_usd: Counter::new("pointsman_shadow_expected_cost_usd_total", "Expected cost of the candidate's shadow choices (USD)").unwrap(),
             shadow_agreements: IntCounter::new("pointsman_shadow_agreements_total", "Shadow decisions that chose the live decision's model").unwrap(),
             budget_breaches: IntCounterVec::new(Opts::new("pointsman_budget_breaches_total", "Requests of a tenant over its budget, by action"), &["action"]).unwrap(),
+            spend_syncs: IntCounterVec::new(Opts::new("pointsman_spend_syncs_total", "Syncs of the per-tenant spend counters with the store, by result"), &["result"]).unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -211,6 +215,7 @@ impl Metrics {
             .unwrap();
         r.register(Box::new(m.shadow_agreements.clone())).unwrap();
         r.register(Box::new(m.budget_breaches.clone())).unwrap();
+        r.register(Box::new(m.spend_syncs.clone())).unwrap();
         m
     }
 

@@ -50,9 +50,8 @@ pub(crate) fn start_core(
         store_slots: Arc::new(tokio::sync::Semaphore::new(core::STORE_SLOTS)),
         rollout: Arc::new(core::rollout::Rollout::default()),
         tenants: Arc::new(tenants),
-        spend: Arc::new(core::tenants::MemorySpend::default()),
+        spend: Arc::new(core::tenants::SharedSpend::default()),
     });
-    core.seed_spend();
     let live = core.state.snapshot().versions.router_artifact.clone();
     core.metrics.set_artifacts(&live, "");
     if let Some((path, mode)) = &config.candidate {

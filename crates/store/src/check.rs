@@ -99,3 +99,13 @@ pub fn call(c: &LoggedCall) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Deltas for the shared spend counters: finite (a NaN would poison the
+/// fleet's counter) and with a tenant name within bounds.
+pub fn spend_deltas(deltas: &[(crate::SpendKey, f64)]) -> Result<(), StoreError> {
+    for (k, d) in deltas {
+        finite("tenant spend delta", *d)?;
+        name("tenant", &k.tenant)?;
+    }
+    Ok(())
+}

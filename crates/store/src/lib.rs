@@ -148,6 +148,26 @@ pub struct DecisionMeta {
     pub model: String,
     pub tenant: Option<String>,
     pub versions: BTreeMap<String, String>,
+    /// When the decision was logged (ms since the epoch): the budget
+    /// period a cost reported for it belongs to.
+    pub time_ms: i64,
+    /// The chosen model's expected cost as logged (the first candidate's);
+    /// None for a named model's decision, which has no candidates.
+    pub expected_cost_usd: Option<f64>,
+    /// `cost_usd` of the outcome currently stored for the chosen model,
+    /// if it has one that reports a cost.
+    pub reported_cost_usd: Option<f64>,
+}
+
+/// One shared spend counter: a tenant's spend in one budget period
+/// (`period` names its kind, `hour`, `day` or `month`, so a tenant whose
+/// period changes does not share a count with the old one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpendKey {
+    pub tenant: String,
+    pub period: String,
+    /// The period's start, ms since the epoch (UTC).
+    pub period_start_ms: i64,
 }
 
 /// One reported outcome of one model on a decision's prompt.
@@ -342,14 +362,35 @@ pub trait OutcomeStore: Send + Sync {
     /// Every rollout action, oldest first.
     fn rollout_events(&self) -> Result<Vec<RolloutEvent>, StoreError>;
 
-    /// The chosen model, tenant and `versions` of a decision; None for an
-    /// unknown id (outcome metrics split by the artifact that decided).
+    /// The chosen model, tenant, `versions`, time, expected cost and the
+    /// cost its stored outcome reports, of a decision; None for an unknown
+    /// id (outcome metrics split by the artifact that decided; a reported
+    /// cost moves the tenant's spend from the expected one).
     fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError>;
 
     /// Σ expected cost of the chosen models of `tenant`'s decisions logged
-    /// at or after `since_ms` (seeds the per-tenant spend counters at
-    /// start-up).
+    /// at or after `since_ms`. (The server seeds its spend counters with
+    /// [`OutcomeStore::reconcile_tenant_spend`], which also counts
+    /// reported costs; this stays for tools that want the expected spend
+    /// alone.)
     fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError>;
+
+    /// Adds each delta (USD, may be negative) to its shared spend counter
+    /// (`tenant_spend`; a missing counter starts at 0) and returns every
+    /// counter's total after, in order, all in one transaction. A delta of
+    /// 0 only reads (nothing is written). Replicas call this every sync
+    /// interval with what they counted since the last one, so the totals
+    /// are the fleet's. Refuses a non-finite delta ([`StoreError::Invalid`],
+    /// nothing written).
+    fn add_tenant_spend(&self, deltas: &[(SpendKey, f64)]) -> Result<Vec<f64>, StoreError>;
+
+    /// Raises each counter to at least what the decisions table says the
+    /// tenant spent since the period's start (Σ over its decisions of the
+    /// chosen model's reported cost where its outcome reports one, else
+    /// its expected cost) and returns the totals after, in order. Run at
+    /// start-up and after a reload: a counter that a crashed replica did
+    /// not sync, or a store from before the counters, is caught up.
+    fn reconcile_tenant_spend(&self, keys: &[SpendKey]) -> Result<Vec<f64>, StoreError>;
 
     /// Calls `each` for every logged decision with its outcomes, oldest
     /// first; stops at the first error `each` returns. Returns the count.

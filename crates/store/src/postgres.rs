@@ -10,6 +10,7 @@
 mod artifacts;
 mod export;
 mod schema;
+mod spend;
 
 use std::time::Duration;
 
@@ -485,7 +486,12 @@ impl OutcomeStore for PostgresStore {
         let row = self
             .conn()?
             .query_opt(
-                "SELECT model, tenant, versions FROM decisions WHERE id = $1",
+                "SELECT model, tenant, versions, time_ms,
+                        (candidates::jsonb -> 0 ->> 'expected_cost_usd')::float8,
+                        (SELECT o.cost_usd FROM outcomes o
+                         WHERE o.decision_id = d.id AND o.model = d.model
+                         ORDER BY o.seq DESC LIMIT 1)
+                 FROM decisions d WHERE id = $1",
                 &[&id],
             )
             .map_err(|e| self.pg(e))?;
@@ -496,9 +502,20 @@ impl OutcomeStore for PostgresStore {
                 tenant: r.get(1),
                 versions: serde_json::from_str(&versions)
                     .map_err(|e| self.err(format!("versions: {e}")))?,
+                time_ms: r.get(3),
+                expected_cost_usd: r.get(4),
+                reported_cost_usd: r.get(5),
             })
         })
         .transpose()
+    }
+
+    fn add_tenant_spend(&self, deltas: &[(crate::SpendKey, f64)]) -> Result<Vec<f64>, StoreError> {
+        spend::add(self, deltas)
+    }
+
+    fn reconcile_tenant_spend(&self, keys: &[crate::SpendKey]) -> Result<Vec<f64>, StoreError> {
+        spend::reconcile(self, keys)
     }
 
     fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError> {

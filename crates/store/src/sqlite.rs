@@ -10,7 +10,7 @@ use crate::commit::{BatchWriter, GroupCommit};
 use crate::migrate::{self, Migration};
 use crate::{
     DecisionMeta, DecisionWithOutcomes, LoggedCall, LoggedDecision, LoggedOutcome, OutcomeStore,
-    RolloutEvent, StoreError,
+    RolloutEvent, SpendKey, StoreError,
 };
 
 /// The schema, one step per version (`PRAGMA user_version` records the
@@ -38,6 +38,10 @@ pub(crate) const MIGRATIONS: &[Migration<SqliteStep>] = &[
             migrate_add_rollout(c)?;
             migrate_add_propensity(c)
         },
+    },
+    Migration {
+        what: "shared per-tenant spend counters",
+        step: |c| c.execute_batch(spend::TENANT_SPEND),
     },
 ];
 
@@ -531,24 +535,57 @@ impl OutcomeStore for SqliteStore {
     }
 
     fn decision_meta(&self, id: &str) -> Result<Option<DecisionMeta>, StoreError> {
-        let row: Option<(String, Option<String>, String)> = self
+        type Row = (
+            String,
+            Option<String>,
+            String,
+            i64,
+            Option<f64>,
+            Option<f64>,
+        );
+        let row: Option<Row> = self
             .lock()
             .query_row(
-                "SELECT model, tenant, versions FROM decisions WHERE id = ?1",
+                "SELECT model, tenant, versions, time_ms,
+                        json_extract(candidates, '$[0].expected_cost_usd'),
+                        (SELECT o.cost_usd FROM outcomes o
+                         WHERE o.decision_id = d.id AND o.model = d.model
+                         ORDER BY o.seq DESC LIMIT 1)
+                 FROM decisions d WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        row.map(|(model, tenant, versions)| {
+        row.map(|(model, tenant, versions, time_ms, expected, reported)| {
             Ok(DecisionMeta {
                 model,
                 tenant,
                 versions: serde_json::from_str(&versions)
                     .map_err(|e| self.err(format!("versions: {e}")))?,
+                time_ms,
+                expected_cost_usd: expected,
+                reported_cost_usd: reported,
             })
         })
         .transpose()
+    }
+
+    fn add_tenant_spend(&self, deltas: &[(SpendKey, f64)]) -> Result<Vec<f64>, StoreError> {
+        spend::add(self, deltas)
+    }
+
+    fn reconcile_tenant_spend(&self, keys: &[SpendKey]) -> Result<Vec<f64>, StoreError> {
+        spend::reconcile(self, keys)
     }
 
     fn tenant_expected_spend(&self, tenant: &str, since_ms: i64) -> Result<f64, StoreError> {
@@ -719,5 +756,6 @@ pub(crate) fn now_ms() -> i64 {
 mod artifacts;
 #[cfg(test)]
 mod rollout_tests;
+mod spend;
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,8 @@ use pointsman_router::{policy, Decision, RouterError, SuccessModel};
 use pointsman_store::{LoggedCandidate, LoggedDecision, ShadowDecision};
 
 use super::request::{RouteRequest, Routed};
-use super::rollout::{Active, Arm, RolloutMode};
-use super::tenants::OnBudget;
+use super::rollout::Arm;
+use super::tenants::{OnBudget, SpendCounter};
 use super::validate::{check_route, Plan};
 use super::{Core, Limits};
 use crate::error::ServerError;
@@ -116,13 +116,31 @@ pub fn decide(
         let rate = explore_rate.unwrap_or(explore.rate);
         pointsman_router::explore::apply(&mut decision, rate, &cold, rand::random())
     };
-    // Under shadow the candidate decides too, on the same embedding,
-    // costs and constraints; logged, never acted on.
-    let shadow = match &rollout {
-        Some(a) if a.mode == RolloutMode::Shadow => {
-            shadow_decision(a, catalog, &names, &embedded, &cost, policy, &constraints)
-        }
-        _ => None,
+    // The artifact that did not decide decides too, on the same
+    // embedding, costs and constraints; logged (the row's `shadow`), never
+    // acted on. Under shadow, and on the live arm of a canary, that is the
+    // candidate; on the canary arm it is the live artifact, so off-policy
+    // comparisons have both artifacts' choices on every request.
+    let shadow = match (&rollout, arm) {
+        (Some(_), Arm::Canary) => shadow_decision(
+            (live, &state.versions.router_artifact),
+            catalog,
+            &names,
+            &embedded,
+            &cost,
+            policy,
+            &constraints,
+        ),
+        (Some(a), Arm::Live) => shadow_decision(
+            (&a.candidate.success, &a.candidate.version),
+            catalog,
+            &names,
+            &embedded,
+            &cost,
+            policy,
+            &constraints,
+        ),
+        (None, _) => None,
     };
     let mut versions = state.versions.clone();
     versions.router_artifact = artifact.clone();
@@ -193,10 +211,11 @@ fn predict(success: &SuccessModel, names: &[&str], e: &Embedded) -> Vec<f64> {
     success.predict(names, &e.embedding, &tasks)
 }
 
-/// The candidate's decision for the same request (None, with a warning,
-/// if it cannot make one: a shadow never fails the live request).
+/// The other artifact's (success model and version) policy decision for
+/// the same request, unexplored (None, with a warning, if it cannot make
+/// one: a shadow never fails the request).
 fn shadow_decision(
-    a: &Active,
+    (success, version): (&SuccessModel, &String),
     catalog: &pointsman_router::Catalog,
     names: &[&str],
     e: &Embedded,
@@ -204,7 +223,7 @@ fn shadow_decision(
     policy: pointsman_router::Policy,
     constraints: &pointsman_router::Constraints,
 ) -> Option<ShadowDecision> {
-    let p = predict(&a.candidate.success, names, e);
+    let p = predict(success, names, e);
     let made = pointsman_router::validate::check_probabilities(names, &p)
         .map_err(|e| e.to_string())
         .and_then(|()| {
@@ -212,13 +231,13 @@ fn shadow_decision(
         });
     match made {
         Ok(d) => Some(ShadowDecision {
-            artifact: a.candidate.version.clone(),
+            artifact: version.clone(),
             model: d.model,
             p_success: d.p_success,
             expected_cost_usd: d.expected_cost_usd,
         }),
         Err(e) => {
-            tracing::warn!(candidate = %a.candidate.version, error = %e, "shadow decision failed");
+            tracing::warn!(artifact = %version, error = %e, "shadow decision failed");
             None
         }
     }
@@ -462,7 +481,10 @@ impl Core {
         m.artifact_expected_cost_usd
             .with_label_values(&[artifact])
             .inc_by(r.decision.expected_cost_usd.max(0.0));
-        if let Some(s) = &r.logged.shadow {
+        // The shadow metrics say what the candidate would do: its
+        // decisions on the live arm (under shadow or canary), not the live
+        // artifact's logged beside a canary decision.
+        if let Some(s) = r.logged.shadow.as_ref().filter(|_| r.arm == Arm::Live) {
             m.shadow_routes.with_label_values(&[&s.model]).inc();
             m.shadow_expected_cost_usd
                 .inc_by(s.expected_cost_usd.max(0.0));

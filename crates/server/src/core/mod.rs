@@ -21,6 +21,7 @@ use crate::batcher::Batcher;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::state::StateHolder;
+use tenants::SpendCounter;
 
 pub use exploration::Exploration;
 pub use request::{OutcomeReport, RouteConstraints, RouteRequest, Routed, Versions};
@@ -73,8 +74,9 @@ pub struct Core {
     pub rollout: Arc<rollout::Rollout>,
     /// Per-tenant policies (re-read on reload).
     pub tenants: Arc<tenants::TenantsHolder>,
-    /// Per-tenant spend in the current budget period.
-    pub spend: Arc<dyn tenants::SpendCounter>,
+    /// Per-tenant spend in the current budget period, synced with the
+    /// other replicas through the store ([`Core::sync_spend`]).
+    pub spend: Arc<tenants::SharedSpend>,
 }
 
 impl Core {
@@ -165,28 +167,96 @@ impl Core {
         }
     }
 
-    /// Seeds the spend of every tenant with a budget that has no count for
-    /// its current period from the store (Σ expected cost of its decisions
-    /// this period), so a restart does not hand out a fresh budget.
-    /// Blocking (store reads); run at start-up and after a reload.
-    pub fn seed_spend(&self) {
-        let tenants = self.tenants.snapshot();
+    /// The shared counter of every tenant with a budget, in its current
+    /// period (the tenants file in force).
+    fn spend_keys(&self) -> Vec<pointsman_store::SpendKey> {
         let now = decide::now_ms();
-        for (name, p) in &tenants.tenants {
-            let Some(b) = p.budget() else { continue };
-            let start = b.period.start(now);
-            if self.spend.has(name, start) {
-                continue;
-            }
-            match self.store.tenant_expected_spend(name, start) {
-                Ok(usd) => {
-                    self.spend.add(name, start, usd);
-                    tracing::info!(tenant = %name, spent_usd = usd, budget_usd = b.usd, period = b.period.as_str(), "tenant spend seeded from the store");
+        self.tenants
+            .snapshot()
+            .tenants
+            .iter()
+            .filter_map(|(name, p)| {
+                let b = p.budget()?;
+                Some(pointsman_store::SpendKey {
+                    tenant: name.clone(),
+                    period: b.period.as_str().to_string(),
+                    period_start_ms: b.period.start(now),
+                })
+            })
+            .collect()
+    }
+
+    /// Seeds the spend of every tenant with a budget that has no count for
+    /// its current period from the store: its shared counter, first raised
+    /// to what the logged decisions say it spent this period (reported
+    /// cost where an outcome reports one, else expected), so neither a
+    /// restart nor a replica that crashed before its last sync hands out
+    /// a fresh budget. Blocking (store calls); run at start-up and after a
+    /// reload.
+    pub fn seed_spend(&self) {
+        let keys: Vec<_> = self
+            .spend_keys()
+            .into_iter()
+            .filter(|k| !self.spend.has(&k.tenant, k.period_start_ms))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        match self.store.reconcile_tenant_spend(&keys) {
+            Ok(totals) => {
+                for (k, usd) in keys.iter().zip(totals) {
+                    self.spend.seed(&k.tenant, k.period_start_ms, usd);
+                    tracing::info!(tenant = %k.tenant, spent_usd = usd, period = %k.period, "tenant spend seeded from the store");
                 }
-                Err(e) => {
-                    tracing::warn!(tenant = %name, error = %e, "could not seed tenant spend from the store; counting from 0")
-                }
             }
+            Err(e) => {
+                tracing::warn!(error = %e, tenants = keys.len(), "could not seed tenant spend from the store; counting from 0 until the next sync")
+            }
+        }
+    }
+
+    /// Pushes the spend counted here since the last sync to the store's
+    /// shared counters and takes the fleet's totals back (every tenant
+    /// with a budget; nothing to do without one). Blocking (one store
+    /// transaction); `serve` runs it every `--spend-sync` seconds and once
+    /// more when it stops. A failure keeps the unsynced spend for the
+    /// next sync.
+    pub fn sync_spend(&self) -> Result<(), pointsman_store::StoreError> {
+        let keys = self.spend_keys();
+        let r = self
+            .spend
+            .sync(&keys, |deltas| self.store.add_tenant_spend(deltas));
+        if !keys.is_empty() {
+            let result = if r.is_ok() { "ok" } else { "error" };
+            self.metrics.spend_syncs.with_label_values(&[result]).inc();
+        }
+        r
+    }
+}
+
+/// Runs [`Core::sync_spend`] every `every` until aborted, on the blocking
+/// pool outside the request store slots (one sync at a time). A failure is
+/// logged when syncs start failing and when they recover, and counted
+/// (`pointsman_spend_syncs_total{result="error"}`) every time.
+pub async fn sync_spend_forever(core: Arc<Core>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let c = core.clone();
+        match tokio::task::spawn_blocking(move || c.sync_spend()).await {
+            Ok(Ok(())) if failing => {
+                failing = false;
+                tracing::info!("tenant spend syncs with the store again");
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "tenant spend sync failed: budgets count this replica's spend only until it recovers");
+            }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "tenant spend sync task failed"),
         }
     }
 }

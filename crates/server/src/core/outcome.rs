@@ -3,6 +3,7 @@
 
 use super::decide::now_ms;
 use super::request::OutcomeReport;
+use super::tenants::SpendCounter;
 use super::validate::check_outcome;
 use super::Core;
 use crate::error::ServerError;
@@ -44,11 +45,17 @@ impl Core {
         };
         let (n, meta) = self
             .store_work(move |s| {
+                // Read before the append: the cost the decision's outcome
+                // reported until now. For the metrics by artifact and the
+                // tenant's spend; a failed read loses only those.
+                let meta = s.decision_meta(&id).ok().flatten();
                 let n = s.append_outcome(&outcome)?;
-                // For the metrics by artifact; a failed read loses only those.
-                Ok::<_, pointsman_store::StoreError>((n, s.decision_meta(&id).ok().flatten()))
+                Ok::<_, pointsman_store::StoreError>((n, meta))
             })
             .await??;
+        if let Some(meta) = &meta {
+            self.count_reported_cost(meta, &r);
+        }
         self.metrics.outcomes.with_label_values(&[&r.model]).inc();
         self.limits.explore.reported.add(&r.model);
         // The reported success rate and cost of each artifact: outcomes
@@ -71,6 +78,43 @@ impl Core {
             }
         }
         Ok(n)
+    }
+
+    /// A reported cost replaces the expected one in the tenant's spend:
+    /// an outcome for the decision's chosen model moves the count by its
+    /// `cost_usd` minus what was counted for the decision so far (the
+    /// previous outcome's reported cost, else the expected cost; an
+    /// outcome without a cost after one with a cost moves it back, as the
+    /// last report wins). Only within the period the decision was made
+    /// in: a period that has ended has no budget left to check. Not for a
+    /// named model's decision, whose row has no expected cost to replace.
+    fn count_reported_cost(&self, meta: &pointsman_store::DecisionMeta, r: &OutcomeReport) {
+        if meta.model != r.model {
+            return;
+        }
+        let Some(tenant) = meta.tenant.as_deref() else {
+            return;
+        };
+        let tenants = self.tenants.snapshot();
+        let Some(budget) = tenants.get(Some(tenant)).and_then(|p| p.budget()) else {
+            return;
+        };
+        let start = budget.period.start(meta.time_ms);
+        if start != budget.period.start(now_ms()) {
+            return;
+        }
+        // A named model's decision logs no expected cost (named.rs): its
+        // count stays the expected cost it was charged.
+        let Some(expected) = meta.expected_cost_usd else {
+            return;
+        };
+        let counted = meta.reported_cost_usd.unwrap_or(expected);
+        let now_counted = r.cost_usd.unwrap_or(expected);
+        let delta = now_counted - counted;
+        if delta != 0.0 {
+            self.spend.add(tenant, start, delta);
+            tracing::debug!(tenant, decision_id = %r.decision_id, delta_usd = delta, "reported cost replaces the expected one in the tenant's spend");
+        }
     }
 
     /// The model a report without one is about: the one whose gateway

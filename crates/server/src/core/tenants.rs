@@ -15,9 +15,9 @@
 //! fixed_policy = true     # requests may not set target / lambda_per_usd
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use pointsman_router::Catalog;
@@ -357,52 +357,8 @@ fn read(path: &Path, catalog: &Catalog) -> Result<Tenants, TenantsError> {
     Ok(t)
 }
 
-/// Per-tenant spend in the current period. A trait so the counter can
-/// move into a shared store when replicas go stateless; [`MemorySpend`]
-/// keeps it in this process.
-pub trait SpendCounter: Send + Sync {
-    /// USD counted for `tenant` in the period that starts at `period_start_ms`.
-    fn spent(&self, tenant: &str, period_start_ms: i64) -> f64;
-    /// Adds `usd` to `tenant`'s spend in that period (an earlier period's
-    /// count is dropped).
-    fn add(&self, tenant: &str, period_start_ms: i64, usd: f64);
-    /// Whether the counter has anything for that tenant and period (else
-    /// it is seeded from the store).
-    fn has(&self, tenant: &str, period_start_ms: i64) -> bool;
-}
-
-/// [`SpendCounter`] in memory: one (period start, USD) per tenant with a
-/// budget, so bounded by the tenants file.
-#[derive(Default)]
-pub struct MemorySpend {
-    spend: Mutex<HashMap<String, (i64, f64)>>,
-}
-
-impl SpendCounter for MemorySpend {
-    fn spent(&self, tenant: &str, period_start_ms: i64) -> f64 {
-        let m = self.spend.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get(tenant) {
-            Some((start, usd)) if *start == period_start_ms => *usd,
-            _ => 0.0,
-        }
-    }
-
-    fn add(&self, tenant: &str, period_start_ms: i64, usd: f64) {
-        let mut m = self.spend.lock().unwrap_or_else(|p| p.into_inner());
-        let e = m
-            .entry(tenant.to_string())
-            .or_insert((period_start_ms, 0.0));
-        if e.0 != period_start_ms {
-            *e = (period_start_ms, 0.0);
-        }
-        e.1 += usd;
-    }
-
-    fn has(&self, tenant: &str, period_start_ms: i64) -> bool {
-        let m = self.spend.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(tenant).is_some_and(|(s, _)| *s == period_start_ms)
-    }
-}
+mod spend;
+pub use spend::{SharedSpend, SpendCounter};
 
 #[cfg(test)]
 mod tests;

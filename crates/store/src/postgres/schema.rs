@@ -20,7 +20,22 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "rollout shadow decisions and events, exploration propensities",
         step: ROLLOUT_AND_EXPLORATION,
     },
+    Migration {
+        what: "shared per-tenant spend counters",
+        step: TENANT_SPEND,
+    },
 ];
+
+/// SQLite's version 4 (sqlite/spend.rs) in PostgreSQL's types.
+const TENANT_SPEND: &str = "
+CREATE TABLE tenant_spend (
+    tenant          TEXT NOT NULL,
+    period          TEXT NOT NULL,
+    period_start_ms BIGINT NOT NULL,
+    usd             DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, period, period_start_ms)
+);
+";
 
 /// SQLite's version 3 (sqlite.rs: migrate_add_rollout and
 /// migrate_add_propensity) in PostgreSQL's types.

@@ -73,10 +73,11 @@ fn a_store_without_the_shadow_column_gains_it_once_and_keeps_its_rows() {
     }
     {
         // As a store written before the rollout change: no shadow column,
-        // and (since versioned migrations) schema version 2.
+        // no spend counters, and (since versioned migrations) schema
+        // version 2.
         let c = Connection::open(&path).unwrap();
         c.execute_batch(
-            "ALTER TABLE decisions DROP COLUMN shadow; DROP TABLE rollout_events; PRAGMA user_version = 2;",
+            "ALTER TABLE decisions DROP COLUMN shadow; DROP TABLE rollout_events; DROP TABLE tenant_spend; PRAGMA user_version = 2;",
         )
         .unwrap();
     }

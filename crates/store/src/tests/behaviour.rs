@@ -402,6 +402,80 @@ fn rollout_and_exploration_fields_round_trip(b: &dyn Backend) {
     assert_eq!(s.tenant_expected_spend("team-a", i64::MAX).unwrap(), 0.0);
 }
 
+/// The shared spend counters: deltas from two handles (two replicas) add
+/// up, a zero delta reads, kinds of period do not share a count, a
+/// non-finite delta is refused whole; reconcile raises a counter to the
+/// logged spend (reported cost where an outcome of the chosen model
+/// reports one, else expected) and never lowers it.
+fn tenant_spend_counters_add_across_handles_and_reconcile(b: &dyn Backend) {
+    let key = |tenant: &str, period: &str, start: i64| crate::SpendKey {
+        tenant: tenant.into(),
+        period: period.into(),
+        period_start_ms: start,
+    };
+    let (day, hour, other) = (
+        key("team-a", "day", 0),
+        key("team-a", "hour", 0),
+        key("b", "day", 0),
+    );
+    let one = b.open();
+    let two = b.open();
+    assert_eq!(
+        one.add_tenant_spend(&[(day.clone(), 0.5), (other.clone(), 0.0)])
+            .unwrap(),
+        vec![0.5, 0.0]
+    );
+    assert_eq!(
+        two.add_tenant_spend(&[(day.clone(), 0.25)]).unwrap(),
+        vec![0.75]
+    );
+    assert_eq!(
+        one.add_tenant_spend(&[(hour.clone(), 0.0), (day.clone(), 0.0)])
+            .unwrap(),
+        vec![0.0, 0.75]
+    );
+    assert_eq!(
+        two.add_tenant_spend(&[(day.clone(), -0.25)]).unwrap(),
+        vec![0.5]
+    );
+    assert!(matches!(
+        one.add_tenant_spend(&[(other.clone(), 1.0), (day.clone(), f64::NAN)]),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        one.add_tenant_spend(&[(other.clone(), 0.0), (day.clone(), 0.0)])
+            .unwrap(),
+        vec![0.0, 0.5]
+    );
+    // Logged spend: two team-a decisions at 0.001 expected; the first's
+    // chosen model (small) reports 0.002, another model's cost is not
+    // the tenant's spend on that decision.
+    one.append_decision(&decision("s1", None)).unwrap();
+    one.append_decision(&decision("s2", None)).unwrap();
+    one.append_outcome(&outcome("s1", "small", 1.0)).unwrap();
+    let mut big = outcome("s2", "big", 1.0);
+    big.cost_usd = Some(5.0);
+    one.append_outcome(&big).unwrap();
+    let meta = two.decision_meta("s1").unwrap().unwrap();
+    assert_eq!(meta.time_ms, 1_700_000_000_000);
+    assert_eq!(meta.expected_cost_usd, Some(0.001));
+    assert_eq!(meta.reported_cost_usd, Some(0.002));
+    assert_eq!(
+        two.decision_meta("s2").unwrap().unwrap().reported_cost_usd,
+        None
+    );
+    let fresh = key("team-a", "month", 0);
+    let late = key("team-a", "month", 1_800_000_000_000);
+    let got = two
+        .reconcile_tenant_spend(&[fresh.clone(), day.clone(), late.clone()])
+        .unwrap();
+    assert!((got[0] - 0.003).abs() < 1e-12, "{got:?}");
+    assert_eq!(got[1], 0.5, "a counter above the logged spend is kept");
+    assert_eq!(got[2], 0.0);
+    let again = one.add_tenant_spend(&[(fresh, 0.0)]).unwrap();
+    assert!((again[0] - 0.003).abs() < 1e-12, "{again:?}");
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -438,4 +512,5 @@ on_every_backend!(
     gateway_calls_log_failures_and_feedback_completes_the_outcome,
     published_artifacts_are_versioned_and_rollback_reactivates,
     rollout_and_exploration_fields_round_trip,
+    tenant_spend_counters_add_across_handles_and_reconcile,
 );

@@ -172,7 +172,7 @@ fn periods_start_on_utc_boundaries() {
 
 #[test]
 fn spend_counts_per_tenant_and_resets_with_the_period() {
-    let s = MemorySpend::default();
+    let s = SharedSpend::default();
     s.add("a", 10, 1.5);
     s.add("a", 10, 2.0);
     s.add("b", 10, 7.0);
@@ -182,4 +182,81 @@ fn spend_counts_per_tenant_and_resets_with_the_period() {
     assert_eq!(s.spent("a", 20), 0.25);
     assert_eq!(s.spent("a", 10), 0.0);
     assert_eq!(s.spent("b", 10), 7.0);
+    // A late add for the period that ended does not reset the new one.
+    s.add("a", 10, 100.0);
+    assert_eq!(s.spent("a", 20), 0.25);
+    // A reported cost below the expected one lowers the count.
+    s.add("a", 20, -0.125);
+    assert_eq!(s.spent("a", 20), 0.125);
+}
+
+fn spend_key(tenant: &str, start: i64) -> pointsman_store::SpendKey {
+    pointsman_store::SpendKey {
+        tenant: tenant.into(),
+        period: "day".into(),
+        period_start_ms: start,
+    }
+}
+
+/// Two replicas' counters on one real store: each sees its own spend at
+/// once and the other's after a sync; a delta is pushed once.
+#[test]
+fn two_counters_on_one_store_see_each_others_spend_after_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = pointsman_store::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    use pointsman_store::OutcomeStore;
+    let push = |d: &[(pointsman_store::SpendKey, f64)]| store.add_tenant_spend(d);
+    let keys = [spend_key("t", 10)];
+    let (one, two) = (SharedSpend::default(), SharedSpend::default());
+    one.add("t", 10, 0.6);
+    two.add("t", 10, 0.5);
+    assert_eq!((one.spent("t", 10), two.spent("t", 10)), (0.6, 0.5));
+    one.sync(&keys, push).unwrap();
+    two.sync(&keys, push).unwrap();
+    assert_eq!(two.spent("t", 10), 1.1);
+    // One has not seen two's spend until its next sync.
+    assert_eq!(one.spent("t", 10), 0.6);
+    one.sync(&keys, push).unwrap();
+    assert_eq!(one.spent("t", 10), 1.1);
+    // Nothing new: syncing again changes nothing (no delta is pushed twice).
+    one.sync(&keys, push).unwrap();
+    two.sync(&keys, push).unwrap();
+    assert_eq!((one.spent("t", 10), two.spent("t", 10)), (1.1, 1.1));
+    assert_eq!(
+        store
+            .add_tenant_spend(&[(spend_key("t", 10), 0.0)])
+            .unwrap(),
+        vec![1.1]
+    );
+    // A new period starts from the store's count for it, not the old one's.
+    two.sync(&[spend_key("t", 20)], push).unwrap();
+    assert_eq!((two.spent("t", 20), two.spent("t", 10)), (0.0, 0.0));
+}
+
+/// A failed push keeps the spend counted here, and the next sync sends it.
+#[test]
+fn a_failed_sync_keeps_the_delta_for_the_next() {
+    let s = SharedSpend::default();
+    let keys = [spend_key("t", 10)];
+    s.add("t", 10, 0.25);
+    let failed: Result<(), &str> = s.sync(&keys, |_| Err("store down"));
+    assert!(failed.is_err());
+    assert_eq!(s.spent("t", 10), 0.25, "still counted here");
+    s.add("t", 10, 0.5);
+    let mut sent = Vec::new();
+    s.sync::<()>(&keys, |d| {
+        sent = d.to_vec();
+        Ok(vec![2.0])
+    })
+    .unwrap();
+    assert_eq!(sent, vec![(spend_key("t", 10), 0.75)]);
+    assert_eq!(s.spent("t", 10), 2.0, "the fleet's total");
+    // Spend counted while a sync is under way is neither lost nor sent twice.
+    s.sync::<()>(&keys, |d| {
+        assert_eq!(d[0].1, 0.0);
+        s.add("t", 10, 0.125);
+        Ok(vec![2.0])
+    })
+    .unwrap();
+    assert_eq!(s.spent("t", 10), 2.125);
 }
