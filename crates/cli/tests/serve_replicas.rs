@@ -438,3 +438,45 @@ fn a_budget_crossed_by_two_replicas_together_applies_on_both_after_a_sync() {
         );
     }
 }
+
+/// `--candidate-router` at start-up records a rollout event in the store;
+/// on PostgreSQL that call must run off the async runtime (the client
+/// blocks on a runtime of its own and panics inside another).
+#[test]
+fn a_start_up_candidate_is_recorded_in_postgres() {
+    let Some(url) = database("replicas_candidate") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = dir.path().join("candidate.json");
+    write_artifact_with_scores(&candidate, 0.0, 1.0);
+    let server = Server::start_with_store(
+        Options {
+            extra: vec![
+                "--candidate-router".into(),
+                candidate.to_str().unwrap().into(),
+                "--rollout".into(),
+                "shadow".into(),
+            ],
+            ..Default::default()
+        },
+        Some(PathBuf::from(&url)),
+    );
+    let rt = runtime(1);
+    let r = rt.block_on(async {
+        let mut c = server.client().await;
+        c.route(route_request(PROMPTS[0]))
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert!(!r.model.is_empty());
+    let store = pointsman_store::open_store(&url).unwrap();
+    let events = store.rollout_events().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "load" && e.who == "serve --candidate-router"),
+        "{events:?}"
+    );
+}

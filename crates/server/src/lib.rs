@@ -243,6 +243,8 @@ impl Serve {
         } = self;
         let (core, encoder_thread) = mount::start_core(&config, classifier, encoder_id, store)?;
         let metrics = core.metrics.clone();
+        let (c, cfg) = (core.clone(), config.clone());
+        tokio::task::spawn_blocking(move || mount::load_start_up_candidate(&c, &cfg)).await??;
         // Budgets start from the store's count for this period (off the
         // runtime: the PostgreSQL client blocks).
         let c = core.clone();

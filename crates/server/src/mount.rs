@@ -54,6 +54,13 @@ pub(crate) fn start_core(
     });
     let live = core.state.snapshot().versions.router_artifact.clone();
     core.metrics.set_artifacts(&live, "");
+    Ok((core, encoder_thread))
+}
+
+/// Loads `--candidate-router` at start-up. It records a rollout event in
+/// the store, so it must run off the async runtime (the PostgreSQL client
+/// blocks on a runtime of its own, which panics inside another).
+pub(crate) fn load_start_up_candidate(core: &Core, config: &ServeConfig) -> anyhow::Result<()> {
     if let Some((path, mode)) = &config.candidate {
         core.load_candidate(
             path,
@@ -65,7 +72,7 @@ pub(crate) fn start_core(
         )
         .map_err(|e| anyhow::anyhow!("--candidate-router {}: {e}", path.display()))?;
     }
-    Ok((core, encoder_thread))
+    Ok(())
 }
 
 /// The gRPC front end, bound and ready to run.
