@@ -251,6 +251,26 @@ pub fn evaluate(
         .collect();
 
     let mut sy = RouterResult::new("pointsman", "target", targets(), true);
+    // What each target means under this fold's artifact: the λ its target
+    // table gives (pointsman_router::target), or the per-prompt floor
+    // without a table (fits given no costs).
+    let target_policies: Vec<Policy> = sy
+        .settings
+        .iter()
+        .map(|&t| model.resolve_policy(Policy::Target { target: t }))
+        .collect();
+    if let Some(t) = &model.target_table {
+        eprintln!(
+            "target table: best mean P {:.4} on {} rows ({}); λ per USD at τ 1, 0.95, 0.9, 0.8: {:.4}, {:.4}, {:.4}, {:.4}",
+            t.best_mean_p,
+            t.rows,
+            if t.out_of_fold { "out of fold" } else { "in-sample" },
+            t.lambda(1.0),
+            t.lambda(0.95),
+            t.lambda(0.9),
+            t.lambda(0.8)
+        );
+    }
     let mut wtp = RouterResult::new("pointsman_wtp", "lambda_per_usd", lambdas.clone(), false);
     let mut kn = RouterResult::new("knn", "target", targets(), true);
     // An experiment, not a serving policy: the λ policy with each model's
@@ -296,7 +316,7 @@ pub fn evaluate(
             kn.calibration.as_mut().unwrap().add(p_kn[m], o.score);
         }
         for (i, &t) in sy.settings.clone().iter().enumerate() {
-            let c = choose(&p_sy, &cost_sy, &all, Policy::Target { target: t }).unwrap();
+            let c = choose(&p_sy, &cost_sy, &all, target_policies[i]).unwrap();
             sy.tallies[i].add(c, obs[c], n);
             let c = choose(&p_kn, &mean_cost, &all, Policy::Target { target: t }).unwrap();
             kn.tallies[i].add(c, obs[c], n);

@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
         selection: None,
         neighbours: None,
         cost: None,
+        target_table: None,
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];
