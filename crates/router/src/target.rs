@@ -87,9 +87,8 @@ impl TargetTable {
         let mean_cost = cost.iter().flatten().sum::<f64>() / (rows * n as f64);
         let scale = 1.0 / mean_cost.max(1e-12);
         let grid = std::iter::once(0.0).chain(
-            (0..=2 * DECADES as usize * STEPS_PER_DECADE).map(|j| {
-                scale * 10f64.powf(-DECADES as f64 + j as f64 / STEPS_PER_DECADE as f64)
-            }),
+            (0..=2 * DECADES as usize * STEPS_PER_DECADE)
+                .map(|j| scale * 10f64.powf(-DECADES as f64 + j as f64 / STEPS_PER_DECADE as f64)),
         );
         let all = vec![true; n];
         let mut points: Vec<TargetPoint> = Vec::new();
@@ -146,10 +145,7 @@ impl TargetTable {
             return Err("target_table: no points".into());
         }
         if !self.best_mean_p.is_finite() {
-            return Err(format!(
-                "target_table: best_mean_p is {}",
-                self.best_mean_p
-            ));
+            return Err(format!("target_table: best_mean_p is {}", self.best_mean_p));
         }
         for (i, q) in self.points.iter().enumerate() {
             let finite = [q.target, q.lambda_per_usd, q.mean_p, q.mean_cost_usd]

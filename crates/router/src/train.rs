@@ -216,7 +216,6 @@ fn target_table(
     TargetTable::build(&predictions.p, &cost, predictions.out_of_fold)
 }
 
-
 /// One fit with `cfg.l2_prompt`, P used as fitted (no selection, no
 /// calibration). `encoder_id` is recorded in the artifact. Fails on no
 /// rows, no outcomes, mismatched dimensions or an out-of-range model index
