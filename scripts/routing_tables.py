@@ -65,6 +65,40 @@ def bar(s: dict, two: bool) -> str:
     return f"Bar ({metric}): " + "; ".join(parts) + "."
 
 
+TAUS = (1.0, 0.95, 0.9, 0.85, 0.8)
+
+
+def target_reach(out: Path, name: str, s: dict) -> str:
+    """Held-out check of the target's meaning: for a few τ, the mean score
+    the target router reached on the test rows (pooled over folds) against
+    the target, mean over folds of Q_best − (1 − τ), Q_best the best mean P
+    each fold's target table printed (stderr, kept as NAME.err)."""
+    err = out / f"{name}.err"
+    if not err.exists():
+        return ""
+    best = []
+    for line in err.read_text().splitlines():
+        if line.startswith("target table on ") and "best mean P " in line:
+            best.append(float(line.split("best mean P ")[1].split(";")[0]))
+    r = s["routers"].get("pointsman")
+    if not best or r is None:
+        return ""
+    q_best = sum(best) / len(best)
+    parts = []
+    for tau in TAUS:
+        i = min(range(len(r["settings"])), key=lambda j: abs(r["settings"][j] - tau))
+        cost, quality = r["points"][i]
+        parts.append(
+            f"τ {tau:g}: target {q_best - (1 - tau):.4f}, reached {quality:.4f} at {cost * 1000:.3f} mUSD"
+        )
+    return (
+        "Target τ on the held-out rows (mean score of the target router's choices, against "
+        f"Q_best − (1 − τ), Q_best = {q_best:.4f} the folds' mean best P on their own training rows): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def set_table(out: Path, name: str, title: str, docs: Path) -> str:
     path = out / name / "summary.json"
     if not path.exists():
@@ -100,6 +134,9 @@ def set_table(out: Path, name: str, title: str, docs: Path) -> str:
         else:
             lines.append(f"| {label} | {f(r['aiq'])} | {f(r['max_quality'])} | {f(r['ece'])} |")
     lines += ["", bar(s, two), ""]
+    reach = target_reach(out, name, s)
+    if reach:
+        lines += [reach, ""]
     rel = out / name / "reliability.svg"
     if rel.exists():
         shutil.copy(rel, docs / f"{name}_reliability.svg")

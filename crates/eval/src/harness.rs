@@ -246,8 +246,11 @@ pub fn evaluate(
     let all = vec![true; n];
     let knn = Knn::new(&train_rows, train, cfg.knn_k);
     let lambda_scale = 1.0 / mean_cost.iter().sum::<f64>().max(1e-12) * n as f64;
+    // 20 steps a decade (10 before 2026-11-30): the target policy's λ come
+    // from its table's finer grid, and λ is compared with it at a like
+    // resolution.
     let lambdas: Vec<f64> = std::iter::once(0.0)
-        .chain((0..=60).map(|i| 10f64.powf(-3.0 + i as f64 / 10.0) * lambda_scale))
+        .chain((0..=120).map(|i| 10f64.powf(-3.0 + i as f64 / 20.0) * lambda_scale))
         .collect();
 
     let mut sy = RouterResult::new("pointsman", "target", targets(), true);
@@ -260,16 +263,7 @@ pub fn evaluate(
         .map(|&t| model.resolve_policy(Policy::Target { target: t }))
         .collect();
     if let Some(t) = &model.target_table {
-        eprintln!(
-            "target table: best mean P {:.4} on {} rows ({}); λ per USD at τ 1, 0.95, 0.9, 0.8: {:.4}, {:.4}, {:.4}, {:.4}",
-            t.best_mean_p,
-            t.rows,
-            if t.out_of_fold { "out of fold" } else { "in-sample" },
-            t.lambda(1.0),
-            t.lambda(0.95),
-            t.lambda(0.9),
-            t.lambda(0.8)
-        );
+        eprintln!("{t}");
     }
     let mut wtp = RouterResult::new("pointsman_wtp", "lambda_per_usd", lambdas.clone(), false);
     let mut kn = RouterResult::new("knn", "target", targets(), true);
