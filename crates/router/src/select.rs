@@ -63,7 +63,7 @@ impl Default for Selection {
     fn default() -> Self {
         Selection {
             folds: 3,
-            l2_grid: vec![1.0, 10.0],
+            l2_grid: vec![1.0, 10.0, 100.0],
             min_rows: 30,
             knn_weights: vec![0.0, 0.25, 0.5, 0.75, 1.0],
             knn_k: 25,
