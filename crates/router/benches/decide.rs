@@ -183,5 +183,69 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The shipped stacked artifact (models/router/routerbench-e5.json: item
+/// response + kNN over 2,225 stored prompts, per-model cost model) as
+/// `serve` runs it: P for every catalog model, the cost factors, the
+/// target policy. Queries are 64 blends of two stored prompts each (real
+/// e5 embeddings near, not on, the stored rows), taken in turn.
+fn shipped(c: &mut Criterion) {
+    let catalog =
+        Catalog::from_toml_str(include_str!("../../../models/catalogs/routerbench.toml")).unwrap();
+    let names: Vec<&str> = catalog.models.iter().map(|m| m.name.as_str()).collect();
+    let artifact =
+        SuccessModel::from_json(include_str!("../../../models/router/routerbench-e5.json"))
+            .unwrap();
+    let nb = artifact
+        .neighbours
+        .as_ref()
+        .expect("the shipped artifact is stacked");
+    let d = nb.dim;
+    let queries: Vec<Vec<f32>> = (0..64)
+        .map(|i| {
+            let (a, b) = ((i * 37) % nb.rows, (i * 101 + 7) % nb.rows);
+            (0..d)
+                .map(|t| {
+                    (nb.embeddings[a * d + t] as f32 * 0.7 + nb.embeddings[b * d + t] as f32 * 0.3)
+                        / 127.0
+                })
+                .collect()
+        })
+        .collect();
+    let tasks = artifact.task_vector([("general", 1.0)]);
+    let policy = Policy::Target { target: 0.8 };
+    let constraints = Constraints::default();
+    let decision = |model: &SuccessModel, e: &[f32]| {
+        let p = model.predict(&names, e, &tasks);
+        let cost = pointsman_router::expected_costs(&catalog, model, e, 200, 256, true);
+        decide(&catalog, &p, &cost, policy, &constraints).unwrap()
+    };
+    let mut turn = 0;
+    c.bench_function(
+        "stacked (shipped artifact shape, 2,225 rows): one decision with cost factors",
+        |b| {
+            b.iter(|| {
+                turn = (turn + 1) % queries.len();
+                decision(&artifact, black_box(&queries[turn]))
+            })
+        },
+    );
+    // A second copy of the artifact, as `serve --candidate-router` loads
+    // one: its own stored prompts in memory, so the shadow search does not
+    // find the live one's rows in cache any more than a real candidate's.
+    let candidate =
+        SuccessModel::from_json(include_str!("../../../models/router/routerbench-e5.json"))
+            .unwrap();
+    c.bench_function(
+        "live + shadow, both stacked (shipped artifact shape)",
+        |b| {
+            b.iter(|| {
+                turn = (turn + 1) % queries.len();
+                let e = black_box(&queries[turn]);
+                (decision(&artifact, e), decision(&candidate, e))
+            })
+        },
+    );
+}
+
+criterion_group!(benches, bench, shipped);
 criterion_main!(benches);

@@ -2,7 +2,7 @@
 //! stacked success model (the shared machine's load inflates criterion's
 //! means; the minimum shows the work):
 //! `cargo run --release -p pointsman-router --example knn_search_time`.
-use pointsman_router::{Neighbours, TrainingRow};
+use pointsman_router::{Neighbours, SearchMode, TrainingRow};
 use std::time::Instant;
 fn main() {
     let (dim, n) = (384, 11);
@@ -18,14 +18,19 @@ fn main() {
             .collect();
         let nb = Neighbours::build(&training, n, 25, 2.0, 0);
         let q: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
-        let mut best = f64::MAX;
-        for _ in 0..30 {
-            let s = Instant::now();
-            for _ in 0..50 {
-                std::hint::black_box(nb.neighbour_sums(std::hint::black_box(&q)));
+        nb.prepare();
+        for mode in [SearchMode::Blocked, SearchMode::RowByRow] {
+            let mut best = f64::MAX;
+            for _ in 0..30 {
+                let s = Instant::now();
+                for _ in 0..50 {
+                    std::hint::black_box(nb.neighbour_sums_by(std::hint::black_box(&q), mode));
+                }
+                best = best.min(s.elapsed().as_secs_f64() * 1e6 / 50.0);
             }
-            best = best.min(s.elapsed().as_secs_f64() * 1e6 / 50.0);
+            println!(
+                "{rows} stored prompts, {mode:?}: {best:.1} us per neighbour search (min of 30 x 50)"
+            );
         }
-        println!("{rows} stored prompts: {best:.1} us per neighbour search (min of 30 x 50)");
     }
 }

@@ -22,7 +22,7 @@ pub use cost::{expected_costs, fit_cost_model, CostModel, CostSelection, RowCost
 pub use error::RouterError;
 pub use explore::Explored;
 pub use holdout::{fit_validated, Validated, Validation};
-pub use neighbours::Neighbours;
+pub use neighbours::{Neighbours, SearchMode};
 pub use policy::{choose, Candidate, Constraints, Decision, Policy};
 pub use select::Selection;
 pub use success::{CandidateLoss, SelectionRecord, SuccessModel, ARTIFACT_VERSION};

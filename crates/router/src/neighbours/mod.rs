@@ -1,0 +1,483 @@
+//! k-nearest-neighbour success estimates, the second half of the stacked
+//! success model (see [`crate::select`]).
+//!
+//! For a prompt x the estimate of model m is the mean score of m over the
+//! k stored prompts most cosine-similar to x, shrunk toward the
+//! item-response model's own P(m, x) with `prior_count` pseudo-outcomes:
+//!
+//! ```text
+//! P_knn(m, x) = (Σ_{i ∈ N_k(x), m seen on i} s_im + c · P_irt(m, x)) / (n_m(x) + c)
+//! ```
+//!
+//! so a model few neighbours have outcomes for (one added with ten
+//! outcomes) keeps the parametric estimate instead of its noisy mean.
+//!
+//! The stored prompts are kept compact: each embedding unit-normalised and
+//! quantised to i8 (× 127), each score to a byte (× 254, 255 = no
+//! outcome), both base64 in the artifact. Cosine similarity is then an i8
+//! dot product, ranked exactly as the f32 one up to the quantisation (a
+//! query is quantised the same way). At most [`MAX_ROWS`] prompts are
+//! stored; a larger training set is subsampled (seeded).
+
+mod index;
+mod kernels;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::cost::dot_f32;
+use crate::train::{SplitMix, TrainingRow};
+use index::{BlockedRows, Scratch};
+
+/// Most prompts an artifact stores for the neighbour search: 8,192 × 384
+/// bytes is 3 MiB of embeddings (4 MiB as base64) and a search over all of
+/// them stays in the tens of microseconds (see the `decide` bench).
+pub const MAX_ROWS: usize = 8192;
+
+/// Byte that marks "no outcome" in `scores`.
+const MISSING: u8 = 255;
+
+/// The stored prompts and outcomes of a stacked success model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbours {
+    /// Neighbours per estimate.
+    pub k: usize,
+    /// Pseudo-outcomes of the model's mean in each estimate.
+    pub prior_count: f32,
+    /// Weight w of the estimate in P = (1 − w) · P_irt + w · P_knn.
+    pub weight: f32,
+    /// Stored prompts.
+    pub rows: usize,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Mean score per model over the stored prompts (0.5 for a model with
+    /// none), aligned with the success model's `models`; for inspection
+    /// (estimates shrink toward the parametric P, not toward this).
+    pub model_means: Vec<f32>,
+    /// `rows` × `dim` unit-normalised embeddings × 127, row-major.
+    #[serde(serialize_with = "to_base64_i8", deserialize_with = "from_base64_i8")]
+    pub embeddings: Vec<i8>,
+    /// `rows` × models scores × 254 (255: not observed), row-major.
+    #[serde(serialize_with = "to_base64", deserialize_with = "from_base64")]
+    pub scores: Vec<u8>,
+    /// `embeddings` in the layout of the VNNI scan, derived on first use
+    /// (or by [`Neighbours::prepare`] at load); never serialised.
+    /// Changing `embeddings` after a search leaves it stale: build a new
+    /// `Neighbours` instead.
+    #[serde(skip)]
+    search: SearchIndex,
+}
+
+/// How a search finds the k nearest stored prompts. Both return the same
+/// rows (the exact top k); tests hold them equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Every stored row scored in the blocked layout ([`index`]), with
+    /// AVX-512 VNNI where the CPU has it (a portable loop otherwise).
+    Blocked,
+    /// Row by row, the reference: the search before the blocked layout.
+    RowByRow,
+}
+
+/// The lazily built layout.
+#[derive(Clone, Default)]
+struct SearchIndex(OnceLock<BlockedRows>);
+
+impl PartialEq for SearchIndex {
+    /// Derived data: two `Neighbours` with the same fields are equal
+    /// whether or not either has built its layout yet.
+    fn eq(&self, _: &SearchIndex) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "built"
+        } else {
+            "not built"
+        };
+        write!(f, "blocked layout {state}")
+    }
+}
+
+thread_local! {
+    /// Per-thread search buffers: a decision allocates none once warm.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl Neighbours {
+    /// Stores `rows` (those with outcomes; at most [`MAX_ROWS`] of them,
+    /// a seeded subsample beyond) for `n_models` models, with weight 0.
+    pub fn build(
+        rows: &[TrainingRow],
+        n_models: usize,
+        k: usize,
+        prior_count: f32,
+        seed: u64,
+    ) -> Neighbours {
+        let mut keep: Vec<usize> = (0..rows.len())
+            .filter(|&i| !rows[i].outcomes.is_empty())
+            .collect();
+        if keep.len() > MAX_ROWS {
+            let mut rng = SplitMix(seed ^ 0x4E16_4B0F);
+            for i in (1..keep.len()).rev() {
+                let j = ((rng.next_f32() as f64 * (i + 1) as f64) as usize).min(i);
+                keep.swap(i, j);
+            }
+            keep.truncate(MAX_ROWS);
+            keep.sort_unstable();
+        }
+        let dim = rows.first().map_or(0, |r| r.embedding.len());
+        let mut embeddings = Vec::with_capacity(keep.len() * dim);
+        let mut scores = vec![MISSING; keep.len() * n_models];
+        let mut sum = vec![(0f64, 0usize); n_models];
+        for (pos, &i) in keep.iter().enumerate() {
+            embeddings.extend(quantise(&rows[i].embedding));
+            // Out-of-range indices are the trainer's to refuse (fit_fixed).
+            for &(m, y) in rows[i].outcomes.iter().filter(|o| o.0 < n_models) {
+                let byte = (y.clamp(0.0, 1.0) * 254.0).round() as u8;
+                scores[pos * n_models + m] = byte;
+                sum[m].0 += byte as f64 / 254.0;
+                sum[m].1 += 1;
+            }
+        }
+        Neighbours {
+            k: k.max(1),
+            prior_count,
+            weight: 0.0,
+            rows: keep.len(),
+            dim,
+            model_means: sum
+                .iter()
+                .map(|&(s, c)| if c > 0 { (s / c as f64) as f32 } else { 0.5 })
+                .collect(),
+            embeddings,
+            scores,
+            search: SearchIndex::default(),
+        }
+    }
+
+    /// Builds the search index now rather than on the first search (the
+    /// server calls it at load so no request pays for it).
+    pub fn prepare(&self) {
+        self.blocked();
+    }
+
+    fn blocked(&self) -> &BlockedRows {
+        self.search
+            .0
+            .get_or_init(|| BlockedRows::build(&self.embeddings, self.rows, self.dim))
+    }
+
+    /// Indices of the k stored prompts nearest to one embedding (highest
+    /// i8 dot product first; the lower index wins a tie), found as `mode`
+    /// says.
+    pub fn nearest(&self, embedding: &[f32], mode: SearchMode) -> Vec<u32> {
+        self.with_nearest(embedding, mode, |rows| rows.to_vec())
+    }
+
+    /// Calls `f` with the k nearest rows' indices (in no set order).
+    fn with_nearest<T>(
+        &self,
+        embedding: &[f32],
+        mode: SearchMode,
+        f: impl FnOnce(&[u32]) -> T,
+    ) -> T {
+        assert_eq!(embedding.len(), self.dim, "embedding dimension");
+        SCRATCH.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let s = &mut *guard;
+            quantise_into(embedding, &mut s.q);
+            let k = self.k.min(self.rows);
+            if k == 0 {
+                return f(&[]);
+            }
+            match mode {
+                SearchMode::Blocked => self.blocked().search(k, kernels::vnni(), s),
+                SearchMode::RowByRow => {
+                    kernels::all_dots(&self.embeddings, self.dim, &s.q, &mut s.exact);
+                    // Highest similarity first; the lower index wins a tie.
+                    s.exact
+                        .select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                }
+            }
+            let mut idx = [0u32; 64];
+            if k <= idx.len() {
+                for (d, &(_, i)) in idx.iter_mut().zip(&s.exact[..k]) {
+                    *d = i;
+                }
+                f(&idx[..k])
+            } else {
+                let v: Vec<u32> = s.exact[..k].iter().map(|&(_, i)| i).collect();
+                f(&v)
+            }
+        })
+    }
+
+    /// (sum of scores, count) per model (aligned with `model_means`) over
+    /// the k stored prompts nearest to one embedding.
+    pub fn neighbour_sums(&self, embedding: &[f32]) -> Vec<[f32; 2]> {
+        self.neighbour_sums_by(embedding, SearchMode::Blocked)
+    }
+
+    /// [`Neighbours::neighbour_sums`] with the search chosen.
+    pub fn neighbour_sums_by(&self, embedding: &[f32], mode: SearchMode) -> Vec<[f32; 2]> {
+        let n = self.model_means.len();
+        let mut sum = vec![[0f32; 2]; n];
+        if self.rows == 0 {
+            return sum;
+        }
+        // Whole bytes summed in integers: the same sums whatever order the
+        // search returns the neighbours in.
+        let mut bytes = [[0u32; 2]; 64];
+        let mut wide;
+        let acc: &mut [[u32; 2]] = if n <= bytes.len() {
+            &mut bytes[..n]
+        } else {
+            wide = vec![[0u32; 2]; n];
+            &mut wide
+        };
+        self.with_nearest(embedding, mode, |nearest| {
+            for &i in nearest {
+                let row = &self.scores[i as usize * n..(i as usize + 1) * n];
+                for (a, &b) in acc.iter_mut().zip(row) {
+                    if b != MISSING {
+                        a[0] += b as u32;
+                        a[1] += 1;
+                    }
+                }
+            }
+        });
+        for (s, a) in sum.iter_mut().zip(acc.iter()) {
+            *s = [a[0] as f32 / 254.0, a[1] as f32];
+        }
+        sum
+    }
+
+    /// P_knn from one model's neighbour (sum, count) and the parametric P
+    /// it shrinks toward.
+    pub fn estimate(&self, sums: [f32; 2], p_irt: f64) -> f64 {
+        let c = self.prior_count as f64;
+        (sums[0] as f64 + c * p_irt) / (sums[1] as f64 + c).max(1e-12)
+    }
+
+    /// Shapes consistent with `n_models` and `dim`; weight and means in
+    /// range (every score byte is valid: 0..=254 a score, 255 none).
+    pub(crate) fn check(&self, n_models: usize, dim: usize) -> Result<(), String> {
+        if self.dim != dim
+            || self.model_means.len() != n_models
+            || self.embeddings.len() != self.rows * dim
+            || self.scores.len() != self.rows * n_models
+            || self.k == 0
+        {
+            return Err("neighbours: shapes do not match rows/dim/models".into());
+        }
+        if !(0.0..=1.0).contains(&self.weight)
+            || !self.prior_count.is_finite()
+            || self.prior_count < 0.0
+            || self.model_means.iter().any(|m| !(0.0..=1.0).contains(m))
+        {
+            return Err(
+                "neighbours: weight and model_means must be in [0, 1], prior_count >= 0".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Unit-normalised × 127, rounded (a zero vector stays zero).
+fn quantise(e: &[f32]) -> Vec<i8> {
+    let mut q = Vec::with_capacity(e.len());
+    quantise_into(e, &mut q);
+    q
+}
+
+/// [`quantise`] into a reused buffer.
+fn quantise_into(e: &[f32], q: &mut Vec<i8>) {
+    q.clear();
+    q.resize(e.len(), 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: `quantise_avx512` only requires AVX-512F, which the CPU
+        // was just detected to support; it is otherwise safe code.
+        return unsafe { quantise_avx512(e, q) };
+    }
+    quantise_portable(e, q)
+}
+
+/// [`quantise_portable`] compiled for AVX-512: `round` becomes vector
+/// instructions instead of a libm call per value (the same results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn quantise_avx512(e: &[f32], q: &mut [i8]) {
+    quantise_portable(e, q)
+}
+
+/// The norm in eight running sums ([`dot_f32`]): one serial chain of 384
+/// float adds was most of a query's quantisation time.
+#[inline(always)]
+fn quantise_portable(e: &[f32], q: &mut [i8]) {
+    let norm = dot_f32(e, e).sqrt();
+    let s = if norm > 0.0 { 127.0 / norm } else { 0.0 };
+    for (d, x) in q.iter_mut().zip(e) {
+        *d = (x * s).round().clamp(-127.0, 127.0) as i8;
+    }
+}
+
+fn to_base64<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&STANDARD.encode(v))
+}
+
+fn from_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let text = String::deserialize(d)?;
+    STANDARD
+        .decode(text.as_bytes())
+        .map_err(|e| serde::de::Error::custom(format!("base64: {e}")))
+}
+
+fn to_base64_i8<S: Serializer>(v: &[i8], s: S) -> Result<S::Ok, S::Error> {
+    let bytes: Vec<u8> = v.iter().map(|&x| x as u8).collect();
+    to_base64(&bytes, s)
+}
+
+fn from_base64_i8<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i8>, D::Error> {
+    Ok(from_base64(d)?.into_iter().map(|b| b as i8).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(e: Vec<f32>, outcomes: Vec<(usize, f32)>) -> TrainingRow {
+        TrainingRow {
+            embedding: e,
+            task_scores: vec![1.0],
+            outcomes,
+        }
+    }
+
+    #[test]
+    fn estimates_average_the_nearest_prompts_shrunk_to_the_parametric_p() {
+        let rows = vec![
+            row(vec![1.0, 0.0], vec![(0, 1.0), (1, 0.0)]),
+            row(vec![0.9, 0.1], vec![(0, 1.0)]),
+            row(vec![0.0, 1.0], vec![(0, 0.0), (1, 1.0)]),
+            row(vec![-0.1, 1.0], vec![(0, 0.0), (1, 1.0)]),
+        ];
+        let nb = Neighbours::build(&rows, 2, 2, 1.0, 0);
+        assert_eq!(nb.model_means, [0.5, 2.0 / 3.0]);
+        let sums = nb.neighbour_sums(&[2.0, 0.05]);
+        assert_eq!(sums, [[2.0, 2.0], [0.0, 1.0]]);
+        // Model 0: two successes + P_irt 0.4 over 3; model 1: one failure
+        // + 0.8 over 2.
+        assert!((nb.estimate(sums[0], 0.4) - 2.4 / 3.0).abs() < 1e-6);
+        assert!((nb.estimate(sums[1], 0.8) - 0.4).abs() < 1e-6);
+        // No neighbour has the model: the parametric P itself.
+        assert!((nb.estimate([0.0, 0.0], 0.3) - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn round_trips_as_json_and_checks_shapes() {
+        let rows = vec![
+            row(vec![0.3, -0.2, 0.9], vec![(0, 0.25)]),
+            row(vec![-1.0, 0.5, 0.0], vec![(1, 1.0)]),
+        ];
+        let nb = Neighbours::build(&rows, 2, 25, 2.0, 0);
+        let back: Neighbours = serde_json::from_str(&serde_json::to_string(&nb).unwrap()).unwrap();
+        assert_eq!(back, nb);
+        assert!(nb.check(2, 3).is_ok());
+        assert!(nb.check(3, 3).is_err());
+        let mut bad = nb.clone();
+        bad.weight = 1.5;
+        assert!(bad.check(2, 3).is_err());
+    }
+
+    /// Clustered unit vectors, as embeddings of templated prompts are:
+    /// `clusters` centres, each row a centre plus small noise.
+    fn clustered(rows: usize, dim: usize, clusters: usize, seed: u64) -> Vec<TrainingRow> {
+        let mut rng = SplitMix(seed);
+        let centres: Vec<Vec<f32>> = (0..clusters)
+            .map(|_| (0..dim).map(|_| rng.normal()).collect())
+            .collect();
+        (0..rows)
+            .map(|i| {
+                let c = &centres[i % clusters];
+                let e = c.iter().map(|x| x + 0.15 * rng.normal()).collect();
+                row(e, vec![(i % 3, (i % 7) as f32 / 6.0)])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_blocked_search_returns_the_row_by_row_neighbours() {
+        // Shapes around the layout's edges: rows not a multiple of 16,
+        // dimensions not a multiple of 4, k above the row count.
+        for (rows, dim, k) in [(2225, 384, 25), (37, 7, 5), (5, 3, 25), (600, 64, 1)] {
+            let data = clustered(rows, dim, 12, rows as u64);
+            let nb = Neighbours::build(&data, 3, k, 2.0, 0);
+            let queries = clustered(50, dim, 12, 99 + rows as u64);
+            for q in queries
+                .iter()
+                .map(|r| &r.embedding)
+                .chain(data.iter().take(20).map(|r| &r.embedding))
+            {
+                let mut a = nb.nearest(q, SearchMode::Blocked);
+                let mut b = nb.nearest(q, SearchMode::RowByRow);
+                assert_eq!(a.len(), k.min(rows));
+                a.sort_unstable();
+                b.sort_unstable();
+                assert_eq!(a, b, "{rows} rows, {dim}-d, k {k}");
+                assert_eq!(
+                    nb.neighbour_sums_by(q, SearchMode::Blocked),
+                    nb.neighbour_sums_by(q, SearchMode::RowByRow)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index_in_both_searches() {
+        // Forty copies of one prompt: the ten nearest are the first ten.
+        let data: Vec<TrainingRow> = (0..40)
+            .map(|i| row(vec![0.6, -0.8, 0.0, 0.0, 0.1], vec![(0, (i % 2) as f32)]))
+            .collect();
+        let nb = Neighbours::build(&data, 1, 10, 2.0, 0);
+        for mode in [SearchMode::Blocked, SearchMode::RowByRow] {
+            let mut got = nb.nearest(&[0.6, -0.8, 0.0, 0.0, 0.1], mode);
+            got.sort_unstable();
+            assert_eq!(got, (0..10).collect::<Vec<u32>>(), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_artifact_finds_the_same_neighbours_both_ways() {
+        // Real e5 embeddings: the artifact's stored prompts, each queried
+        // with a blend of two of them (a prompt near, not on, the rows).
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../models/router/routerbench-e5.json"
+        );
+        let text = std::fs::read_to_string(path).expect("the shipped router artifact");
+        let model = crate::SuccessModel::from_json(&text).unwrap();
+        let nb = model.neighbours.expect("the shipped artifact is stacked");
+        let d = nb.dim;
+        for i in (0..nb.rows).step_by(23) {
+            let j = (i * 7 + 3) % nb.rows;
+            let q: Vec<f32> = (0..d)
+                .map(|t| {
+                    nb.embeddings[i * d + t] as f32 * 0.7 + nb.embeddings[j * d + t] as f32 * 0.3
+                })
+                .collect();
+            let mut a = nb.nearest(&q, SearchMode::Blocked);
+            let mut b = nb.nearest(&q, SearchMode::RowByRow);
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "query {i}");
+        }
+    }
+}
