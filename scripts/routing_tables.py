@@ -99,10 +99,47 @@ def target_reach(out: Path, name: str, s: dict) -> str:
     )
 
 
+KEPT = "Not re-run at this generation:"
+
+
+def kept_section(heading: str, path: Path) -> str:
+    """A section whose report is missing keeps its text from the previous
+    generation (the doc as it stands, else as committed), marked with the
+    commit that generated it; None if neither has it."""
+    sources = [DOC_TEXT]
+    committed = subprocess.run(["git", "show", "HEAD:docs/EVALUATION.md"], capture_output=True, text=True)
+    if committed.returncode == 0:
+        sources.append(committed.stdout)
+    for text in sources:
+        if BEGIN not in text or END not in text:
+            continue
+        block = text[text.index(BEGIN):text.index(END)]
+        mark = f"#### {heading}\n"
+        if mark not in block:
+            continue
+        section = block[block.index(mark):]
+        nxt = section.find("\n#### ", len(mark))
+        section = section[: nxt + 1 if nxt >= 0 else len(section)].rstrip() + "\n"
+        if "\nNot run (no `" in section:
+            continue
+        if KEPT not in section:
+            rev = block.split("code at commit ")[1].split()[0].rstrip(",") if "code at commit " in block else "?"
+            section = section.replace(
+                mark,
+                f"{mark}\n{KEPT} the report (`{path}`) is missing, so this is the table generated at commit {rev}.\n",
+                1,
+            )
+        return section
+    return None
+
+
+DOC_TEXT = ""
+
+
 def set_table(out: Path, name: str, title: str, docs: Path) -> str:
     path = out / name / "summary.json"
     if not path.exists():
-        return f"#### {title}\n\nNot run (no `{path}`).\n"
+        return kept_section(title, path) or f"#### {title}\n\nNot run (no `{path}`).\n"
     s = json.loads(path.read_text())
     two = len(s["models"]) == 2
     secs = (out / f"{name}.seconds").read_text().strip()
@@ -147,7 +184,7 @@ def set_table(out: Path, name: str, title: str, docs: Path) -> str:
 def curve_table(out: Path, name: str, title: str, docs: Path) -> str:
     path = out / name / "learning_curve.json"
     if not path.exists():
-        return f"#### Learning curve, {title}\n\nNot run (no `{path}`).\n"
+        return kept_section(f"Learning curve, {title}", path) or f"#### Learning curve, {title}\n\nNot run (no `{path}`).\n"
     c = json.loads(path.read_text())
     shutil.copy(out / name / "learning_curve.svg", docs / f"{name}.svg")
     secs = (out / f"{name}.seconds").read_text().strip()
@@ -185,6 +222,8 @@ def main() -> int:
     out, doc, docs = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     docs.mkdir(parents=True, exist_ok=True)
     text = doc.read_text()
+    global DOC_TEXT
+    DOC_TEXT = text
     if BEGIN not in text or END not in text:
         sys.exit(f"error: {doc} has no {BEGIN} ... {END} section")
     if (out / "commit").exists():
