@@ -85,6 +85,9 @@ type Pair = (usize, f64, f64);
 /// One out-of-fold prediction before stacking: model, P_irt, P_knn, score.
 type Raw = (usize, f64, f64, f64);
 
+/// A row index with its out-of-fold P_irt for every model.
+type RowP = (usize, Vec<f64>);
+
 /// A fitted calibration: shared α, per-model γ and δ, and the centres ℓ̄.
 #[derive(Debug, Clone)]
 struct Calib {
@@ -320,7 +323,7 @@ pub(crate) fn fit_selected_with_predictions(
 /// model): stacked with the row's kNN estimate at weight `w` and
 /// calibrated, as the final model computes P.
 fn winner_predictions(
-    full: &[(usize, Vec<f64>)],
+    full: &[RowP],
     knn: &[Vec<[f32; 2]>],
     w: f64,
     prior: f64,
@@ -400,7 +403,7 @@ fn out_of_fold_pairs(
     prior: f64,
     cfg: &TrainConfig,
     encoder_id: &str,
-) -> Result<(Vec<Raw>, Vec<(usize, Vec<f64>)>), RouterError> {
+) -> Result<(Vec<Raw>, Vec<RowP>), RouterError> {
     let names: Vec<&str> = models.iter().map(String::as_str).collect();
     let mut pairs = Vec::new();
     let mut full = Vec::new();

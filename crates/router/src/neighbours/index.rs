@@ -183,7 +183,10 @@ mod tests {
                     assert!(c >= want.min(n), "n {n}, want {want}: {c}");
                     // More than 3 × want only when ties at t force it.
                     let above = scores.iter().filter(|&&x| x > t).count();
-                    assert!(c <= 3 * want || above < want, "n {n}, want {want}: {c} (above {above})");
+                    assert!(
+                        c <= 3 * want || above < want,
+                        "n {n}, want {want}: {c} (above {above})"
+                    );
                 }
             }
         }
