@@ -422,3 +422,34 @@ fn stacking_weight_zero_is_the_plain_model() {
         assert_eq!(same, c);
     }
 }
+
+/// The table travels in the artifact: it round-trips, a corrupt one fails
+/// at load naming `target_table`, and an artifact without it (trained
+/// before the table existed) loads and keeps the per-prompt floor.
+#[test]
+fn the_target_table_loads_fails_clearly_or_is_absent() {
+    let mut rng = Rng(33);
+    let model = trained_with_costs(&rows(300, true, &mut rng));
+    // serde_json's default float parsing may be one ulp off: compare λ.
+    let back = SuccessModel::from_json(&model.to_json()).unwrap();
+    let (a, b) = (
+        model.target_table.as_ref().unwrap(),
+        back.target_table.as_ref().unwrap(),
+    );
+    assert_eq!(a.points.len(), b.points.len());
+    for tau in [1.0, 0.95, 0.9, 0.8] {
+        assert!((a.lambda(tau) - b.lambda(tau)).abs() <= 1e-12 * a.lambda(tau).max(1.0));
+    }
+    let mut json: serde_json::Value = serde_json::from_str(&model.to_json()).unwrap();
+    json["target_table"]["points"][0]["lambda_per_usd"] = serde_json::json!(-1.0);
+    let err = SuccessModel::from_json(&json.to_string()).unwrap_err();
+    assert!(err.to_string().contains("target_table"), "{err}");
+    json.as_object_mut().unwrap().remove("target_table");
+    let old = SuccessModel::from_json(&json.to_string()).unwrap();
+    let target = Policy::Target { target: 0.9 };
+    assert_eq!(old.resolve_policy(target), target);
+    assert!(matches!(
+        model.resolve_policy(target),
+        Policy::TargetAtLambda { target, .. } if target == 0.9
+    ));
+}
