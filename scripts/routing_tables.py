@@ -65,10 +65,81 @@ def bar(s: dict, two: bool) -> str:
     return f"Bar ({metric}): " + "; ".join(parts) + "."
 
 
+TAUS = (1.0, 0.95, 0.9, 0.85, 0.8)
+
+
+def target_reach(out: Path, name: str, s: dict) -> str:
+    """Held-out check of the target's meaning: for a few τ, the mean score
+    the target router reached on the test rows (pooled over folds) against
+    the target, mean over folds of Q_best − (1 − τ), Q_best the best mean P
+    each fold's target table printed (stderr, kept as NAME.err)."""
+    err = out / f"{name}.err"
+    if not err.exists():
+        return ""
+    best = []
+    for line in err.read_text().splitlines():
+        if line.startswith("target table on ") and "best mean P " in line:
+            best.append(float(line.split("best mean P ")[1].split(";")[0]))
+    r = s["routers"].get("pointsman")
+    if not best or r is None:
+        return ""
+    q_best = sum(best) / len(best)
+    parts = []
+    for tau in TAUS:
+        i = min(range(len(r["settings"])), key=lambda j: abs(r["settings"][j] - tau))
+        cost, quality = r["points"][i]
+        parts.append(
+            f"τ {tau:g}: target {q_best - (1 - tau):.4f}, reached {quality:.4f} at {cost * 1000:.3f} mUSD"
+        )
+    return (
+        "Target τ on the held-out rows (mean score of the target router's choices, against "
+        f"Q_best − (1 − τ), Q_best = {q_best:.4f} the folds' mean best P on their own training rows): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+KEPT = "Not re-run at this generation:"
+
+
+def kept_section(heading: str, path: Path) -> str:
+    """A section whose report is missing keeps its text from the previous
+    generation (the doc as it stands, else as committed), marked with the
+    commit that generated it; None if neither has it."""
+    sources = [DOC_TEXT]
+    committed = subprocess.run(["git", "show", "HEAD:docs/EVALUATION.md"], capture_output=True, text=True)
+    if committed.returncode == 0:
+        sources.append(committed.stdout)
+    for text in sources:
+        if BEGIN not in text or END not in text:
+            continue
+        block = text[text.index(BEGIN):text.index(END)]
+        mark = f"#### {heading}\n"
+        if mark not in block:
+            continue
+        section = block[block.index(mark):]
+        nxt = section.find("\n#### ", len(mark))
+        section = section[: nxt + 1 if nxt >= 0 else len(section)].rstrip() + "\n"
+        if "\nNot run (no `" in section:
+            continue
+        if KEPT not in section:
+            rev = block.split("code at commit ")[1].split()[0].rstrip(",") if "code at commit " in block else "?"
+            section = section.replace(
+                mark,
+                f"{mark}\n{KEPT} the report (`{path}`) is missing, so this is the table generated at commit {rev}.\n",
+                1,
+            )
+        return section
+    return None
+
+
+DOC_TEXT = ""
+
+
 def set_table(out: Path, name: str, title: str, docs: Path) -> str:
     path = out / name / "summary.json"
     if not path.exists():
-        return f"#### {title}\n\nNot run (no `{path}`).\n"
+        return kept_section(title, path) or f"#### {title}\n\nNot run (no `{path}`).\n"
     s = json.loads(path.read_text())
     two = len(s["models"]) == 2
     secs = (out / f"{name}.seconds").read_text().strip()
@@ -100,6 +171,9 @@ def set_table(out: Path, name: str, title: str, docs: Path) -> str:
         else:
             lines.append(f"| {label} | {f(r['aiq'])} | {f(r['max_quality'])} | {f(r['ece'])} |")
     lines += ["", bar(s, two), ""]
+    reach = target_reach(out, name, s)
+    if reach:
+        lines += [reach, ""]
     rel = out / name / "reliability.svg"
     if rel.exists():
         shutil.copy(rel, docs / f"{name}_reliability.svg")
@@ -110,7 +184,7 @@ def set_table(out: Path, name: str, title: str, docs: Path) -> str:
 def curve_table(out: Path, name: str, title: str, docs: Path) -> str:
     path = out / name / "learning_curve.json"
     if not path.exists():
-        return f"#### Learning curve, {title}\n\nNot run (no `{path}`).\n"
+        return kept_section(f"Learning curve, {title}", path) or f"#### Learning curve, {title}\n\nNot run (no `{path}`).\n"
     c = json.loads(path.read_text())
     shutil.copy(out / name / "learning_curve.svg", docs / f"{name}.svg")
     secs = (out / f"{name}.seconds").read_text().strip()
@@ -148,6 +222,8 @@ def main() -> int:
     out, doc, docs = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     docs.mkdir(parents=True, exist_ok=True)
     text = doc.read_text()
+    global DOC_TEXT
+    DOC_TEXT = text
     if BEGIN not in text or END not in text:
         sys.exit(f"error: {doc} has no {BEGIN} ... {END} section")
     if (out / "commit").exists():

@@ -52,7 +52,9 @@ run() { # name, then the eval arguments (as printed in the docs)
     echo "pointsman eval $* $COMMON" > "$OUT/$name.cmd"
     local t0=$SECONDS
     # shellcheck disable=SC2086
-    nice -n 10 "$BIN" eval "$@" $COMMON --report "$OUT/$name" > "$OUT/$name.txt"
+    # stderr is kept too: each fold's selection, cost model and target table.
+    nice -n 10 "$BIN" eval "$@" $COMMON --report "$OUT/$name" > "$OUT/$name.txt" \
+        2> >(tee "$OUT/$name.err" >&2)
     echo "$((SECONDS - t0))" > "$OUT/$name.seconds"
     cat "$OUT/$name.txt" >&2
 }

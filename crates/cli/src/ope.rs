@@ -26,7 +26,7 @@ pub struct OpeArgs {
     /// The candidate router artifact estimated from the logs (`train router` output).
     #[arg(long)]
     pub candidate: Option<PathBuf>,
-    /// The candidate's policy (target:T or lambda:L successes per USD); also the policy `--explore` prices. Default target:0.8.
+    /// The candidate's policy (target:T or lambda:L successes per USD); also the policy `--explore` prices. A target is resolved through the candidate artifact's target table (a mean P over the traffic within 1 - T of the best, at least cost), or is the per-prompt floor for an artifact without one. Default target:0.8.
     #[arg(long, value_parser = ope::parse_policy)]
     pub policy: Option<Policy>,
     /// Bootstrap resamples for the 95% intervals.

@@ -25,9 +25,11 @@ pub struct RouteArgs {
     /// Success-model artifact from `pointsman train router`.
     #[arg(long, default_value = crate::paths::DEFAULT_ROUTER)]
     router: PathBuf,
-    /// Quality target in [0, 1] (default: the catalog's): the cheapest model
-    /// whose P(success) is at least target - (1 - the best model's P), i.e.
-    /// at most 1 - target below the best model for this prompt.
+    /// Quality target in [0, 1] (default: the catalog's): a mean
+    /// P(success) over the traffic at most 1 - target below always picking
+    /// the likeliest model, met at least cost (the lambda the router
+    /// artifact's target table gives for it; an artifact trained before the
+    /// table keeps the older per-prompt floor).
     #[arg(long, conflicts_with = "lambda")]
     target: Option<f64>,
     /// Willingness-to-pay policy instead: maximise P - lambda x cost (lambda per USD).
@@ -43,8 +45,11 @@ pub struct RouteArgs {
     #[arg(long)]
     max_latency_ms: Option<f64>,
     /// Completion tokens expected (for cost and the context-window check).
-    #[arg(long, default_value_t = 256)]
-    output_tokens: u32,
+    /// Unset: the router artifact's per-prompt estimate (its cost model
+    /// times serve's default of 256 tokens), as `serve` prices a request
+    /// that states none; set: the catalog's prices for exactly this many.
+    #[arg(long)]
+    output_tokens: Option<u32>,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -67,7 +72,9 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
         // The encoder truncates long prompts itself; a local command has no
         // memory to protect from a remote client.
         max_prompt_bytes: usize::MAX,
-        default_output_tokens: args.output_tokens,
+        default_output_tokens: args
+            .output_tokens
+            .unwrap_or(Limits::default().default_output_tokens),
         ..Limits::default()
     };
     let request = RouteRequest {
@@ -79,7 +86,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
             max_cost_usd: args.max_cost,
             max_latency_ms: args.max_latency_ms,
         },
-        expected_output_tokens: Some(args.output_tokens),
+        expected_output_tokens: args.output_tokens,
         tenant: None,
     };
     let plan = check_route(&limits, "", &request, &state)?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use pointsman_router::{fit, Catalog, SuccessModel, TrainConfig, TrainingRow};
+use pointsman_router::{fit_with_costs, Catalog, RowCosts, SuccessModel, TrainConfig, TrainingRow};
 use pointsman_server::core::named::is_unclassified;
 use pointsman_store::{DecisionWithOutcomes, OutcomeStore};
 
@@ -180,7 +180,9 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Fits a success model on the store's logged embeddings, predictions and
-/// outcomes (no prompt text needed). Decisions without outcomes are
+/// outcomes (no prompt text needed), with its cost model and target table
+/// on each outcome's cost: the one the client reported with it, else the
+/// cost the decision expected for that model. Decisions without outcomes are
 /// skipped; when several outcomes for one model are logged on one decision
 /// the last counts. Only decisions logged with the most recent encoder are
 /// used. Models are those with outcomes, tasks those the classifier scored.
@@ -241,10 +243,12 @@ pub fn fit_from_store(path: &str, cfg: &TrainConfig) -> anyhow::Result<(SuccessM
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut costs: Vec<RowCosts> = Vec::with_capacity(logged.len());
     let rows: Vec<TrainingRow> = logged
         .iter()
         .map(|d| {
             let mut outcomes: Vec<(usize, f32)> = Vec::new();
+            let mut row_costs: RowCosts = Vec::new();
             for o in &d.outcomes {
                 let m = models
                     .iter()
@@ -252,7 +256,21 @@ pub fn fit_from_store(path: &str, cfg: &TrainConfig) -> anyhow::Result<(SuccessM
                     .expect("collected above");
                 outcomes.retain(|(i, _)| *i != m);
                 outcomes.push((m, o.score as f32));
+                // The cost the client reported with the outcome; else what
+                // the decision expected the model to cost.
+                let cost = o.cost_usd.or_else(|| {
+                    d.decision
+                        .candidates
+                        .iter()
+                        .find(|c| c.model == o.model)
+                        .map(|c| c.expected_cost_usd)
+                });
+                row_costs.retain(|(i, _)| *i != m);
+                if let Some(c) = cost.filter(|c| c.is_finite() && *c >= 0.0) {
+                    row_costs.push((m, c));
+                }
             }
+            costs.push(row_costs);
             TrainingRow {
                 embedding: d.decision.embedding.clone(),
                 task_scores: tasks
@@ -263,7 +281,7 @@ pub fn fit_from_store(path: &str, cfg: &TrainConfig) -> anyhow::Result<(SuccessM
             }
         })
         .collect();
-    let model = fit(models, tasks, &rows, cfg, &encoder_id)
+    let model = fit_with_costs(models, tasks, &rows, &costs, cfg, &encoder_id)
         .with_context(|| format!("--from-store {}", pointsman_store::redact_url(path)))?;
     Ok((model, rows.len()))
 }

@@ -119,4 +119,10 @@ fn print_selection(model: &SuccessModel) {
     if let Some(sel) = &model.selection {
         eprintln!("per-prompt signal: {sel}");
     }
+    if let Some(cost) = &model.cost {
+        eprintln!("cost: {cost}");
+    }
+    if let Some(table) = &model.target_table {
+        eprintln!("{table}");
+    }
 }

@@ -43,22 +43,30 @@ fn route_prints_a_decision_with_candidates_and_fallbacks() {
         assert!((0.0..=1.0).contains(&p));
         assert!(c["expected_cost_usd"].as_f64().unwrap() > 0.0);
     }
-    // Target policy: the cheapest model whose P is at least
-    // 0.7 - (1 - the best P), i.e. at most 0.3 below the best model.
-    let p0 = candidates[0]["p_success"].as_f64().unwrap();
-    let c0 = candidates[0]["expected_cost_usd"].as_f64().unwrap();
-    let best = candidates
-        .iter()
-        .map(|c| c["p_success"].as_f64().unwrap())
-        .fold(0.0, f64::max);
-    let bar = 0.7 - (1.0 - best);
-    assert!(p0 >= bar - 1e-12, "{v}");
-    assert!(candidates
-        .iter()
-        .filter(|c| c["p_success"].as_f64().unwrap() >= bar)
-        .all(|c| c["expected_cost_usd"].as_f64().unwrap() >= c0));
-    assert!(!v["reason"].as_str().unwrap().is_empty());
-    assert_eq!(v["policy"]["kind"], "target");
+    // The shipped artifact has a target table: target 0.7 is the λ rule
+    // at the λ its table gives, named in the decision, and the chosen
+    // model maximises P - λ x cost over the candidates.
+    assert_eq!(v["policy"]["kind"], "target_at_lambda", "{v}");
+    assert_eq!(v["policy"]["target"], 0.7);
+    let lambda = v["policy"]["lambda_per_usd"].as_f64().unwrap();
+    assert!(lambda > 0.0, "{v}");
+    let utility = |c: &serde_json::Value| {
+        c["p_success"].as_f64().unwrap() - lambda * c["expected_cost_usd"].as_f64().unwrap()
+    };
+    let u0 = utility(&candidates[0]);
+    assert!(candidates.iter().all(|c| utility(c) <= u0 + 1e-12), "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("the price of target 0.7"), "{reason}");
+    // A higher target never gets a larger λ (pays at least as much per
+    // success), and the cost it is willing to pay grows.
+    let v99 = stdout_json(&pointsman(&[
+        "route",
+        "Write a python function to reverse a linked list.",
+        "--target",
+        "0.99",
+    ]));
+    assert!(v99["policy"]["lambda_per_usd"].as_f64().unwrap() <= lambda);
+    assert!(v99["expected_cost_usd"].as_f64().unwrap() >= v["expected_cost_usd"].as_f64().unwrap());
 }
 
 #[test]

@@ -66,6 +66,14 @@ fn outcomes_retrain_reload_under_load_changes_routing_and_rolls_back() {
     // Retrain into a new artifact, then copy it over the served path (atomic rename).
     let new = server.dir.path().join("router-v2.json");
     train_from_store(&server.store, &new, &["--rank", "0", "--epochs", "150"]);
+    // The logged costs reach the fit: a cost model and the target table.
+    let artifact: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&new).unwrap()).unwrap();
+    assert!(artifact["cost"]["mean_cost_usd"][0].as_f64().unwrap() > 0.0);
+    assert!(!artifact["target_table"]["points"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let tmp = server.dir.path().join("router.json.tmp");
     std::fs::copy(&new, &tmp).unwrap();
     std::fs::rename(&tmp, &server.router).unwrap();

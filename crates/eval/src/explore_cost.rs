@@ -92,6 +92,7 @@ pub fn exploration_cost(
     let mean_cost: Vec<f64> = (0..n).map(|m| sum[m] / count[m].max(1) as f64).collect();
     let names: Vec<&str> = train.models.iter().map(String::as_str).collect();
     let all = vec![true; n];
+    let policy = model.resolve_policy(policy);
     let (mut rows, mut c0, mut c1, mut q0, mut q1) = (0usize, 0f64, 0f64, 0f64, 0f64);
     for row in test.rows.iter() {
         let Some(obs): Option<Vec<_>> = row.outcomes.iter().copied().collect() else {

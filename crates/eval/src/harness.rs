@@ -246,11 +246,25 @@ pub fn evaluate(
     let all = vec![true; n];
     let knn = Knn::new(&train_rows, train, cfg.knn_k);
     let lambda_scale = 1.0 / mean_cost.iter().sum::<f64>().max(1e-12) * n as f64;
+    // 20 steps a decade (10 before 2026-11-30): the target policy's λ come
+    // from its table's finer grid, and λ is compared with it at a like
+    // resolution.
     let lambdas: Vec<f64> = std::iter::once(0.0)
-        .chain((0..=60).map(|i| 10f64.powf(-3.0 + i as f64 / 10.0) * lambda_scale))
+        .chain((0..=120).map(|i| 10f64.powf(-3.0 + i as f64 / 20.0) * lambda_scale))
         .collect();
 
     let mut sy = RouterResult::new("pointsman", "target", targets(), true);
+    // What each target means under this fold's artifact: the λ its target
+    // table gives (pointsman_router::target), or the per-prompt floor
+    // without a table (fits given no costs).
+    let target_policies: Vec<Policy> = sy
+        .settings
+        .iter()
+        .map(|&t| model.resolve_policy(Policy::Target { target: t }))
+        .collect();
+    if let Some(t) = &model.target_table {
+        eprintln!("{t}");
+    }
     let mut wtp = RouterResult::new("pointsman_wtp", "lambda_per_usd", lambdas.clone(), false);
     let mut kn = RouterResult::new("knn", "target", targets(), true);
     // An experiment, not a serving policy: the λ policy with each model's
@@ -296,7 +310,7 @@ pub fn evaluate(
             kn.calibration.as_mut().unwrap().add(p_kn[m], o.score);
         }
         for (i, &t) in sy.settings.clone().iter().enumerate() {
-            let c = choose(&p_sy, &cost_sy, &all, Policy::Target { target: t }).unwrap();
+            let c = choose(&p_sy, &cost_sy, &all, target_policies[i]).unwrap();
             sy.tallies[i].add(c, obs[c], n);
             let c = choose(&p_kn, &mean_cost, &all, Policy::Target { target: t }).unwrap();
             kn.tallies[i].add(c, obs[c], n);

@@ -193,6 +193,7 @@ pub fn candidate_choice(
     let p = model.predict(&names, &row.embedding, &tasks);
     let cost: Vec<f64> = row.candidates.iter().map(|c| c.expected_cost_usd).collect();
     let eligible = vec![true; p.len()];
+    let policy = model.resolve_policy(policy);
     let i = choose(&p, &cost, &eligible, policy).ok_or_else(|| {
         EvalError::Data(format!("decision {}: no candidates were logged", row.id))
     })?;

@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
         selection: None,
         neighbours: None,
         cost: None,
+        target_table: None,
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];
@@ -185,7 +186,7 @@ fn bench(c: &mut Criterion) {
 /// The shipped stacked artifact (models/router/routerbench-e5.json: item
 /// response + kNN over 2,225 stored prompts, per-model cost model) as
 /// `serve` runs it: P for every catalog model, the cost factors, the
-/// target policy. Queries are 64 blends of two stored prompts each (real
+/// target resolved through the artifact's target table and the policy. Queries are 64 blends of two stored prompts each (real
 /// e5 embeddings near, not on, the stored rows), taken in turn.
 fn shipped(c: &mut Criterion) {
     let catalog =
@@ -216,7 +217,15 @@ fn shipped(c: &mut Criterion) {
     let decision = |model: &SuccessModel, e: &[f32]| {
         let p = model.predict(&names, e, &tasks);
         let cost = pointsman_router::expected_costs(&catalog, model, e, 200, 256, true);
-        decide(&catalog, &p, &cost, policy, &constraints).unwrap()
+        // As `serve` does: the target through the artifact's table.
+        decide(
+            &catalog,
+            &p,
+            &cost,
+            model.resolve_policy(policy),
+            &constraints,
+        )
+        .unwrap()
     };
     let mut turn = 0;
     c.bench_function(

@@ -3,7 +3,7 @@
 //! and the 1-based line it is on.
 //!
 //! ```toml
-//! default_target = 0.8            # P(success) the policy aims for, in (0, 1]
+//! default_target = 0.8            # quality target: mean P(success) within 1 - τ of the best, in (0, 1]
 //!
 //! [[models]]
 //! name = "gpt-4-1106-preview"
@@ -51,7 +51,8 @@ impl ModelSpec {
 /// The models a router chooses among, plus the default quality target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Catalog {
-    /// P(success) the target policy aims for when a request sets none, in (0, 1].
+    /// The quality target τ when a request sets none, in (0, 1]: a mean
+    /// P(success) within 1 − τ of the best over the traffic (`crate::target`).
     pub default_target: f64,
     /// The models, in file order; names are unique.
     pub models: Vec<ModelSpec>,

@@ -327,6 +327,16 @@ pub fn fit_cost_model(
         0
     };
     let (form, l2) = candidates[best];
+    if matches!(form, Form::Averages) {
+        // r = 1: no offsets or weights (what `check` and older builds
+        // expect of `averages`; a fitted offset here made the artifact
+        // fail at load).
+        return CostModel {
+            folds: sel.folds,
+            cv_loss,
+            ..CostModel::averages(mean_cost)
+        };
+    }
     let all: Vec<&Obs> = obs.iter().collect();
     let fit = Stats::new(&all, &x, n_models).solve(form, l2, &all, &x);
     CostModel {

@@ -13,6 +13,7 @@ pub mod neighbours;
 pub mod policy;
 pub mod select;
 pub mod success;
+pub mod target;
 pub mod train;
 pub mod validate;
 
@@ -25,4 +26,5 @@ pub use neighbours::{Neighbours, SearchMode};
 pub use policy::{choose, Candidate, Constraints, Decision, Policy};
 pub use select::Selection;
 pub use success::{CandidateLoss, SelectionRecord, SuccessModel, ARTIFACT_VERSION};
+pub use target::{TargetPoint, TargetTable};
 pub use train::{fit, fit_fixed, fit_with_costs, TrainConfig, TrainingRow};

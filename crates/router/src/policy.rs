@@ -10,7 +10,15 @@ use crate::error::RouterError;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Policy {
-    /// The cheapest model whose P(success) is at least
+    /// A quality target τ in [0, 1] as requests and catalogs state it. Under
+    /// an artifact with a target table (every one trained since the table
+    /// was added) it means a mean P(success) over the traffic, within
+    /// 1 − τ of always picking the likeliest model, met at least cost:
+    /// [`crate::SuccessModel::resolve_policy`] turns it into
+    /// [`Policy::TargetAtLambda`] before deciding (see [`crate::target`]).
+    ///
+    /// Decided as it stands (an artifact without a table), it is the older
+    /// per-prompt floor: the cheapest model whose P(success) is at least
     /// `target` − (1 − P_best), P_best the highest P among the eligible
     /// models: its chance of failing exceeds the best model's by at most
     /// 1 − `target` (in [0, 1]). Where some model is sure to succeed this is
@@ -22,6 +30,10 @@ pub enum Policy {
     /// that a random mix of a cheaper and a dearer model beats at the same
     /// expected cost is never bought for the target (it stays a fallback).
     Target { target: f64 },
+    /// The target τ met over the traffic: the willingness-to-pay rule at
+    /// `lambda_per_usd`, the λ the artifact's target table gives for
+    /// `target` (what a [`Policy::Target`] resolves to).
+    TargetAtLambda { target: f64, lambda_per_usd: f64 },
     /// The model maximising P(success) − `lambda_per_usd` × expected cost
     /// (USD); `lambda_per_usd` >= 0 is how many successes one dollar is worth
     /// giving up, i.e. 1/λ is the most one would pay per extra success.
@@ -208,7 +220,7 @@ fn bar(p: &[f64], eligible: &[bool], policy: Policy) -> f64 {
                 .fold(f64::NEG_INFINITY, f64::max);
             target - (1.0 - best)
         }
-        Policy::WillingnessToPay { .. } => 0.0,
+        Policy::WillingnessToPay { .. } | Policy::TargetAtLambda { .. } => 0.0,
     }
 }
 
@@ -236,7 +248,8 @@ fn better(
                 (false, false) => p[i] > p[j] || (p[i] == p[j] && cost[i] < cost[j]),
             }
         }
-        Policy::WillingnessToPay { lambda_per_usd } => {
+        Policy::WillingnessToPay { lambda_per_usd }
+        | Policy::TargetAtLambda { lambda_per_usd, .. } => {
             let (ui, uj) = (
                 p[i] - lambda_per_usd * cost[i],
                 p[j] - lambda_per_usd * cost[j],
@@ -326,6 +339,17 @@ pub fn decide(
         Policy::WillingnessToPay { lambda_per_usd } => format!(
             "maximises P - {lambda_per_usd} x cost over {} eligible model(s): {:.3} - {lambda_per_usd} x {:.6}",
             order.len(),
+            p[first],
+            cost[first]
+        ),
+        Policy::TargetAtLambda {
+            target,
+            lambda_per_usd,
+        } => format!(
+            "maximises P - {lambda_per_usd:.4} x cost over {} eligible model(s), the price of \
+             target {target} (mean P over the traffic within {:.3} of the best model's): {:.3} - {lambda_per_usd:.4} x {:.6}",
+            order.len(),
+            1.0 - target,
             p[first],
             cost[first]
         ),

@@ -63,7 +63,7 @@ impl Default for Selection {
     fn default() -> Self {
         Selection {
             folds: 3,
-            l2_grid: vec![1.0, 10.0],
+            l2_grid: vec![1.0, 10.0, 100.0],
             min_rows: 30,
             knn_weights: vec![0.0, 0.25, 0.5, 0.75, 1.0],
             knn_k: 25,
@@ -84,6 +84,9 @@ type Pair = (usize, f64, f64);
 
 /// One out-of-fold prediction before stacking: model, P_irt, P_knn, score.
 type Raw = (usize, f64, f64, f64);
+
+/// A row index with its out-of-fold P_irt for every model.
+type RowP = (usize, Vec<f64>);
 
 /// A fitted calibration: shared α, per-model γ and δ, and the centres ℓ̄.
 #[derive(Debug, Clone)]
@@ -131,6 +134,37 @@ impl Calib {
     }
 }
 
+/// P(success) of every model on training rows, as the final model would
+/// give them but from fits that did not see the row (when `out_of_fold`):
+/// what the target table ([`crate::target`]) is measured on.
+#[derive(Debug, Clone)]
+pub(crate) struct RowPredictions {
+    /// Index into the training rows of each entry of `p`.
+    pub rows: Vec<usize>,
+    /// P per model, aligned with the success model's `models`.
+    pub p: Vec<Vec<f64>>,
+    pub out_of_fold: bool,
+}
+
+impl RowPredictions {
+    /// The fitted model's own P on the rows with outcomes (in-sample).
+    pub(crate) fn in_sample(model: &SuccessModel, rows: &[TrainingRow]) -> RowPredictions {
+        let names: Vec<&str> = model.models.iter().map(String::as_str).collect();
+        let idx: Vec<usize> = (0..rows.len())
+            .filter(|&i| !rows[i].outcomes.is_empty())
+            .collect();
+        let p = idx
+            .iter()
+            .map(|&i| model.predict(&names, &rows[i].embedding, &rows[i].task_scores))
+            .collect();
+        RowPredictions {
+            rows: idx,
+            p,
+            out_of_fold: false,
+        }
+    }
+}
+
 /// [`crate::fit`] with a selection: see the module docs.
 pub fn fit_selected(
     models: Vec<String>,
@@ -140,6 +174,19 @@ pub fn fit_selected(
     sel: &Selection,
     encoder_id: &str,
 ) -> Result<SuccessModel, RouterError> {
+    fit_selected_with_predictions(models, tasks, rows, cfg, sel, encoder_id).map(|(m, _)| m)
+}
+
+/// [`fit_selected`], with the winner's out-of-fold P on every training row
+/// with outcomes (in-sample when there were too few rows to cross-validate).
+pub(crate) fn fit_selected_with_predictions(
+    models: Vec<String>,
+    tasks: Vec<String>,
+    rows: &[TrainingRow],
+    cfg: &TrainConfig,
+    sel: &Selection,
+    encoder_id: &str,
+) -> Result<(SuccessModel, RowPredictions), RouterError> {
     let n = models.len();
     let with_outcomes: Vec<usize> = (0..rows.len())
         .filter(|&i| !rows[i].outcomes.is_empty())
@@ -165,7 +212,8 @@ pub fn fit_selected(
             knn_weight: 0.0,
             cv_loss: Vec::new(),
         });
-        return Ok(model);
+        let predictions = RowPredictions::in_sample(&model, rows);
+        return Ok((model, predictions));
     }
 
     // Seeded fold of each row with outcomes.
@@ -193,15 +241,17 @@ pub fn fit_selected(
     };
 
     let mut losses = Vec::new();
-    // (loss, candidate name, ridge, knn weight, calibration)
-    let mut best: Option<(f32, String, f32, f32, Calib)> = None;
-    for &l2 in &grid {
+    // (loss, candidate name, ridge, knn weight, calibration, ridge index)
+    let mut best: Option<(f32, String, f32, f32, Calib, usize)> = None;
+    // Per ridge: each row's out-of-fold P_irt for every model.
+    let mut full_p = Vec::with_capacity(grid.len());
+    for (gi, &l2) in grid.iter().enumerate() {
         let c = TrainConfig {
             l2_prompt: l2,
             selection: None,
             ..cfg.clone()
         };
-        let raw = out_of_fold_pairs(
+        let (raw, full) = out_of_fold_pairs(
             &models,
             &tasks,
             rows,
@@ -217,7 +267,14 @@ pub fn fit_selected(
             let pairs = stacked(&raw, 0.0);
             let calib = fit_calibration(&pairs, n, false);
             let loss = calib.loss("averages".into(), &pairs, false, 0.0);
-            best = Some((loss.penalised, "averages".into(), cfg.l2_prompt, 0.0, calib));
+            best = Some((
+                loss.penalised,
+                "averages".into(),
+                cfg.l2_prompt,
+                0.0,
+                calib,
+                gi,
+            ));
             losses.push(loss);
         }
         for &w in &weights {
@@ -231,12 +288,14 @@ pub fn fit_selected(
             let extra = if w > 0.0 { 1.0 } else { 0.0 };
             let loss = calib.loss(name, &pairs, true, extra);
             if best.as_ref().is_some_and(|b| loss.penalised < b.0) {
-                best = Some((loss.penalised, "prompt".into(), l2, w, calib));
+                best = Some((loss.penalised, "prompt".into(), l2, w, calib, gi));
             }
             losses.push(loss);
         }
+        full_p.push(full);
     }
-    let (_, choice, l2, w, calib) = best.expect("the grid is not empty");
+    let (_, choice, l2, w, calib, gi) = best.expect("the grid is not empty");
+    let predictions = winner_predictions(&full_p[gi], &knn, w as f64, sel.knn_prior as f64, &calib);
     let c = TrainConfig {
         l2_prompt: l2,
         selection: None,
@@ -257,7 +316,43 @@ pub fn fit_selected(
         knn_weight: w,
         cv_loss: losses,
     });
-    Ok(model)
+    Ok((model, predictions))
+}
+
+/// The winner's P on every row of `full` (row, out-of-fold P_irt per
+/// model): stacked with the row's kNN estimate at weight `w` and
+/// calibrated, as the final model computes P.
+fn winner_predictions(
+    full: &[RowP],
+    knn: &[Vec<[f32; 2]>],
+    w: f64,
+    prior: f64,
+    calib: &Calib,
+) -> RowPredictions {
+    let p = full
+        .iter()
+        .map(|(i, p_irt)| {
+            p_irt
+                .iter()
+                .enumerate()
+                .map(|(m, &p)| {
+                    let q = match knn[*i].get(m) {
+                        Some(&[s, c]) if w > 0.0 => {
+                            let k = (s as f64 + prior * p) / (c as f64 + prior).max(1e-12);
+                            (1.0 - w) * p + w * k
+                        }
+                        _ => p,
+                    };
+                    sigmoid(calib.logit(m, logit(q)))
+                })
+                .collect()
+        })
+        .collect();
+    RowPredictions {
+        rows: full.iter().map(|(i, _)| *i).collect(),
+        p,
+        out_of_fold: true,
+    }
 }
 
 /// The logit of (1 − w) · P_irt + w · P_knn for every raw pair.
@@ -295,7 +390,8 @@ fn out_of_fold_knn(
 
 /// Fits on all folds but one, predicts that one, for every fold: (model,
 /// P_irt, P_knn from `knn`'s neighbour sums shrunk toward P_irt with
-/// `prior` pseudo-outcomes ([`Neighbours::estimate`]), score).
+/// `prior` pseudo-outcomes ([`Neighbours::estimate`]), score), and each
+/// predicted row's P_irt for every model.
 #[allow(clippy::too_many_arguments)] // the fold layout travels as plain slices
 fn out_of_fold_pairs(
     models: &[String],
@@ -307,9 +403,10 @@ fn out_of_fold_pairs(
     prior: f64,
     cfg: &TrainConfig,
     encoder_id: &str,
-) -> Result<Vec<Raw>, RouterError> {
+) -> Result<(Vec<Raw>, Vec<RowP>), RouterError> {
     let names: Vec<&str> = models.iter().map(String::as_str).collect();
     let mut pairs = Vec::new();
+    let mut full = Vec::new();
     for f in 0..folds {
         let train: Vec<TrainingRow> = (0..rows.len())
             .filter(|&i| fold_of[i] != f)
@@ -325,9 +422,10 @@ fn out_of_fold_pairs(
                 });
                 pairs.push((mi, p[mi], k, y as f64));
             }
+            full.push((i, p));
         }
     }
-    Ok(pairs)
+    Ok((pairs, full))
 }
 
 /// The fitted model's own (in-sample) logits on its training rows.

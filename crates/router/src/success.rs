@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::cost::{dot_f32, CostModel};
 use crate::error::RouterError;
 use crate::neighbours::Neighbours;
+use crate::policy::Policy;
+use crate::target::TargetTable;
 
 /// Version of the JSON artifact layout; bumped on any incompatible change.
 pub const ARTIFACT_VERSION: u32 = 1;
@@ -83,6 +85,12 @@ pub struct SuccessModel {
     /// model's mean: factor 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostModel>,
+    /// What a quality target τ costs: the λ that reaches it on the training
+    /// rows ([`crate::target`]). Absent in artifacts trained before it (a
+    /// target then keeps the older per-prompt floor) and in fits given no
+    /// costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_table: Option<TargetTable>,
 }
 
 /// The choice [`crate::select`] made, as recorded in the artifact.
@@ -198,10 +206,20 @@ impl SuccessModel {
         if let Some(c) = &self.cost {
             c.check(n, d)?;
         }
+        if let Some(t) = &self.target_table {
+            t.check()?;
+        }
         match &self.neighbours {
             Some(nb) => nb.check(n, d),
             None => Ok(()),
         }
+    }
+
+    /// The policy to decide with under this artifact: a target τ becomes
+    /// the λ rule at the λ its target table gives for τ; anything else (and
+    /// a target under an artifact without a table) is returned unchanged.
+    pub fn resolve_policy(&self, policy: Policy) -> Policy {
+        crate::target::resolve(self.target_table.as_ref(), policy)
     }
 
     /// Index of a fitted model.

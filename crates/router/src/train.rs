@@ -11,8 +11,9 @@
 
 use crate::cost::{fit_cost_model, CostSelection, RowCosts};
 use crate::error::RouterError;
-use crate::select::{fit_selected, Selection};
+use crate::select::{fit_selected_with_predictions, RowPredictions, Selection};
 use crate::success::{sigmoid, SuccessModel, ARTIFACT_VERSION};
+use crate::target::TargetTable;
 
 /// One prompt with its features and the outcomes observed on it.
 #[derive(Debug, Clone)]
@@ -111,15 +112,33 @@ pub fn fit(
     cfg: &TrainConfig,
     encoder_id: &str,
 ) -> Result<SuccessModel, RouterError> {
+    fit_with_predictions(models, tasks, rows, cfg, encoder_id).map(|(m, _)| m)
+}
+
+/// [`fit`], with P on the training rows for the target table: out of fold
+/// under a selection, in-sample otherwise.
+fn fit_with_predictions(
+    models: Vec<String>,
+    tasks: Vec<String>,
+    rows: &[TrainingRow],
+    cfg: &TrainConfig,
+    encoder_id: &str,
+) -> Result<(SuccessModel, RowPredictions), RouterError> {
     match &cfg.selection {
-        Some(sel) => fit_selected(models, tasks, rows, cfg, sel, encoder_id),
-        None => fit_fixed(models, tasks, rows, cfg, encoder_id),
+        Some(sel) => fit_selected_with_predictions(models, tasks, rows, cfg, sel, encoder_id),
+        None => {
+            let model = fit_fixed(models, tasks, rows, cfg, encoder_id)?;
+            let predictions = RowPredictions::in_sample(&model, rows);
+            Ok((model, predictions))
+        }
     }
 }
 
 /// [`fit`], then (with `cfg.cost`) the per-prompt cost model on the
-/// outcomes' costs, `costs[i]` those of `rows[i]`: what `train router` and
-/// every `eval` fold call when the records carry costs.
+/// outcomes' costs, `costs[i]` those of `rows[i]`, and the target table
+/// (what a quality target costs, [`crate::target`]) on the fit's
+/// out-of-fold P and those costs: what `train router` and every `eval`
+/// fold call when the records carry costs.
 pub fn fit_with_costs(
     models: Vec<String>,
     tasks: Vec<String>,
@@ -136,7 +155,7 @@ pub fn fit_with_costs(
         )));
     }
     let n = models.len();
-    let mut model = fit(models, tasks, rows, cfg, encoder_id)?;
+    let (mut model, predictions) = fit_with_predictions(models, tasks, rows, cfg, encoder_id)?;
     if let Some(sel) = &cfg.cost {
         model.cost = Some(fit_cost_model(
             rows,
@@ -148,7 +167,53 @@ pub fn fit_with_costs(
             cfg.seed,
         ));
     }
+    model.target_table = target_table(&model, rows, costs, &predictions);
     Ok(model)
+}
+
+/// The target table on `predictions`' rows, each model priced at its mean
+/// cost over the outcomes in `costs` (the cost model's c̄_m when it has
+/// one) times the model's per-prompt cost factor. None when no outcome
+/// has a cost.
+fn target_table(
+    model: &SuccessModel,
+    rows: &[TrainingRow],
+    costs: &[RowCosts],
+    predictions: &RowPredictions,
+) -> Option<TargetTable> {
+    let n = model.models.len();
+    let mean = match &model.cost {
+        Some(c) => c.mean_cost_usd.clone(),
+        None => {
+            let mut sum = vec![(0.0, 0usize); n];
+            for &(m, c) in costs.iter().flatten() {
+                if m < n && c.is_finite() {
+                    sum[m].0 += c;
+                    sum[m].1 += 1;
+                }
+            }
+            sum.iter()
+                .map(|&(s, k)| if k > 0 { s / k as f64 } else { 0.0 })
+                .collect()
+        }
+    };
+    if mean.iter().all(|&c| c <= 0.0) {
+        return None;
+    }
+    let names: Vec<&str> = model.models.iter().map(String::as_str).collect();
+    let cost: Vec<Vec<f64>> = predictions
+        .rows
+        .iter()
+        .map(|&i| {
+            model
+                .cost_factors(&names, &rows[i].embedding)
+                .iter()
+                .zip(&mean)
+                .map(|(f, c)| f * c)
+                .collect()
+        })
+        .collect();
+    TargetTable::build(&predictions.p, &cost, predictions.out_of_fold)
 }
 
 /// One fit with `cfg.l2_prompt`, P used as fitted (no selection, no
@@ -271,6 +336,7 @@ pub fn fit_fixed(
         selection: None,
         neighbours: None,
         cost: None,
+        target_table: None,
     })
 }
 

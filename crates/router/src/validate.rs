@@ -104,6 +104,7 @@ mod tests {
             selection: None,
             neighbours: None,
             cost: None,
+            target_table: None,
         }
     }
 

@@ -1,9 +1,13 @@
 //! The default training path's selection on synthetic outcomes: with no
 //! per-prompt signal the router must be the zero router (per-model
 //! averages), with a strong one it must use it. Both policies are swept on
-//! held-out rows and scored by AIQ, as the eval harness does.
+//! held-out rows and scored by AIQ, as the eval harness does. Fitted with
+//! costs, a target τ means a mean P over the traffic (the artifact's target
+//! table): the λ it maps to must reach τ on held-out rows.
 
-use pointsman_router::{choose, fit, Policy, SuccessModel, TrainConfig, TrainingRow};
+use pointsman_router::{
+    choose, fit, fit_with_costs, Policy, SuccessModel, TrainConfig, TrainingRow,
+};
 
 const DIM: usize = 16;
 /// Three models: cheap and weak, mid, dear and strong.
@@ -147,10 +151,14 @@ fn aiqs(model: &SuccessModel, test: &[TrainingRow]) -> (f64, f64, f64) {
             .collect();
         aiq(&points)
     };
+    // Resolved as serve and the harness do: with a target table a target
+    // is the λ rule at its λ, without one the per-prompt floor.
     let target = sweep(
         (0..=200)
-            .map(|i| Policy::Target {
-                target: i as f64 / 200.0,
+            .map(|i| {
+                model.resolve_policy(Policy::Target {
+                    target: i as f64 / 200.0,
+                })
             })
             .collect(),
     );
@@ -173,6 +181,94 @@ fn trained(train: &[TrainingRow]) -> SuccessModel {
         "test",
     )
     .unwrap()
+}
+
+/// [`trained`] given every outcome's cost (each model's price in
+/// [`COST`]): the path `train router` and `eval` take, with a target table.
+fn trained_with_costs(train: &[TrainingRow]) -> SuccessModel {
+    let names = ["cheap", "mid", "dear"].map(String::from).to_vec();
+    let costs: Vec<Vec<(usize, f64)>> = train
+        .iter()
+        .map(|r| r.outcomes.iter().map(|&(m, _)| (m, COST[m])).collect())
+        .collect();
+    let model = fit_with_costs(
+        names,
+        vec!["any".into()],
+        train,
+        &costs,
+        &TrainConfig::default(),
+        "test",
+    )
+    .unwrap();
+    assert!(model.target_table.as_ref().is_some_and(|t| t.out_of_fold));
+    model
+}
+
+#[test]
+fn the_quality_target_matches_the_zero_router_without_signal_and_uses_a_strong_one() {
+    let mut rng = Rng(31);
+    let (train, test) = (rows(600, false, &mut rng), rows(3000, false, &mut rng));
+    let (zero, target, lambda) = aiqs(&trained_with_costs(&train), &test);
+    assert!(
+        (target - zero).abs() <= 0.005 && (lambda - zero).abs() <= 0.005,
+        "no signal: zero {zero:.4}, target {target:.4}, lambda {lambda:.4}"
+    );
+    let (train, test) = (rows(600, true, &mut rng), rows(3000, true, &mut rng));
+    let (zero, target, lambda) = aiqs(&trained_with_costs(&train), &test);
+    assert!(
+        target > zero + 0.04 && lambda > zero + 0.04,
+        "signal: zero {zero:.4}, target {target:.4}, lambda {lambda:.4}"
+    );
+}
+
+/// On fresh prompts, the λ a target maps to reaches it: the mean true
+/// P(success) of the chosen models is within 0.02 of Q_best − (1 − τ),
+/// Q_best the table's mean best P (the training rows' out-of-fold
+/// estimate of what always picking the likeliest model reaches), and
+/// targets that ask for less buy less.
+#[test]
+fn the_mapped_lambda_reaches_the_target_on_held_out_rows() {
+    let mut rng = Rng(32);
+    let model = trained_with_costs(&rows(1000, true, &mut rng));
+    let table = model.target_table.as_ref().unwrap();
+    // Fresh prompts with their true P, as `rows(.., true, ..)` draws them.
+    let test: Vec<(Vec<f32>, [f64; 3])> = (0..4000)
+        .map(|_| {
+            let e: Vec<f32> = (0..DIM).map(|_| rng.normal() as f32).collect();
+            let (x0, x1) = (e[0] as f64, e[1] as f64);
+            let p =
+                std::array::from_fn(|m| sigmoid(ABILITY[m] - 1.5 * x0 + [3.0, 1.5, 0.0][m] * x1));
+            (e, p)
+        })
+        .collect();
+    let names = ["cheap", "mid", "dear"];
+    let reached = |tau: f64| {
+        let policy = model.resolve_policy(Policy::Target { target: tau });
+        assert!(matches!(policy, Policy::TargetAtLambda { .. }));
+        let (mut p_sum, mut cost) = (0.0, 0.0);
+        for (e, truth) in &test {
+            let p = model.predict(&names, e, &[1.0]);
+            let c = choose(&p, &COST, &[true; 3], policy).unwrap();
+            p_sum += truth[c];
+            cost += COST[c];
+        }
+        let n = test.len() as f64;
+        (p_sum / n, cost / n)
+    };
+    let mut last_cost = f64::INFINITY;
+    for tau in [1.0, 0.97, 0.94, 0.9, 0.85, 0.8] {
+        let want = table.best_mean_p - (1.0 - tau);
+        let (got, cost) = reached(tau);
+        assert!(
+            (got - want).abs() <= 0.02,
+            "τ {tau}: held-out mean P {got:.4}, target {want:.4}"
+        );
+        assert!(
+            cost <= last_cost,
+            "τ {tau}: cost {cost} above the higher target's"
+        );
+        last_cost = cost;
+    }
 }
 
 #[test]
@@ -325,4 +421,35 @@ fn stacking_weight_zero_is_the_plain_model() {
         let same = all.iter().find(|x| x.candidate == c.candidate).unwrap();
         assert_eq!(same, c);
     }
+}
+
+/// The table travels in the artifact: it round-trips, a corrupt one fails
+/// at load naming `target_table`, and an artifact without it (trained
+/// before the table existed) loads and keeps the per-prompt floor.
+#[test]
+fn the_target_table_loads_fails_clearly_or_is_absent() {
+    let mut rng = Rng(33);
+    let model = trained_with_costs(&rows(300, true, &mut rng));
+    // serde_json's default float parsing may be one ulp off: compare λ.
+    let back = SuccessModel::from_json(&model.to_json()).unwrap();
+    let (a, b) = (
+        model.target_table.as_ref().unwrap(),
+        back.target_table.as_ref().unwrap(),
+    );
+    assert_eq!(a.points.len(), b.points.len());
+    for tau in [1.0, 0.95, 0.9, 0.8] {
+        assert!((a.lambda(tau) - b.lambda(tau)).abs() <= 1e-12 * a.lambda(tau).max(1.0));
+    }
+    let mut json: serde_json::Value = serde_json::from_str(&model.to_json()).unwrap();
+    json["target_table"]["points"][0]["lambda_per_usd"] = serde_json::json!(-1.0);
+    let err = SuccessModel::from_json(&json.to_string()).unwrap_err();
+    assert!(err.to_string().contains("target_table"), "{err}");
+    json.as_object_mut().unwrap().remove("target_table");
+    let old = SuccessModel::from_json(&json.to_string()).unwrap();
+    let target = Policy::Target { target: 0.9 };
+    assert_eq!(old.resolve_policy(target), target);
+    assert!(matches!(
+        model.resolve_policy(target),
+        Policy::TargetAtLambda { target, .. } if target == 0.9
+    ));
 }

@@ -90,8 +90,11 @@ pub fn decide(
         r.expected_output_tokens.is_none(),
     );
     constraints.min_context_tokens = Some(input_tokens + output_tokens);
+    // A target is priced by the deciding artifact's target table
+    // (pointsman_router::target); the shadow below resolves its own.
+    let resolved = success.resolve_policy(policy);
     let mut decision =
-        policy::decide(catalog, &p, &cost, policy, &constraints).map_err(|e| match e {
+        policy::decide(catalog, &p, &cost, resolved, &constraints).map_err(|e| match e {
             RouterError::NoEligibleModel(why) => ServerError::invalid(
                 format!("{prefix}constraints"),
                 format!("no model satisfies them ({why})"),
@@ -227,6 +230,7 @@ fn shadow_decision(
     let made = pointsman_router::validate::check_probabilities(names, &p)
         .map_err(|e| e.to_string())
         .and_then(|()| {
+            let policy = a.candidate.success.resolve_policy(policy);
             policy::decide(catalog, &p, cost, policy, constraints).map_err(|e| e.to_string())
         });
     match made {

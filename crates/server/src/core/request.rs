@@ -67,7 +67,8 @@ impl Routed {
     /// The target the decision was made with (None for willingness to pay).
     pub fn target(&self) -> Option<f64> {
         match self.decision.policy {
-            pointsman_router::Policy::Target { target } => Some(target),
+            pointsman_router::Policy::Target { target }
+            | pointsman_router::Policy::TargetAtLambda { target, .. } => Some(target),
             pointsman_router::Policy::WillingnessToPay { .. } => None,
         }
     }

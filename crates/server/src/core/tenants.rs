@@ -99,7 +99,8 @@ pub struct Budget {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPolicy {
-    /// Default P(success) target in [0, 1].
+    /// Default quality target in [0, 1] (a mean P(success) within
+    /// 1 − target of the best over the traffic: `pointsman_router::target`).
     pub target: Option<f64>,
     /// Default willingness to pay (>= 0); exclusive with `target`.
     pub lambda_per_usd: Option<f64>,
