@@ -230,7 +230,7 @@ fn shadow_decision(
     let made = pointsman_router::validate::check_probabilities(names, &p)
         .map_err(|e| e.to_string())
         .and_then(|()| {
-            let policy = a.candidate.success.resolve_policy(policy);
+            let policy = success.resolve_policy(policy);
             policy::decide(catalog, &p, cost, policy, constraints).map_err(|e| e.to_string())
         });
     match made {
