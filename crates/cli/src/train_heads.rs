@@ -138,10 +138,12 @@ pub(crate) struct Example {
 }
 
 #[allow(clippy::type_complexity)] // (records with their file names, the files skipped): read once, used once
+/// Records with their file's stem (the source unless a record names its
+/// own), and `file:sha256` of every file read.
+pub(crate) type SourcedRecords = (Vec<(String, Record)>, Vec<String>);
+
 /// [`read_dir_records`] over several folders, in the order given.
-pub(crate) fn read_dirs_records(
-    dirs: &[PathBuf],
-) -> anyhow::Result<(Vec<(String, Record)>, Vec<String>)> {
+pub(crate) fn read_dirs_records(dirs: &[PathBuf]) -> anyhow::Result<SourcedRecords> {
     let (mut records, mut hashes) = (Vec::new(), Vec::new());
     for dir in dirs {
         let (r, h) = read_dir_records(dir)?;
@@ -151,7 +153,7 @@ pub(crate) fn read_dirs_records(
     Ok((records, hashes))
 }
 
-pub(crate) fn read_dir_records(dir: &Path) -> anyhow::Result<(Vec<(String, Record)>, Vec<String>)> {
+pub(crate) fn read_dir_records(dir: &Path) -> anyhow::Result<SourcedRecords> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
