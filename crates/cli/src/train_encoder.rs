@@ -20,8 +20,7 @@ use clap::Args;
 use pointsman_classifier::finetune::lora::TARGETS;
 use pointsman_classifier::finetune::model::FrozenBert;
 use pointsman_classifier::finetune::{
-    finetune, finetune_snapshots, source_folds, AdapterMetadata, FinetuneConfig, Finetuned,
-    LowerCache,
+    finetune_snapshots, source_folds, AdapterMetadata, FinetuneConfig, Finetuned, LowerCache,
 };
 use pointsman_classifier::tokenize::PromptTokenizer;
 use pointsman_classifier::{ModelDir, Taxonomy, DEFAULT_TASKS};
@@ -236,29 +235,11 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(out)
     };
+    // One snapshot, after the last epoch: what `finetune` returns.
     let fit = |rows: &[usize], cfg: &FinetuneConfig, what: &str| -> anyhow::Result<Finetuned> {
-        let b = bar("training");
-        let per_epoch = rows.len().div_ceil(cfg.batch_size.max(1));
-        b.set_length((per_epoch * cfg.epochs) as u64);
-        let t = Instant::now();
-        let out = finetune(
-            &bert,
-            &cache,
-            rows,
-            &rows.iter().map(|&i| train[i].label).collect::<Vec<_>>(),
-            &rows.iter().map(|&i| all_weights[i]).collect::<Vec<_>>(),
-            taxonomy.len(),
-            cfg,
-            &|e, d, _| b.set_position((e * per_epoch + d) as u64),
-        )?;
-        b.finish_and_clear();
-        eprintln!(
-            "{what}: {} examples, {:.0} s, epoch losses {:?}",
-            rows.len(),
-            t.elapsed().as_secs_f64(),
-            out.epoch_losses
-        );
-        Ok(out)
+        fit_snapshots(rows, cfg, &[cfg.epochs], what)?
+            .pop()
+            .context("0 epochs: nothing trained")
     };
     let frozen_cfg = FinetuneConfig {
         layers: 0,
