@@ -5,28 +5,12 @@
 
 use pointsman_router::{fit_with_costs, RowCosts, SuccessModel, TrainConfig, TrainingRow};
 
+mod common;
+use common::Rng;
+
 const DIM: usize = 16;
 /// Price per unit of length of three models.
 const PRICE: [f64; 3] = [1.0, 3.0, 10.0];
-
-/// SplitMix64: a seeded, dependency-free generator.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
 
 /// `n` prompts, each with a 0/1 outcome and a cost for every model, and
 /// the true log length of each prompt's answers. With `by_prompt` the
