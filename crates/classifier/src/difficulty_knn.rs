@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::heads::dot;
 use crate::native::gemm::{gemm, PackedB};
 
 /// The blend's settings, kept in the heads' metadata.
@@ -117,24 +118,6 @@ pub fn unit(v: &[f32]) -> Vec<f32> {
     } else {
         v.to_vec()
     }
-}
-
-/// Dot product in 16 independent lanes so the compiler vectorises it.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// For every row, its `m` most similar rows (cosine of unit vectors) among

@@ -38,7 +38,7 @@ impl Dense {
 /// serial chain of float adds (the compiler may not reorder them), which
 /// made the heads cost a third of a short prompt's int8 encoder pass; lanes
 /// let it vectorise.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut acc = [0.0f32; LANES];
     let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
