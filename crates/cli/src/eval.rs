@@ -13,7 +13,7 @@ use pointsman_eval::{
     CurveConfig, CurveSize, EvalConfig, EvalSet, Pricing, PromptReader,
 };
 use pointsman_records::Record;
-use pointsman_router::{Catalog, TrainConfig, Validation};
+use pointsman_router::{Catalog, Selection, TrainConfig, Validation};
 
 use crate::{paths, ModelArgs};
 
@@ -78,6 +78,12 @@ pub struct EvalArgs {
     /// Neighbours of the knn baseline.
     #[arg(long, default_value_t = 25)]
     pub knn_k: usize,
+    /// Spaces the success model's stacked kNN estimate is tried in, chosen by
+    /// cross-validation inside the training rows (comma-separated): d = the
+    /// first d principal components of the stored prompts' embeddings, 0 =
+    /// the full embedding. Default: pointsman_router::select::DEFAULT_KNN_DIMS.
+    #[arg(long, value_delimiter = ',')]
+    pub knn_dims: Vec<usize>,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Cold start: keep only --cold-outcomes training outcomes of this model.
@@ -183,6 +189,15 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
     Ok(sets)
 }
 
+/// The default selection, with `knn_dims` as the kNN spaces unless empty.
+pub fn selection_with_knn_dims(knn_dims: &[usize]) -> Option<Selection> {
+    let mut sel = Selection::default();
+    if !knn_dims.is_empty() {
+        sel.knn_dims = knn_dims.to_vec();
+    }
+    Some(sel)
+}
+
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let cfg = EvalConfig {
         train: TrainConfig {
@@ -191,6 +206,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             l2_prompt: args.l2,
             learning_rate: args.learning_rate,
             ability_prior: args.ability_prior,
+            selection: selection_with_knn_dims(&args.knn_dims),
             ..Default::default()
         },
         knn_k: args.knn_k,

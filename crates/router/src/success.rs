@@ -110,6 +110,11 @@ pub struct SelectionRecord {
     /// model alone). Absent in older artifacts: 0.
     #[serde(default)]
     pub knn_weight: f32,
+    /// Dimension of the space the kNN estimate searches (the first d
+    /// principal components, or the full embedding's dimension; 0: no kNN
+    /// estimate, or an artifact older than the choice).
+    #[serde(default)]
+    pub knn_dim: usize,
     /// Every candidate's out-of-fold loss, in the order tried.
     pub cv_loss: Vec<CandidateLoss>,
 }
@@ -123,8 +128,16 @@ impl std::fmt::Display for SelectionRecord {
         }
         write!(
             f,
-            "{} (ridge {}, knn weight {}, signal weight {:.2}) chosen by {}-fold cross-validation; cross-entropy",
-            self.choice, self.l2_prompt, self.knn_weight, self.prompt_weight, self.folds
+            "{} (ridge {}, knn weight {}{}, signal weight {:.2}) chosen by {}-fold cross-validation; cross-entropy",
+            self.choice,
+            self.l2_prompt,
+            self.knn_weight,
+            match self.knn_dim {
+                0 => String::new(),
+                d => format!(" in {d}-d"),
+            },
+            self.prompt_weight,
+            self.folds
         )?;
         for (i, c) in self.cv_loss.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };

@@ -20,6 +20,8 @@ use super::kernels::{self, BLOCK};
 #[derive(Default)]
 pub(super) struct Scratch {
     pub(super) q: Vec<i8>,
+    /// The query in the reduced space, when there is one.
+    pub(super) projected: Vec<f32>,
     quads: Vec<i32>,
     scores: Vec<i32>,
     cands: Vec<u32>,
