@@ -187,10 +187,11 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// The shipped stacked artifact (models/router/routerbench-e5.json: item
-/// response + kNN over 2,225 stored prompts, per-model cost model) as
-/// `serve` runs it: P for every catalog model, the cost factors, the
-/// target resolved through the artifact's target table and the policy.
+/// The shipped stacked artifact (models/router/routerbench-e5.json, or the
+/// file `DECIDE_ARTIFACT` names: item response + kNN over 2,225 stored
+/// prompts, per-model cost model) as `serve` runs it: P for every catalog
+/// model, the cost factors, the target resolved through the artifact's
+/// target table and the policy.
 /// Queries are 64 blends of two stored prompts each (real e5 embeddings
 /// near, not on, the stored rows), taken in turn; when the artifact's kNN
 /// searches a principal-component space, the blends are made there and
@@ -200,9 +201,7 @@ fn shipped(c: &mut Criterion) {
     let catalog =
         Catalog::from_toml_str(include_str!("../../../models/catalogs/routerbench.toml")).unwrap();
     let names: Vec<&str> = catalog.models.iter().map(|m| m.name.as_str()).collect();
-    let artifact =
-        SuccessModel::from_json(include_str!("../../../models/router/routerbench-e5.json"))
-            .unwrap();
+    let artifact = SuccessModel::from_json(&artifact_text()).unwrap();
     let nb = artifact
         .neighbours
         .as_ref()
@@ -262,9 +261,7 @@ fn shipped(c: &mut Criterion) {
     // A second copy of the artifact, as `serve --candidate-router` loads
     // one: its own stored prompts in memory, so the shadow search does not
     // find the live one's rows in cache any more than a real candidate's.
-    let candidate =
-        SuccessModel::from_json(include_str!("../../../models/router/routerbench-e5.json"))
-            .unwrap();
+    let candidate = SuccessModel::from_json(&artifact_text()).unwrap();
     c.bench_function(
         "live + shadow, both stacked (shipped artifact shape)",
         |b| {
@@ -275,6 +272,19 @@ fn shipped(c: &mut Criterion) {
             })
         },
     );
+}
+
+/// The shipped artifact, or the one `DECIDE_ARTIFACT` names (to compare
+/// artifacts trained with other settings under the same bench).
+fn artifact_text() -> String {
+    let path = std::env::var("DECIDE_ARTIFACT").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../models/router/routerbench-e5.json"
+        )
+        .into()
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 criterion_group!(benches, bench, shipped);

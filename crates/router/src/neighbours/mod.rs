@@ -19,11 +19,20 @@
 //! query is quantised the same way). At most [`MAX_ROWS`] prompts are
 //! stored; a larger training set is subsampled (seeded).
 //!
-//! The search is exact and reads every stored row: at load the rows are
-//! copied into the layout of an AVX-512 VNNI scan (`index.rs`, kernels in
-//! `kernels.rs` with portable equivalents), about 3 ns per 384-d row where
-//! a row-by-row dot product took about 10 (docs/PERFORMANCE.md, "Stacked
-//! decision", also for why no approximate search).
+//! The space the prompts are compared in is part of the model: the full
+//! embedding, or the first d principal components of the stored prompts
+//! (`projection.rs`: the artifact then carries the d × dim projection and
+//! stores the rows projected; a query is projected, re-normalised and
+//! quantised the same way). Which one is chosen by cross-validation with
+//! the weight ([`crate::select`]); an artifact without a projection (every
+//! one written before it existed) searches the full embedding.
+//!
+//! The search is exact in its space and reads every stored row: at load the
+//! rows are copied into the layout of an AVX-512 VNNI scan (`index.rs`,
+//! kernels in `kernels.rs` with portable equivalents), about 3 ns per 384-d
+//! row where a row-by-row dot product took about 10, and proportionally
+//! less in a reduced space (docs/PERFORMANCE.md, "Stacked decision", also
+//! for why no approximate search of the full space).
 
 mod index;
 mod kernels;
@@ -154,14 +163,32 @@ impl Neighbours {
         let keep = Self::stored_rows(rows, seed);
         let dim = rows.first().map_or(0, |r| r.embedding.len());
         let reduced = |d: usize| d > 0 && d < dim;
-        let pca = (dims.iter().any(|&d| reduced(d)) && !keep.is_empty()).then(|| {
-            let stored: Vec<&[f32]> = keep.iter().map(|&i| rows[i].embedding.as_slice()).collect();
+        // A reduced space is fitted on the stored rows at unit length, where
+        // the full space's cosine is a dot product (`projection.rs`).
+        let unit: Vec<Vec<f32>> = if dims.iter().any(|&d| reduced(d)) {
+            keep.iter()
+                .map(|&i| unit_length(&rows[i].embedding))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pca = (!unit.is_empty()).then(|| {
+            let stored: Vec<&[f32]> = unit.iter().map(Vec::as_slice).collect();
             Pca::fit(&stored, dim)
         });
         dims.iter()
             .map(|&d| {
                 let projection = pca.as_ref().filter(|_| reduced(d)).map(|p| p.projection(d));
-                Self::build_from(rows, &keep, n_models, k, prior_count, dim, projection)
+                Self::build_from(
+                    rows,
+                    &keep,
+                    &unit,
+                    n_models,
+                    k,
+                    prior_count,
+                    dim,
+                    projection,
+                )
             })
             .collect()
     }
@@ -184,9 +211,13 @@ impl Neighbours {
         keep
     }
 
+    /// The rows `keep` names stored in the full space, or, with a
+    /// projection, `unit` (their embeddings at unit length) projected.
+    #[allow(clippy::too_many_arguments)] // one private constructor's inputs
     fn build_from(
         rows: &[TrainingRow],
         keep: &[usize],
+        unit: &[Vec<f32>],
         n_models: usize,
         k: usize,
         prior_count: f32,
@@ -195,13 +226,22 @@ impl Neighbours {
     ) -> Neighbours {
         let space = projection.as_ref().map_or(dim, |p| p.dim);
         let mut embeddings = Vec::with_capacity(keep.len() * space);
+        if let Some(p) = &projection {
+            // Centred coordinates, one scale for all rows (`projection.rs`).
+            let centred: Vec<Vec<f32>> = unit.iter().map(|e| p.apply(e)).collect();
+            let top = centred.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+            let s = if top > 0.0 { 127.0 / top } else { 0.0 };
+            for b in &centred {
+                embeddings.extend(b.iter().map(|x| (x * s).round().clamp(-127.0, 127.0) as i8));
+            }
+        } else {
+            for &i in keep {
+                embeddings.extend(quantise(&rows[i].embedding));
+            }
+        }
         let mut scores = vec![MISSING; keep.len() * n_models];
         let mut sum = vec![(0f64, 0usize); n_models];
         for (pos, &i) in keep.iter().enumerate() {
-            match &projection {
-                Some(p) => embeddings.extend(quantise(&p.apply(&rows[i].embedding))),
-                None => embeddings.extend(quantise(&rows[i].embedding)),
-            }
             // Out-of-range indices are the trainer's to refuse (fit_fixed).
             for &(m, y) in rows[i].outcomes.iter().filter(|o| o.0 < n_models) {
                 let byte = (y.clamp(0.0, 1.0) * 254.0).round() as u8;
@@ -265,7 +305,7 @@ impl Neighbours {
             let s = &mut *guard;
             match &self.projection {
                 Some(p) => {
-                    p.apply_into(embedding, &mut s.projected);
+                    p.map_into(embedding, &mut s.projected);
                     quantise_into(&s.projected, &mut s.q);
                 }
                 None => quantise_into(embedding, &mut s.q),
@@ -375,6 +415,13 @@ impl Neighbours {
         }
         Ok(())
     }
+}
+
+/// `e` scaled to unit length (a zero vector stays zero).
+fn unit_length(e: &[f32]) -> Vec<f32> {
+    let norm = dot_f32(e, e).sqrt();
+    let s = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    e.iter().map(|x| x * s).collect()
 }
 
 /// Unit-normalised × 127, rounded (a zero vector stays zero).

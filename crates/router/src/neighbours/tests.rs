@@ -132,8 +132,8 @@ fn the_shipped_artifact_finds_the_same_neighbours_both_ways() {
         let near: Vec<f32> = (0..d)
             .map(|t| nb.embeddings[i * d + t] as f32 * 0.7 + nb.embeddings[j * d + t] as f32 * 0.3)
             .collect();
-        // In a reduced space: the embedding that projects onto `near`
-        // (W Wᵀ = I, so W Wᵀ (near + c) − c = near).
+        // In a reduced space: an embedding whose map is `near` (W Wᵀ = I,
+        // so W Wᵀ near = near).
         let q = match &nb.projection {
             Some(p) => embedding_onto(p, &near),
             None => near,
@@ -146,16 +146,23 @@ fn the_shipped_artifact_finds_the_same_neighbours_both_ways() {
     }
 }
 
-/// Wᵀ (y + c): an embedding whose projection is y.
+/// Wᵀ y: an embedding whose map W x is y.
 fn embedding_onto(p: &Projection, y: &[f32]) -> Vec<f32> {
     let input = p.matrix.len() / p.dim;
     let mut x = vec![0f32; input];
-    for ((row, &yi), &c) in p.matrix.chunks_exact(input).zip(y).zip(&p.offset) {
+    for (row, &yi) in p.matrix.chunks_exact(input).zip(y) {
         for (xj, &w) in x.iter_mut().zip(row) {
-            *xj += w * (yi + c);
+            *xj += w * yi;
         }
     }
     x
+}
+
+/// A query's side of the score in a reduced space: W x.
+fn map(p: &Projection, x: &[f32]) -> Vec<f32> {
+    let mut y = Vec::new();
+    p.map_into(x, &mut y);
+    y
 }
 
 /// The k nearest by an i8 dot product written out here, independent of
@@ -203,8 +210,7 @@ fn a_reduced_space_searches_the_projected_rows_exactly() {
             p.variance
         );
         for q in queries.iter().map(|r| &r.embedding) {
-            let want =
-                reference_nearest(&nb.embeddings, nb.space_dim(), &quantise(&p.apply(q)), 25);
+            let want = reference_nearest(&nb.embeddings, nb.space_dim(), &quantise(&map(p, q)), 25);
             for mode in [SearchMode::Blocked, SearchMode::RowByRow] {
                 let mut got = nb.nearest(q, mode);
                 got.sort_unstable();
