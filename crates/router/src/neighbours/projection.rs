@@ -238,6 +238,7 @@ pub(crate) struct Pca {
 
 impl Pca {
     /// Fits on `rows` (each `input` values; at least one row).
+    #[allow(clippy::needless_range_loop)] // matrix indices read clearer
     pub(crate) fn fit(rows: &[&[f32]], input: usize) -> Pca {
         let n = rows.len().max(1) as f64;
         let mut mean = vec![0f64; input];
@@ -261,11 +262,13 @@ impl Pca {
                 }
             }
         }
+        // Scale the upper triangle, then mirror it.
+        for (i, row) in cov.iter_mut().enumerate() {
+            row[i..].iter_mut().for_each(|v| *v /= n);
+        }
         for i in 0..input {
-            for j in i..input {
-                let v = cov[i][j] / n;
-                cov[i][j] = v;
-                cov[j][i] = v;
+            for j in 0..i {
+                cov[i][j] = cov[j][i];
             }
         }
         let (values, vectors) = symmetric_eigen(cov);
@@ -323,9 +326,7 @@ pub(crate) fn symmetric_eigen(a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
 #[allow(clippy::needless_range_loop)] // the published algorithm's indices
 fn tred2(v: &mut [Vec<f64>], d: &mut [f64], e: &mut [f64]) {
     let n = d.len();
-    for j in 0..n {
-        d[j] = v[n - 1][j];
-    }
+    d.copy_from_slice(&v[n - 1][..n]);
     for i in (1..n).rev() {
         let mut scale = 0.0;
         let mut h = 0.0;
@@ -518,6 +519,7 @@ mod tests {
     use crate::train::SplitMix;
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // matrix indices read clearer
     fn eigenpairs_satisfy_a_v_equals_lambda_v() {
         let mut rng = SplitMix(5);
         for n in [1usize, 2, 3, 17, 64] {
