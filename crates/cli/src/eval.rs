@@ -81,7 +81,9 @@ pub struct EvalArgs {
     /// Spaces the success model's stacked kNN estimate is tried in, chosen by
     /// cross-validation inside the training rows (comma-separated): d = the
     /// first d principal components of the stored prompts' embeddings, 0 =
-    /// the full embedding. Default: pointsman_router::select::DEFAULT_KNN_DIMS.
+    /// the full embedding. Default: 0 (the full embedding only;
+    /// docs/EVALUATION.md, "kNN in a reduced space", has what 32,64,128
+    /// costs and saves).
     #[arg(long, value_delimiter = ',')]
     pub knn_dims: Vec<usize>,
     #[arg(long, default_value_t = 7)]

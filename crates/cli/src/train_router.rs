@@ -36,7 +36,8 @@ pub struct TrainRouterArgs {
     /// Spaces the stacked kNN estimate is tried in, chosen by
     /// cross-validation (comma-separated): d = the first d principal
     /// components of the stored prompts' embeddings, 0 = the full embedding.
-    /// Default: pointsman_router::select::DEFAULT_KNN_DIMS.
+    /// Default: 0 (the full embedding only; docs/EVALUATION.md, "kNN in a
+    /// reduced space", has what 32,64,128 costs and saves).
     #[arg(long, value_delimiter = ',')]
     knn_dims: Vec<usize>,
     #[arg(long, default_value = "target/embedding-cache")]

@@ -84,8 +84,13 @@ impl Default for Selection {
     }
 }
 
-/// The spaces tried by default (see [`Selection::knn_dims`]).
-pub const DEFAULT_KNN_DIMS: &[usize] = &[32, 64, 128, 0];
+/// The spaces tried by default (see [`Selection::knn_dims`]): the full
+/// embedding only. Principal-component spaces (`--knn-dims 32,64,128`)
+/// decide a stacked artifact in less than half the time but cost 0.002-0.003
+/// AIQ on RouterBench and AlpacaEval, and adding them to the full space lets
+/// the selection's cross-entropy pick them in some folds at the same cost
+/// (docs/EVALUATION.md, "kNN in a reduced space").
+pub const DEFAULT_KNN_DIMS: &[usize] = &[0];
 
 /// Prior precisions of the calibration (logit units^-2): α around 0, each
 /// γ_m around 0 (models share the signal weight unless their own held-out
