@@ -20,9 +20,10 @@
 //! held-out prompt never shapes the space it is searched in.
 //!
 //! The eigendecomposition is the symmetric Householder tridiagonalisation
-//! and implicit QL iteration of EISPACK (tred2/tql2, as in JAMA): O(n³),
-//! about 0.1 s for 384 dimensions, where a crate for one symmetric
-//! eigenproblem would add a linear-algebra dependency to the router.
+//! and implicit QL iteration of EISPACK (tred2/tql2, as in JAMA): O(n³)
+//! for 384 dimensions, a fraction of a second per fit with the covariance,
+//! where a crate for one symmetric eigenproblem would add a linear-algebra
+//! dependency to the router.
 
 use std::sync::OnceLock;
 
@@ -140,8 +141,9 @@ impl Projection {
 /// sums, x_i going to sum i mod 4, each a fused multiply-add per output;
 /// y = (s0 + s1) + (s2 + s3). Every build (AVX-512, AVX2 + FMA, portable)
 /// runs these operations in this order, so all give the same bits. The
-/// transpose is read once per query (98 KB at 64 × 384): about 0.5 µs,
-/// half of it waiting on the L2 cache.
+/// transpose is read once per query (98 KB at 64 × 384): about a quarter
+/// of a 64-d search (docs/PERFORMANCE.md, "Stacked decision in a reduced
+/// space").
 fn project(wt: &[f32], x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
