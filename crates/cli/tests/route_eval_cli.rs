@@ -362,3 +362,30 @@ fn train_router_tries_the_knn_spaces_given() {
         None => assert_eq!(v["selection"]["knn_dim"], 0),
     }
 }
+
+#[test]
+fn a_router_with_a_corrupt_knn_projection_fails_at_load_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad-projection.json");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/router/routerbench-e5.json"),
+    )
+    .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // An 8-d space whose direction matrix is missing (0 of 8 × 384 values).
+    let zeros = vec![0.0f32; 8];
+    v["neighbours"]["projection"] = serde_json::json!({
+        "dim": 8, "matrix": "", "offset": zeros, "variance": zeros
+    });
+    std::fs::write(&path, v.to_string()).unwrap();
+    let out = pointsman(&["route", "hello there", "--router", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad-projection.json")
+            && err.contains("neighbours.projection")
+            && err.contains("0 matrix values"),
+        "{err}"
+    );
+}
