@@ -34,6 +34,7 @@
 //! less in a reduced space (docs/PERFORMANCE.md, "Stacked decision", also
 //! for why no approximate search of the full space).
 
+mod eigen;
 mod index;
 mod kernels;
 mod projection;
