@@ -18,7 +18,9 @@ use pointsman_classifier::difficulty_target::{
 use pointsman_classifier::heads::sigmoid;
 use pointsman_classifier::heads::Mlp;
 use pointsman_classifier::irt::IrtConfig;
-use pointsman_classifier::train::{train_ranker, train_regressor, TrainConfig};
+use pointsman_classifier::train::{
+    train_ranker, train_regressor, TrainConfig, DIFFICULTY_PAIR_MARGIN,
+};
 use pointsman_records::Record;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -94,14 +96,11 @@ pub(crate) fn fit_difficulty(
     cfg: &TrainConfig,
 ) -> anyhow::Result<Mlp> {
     Ok(if pair_weight > 0.0 {
-        train_ranker(x, targets, groups, pair_weight, PAIR_MARGIN, cfg)?
+        train_ranker(x, targets, groups, pair_weight, DIFFICULTY_PAIR_MARGIN, cfg)?
     } else {
         train_regressor(x, targets, &vec![1.0; targets.len()], cfg)?
     })
 }
-
-/// Pairs whose targets differ by less than this are ties to the pairwise loss.
-const PAIR_MARGIN: f32 = 0.05;
 
 #[derive(Serialize)]
 pub(crate) struct HeldOutSource {
