@@ -116,6 +116,9 @@ pub struct TrainEncoderArgs {
 
 pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    if !(args.difficulty_loss_weight.is_finite() && args.difficulty_loss_weight >= 0.0) {
+        bail!("--difficulty-loss-weight must be finite and >= 0");
+    }
     let model_dir = paths::resolve(&args.model_dir);
     let dir = ModelDir::open(&model_dir)?;
     let (task_records, task_hashes) = read_dirs_records(&args.tasks)?;
@@ -185,9 +188,6 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     };
     let mut cfg = cfg;
     cfg.epochs = *candidates.last().expect("non-empty");
-    if !(args.difficulty_loss_weight.is_finite() && args.difficulty_loss_weight >= 0.0) {
-        bail!("--difficulty-loss-weight must be finite and >= 0");
-    }
     let (outcome_records, outcome_hashes) = read_dirs_records(&args.outcomes)?;
     let outcomes = if args.outcomes.is_empty() {
         None
