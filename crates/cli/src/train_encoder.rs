@@ -99,6 +99,11 @@ pub struct TrainEncoderArgs {
     /// Score at most this many examples per evaluation-only source (seeded sample; 0 = all).
     #[arg(long, default_value_t = 0)]
     eval_max_per_source: usize,
+    /// Keep the frozen lower layers' output in this file and reuse it when the prompts, window, weights and layer
+    /// count match (it is rebuilt and overwritten otherwise): runs that differ only in training settings skip the
+    /// costliest step. Several hundred MB for a few thousand prompts.
+    #[arg(long)]
+    lower_cache: Option<PathBuf>,
     /// Folder(s) of JSONL records with per-model outcomes: makes the run multi-task (a difficulty loss beside the task loss,
     /// and difficulty measured on held-out outcome sources). Default: none, task labels only.
     #[arg(long, num_args = 1..)]
@@ -228,10 +233,30 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let split = bert.num_layers() - args.layers;
-    let b = bar("caching frozen lower layers");
-    b.set_length(ids.len() as u64);
-    let cache = LowerCache::build(&bert, &ids, split, &|d| b.set_position(d as u64))?;
-    b.finish_and_clear();
+    let key = LowerCache::key(&dir.weights_sha256, split, &ids);
+    let saved = match &args.lower_cache {
+        Some(path) => LowerCache::load(path, &key)?,
+        None => None,
+    };
+    let cache = match saved {
+        Some(c) => {
+            eprintln!(
+                "lower layers: reusing {}",
+                args.lower_cache.as_ref().expect("loaded").display()
+            );
+            c
+        }
+        None => {
+            let b = bar("caching frozen lower layers");
+            b.set_length(ids.len() as u64);
+            let c = LowerCache::build(&bert, &ids, split, &|d| b.set_position(d as u64))?;
+            b.finish_and_clear();
+            if let Some(path) = &args.lower_cache {
+                c.save(path, &key)?;
+            }
+            c
+        }
+    };
     let cache_s = t0.elapsed().as_secs_f64();
     eprintln!(
         "{} training prompts, {} eval prompts, {} outcome prompts, {} tokens; lower {split} layers cached in {cache_s:.0} s",

@@ -1,7 +1,11 @@
 //! The frozen lower layers' output, computed once per prompt: what makes
 //! fine-tuning the top layers cheap enough for 2 CPU cores.
 
+use std::io::{Read, Write};
+use std::path::Path;
+
 use candle_core::{Device, Tensor};
+use sha2::{Digest, Sha256};
 
 use crate::error::{ClassifierError, Result};
 use crate::finetune::model::{mask_bias, pad_ids, pool, FrozenBert, LoraSet};
@@ -112,4 +116,116 @@ impl LowerCache {
         }
         Ok(out)
     }
+
+    /// What a saved cache must match to be reused: the base weights, the
+    /// split, and every prompt's token ids (so the texts, the tokenizer
+    /// and the window), in order.
+    pub fn key(weights_sha256: &str, split: usize, ids: &[Vec<u32>]) -> String {
+        let mut h = Sha256::new();
+        h.update(weights_sha256.as_bytes());
+        h.update((split as u64).to_le_bytes());
+        for seq in ids {
+            h.update((seq.len() as u64).to_le_bytes());
+            for id in seq {
+                h.update(id.to_le_bytes());
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Writes the cache to `path` (through a temporary file, renamed):
+    /// magic, the 64-byte hex `key`, split, hidden and row count (u64
+    /// each), then per row its token count (u64) and tokens x hidden f32,
+    /// all little-endian.
+    pub fn save(&self, path: &Path, key: &str) -> Result<()> {
+        let io = |source| ClassifierError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = path.with_extension("partial");
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        w.write_all(CACHE_MAGIC).map_err(io)?;
+        w.write_all(key.as_bytes()).map_err(io)?;
+        for v in [self.split, self.hidden, self.rows.len()] {
+            w.write_all(&(v as u64).to_le_bytes()).map_err(io)?;
+        }
+        for (row, &n) in self.rows.iter().zip(&self.lens) {
+            w.write_all(&(n as u64).to_le_bytes()).map_err(io)?;
+            for x in row {
+                w.write_all(&x.to_le_bytes()).map_err(io)?;
+            }
+        }
+        w.into_inner()
+            .map_err(|e| io(e.into_error()))?
+            .sync_all()
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The cache saved at `path` if its key is `key`; `Ok(None)` when the
+    /// file is missing or was saved for other prompts, weights or split;
+    /// an error naming the path when it is not a cache file or is cut short.
+    pub fn load(path: &Path, key: &str) -> Result<Option<LowerCache>> {
+        let corrupt = |reason: String| ClassifierError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ClassifierError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let mut r = std::io::BufReader::new(file);
+        let mut head = vec![0u8; CACHE_MAGIC.len() + 64];
+        r.read_exact(&mut head)
+            .map_err(|e| corrupt(format!("header: {e}")))?;
+        if &head[..CACHE_MAGIC.len()] != CACHE_MAGIC {
+            return Err(corrupt("not a lower-layer cache file".into()));
+        }
+        if &head[CACHE_MAGIC.len()..] != key.as_bytes() {
+            return Ok(None);
+        }
+        let mut u64s = |n: usize| -> Result<Vec<usize>> {
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                let mut b = [0u8; 8];
+                r.read_exact(&mut b)
+                    .map_err(|e| corrupt(format!("cut short: {e}")))?;
+                out.push(u64::from_le_bytes(b) as usize);
+            }
+            Ok(out)
+        };
+        let h = u64s(3)?;
+        let (split, hidden, count) = (h[0], h[1], h[2]);
+        let (mut rows, mut lens) = (Vec::with_capacity(count), Vec::with_capacity(count));
+        for _ in 0..count {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b)
+                .map_err(|e| corrupt(format!("cut short: {e}")))?;
+            let n = u64::from_le_bytes(b) as usize;
+            let mut bytes = vec![0u8; n * hidden * 4];
+            r.read_exact(&mut bytes)
+                .map_err(|e| corrupt(format!("cut short: {e}")))?;
+            rows.push(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            );
+            lens.push(n);
+        }
+        Ok(Some(LowerCache {
+            split,
+            rows,
+            lens,
+            hidden,
+        }))
+    }
 }
+
+const CACHE_MAGIC: &[u8] = b"POINTSMAN-LOWER-CACHE-1\n";
