@@ -181,13 +181,14 @@ impl LowerCache {
             }
         };
         let mut r = std::io::BufReader::new(file);
-        let mut head = vec![0u8; CACHE_MAGIC.len() + 64];
-        r.read_exact(&mut head)
-            .map_err(|e| corrupt(format!("header: {e}")))?;
-        if &head[..CACHE_MAGIC.len()] != CACHE_MAGIC {
+        let mut magic = vec![0u8; CACHE_MAGIC.len()];
+        if r.read_exact(&mut magic).is_err() || magic != CACHE_MAGIC {
             return Err(corrupt("not a lower-layer cache file".into()));
         }
-        if &head[CACHE_MAGIC.len()..] != key.as_bytes() {
+        let mut saved_key = vec![0u8; 64];
+        r.read_exact(&mut saved_key)
+            .map_err(|e| corrupt(format!("cut short: {e}")))?;
+        if saved_key != key.as_bytes() {
             return Ok(None);
         }
         let mut u64s = |n: usize| -> Result<Vec<usize>> {
@@ -229,3 +230,47 @@ impl LowerCache {
 }
 
 const CACHE_MAGIC: &[u8] = b"POINTSMAN-LOWER-CACHE-1\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_cache_loads_back_only_under_its_key_and_a_cut_one_is_refused() {
+        let cache = LowerCache {
+            split: 3,
+            rows: vec![vec![1.0, -2.5, 3.0, 4.0], vec![f32::MIN_POSITIVE, 6.0]],
+            lens: vec![2, 1],
+            hidden: 2,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lower.bin");
+        let ids = vec![vec![1u32, 2], vec![3]];
+        let key = LowerCache::key("abc", 3, &ids);
+        assert_ne!(key, LowerCache::key("abc", 3, &[vec![1, 2], vec![4]]));
+        assert_ne!(key, LowerCache::key("abc", 2, &ids));
+        assert!(LowerCache::load(&path, &key).unwrap().is_none(), "missing");
+        cache.save(&path, &key).unwrap();
+        let back = LowerCache::load(&path, &key).unwrap().unwrap();
+        assert_eq!(
+            (back.split, back.hidden, &back.lens, &back.rows),
+            (3, 2, &cache.lens, &cache.rows)
+        );
+        let other = LowerCache::key("abd", 3, &ids);
+        assert!(LowerCache::load(&path, &other).unwrap().is_none());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let err = LowerCache::load(&path, &key).err().unwrap().to_string();
+        assert!(
+            err.contains("lower.bin") && err.contains("cut short"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            b"not a cache at all, just some text that is long enough to read a header from it ok",
+        )
+        .unwrap();
+        let err = LowerCache::load(&path, &key).err().unwrap().to_string();
+        assert!(err.contains("not a lower-layer cache"), "{err}");
+    }
+}
