@@ -1,8 +1,8 @@
 //! Multi-task LoRA fine-tuning (task labels plus difficulty from outcomes)
 //! on the real MiniLM weights and a tiny synthetic set: seeded and
 //! reproducible bit for bit, a difficulty weight of 0 leaves the task-only
-//! adapter unchanged bit for bit, and the difficulty loss does shape the
-//! embedding.
+//! adapter unchanged bit for bit, the difficulty loss does shape the
+//! embedding, and so does the optional per-model success part.
 
 use std::path::PathBuf;
 
@@ -99,7 +99,22 @@ fn difficulty(loss_weight: f64) -> DifficultyTask {
         groups: OUTCOMES.iter().map(|o| o.1).collect(),
         loss_weight,
         pair_weight: 1.0,
+        success: Vec::new(),
+        success_weight: 0.0,
     }
+}
+
+/// [`difficulty`] plus per-model success: two models of fixed abilities
+/// −1 and +1; the weak one fails every hard prompt, the strong one only
+/// the hardest.
+fn with_success(weight: f64) -> DifficultyTask {
+    let mut t = difficulty(1.0);
+    t.success = OUTCOMES
+        .iter()
+        .map(|o| vec![(-1.0, f32::from(o.2 < 0.5)), (1.0, f32::from(o.2 < 0.9))])
+        .collect();
+    t.success_weight = weight;
+    t
 }
 
 fn run(f: &Fixture, seed: u64, epochs: usize, task: Option<&DifficultyTask>) -> Finetuned {
@@ -215,6 +230,28 @@ fn the_difficulty_loss_is_learned() {
 }
 
 #[test]
+fn the_success_part_is_reproducible_and_shapes_the_adapter() {
+    let f = fixture();
+    let a = run(&f, 3, 2, Some(&with_success(1.0)));
+    let b = run(&f, 3, 2, Some(&with_success(1.0)));
+    assert_eq!(
+        bits(a.adapter.as_ref().unwrap()),
+        bits(b.adapter.as_ref().unwrap())
+    );
+    let without = run(&f, 3, 2, Some(&with_success(0.0)));
+    assert_ne!(
+        bits(a.adapter.as_ref().unwrap()),
+        bits(without.adapter.as_ref().unwrap())
+    );
+    // Weight 0 with outcomes attached is the difficulty-only run.
+    let plain = run(&f, 3, 2, Some(&difficulty(1.0)));
+    assert_eq!(
+        bits(plain.adapter.as_ref().unwrap()),
+        bits(without.adapter.as_ref().unwrap())
+    );
+}
+
+#[test]
 fn a_malformed_difficulty_task_is_refused() {
     let f = fixture();
     let mut bad = difficulty(1.0);
@@ -248,4 +285,10 @@ fn a_malformed_difficulty_task_is_refused() {
     bad.groups.pop();
     assert!(go(&bad).is_err());
     assert!(go(&difficulty(f64::NAN)).is_err());
+    let mut bad = with_success(1.0);
+    bad.success.pop();
+    assert!(go(&bad).is_err());
+    let mut bad = with_success(1.0);
+    bad.success[0][0].1 = 2.0;
+    assert!(go(&bad).is_err());
 }

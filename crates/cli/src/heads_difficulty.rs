@@ -193,6 +193,7 @@ pub(crate) fn difficulty_cv(
             test_at,
             dropped,
             targets,
+            ..
         } = held_out_split(data, &keys, &|src| src == s, irt, kind)?;
         if test_at.is_empty() || train_at.is_empty() {
             continue;
@@ -307,6 +308,8 @@ pub(crate) struct HeldOutSplit {
     /// The training rows' targets, in `train_at` order, from a joint IRT
     /// fit without the held-out sources' rows.
     pub targets: Vec<f32>,
+    /// That fit's ability of each model (canonical name).
+    pub abilities: HashMap<String, f64>,
 }
 
 /// The strict protocol of one fold: the sources `held` accepts are held
@@ -347,6 +350,7 @@ pub(crate) fn held_out_split(
             test_at,
             dropped,
             targets: Vec::new(),
+            abilities: HashMap::new(),
         });
     }
     let sub: Vec<OutcomeRow> = kept.iter().map(|&i| rows[i].clone()).collect();
@@ -361,6 +365,7 @@ pub(crate) fn held_out_split(
         test_at,
         dropped,
         targets,
+        abilities: joint.abilities(),
     })
 }
 

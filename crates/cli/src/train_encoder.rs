@@ -117,12 +117,21 @@ pub struct TrainEncoderArgs {
     /// Weight of the within-source pairwise ranking term inside the difficulty loss (as `train heads`).
     #[arg(long, default_value_t = 1.0)]
     difficulty_pair_weight: f64,
+    /// Weight of a per-model success loss, σ(a_m − b(x)) against each outcome with the joint-IRT abilities a_m held
+    /// fixed, beside the difficulty loss (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    success_loss_weight: f64,
 }
 
 pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    if !(args.difficulty_loss_weight.is_finite() && args.difficulty_loss_weight >= 0.0) {
-        bail!("--difficulty-loss-weight must be finite and >= 0");
+    for (flag, w) in [
+        ("--difficulty-loss-weight", args.difficulty_loss_weight),
+        ("--success-loss-weight", args.success_loss_weight),
+    ] {
+        if !(w.is_finite() && w >= 0.0) {
+            bail!("{flag} must be finite and >= 0");
+        }
     }
     let model_dir = paths::resolve(&args.model_dir);
     let dir = ModelDir::open(&model_dir)?;
@@ -204,6 +213,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             train.len() + evals.len(),
             args.difficulty_loss_weight,
             args.difficulty_pair_weight,
+            args.success_loss_weight,
         );
         if o.data.sample.is_empty() {
             bail!("no record in --outcomes carries an outcome");
@@ -506,10 +516,17 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             tuned.markdown()
         );
         if let Some(o) = &outcomes {
-            report += &outcomes_cv::markdown(&difficulty_rows, bt, o.loss_weight, args.folds);
+            report += &outcomes_cv::markdown(
+                &difficulty_rows,
+                bt,
+                o.loss_weight,
+                o.success_weight,
+                args.folds,
+            );
             metrics.insert(
                 "difficulty_outcome_folds".into(),
                 json!({"folds": args.folds, "loss_weight": o.loss_weight,
+                       "success_loss_weight": o.success_weight,
                        "candidate": candidates[bt], "per_source": difficulty_rows}),
             );
         }
@@ -613,6 +630,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             "outcomes_per_file": outcomes.as_ref().map(|_| args.outcomes_per_file),
             "difficulty_loss": outcomes.as_ref().map(|o| json!({
                 "weight": o.loss_weight, "pair_weight": o.pair_weight,
+                "success_weight": o.success_weight,
                 "target": outcomes_cv::TARGET.to_string(),
                 "trained": final_task.is_some(),
                 "epoch_losses": model.difficulty_losses})),

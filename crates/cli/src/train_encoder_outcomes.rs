@@ -13,7 +13,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pointsman_classifier::difficulty_target::{item_key, DifficultyTarget, JointDifficulty};
+use std::collections::HashMap;
+
+use pointsman_classifier::difficulty_target::{
+    canonical_model, item_key, DifficultyTarget, JointDifficulty,
+};
 use pointsman_classifier::finetune::model::{FrozenBert, LoraSet};
 use pointsman_classifier::finetune::{source_folds, DifficultyTask, Finetuned, LowerCache};
 use pointsman_classifier::heads::sigmoid;
@@ -38,6 +42,8 @@ pub(crate) struct EncoderOutcomes {
     pub offset: usize,
     pub loss_weight: f64,
     pub pair_weight: f64,
+    /// Weight of the per-model success part (0 = off).
+    pub success_weight: f64,
     /// The measuring head: `train heads`' difficulty head settings.
     pub head: TrainConfig,
     irt: IrtConfig,
@@ -51,6 +57,7 @@ impl EncoderOutcomes {
         offset: usize,
         loss_weight: f64,
         pair_weight: f64,
+        success_weight: f64,
     ) -> EncoderOutcomes {
         let data = outcome_data(records, per_file, seed);
         EncoderOutcomes {
@@ -59,6 +66,7 @@ impl EncoderOutcomes {
             offset,
             loss_weight,
             pair_weight,
+            success_weight,
             // `train heads` defaults: 64 hidden, 10 epochs, seed + 1, AdamW 1e-3, decay 1e-2.
             head: TrainConfig {
                 hidden: 64,
@@ -101,10 +109,31 @@ impl EncoderOutcomes {
 
     /// The difficulty task over sample positions `at` with their targets
     /// (`None` when the loss weight is 0: the run is then task-only).
-    fn task(&self, at: &[usize], targets: &[f32]) -> Option<DifficultyTask> {
-        if self.loss_weight == 0.0 || at.is_empty() {
+    fn task(
+        &self,
+        at: &[usize],
+        targets: &[f32],
+        abilities: &HashMap<String, f64>,
+    ) -> Option<DifficultyTask> {
+        if (self.loss_weight == 0.0 && self.success_weight == 0.0) || at.is_empty() {
             return None;
         }
+        let success = if self.success_weight > 0.0 {
+            at.iter()
+                .map(|&j| {
+                    self.data.rows[self.data.sample[j]]
+                        .scores
+                        .iter()
+                        .filter_map(|(m, s)| {
+                            let a = abilities.get(&canonical_model(m))?;
+                            Some((*a as f32, *s as f32))
+                        })
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Some(DifficultyTask {
             rows: at.iter().map(|&j| self.offset + j).collect(),
             targets: targets.to_vec(),
@@ -113,6 +142,8 @@ impl EncoderOutcomes {
                 .sample_groups(&at.iter().map(|&j| self.data.sample[j]).collect::<Vec<_>>()),
             loss_weight: self.loss_weight,
             pair_weight: self.pair_weight,
+            success,
+            success_weight: self.success_weight,
         })
     }
 
@@ -122,7 +153,7 @@ impl EncoderOutcomes {
         let joint = JointDifficulty::fit_rows(&self.data.rows, &self.irt)?;
         let targets = joint.targets(&self.data.rows, &self.data.sample, TARGET);
         let all: Vec<usize> = (0..self.data.sample.len()).collect();
-        Ok(self.task(&all, &targets))
+        Ok(self.task(&all, &targets, &joint.abilities()))
     }
 
     /// Fold `f`'s strict split (outcome sources of group `f` held out,
@@ -139,7 +170,7 @@ impl EncoderOutcomes {
             &self.irt,
             TARGET,
         )?;
-        let task = self.task(&split.train_at, &split.targets);
+        let task = self.task(&split.train_at, &split.targets, &split.abilities);
         Ok((
             OutcomeFold {
                 train_at: split.train_at,
@@ -273,11 +304,12 @@ pub(crate) fn markdown(
     rows: &BTreeMap<String, DifficultyRow>,
     c: usize,
     loss_weight: f64,
+    success_weight: f64,
     folds: usize,
 ) -> String {
     let joint = rows.values().all(|r| r.joint_head.is_some());
     let mut out = format!(
-        "\n### Difficulty on held-out outcome sources ({folds} source groups, difficulty loss weight {loss_weight})\n\n\
+        "\n### Difficulty on held-out outcome sources ({folds} source groups, difficulty loss weight {loss_weight}{})\n\n\
          Spearman, within each held-out source, between predicted difficulty and the source's failure rate \
          (1 - mean score of its models). Each fold holds out one group of outcome sources (and the task fold \
          of the same number), refits the joint IRT model without them and drops every training prompt they \
@@ -285,6 +317,11 @@ pub(crate) fn markdown(
          64 x 10) on the frozen embedding; `adapted` the same head on the fold's adapter's embedding; \
          `joint` the adapter's own linear difficulty head.\n\n\
          | held-out source | fold | n | frozen | adapted |{}\n|---|---|---|---|---|{}\n",
+        if success_weight > 0.0 {
+            format!(", success loss weight {success_weight}")
+        } else {
+            String::new()
+        },
         if joint { " joint |" } else { "" },
         if joint { "---|" } else { "" }
     );

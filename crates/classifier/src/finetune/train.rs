@@ -209,6 +209,13 @@ pub struct DifficultyTask {
     pub loss_weight: f64,
     /// Weight of the pairwise term inside the difficulty loss.
     pub pair_weight: f64,
+    /// Per-model success beside difficulty: each row's outcomes as
+    /// (the model's IRT ability a_m, held fixed; its score in [0, 1]). A
+    /// second linear output b(x) is fitted so that σ(a_m − b(x)) matches
+    /// the scores (cross-entropy with soft targets). Empty = not used.
+    pub success: Vec<Vec<(f32, f32)>>,
+    /// Weight of the success loss (0 = not used).
+    pub success_weight: f64,
 }
 
 impl DifficultyTask {
@@ -231,9 +238,26 @@ impl DifficultyTask {
                 "difficulty task: targets must lie in [0, 1]".into(),
             ));
         }
+        if self.success_weight > 0.0 && self.success.len() != n {
+            return Err(ClassifierError::InvalidInput(format!(
+                "difficulty task: {} rows of outcomes for {n} rows",
+                self.success.len()
+            )));
+        }
+        if self
+            .success
+            .iter()
+            .flatten()
+            .any(|(a, s)| !a.is_finite() || !(0.0..=1.0).contains(s))
+        {
+            return Err(ClassifierError::InvalidInput(
+                "difficulty task: abilities must be finite and scores in [0, 1]".into(),
+            ));
+        }
         for (what, w) in [
             ("loss weight", self.loss_weight),
             ("pair weight", self.pair_weight),
+            ("success weight", self.success_weight),
         ] {
             if !w.is_finite() || w < 0.0 {
                 return Err(ClassifierError::InvalidInput(format!(
@@ -253,6 +277,9 @@ struct DifficultySide<'a> {
     task: &'a DifficultyTask,
     weight: Var,
     bias: Var,
+    /// The success part's b(x) (used only when its weight is > 0).
+    success_weight: Var,
+    success_bias: Var,
     opt: AdamW,
     rng: StdRng,
     by_group: std::collections::BTreeMap<usize, Vec<usize>>,
@@ -263,8 +290,15 @@ impl<'a> DifficultySide<'a> {
     fn new(task: &'a DifficultyTask, hidden: usize, cfg: &FinetuneConfig) -> Result<Self> {
         let weight = Var::from_tensor(&Tensor::zeros((1, hidden), DType::F32, &Device::Cpu)?)?;
         let bias = Var::from_tensor(&Tensor::zeros(1, DType::F32, &Device::Cpu)?)?;
+        let success_weight =
+            Var::from_tensor(&Tensor::zeros((1, hidden), DType::F32, &Device::Cpu)?)?;
+        let success_bias = Var::from_tensor(&Tensor::zeros(1, DType::F32, &Device::Cpu)?)?;
+        let mut vars = vec![weight.clone(), bias.clone()];
+        if task.success_weight > 0.0 {
+            vars.extend([success_weight.clone(), success_bias.clone()]);
+        }
         let opt = AdamW::new(
-            vec![weight.clone(), bias.clone()],
+            vars,
             ParamsAdamW {
                 lr: cfg.head_learning_rate,
                 weight_decay: 0.0,
@@ -279,6 +313,8 @@ impl<'a> DifficultySide<'a> {
             task,
             weight,
             bias,
+            success_weight,
+            success_bias,
             opt,
             rng: StdRng::seed_from_u64(cfg.seed ^ DIFFICULTY_STREAM),
             by_group,
@@ -313,7 +349,31 @@ impl<'a> DifficultySide<'a> {
             .broadcast_add(self.bias.as_tensor())?;
         let loss = ranking_loss(&z, &targets, self.task.pair_weight, DIFFICULTY_PAIR_MARGIN)?;
         let value = loss.to_scalar::<f32>()?;
-        Ok((loss.affine(self.task.loss_weight, 0.0)?, value))
+        let mut weighted = loss.affine(self.task.loss_weight, 0.0)?;
+        if self.task.success_weight > 0.0 {
+            // σ(a_m − b(x)) against every outcome of the batch's rows.
+            let (mut at, mut ability, mut score) = (Vec::new(), Vec::new(), Vec::new());
+            for (p, &k) in batch.iter().enumerate() {
+                for &(a, sc) in &self.task.success[k] {
+                    at.push(p as u32);
+                    ability.push(a);
+                    score.push(sc);
+                }
+            }
+            if !at.is_empty() {
+                let m = at.len();
+                let b = (emb.matmul(&self.success_weight.as_tensor().t()?)?
+                    * cfg.head_scale as f64)?
+                    .broadcast_add(self.success_bias.as_tensor())?;
+                let at = Tensor::from_vec(at, m, &Device::Cpu)?;
+                let a = Tensor::from_vec(ability, (m, 1), &Device::Cpu)?;
+                let logits = (a - b.index_select(&at, 0)?)?;
+                // The mean soft-target cross-entropy (no pairwise term).
+                let success = ranking_loss(&logits, &score, 0.0, DIFFICULTY_PAIR_MARGIN)?;
+                weighted = (weighted + success.affine(self.task.success_weight, 0.0)?)?;
+            }
+        }
+        Ok((weighted, value))
     }
 
     fn head(&self) -> Result<(Vec<f32>, f32)> {
