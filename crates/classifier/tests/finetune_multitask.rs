@@ -101,6 +101,7 @@ fn difficulty(loss_weight: f64) -> DifficultyTask {
         pair_weight: 1.0,
         success: Vec::new(),
         success_weight: 0.0,
+        head_learning_rate: 1e-3,
     }
 }
 

@@ -121,6 +121,9 @@ pub struct TrainEncoderArgs {
     /// fixed, beside the difficulty loss (0 = off).
     #[arg(long, default_value_t = 0.0)]
     success_loss_weight: f64,
+    /// AdamW learning rate of the jointly trained difficulty (and success) head.
+    #[arg(long, default_value_t = 1e-3)]
+    difficulty_head_learning_rate: f64,
 }
 
 pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
@@ -214,6 +217,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             args.difficulty_loss_weight,
             args.difficulty_pair_weight,
             args.success_loss_weight,
+            args.difficulty_head_learning_rate,
         );
         if o.data.sample.is_empty() {
             bail!("no record in --outcomes carries an outcome");
@@ -631,6 +635,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             "difficulty_loss": outcomes.as_ref().map(|o| json!({
                 "weight": o.loss_weight, "pair_weight": o.pair_weight,
                 "success_weight": o.success_weight,
+                "head_learning_rate": o.head_learning_rate,
                 "target": outcomes_cv::TARGET.to_string(),
                 "trained": final_task.is_some(),
                 "epoch_losses": model.difficulty_losses})),

@@ -44,6 +44,8 @@ pub(crate) struct EncoderOutcomes {
     pub pair_weight: f64,
     /// Weight of the per-model success part (0 = off).
     pub success_weight: f64,
+    /// AdamW learning rate of the jointly trained difficulty head.
+    pub head_learning_rate: f64,
     /// The measuring head: `train heads`' difficulty head settings.
     pub head: TrainConfig,
     irt: IrtConfig,
@@ -58,6 +60,7 @@ impl EncoderOutcomes {
         loss_weight: f64,
         pair_weight: f64,
         success_weight: f64,
+        head_learning_rate: f64,
     ) -> EncoderOutcomes {
         let data = outcome_data(records, per_file, seed);
         EncoderOutcomes {
@@ -67,6 +70,7 @@ impl EncoderOutcomes {
             loss_weight,
             pair_weight,
             success_weight,
+            head_learning_rate,
             // `train heads` defaults: 64 hidden, 10 epochs, seed + 1, AdamW 1e-3, decay 1e-2.
             head: TrainConfig {
                 hidden: 64,
@@ -144,6 +148,7 @@ impl EncoderOutcomes {
             pair_weight: self.pair_weight,
             success,
             success_weight: self.success_weight,
+            head_learning_rate: self.head_learning_rate,
         })
     }
 

@@ -1,8 +1,9 @@
 //! Runs the real `pointsman train encoder --outcomes` (real MiniLM weights)
 //! on a tiny data set: the run is multi-task, reports difficulty on
 //! held-out outcome sources, records the outcome files' hashes and the
-//! loss weights, is reproducible from its seed, and with a difficulty
-//! weight of 0 writes exactly the task-only adapter.
+//! loss weights, is reproducible from its seed, takes the optional
+//! per-model success part, and with a difficulty weight of 0 writes
+//! exactly the task-only adapter.
 
 use std::path::Path;
 
@@ -144,6 +145,28 @@ fn outcomes_make_the_run_multi_task_and_weight_zero_is_the_task_only_run() {
     let (b, _) = train(dir.path(), "multi-b", &multi);
     assert_eq!(sha256(&a), sha256(&b));
     assert_ne!(sha256(&a), sha256(&task_only));
+
+    // The per-model success part: recorded, and it changes the adapter.
+    let (c, success_report) = train(
+        dir.path(),
+        "success",
+        &[
+            "--outcomes",
+            outcomes.as_str(),
+            "--difficulty-loss-weight",
+            "2",
+            "--success-loss-weight",
+            "1",
+        ],
+    );
+    assert!(
+        success_report.contains("difficulty loss weight 2, success loss weight 1)"),
+        "{success_report}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(meta["training"]["difficulty_loss"]["success_weight"], 1.0);
+    assert_ne!(sha256(&c), sha256(&a));
 
     // Weight 0: difficulty is still measured, the adapter is the task-only one.
     let (zero, zero_report) = train(

@@ -216,6 +216,12 @@ pub struct DifficultyTask {
     pub success: Vec<Vec<(f32, f32)>>,
     /// Weight of the success loss (0 = not used).
     pub success_weight: f64,
+    /// AdamW learning rate of the difficulty (and success) head. Lower
+    /// than the task head's: it reads `head_scale` x the unit embedding,
+    /// so at the task head's 1e-2 one step moves its logit by several
+    /// units and the loss never settles (measured: above a constant
+    /// prediction's, 2026-11-30).
+    pub head_learning_rate: f64,
 }
 
 impl DifficultyTask {
@@ -258,6 +264,7 @@ impl DifficultyTask {
             ("loss weight", self.loss_weight),
             ("pair weight", self.pair_weight),
             ("success weight", self.success_weight),
+            ("head learning rate", self.head_learning_rate),
         ] {
             if !w.is_finite() || w < 0.0 {
                 return Err(ClassifierError::InvalidInput(format!(
@@ -300,7 +307,7 @@ impl<'a> DifficultySide<'a> {
         let opt = AdamW::new(
             vars,
             ParamsAdamW {
-                lr: cfg.head_learning_rate,
+                lr: task.head_learning_rate,
                 weight_decay: 0.0,
                 ..Default::default()
             },
