@@ -35,7 +35,9 @@ use sha2::{Digest, Sha256};
 
 use crate::metrics::Confusion;
 use crate::paths;
-use crate::train_encoder_outcomes::{self as outcomes_cv, DifficultyRow, EncoderOutcomes};
+use crate::train_encoder_outcomes::{
+    self as outcomes_cv, DifficultyLoss, DifficultyRow, EncoderOutcomes,
+};
 use crate::train_heads::{bar, example_weights, read_dir_records, read_dirs_records, Example};
 
 /// Where the shipped MiniLM adapter lives.
@@ -214,10 +216,12 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             args.outcomes_per_file,
             args.seed,
             train.len() + evals.len(),
-            args.difficulty_loss_weight,
-            args.difficulty_pair_weight,
-            args.success_loss_weight,
-            args.difficulty_head_learning_rate,
+            DifficultyLoss {
+                weight: args.difficulty_loss_weight,
+                pair_weight: args.difficulty_pair_weight,
+                success_weight: args.success_loss_weight,
+                head_learning_rate: args.difficulty_head_learning_rate,
+            },
         );
         if o.data.sample.is_empty() {
             bail!("no record in --outcomes carries an outcome");
@@ -523,14 +527,14 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             report += &outcomes_cv::markdown(
                 &difficulty_rows,
                 bt,
-                o.loss_weight,
-                o.success_weight,
+                o.loss.weight,
+                o.loss.success_weight,
                 args.folds,
             );
             metrics.insert(
                 "difficulty_outcome_folds".into(),
-                json!({"folds": args.folds, "loss_weight": o.loss_weight,
-                       "success_loss_weight": o.success_weight,
+                json!({"folds": args.folds, "loss_weight": o.loss.weight,
+                       "success_loss_weight": o.loss.success_weight,
                        "candidate": candidates[bt], "per_source": difficulty_rows}),
             );
         }
@@ -633,9 +637,9 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             "outcome_rows": outcomes.as_ref().map_or(0, |o| o.data.rows.len()),
             "outcomes_per_file": outcomes.as_ref().map(|_| args.outcomes_per_file),
             "difficulty_loss": outcomes.as_ref().map(|o| json!({
-                "weight": o.loss_weight, "pair_weight": o.pair_weight,
-                "success_weight": o.success_weight,
-                "head_learning_rate": o.head_learning_rate,
+                "weight": o.loss.weight, "pair_weight": o.loss.pair_weight,
+                "success_weight": o.loss.success_weight,
+                "head_learning_rate": o.loss.head_learning_rate,
                 "target": outcomes_cv::TARGET.to_string(),
                 "trained": final_task.is_some(),
                 "epoch_losses": model.difficulty_losses})),

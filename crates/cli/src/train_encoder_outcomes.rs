@@ -40,12 +40,7 @@ pub(crate) struct EncoderOutcomes {
     keys: Vec<String>,
     /// Cache row of sample position 0 (the rest follow in order).
     pub offset: usize,
-    pub loss_weight: f64,
-    pub pair_weight: f64,
-    /// Weight of the per-model success part (0 = off).
-    pub success_weight: f64,
-    /// AdamW learning rate of the jointly trained difficulty head.
-    pub head_learning_rate: f64,
+    pub loss: DifficultyLoss,
     /// The measuring head: `train heads`' difficulty head settings.
     pub head: TrainConfig,
     irt: IrtConfig,
@@ -57,20 +52,14 @@ impl EncoderOutcomes {
         per_file: usize,
         seed: u64,
         offset: usize,
-        loss_weight: f64,
-        pair_weight: f64,
-        success_weight: f64,
-        head_learning_rate: f64,
+        loss: DifficultyLoss,
     ) -> EncoderOutcomes {
         let data = outcome_data(records, per_file, seed);
         EncoderOutcomes {
             keys: data.rows.iter().map(|r| item_key(&r.prompt)).collect(),
             data,
             offset,
-            loss_weight,
-            pair_weight,
-            success_weight,
-            head_learning_rate,
+            loss,
             // `train heads` defaults: 64 hidden, 10 epochs, seed + 1, AdamW 1e-3, decay 1e-2.
             head: TrainConfig {
                 hidden: 64,
@@ -119,10 +108,10 @@ impl EncoderOutcomes {
         targets: &[f32],
         abilities: &HashMap<String, f64>,
     ) -> Option<DifficultyTask> {
-        if (self.loss_weight == 0.0 && self.success_weight == 0.0) || at.is_empty() {
+        if (self.loss.weight == 0.0 && self.loss.success_weight == 0.0) || at.is_empty() {
             return None;
         }
-        let success = if self.success_weight > 0.0 {
+        let success = if self.loss.success_weight > 0.0 {
             at.iter()
                 .map(|&j| {
                     self.data.rows[self.data.sample[j]]
@@ -144,11 +133,11 @@ impl EncoderOutcomes {
             groups: self
                 .data
                 .sample_groups(&at.iter().map(|&j| self.data.sample[j]).collect::<Vec<_>>()),
-            loss_weight: self.loss_weight,
-            pair_weight: self.pair_weight,
+            loss_weight: self.loss.weight,
+            pair_weight: self.loss.pair_weight,
             success,
-            success_weight: self.success_weight,
-            head_learning_rate: self.head_learning_rate,
+            success_weight: self.loss.success_weight,
+            head_learning_rate: self.loss.head_learning_rate,
         })
     }
 
@@ -223,7 +212,7 @@ impl EncoderOutcomes {
                 .collect::<Vec<_>>(),
             &fold.targets,
             &groups,
-            self.pair_weight,
+            self.loss.pair_weight,
             &self.head,
         )?;
         let pred: Vec<f64> = fold
@@ -268,6 +257,19 @@ impl EncoderOutcomes {
         }
         out
     }
+}
+
+/// The multi-task loss settings (`train encoder`'s flags).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DifficultyLoss {
+    /// Weight of the difficulty loss beside the task loss.
+    pub weight: f64,
+    /// Weight of the pairwise term inside it.
+    pub pair_weight: f64,
+    /// Weight of the per-model success part (0 = off).
+    pub success_weight: f64,
+    /// AdamW learning rate of the jointly trained difficulty head.
+    pub head_learning_rate: f64,
 }
 
 /// One fold of the outcome rows (positions into the sample).
