@@ -406,34 +406,15 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
                     .filter(|_| slot == 1);
                 let models = fit_snapshots(&tr, run_cfg, difficulty, &candidates, what)?;
                 if let (Some(o), Some((fold, _)), 1) = (&outcomes, &outcome_fold, slot) {
-                    let frozen = o.head_spearman(fold, &frozen_x)?;
-                    let counts = o.held_counts(fold);
-                    for model in &models {
-                        let x = o.embed(&bert, &cache, model.lora())?;
-                        let adapted = o.head_spearman(fold, &x)?;
-                        let joint = o.joint_head_spearman(fold, model, &x);
-                        for (s, &rho) in &adapted {
-                            let row = difficulty_rows.entry(s.clone()).or_insert(DifficultyRow {
-                                fold: f,
-                                n: counts[s],
-                                fold_dropped: fold.dropped,
-                                frozen_head: frozen[s],
-                                adapted_head: Vec::new(),
-                                joint_head: joint.as_ref().map(|_| Vec::new()),
-                            });
-                            row.adapted_head.push(rho);
-                            if let (Some(j), Some(v)) = (&joint, row.joint_head.as_mut()) {
-                                v.push(j[s]);
-                            }
-                        }
-                    }
-                    let (fm, _) = outcomes_cv::mean_min(frozen.values().copied());
-                    let last = difficulty_rows
-                        .values()
-                        .filter(|r| r.fold == f)
-                        .map(|r| *r.adapted_head.last().expect("pushed"));
-                    let (am, _) = outcomes_cv::mean_min(last);
-                    eprintln!("fold {f}: difficulty Spearman, mean over its held-out outcome sources: frozen {fm:.3}, adapted {am:.3} (last snapshot)");
+                    o.score_fold(
+                        f,
+                        fold,
+                        &models,
+                        &bert,
+                        &cache,
+                        &frozen_x,
+                        &mut difficulty_rows,
+                    )?;
                 }
                 for (c, model) in models.iter().enumerate() {
                     let emb = cache.embed(&bert, &te, model.lora())?;

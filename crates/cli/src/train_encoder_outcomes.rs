@@ -249,8 +249,53 @@ impl EncoderOutcomes {
             .collect()
     }
 
+    /// Scores fold `f`: the difficulty head on the frozen embedding
+    /// (`frozen_x`) and, for each snapshot in `models`, on its adapted
+    /// embedding, plus its joint head; one row per held-out source.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn score_fold(
+        &self,
+        f: usize,
+        fold: &OutcomeFold,
+        models: &[Finetuned],
+        bert: &FrozenBert,
+        cache: &LowerCache,
+        frozen_x: &[Vec<f32>],
+        rows: &mut BTreeMap<String, DifficultyRow>,
+    ) -> anyhow::Result<()> {
+        let frozen = self.head_spearman(fold, frozen_x)?;
+        let counts = self.held_counts(fold);
+        for model in models {
+            let x = self.embed(bert, cache, model.lora())?;
+            let adapted = self.head_spearman(fold, &x)?;
+            let joint = self.joint_head_spearman(fold, model, &x);
+            for (s, &rho) in &adapted {
+                let row = rows.entry(s.clone()).or_insert(DifficultyRow {
+                    fold: f,
+                    n: counts[s],
+                    fold_dropped: fold.dropped,
+                    frozen_head: frozen[s],
+                    adapted_head: Vec::new(),
+                    joint_head: joint.as_ref().map(|_| Vec::new()),
+                });
+                row.adapted_head.push(rho);
+                if let (Some(j), Some(v)) = (&joint, row.joint_head.as_mut()) {
+                    v.push(j[s]);
+                }
+            }
+        }
+        let (fm, _) = mean_min(frozen.values().copied());
+        let (am, _) = mean_min(
+            rows.values()
+                .filter(|r| r.fold == f)
+                .map(|r| *r.adapted_head.last().expect("pushed")),
+        );
+        eprintln!("fold {f}: difficulty Spearman, mean over its held-out outcome sources: frozen {fm:.3}, adapted {am:.3} (last snapshot)");
+        Ok(())
+    }
+
     /// Held-out sample count per source of the fold.
-    pub(crate) fn held_counts(&self, fold: &OutcomeFold) -> BTreeMap<String, usize> {
+    fn held_counts(&self, fold: &OutcomeFold) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for &j in &fold.test_at {
             *out.entry(self.source_of(j).to_string()).or_default() += 1;

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod lora;
 pub mod merge;
 pub mod model;
+pub mod multitask;
 pub mod train;
 
 pub use lora::{AdapterMetadata, LoraAdapter};
