@@ -113,7 +113,8 @@ pub struct TrainEncoderArgs {
     /// The difficulty loss trains on at most this many records per outcome file (seeded sample; every row feeds the IRT fit).
     #[arg(long, default_value_t = 100)]
     outcomes_per_file: usize,
-    /// Weight of the difficulty loss beside the task loss (0 = task-only training, difficulty still measured).
+    /// Weight of the difficulty loss beside the task loss (0 = task-only training, difficulty still measured). Default 1: chosen
+    /// among 1, 3, 10 on held-out outcome-source groups (docs/EVALUATION.md, "Multi-task LoRA on outcomes"; none beat task-only).
     #[arg(long, default_value_t = 1.0)]
     difficulty_loss_weight: f64,
     /// Weight of the within-source pairwise ranking term inside the difficulty loss (as `train heads`).
