@@ -251,6 +251,15 @@ impl JointDifficulty {
         })
     }
 
+    /// Each model's fitted ability, by canonical name.
+    pub fn abilities(&self) -> HashMap<String, f64> {
+        self.models
+            .iter()
+            .cloned()
+            .zip(self.fit.abilities.iter().copied())
+            .collect()
+    }
+
     pub fn summary(&self, rows: &[OutcomeRow]) -> JointSummary {
         let mut sources: HashMap<usize, std::collections::HashSet<&str>> = HashMap::new();
         for (r, &item) in rows.iter().zip(&self.row_item) {

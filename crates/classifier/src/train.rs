@@ -257,40 +257,67 @@ pub fn train_ranker(
         by_group.entry(g).or_default().push(i);
     }
     for _ in 0..cfg.epochs {
-        let mut batches = Vec::new();
-        for members in by_group.values_mut() {
-            members.shuffle(&mut rng);
-            batches.extend(members.chunks(cfg.batch_size.max(2)).map(<[usize]>::to_vec));
-        }
-        batches.shuffle(&mut rng);
-        for chunk in batches {
-            let n = chunk.len();
+        for chunk in within_group_batches(&mut by_group, cfg.batch_size, &mut rng) {
             let xb = rows(x, &chunk)?;
             let t: Vec<f32> = chunk.iter().map(|&i| targets[i]).collect();
-            let yb = column(t.clone())?;
             let z = layers.forward(&xb)?;
-            let mut loss = soft_bce(&z, &yb)?.mean_all()?;
-            // mask[i][j] = 1 where example i is harder than j by more than the margin.
-            let mask: Vec<f32> = (0..n * n)
-                .map(|k| f32::from(t[k / n] - t[k % n] > margin))
-                .collect();
-            let pairs: f32 = mask.iter().sum();
-            if pair_weight > 0.0 && pairs > 0.0 {
-                let mask = Tensor::from_vec(mask, (n, n), &Device::Cpu)?;
-                // diff[i][j] = z_i − z_j; loss softplus(−diff) on the masked pairs.
-                let diff = z.broadcast_sub(&z.t()?)?;
-                let neg = diff.neg()?;
-                let pair_loss = (neg.relu()? + softplus_neg_abs(&neg)?)?
-                    .mul(&mask)?
-                    .sum_all()?
-                    .affine(pair_weight / pairs as f64, 0.0)?;
-                loss = (loss + pair_loss)?;
-            }
+            let loss = ranking_loss(&z, &t, pair_weight, margin)?;
             opt.backward_step(&loss)?;
         }
     }
     layers.to_mlp()
 }
+
+/// One epoch's minibatches of at most `batch_size` (at least 2) members of
+/// one group each: every group's members shuffled and cut, then the
+/// batches of all groups shuffled together. Every pair inside a batch is
+/// thus a within-group pair (the ranking loss's premise).
+pub fn within_group_batches(
+    by_group: &mut std::collections::BTreeMap<usize, Vec<usize>>,
+    batch_size: usize,
+    rng: &mut StdRng,
+) -> Vec<Vec<usize>> {
+    let mut batches = Vec::new();
+    for members in by_group.values_mut() {
+        members.shuffle(rng);
+        batches.extend(members.chunks(batch_size.max(2)).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(rng);
+    batches
+}
+
+/// The difficulty loss of one within-group minibatch: the mean soft-target
+/// cross-entropy of logits `z` (n x 1) against `targets` in [0, 1], plus
+/// `pair_weight` times a pairwise logistic loss that asks, for every pair
+/// whose targets differ by more than `margin`, that the harder one score
+/// higher. Shared by the difficulty head ([`train_ranker`]) and the
+/// encoder's multi-task fine-tuning, so both optimise the same thing.
+pub fn ranking_loss(z: &Tensor, targets: &[f32], pair_weight: f64, margin: f32) -> Result<Tensor> {
+    let n = targets.len();
+    let yb = column(targets.to_vec())?;
+    let mut loss = soft_bce(z, &yb)?.mean_all()?;
+    // mask[i][j] = 1 where example i is harder than j by more than the margin.
+    let mask: Vec<f32> = (0..n * n)
+        .map(|k| f32::from(targets[k / n] - targets[k % n] > margin))
+        .collect();
+    let pairs: f32 = mask.iter().sum();
+    if pair_weight > 0.0 && pairs > 0.0 {
+        let mask = Tensor::from_vec(mask, (n, n), &Device::Cpu)?;
+        // diff[i][j] = z_i − z_j; loss softplus(−diff) on the masked pairs.
+        let diff = z.broadcast_sub(&z.t()?)?;
+        let neg = diff.neg()?;
+        let pair_loss = (neg.relu()? + softplus_neg_abs(&neg)?)?
+            .mul(&mask)?
+            .sum_all()?
+            .affine(pair_weight / pairs as f64, 0.0)?;
+        loss = (loss + pair_loss)?;
+    }
+    Ok(loss)
+}
+
+/// Pairs of difficulty targets closer than this are ties to the pairwise
+/// loss (the difficulty head's and the multi-task encoder's).
+pub const DIFFICULTY_PAIR_MARGIN: f32 = 0.05;
 
 #[cfg(test)]
 mod tests {

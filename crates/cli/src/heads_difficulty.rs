@@ -18,7 +18,9 @@ use pointsman_classifier::difficulty_target::{
 use pointsman_classifier::heads::sigmoid;
 use pointsman_classifier::heads::Mlp;
 use pointsman_classifier::irt::IrtConfig;
-use pointsman_classifier::train::{train_ranker, train_regressor, TrainConfig};
+use pointsman_classifier::train::{
+    train_ranker, train_regressor, TrainConfig, DIFFICULTY_PAIR_MARGIN,
+};
 use pointsman_records::Record;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -94,14 +96,11 @@ pub(crate) fn fit_difficulty(
     cfg: &TrainConfig,
 ) -> anyhow::Result<Mlp> {
     Ok(if pair_weight > 0.0 {
-        train_ranker(x, targets, groups, pair_weight, PAIR_MARGIN, cfg)?
+        train_ranker(x, targets, groups, pair_weight, DIFFICULTY_PAIR_MARGIN, cfg)?
     } else {
         train_regressor(x, targets, &vec![1.0; targets.len()], cfg)?
     })
 }
-
-/// Pairs whose targets differ by less than this are ties to the pairwise loss.
-const PAIR_MARGIN: f32 = 0.05;
 
 #[derive(Serialize)]
 pub(crate) struct HeldOutSource {
@@ -189,36 +188,16 @@ pub(crate) fn difficulty_cv(
     let b = bar("leave-one-source-out (difficulty)");
     b.set_length(sources.len() as u64);
     for s in sources {
-        let held_keys: HashSet<&str> = rows
-            .iter()
-            .zip(&keys)
-            .filter(|(r, k)| r.source == s && !k.is_empty())
-            .map(|(_, k)| k.as_str())
-            .collect();
-        // Refit without the held-out source.
-        let kept: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].source != s).collect();
-        let position: HashMap<usize, usize> =
-            kept.iter().enumerate().map(|(p, &i)| (i, p)).collect();
-        let sub: Vec<OutcomeRow> = kept.iter().map(|&i| rows[i].clone()).collect();
-        let joint = JointDifficulty::fit_rows(&sub, irt)?;
-        let (mut train_at, mut test_at, mut dropped) = (Vec::new(), Vec::new(), 0);
-        for (j, &i) in data.sample.iter().enumerate() {
-            if rows[i].source == s {
-                test_at.push(j);
-            } else if held_keys.contains(keys[i].as_str()) {
-                dropped += 1;
-            } else {
-                train_at.push(j);
-            }
-        }
+        let HeldOutSplit {
+            train_at,
+            test_at,
+            dropped,
+            targets,
+            ..
+        } = held_out_split(data, &keys, &|src| src == s, irt, kind)?;
         if test_at.is_empty() || train_at.is_empty() {
             continue;
         }
-        let picked: Vec<usize> = train_at
-            .iter()
-            .map(|&j| position[&data.sample[j]])
-            .collect();
-        let targets = joint.targets(&sub, &picked, kind);
         let fit = |at: &[usize]| -> anyhow::Result<Mlp> {
             let groups =
                 data.sample_groups(&at.iter().map(|&j| data.sample[j]).collect::<Vec<_>>());
@@ -315,6 +294,78 @@ pub(crate) fn difficulty_cv(
         pooled_spearman_vs_joint_irt: spearman(&pooled_pred, &pooled_truth),
         joint_fit: full.summary(rows),
         per_source,
+    })
+}
+
+/// One strict held-out fold over the sampled outcome rows.
+pub(crate) struct HeldOutSplit {
+    /// Sample positions the difficulty model may train on.
+    pub train_at: Vec<usize>,
+    /// Sample positions of the held-out sources.
+    pub test_at: Vec<usize>,
+    /// Sampled training rows dropped because a held-out source holds the same item.
+    pub dropped: usize,
+    /// The training rows' targets, in `train_at` order, from a joint IRT
+    /// fit without the held-out sources' rows.
+    pub targets: Vec<f32>,
+    /// That fit's ability of each model (canonical name).
+    pub abilities: HashMap<String, f64>,
+}
+
+/// The strict protocol of one fold: the sources `held` accepts are held
+/// out; the joint IRT model is refitted on every other row; every sampled
+/// training row whose [`item_key`] a held-out source also holds is
+/// dropped, so no held-out prompt is trained on under another source's name.
+pub(crate) fn held_out_split(
+    data: &OutcomeData,
+    keys: &[String],
+    held: &dyn Fn(&str) -> bool,
+    irt: &IrtConfig,
+    kind: DifficultyTarget,
+) -> anyhow::Result<HeldOutSplit> {
+    let rows = &data.rows;
+    let held_keys: HashSet<&str> = rows
+        .iter()
+        .zip(keys)
+        .filter(|(r, k)| held(&r.source) && !k.is_empty())
+        .map(|(_, k)| k.as_str())
+        .collect();
+    let kept: Vec<usize> = (0..rows.len())
+        .filter(|&i| !held(&rows[i].source))
+        .collect();
+    let position: HashMap<usize, usize> = kept.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let (mut train_at, mut test_at, mut dropped) = (Vec::new(), Vec::new(), 0);
+    for (j, &i) in data.sample.iter().enumerate() {
+        if held(&rows[i].source) {
+            test_at.push(j);
+        } else if held_keys.contains(keys[i].as_str()) {
+            dropped += 1;
+        } else {
+            train_at.push(j);
+        }
+    }
+    if test_at.is_empty() || train_at.is_empty() {
+        return Ok(HeldOutSplit {
+            train_at,
+            test_at,
+            dropped,
+            targets: Vec::new(),
+            abilities: HashMap::new(),
+        });
+    }
+    let sub: Vec<OutcomeRow> = kept.iter().map(|&i| rows[i].clone()).collect();
+    let joint = JointDifficulty::fit_rows(&sub, irt)?;
+    let picked: Vec<usize> = train_at
+        .iter()
+        .map(|&j| position[&data.sample[j]])
+        .collect();
+    let targets = joint.targets(&sub, &picked, kind);
+    Ok(HeldOutSplit {
+        train_at,
+        test_at,
+        dropped,
+        targets,
+        abilities: joint.abilities(),
     })
 }
 

@@ -9,6 +9,11 @@
 //! baseline runs the same protocol with the same linear head and no
 //! adapter. The evaluation-only sets are scored by the final adapter and
 //! head, and are never used to choose settings.
+//!
+//! Multi-task with `--outcomes`: the records with per-model outcomes add a
+//! difficulty loss on the same pooled embedding (the difficulty head's
+//! target and pairwise term, `train_encoder_outcomes`), and each fold also
+//! holds out a group of outcome sources to measure difficulty on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,7 +25,8 @@ use clap::Args;
 use pointsman_classifier::finetune::lora::TARGETS;
 use pointsman_classifier::finetune::model::FrozenBert;
 use pointsman_classifier::finetune::{
-    finetune_snapshots, source_folds, AdapterMetadata, FinetuneConfig, Finetuned, LowerCache,
+    finetune_multitask_snapshots, source_folds, AdapterMetadata, DifficultyTask, FinetuneConfig,
+    Finetuned, LowerCache,
 };
 use pointsman_classifier::tokenize::PromptTokenizer;
 use pointsman_classifier::{ModelDir, Taxonomy, DEFAULT_TASKS};
@@ -29,6 +35,9 @@ use sha2::{Digest, Sha256};
 
 use crate::metrics::Confusion;
 use crate::paths;
+use crate::train_encoder_outcomes::{
+    self as outcomes_cv, DifficultyLoss, DifficultyRow, EncoderOutcomes,
+};
 use crate::train_heads::{bar, example_weights, read_dir_records, read_dirs_records, Example};
 
 /// Where the shipped MiniLM adapter lives.
@@ -92,10 +101,44 @@ pub struct TrainEncoderArgs {
     /// Score at most this many examples per evaluation-only source (seeded sample; 0 = all).
     #[arg(long, default_value_t = 0)]
     eval_max_per_source: usize,
+    /// Keep the frozen lower layers' output in this file and reuse it when the prompts, window, weights and layer
+    /// count match (it is rebuilt and overwritten otherwise): runs that differ only in training settings skip the
+    /// costliest step. Several hundred MB for a few thousand prompts.
+    #[arg(long)]
+    lower_cache: Option<PathBuf>,
+    /// Folder(s) of JSONL records with per-model outcomes: makes the run multi-task (a difficulty loss beside the task loss,
+    /// and difficulty measured on held-out outcome sources). Default: none, task labels only.
+    #[arg(long, num_args = 1..)]
+    outcomes: Vec<PathBuf>,
+    /// The difficulty loss trains on at most this many records per outcome file (seeded sample; every row feeds the IRT fit).
+    #[arg(long, default_value_t = 100)]
+    outcomes_per_file: usize,
+    /// Weight of the difficulty loss beside the task loss (0 = task-only training, difficulty still measured). Default 1: chosen
+    /// among 1, 3, 10 on held-out outcome-source groups (docs/EVALUATION.md, "Multi-task LoRA on outcomes"; none beat task-only).
+    #[arg(long, default_value_t = 1.0)]
+    difficulty_loss_weight: f64,
+    /// Weight of the within-source pairwise ranking term inside the difficulty loss (as `train heads`).
+    #[arg(long, default_value_t = 1.0)]
+    difficulty_pair_weight: f64,
+    /// Weight of a per-model success loss, σ(a_m − b(x)) against each outcome with the joint-IRT abilities a_m held
+    /// fixed, beside the difficulty loss (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    success_loss_weight: f64,
+    /// AdamW learning rate of the jointly trained difficulty (and success) head.
+    #[arg(long, default_value_t = 1e-3)]
+    difficulty_head_learning_rate: f64,
 }
 
 pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    for (flag, w) in [
+        ("--difficulty-loss-weight", args.difficulty_loss_weight),
+        ("--success-loss-weight", args.success_loss_weight),
+    ] {
+        if !(w.is_finite() && w >= 0.0) {
+            bail!("{flag} must be finite and >= 0");
+        }
+    }
     let model_dir = paths::resolve(&args.model_dir);
     let dir = ModelDir::open(&model_dir)?;
     let (task_records, task_hashes) = read_dirs_records(&args.tasks)?;
@@ -165,6 +208,27 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     };
     let mut cfg = cfg;
     cfg.epochs = *candidates.last().expect("non-empty");
+    let (outcome_records, outcome_hashes) = read_dirs_records(&args.outcomes)?;
+    let outcomes = if args.outcomes.is_empty() {
+        None
+    } else {
+        let o = EncoderOutcomes::new(
+            &outcome_records,
+            args.outcomes_per_file,
+            args.seed,
+            train.len() + evals.len(),
+            DifficultyLoss {
+                weight: args.difficulty_loss_weight,
+                pair_weight: args.difficulty_pair_weight,
+                success_weight: args.success_loss_weight,
+                head_learning_rate: args.difficulty_head_learning_rate,
+            },
+        );
+        if o.data.sample.is_empty() {
+            bail!("no record in --outcomes carries an outcome");
+        }
+        Some(o)
+    };
 
     // ---- tokens and the frozen lower layers, once
     let t0 = Instant::now();
@@ -173,6 +237,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .chain(&evals)
         .map(|e| e.prompt.as_str())
+        .chain(outcomes.iter().flat_map(EncoderOutcomes::prompts))
         .collect();
     let ids: Vec<Vec<u32>> = texts
         .iter()
@@ -187,15 +252,36 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let split = bert.num_layers() - args.layers;
-    let b = bar("caching frozen lower layers");
-    b.set_length(ids.len() as u64);
-    let cache = LowerCache::build(&bert, &ids, split, &|d| b.set_position(d as u64))?;
-    b.finish_and_clear();
+    let key = LowerCache::key(&dir.weights_sha256, split, &ids);
+    let saved = match &args.lower_cache {
+        Some(path) => LowerCache::load(path, &key)?,
+        None => None,
+    };
+    let cache = match saved {
+        Some(c) => {
+            eprintln!(
+                "lower layers: reusing {}",
+                args.lower_cache.as_ref().expect("loaded").display()
+            );
+            c
+        }
+        None => {
+            let b = bar("caching frozen lower layers");
+            b.set_length(ids.len() as u64);
+            let c = LowerCache::build(&bert, &ids, split, &|d| b.set_position(d as u64))?;
+            b.finish_and_clear();
+            if let Some(path) = &args.lower_cache {
+                c.save(path, &key)?;
+            }
+            c
+        }
+    };
     let cache_s = t0.elapsed().as_secs_f64();
     eprintln!(
-        "{} training prompts, {} eval prompts, {} tokens; lower {split} layers cached in {cache_s:.0} s",
+        "{} training prompts, {} eval prompts, {} outcome prompts, {} tokens; lower {split} layers cached in {cache_s:.0} s",
         train.len(),
         evals.len(),
+        outcomes.as_ref().map_or(0, |o| o.data.sample.len()),
         cache.lens.iter().sum::<usize>()
     );
 
@@ -208,6 +294,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let fit_snapshots = |rows: &[usize],
                          cfg: &FinetuneConfig,
+                         difficulty: Option<&DifficultyTask>,
                          after: &[usize],
                          what: &str|
      -> anyhow::Result<Vec<Finetuned>> {
@@ -215,7 +302,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         let per_epoch = rows.len().div_ceil(cfg.batch_size.max(1));
         b.set_length((per_epoch * cfg.epochs) as u64);
         let t = Instant::now();
-        let out = finetune_snapshots(
+        let out = finetune_multitask_snapshots(
             &bert,
             &cache,
             rows,
@@ -223,21 +310,33 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             &rows.iter().map(|&i| all_weights[i]).collect::<Vec<_>>(),
             taxonomy.len(),
             cfg,
+            difficulty,
             after,
             &|e, d, _| b.set_position((e * per_epoch + d) as u64),
         )?;
         b.finish_and_clear();
         eprintln!(
-            "{what}: {} examples, {:.0} s, epoch losses {:?}",
+            "{what}: {} examples{}, {:.0} s, epoch losses {:?}{}",
             rows.len(),
+            difficulty
+                .map(|d| format!(" + {} with outcomes", d.rows.len()))
+                .unwrap_or_default(),
             t.elapsed().as_secs_f64(),
-            out.last().map(|m| &m.epoch_losses)
+            out.last().map(|m| &m.epoch_losses),
+            out.last()
+                .filter(|m| !m.difficulty_losses.is_empty())
+                .map(|m| format!(", difficulty losses {:?}", m.difficulty_losses))
+                .unwrap_or_default()
         );
         Ok(out)
     };
     // One snapshot, after the last epoch: what `finetune` returns.
-    let fit = |rows: &[usize], cfg: &FinetuneConfig, what: &str| -> anyhow::Result<Finetuned> {
-        fit_snapshots(rows, cfg, &[cfg.epochs], what)?
+    let fit = |rows: &[usize],
+               cfg: &FinetuneConfig,
+               difficulty: Option<&DifficultyTask>,
+               what: &str|
+     -> anyhow::Result<Finetuned> {
+        fit_snapshots(rows, cfg, difficulty, &[cfg.epochs], what)?
             .pop()
             .context("0 epochs: nothing trained")
     };
@@ -251,7 +350,14 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     let mut metrics = serde_json::Map::new();
     // Epochs of the final frozen and fine-tuned fits.
     let mut chosen = (cfg.epochs, cfg.epochs);
+    // Difficulty on held-out outcome sources, per source.
+    let mut difficulty_rows: BTreeMap<String, DifficultyRow> = BTreeMap::new();
     if args.folds > 1 {
+        let outcome_fold_of = outcomes.as_ref().map(|o| o.folds(args.folds));
+        let frozen_x = match &outcomes {
+            Some(o) => o.embed(&bert, &cache, None)?,
+            None => Vec::new(),
+        };
         let sizes: Vec<usize> = sources
             .iter()
             .map(|s| train.iter().filter(|e| &e.source == s).count())
@@ -277,6 +383,16 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             }
             let held: BTreeSet<&str> = te.iter().map(|&i| train[i].source.as_str()).collect();
             eprintln!("fold {f}: holding out {held:?}");
+            let outcome_fold = match (&outcomes, &outcome_fold_of) {
+                (Some(o), Some(fold_of)) => {
+                    eprintln!(
+                        "fold {f}: holding out outcome sources {:?}",
+                        outcomes_cv::held_sources(fold_of, f)
+                    );
+                    Some(o.fold(fold_of, f)?)
+                }
+                _ => None,
+            };
             for &i in &te {
                 per_source
                     .entry(train[i].source.clone())
@@ -284,7 +400,23 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
                     .0 += 1;
             }
             for (slot, run_cfg, what) in [(0, &frozen_cfg, "frozen"), (1, &cfg, "fine-tuned")] {
-                let models = fit_snapshots(&tr, run_cfg, &candidates, what)?;
+                // Only the adapter is multi-task; the frozen baseline trains its task head alone.
+                let difficulty = outcome_fold
+                    .as_ref()
+                    .and_then(|(_, t)| t.as_ref())
+                    .filter(|_| slot == 1);
+                let models = fit_snapshots(&tr, run_cfg, difficulty, &candidates, what)?;
+                if let (Some(o), Some((fold, _)), 1) = (&outcomes, &outcome_fold, slot) {
+                    o.score_fold(
+                        f,
+                        fold,
+                        &models,
+                        &bert,
+                        &cache,
+                        &frozen_x,
+                        &mut difficulty_rows,
+                    )?;
+                }
                 for (c, model) in models.iter().enumerate() {
                     let emb = cache.embed(&bert, &te, model.lora())?;
                     for (&i, p) in te.iter().zip(model.predict(&emb)) {
@@ -373,6 +505,21 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             frozen.markdown(),
             tuned.markdown()
         );
+        if let Some(o) = &outcomes {
+            report += &outcomes_cv::markdown(
+                &difficulty_rows,
+                bt,
+                o.loss.weight,
+                o.loss.success_weight,
+                args.folds,
+            );
+            metrics.insert(
+                "difficulty_outcome_folds".into(),
+                json!({"folds": args.folds, "loss_weight": o.loss.weight,
+                       "success_loss_weight": o.loss.success_weight,
+                       "candidate": candidates[bt], "per_source": difficulty_rows}),
+            );
+        }
         metrics.insert(
             "task_source_folds".into(),
             json!({"folds": args.folds, "frozen": frozen.to_json(), "fine_tuned": tuned.to_json(),
@@ -395,10 +542,14 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
     };
     let all: Vec<usize> = (0..train.len()).collect();
     let t_final = Instant::now();
-    let model = fit(&all, &cfg, "final fine-tuned")?;
+    let final_task = match &outcomes {
+        Some(o) => o.final_task()?,
+        None => None,
+    };
+    let model = fit(&all, &cfg, final_task.as_ref(), "final fine-tuned")?;
     let final_s = t_final.elapsed().as_secs_f64();
     if !evals.is_empty() {
-        let frozen_model = fit(&all, &frozen_cfg, "final frozen")?;
+        let frozen_model = fit(&all, &frozen_cfg, None, "final frozen")?;
         let rows: Vec<usize> = (train.len()..train.len() + evals.len()).collect();
         let mut by_source: BTreeMap<String, (Confusion, Confusion)> = BTreeMap::new();
         let pf = frozen_model.predict(&cache.embed(&bert, &rows, None)?);
@@ -442,7 +593,7 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .context("--layers 0 trains no adapter")?;
     let mut hasher = Sha256::new();
-    for h in &task_hashes {
+    for h in task_hashes.iter().chain(&outcome_hashes) {
         hasher.update(h.as_bytes());
     }
     let metadata = AdapterMetadata {
@@ -463,6 +614,17 @@ pub fn run(args: TrainEncoderArgs) -> anyhow::Result<ExitCode> {
             "settings": cfg,
             "select_epochs": args.select_epochs,
             "epoch_losses": model.epoch_losses,
+            "outcome_files": outcome_hashes,
+            "outcome_examples": outcomes.as_ref().map_or(0, |o| o.data.sample.len()),
+            "outcome_rows": outcomes.as_ref().map_or(0, |o| o.data.rows.len()),
+            "outcomes_per_file": outcomes.as_ref().map(|_| args.outcomes_per_file),
+            "difficulty_loss": outcomes.as_ref().map(|o| json!({
+                "weight": o.loss.weight, "pair_weight": o.loss.pair_weight,
+                "success_weight": o.loss.success_weight,
+                "head_learning_rate": o.loss.head_learning_rate,
+                "target": outcomes_cv::TARGET.to_string(),
+                "trained": final_task.is_some(),
+                "epoch_losses": model.difficulty_losses})),
             "wall_seconds": {"lower_layer_cache": cache_s, "final_training": final_s,
                               "total": started.elapsed().as_secs_f64()},
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

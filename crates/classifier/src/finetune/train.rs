@@ -1,5 +1,6 @@
 //! Seeded LoRA fine-tuning of the top encoder layers jointly with a linear
-//! task head.
+//! task head and, where records carry outcomes, a linear difficulty head
+//! on the same pooled embedding (multi-task: [`DifficultyTask`]).
 //!
 //! Why it is cheap enough for 2 CPU cores: only the top `layers` of the
 //! encoder are adapted, so the frozen lower layers run once per prompt
@@ -19,8 +20,11 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ClassifierError, Result};
+pub use crate::finetune::cache::LowerCache;
 use crate::finetune::lora::{LoraAdapter, TARGETS};
-use crate::finetune::model::{mask_bias, pad_ids, pool, FrozenBert, LoraSet};
+use crate::finetune::model::{FrozenBert, LoraSet};
+use crate::finetune::multitask::DifficultySide;
+pub use crate::finetune::multitask::DifficultyTask;
 
 /// Settings for one fine-tuning run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,114 +71,6 @@ impl Default for FinetuneConfig {
     }
 }
 
-/// The frozen lower layers' output for each prompt (unpadded, tokens x
-/// hidden, row-major), computed once.
-pub struct LowerCache {
-    /// Layers run before the cache (the first adapted layer's index).
-    pub split: usize,
-    pub rows: Vec<Vec<f32>>,
-    pub lens: Vec<usize>,
-    hidden: usize,
-}
-
-impl LowerCache {
-    /// Runs the embeddings and layers `0..split` on every id sequence, in
-    /// length-sorted batches. `progress` is called with the rows done.
-    pub fn build(
-        bert: &FrozenBert,
-        ids: &[Vec<u32>],
-        split: usize,
-        progress: &dyn Fn(usize),
-    ) -> Result<LowerCache> {
-        if split > bert.num_layers() {
-            return Err(ClassifierError::InvalidInput(format!(
-                "cannot cache {split} of {} layers",
-                bert.num_layers()
-            )));
-        }
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| ids[i].len());
-        let mut rows = vec![Vec::new(); ids.len()];
-        let mut done = 0;
-        for chunk in order.chunks(32) {
-            let group: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-            let (tids, mask) = pad_ids(&group)?;
-            let bias = mask_bias(&mask)?;
-            let mut h = bert.embed(&tids)?;
-            for l in 0..split {
-                h = bert.layer(l, &h, &bias, None)?;
-            }
-            for (j, &i) in chunk.iter().enumerate() {
-                let n = ids[i].len();
-                rows[i] = h.get(j)?.narrow(0, 0, n)?.flatten_all()?.to_vec1()?;
-            }
-            done += chunk.len();
-            progress(done);
-        }
-        Ok(LowerCache {
-            split,
-            lens: ids.iter().map(Vec::len).collect(),
-            rows,
-            hidden: bert.hidden,
-        })
-    }
-
-    /// A padded batch of cached rows: (hidden states b x t x hidden, mask b x t).
-    fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor)> {
-        let t = idx.iter().map(|&i| self.lens[i]).max().unwrap_or(0);
-        let h = self.hidden;
-        let mut flat = Vec::with_capacity(idx.len() * t * h);
-        let mut mask = Vec::with_capacity(idx.len() * t);
-        for &i in idx {
-            let n = self.lens[i];
-            flat.extend_from_slice(&self.rows[i]);
-            flat.extend(std::iter::repeat_n(0.0f32, (t - n) * h));
-            mask.extend(std::iter::repeat_n(1.0f32, n));
-            mask.extend(std::iter::repeat_n(0.0f32, t - n));
-        }
-        Ok((
-            Tensor::from_vec(flat, (idx.len(), t, h), &Device::Cpu)?,
-            Tensor::from_vec(mask, (idx.len(), t), &Device::Cpu)?,
-        ))
-    }
-
-    /// Sentence embeddings (b x hidden, unit length) of cached rows `idx`
-    /// after the remaining layers, with `lora` applied explicitly.
-    pub fn top_forward(
-        &self,
-        bert: &FrozenBert,
-        idx: &[usize],
-        lora: Option<&LoraSet>,
-    ) -> Result<Tensor> {
-        let (mut h, mask) = self.batch(idx)?;
-        let bias = mask_bias(&mask)?;
-        for l in self.split..bert.num_layers() {
-            h = bert.layer(l, &h, &bias, lora)?;
-        }
-        pool(&h, &mask)
-    }
-
-    /// Embeddings of rows `idx` (forward only), in order.
-    pub fn embed(
-        &self,
-        bert: &FrozenBert,
-        idx: &[usize],
-        lora: Option<&LoraSet>,
-    ) -> Result<Vec<Vec<f32>>> {
-        let mut order: Vec<usize> = (0..idx.len()).collect();
-        order.sort_by_key(|&j| self.lens[idx[j]]);
-        let mut out = vec![Vec::new(); idx.len()];
-        for chunk in order.chunks(64) {
-            let rows: Vec<usize> = chunk.iter().map(|&j| idx[j]).collect();
-            let e = self.top_forward(bert, &rows, lora)?.to_vec2::<f32>()?;
-            for (&j, v) in chunk.iter().zip(e) {
-                out[j] = v;
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// A fine-tuned adapter (None for a frozen run) and the linear task head
 /// trained with it.
 pub struct Finetuned {
@@ -184,14 +80,35 @@ pub struct Finetuned {
     pub head_weight: Vec<f32>,
     pub head_bias: Vec<f32>,
     pub head_scale: f32,
-    /// Mean weighted training loss of each epoch.
+    /// Mean weighted training loss of each epoch (the task loss alone).
     pub epoch_losses: Vec<f32>,
+    /// The linear difficulty head trained beside the task head (hidden
+    /// weights, bias; it reads `head_scale` x the unit embedding), when the
+    /// run was multi-task.
+    pub difficulty_head: Option<(Vec<f32>, f32)>,
+    /// Mean difficulty loss of each epoch (empty for a task-only run).
+    pub difficulty_losses: Vec<f32>,
 }
 
 impl Finetuned {
     /// The trained factors in training form (for the explicit forward).
     pub fn lora(&self) -> Option<&LoraSet> {
         self.lora.as_ref()
+    }
+
+    /// The jointly trained difficulty head's output (in (0, 1), higher =
+    /// harder) for each embedding; `None` for a task-only run.
+    pub fn predict_difficulty(&self, embeddings: &[Vec<f32>]) -> Option<Vec<f32>> {
+        let (w, b) = self.difficulty_head.as_ref()?;
+        Some(
+            embeddings
+                .iter()
+                .map(|e| {
+                    let z = b + self.head_scale * w.iter().zip(e).map(|(a, x)| a * x).sum::<f32>();
+                    1.0 / (1.0 + (-z).exp())
+                })
+                .collect(),
+        )
     }
 
     /// Predicted class of each embedding.
@@ -262,6 +179,42 @@ pub fn finetune_snapshots(
     snapshot_after: &[usize],
     progress: &dyn Fn(usize, usize, f32),
 ) -> Result<Vec<Finetuned>> {
+    finetune_multitask_snapshots(
+        bert,
+        cache,
+        train,
+        labels,
+        weights,
+        classes,
+        cfg,
+        None,
+        snapshot_after,
+        progress,
+    )
+}
+
+/// [`finetune_snapshots`], multi-task when `difficulty` is given: each
+/// task minibatch is paired with one difficulty minibatch (one source's
+/// rows), and one step descends task loss + `loss_weight` x difficulty
+/// loss, so the adapter is shaped by both. The difficulty queue runs on
+/// across epochs (an epoch is one pass over the task rows). Without
+/// `difficulty` it is exactly the task-only run.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune_multitask_snapshots(
+    bert: &FrozenBert,
+    cache: &LowerCache,
+    train: &[usize],
+    labels: &[usize],
+    weights: &[f32],
+    classes: usize,
+    cfg: &FinetuneConfig,
+    difficulty: Option<&DifficultyTask>,
+    snapshot_after: &[usize],
+    progress: &dyn Fn(usize, usize, f32),
+) -> Result<Vec<Finetuned>> {
+    if let Some(d) = difficulty {
+        d.check(cache.lens.len())?;
+    }
     if snapshot_after.is_empty()
         || snapshot_after.windows(2).any(|w| w[0] >= w[1])
         || snapshot_after[0] == 0
@@ -326,6 +279,9 @@ pub fn finetune_snapshots(
         )?),
         None => None,
     };
+    let mut side = difficulty
+        .map(|d| DifficultySide::new(d, hidden, cfg))
+        .transpose()?;
     // A frozen run embeds once; an adapted one re-runs the top layers.
     let fixed: Option<Vec<Vec<f32>>> = match lora {
         None => Some(cache.embed(bert, train, None)?),
@@ -339,11 +295,12 @@ pub fn finetune_snapshots(
         .map(<[usize]>::to_vec)
         .collect();
     let mut epoch_losses = Vec::new();
+    let mut difficulty_losses = Vec::new();
     let mut snapshots = Vec::with_capacity(snapshot_after.len());
     for epoch in 0..cfg.epochs {
         let mut visit: Vec<usize> = (0..batches.len()).collect();
         visit.shuffle(&mut rng);
-        let (mut total, mut weight_sum) = (0.0f64, 0.0f64);
+        let (mut total, mut weight_sum, mut diff_total) = (0.0f64, 0.0f64, 0.0f64);
         for (done, &bi) in visit.iter().enumerate() {
             let batch = &batches[bi];
             let emb = match &fixed {
@@ -368,7 +325,16 @@ pub fn finetune_snapshots(
             let wt = Tensor::from_vec(w, (batch.len(), 1), &Device::Cpu)?;
             let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             let loss = (logp.gather(&y, 1)?.mul(&wt)?.sum_all()?.neg()? / (wsum as f64).max(1e-9))?;
-            let grads = loss.backward()?;
+            let grads = match side.as_mut() {
+                None => loss.backward()?,
+                Some(side) => {
+                    let (weighted, value) = side.loss(bert, cache, lora.as_ref(), cfg)?;
+                    diff_total += value as f64;
+                    let grads = (&loss + weighted)?.backward()?;
+                    side.opt.step(&grads)?;
+                    grads
+                }
+            };
             head_opt.step(&grads)?;
             if let Some(opt) = lora_opt.as_mut() {
                 opt.step(&grads)?;
@@ -379,6 +345,9 @@ pub fn finetune_snapshots(
             progress(epoch, done + 1, l);
         }
         epoch_losses.push((total / weight_sum.max(1e-9)) as f32);
+        if side.is_some() {
+            difficulty_losses.push((diff_total / visit.len().max(1) as f64) as f32);
+        }
         if snapshot_after.contains(&(epoch + 1)) {
             let adapter = lora.as_ref().map(LoraSet::to_adapter).transpose()?;
             snapshots.push(Finetuned {
@@ -388,6 +357,8 @@ pub fn finetune_snapshots(
                 head_bias: head_b.as_tensor().to_vec1()?,
                 head_scale: cfg.head_scale,
                 epoch_losses: epoch_losses.clone(),
+                difficulty_head: side.as_ref().map(DifficultySide::head).transpose()?,
+                difficulty_losses: difficulty_losses.clone(),
             });
         }
         if snapshots.len() == snapshot_after.len() {
