@@ -13,7 +13,7 @@ use pointsman_eval::{
     CurveConfig, CurveSize, EvalConfig, EvalSet, Pricing, PromptReader,
 };
 use pointsman_records::Record;
-use pointsman_router::{Catalog, TrainConfig, Validation};
+use pointsman_router::{Catalog, Selection, TrainConfig, Validation};
 
 use crate::{paths, ModelArgs};
 
@@ -75,6 +75,16 @@ pub struct EvalArgs {
     /// Adam step size of the success model.
     #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
     pub learning_rate: f32,
+    /// How the success model's cross-validated selection picks its
+    /// candidate: cross-entropy (the default), routing-value or
+    /// cross-entropy-then-routing (docs/EVALUATION.md, "Selecting by
+    /// routing value").
+    #[arg(long)]
+    pub selection_criterion: Option<pointsman_router::routing_value::Criterion>,
+    /// Neighbours per kNN estimate stacked into the success model (the
+    /// selection's `knn_k`).
+    #[arg(long, default_value_t = pointsman_router::Selection::default().knn_k)]
+    pub selection_knn_k: usize,
     /// Neighbours of the knn baseline.
     #[arg(long, default_value_t = 25)]
     pub knn_k: usize,
@@ -191,6 +201,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             l2_prompt: args.l2,
             learning_rate: args.learning_rate,
             ability_prior: args.ability_prior,
+            selection: TrainConfig::default().selection.map(|sel| Selection {
+                criterion: args.selection_criterion.unwrap_or(sel.criterion),
+                knn_k: args.selection_knn_k,
+                ..sel
+            }),
             ..Default::default()
         },
         knn_k: args.knn_k,

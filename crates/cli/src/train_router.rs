@@ -82,6 +82,8 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         calibrate: false,
         ability_prior: TrainConfig::default().ability_prior,
         learning_rate: TrainConfig::default().learning_rate,
+        selection_criterion: None,
+        selection_knn_k: pointsman_router::Selection::default().knn_k,
         knn_k: 0,
         seed: 0,
         cold_model: None,

@@ -35,8 +35,10 @@
 
 use serde::Serialize;
 
+use crate::cost::RowCosts;
 use crate::error::RouterError;
 use crate::neighbours::Neighbours;
+use crate::routing_value::{pick, Criterion, RoutingRows, Scored};
 use crate::success::{sigmoid, CandidateLoss, SelectionRecord, SuccessModel};
 use crate::train::{fit_fixed, SplitMix, TrainConfig, TrainingRow};
 
@@ -57,6 +59,10 @@ pub struct Selection {
     pub knn_k: usize,
     /// Pseudo-outcomes of a model's mean in each kNN estimate.
     pub knn_prior: f32,
+    /// How the winner is picked ([`crate::routing_value`]); every
+    /// criterion is cross-entropy when the fit has no costs or too few
+    /// rows with every model's outcome.
+    pub criterion: Criterion,
 }
 
 impl Default for Selection {
@@ -68,6 +74,7 @@ impl Default for Selection {
             knn_weights: vec![0.0, 0.25, 0.5, 0.75, 1.0],
             knn_k: 25,
             knn_prior: 2.0,
+            criterion: Criterion::CrossEntropy,
         }
     }
 }
@@ -130,6 +137,7 @@ impl Calib {
             candidate: name,
             cross_entropy: (total / count) as f32,
             penalised: ((total + params) / count) as f32,
+            routing_value: None,
         }
     }
 }
@@ -174,15 +182,18 @@ pub fn fit_selected(
     sel: &Selection,
     encoder_id: &str,
 ) -> Result<SuccessModel, RouterError> {
-    fit_selected_with_predictions(models, tasks, rows, cfg, sel, encoder_id).map(|(m, _)| m)
+    fit_selected_with_predictions(models, tasks, rows, None, cfg, sel, encoder_id).map(|(m, _)| m)
 }
 
 /// [`fit_selected`], with the winner's out-of-fold P on every training row
 /// with outcomes (in-sample when there were too few rows to cross-validate).
+/// `costs` (`costs[i]` those of `rows[i]`) let the criterion measure each
+/// candidate's routing value; without them it is cross-entropy.
 pub(crate) fn fit_selected_with_predictions(
     models: Vec<String>,
     tasks: Vec<String>,
     rows: &[TrainingRow],
+    costs: Option<&[RowCosts]>,
     cfg: &TrainConfig,
     sel: &Selection,
     encoder_id: &str,
@@ -210,6 +221,8 @@ pub(crate) fn fit_selected_with_predictions(
             l2_prompt: cfg.l2_prompt,
             prompt_weight: 0.0,
             knn_weight: 0.0,
+            criterion: Criterion::CrossEntropy,
+            routing_rows: 0,
             cv_loss: Vec::new(),
         });
         let predictions = RowPredictions::in_sample(&model, rows);
@@ -240,9 +253,8 @@ pub(crate) fn fit_selected_with_predictions(
         vec![Vec::new(); rows.len()]
     };
 
-    let mut losses = Vec::new();
-    // (loss, candidate name, ridge, knn weight, calibration, ridge index)
-    let mut best: Option<(f32, String, f32, f32, Calib, usize)> = None;
+    let routing = costs.and_then(|c| RoutingRows::new(rows, c, n));
+    let mut cands: Vec<Candidate> = Vec::new();
     // Per ridge: each row's out-of-fold P_irt for every model.
     let mut full_p = Vec::with_capacity(grid.len());
     for (gi, &l2) in grid.iter().enumerate() {
@@ -262,20 +274,20 @@ pub(crate) fn fit_selected_with_predictions(
             &c,
             encoder_id,
         )?;
-        if best.is_none() {
+        if cands.is_empty() {
             // Per-model averages, measured on the first ridge's centres.
             let pairs = stacked(&raw, 0.0);
             let calib = fit_calibration(&pairs, n, false);
             let loss = calib.loss("averages".into(), &pairs, false, 0.0);
-            best = Some((
-                loss.penalised,
-                "averages".into(),
+            cands.push(Candidate::new(
+                loss,
+                "averages",
                 cfg.l2_prompt,
                 0.0,
                 calib,
                 gi,
+                &pairs,
             ));
-            losses.push(loss);
         }
         for &w in &weights {
             let pairs = stacked(&raw, w as f64);
@@ -287,14 +299,50 @@ pub(crate) fn fit_selected_with_predictions(
             };
             let extra = if w > 0.0 { 1.0 } else { 0.0 };
             let loss = calib.loss(name, &pairs, true, extra);
-            if best.as_ref().is_some_and(|b| loss.penalised < b.0) {
-                best = Some((loss.penalised, "prompt".into(), l2, w, calib, gi));
-            }
-            losses.push(loss);
+            cands.push(Candidate::new(loss, "prompt", l2, w, calib, gi, &pairs));
         }
         full_p.push(full);
     }
-    let (_, choice, l2, w, calib, gi) = best.expect("the grid is not empty");
+    if let Some(routing) = &routing {
+        for cand in &mut cands {
+            let p = winner_predictions(
+                &full_p[cand.ridge_index],
+                &knn,
+                cand.knn_weight as f64,
+                sel.knn_prior as f64,
+                &cand.calib,
+            );
+            let mut at = vec![None; rows.len()];
+            for (k, &i) in p.rows.iter().enumerate() {
+                at[i] = Some(k);
+            }
+            let value = routing.value(|i| at[i].map(|k| p.p[k].as_slice()));
+            cand.loss.routing_value = Some(value as f32);
+        }
+    }
+    let scored: Vec<Scored> = cands
+        .iter()
+        .map(|c| Scored {
+            penalised: c.loss.penalised as f64,
+            per_outcome: &c.per_outcome,
+            routing_value: c.loss.routing_value.map_or(f64::NAN, f64::from),
+        })
+        .collect();
+    let criterion = if routing.is_some() {
+        sel.criterion
+    } else {
+        Criterion::CrossEntropy
+    };
+    let won = pick(&scored, criterion);
+    let losses: Vec<CandidateLoss> = cands.iter().map(|c| c.loss.clone()).collect();
+    let Candidate {
+        choice,
+        l2,
+        knn_weight: w,
+        calib,
+        ridge_index: gi,
+        ..
+    } = cands.swap_remove(won);
     let predictions = winner_predictions(&full_p[gi], &knn, w as f64, sel.knn_prior as f64, &calib);
     let c = TrainConfig {
         l2_prompt: l2,
@@ -314,9 +362,51 @@ pub(crate) fn fit_selected_with_predictions(
         l2_prompt: l2,
         prompt_weight: calib.alpha as f32,
         knn_weight: w,
+        criterion,
+        routing_rows: routing.as_ref().map_or(0, RoutingRows::len),
         cv_loss: losses,
     });
     Ok((model, predictions))
+}
+
+/// One candidate of the selection with what it was scored on.
+struct Candidate {
+    loss: CandidateLoss,
+    /// `averages` or `prompt`.
+    choice: String,
+    l2: f32,
+    knn_weight: f32,
+    calib: Calib,
+    /// Index of its ridge in the grid.
+    ridge_index: usize,
+    /// Cross-entropy of each out-of-fold outcome after its calibration.
+    per_outcome: Vec<f64>,
+}
+
+impl Candidate {
+    fn new(
+        loss: CandidateLoss,
+        choice: &str,
+        l2: f32,
+        knn_weight: f32,
+        calib: Calib,
+        ridge_index: usize,
+        pairs: &[Pair],
+    ) -> Candidate {
+        let per_outcome = pairs
+            .iter()
+            .map(|&(m, l, y)| cross_entropy(sigmoid(calib.logit(m, l)), y))
+            .collect();
+        Candidate {
+            loss,
+            choice: choice.into(),
+            l2,
+            knn_weight,
+            calib,
+            ridge_index,
+            per_outcome,
+        }
+    }
 }
 
 /// The winner's P on every row of `full` (row, out-of-fold P_irt per
