@@ -85,6 +85,9 @@ pub struct EvalArgs {
     /// selection's `knn_k`).
     #[arg(long, default_value_t = pointsman_router::Selection::default().knn_k)]
     pub selection_knn_k: usize,
+    /// Inner folds of the success model's selection.
+    #[arg(long, default_value_t = pointsman_router::Selection::default().folds)]
+    pub selection_folds: usize,
     /// Neighbours of the knn baseline.
     #[arg(long, default_value_t = 25)]
     pub knn_k: usize,
@@ -204,6 +207,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             selection: TrainConfig::default().selection.map(|sel| Selection {
                 criterion: args.selection_criterion.unwrap_or(sel.criterion),
                 knn_k: args.selection_knn_k,
+                folds: args.selection_folds,
                 ..sel
             }),
             ..Default::default()

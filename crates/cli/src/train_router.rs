@@ -84,6 +84,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         learning_rate: TrainConfig::default().learning_rate,
         selection_criterion: None,
         selection_knn_k: pointsman_router::Selection::default().knn_k,
+        selection_folds: pointsman_router::Selection::default().folds,
         knn_k: 0,
         seed: 0,
         cold_model: None,
