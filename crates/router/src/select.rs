@@ -32,6 +32,14 @@
 //! as above; a candidate with w > 0 counts one parameter more. w = 0 is the
 //! item-response model alone, exactly; w = 1 is kNN alone (calibrated). The
 //! final model stores its training prompts only when the winner has w > 0.
+//!
+//! Routing value: given costs ([`crate::train::fit_with_costs`]), every
+//! candidate is also scored by the AIQ of its λ sweep on the out-of-fold
+//! rows that hold every model's outcome and cost
+//! ([`crate::routing_value`]), recorded beside its loss. `criterion` says
+//! which number picks the winner: cross-entropy by default (selecting by
+//! the routing value, or by it among the candidates tied on cross-entropy,
+//! measured no better: docs/EVALUATION.md, round 5).
 
 use serde::Serialize;
 
