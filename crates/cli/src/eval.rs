@@ -91,6 +91,14 @@ pub struct EvalArgs {
     /// Neighbours of the knn baseline.
     #[arg(long, default_value_t = 25)]
     pub knn_k: usize,
+    /// Spaces the success model's stacked kNN estimate is tried in, chosen by
+    /// cross-validation inside the training rows (comma-separated): d = the
+    /// first d principal components of the stored prompts' embeddings, 0 =
+    /// the full embedding. Default: 0 (the full embedding only;
+    /// docs/EVALUATION.md, "kNN in a reduced space", has what 32,64,128
+    /// costs and saves).
+    #[arg(long, value_delimiter = ',')]
+    pub knn_dims: Vec<usize>,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Cold start: keep only --cold-outcomes training outcomes of this model.
@@ -196,6 +204,15 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
     Ok(sets)
 }
 
+/// The default selection, with `knn_dims` as the kNN spaces unless empty.
+pub fn selection_with_knn_dims(knn_dims: &[usize]) -> Option<Selection> {
+    let mut sel = Selection::default();
+    if !knn_dims.is_empty() {
+        sel.knn_dims = knn_dims.to_vec();
+    }
+    Some(sel)
+}
+
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let cfg = EvalConfig {
         train: TrainConfig {
@@ -204,7 +221,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             l2_prompt: args.l2,
             learning_rate: args.learning_rate,
             ability_prior: args.ability_prior,
-            selection: TrainConfig::default().selection.map(|sel| Selection {
+            selection: selection_with_knn_dims(&args.knn_dims).map(|sel| Selection {
                 criterion: args.selection_criterion.unwrap_or(sel.criterion),
                 knn_k: args.selection_knn_k,
                 folds: args.selection_folds,

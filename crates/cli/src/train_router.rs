@@ -8,7 +8,7 @@ use clap::Args;
 use pointsman_eval::fit_set;
 use pointsman_router::{SuccessModel, TrainConfig};
 
-use crate::eval::{load_sets, EvalArgs};
+use crate::eval::{load_sets, selection_with_knn_dims, EvalArgs};
 use crate::ModelArgs;
 
 #[derive(Args)]
@@ -33,6 +33,13 @@ pub struct TrainRouterArgs {
     /// Use the encoder alone, without the task head (one pseudo-task).
     #[arg(long)]
     no_task_head: bool,
+    /// Spaces the stacked kNN estimate is tried in, chosen by
+    /// cross-validation (comma-separated): d = the first d principal
+    /// components of the stored prompts' embeddings, 0 = the full embedding.
+    /// Default: 0 (the full embedding only; docs/EVALUATION.md, "kNN in a
+    /// reduced space", has what 32,64,128 costs and saves).
+    #[arg(long, value_delimiter = ',')]
+    knn_dims: Vec<usize>,
     #[arg(long, default_value = "target/embedding-cache")]
     cache_dir: PathBuf,
     #[command(flatten)]
@@ -44,6 +51,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         let cfg = TrainConfig {
             rank: args.rank,
             epochs: args.epochs,
+            selection: selection_with_knn_dims(&args.knn_dims),
             ..Default::default()
         };
         let (model, rows) = crate::store::fit_from_store(store, &cfg)?;
@@ -86,6 +94,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         selection_knn_k: pointsman_router::Selection::default().knn_k,
         selection_folds: pointsman_router::Selection::default().folds,
         knn_k: 0,
+        knn_dims: args.knn_dims.clone(),
         seed: 0,
         cold_model: None,
         cold_outcomes: None,
@@ -99,6 +108,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
     let cfg = TrainConfig {
         rank: args.rank,
         epochs: args.epochs,
+        selection: selection_with_knn_dims(&args.knn_dims),
         ..Default::default()
     };
     let model = fit_set(&set, &cfg)?;

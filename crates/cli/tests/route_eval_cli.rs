@@ -317,3 +317,48 @@ fn bad_catalog_errors_name_field_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn train_router_tries_the_knn_spaces_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("router.json");
+    let run = pointsman(&[
+        "train",
+        "router",
+        "--outcomes",
+        &format!("{DATA}/routerbench_train.jsonl"),
+        "--no-task-head",
+        "--epochs",
+        "100",
+        "--knn-dims",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let candidates: Vec<&str> = v["selection"]["cv_loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["candidate"].as_str().unwrap())
+        .collect();
+    // Every kNN candidate in the 8-d space, none in the full embedding.
+    let knn: Vec<&&str> = candidates.iter().filter(|c| c.contains("knn=")).collect();
+    assert!(
+        !knn.is_empty() && knn.iter().all(|c| c.ends_with(" d=8")),
+        "{candidates:?}"
+    );
+    match v.get("neighbours") {
+        Some(nb) => {
+            assert_eq!(nb["projection"]["dim"], 8);
+            assert_eq!(v["selection"]["knn_dim"], 8);
+        }
+        None => assert_eq!(v["selection"]["knn_dim"], 0),
+    }
+}

@@ -168,49 +168,57 @@ fn bench(c: &mut Criterion) {
                 outcomes: (0..n).map(|m| (m, ((i + m) % 3) as f32 / 2.0)).collect(),
             })
             .collect();
-        let mut nb = Neighbours::build(&training, n, 25, 2.0, 0);
-        nb.weight = 0.5;
-        stacked.neighbours = Some(nb);
-        c.bench_function(
-            &format!("stacked success model + policy ({rows} stored prompts, k 25)"),
-            |b| {
-                b.iter(|| {
-                    let p = stacked.predict(&refs, black_box(&embedding), &task_scores);
-                    decide(&catalog, &p, &costs, policy, &constraints).unwrap()
-                })
-            },
-        );
+        // The full embedding, then a 64-d principal-component space (the
+        // query projected first: 64 × 384 multiply-adds).
+        let spaces = Neighbours::build_in_spaces(&training, n, 25, 2.0, 0, &[0, 64]);
+        for (mut nb, space) in spaces.into_iter().zip(["", ", 64-d space"]) {
+            nb.weight = 0.5;
+            stacked.neighbours = Some(nb);
+            c.bench_function(
+                &format!("stacked success model + policy ({rows} stored prompts, k 25{space})"),
+                |b| {
+                    b.iter(|| {
+                        let p = stacked.predict(&refs, black_box(&embedding), &task_scores);
+                        decide(&catalog, &p, &costs, policy, &constraints).unwrap()
+                    })
+                },
+            );
+        }
     }
 }
 
-/// The shipped stacked artifact (models/router/routerbench-e5.json: item
-/// response + kNN over 2,225 stored prompts, per-model cost model) as
-/// `serve` runs it: P for every catalog model, the cost factors, the
-/// target resolved through the artifact's target table and the policy. Queries are 64 blends of two stored prompts each (real
-/// e5 embeddings near, not on, the stored rows), taken in turn.
+/// The shipped artifact (models/router/routerbench-e5.json, or the file
+/// `DECIDE_ARTIFACT` names) as `serve` runs it: P for every catalog model,
+/// the cost factors, the target resolved through the artifact's target
+/// table and the policy; the case names say whether it is stacked, over how
+/// many stored prompts, in which space. Queries, taken in turn: for a
+/// stacked artifact 64 blends of two stored prompts each (real e5
+/// embeddings near, not on, the stored rows; in a principal-component
+/// space the blends are made there and mapped back to 384-d embeddings
+/// that project onto them, at the stored rows' typical distance from their
+/// mean); for an unstacked one 64 points around the training mean.
 fn shipped(c: &mut Criterion) {
     let catalog =
         Catalog::from_toml_str(include_str!("../../../models/catalogs/routerbench.toml")).unwrap();
     let names: Vec<&str> = catalog.models.iter().map(|m| m.name.as_str()).collect();
-    let artifact =
-        SuccessModel::from_json(include_str!("../../../models/router/routerbench-e5.json"))
-            .unwrap();
-    let nb = artifact
-        .neighbours
-        .as_ref()
-        .expect("the shipped artifact is stacked");
-    let d = nb.dim;
-    let queries: Vec<Vec<f32>> = (0..64)
-        .map(|i| {
-            let (a, b) = ((i * 37) % nb.rows, (i * 101 + 7) % nb.rows);
-            (0..d)
-                .map(|t| {
-                    (nb.embeddings[a * d + t] as f32 * 0.7 + nb.embeddings[b * d + t] as f32 * 0.3)
-                        / 127.0
-                })
-                .collect()
-        })
-        .collect();
+    let artifact = SuccessModel::from_json(&artifact_text()).unwrap();
+    let queries: Vec<Vec<f32>> = match &artifact.neighbours {
+        Some(nb) => (0..64).map(|i| near_stored(nb, i)).collect(),
+        // Unstacked: no stored prompts; points around the training mean,
+        // half a standard deviation out in a different pattern each.
+        None => (0..64)
+            .map(|i| {
+                let (mean, scale) = (&artifact.feature_mean, &artifact.feature_scale);
+                (0..artifact.dim)
+                    .map(|t| mean[t] + 0.5 * scale[t] * ((i * 31 + t * 7) as f32 * 0.13).sin())
+                    .collect()
+            })
+            .collect(),
+    };
+    let shape = match &artifact.neighbours {
+        Some(nb) => format!("stacked, {} rows, {}-d", nb.rows, nb.space_dim()),
+        None => "unstacked".to_string(),
+    };
     let tasks = artifact.task_vector([("general", 1.0)]);
     let policy = Policy::Target { target: 0.8 };
     let constraints = Constraints::default();
@@ -229,7 +237,7 @@ fn shipped(c: &mut Criterion) {
     };
     let mut turn = 0;
     c.bench_function(
-        "stacked (shipped artifact shape, 2,225 rows): one decision with cost factors",
+        &format!("shipped artifact ({shape}): one decision with cost factors"),
         |b| {
             b.iter(|| {
                 turn = (turn + 1) % queries.len();
@@ -240,11 +248,9 @@ fn shipped(c: &mut Criterion) {
     // A second copy of the artifact, as `serve --candidate-router` loads
     // one: its own stored prompts in memory, so the shadow search does not
     // find the live one's rows in cache any more than a real candidate's.
-    let candidate =
-        SuccessModel::from_json(include_str!("../../../models/router/routerbench-e5.json"))
-            .unwrap();
+    let candidate = SuccessModel::from_json(&artifact_text()).unwrap();
     c.bench_function(
-        "live + shadow, both stacked (shipped artifact shape)",
+        &format!("live + shadow, both the shipped artifact ({shape}, two loaded copies)"),
         |b| {
             b.iter(|| {
                 turn = (turn + 1) % queries.len();
@@ -253,6 +259,44 @@ fn shipped(c: &mut Criterion) {
             })
         },
     );
+}
+
+/// Query `i` of the stacked cases: a blend of two stored prompts.
+fn near_stored(nb: &Neighbours, i: usize) -> Vec<f32> {
+    let d = nb.space_dim();
+    let (a, b) = ((i * 37) % nb.rows, (i * 101 + 7) % nb.rows);
+    let near: Vec<f32> = (0..d)
+        .map(|t| {
+            (nb.embeddings[a * d + t] as f32 * 0.7 + nb.embeddings[b * d + t] as f32 * 0.3) / 127.0
+        })
+        .collect();
+    match &nb.projection {
+        // x = Wᵀ(s · near + c), so that W x − c = s · near.
+        Some(p) => {
+            let s = p.variance.iter().sum::<f32>().sqrt();
+            let mut x = vec![0f32; nb.dim];
+            for ((row, &y), &c) in p.matrix.chunks_exact(nb.dim).zip(&near).zip(&p.offset) {
+                for (xj, &w) in x.iter_mut().zip(row) {
+                    *xj += w * (s * y + c);
+                }
+            }
+            x
+        }
+        None => near,
+    }
+}
+
+/// The shipped artifact, or the one `DECIDE_ARTIFACT` names (to compare
+/// artifacts trained with other settings under the same bench).
+fn artifact_text() -> String {
+    let path = std::env::var("DECIDE_ARTIFACT").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../models/router/routerbench-e5.json"
+        )
+        .into()
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 criterion_group!(benches, bench, shipped);

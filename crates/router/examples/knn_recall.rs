@@ -30,6 +30,14 @@ fn main() {
     let nb = model
         .neighbours
         .expect("a stacked artifact (with neighbours)");
+    if let Some(p) = &nb.projection {
+        eprintln!(
+            "{path}: its kNN searches a {}-d principal-component space, so it stores projected \
+             rows, not embeddings; give an artifact trained with `--knn-dims 0`",
+            p.dim
+        );
+        std::process::exit(2);
+    }
     let (dim, n) = (nb.dim, nb.model_means.len());
     println!(
         "{path}: {} stored prompts, {dim}-d, k {}, {n} models",

@@ -33,6 +33,13 @@
 //! item-response model alone, exactly; w = 1 is kNN alone (calibrated). The
 //! final model stores its training prompts only when the winner has w > 0.
 //!
+//! The space the kNN compares prompts in is a candidate too (`knn_dims`):
+//! the full embedding or the first d principal components of the stored
+//! prompts, the PCA fitted on each fold's training part only
+//! ([`crate::neighbours::Projection`]). Every w > 0 is tried in every
+//! space; the winner's space is recorded (`knn_dim`) and the final model
+//! stores its prompts projected into it.
+//!
 //! Routing value: given costs ([`crate::train::fit_with_costs`]), every
 //! candidate is also scored by the AIQ of its λ sweep on the out-of-fold
 //! rows that hold every model's outcome and cost
@@ -67,6 +74,10 @@ pub struct Selection {
     pub knn_k: usize,
     /// Pseudo-outcomes of a model's mean in each kNN estimate.
     pub knn_prior: f32,
+    /// Spaces the kNN estimate is tried in: d, the first d principal
+    /// components of the stored prompts' embeddings; 0 (or the embedding's
+    /// dimension or more) the full embedding.
+    pub knn_dims: Vec<usize>,
     /// How the winner is picked ([`crate::routing_value`]); every
     /// criterion is cross-entropy when the fit has no costs or too few
     /// rows with every model's outcome.
@@ -82,10 +93,19 @@ impl Default for Selection {
             knn_weights: vec![0.0, 0.25, 0.5, 0.75, 1.0],
             knn_k: 25,
             knn_prior: 2.0,
+            knn_dims: DEFAULT_KNN_DIMS.to_vec(),
             criterion: Criterion::CrossEntropy,
         }
     }
 }
+
+/// The spaces tried by default (see [`Selection::knn_dims`]): the full
+/// embedding only. Principal-component spaces (`--knn-dims 32,64,128`)
+/// decide a stacked artifact in less than half the time but cost 0.002-0.003
+/// AIQ on RouterBench and AlpacaEval, and adding them to the full space lets
+/// the selection's cross-entropy pick them in some folds at the same cost
+/// (docs/EVALUATION.md, "kNN in a reduced space").
+pub const DEFAULT_KNN_DIMS: &[usize] = &[0];
 
 /// Prior precisions of the calibration (logit units^-2): α around 0, each
 /// γ_m around 0 (models share the signal weight unless their own held-out
@@ -229,6 +249,7 @@ pub(crate) fn fit_selected_with_predictions(
             l2_prompt: cfg.l2_prompt,
             prompt_weight: 0.0,
             knn_weight: 0.0,
+            knn_dim: 0,
             criterion: Criterion::CrossEntropy,
             routing_rows: 0,
             cv_loss: Vec::new(),
@@ -255,10 +276,17 @@ pub(crate) fn fit_selected_with_predictions(
         sel.knn_weights.clone()
     };
     let stacking = weights.iter().any(|&w| w > 0.0);
-    let knn = if stacking {
-        out_of_fold_knn(rows, &fold_of, sel, n, cfg.seed)
+    let input = rows.first().map_or(0, |r| r.embedding.len());
+    let dims = if stacking {
+        knn_spaces(&sel.knn_dims, input)
     } else {
-        vec![Vec::new(); rows.len()]
+        vec![input]
+    };
+    // Per space: every row's out-of-fold neighbour sums.
+    let knn_by_dim = if stacking {
+        out_of_fold_knn(rows, &fold_of, sel, n, cfg.seed, &dims)
+    } else {
+        vec![vec![Vec::new(); rows.len()]]
     };
 
     let routing = costs.and_then(|c| RoutingRows::new(rows, c, n));
@@ -271,51 +299,55 @@ pub(crate) fn fit_selected_with_predictions(
             selection: None,
             ..cfg.clone()
         };
-        let (raw, full) = out_of_fold_pairs(
-            &models,
-            &tasks,
-            rows,
-            &fold_of,
-            sel.folds,
-            &knn,
-            sel.knn_prior as f64,
-            &c,
-            encoder_id,
-        )?;
-        if cands.is_empty() {
-            // Per-model averages, measured on the first ridge's centres.
-            let pairs = stacked(&raw, 0.0);
-            let calib = fit_calibration(&pairs, n, false);
-            let loss = calib.loss("averages".into(), &pairs, false, 0.0);
-            cands.push(Candidate::new(
-                loss,
-                "averages",
-                cfg.l2_prompt,
-                0.0,
-                calib,
-                gi,
-                &pairs,
-            ));
+        let fits = out_of_fold_fits(&models, &tasks, rows, &fold_of, sel.folds, &c, encoder_id)?;
+        for (di, &d) in dims.iter().enumerate() {
+            let raw = out_of_fold_pairs(rows, &fits, &knn_by_dim[di], sel.knn_prior as f64);
+            if cands.is_empty() {
+                // Per-model averages, measured on the first ridge's centres.
+                let pairs = stacked(&raw, 0.0);
+                let calib = fit_calibration(&pairs, n, false);
+                let loss = calib.loss("averages".into(), &pairs, false, 0.0);
+                cands.push(Candidate {
+                    per_outcome: per_outcome(&calib, &pairs),
+                    loss,
+                    choice: "averages".into(),
+                    l2: cfg.l2_prompt,
+                    knn_weight: 0.0,
+                    calib,
+                    ridge_index: gi,
+                    space_index: di,
+                });
+            }
+            // w = 0 does not depend on the space: tried in the first only.
+            for &w in weights.iter().filter(|&&w| w > 0.0 || di == 0) {
+                let pairs = stacked(&raw, w as f64);
+                let calib = fit_calibration(&pairs, n, true);
+                let name = match w > 0.0 {
+                    true if d < input => format!("prompt l2={l2} knn={w} d={d}"),
+                    true => format!("prompt l2={l2} knn={w}"),
+                    false => format!("prompt l2={l2}"),
+                };
+                let extra = if w > 0.0 { 1.0 } else { 0.0 };
+                let loss = calib.loss(name, &pairs, true, extra);
+                cands.push(Candidate {
+                    per_outcome: per_outcome(&calib, &pairs),
+                    loss,
+                    choice: "prompt".into(),
+                    l2,
+                    knn_weight: w,
+                    calib,
+                    ridge_index: gi,
+                    space_index: di,
+                });
+            }
         }
-        for &w in &weights {
-            let pairs = stacked(&raw, w as f64);
-            let calib = fit_calibration(&pairs, n, true);
-            let name = if w > 0.0 {
-                format!("prompt l2={l2} knn={w}")
-            } else {
-                format!("prompt l2={l2}")
-            };
-            let extra = if w > 0.0 { 1.0 } else { 0.0 };
-            let loss = calib.loss(name, &pairs, true, extra);
-            cands.push(Candidate::new(loss, "prompt", l2, w, calib, gi, &pairs));
-        }
-        full_p.push(full);
+        full_p.push(fits);
     }
     if let Some(routing) = &routing {
         for cand in &mut cands {
             let p = winner_predictions(
                 &full_p[cand.ridge_index],
-                &knn,
+                &knn_by_dim[cand.space_index],
                 cand.knn_weight as f64,
                 sel.knn_prior as f64,
                 &cand.calib,
@@ -349,9 +381,11 @@ pub(crate) fn fit_selected_with_predictions(
         knn_weight: w,
         calib,
         ridge_index: gi,
+        space_index: di,
         ..
     } = cands.swap_remove(won);
-    let predictions = winner_predictions(&full_p[gi], &knn, w as f64, sel.knn_prior as f64, &calib);
+    let knn = &knn_by_dim[di];
+    let predictions = winner_predictions(&full_p[gi], knn, w as f64, sel.knn_prior as f64, &calib);
     let c = TrainConfig {
         l2_prompt: l2,
         selection: None,
@@ -359,17 +393,25 @@ pub(crate) fn fit_selected_with_predictions(
     };
     let mut model = fit_fixed(models, tasks, rows, &c, encoder_id)?;
     model.calibration = calib.platt();
-    if w > 0.0 {
-        let mut nb = Neighbours::build(rows, n, sel.knn_k, sel.knn_prior, cfg.seed);
+    let knn_dim = if w > 0.0 {
+        let spaces = [dims[di]];
+        let mut nb =
+            Neighbours::build_in_spaces(rows, n, sel.knn_k, sel.knn_prior, cfg.seed, &spaces)
+                .remove(0);
         nb.weight = w;
+        let d = nb.space_dim();
         model.neighbours = Some(nb);
-    }
+        d
+    } else {
+        0
+    };
     model.selection = Some(SelectionRecord {
         folds: sel.folds,
         choice,
         l2_prompt: l2,
         prompt_weight: calib.alpha as f32,
         knn_weight: w,
+        knn_dim,
         criterion,
         routing_rows: routing.as_ref().map_or(0, RoutingRows::len),
         cv_loss: losses,
@@ -387,34 +429,18 @@ struct Candidate {
     calib: Calib,
     /// Index of its ridge in the grid.
     ridge_index: usize,
+    /// Index of its kNN space in the spaces tried.
+    space_index: usize,
     /// Cross-entropy of each out-of-fold outcome after its calibration.
     per_outcome: Vec<f64>,
 }
 
-impl Candidate {
-    fn new(
-        loss: CandidateLoss,
-        choice: &str,
-        l2: f32,
-        knn_weight: f32,
-        calib: Calib,
-        ridge_index: usize,
-        pairs: &[Pair],
-    ) -> Candidate {
-        let per_outcome = pairs
-            .iter()
-            .map(|&(m, l, y)| cross_entropy(sigmoid(calib.logit(m, l)), y))
-            .collect();
-        Candidate {
-            loss,
-            choice: choice.into(),
-            l2,
-            knn_weight,
-            calib,
-            ridge_index,
-            per_outcome,
-        }
-    }
+/// The cross-entropy of each pair after `calib`.
+fn per_outcome(calib: &Calib, pairs: &[Pair]) -> Vec<f64> {
+    pairs
+        .iter()
+        .map(|&(m, l, y)| cross_entropy(sigmoid(calib.logit(m, l)), y))
+        .collect()
 }
 
 /// The winner's P on every row of `full` (row, out-of-fold P_irt per
@@ -463,47 +489,61 @@ fn stacked(raw: &[Raw], w: f64) -> Vec<Pair> {
         .collect()
 }
 
-/// Neighbour (sum, count) of every model on every row, from the other
-/// folds' prompts (empty for rows without outcomes).
+/// The distinct spaces of a `knn_dims` grid over `input`-d embeddings, as
+/// dimensions (`input`: the full embedding), in the grid's order.
+fn knn_spaces(grid: &[usize], input: usize) -> Vec<usize> {
+    let mut dims = Vec::new();
+    for &d in grid {
+        let d = if d == 0 || d >= input { input } else { d };
+        if !dims.contains(&d) {
+            dims.push(d);
+        }
+    }
+    if dims.is_empty() {
+        dims.push(input);
+    }
+    dims
+}
+
+/// Per space in `dims`: the neighbour (sum, count) of every model on every
+/// row, from the other folds' prompts (empty for rows without outcomes).
+/// A reduced space is fitted on each fold's training part alone.
 fn out_of_fold_knn(
     rows: &[TrainingRow],
     fold_of: &[usize],
     sel: &Selection,
     n: usize,
     seed: u64,
-) -> Vec<Vec<[f32; 2]>> {
-    let mut out = vec![Vec::new(); rows.len()];
+    dims: &[usize],
+) -> Vec<Vec<Vec<[f32; 2]>>> {
+    let mut out = vec![vec![Vec::new(); rows.len()]; dims.len()];
     for f in 0..sel.folds {
         let train: Vec<TrainingRow> = (0..rows.len())
             .filter(|&i| fold_of[i] != f)
             .map(|i| rows[i].clone())
             .collect();
-        let nb = Neighbours::build(&train, n, sel.knn_k, sel.knn_prior, seed);
-        for i in (0..rows.len()).filter(|&i| fold_of[i] == f) {
-            out[i] = nb.neighbour_sums(&rows[i].embedding);
+        let spaces = Neighbours::build_in_spaces(&train, n, sel.knn_k, sel.knn_prior, seed, dims);
+        for (o, nb) in out.iter_mut().zip(&spaces) {
+            for i in (0..rows.len()).filter(|&i| fold_of[i] == f) {
+                o[i] = nb.neighbour_sums(&rows[i].embedding);
+            }
         }
     }
     out
 }
 
-/// Fits on all folds but one, predicts that one, for every fold: (model,
-/// P_irt, P_knn from `knn`'s neighbour sums shrunk toward P_irt with
-/// `prior` pseudo-outcomes ([`Neighbours::estimate`]), score), and each
-/// predicted row's P_irt for every model.
-#[allow(clippy::too_many_arguments)] // the fold layout travels as plain slices
-fn out_of_fold_pairs(
+/// Fits on all folds but one and predicts that one, for every fold: each
+/// held-out row's P_irt for every model, fold by fold.
+fn out_of_fold_fits(
     models: &[String],
     tasks: &[String],
     rows: &[TrainingRow],
     fold_of: &[usize],
     folds: usize,
-    knn: &[Vec<[f32; 2]>],
-    prior: f64,
     cfg: &TrainConfig,
     encoder_id: &str,
-) -> Result<(Vec<Raw>, Vec<RowP>), RouterError> {
+) -> Result<Vec<RowP>, RouterError> {
     let names: Vec<&str> = models.iter().map(String::as_str).collect();
-    let mut pairs = Vec::new();
     let mut full = Vec::new();
     for f in 0..folds {
         let train: Vec<TrainingRow> = (0..rows.len())
@@ -513,17 +553,31 @@ fn out_of_fold_pairs(
         let m = fit_fixed(models.to_vec(), tasks.to_vec(), &train, cfg, encoder_id)?;
         for i in (0..rows.len()).filter(|&i| fold_of[i] == f) {
             let r = &rows[i];
-            let p = m.predict(&names, &r.embedding, &r.task_scores);
-            for &(mi, y) in &r.outcomes {
-                let k = knn[i].get(mi).map_or(p[mi], |&[s, c]| {
-                    (s as f64 + prior * p[mi]) / (c as f64 + prior).max(1e-12)
-                });
-                pairs.push((mi, p[mi], k, y as f64));
-            }
-            full.push((i, p));
+            full.push((i, m.predict(&names, &r.embedding, &r.task_scores)));
         }
     }
-    Ok((pairs, full))
+    Ok(full)
+}
+
+/// The out-of-fold fits' `(model, P_irt, P_knn, score)` for every observed
+/// pair, P_knn from `knn`'s neighbour sums shrunk toward P_irt with `prior`
+/// pseudo-outcomes ([`Neighbours::estimate`]).
+fn out_of_fold_pairs(
+    rows: &[TrainingRow],
+    fits: &[RowP],
+    knn: &[Vec<[f32; 2]>],
+    prior: f64,
+) -> Vec<Raw> {
+    let mut pairs = Vec::new();
+    for (i, p) in fits {
+        for &(mi, y) in &rows[*i].outcomes {
+            let k = knn[*i].get(mi).map_or(p[mi], |&[s, c]| {
+                (s as f64 + prior * p[mi]) / (c as f64 + prior).max(1e-12)
+            });
+            pairs.push((mi, p[mi], k, y as f64));
+        }
+    }
+    pairs
 }
 
 /// The fitted model's own (in-sample) logits on its training rows.

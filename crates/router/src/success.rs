@@ -111,6 +111,11 @@ pub struct SelectionRecord {
     /// model alone). Absent in older artifacts: 0.
     #[serde(default)]
     pub knn_weight: f32,
+    /// Dimension of the space the kNN estimate searches (the first d
+    /// principal components, or the full embedding's dimension; 0: no kNN
+    /// estimate, or an artifact older than the choice).
+    #[serde(default)]
+    pub knn_dim: usize,
     /// How the winner was picked ([`crate::routing_value::Criterion`]).
     /// Absent in older artifacts: cross-entropy, the only one then.
     #[serde(default = "legacy_criterion")]
@@ -132,8 +137,16 @@ impl std::fmt::Display for SelectionRecord {
         }
         write!(
             f,
-            "{} (ridge {}, knn weight {}, signal weight {:.2}) chosen by {}-fold cross-validation, criterion {}",
-            self.choice, self.l2_prompt, self.knn_weight, self.prompt_weight, self.folds,
+            "{} (ridge {}, knn weight {}{}, signal weight {:.2}) chosen by {}-fold cross-validation, criterion {}",
+            self.choice,
+            self.l2_prompt,
+            self.knn_weight,
+            match self.knn_dim {
+                0 => String::new(),
+                d => format!(" in {d}-d"),
+            },
+            self.prompt_weight,
+            self.folds,
             self.criterion.name()
         )?;
         if self.routing_rows > 0 {

@@ -1,9 +1,11 @@
 //! The stored prompts in the layout of the VNNI scan, built when the
-//! artifact is loaded (the artifact format is unchanged), and the top-k
-//! selection over the scan's scores.
+//! artifact is loaded (never serialised), and the top-k selection over the
+//! scan's scores. Any dimension works (the last 4-dimension step is padded),
+//! so a reduced space (`projection.rs`) uses the same scan.
 //!
-//! Why a full scan and not a coarse-to-fine search: on the shipped
-//! RouterBench artifact the 25 nearest stored prompts of a query sit
+//! Why a full scan and not a coarse-to-fine search of the full embedding
+//! (a kNN *defined* in a reduced space is another matter: see
+//! `projection.rs`): on the RouterBench artifact the 25 nearest stored prompts of a query sit
 //! within ~0.3% of each other in cosine (RouterBench's prompts share long
 //! templates), and the ranking among them lives in many dimensions. A
 //! 64-direction PCA projection (computed from the stored rows) put the
@@ -20,6 +22,8 @@ use super::kernels::{self, BLOCK};
 #[derive(Default)]
 pub(super) struct Scratch {
     pub(super) q: Vec<i8>,
+    /// The query in the reduced space, when there is one.
+    pub(super) projected: Vec<f32>,
     quads: Vec<i32>,
     scores: Vec<i32>,
     cands: Vec<u32>,

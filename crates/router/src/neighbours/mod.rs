@@ -19,14 +19,24 @@
 //! query is quantised the same way). At most [`MAX_ROWS`] prompts are
 //! stored; a larger training set is subsampled (seeded).
 //!
-//! The search is exact and reads every stored row: at load the rows are
-//! copied into the layout of an AVX-512 VNNI scan (`index.rs`, kernels in
-//! `kernels.rs` with portable equivalents), about 3 ns per 384-d row where
-//! a row-by-row dot product took about 10 (docs/PERFORMANCE.md, "Stacked
-//! decision", also for why no approximate search).
+//! The space the prompts are compared in is part of the model: the full
+//! embedding, or the first d principal components of the stored prompts
+//! (`projection.rs`: the artifact then carries the d × dim projection and
+//! stores the rows projected; a query is projected, re-normalised and
+//! quantised the same way). Which one is chosen by cross-validation with
+//! the weight ([`crate::select`]); an artifact without a projection (every
+//! one written before it existed) searches the full embedding.
+//!
+//! The search is exact in its space and reads every stored row: at load the
+//! rows are copied into the layout of an AVX-512 VNNI scan (`index.rs`,
+//! kernels in `kernels.rs` with portable equivalents), about 3 ns per 384-d
+//! row where a row-by-row dot product took about 10, and proportionally
+//! less in a reduced space (docs/PERFORMANCE.md, "Stacked decision", also
+//! for why no approximate search of the full space).
 
 mod index;
 mod kernels;
+mod projection;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -37,6 +47,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::cost::dot_f32;
 use crate::train::{SplitMix, TrainingRow};
 use index::{BlockedRows, Scratch};
+use projection::Pca;
+pub use projection::Projection;
 
 /// Most prompts an artifact stores for the neighbour search: 8,192 × 384
 /// bytes is 3 MiB of embeddings (4 MiB as base64, and 3 MiB more for the
@@ -58,13 +70,19 @@ pub struct Neighbours {
     pub weight: f32,
     /// Stored prompts.
     pub rows: usize,
-    /// Embedding dimension.
+    /// Embedding dimension (of the queries, before any projection).
     pub dim: usize,
+    /// The reduced space the stored prompts and queries are compared in
+    /// (`projection.rs`); absent: the full embedding, as in artifacts
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<Projection>,
     /// Mean score per model over the stored prompts (0.5 for a model with
     /// none), aligned with the success model's `models`; for inspection
     /// (estimates shrink toward the parametric P, not toward this).
     pub model_means: Vec<f32>,
-    /// `rows` × `dim` unit-normalised embeddings × 127, row-major.
+    /// `rows` × [`Neighbours::space_dim`] unit-normalised (projected)
+    /// embeddings × 127, row-major.
     #[serde(serialize_with = "to_base64_i8", deserialize_with = "from_base64_i8")]
     pub embeddings: Vec<i8>,
     /// `rows` × models scores × 254 (255: not observed), row-major.
@@ -128,6 +146,56 @@ impl Neighbours {
         prior_count: f32,
         seed: u64,
     ) -> Neighbours {
+        Self::build_in_spaces(rows, n_models, k, prior_count, seed, &[0]).remove(0)
+    }
+
+    /// [`Neighbours::build`] once per search space in `dims`: 0 (or the
+    /// embedding's dimension or more) the full embedding, d the first d
+    /// principal components of the stored rows (one PCA for all of them).
+    pub fn build_in_spaces(
+        rows: &[TrainingRow],
+        n_models: usize,
+        k: usize,
+        prior_count: f32,
+        seed: u64,
+        dims: &[usize],
+    ) -> Vec<Neighbours> {
+        let keep = Self::stored_rows(rows, seed);
+        let dim = rows.first().map_or(0, |r| r.embedding.len());
+        let reduced = |d: usize| d > 0 && d < dim;
+        // A reduced space is fitted on the stored rows at unit length, where
+        // the full space's cosine is a dot product (`projection.rs`).
+        let unit: Vec<Vec<f32>> = if dims.iter().any(|&d| reduced(d)) {
+            keep.iter()
+                .map(|&i| unit_length(&rows[i].embedding))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pca = (!unit.is_empty()).then(|| {
+            let stored: Vec<&[f32]> = unit.iter().map(Vec::as_slice).collect();
+            Pca::fit(&stored, dim)
+        });
+        dims.iter()
+            .map(|&d| {
+                let projection = pca.as_ref().filter(|_| reduced(d)).map(|p| p.projection(d));
+                Self::build_from(
+                    rows,
+                    &keep,
+                    &unit,
+                    n_models,
+                    k,
+                    prior_count,
+                    dim,
+                    projection,
+                )
+            })
+            .collect()
+    }
+
+    /// The rows to store: those with outcomes, a seeded subsample of
+    /// [`MAX_ROWS`] beyond.
+    fn stored_rows(rows: &[TrainingRow], seed: u64) -> Vec<usize> {
         let mut keep: Vec<usize> = (0..rows.len())
             .filter(|&i| !rows[i].outcomes.is_empty())
             .collect();
@@ -140,12 +208,40 @@ impl Neighbours {
             keep.truncate(MAX_ROWS);
             keep.sort_unstable();
         }
-        let dim = rows.first().map_or(0, |r| r.embedding.len());
-        let mut embeddings = Vec::with_capacity(keep.len() * dim);
+        keep
+    }
+
+    /// The rows `keep` names stored in the full space, or, with a
+    /// projection, `unit` (their embeddings at unit length) projected.
+    #[allow(clippy::too_many_arguments)] // one private constructor's inputs
+    fn build_from(
+        rows: &[TrainingRow],
+        keep: &[usize],
+        unit: &[Vec<f32>],
+        n_models: usize,
+        k: usize,
+        prior_count: f32,
+        dim: usize,
+        projection: Option<Projection>,
+    ) -> Neighbours {
+        let space = projection.as_ref().map_or(dim, |p| p.dim);
+        let mut embeddings = Vec::with_capacity(keep.len() * space);
+        if let Some(p) = &projection {
+            // Centred coordinates, one scale for all rows (`projection.rs`).
+            let centred: Vec<Vec<f32>> = unit.iter().map(|e| p.apply(e)).collect();
+            let top = centred.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+            let s = if top > 0.0 { 127.0 / top } else { 0.0 };
+            for b in &centred {
+                embeddings.extend(b.iter().map(|x| (x * s).round().clamp(-127.0, 127.0) as i8));
+            }
+        } else {
+            for &i in keep {
+                embeddings.extend(quantise(&rows[i].embedding));
+            }
+        }
         let mut scores = vec![MISSING; keep.len() * n_models];
         let mut sum = vec![(0f64, 0usize); n_models];
         for (pos, &i) in keep.iter().enumerate() {
-            embeddings.extend(quantise(&rows[i].embedding));
             // Out-of-range indices are the trainer's to refuse (fit_fixed).
             for &(m, y) in rows[i].outcomes.iter().filter(|o| o.0 < n_models) {
                 let byte = (y.clamp(0.0, 1.0) * 254.0).round() as u8;
@@ -160,6 +256,7 @@ impl Neighbours {
             weight: 0.0,
             rows: keep.len(),
             dim,
+            projection,
             model_means: sum
                 .iter()
                 .map(|&(s, c)| if c > 0 { (s / c as f64) as f32 } else { 0.5 })
@@ -176,10 +273,16 @@ impl Neighbours {
         self.blocked();
     }
 
+    /// Dimension of the space the neighbours are searched in: the
+    /// projection's, or the embedding's without one.
+    pub fn space_dim(&self) -> usize {
+        self.projection.as_ref().map_or(self.dim, |p| p.dim)
+    }
+
     fn blocked(&self) -> &BlockedRows {
         self.search
             .0
-            .get_or_init(|| BlockedRows::build(&self.embeddings, self.rows, self.dim))
+            .get_or_init(|| BlockedRows::build(&self.embeddings, self.rows, self.space_dim()))
     }
 
     /// Indices of the k stored prompts nearest to one embedding (highest
@@ -200,7 +303,14 @@ impl Neighbours {
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let s = &mut *guard;
-            quantise_into(embedding, &mut s.q);
+            match &self.projection {
+                Some(p) => {
+                    p.map_into(embedding, &mut s.projected);
+                    quantise_into(&s.projected, &mut s.q);
+                }
+                None => quantise_into(embedding, &mut s.q),
+            }
+            let space = self.space_dim();
             let k = self.k.min(self.rows);
             if k == 0 {
                 return f(&[]);
@@ -208,13 +318,13 @@ impl Neighbours {
             match mode {
                 // Zero-width embeddings: every similarity is 0, so the
                 // lowest indices win the tie (as the reference's rule says).
-                _ if self.dim == 0 => {
+                _ if space == 0 => {
                     s.exact.clear();
                     s.exact.extend((0..k as u32).map(|i| (0, i)));
                 }
                 SearchMode::Blocked => self.blocked().search(k, kernels::vnni(), s),
                 _ => {
-                    kernels::all_dots(&self.embeddings, self.dim, &s.q, &mut s.exact);
+                    kernels::all_dots(&self.embeddings, space, &s.q, &mut s.exact);
                     // Highest similarity first; the lower index wins a tie.
                     s.exact
                         .select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -283,9 +393,12 @@ impl Neighbours {
     /// Shapes consistent with `n_models` and `dim`; weight and means in
     /// range (every score byte is valid: 0..=254 a score, 255 none).
     pub(crate) fn check(&self, n_models: usize, dim: usize) -> Result<(), String> {
+        if let Some(p) = &self.projection {
+            p.check(dim)?;
+        }
         if self.dim != dim
             || self.model_means.len() != n_models
-            || self.embeddings.len() != self.rows * dim
+            || self.embeddings.len() != self.rows * self.space_dim()
             || self.scores.len() != self.rows * n_models
             || self.k == 0
         {
@@ -302,6 +415,13 @@ impl Neighbours {
         }
         Ok(())
     }
+}
+
+/// `e` scaled to unit length (a zero vector stays zero).
+fn unit_length(e: &[f32]) -> Vec<f32> {
+    let norm = dot_f32(e, e).sqrt();
+    let s = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    e.iter().map(|x| x * s).collect()
 }
 
 /// Unit-normalised × 127, rounded (a zero vector stays zero).
