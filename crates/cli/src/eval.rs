@@ -75,6 +75,19 @@ pub struct EvalArgs {
     /// Adam step size of the success model.
     #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
     pub learning_rate: f32,
+    /// How the success model's cross-validated selection picks its
+    /// candidate: cross-entropy (the default), routing-value or
+    /// cross-entropy-then-routing (docs/EVALUATION.md, "Selecting by
+    /// routing value").
+    #[arg(long)]
+    pub selection_criterion: Option<pointsman_router::routing_value::Criterion>,
+    /// Neighbours per kNN estimate stacked into the success model (the
+    /// selection's `knn_k`).
+    #[arg(long, default_value_t = pointsman_router::Selection::default().knn_k)]
+    pub selection_knn_k: usize,
+    /// Inner folds of the success model's selection.
+    #[arg(long, default_value_t = pointsman_router::Selection::default().folds)]
+    pub selection_folds: usize,
     /// Neighbours of the knn baseline.
     #[arg(long, default_value_t = 25)]
     pub knn_k: usize,
@@ -208,7 +221,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             l2_prompt: args.l2,
             learning_rate: args.learning_rate,
             ability_prior: args.ability_prior,
-            selection: selection_with_knn_dims(&args.knn_dims),
+            selection: selection_with_knn_dims(&args.knn_dims).map(|sel| Selection {
+                criterion: args.selection_criterion.unwrap_or(sel.criterion),
+                knn_k: args.selection_knn_k,
+                folds: args.selection_folds,
+                ..sel
+            }),
             ..Default::default()
         },
         knn_k: args.knn_k,

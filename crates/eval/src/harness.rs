@@ -246,11 +246,13 @@ pub fn evaluate(
     let all = vec![true; n];
     let knn = Knn::new(&train_rows, train, cfg.knn_k);
     let lambda_scale = 1.0 / mean_cost.iter().sum::<f64>().max(1e-12) * n as f64;
-    // 20 steps a decade (10 before 2026-11-30): the target policy's λ come
-    // from its table's finer grid, and λ is compared with it at a like
-    // resolution.
+    // 80 steps a decade, the target table's resolution (20 before round 5,
+    // 10 before that): on AlpacaEval the λ rule's whole trade between
+    // GPT-4-turbo and the cheap models happens within one decade of λ, and
+    // at 20 a decade the AIQ hull drew straight lines between a handful of
+    // points of a concave curve (docs/EVALUATION.md, "Round 5").
     let lambdas: Vec<f64> = std::iter::once(0.0)
-        .chain((0..=120).map(|i| 10f64.powf(-3.0 + i as f64 / 20.0) * lambda_scale))
+        .chain((0..=480).map(|i| 10f64.powf(-3.0 + i as f64 / 80.0) * lambda_scale))
         .collect();
 
     let mut sy = RouterResult::new("pointsman", "target", targets(), true);

@@ -1,82 +1,9 @@
 //! Routing metrics as the literature defines them: AIQ (RouterBench), APGR
 //! and CPT (RouteLLM), and the expected calibration error.
 
-/// A (cost in USD, quality in [0, 1]) operating point.
-pub type Point = (f64, f64);
-
-/// The non-decreasing concave (upper convex) hull of `points`: vertices
-/// sorted by cost, each costlier vertex of higher quality. Mixing two
-/// routers at random reaches every point on the segment between them, and
-/// a router may always spend less quality for more cost, hence the hull.
-pub fn upper_hull(points: &[Point]) -> Vec<Point> {
-    let mut pts: Vec<Point> = points
-        .iter()
-        .copied()
-        .filter(|(c, q)| c.is_finite() && q.is_finite())
-        .collect();
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-    pts.dedup_by(|b, a| a.0 == b.0); // keeps the best quality at each cost
-    let mut hull: Vec<Point> = Vec::new();
-    for p in pts {
-        while hull.len() >= 2 {
-            let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
-            // Drop b if it lies on or below the segment a-p.
-            if (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0) >= 0.0 {
-                hull.pop();
-            } else {
-                break;
-            }
-        }
-        hull.push(p);
-    }
-    // Concave: rises then falls. The non-decreasing hull stops at the top.
-    if let Some(top) = hull
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1).then(b.0.cmp(&a.0)))
-        .map(|(i, _)| i)
-    {
-        hull.truncate(top + 1);
-    }
-    hull
-}
-
-/// The hull's quality at `cost`: linear between vertices, flat beyond the
-/// last one and, below the first, equal to the first vertex's quality.
-pub fn hull_at(hull: &[Point], cost: f64) -> f64 {
-    let (first, last) = (hull[0], hull[hull.len() - 1]);
-    if cost <= first.0 {
-        return first.1;
-    }
-    if cost >= last.0 {
-        return last.1;
-    }
-    let i = hull.partition_point(|p| p.0 <= cost);
-    let (a, b) = (hull[i - 1], hull[i]);
-    a.1 + (b.1 - a.1) * (cost - a.0) / (b.0 - a.0)
-}
-
-/// AIQ: the area under the non-decreasing hull of `points` over
-/// [`c_min`, `c_max`], divided by `c_max - c_min`; a quality-like number in
-/// [0, 1]. None if there are no points or the range is empty. All routers
-/// compared should share one range (the harness uses the span of the
-/// single models' costs).
-// `!(a > b)` is meant: a NaN bound must also give None.
-#[allow(clippy::neg_cmp_op_on_partial_ord)]
-pub fn aiq(points: &[Point], c_min: f64, c_max: f64) -> Option<f64> {
-    let hull = upper_hull(points);
-    if hull.is_empty() || !(c_max > c_min) {
-        return None;
-    }
-    let mut xs: Vec<f64> = vec![c_min, c_max];
-    xs.extend(hull.iter().map(|p| p.0).filter(|&c| c > c_min && c < c_max));
-    xs.sort_by(f64::total_cmp);
-    let area: f64 = xs
-        .windows(2)
-        .map(|w| (w[1] - w[0]) * (hull_at(&hull, w[0]) + hull_at(&hull, w[1])) / 2.0)
-        .sum();
-    Some(area / (c_max - c_min))
-}
+// The AIQ functions moved to the router crate (the selection scores its
+// candidates by AIQ on held-out training rows); re-exported here.
+pub use pointsman_router::routing_value::{aiq, hull_at, upper_hull, Point};
 
 /// The smallest cost at which the hull of `points` reaches `quality`, if it does.
 pub fn cost_to_reach(points: &[Point], quality: f64) -> Option<f64> {

@@ -11,6 +11,7 @@ pub mod explore;
 pub mod holdout;
 pub mod neighbours;
 pub mod policy;
+pub mod routing_value;
 pub mod select;
 pub mod success;
 pub mod target;

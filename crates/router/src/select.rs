@@ -39,11 +39,21 @@
 //! ([`crate::neighbours::Projection`]). Every w > 0 is tried in every
 //! space; the winner's space is recorded (`knn_dim`) and the final model
 //! stores its prompts projected into it.
+//!
+//! Routing value: given costs ([`crate::train::fit_with_costs`]), every
+//! candidate is also scored by the AIQ of its λ sweep on the out-of-fold
+//! rows that hold every model's outcome and cost
+//! ([`crate::routing_value`]), recorded beside its loss. `criterion` says
+//! which number picks the winner: cross-entropy by default (selecting by
+//! the routing value, or by it among the candidates tied on cross-entropy,
+//! measured no better: docs/EVALUATION.md, round 5).
 
 use serde::Serialize;
 
+use crate::cost::RowCosts;
 use crate::error::RouterError;
 use crate::neighbours::Neighbours;
+use crate::routing_value::{pick, Criterion, RoutingRows, Scored};
 use crate::success::{sigmoid, CandidateLoss, SelectionRecord, SuccessModel};
 use crate::train::{fit_fixed, SplitMix, TrainConfig, TrainingRow};
 
@@ -68,6 +78,10 @@ pub struct Selection {
     /// components of the stored prompts' embeddings; 0 (or the embedding's
     /// dimension or more) the full embedding.
     pub knn_dims: Vec<usize>,
+    /// How the winner is picked ([`crate::routing_value`]); every
+    /// criterion is cross-entropy when the fit has no costs or too few
+    /// rows with every model's outcome.
+    pub criterion: Criterion,
 }
 
 impl Default for Selection {
@@ -80,6 +94,7 @@ impl Default for Selection {
             knn_k: 25,
             knn_prior: 2.0,
             knn_dims: DEFAULT_KNN_DIMS.to_vec(),
+            criterion: Criterion::CrossEntropy,
         }
     }
 }
@@ -150,6 +165,7 @@ impl Calib {
             candidate: name,
             cross_entropy: (total / count) as f32,
             penalised: ((total + params) / count) as f32,
+            routing_value: None,
         }
     }
 }
@@ -194,15 +210,18 @@ pub fn fit_selected(
     sel: &Selection,
     encoder_id: &str,
 ) -> Result<SuccessModel, RouterError> {
-    fit_selected_with_predictions(models, tasks, rows, cfg, sel, encoder_id).map(|(m, _)| m)
+    fit_selected_with_predictions(models, tasks, rows, None, cfg, sel, encoder_id).map(|(m, _)| m)
 }
 
 /// [`fit_selected`], with the winner's out-of-fold P on every training row
 /// with outcomes (in-sample when there were too few rows to cross-validate).
+/// `costs` (`costs[i]` those of `rows[i]`) let the criterion measure each
+/// candidate's routing value; without them it is cross-entropy.
 pub(crate) fn fit_selected_with_predictions(
     models: Vec<String>,
     tasks: Vec<String>,
     rows: &[TrainingRow],
+    costs: Option<&[RowCosts]>,
     cfg: &TrainConfig,
     sel: &Selection,
     encoder_id: &str,
@@ -231,6 +250,8 @@ pub(crate) fn fit_selected_with_predictions(
             prompt_weight: 0.0,
             knn_weight: 0.0,
             knn_dim: 0,
+            criterion: Criterion::CrossEntropy,
+            routing_rows: 0,
             cv_loss: Vec::new(),
         });
         let predictions = RowPredictions::in_sample(&model, rows);
@@ -268,10 +289,8 @@ pub(crate) fn fit_selected_with_predictions(
         vec![vec![Vec::new(); rows.len()]]
     };
 
-    let mut losses = Vec::new();
-    // (loss, candidate name, ridge, knn weight, calibration, ridge index,
-    // space index)
-    let mut best: Option<(f32, String, f32, f32, Calib, usize, usize)> = None;
+    let routing = costs.and_then(|c| RoutingRows::new(rows, c, n));
+    let mut cands: Vec<Candidate> = Vec::new();
     // Per ridge: each row's out-of-fold P_irt for every model.
     let mut full_p = Vec::with_capacity(grid.len());
     for (gi, &l2) in grid.iter().enumerate() {
@@ -283,21 +302,21 @@ pub(crate) fn fit_selected_with_predictions(
         let fits = out_of_fold_fits(&models, &tasks, rows, &fold_of, sel.folds, &c, encoder_id)?;
         for (di, &d) in dims.iter().enumerate() {
             let raw = out_of_fold_pairs(rows, &fits, &knn_by_dim[di], sel.knn_prior as f64);
-            if best.is_none() {
+            if cands.is_empty() {
                 // Per-model averages, measured on the first ridge's centres.
                 let pairs = stacked(&raw, 0.0);
                 let calib = fit_calibration(&pairs, n, false);
                 let loss = calib.loss("averages".into(), &pairs, false, 0.0);
-                best = Some((
-                    loss.penalised,
-                    "averages".into(),
-                    cfg.l2_prompt,
-                    0.0,
+                cands.push(Candidate {
+                    per_outcome: per_outcome(&calib, &pairs),
+                    loss,
+                    choice: "averages".into(),
+                    l2: cfg.l2_prompt,
+                    knn_weight: 0.0,
                     calib,
-                    gi,
-                    di,
-                ));
-                losses.push(loss);
+                    ridge_index: gi,
+                    space_index: di,
+                });
             }
             // w = 0 does not depend on the space: tried in the first only.
             for &w in weights.iter().filter(|&&w| w > 0.0 || di == 0) {
@@ -310,15 +329,61 @@ pub(crate) fn fit_selected_with_predictions(
                 };
                 let extra = if w > 0.0 { 1.0 } else { 0.0 };
                 let loss = calib.loss(name, &pairs, true, extra);
-                if best.as_ref().is_some_and(|b| loss.penalised < b.0) {
-                    best = Some((loss.penalised, "prompt".into(), l2, w, calib, gi, di));
-                }
-                losses.push(loss);
+                cands.push(Candidate {
+                    per_outcome: per_outcome(&calib, &pairs),
+                    loss,
+                    choice: "prompt".into(),
+                    l2,
+                    knn_weight: w,
+                    calib,
+                    ridge_index: gi,
+                    space_index: di,
+                });
             }
         }
         full_p.push(fits);
     }
-    let (_, choice, l2, w, calib, gi, di) = best.expect("the grid is not empty");
+    if let Some(routing) = &routing {
+        for cand in &mut cands {
+            let p = winner_predictions(
+                &full_p[cand.ridge_index],
+                &knn_by_dim[cand.space_index],
+                cand.knn_weight as f64,
+                sel.knn_prior as f64,
+                &cand.calib,
+            );
+            let mut at = vec![None; rows.len()];
+            for (k, &i) in p.rows.iter().enumerate() {
+                at[i] = Some(k);
+            }
+            let value = routing.value(|i| at[i].map(|k| p.p[k].as_slice()));
+            cand.loss.routing_value = Some(value as f32);
+        }
+    }
+    let scored: Vec<Scored> = cands
+        .iter()
+        .map(|c| Scored {
+            penalised: c.loss.penalised as f64,
+            per_outcome: &c.per_outcome,
+            routing_value: c.loss.routing_value.map_or(f64::NAN, f64::from),
+        })
+        .collect();
+    let criterion = if routing.is_some() {
+        sel.criterion
+    } else {
+        Criterion::CrossEntropy
+    };
+    let won = pick(&scored, criterion);
+    let losses: Vec<CandidateLoss> = cands.iter().map(|c| c.loss.clone()).collect();
+    let Candidate {
+        choice,
+        l2,
+        knn_weight: w,
+        calib,
+        ridge_index: gi,
+        space_index: di,
+        ..
+    } = cands.swap_remove(won);
     let knn = &knn_by_dim[di];
     let predictions = winner_predictions(&full_p[gi], knn, w as f64, sel.knn_prior as f64, &calib);
     let c = TrainConfig {
@@ -347,9 +412,35 @@ pub(crate) fn fit_selected_with_predictions(
         prompt_weight: calib.alpha as f32,
         knn_weight: w,
         knn_dim,
+        criterion,
+        routing_rows: routing.as_ref().map_or(0, RoutingRows::len),
         cv_loss: losses,
     });
     Ok((model, predictions))
+}
+
+/// One candidate of the selection with what it was scored on.
+struct Candidate {
+    loss: CandidateLoss,
+    /// `averages` or `prompt`.
+    choice: String,
+    l2: f32,
+    knn_weight: f32,
+    calib: Calib,
+    /// Index of its ridge in the grid.
+    ridge_index: usize,
+    /// Index of its kNN space in the spaces tried.
+    space_index: usize,
+    /// Cross-entropy of each out-of-fold outcome after its calibration.
+    per_outcome: Vec<f64>,
+}
+
+/// The cross-entropy of each pair after `calib`.
+fn per_outcome(calib: &Calib, pairs: &[Pair]) -> Vec<f64> {
+    pairs
+        .iter()
+        .map(|&(m, l, y)| cross_entropy(sigmoid(calib.logit(m, l)), y))
+        .collect()
 }
 
 /// The winner's P on every row of `full` (row, out-of-fold P_irt per

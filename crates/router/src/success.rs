@@ -24,6 +24,7 @@ use crate::cost::{dot_f32, CostModel};
 use crate::error::RouterError;
 use crate::neighbours::Neighbours;
 use crate::policy::Policy;
+use crate::routing_value::Criterion;
 use crate::target::TargetTable;
 
 /// Version of the JSON artifact layout; bumped on any incompatible change.
@@ -115,6 +116,14 @@ pub struct SelectionRecord {
     /// estimate, or an artifact older than the choice).
     #[serde(default)]
     pub knn_dim: usize,
+    /// How the winner was picked ([`crate::routing_value::Criterion`]).
+    /// Absent in older artifacts: cross-entropy, the only one then.
+    #[serde(default = "legacy_criterion")]
+    pub criterion: Criterion,
+    /// Training rows (every model's outcome and cost known) the candidates'
+    /// routing values were measured on; 0 when none was.
+    #[serde(default)]
+    pub routing_rows: usize,
     /// Every candidate's out-of-fold loss, in the order tried.
     pub cv_loss: Vec<CandidateLoss>,
 }
@@ -128,7 +137,7 @@ impl std::fmt::Display for SelectionRecord {
         }
         write!(
             f,
-            "{} (ridge {}, knn weight {}{}, signal weight {:.2}) chosen by {}-fold cross-validation; cross-entropy",
+            "{} (ridge {}, knn weight {}{}, signal weight {:.2}) chosen by {}-fold cross-validation, criterion {}",
             self.choice,
             self.l2_prompt,
             self.knn_weight,
@@ -137,11 +146,19 @@ impl std::fmt::Display for SelectionRecord {
                 d => format!(" in {d}-d"),
             },
             self.prompt_weight,
-            self.folds
+            self.folds,
+            self.criterion.name()
         )?;
+        if self.routing_rows > 0 {
+            write!(f, " (routing value on {} rows)", self.routing_rows)?;
+        }
+        write!(f, "; cross-entropy")?;
         for (i, c) in self.cv_loss.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };
             write!(f, "{sep}{} {:.4}", c.candidate, c.cross_entropy)?;
+            if let Some(v) = c.routing_value {
+                write!(f, " (AIQ {v:.4})")?;
+            }
         }
         Ok(())
     }
@@ -156,8 +173,18 @@ pub struct CandidateLoss {
     pub cross_entropy: f32,
     /// `cross_entropy` plus the calibration's parameter count per outcome
     /// (Akaike's correction for fitting it on the same pairs): what the
-    /// choice minimises.
+    /// choice minimises under the cross-entropy criterion.
     pub penalised: f32,
+    /// AIQ of the λ sweep of the candidate's out-of-fold P on the
+    /// selection's complete training rows ([`crate::routing_value`]);
+    /// absent when not measured (no costs, too few complete rows, older
+    /// artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_value: Option<f32>,
+}
+
+fn legacy_criterion() -> Criterion {
+    Criterion::CrossEntropy
 }
 
 /// The prompt-side quantities shared by every model's prediction.

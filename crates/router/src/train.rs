@@ -112,7 +112,7 @@ pub fn fit(
     cfg: &TrainConfig,
     encoder_id: &str,
 ) -> Result<SuccessModel, RouterError> {
-    fit_with_predictions(models, tasks, rows, cfg, encoder_id).map(|(m, _)| m)
+    fit_with_predictions(models, tasks, rows, None, cfg, encoder_id).map(|(m, _)| m)
 }
 
 /// [`fit`], with P on the training rows for the target table: out of fold
@@ -121,11 +121,14 @@ fn fit_with_predictions(
     models: Vec<String>,
     tasks: Vec<String>,
     rows: &[TrainingRow],
+    costs: Option<&[RowCosts]>,
     cfg: &TrainConfig,
     encoder_id: &str,
 ) -> Result<(SuccessModel, RowPredictions), RouterError> {
     match &cfg.selection {
-        Some(sel) => fit_selected_with_predictions(models, tasks, rows, cfg, sel, encoder_id),
+        Some(sel) => {
+            fit_selected_with_predictions(models, tasks, rows, costs, cfg, sel, encoder_id)
+        }
         None => {
             let model = fit_fixed(models, tasks, rows, cfg, encoder_id)?;
             let predictions = RowPredictions::in_sample(&model, rows);
@@ -155,7 +158,8 @@ pub fn fit_with_costs(
         )));
     }
     let n = models.len();
-    let (mut model, predictions) = fit_with_predictions(models, tasks, rows, cfg, encoder_id)?;
+    let (mut model, predictions) =
+        fit_with_predictions(models, tasks, rows, Some(costs), cfg, encoder_id)?;
     if let Some(sel) = &cfg.cost {
         model.cost = Some(fit_cost_model(
             rows,

@@ -5,6 +5,7 @@
 //! costs, a target τ means a mean P over the traffic (the artifact's target
 //! table): the λ it maps to must reach τ on held-out rows.
 
+use pointsman_router::routing_value::Criterion;
 use pointsman_router::{
     choose, fit, fit_with_costs, Policy, SuccessModel, TrainConfig, TrainingRow,
 };
@@ -436,4 +437,86 @@ fn the_target_table_loads_fails_clearly_or_is_absent() {
         model.resolve_policy(target),
         Policy::TargetAtLambda { target, .. } if target == 0.9
     ));
+}
+
+/// Fitted with costs and every model's outcome on every row, the selection
+/// measures each candidate's routing value (AIQ of its λ sweep on the
+/// out-of-fold rows) and records it; under the routing-value criterion the
+/// winner is the candidate with the highest one, and the per-model
+/// averages route like the zero router (only single models on the sweep).
+#[test]
+fn the_selection_records_each_candidates_routing_value() {
+    let mut rng = Rng(34);
+    let train = rows(600, true, &mut rng);
+    let costs: Vec<Vec<(usize, f64)>> = train
+        .iter()
+        .map(|r| r.outcomes.iter().map(|&(m, _)| (m, COST[m])).collect())
+        .collect();
+    let names = ["cheap", "mid", "dear"].map(String::from).to_vec();
+    let fit_by = |criterion: Criterion| {
+        let mut cfg = TrainConfig::default();
+        cfg.selection.as_mut().unwrap().criterion = criterion;
+        fit_with_costs(
+            names.clone(),
+            vec!["any".into()],
+            &train,
+            &costs,
+            &cfg,
+            "test",
+        )
+        .unwrap()
+    };
+    let model = fit_by(Criterion::RoutingValue);
+    let sel = model.selection.as_ref().unwrap();
+    assert_eq!(
+        (sel.criterion, sel.routing_rows),
+        (Criterion::RoutingValue, 600)
+    );
+    let values: Vec<f32> = sel
+        .cv_loss
+        .iter()
+        .map(|c| c.routing_value.expect("measured"))
+        .collect();
+    // The zero router on these rows: the hull of the single models.
+    let n = train.len() as f64;
+    let singles: Vec<(f64, f64)> = (0..3)
+        .map(|m| {
+            let q = train.iter().map(|r| r.outcomes[m].1 as f64).sum::<f64>() / n;
+            (COST[m], q)
+        })
+        .collect();
+    let zero = aiq(&singles);
+    assert_eq!(sel.cv_loss[0].candidate, "averages");
+    assert!(
+        (values[0] as f64 - zero).abs() < 1e-3,
+        "averages {} vs zero {zero}",
+        values[0]
+    );
+    // The strong signal routes better than the averages out of fold too.
+    let top = values.iter().copied().fold(f32::MIN, f32::max);
+    assert!(top as f64 > zero + 0.04, "{values:?}");
+    let won = sel
+        .cv_loss
+        .iter()
+        .find(|c| c.routing_value == Some(top))
+        .unwrap();
+    let expect = if sel.knn_weight > 0.0 {
+        format!("prompt l2={} knn={}", sel.l2_prompt, sel.knn_weight)
+    } else {
+        format!("prompt l2={}", sel.l2_prompt)
+    };
+    assert_eq!(won.candidate, expect, "{sel}");
+    // Cross-entropy as the criterion: the same values recorded, the
+    // lowest penalised loss chosen.
+    let by_ce = fit_by(Criterion::CrossEntropy);
+    let sel = by_ce.selection.as_ref().unwrap();
+    assert_eq!(sel.criterion, Criterion::CrossEntropy);
+    let best = sel
+        .cv_loss
+        .iter()
+        .min_by(|a, b| a.penalised.total_cmp(&b.penalised))
+        .unwrap();
+    assert!(best.candidate.starts_with("prompt"), "{sel}");
+    let back = SuccessModel::from_json(&model.to_json()).unwrap();
+    assert_eq!(back.selection, model.selection);
 }
