@@ -5,7 +5,7 @@
 //! costs, a target τ means a mean P over the traffic (the artifact's target
 //! table): the λ it maps to must reach τ on held-out rows.
 
-use pointsman_router::routing_value::Criterion;
+use pointsman_router::routing_value::{self, Criterion};
 use pointsman_router::{
     choose, fit, fit_with_costs, Policy, SuccessModel, TrainConfig, TrainingRow,
 };
@@ -67,46 +67,10 @@ fn rows(n: usize, signal: bool, rng: &mut Rng) -> Vec<TrainingRow> {
         .collect()
 }
 
-/// AIQ over [1, 10]: area under the non-decreasing upper hull of the
-/// (cost, quality) points, flat beyond its ends, divided by the span.
+/// AIQ over [1, 10], the span of the single models' costs (the
+/// harness's metric, from the router crate).
 fn aiq(points: &[(f64, f64)]) -> f64 {
-    let mut pts = points.to_vec();
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-    pts.dedup_by(|b, a| a.0 == b.0);
-    let mut hull: Vec<(f64, f64)> = Vec::new();
-    for p in pts {
-        while hull.len() >= 2 {
-            let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
-            if (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0) >= 0.0 {
-                hull.pop();
-            } else {
-                break;
-            }
-        }
-        hull.push(p);
-    }
-    let top = (0..hull.len())
-        .max_by(|&a, &b| hull[a].1.total_cmp(&hull[b].1).then(b.cmp(&a)))
-        .unwrap();
-    hull.truncate(top + 1);
-    let at = |c: f64| {
-        if c <= hull[0].0 {
-            return hull[0].1;
-        }
-        if c >= hull[hull.len() - 1].0 {
-            return hull[hull.len() - 1].1;
-        }
-        let i = hull.partition_point(|p| p.0 <= c);
-        let (a, b) = (hull[i - 1], hull[i]);
-        a.1 + (b.1 - a.1) * (c - a.0) / (b.0 - a.0)
-    };
-    let (lo, hi) = (COST[0], COST[2]);
-    let steps = 2000;
-    let h = (hi - lo) / steps as f64;
-    (0..steps)
-        .map(|i| (at(lo + i as f64 * h) + at(lo + (i + 1) as f64 * h)) / 2.0 * h)
-        .sum::<f64>()
-        / (hi - lo)
+    routing_value::aiq(points, COST[0], COST[2]).expect("points and a non-empty span")
 }
 
 /// (zero router, target policy, willingness-to-pay policy) AIQ on `test`.
