@@ -124,27 +124,22 @@ pub fn decide(
     // acted on. Under shadow, and on the live arm of a canary, that is the
     // candidate; on the canary arm it is the live artifact, so off-policy
     // comparisons have both artifacts' choices on every request.
-    let shadow = match (&rollout, arm) {
-        (Some(_), Arm::Canary) => shadow_decision(
-            (live, &state.versions.router_artifact),
-            catalog,
-            &names,
-            &embedded,
-            &cost,
-            policy,
-            &constraints,
-        ),
-        (Some(a), Arm::Live) => shadow_decision(
-            (&a.candidate.success, &a.candidate.version),
-            catalog,
-            &names,
-            &embedded,
-            &cost,
-            policy,
-            &constraints,
-        ),
+    let other = match (&rollout, arm) {
+        (Some(_), Arm::Canary) => Some((live, &state.versions.router_artifact)),
+        (Some(a), Arm::Live) => Some((&a.candidate.success, &a.candidate.version)),
         (None, _) => None,
     };
+    let shadow = other.and_then(|other| {
+        shadow_decision(
+            other,
+            catalog,
+            &names,
+            &embedded,
+            &cost,
+            policy,
+            &constraints,
+        )
+    });
     let mut versions = state.versions.clone();
     versions.router_artifact = artifact.clone();
     let mut logged_versions = BTreeMap::from([
