@@ -3,10 +3,9 @@
 mod bench;
 mod classify;
 mod eval;
-mod heads_difficulty;
-mod metrics;
 mod ope;
 mod paths;
+mod progress;
 mod route;
 mod serve;
 mod store;

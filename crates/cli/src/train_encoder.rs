@@ -33,12 +33,16 @@ use pointsman_classifier::{ModelDir, Taxonomy, DEFAULT_TASKS};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::metrics::Confusion;
+use pointsman_classifier::training::metrics::Confusion;
+use pointsman_classifier::training::records::{
+    example_weights, read_dir_records, read_dirs_records, Example,
+};
+
 use crate::paths;
+use crate::progress::bar;
 use crate::train_encoder_outcomes::{
     self as outcomes_cv, DifficultyLoss, DifficultyRow, EncoderOutcomes,
 };
-use crate::train_heads::{bar, example_weights, read_dir_records, read_dirs_records, Example};
 
 /// Where the shipped MiniLM adapter lives.
 pub const DEFAULT_ADAPTER: &str = "models/adapters/minilm-lora.safetensors";

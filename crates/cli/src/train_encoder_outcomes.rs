@@ -26,8 +26,10 @@ use pointsman_classifier::train::TrainConfig;
 use pointsman_records::Record;
 use serde::Serialize;
 
-use crate::heads_difficulty::{fit_difficulty, held_out_split, outcome_data, OutcomeData};
-use crate::metrics::spearman;
+use pointsman_classifier::training::difficulty_cv::{
+    fit_difficulty, held_out_split, outcome_data, OutcomeData,
+};
+use pointsman_classifier::training::metrics::spearman;
 
 /// The target the adapter's difficulty loss fits: the shipped difficulty
 /// head's (docs/EVALUATION.md, "Difficulty").
