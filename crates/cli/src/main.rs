@@ -10,7 +10,6 @@ mod route;
 mod serve;
 mod store;
 mod train_encoder;
-mod train_encoder_outcomes;
 mod train_heads;
 mod train_router;
 

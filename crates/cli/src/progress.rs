@@ -43,7 +43,7 @@ impl Progress for Bars {
     }
 }
 
-pub fn bar(msg: &'static str) -> indicatif::ProgressBar {
+fn bar(msg: &'static str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
