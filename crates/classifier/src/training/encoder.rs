@@ -31,7 +31,8 @@ use super::encoder_report::EncoderReport;
 use super::metrics::Confusion;
 use super::progress::Progress;
 use super::records::{
-    example_weights, examples, read_dir_records, read_dirs_records, sample_per_source,
+    example_weights, examples, no_labelled_records, read_dirs_records, read_optional_dir_records,
+    sample_per_source,
 };
 
 /// Everything a `train encoder` run reads and how it trains (the
@@ -113,11 +114,7 @@ pub fn train_encoder(
     }
     let dir = ModelDir::open(&opts.model_dir)?;
     let (task_records, task_hashes) = read_dirs_records(&opts.tasks)?;
-    let (eval_records, eval_hashes) = if opts.eval.is_dir() {
-        read_dir_records(&opts.eval)?
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let (eval_records, eval_hashes) = read_optional_dir_records(&opts.eval)?;
     let taxonomy = Taxonomy::default_tasks();
     let train = sample_per_source(
         examples(&task_records, &taxonomy),
@@ -130,15 +127,7 @@ pub fn train_encoder(
         opts.seed,
     );
     if train.is_empty() {
-        return Err(ClassifierError::NoTrainingData(format!(
-            "no records in {} carry a task label from {:?}",
-            opts.tasks
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-            DEFAULT_TASKS
-        )));
+        return Err(no_labelled_records(&opts.tasks, &DEFAULT_TASKS));
     }
     let cfg = FinetuneConfig {
         layers: opts.layers,

@@ -33,7 +33,10 @@ use super::difficulty_cv::{
 use super::heads_report::HeadsReport;
 use super::metrics::Confusion;
 use super::progress::Progress;
-use super::records::{example_weights, examples, read_dir_records, read_dirs_records};
+use super::records::{
+    example_weights, examples, no_labelled_records, read_dir_records, read_dirs_records,
+    read_optional_dir_records,
+};
 use super::task_cv::{argmax, task_cv};
 
 /// Everything a `train heads` run reads and how it fits (the command's
@@ -139,11 +142,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
 
     // ---- data
     let (task_records, task_hashes) = read_dirs_records(&opts.tasks)?;
-    let (eval_records, _) = if opts.eval.is_dir() {
-        read_dir_records(&opts.eval)?
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let (eval_records, _) = read_optional_dir_records(&opts.eval)?;
     let (outcome_records, outcome_hashes) = read_dir_records(&opts.outcomes)?;
 
     let found: BTreeSet<String> = task_records
@@ -162,15 +161,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     let train = examples(&task_records, &taxonomy);
     let evals = examples(&eval_records, &taxonomy);
     if train.is_empty() {
-        return Err(ClassifierError::NoTrainingData(format!(
-            "no records in {} carry a task label from {:?}",
-            opts.tasks
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-            taxonomy.labels()
-        )));
+        return Err(no_labelled_records(&opts.tasks, &taxonomy.labels()));
     }
     let outcomes = outcome_data(&outcome_records, opts.outcomes_per_file, opts.seed);
     let irt = IrtConfig {

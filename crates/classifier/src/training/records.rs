@@ -28,6 +28,28 @@ pub fn read_dirs_records(dirs: &[PathBuf]) -> Result<SourcedRecords> {
     Ok((records, hashes))
 }
 
+/// [`read_dir_records`] of `dir`, or nothing when `dir` is not a folder
+/// (the evaluation-only records are optional).
+pub fn read_optional_dir_records(dir: &Path) -> Result<SourcedRecords> {
+    if dir.is_dir() {
+        read_dir_records(dir)
+    } else {
+        Ok((Vec::new(), Vec::new()))
+    }
+}
+
+/// The error of a run whose task folders `dirs` hold no record with one of
+/// `labels`.
+pub fn no_labelled_records(dirs: &[PathBuf], labels: &dyn std::fmt::Debug) -> ClassifierError {
+    ClassifierError::NoTrainingData(format!(
+        "no records in {} carry a task label from {labels:?}",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    ))
+}
+
 /// Every record of every `.jsonl` file in `dir` (sorted by name). A file
 /// with any malformed line fails the whole read
 /// ([`ClassifierError::MalformedRecords`] lists each line's error).
