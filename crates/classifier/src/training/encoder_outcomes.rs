@@ -185,7 +185,7 @@ impl EncoderOutcomes {
         let rows: Vec<usize> = (0..self.data.sample.len())
             .map(|j| self.offset + j)
             .collect();
-        Ok(cache.embed(bert, &rows, lora)?)
+        cache.embed(bert, &rows, lora)
     }
 
     /// The difficulty head fitted on the fold's training rows of `x` (one
