@@ -109,7 +109,10 @@ fn train_heads_returns_the_heads_and_the_report_as_data() {
         .difficulty_cv
         .as_ref()
         .expect("difficulty CV asked for");
-    assert_eq!(difficulty.per_source.keys().collect::<Vec<_>>(), ["x", "y", "z"]);
+    assert_eq!(
+        difficulty.per_source.keys().collect::<Vec<_>>(),
+        ["x", "y", "z"]
+    );
     let text = report.markdown();
     assert!(text.contains("### Task type, leave-one-source-out over the 3 training sources"));
     assert!(text.contains("| x | 8 | 0 |"), "{text}");

@@ -197,42 +197,7 @@ pub fn train_encoder(
         .map(|e| e.prompt.as_str())
         .chain(outcomes.iter().flat_map(EncoderOutcomes::prompts))
         .collect();
-    let ids: Vec<Vec<u32>> = texts
-        .iter()
-        .map(|t| tokenizer.ids(t))
-        .collect::<Result<_>>()?;
-    let bert = FrozenBert::load(&dir.config_path(), &dir.weights_path())?;
-    if opts.layers > bert.num_layers() {
-        return Err(ClassifierError::InvalidOption(format!(
-            "--layers {} but the encoder has {}",
-            opts.layers,
-            bert.num_layers()
-        )));
-    }
-    let split = bert.num_layers() - opts.layers;
-    let key = LowerCache::key(&dir.weights_sha256, split, &ids);
-    let saved = match &opts.lower_cache {
-        Some(path) => LowerCache::load(path, &key)?,
-        None => None,
-    };
-    let cache = match saved {
-        Some(c) => {
-            progress.note(&format!(
-                "lower layers: reusing {}",
-                opts.lower_cache.as_ref().expect("loaded").display()
-            ));
-            c
-        }
-        None => {
-            progress.begin("caching frozen lower layers", ids.len());
-            let c = LowerCache::build(&bert, &ids, split, &|d| progress.update(d, ids.len()))?;
-            progress.end();
-            if let Some(path) = &opts.lower_cache {
-                c.save(path, &key)?;
-            }
-            c
-        }
-    };
+    let (bert, cache, split) = lower_layers(&dir, &tokenizer, &texts, opts, progress)?;
     let cache_s = t0.elapsed().as_secs_f64();
     progress.note(&format!(
         "{} training prompts, {} eval prompts, {} outcome prompts, {} tokens; lower {split} layers cached in {cache_s:.0} s",
@@ -366,4 +331,53 @@ pub fn train_encoder(
         report,
         adapter: Some((adapter, metadata)),
     })
+}
+
+/// The frozen encoder and its lower layers' output for every text (from
+/// `opts.lower_cache` when it holds these prompts, else computed and kept
+/// there), and the number of lower layers.
+fn lower_layers(
+    dir: &ModelDir,
+    tokenizer: &PromptTokenizer,
+    texts: &[&str],
+    opts: &EncoderTrainingOptions,
+    progress: &dyn Progress,
+) -> Result<(FrozenBert, LowerCache, usize)> {
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| tokenizer.ids(t))
+        .collect::<Result<_>>()?;
+    let bert = FrozenBert::load(&dir.config_path(), &dir.weights_path())?;
+    if opts.layers > bert.num_layers() {
+        return Err(ClassifierError::InvalidOption(format!(
+            "--layers {} but the encoder has {}",
+            opts.layers,
+            bert.num_layers()
+        )));
+    }
+    let split = bert.num_layers() - opts.layers;
+    let key = LowerCache::key(&dir.weights_sha256, split, &ids);
+    let saved = match &opts.lower_cache {
+        Some(path) => LowerCache::load(path, &key)?,
+        None => None,
+    };
+    let cache = match saved {
+        Some(c) => {
+            progress.note(&format!(
+                "lower layers: reusing {}",
+                opts.lower_cache.as_ref().expect("loaded").display()
+            ));
+            c
+        }
+        None => {
+            progress.begin("caching frozen lower layers", ids.len());
+            let c = LowerCache::build(&bert, &ids, split, &|d| progress.update(d, ids.len()))?;
+            progress.end();
+            if let Some(path) = &opts.lower_cache {
+                c.save(path, &key)?;
+            }
+            c
+        }
+    };
+    Ok((bert, cache, split))
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use pointsman_records::Record;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -15,6 +16,7 @@ use crate::classifier::{head_input, load_encoder, VIEW_NAMES};
 use crate::device::{DeviceChoice, Engine, Precision};
 use crate::difficulty_target::{DifficultyTarget, JointDifficulty};
 use crate::embed_cache::{self, EmbedCache};
+use crate::encoder::Encoder;
 use crate::error::{ClassifierError, Result};
 use crate::features::FEATURE_NAMES;
 use crate::heads::{
@@ -145,19 +147,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     let (eval_records, _) = read_optional_dir_records(&opts.eval)?;
     let (outcome_records, outcome_hashes) = read_dir_records(&opts.outcomes)?;
 
-    let found: BTreeSet<String> = task_records
-        .iter()
-        .filter_map(|(_, r)| r.task.clone())
-        .collect();
-    let taxonomy = match &opts.labels {
-        Some(l) => Taxonomy::new(l.clone()).map_err(ClassifierError::InvalidOption)?,
-        None if found.iter().all(|l| DEFAULT_TASKS.contains(&l.as_str())) => {
-            Taxonomy::default_tasks()
-        }
-        None => {
-            Taxonomy::new(found.into_iter().collect()).map_err(ClassifierError::InvalidOption)?
-        }
-    };
+    let taxonomy = taxonomy_for(opts.labels.as_deref(), &task_records)?;
     let train = examples(&task_records, &taxonomy);
     let evals = examples(&eval_records, &taxonomy);
     if train.is_empty() {
@@ -194,32 +184,14 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
                 .map(|&i| outcomes.rows[i].prompt.as_str()),
         )
         .collect();
-    let report_to = |done, total| progress.update(done, total);
-    progress.begin("embedding", 0);
-    let embs = cache.embed_all(encoder, &texts, 32, &report_to)?;
-    progress.end();
-    let with_views = opts.views;
-    let view_embs = if with_views {
-        progress.begin("embedding instruction views", 0);
-        let v = cache.embed_views(encoder, &texts, 32, &report_to)?;
-        progress.end();
-        v
-    } else {
-        vec![None; texts.len()]
-    };
-    let inputs: Vec<Vec<f32>> = texts
-        .iter()
-        .zip(&embs)
-        .zip(&view_embs)
-        .map(|((t, e), v)| {
-            let views = with_views.then(|| {
-                v.as_ref()
-                    .map(|(h, l)| (h.as_slice(), l.as_slice()))
-                    .unwrap_or((e, e))
-            });
-            head_input(e, views, t, with_features)
-        })
-        .collect();
+    let inputs = head_inputs(
+        encoder,
+        &mut cache,
+        &texts,
+        opts.views,
+        with_features,
+        progress,
+    )?;
     let (x_train, rest) = inputs.split_at(train.len());
     let (x_eval, x_scored) = rest.split_at(evals.len());
 
@@ -344,7 +316,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     }
     let data_sha = hex::encode(hasher.finalize());
     let settings = json!({
-        "seed": opts.seed, "hidden": opts.hidden, "epochs": opts.epochs, "features": with_features, "views": with_views,
+        "seed": opts.seed, "hidden": opts.hidden, "epochs": opts.epochs, "features": with_features, "views": opts.views,
         "outcomes_per_file": opts.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
         "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
         "class_weight_power": opts.class_weight_power, "source_weight_power": opts.source_weight_power,
@@ -391,7 +363,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         } else {
             vec![]
         },
-        views: if with_views {
+        views: if opts.views {
             VIEW_NAMES.iter().map(|s| s.to_string()).collect()
         } else {
             vec![]
@@ -426,4 +398,54 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         heads: Box::new(heads),
         report,
     })
+}
+
+/// The task labels: `labels` when given; else the 11 built-in names if the
+/// records use only those, else the labels the records use.
+fn taxonomy_for(labels: Option<&[String]>, records: &[(String, Record)]) -> Result<Taxonomy> {
+    let found: BTreeSet<String> = records.iter().filter_map(|(_, r)| r.task.clone()).collect();
+    match labels {
+        Some(l) => Taxonomy::new(l.to_vec()).map_err(ClassifierError::InvalidOption),
+        None if found.iter().all(|l| DEFAULT_TASKS.contains(&l.as_str())) => {
+            Ok(Taxonomy::default_tasks())
+        }
+        None => Taxonomy::new(found.into_iter().collect()).map_err(ClassifierError::InvalidOption),
+    }
+}
+
+/// Each text's head input: its embedding (through `cache`), with the
+/// instruction views and surface features when asked for.
+fn head_inputs(
+    encoder: &dyn Encoder,
+    cache: &mut EmbedCache,
+    texts: &[&str],
+    with_views: bool,
+    with_features: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<f32>>> {
+    let report_to = |done, total| progress.update(done, total);
+    progress.begin("embedding", 0);
+    let embs = cache.embed_all(encoder, texts, 32, &report_to)?;
+    progress.end();
+    let view_embs = if with_views {
+        progress.begin("embedding instruction views", 0);
+        let v = cache.embed_views(encoder, texts, 32, &report_to)?;
+        progress.end();
+        v
+    } else {
+        vec![None; texts.len()]
+    };
+    Ok(texts
+        .iter()
+        .zip(&embs)
+        .zip(&view_embs)
+        .map(|((t, e), v)| {
+            let views = with_views.then(|| {
+                v.as_ref()
+                    .map(|(h, l)| (h.as_slice(), l.as_slice()))
+                    .unwrap_or((e, e))
+            });
+            head_input(e, views, t, with_features)
+        })
+        .collect())
 }
