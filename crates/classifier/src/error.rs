@@ -42,6 +42,23 @@ pub enum ClassifierError {
     Device(String),
     #[error("tensor computation: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A training option out of range or inconsistent with the others
+    /// (the message names the option's flag).
+    #[error("{0}")]
+    InvalidOption(String),
+    /// The training data holds nothing to train on.
+    #[error("{0}")]
+    NoTrainingData(String),
+    /// A training-data folder or file could not be read.
+    #[error("cannot read {}", path.display())]
+    ReadData {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A training-data file with malformed lines: each line's error, in order.
+    #[error("{}: {} malformed line(s)", path.display(), errors.len())]
+    MalformedRecords { path: PathBuf, errors: Vec<String> },
     #[error("i/o on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -26,6 +26,7 @@ pub mod native;
 pub mod taxonomy;
 pub mod tokenize;
 pub mod train;
+pub mod training;
 pub mod truncate;
 pub mod unigram;
 

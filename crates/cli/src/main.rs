@@ -3,15 +3,13 @@
 mod bench;
 mod classify;
 mod eval;
-mod heads_difficulty;
-mod metrics;
 mod ope;
 mod paths;
+mod progress;
 mod route;
 mod serve;
 mod store;
 mod train_encoder;
-mod train_encoder_outcomes;
 mod train_heads;
 mod train_router;
 

@@ -1,6 +1,6 @@
-//! The outcome half of `pointsman train encoder --outcomes`: which outcome
+//! The outcome half of `train encoder` with outcomes: which outcome
 //! rows the adapter trains its difficulty loss on (the difficulty head's
-//! sample, targets and strict held-out protocol, `heads_difficulty`), and
+//! sample, targets and strict held-out protocol, [`super::difficulty_cv`]), and
 //! the measurement of difficulty on held-out outcome sources: the
 //! difficulty head (as `train heads` fits it) on the frozen embedding
 //! against the same head on the fold's adapted embedding.
@@ -11,31 +11,30 @@
 //! both its task accuracy and its difficulty ordering on sources it never
 //! saw.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use std::collections::HashMap;
-
-use pointsman_classifier::difficulty_target::{
-    canonical_model, item_key, DifficultyTarget, JointDifficulty,
-};
-use pointsman_classifier::finetune::model::{FrozenBert, LoraSet};
-use pointsman_classifier::finetune::{source_folds, DifficultyTask, Finetuned, LowerCache};
-use pointsman_classifier::heads::sigmoid;
-use pointsman_classifier::irt::IrtConfig;
-use pointsman_classifier::train::TrainConfig;
 use pointsman_records::Record;
 use serde::Serialize;
 
-use crate::heads_difficulty::{fit_difficulty, held_out_split, outcome_data, OutcomeData};
-use crate::metrics::spearman;
+use crate::difficulty_target::{canonical_model, item_key, DifficultyTarget, JointDifficulty};
+use crate::error::Result;
+use crate::finetune::model::{FrozenBert, LoraSet};
+use crate::finetune::{source_folds, DifficultyTask, Finetuned, LowerCache};
+use crate::heads::sigmoid;
+use crate::irt::IrtConfig;
+use crate::train::TrainConfig;
+
+use super::difficulty_cv::{fit_difficulty, held_out_split, outcome_data, OutcomeData};
+use super::metrics::spearman;
+use super::progress::Progress;
 
 /// The target the adapter's difficulty loss fits: the shipped difficulty
 /// head's (docs/EVALUATION.md, "Difficulty").
-pub(crate) const TARGET: DifficultyTarget = DifficultyTarget::WithinSourceRank;
+pub const TARGET: DifficultyTarget = DifficultyTarget::WithinSourceRank;
 
 /// The sampled outcome rows, where they sit in the lower-layer cache, and
 /// the settings of their difficulty loss.
-pub(crate) struct EncoderOutcomes {
+pub struct EncoderOutcomes {
     pub data: OutcomeData,
     keys: Vec<String>,
     /// Cache row of sample position 0 (the rest follow in order).
@@ -47,7 +46,7 @@ pub(crate) struct EncoderOutcomes {
 }
 
 impl EncoderOutcomes {
-    pub(crate) fn new(
+    pub fn new(
         records: &[(String, Record)],
         per_file: usize,
         seed: u64,
@@ -73,7 +72,7 @@ impl EncoderOutcomes {
         }
     }
 
-    pub(crate) fn prompts(&self) -> impl Iterator<Item = &str> {
+    pub fn prompts(&self) -> impl Iterator<Item = &str> {
         self.data
             .sample
             .iter()
@@ -85,7 +84,7 @@ impl EncoderOutcomes {
     }
 
     /// The sampled sources, sorted, with their sampled sizes.
-    pub(crate) fn sources(&self) -> BTreeMap<String, usize> {
+    pub fn sources(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for j in 0..self.data.sample.len() {
             *out.entry(self.source_of(j).to_string()).or_default() += 1;
@@ -94,7 +93,7 @@ impl EncoderOutcomes {
     }
 
     /// Each outcome source's fold, balanced by sampled size.
-    pub(crate) fn folds(&self, k: usize) -> BTreeMap<String, usize> {
+    pub fn folds(&self, k: usize) -> BTreeMap<String, usize> {
         let sources = self.sources();
         let sizes: Vec<usize> = sources.values().copied().collect();
         sources.into_keys().zip(source_folds(&sizes, k)).collect()
@@ -143,7 +142,7 @@ impl EncoderOutcomes {
 
     /// The final adapter's difficulty task: every sampled row, targets from
     /// the joint IRT fit over every outcome row.
-    pub(crate) fn final_task(&self) -> anyhow::Result<Option<DifficultyTask>> {
+    pub fn final_task(&self) -> Result<Option<DifficultyTask>> {
         let joint = JointDifficulty::fit_rows(&self.data.rows, &self.irt)?;
         let targets = joint.targets(&self.data.rows, &self.data.sample, TARGET);
         let all: Vec<usize> = (0..self.data.sample.len()).collect();
@@ -152,11 +151,11 @@ impl EncoderOutcomes {
 
     /// Fold `f`'s strict split (outcome sources of group `f` held out,
     /// IRT refitted without them, shared items dropped) and its task.
-    pub(crate) fn fold(
+    pub fn fold(
         &self,
         fold_of: &BTreeMap<String, usize>,
         f: usize,
-    ) -> anyhow::Result<(OutcomeFold, Option<DifficultyTask>)> {
+    ) -> Result<(OutcomeFold, Option<DifficultyTask>)> {
         let split = held_out_split(
             &self.data,
             &self.keys,
@@ -177,26 +176,26 @@ impl EncoderOutcomes {
     }
 
     /// Embeddings of every sampled row, through the top layers with `lora`.
-    pub(crate) fn embed(
+    pub fn embed(
         &self,
         bert: &FrozenBert,
         cache: &LowerCache,
         lora: Option<&LoraSet>,
-    ) -> anyhow::Result<Vec<Vec<f32>>> {
+    ) -> Result<Vec<Vec<f32>>> {
         let rows: Vec<usize> = (0..self.data.sample.len())
             .map(|j| self.offset + j)
             .collect();
-        Ok(cache.embed(bert, &rows, lora)?)
+        cache.embed(bert, &rows, lora)
     }
 
     /// The difficulty head fitted on the fold's training rows of `x` (one
     /// embedding per sample position), scored within each held-out
     /// source against its failure rate (1 − mean score of its models).
-    pub(crate) fn head_spearman(
+    pub fn head_spearman(
         &self,
         fold: &OutcomeFold,
         x: &[Vec<f32>],
-    ) -> anyhow::Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, f64>> {
         let groups = self.data.sample_groups(
             &fold
                 .train_at
@@ -225,7 +224,7 @@ impl EncoderOutcomes {
 
     /// The adapter's own jointly trained (linear) difficulty head, scored
     /// the same way; `None` for a task-only adapter.
-    pub(crate) fn joint_head_spearman(
+    pub fn joint_head_spearman(
         &self,
         fold: &OutcomeFold,
         model: &Finetuned,
@@ -253,7 +252,7 @@ impl EncoderOutcomes {
     /// (`frozen_x`) and, for each snapshot in `models`, on its adapted
     /// embedding, plus its joint head; one row per held-out source.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn score_fold(
+    pub fn score_fold(
         &self,
         f: usize,
         fold: &OutcomeFold,
@@ -262,7 +261,8 @@ impl EncoderOutcomes {
         cache: &LowerCache,
         frozen_x: &[Vec<f32>],
         rows: &mut BTreeMap<String, DifficultyRow>,
-    ) -> anyhow::Result<()> {
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let frozen = self.head_spearman(fold, frozen_x)?;
         let counts = self.held_counts(fold);
         for model in models {
@@ -290,7 +290,7 @@ impl EncoderOutcomes {
                 .filter(|r| r.fold == f)
                 .map(|r| *r.adapted_head.last().expect("pushed")),
         );
-        eprintln!("fold {f}: difficulty Spearman, mean over its held-out outcome sources: frozen {fm:.3}, adapted {am:.3} (last snapshot)");
+        progress.note(&format!("fold {f}: difficulty Spearman, mean over its held-out outcome sources: frozen {fm:.3}, adapted {am:.3} (last snapshot)"));
         Ok(())
     }
 
@@ -306,7 +306,7 @@ impl EncoderOutcomes {
 
 /// The multi-task loss settings (`train encoder`'s flags).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct DifficultyLoss {
+pub struct DifficultyLoss {
     /// Weight of the difficulty loss beside the task loss.
     pub weight: f64,
     /// Weight of the pairwise term inside it.
@@ -318,7 +318,7 @@ pub(crate) struct DifficultyLoss {
 }
 
 /// One fold of the outcome rows (positions into the sample).
-pub(crate) struct OutcomeFold {
+pub struct OutcomeFold {
     pub train_at: Vec<usize>,
     pub test_at: Vec<usize>,
     pub dropped: usize,
@@ -328,7 +328,7 @@ pub(crate) struct OutcomeFold {
 
 /// One held-out outcome source's difficulty Spearman under each encoder.
 #[derive(Serialize, Clone)]
-pub(crate) struct DifficultyRow {
+pub struct DifficultyRow {
     pub fold: usize,
     pub n: usize,
     /// Training rows of the fold dropped for sharing an item with its held-out sources.
@@ -341,7 +341,7 @@ pub(crate) struct DifficultyRow {
 }
 
 /// Mean and lowest of a column.
-pub(crate) fn mean_min(v: impl Iterator<Item = f64>) -> (f64, f64) {
+pub fn mean_min(v: impl Iterator<Item = f64>) -> (f64, f64) {
     let v: Vec<f64> = v.collect();
     (
         v.iter().sum::<f64>() / v.len().max(1) as f64,
@@ -349,68 +349,8 @@ pub(crate) fn mean_min(v: impl Iterator<Item = f64>) -> (f64, f64) {
     )
 }
 
-/// The report section: per held-out outcome source, the frozen head, the
-/// head on the adapter's embedding and the adapter's joint head, at the
-/// chosen candidate `c`.
-pub(crate) fn markdown(
-    rows: &BTreeMap<String, DifficultyRow>,
-    c: usize,
-    loss_weight: f64,
-    success_weight: f64,
-    folds: usize,
-) -> String {
-    let joint = rows.values().all(|r| r.joint_head.is_some());
-    let mut out = format!(
-        "\n### Difficulty on held-out outcome sources ({folds} source groups, difficulty loss weight {loss_weight}{})\n\n\
-         Spearman, within each held-out source, between predicted difficulty and the source's failure rate \
-         (1 - mean score of its models). Each fold holds out one group of outcome sources (and the task fold \
-         of the same number), refits the joint IRT model without them and drops every training prompt they \
-         also hold. `frozen` is the difficulty head (as `train heads` fits it: target `irt-rank`, pairwise, \
-         64 x 10) on the frozen embedding; `adapted` the same head on the fold's adapter's embedding; \
-         `joint` the adapter's own linear difficulty head.\n\n\
-         | held-out source | fold | n | frozen | adapted |{}\n|---|---|---|---|---|{}\n",
-        if success_weight > 0.0 {
-            format!(", success loss weight {success_weight}")
-        } else {
-            String::new()
-        },
-        if joint { " joint |" } else { "" },
-        if joint { "---|" } else { "" }
-    );
-    for (s, r) in rows {
-        out += &format!(
-            "| {s} | {} | {} | {:.3} | {:.3} |",
-            r.fold, r.n, r.frozen_head, r.adapted_head[c]
-        );
-        if let Some(j) = r.joint_head.as_ref().filter(|_| joint) {
-            out += &format!(" {:.3} |", j[c]);
-        }
-        out += "\n";
-    }
-    let (fm, fl) = mean_min(rows.values().map(|r| r.frozen_head));
-    let (am, al) = mean_min(rows.values().map(|r| r.adapted_head[c]));
-    out += &format!("| **mean** | | | **{fm:.3}** | **{am:.3}** |");
-    if joint {
-        let (jm, _) = mean_min(
-            rows.values()
-                .map(|r| r.joint_head.as_ref().expect("all")[c]),
-        );
-        out += &format!(" **{jm:.3}** |");
-    }
-    out += &format!("\n| lowest | | | {fl:.3} | {al:.3} |");
-    if joint {
-        let (_, jl) = mean_min(
-            rows.values()
-                .map(|r| r.joint_head.as_ref().expect("all")[c]),
-        );
-        out += &format!(" {jl:.3} |");
-    }
-    out += "\n";
-    out
-}
-
 /// The outcome sources of fold `f`.
-pub(crate) fn held_sources(fold_of: &BTreeMap<String, usize>, f: usize) -> BTreeSet<&str> {
+pub fn held_sources(fold_of: &BTreeMap<String, usize>, f: usize) -> BTreeSet<&str> {
     fold_of
         .iter()
         .filter(|(_, &g)| g == f)

@@ -1,4 +1,5 @@
-//! Classification and ranking metrics for held-out evaluation.
+//! Classification and ranking metrics for held-out evaluation of the heads
+//! and the adapter.
 
 /// Row = true label, column = predicted label.
 pub struct Confusion {

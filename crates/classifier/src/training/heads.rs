@@ -1,0 +1,451 @@
+//! `train heads`: fit the task and difficulty heads on frozen encoder
+//! embeddings, measure them on held-out sources, and return them.
+//!
+//! Held-out measurement, both heads: leave-one-source-out (train on every
+//! other source, predict the held-out one), plus, for the task head, the
+//! evaluation-only sources scored by the final heads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use pointsman_records::Record;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::classifier::{head_input, load_encoder, VIEW_NAMES};
+use crate::device::{DeviceChoice, Engine, Precision};
+use crate::difficulty_target::{DifficultyTarget, JointDifficulty};
+use crate::embed_cache::{self, EmbedCache};
+use crate::encoder::Encoder;
+use crate::error::{ClassifierError, Result};
+use crate::features::FEATURE_NAMES;
+use crate::heads::{
+    softmax, Dense, DifficultyHead, EncoderInfo, Heads, HeadsMetadata, Mlp, TaskHead,
+    FORMAT_VERSION,
+};
+use crate::irt::IrtConfig;
+use crate::model_dir::ModelDir;
+use crate::taxonomy::{Taxonomy, DEFAULT_TASKS};
+use crate::train::{train_classifier, TrainConfig};
+
+use super::difficulty_blend::final_knn;
+use super::difficulty_cv::{
+    difficulty_cv, fit_difficulty, outcome_data, DifficultyCv, DifficultyCvOptions,
+};
+use super::heads_report::HeadsReport;
+use super::metrics::Confusion;
+use super::progress::Progress;
+use super::records::{
+    example_weights, examples, no_labelled_records, read_dir_records, read_dirs_records,
+    read_optional_dir_records,
+};
+use super::task_cv::{argmax, task_cv};
+
+/// Everything a `train heads` run reads and how it fits (the command's
+/// flags, paths already resolved).
+#[derive(Debug, Clone)]
+pub struct HeadsTrainingOptions {
+    /// Folders of task-labelled JSONL records to train on.
+    pub tasks: Vec<PathBuf>,
+    /// Folder of task-labelled records used only for evaluation (skipped
+    /// when it is not a folder).
+    pub eval: PathBuf,
+    /// Folder of records with per-model outcomes (the difficulty head's data).
+    pub outcomes: PathBuf,
+    /// The difficulty head trains on at most this many records per outcome file.
+    pub outcomes_per_file: usize,
+    pub difficulty_target: DifficultyTarget,
+    /// Weight of the within-source pairwise ranking loss (0 = regression only).
+    pub difficulty_pair_weight: f64,
+    /// Ridge on each prompt's IRT difficulty.
+    pub irt_item_ridge: f64,
+    /// Task labels; `None`: the built-in names if the data uses only those,
+    /// else the labels found.
+    pub labels: Option<Vec<String>>,
+    /// The embedding cache's folder.
+    pub cache_dir: PathBuf,
+    pub model_dir: PathBuf,
+    /// A LoRA adapter merged into the encoder.
+    pub adapter: Option<PathBuf>,
+    /// Number format of the CPU encoder that embeds the prompts.
+    pub precision: Precision,
+    pub seed: u64,
+    /// Hidden width of the task head (0 = linear).
+    pub hidden: usize,
+    pub epochs: usize,
+    /// Surface features in the head input.
+    pub features: bool,
+    /// Instruction views in the head input.
+    pub views: bool,
+    /// Run the task head's leave-one-source-out.
+    pub task_cv: bool,
+    /// Run the difficulty head's leave-one-source-out.
+    pub difficulty_cv: bool,
+    /// Only the difficulty head's leave-one-source-out; no heads are trained.
+    pub difficulty_cv_only: bool,
+    pub difficulty_hidden: usize,
+    pub difficulty_epochs: usize,
+    /// Neighbour counts tried for the difficulty's kNN part.
+    pub difficulty_knn_k: Vec<usize>,
+    /// Blend weights tried (`[0.0]`: the head alone, no bank).
+    pub difficulty_knn_weight: Vec<f64>,
+    /// Folds of training sources in the inner CV that picks k and the weight.
+    pub difficulty_inner_folds: usize,
+    /// Task-loss weight ∝ (1 / class share)^P.
+    pub class_weight_power: f32,
+    /// Task-loss weight also ∝ (mean source size / source size)^P.
+    pub source_weight_power: f32,
+    /// AdamW learning rate of both heads.
+    pub learning_rate: f64,
+    /// AdamW weight decay of both heads.
+    pub weight_decay: f64,
+}
+
+/// What a `train heads` run produced.
+pub enum HeadsTraining {
+    /// The heads (version in their metadata) and the held-out report.
+    Trained {
+        heads: Box<Heads>,
+        report: HeadsReport,
+    },
+    /// `difficulty_cv_only`: the difficulty head's leave-one-source-out and
+    /// the head's shape.
+    DifficultyCvOnly {
+        cv: DifficultyCv,
+        hidden: usize,
+        epochs: usize,
+    },
+}
+
+impl HeadsTraining {
+    /// The Markdown report of the run.
+    pub fn markdown(&self) -> String {
+        match self {
+            HeadsTraining::Trained { report, .. } => report.markdown(),
+            HeadsTraining::DifficultyCvOnly { cv, hidden, epochs } => format!(
+                "{}\nDifficulty head: hidden {hidden}, epochs {epochs}.\n",
+                cv.markdown()
+            ),
+        }
+    }
+}
+
+/// Reads the records, embeds them (through the cache), runs the held-out
+/// measurements `opts` asks for and fits the final heads.
+pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Result<HeadsTraining> {
+    let dir = ModelDir::open(&opts.model_dir)?;
+    let dir = match &opts.adapter {
+        Some(a) => dir.with_adapter(a)?,
+        None => dir,
+    };
+    let encoder = load_encoder(&dir, DeviceChoice::Cpu, Engine::Native(opts.precision))?;
+    let encoder = encoder.as_ref();
+    let with_features = opts.features;
+
+    // ---- data
+    let (task_records, task_hashes) = read_dirs_records(&opts.tasks)?;
+    let (eval_records, _) = read_optional_dir_records(&opts.eval)?;
+    let (outcome_records, outcome_hashes) = read_dir_records(&opts.outcomes)?;
+
+    let taxonomy = taxonomy_for(opts.labels.as_deref(), &task_records)?;
+    let train = examples(&task_records, &taxonomy);
+    let evals = examples(&eval_records, &taxonomy);
+    if train.is_empty() {
+        return Err(no_labelled_records(&opts.tasks, &taxonomy.labels()));
+    }
+    let outcomes = outcome_data(&outcome_records, opts.outcomes_per_file, opts.seed);
+    let irt = IrtConfig {
+        item_ridge: opts.irt_item_ridge,
+        ..Default::default()
+    };
+    progress.note(&format!(
+        "{} training prompts ({} sources), {} eval prompts, {} prompts with outcomes",
+        train.len(),
+        train
+            .iter()
+            .map(|e| &e.source)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        evals.len(),
+        outcomes.sample.len()
+    ));
+
+    // ---- embeddings
+    let encoder_id = embed_cache::encoder_id(encoder, &dir.weights_sha256);
+    let mut cache = EmbedCache::open(&opts.cache_dir, &encoder_id, encoder)?;
+    let texts: Vec<&str> = train
+        .iter()
+        .map(|e| e.prompt.as_str())
+        .chain(evals.iter().map(|e| e.prompt.as_str()))
+        .chain(
+            outcomes
+                .sample
+                .iter()
+                .map(|&i| outcomes.rows[i].prompt.as_str()),
+        )
+        .collect();
+    let inputs = head_inputs(
+        encoder,
+        &mut cache,
+        &texts,
+        opts.views,
+        with_features,
+        progress,
+    )?;
+    let (x_train, rest) = inputs.split_at(train.len());
+    let (x_eval, x_scored) = rest.split_at(evals.len());
+
+    let task_cfg = TrainConfig {
+        hidden: opts.hidden,
+        epochs: opts.epochs,
+        seed: opts.seed,
+        learning_rate: opts.learning_rate,
+        weight_decay: opts.weight_decay,
+        ..Default::default()
+    };
+    let diff_cfg = TrainConfig {
+        hidden: opts.difficulty_hidden,
+        epochs: opts.difficulty_epochs,
+        seed: opts.seed + 1,
+        learning_rate: opts.learning_rate,
+        weight_decay: opts.weight_decay,
+        ..Default::default()
+    };
+    let cv_options = DifficultyCvOptions {
+        kind: opts.difficulty_target,
+        pair_weight: opts.difficulty_pair_weight,
+        embedding_dim: encoder.dim(),
+        knn_ks: opts.difficulty_knn_k.clone(),
+        knn_weights: opts.difficulty_knn_weight.clone(),
+        inner_folds: opts.difficulty_inner_folds,
+    };
+    if opts.difficulty_cv_only {
+        let cv = difficulty_cv(&outcomes, x_scored, &cv_options, &irt, &diff_cfg, progress)?;
+        return Ok(HeadsTraining::DifficultyCvOnly {
+            cv,
+            hidden: diff_cfg.hidden,
+            epochs: diff_cfg.epochs,
+        });
+    }
+    let weights = example_weights(
+        &train,
+        taxonomy.len(),
+        opts.class_weight_power,
+        opts.source_weight_power,
+    );
+    let labels: Vec<usize> = train.iter().map(|e| e.label).collect();
+
+    // ---- task head: leave-one-source-out
+    let task_cv = if opts.task_cv {
+        Some(task_cv(
+            &train, x_train, &labels, &weights, &taxonomy, &task_cfg, progress,
+        )?)
+    } else {
+        None
+    };
+
+    // ---- final task head + eval-only sources
+    let task_mlp = train_classifier(x_train, &labels, &weights, taxonomy.len(), &task_cfg)?;
+    let mut eval_sources: BTreeMap<String, Confusion> = BTreeMap::new();
+    for (e, x) in evals.iter().zip(x_eval) {
+        let c = eval_sources
+            .entry(e.source.clone())
+            .or_insert_with(|| Confusion::new(taxonomy.labels()));
+        c.add(e.label, argmax(&softmax(&task_mlp.forward(x))));
+    }
+
+    // ---- difficulty head
+    let difficulty_cv = if opts.difficulty_cv && !outcomes.sample.is_empty() {
+        Some(difficulty_cv(
+            &outcomes,
+            x_scored,
+            &cv_options,
+            &irt,
+            &diff_cfg,
+            progress,
+        )?)
+    } else {
+        None
+    };
+    let report = HeadsReport {
+        task_cv,
+        eval_sources,
+        difficulty_cv,
+    };
+    let mut metrics = report.metrics();
+    let mut neighbours = None;
+    let diff_mlp = if outcomes.sample.is_empty() {
+        progress
+            .note("warning: no outcome records; the difficulty head is untrained (constant 0.5)");
+        Mlp {
+            layers: vec![Dense {
+                weight: vec![0.0; x_train[0].len()],
+                bias: vec![0.0],
+                inputs: x_train[0].len(),
+                outputs: 1,
+            }],
+        }
+    } else {
+        let joint = JointDifficulty::fit_rows(&outcomes.rows, &irt)?;
+        metrics.insert(
+            "difficulty_joint_irt".into(),
+            json!(joint.summary(&outcomes.rows)),
+        );
+        let targets = joint.targets(&outcomes.rows, &outcomes.sample, opts.difficulty_target);
+        neighbours = final_knn(
+            &outcomes,
+            x_scored,
+            &targets,
+            &cv_options,
+            &diff_cfg,
+            progress,
+        )?;
+        fit_difficulty(
+            x_scored,
+            &targets,
+            &outcomes.sample_groups(&outcomes.sample),
+            opts.difficulty_pair_weight,
+            &diff_cfg,
+        )?
+    };
+
+    // ---- metadata
+    let mut hasher = Sha256::new();
+    for h in task_hashes.iter().chain(&outcome_hashes) {
+        hasher.update(h.as_bytes());
+    }
+    let data_sha = hex::encode(hasher.finalize());
+    let settings = json!({
+        "seed": opts.seed, "hidden": opts.hidden, "epochs": opts.epochs, "features": with_features, "views": opts.views,
+        "outcomes_per_file": opts.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
+        "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
+        "class_weight_power": opts.class_weight_power, "source_weight_power": opts.source_weight_power,
+        "difficulty_target": opts.difficulty_target.to_string(), "irt_item_ridge": irt.item_ridge,
+        "difficulty_pair_weight": opts.difficulty_pair_weight,
+        "difficulty_hidden": diff_cfg.hidden, "difficulty_epochs": diff_cfg.epochs,
+    });
+    // The kNN grid enters the settings (and so the version) only when it is
+    // on, so heads trained without it keep the version their command gives.
+    let mut settings = settings;
+    if cv_options.uses_knn() {
+        settings["difficulty_knn_k"] = json!(cv_options.knn_ks);
+        settings["difficulty_knn_weight"] = json!(cv_options.knn_weights);
+        settings["difficulty_inner_folds"] = json!(cv_options.inner_folds);
+    }
+    // The precision enters the settings (and so the version) only when it is
+    // not f32, so heads fitted on f32 embeddings keep the version they had
+    // before `--precision` existed and stay reproducible by their command.
+    if encoder.precision() != "f32" {
+        settings["precision"] = json!(encoder.precision());
+    }
+    let version = format!(
+        "heads-{}",
+        &hex::encode(Sha256::digest(format!(
+            "{data_sha}{settings}{}",
+            dir.weights_sha256
+        )))[..12]
+    );
+    let metadata = HeadsMetadata {
+        format_version: FORMAT_VERSION,
+        version,
+        encoder: EncoderInfo {
+            name: opts
+                .model_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            weights_sha256: dir.weights_sha256.clone(),
+            window: encoder.window(),
+            truncation: "head_and_tail".into(),
+        },
+        features: if with_features {
+            FEATURE_NAMES.iter().map(|s| s.to_string()).collect()
+        } else {
+            vec![]
+        },
+        views: if opts.views {
+            VIEW_NAMES.iter().map(|s| s.to_string()).collect()
+        } else {
+            vec![]
+        },
+        task_labels: taxonomy.clone(),
+        difficulty_target: opts.difficulty_target.describe(),
+        difficulty_knn: neighbours.as_ref().map(|b| b.blend),
+        training: json!({
+            "embedding_dim": encoder.dim(),
+            "training_data_sha256": data_sha,
+            "task_files": task_hashes,
+            "outcome_files": outcome_hashes,
+            "task_examples": train.len(),
+            "difficulty_examples": outcomes.sample.len(),
+            "irt_rows": outcomes.rows.len(),
+            "settings": settings,
+        }),
+        metrics: serde_json::Value::Object(metrics),
+    };
+    let heads = Heads {
+        task: TaskHead {
+            mlp: task_mlp,
+            labels: taxonomy,
+        },
+        difficulty: DifficultyHead {
+            mlp: diff_mlp,
+            neighbours,
+        },
+        metadata,
+    };
+    Ok(HeadsTraining::Trained {
+        heads: Box::new(heads),
+        report,
+    })
+}
+
+/// The task labels: `labels` when given; else the 11 built-in names if the
+/// records use only those, else the labels the records use.
+fn taxonomy_for(labels: Option<&[String]>, records: &[(String, Record)]) -> Result<Taxonomy> {
+    let found: BTreeSet<String> = records.iter().filter_map(|(_, r)| r.task.clone()).collect();
+    match labels {
+        Some(l) => Taxonomy::new(l.to_vec()).map_err(ClassifierError::InvalidOption),
+        None if found.iter().all(|l| DEFAULT_TASKS.contains(&l.as_str())) => {
+            Ok(Taxonomy::default_tasks())
+        }
+        None => Taxonomy::new(found.into_iter().collect()).map_err(ClassifierError::InvalidOption),
+    }
+}
+
+/// Each text's head input: its embedding (through `cache`), with the
+/// instruction views and surface features when asked for.
+fn head_inputs(
+    encoder: &dyn Encoder,
+    cache: &mut EmbedCache,
+    texts: &[&str],
+    with_views: bool,
+    with_features: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<f32>>> {
+    let report_to = |done, total| progress.update(done, total);
+    progress.begin("embedding", 0);
+    let embs = cache.embed_all(encoder, texts, 32, &report_to)?;
+    progress.end();
+    let view_embs = if with_views {
+        progress.begin("embedding instruction views", 0);
+        let v = cache.embed_views(encoder, texts, 32, &report_to)?;
+        progress.end();
+        v
+    } else {
+        vec![None; texts.len()]
+    };
+    Ok(texts
+        .iter()
+        .zip(&embs)
+        .zip(&view_embs)
+        .map(|((t, e), v)| {
+            let views = with_views.then(|| {
+                v.as_ref()
+                    .map(|(h, l)| (h.as_slice(), l.as_slice()))
+                    .unwrap_or((e, e))
+            });
+            head_input(e, views, t, with_features)
+        })
+        .collect())
+}

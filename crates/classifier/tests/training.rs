@@ -1,0 +1,282 @@
+//! The training runs as library calls, without the CLI: `train_heads` and
+//! `train_encoder` on tiny data with the real encoders return their
+//! artifacts and reports as data, and bad data or options fail with the
+//! classifier's typed errors before any training.
+
+use std::path::{Path, PathBuf};
+
+use pointsman_classifier::difficulty_target::DifficultyTarget;
+use pointsman_classifier::training::records::read_dir_records;
+use pointsman_classifier::training::{
+    train_encoder, train_heads, EncoderTrainingOptions, HeadsTraining, HeadsTrainingOptions, Silent,
+};
+use pointsman_classifier::{ClassifierError, Precision};
+
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// Task records of sources a, b, c; outcome records of sources x, y, z where
+/// longer products are failed by more of three models.
+fn data(root: &Path) {
+    for (s, source) in ["a", "b", "c"].iter().enumerate() {
+        let rows: Vec<_> = (0..6)
+            .map(|i| {
+                let (task, prompt) = if i % 2 == 0 {
+                    ("code", format!("Write a Python function {s}{i} that sorts a list."))
+                } else {
+                    ("math", format!("What is {i} times {} plus {s}?", i + 3))
+                };
+                serde_json::json!({"id": format!("{source}{i}"), "source": source, "prompt": prompt, "task": task})
+            })
+            .collect();
+        write_jsonl(&root.join(format!("tasks/{source}.jsonl")), &rows);
+    }
+    for (s, source) in ["x", "y", "z"].iter().enumerate() {
+        let rows: Vec<_> = (0..8)
+            .map(|i| {
+                let terms: Vec<String> = (0..=i).map(|k| format!("{}", 7 * k + s + 1)).collect();
+                let outcomes: serde_json::Map<String, serde_json::Value> = (0..3)
+                    .map(|m| {
+                        let score = if i < 2 + 2 * m { 1.0 } else { 0.0 };
+                        (format!("model-{m}"), serde_json::json!({"score": score}))
+                    })
+                    .collect();
+                serde_json::json!({"id": format!("{source}{i}"), "source": source,
+                    "prompt": format!("Compute {} exactly.", terms.join(" * ")), "outcomes": outcomes})
+            })
+            .collect();
+        write_jsonl(&root.join(format!("outcomes/{source}.jsonl")), &rows);
+    }
+}
+
+fn heads_options(root: &Path) -> HeadsTrainingOptions {
+    HeadsTrainingOptions {
+        tasks: vec![root.join("tasks")],
+        eval: root.join("no-eval"),
+        outcomes: root.join("outcomes"),
+        outcomes_per_file: 600,
+        difficulty_target: DifficultyTarget::WithinSourceRank,
+        difficulty_pair_weight: 1.0,
+        irt_item_ridge: 1.0,
+        labels: None,
+        cache_dir: root.join("cache"),
+        model_dir: models().join("multilingual-e5-small"),
+        adapter: None,
+        precision: Precision::F32,
+        seed: 17,
+        hidden: 8,
+        epochs: 2,
+        features: true,
+        views: true,
+        task_cv: true,
+        difficulty_cv: true,
+        difficulty_cv_only: false,
+        difficulty_hidden: 8,
+        difficulty_epochs: 2,
+        difficulty_knn_k: vec![10],
+        difficulty_knn_weight: vec![0.0],
+        difficulty_inner_folds: 3,
+        class_weight_power: 0.5,
+        source_weight_power: 0.0,
+        learning_rate: 1e-3,
+        weight_decay: 1e-2,
+    }
+}
+
+#[test]
+fn train_heads_returns_the_heads_and_the_report_as_data() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    let opts = heads_options(dir.path());
+    let HeadsTraining::Trained { heads, report } = train_heads(&opts, &Silent).unwrap() else {
+        panic!("heads were asked for");
+    };
+    assert_eq!(heads.task.labels.labels().len(), 11);
+    let training = &heads.metadata.training;
+    assert_eq!(training["task_examples"], 18);
+    assert_eq!(training["difficulty_examples"], 24);
+    let task_cv = report.task_cv.as_ref().expect("task CV asked for");
+    assert_eq!(task_cv.per_source.len(), 3);
+    assert_eq!(task_cv.confusion.total(), 18);
+    let difficulty = report
+        .difficulty_cv
+        .as_ref()
+        .expect("difficulty CV asked for");
+    assert_eq!(
+        difficulty.per_source.keys().collect::<Vec<_>>(),
+        ["x", "y", "z"]
+    );
+    let text = report.markdown();
+    assert!(text.contains("### Task type, leave-one-source-out over the 3 training sources"));
+    assert!(text.contains("| x | 8 | 0 |"), "{text}");
+    // The metadata's metrics are the report's numbers.
+    assert_eq!(
+        heads.metadata.metrics["task_leave_one_source_out"]["overall"]["n"],
+        18
+    );
+
+    // The difficulty CV alone: the same folds, no heads.
+    let cv_only = HeadsTrainingOptions {
+        difficulty_cv_only: true,
+        ..opts
+    };
+    match train_heads(&cv_only, &Silent).unwrap() {
+        HeadsTraining::DifficultyCvOnly { cv, hidden, epochs } => {
+            assert_eq!((hidden, epochs), (8, 2));
+            for (s, r) in &cv.per_source {
+                assert_eq!(r.spearman, difficulty.per_source[s].spearman, "{s}");
+            }
+        }
+        HeadsTraining::Trained { .. } => panic!("no heads with difficulty_cv_only"),
+    }
+}
+
+#[test]
+fn bad_data_and_bad_options_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    // A malformed line: the file fails whole, each bad line named.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("s.jsonl"),
+        "{\"id\": \"1\", \"prompt\": \"fine\", \"task\": \"code\"}\nnot json\n",
+    )
+    .unwrap();
+    match read_dir_records(&bad) {
+        Err(ClassifierError::MalformedRecords { path, errors }) => {
+            assert_eq!(path, bad.join("s.jsonl"));
+            assert_eq!(errors.len(), 1);
+            assert!(errors[0].starts_with("line 2"), "{errors:?}");
+        }
+        other => panic!("{:?}", other.map(|r| r.0.len())),
+    }
+    let missing = dir.path().join("missing");
+    let err = read_dir_records(&missing).unwrap_err();
+    assert!(matches!(err, ClassifierError::ReadData { .. }), "{err}");
+
+    // No record with a known label.
+    let opts = HeadsTrainingOptions {
+        tasks: vec![dir.path().join("outcomes")],
+        ..heads_options(dir.path())
+    };
+    let err = train_heads(&opts, &Silent)
+        .err()
+        .expect("no labelled records");
+    assert!(matches!(err, ClassifierError::NoTrainingData(_)), "{err}");
+
+    // Epoch selection without folds, before any training.
+    let opts = EncoderTrainingOptions {
+        tasks: vec![dir.path().join("tasks")],
+        eval: dir.path().join("no-eval"),
+        model_dir: models().join("all-MiniLM-L6-v2"),
+        folds: 1,
+        cv_only: false,
+        layers: 1,
+        rank: 8,
+        alpha: 16.0,
+        targets: None,
+        epochs: 1,
+        select_epochs: Some(vec![1, 2]),
+        learning_rate: 1e-3,
+        head_learning_rate: 1e-2,
+        batch_size: 4,
+        window: 16,
+        seed: 17,
+        class_weight_power: 0.5,
+        max_per_source: 0,
+        eval_max_per_source: 0,
+        lower_cache: None,
+        outcomes: vec![],
+        outcomes_per_file: 100,
+        difficulty_loss_weight: 1.0,
+        difficulty_pair_weight: 1.0,
+        success_loss_weight: 0.0,
+        difficulty_head_learning_rate: 1e-3,
+    };
+    let err = train_encoder(&opts, &Silent).err().expect("refused");
+    assert!(
+        matches!(&err, ClassifierError::InvalidOption(m) if m.contains("--select-epochs")),
+        "{err}"
+    );
+    let opts = EncoderTrainingOptions {
+        select_epochs: None,
+        difficulty_loss_weight: f64::NAN,
+        ..opts
+    };
+    let err = train_encoder(&opts, &Silent).err().expect("refused");
+    assert!(
+        matches!(&err, ClassifierError::InvalidOption(m) if m.contains("--difficulty-loss-weight")),
+        "{err}"
+    );
+}
+
+#[test]
+fn train_encoder_returns_the_adapter_and_the_report_as_data() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    let opts = EncoderTrainingOptions {
+        tasks: vec![dir.path().join("tasks")],
+        eval: dir.path().join("no-eval"),
+        model_dir: models().join("all-MiniLM-L6-v2"),
+        folds: 3,
+        cv_only: false,
+        layers: 1,
+        rank: 8,
+        alpha: 16.0,
+        targets: None,
+        epochs: 1,
+        select_epochs: None,
+        learning_rate: 1e-3,
+        head_learning_rate: 1e-2,
+        batch_size: 4,
+        window: 16,
+        seed: 17,
+        class_weight_power: 0.5,
+        max_per_source: 0,
+        eval_max_per_source: 0,
+        lower_cache: None,
+        outcomes: vec![dir.path().join("outcomes")],
+        outcomes_per_file: 100,
+        difficulty_loss_weight: 1.0,
+        difficulty_pair_weight: 1.0,
+        success_loss_weight: 0.0,
+        difficulty_head_learning_rate: 1e-3,
+    };
+    let trained = train_encoder(&opts, &Silent).unwrap();
+    let folds = trained.report.folds.as_ref().expect("3 folds");
+    assert_eq!(folds.candidates, [1]);
+    assert_eq!(folds.confusions[1][0].total(), 18);
+    assert_eq!(folds.per_source.len(), 3);
+    let difficulty = folds.difficulty.as_ref().expect("outcomes given");
+    assert_eq!(difficulty.rows.keys().collect::<Vec<_>>(), ["x", "y", "z"]);
+    let (_, metadata) = trained.adapter.as_ref().expect("not cv_only");
+    assert_eq!(metadata.training["task_examples"], 18);
+    assert_eq!(
+        metadata.training["metrics"]["task_source_folds"]["folds"],
+        3
+    );
+    assert!(trained
+        .report
+        .markdown()
+        .contains("### Difficulty on held-out outcome sources (3 source groups"));
+
+    // Held-out only: the same report, no adapter.
+    let cv = train_encoder(
+        &EncoderTrainingOptions {
+            cv_only: true,
+            ..opts
+        },
+        &Silent,
+    )
+    .unwrap();
+    assert!(cv.adapter.is_none());
+    assert_eq!(cv.report.markdown(), trained.report.markdown());
+}
