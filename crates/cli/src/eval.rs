@@ -13,7 +13,8 @@ use pointsman_eval::{
     CurveConfig, CurveSize, EvalConfig, EvalSet, Pricing, PromptReader,
 };
 use pointsman_records::Record;
-use pointsman_router::{Catalog, Selection, TrainConfig, Validation};
+use pointsman_router::head_features::DIFFICULTY_FEATURE;
+use pointsman_router::{Catalog, PromptInput, Selection, TrainConfig, Validation};
 
 use crate::{paths, ModelArgs};
 
@@ -110,8 +111,21 @@ pub struct EvalArgs {
     #[arg(skip)]
     pub allow_unpriced: bool,
     /// Use the encoder alone, without the task head (one pseudo-task).
+    /// With --head-features the heads still run, for those features only.
     #[arg(long)]
     pub no_task_head: bool,
+    /// Experiment, off by default: classifier heads' outputs the success
+    /// model's selection may read beside or instead of the embedding
+    /// (comma-separated): `task` (the task head's class probabilities) and
+    /// `difficulty` (the difficulty head's score, fitted on
+    /// training-data/outcomes: leaky on those files, fair on AlpacaEval).
+    /// docs/EVALUATION.md, "The heads' outputs as success features".
+    #[arg(long, value_delimiter = ',')]
+    pub head_features: Vec<HeadOutput>,
+    /// With --head-features: the prompt-term inputs the selection tries
+    /// (comma-separated: embedding, embedding+heads, heads). Default: all three.
+    #[arg(long, value_delimiter = ',', requires = "head_features")]
+    pub prompt_inputs: Vec<PromptInput>,
     /// Embedding cache folder.
     #[arg(long, default_value = "target/embedding-cache")]
     pub cache_dir: PathBuf,
@@ -119,6 +133,32 @@ pub struct EvalArgs {
     pub ope: crate::ope::OpeArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// A classifier head whose output the success model may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeadOutput {
+    /// The task head's probability of each task label.
+    Task,
+    /// The difficulty head's score (leaky on the outcome files it was fitted on).
+    Difficulty,
+}
+
+/// The selection's prompt inputs for `--head-features` and
+/// `--prompt-inputs`: the default selection's (the embedding) without
+/// head features, else the inputs given or all three.
+pub fn prompt_inputs(heads: &[HeadOutput], inputs: &[PromptInput]) -> Vec<PromptInput> {
+    if heads.is_empty() {
+        Selection::default().inputs
+    } else if inputs.is_empty() {
+        vec![
+            PromptInput::Embedding,
+            PromptInput::EmbeddingAndHeads,
+            PromptInput::Heads,
+        ]
+    } else {
+        inputs.to_vec()
+    }
 }
 
 fn progress_bar() -> indicatif::ProgressBar {
@@ -168,7 +208,14 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         bar.set_position(done as u64);
     };
     let heads = paths::resolve(&args.model.heads);
-    let no_task_head = args.no_task_head || !heads.exists();
+    anyhow::ensure!(
+        args.head_features.is_empty() || heads.exists(),
+        "--head-features needs the heads at {}",
+        heads.display()
+    );
+    // The heads run for the task mixture unless --no-task-head, and for
+    // --head-features either way.
+    let no_task_head = (args.no_task_head || !heads.exists()) && args.head_features.is_empty();
     if no_task_head && !args.no_task_head {
         eprintln!(
             "warning: no task heads at {}; using the encoder alone (one pseudo-task)",
@@ -201,6 +248,26 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         )?
     };
     bar.finish_and_clear();
+    let mut sets = sets;
+    for set in &mut sets {
+        if args.no_task_head {
+            set.one_task();
+        }
+        let task = args.head_features.contains(&HeadOutput::Task);
+        let difficulty = args.head_features.contains(&HeadOutput::Difficulty);
+        set.keep_head_features(|name| {
+            if name == DIFFICULTY_FEATURE {
+                difficulty
+            } else {
+                task
+            }
+        });
+    }
+    if args.head_features.contains(&HeadOutput::Difficulty) {
+        eprintln!(
+            "warning: --head-features difficulty: the difficulty head was fitted on training-data/outcomes; on those files its output carries the test rows' outcomes (fair on AlpacaEval only)"
+        );
+    }
     Ok(sets)
 }
 
@@ -225,6 +292,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 criterion: args.selection_criterion.unwrap_or(sel.criterion),
                 knn_k: args.selection_knn_k,
                 folds: args.selection_folds,
+                inputs: prompt_inputs(&args.head_features, &args.prompt_inputs),
                 ..sel
             }),
             ..Default::default()

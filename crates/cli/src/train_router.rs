@@ -100,6 +100,8 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         cold_outcomes: None,
         allow_unpriced: true,
         no_task_head: args.no_task_head,
+        head_features: vec![],
+        prompt_inputs: vec![],
         cache_dir: args.cache_dir.clone(),
         ope: Default::default(),
         model: args.model.clone(),
