@@ -110,21 +110,26 @@ pub struct EvalArgs {
     /// Not a flag: set by `train router`, which needs no costs.
     #[arg(skip)]
     pub allow_unpriced: bool,
-    /// Use the encoder alone, without the task head (one pseudo-task).
-    /// With --head-features the heads still run, for those features only.
+    /// Use the encoder alone for the success model's task mixture (one
+    /// pseudo-task). The heads still run for --head-features.
     #[arg(long)]
     pub no_task_head: bool,
-    /// Experiment, off by default: classifier heads' outputs the success
-    /// model's selection may read beside or instead of the embedding
-    /// (comma-separated): `task` (the task head's class probabilities) and
+    /// Classifier heads' outputs the success model's selection may read
+    /// instead of the embedding (comma-separated): `task` (the task head's
+    /// class probabilities: the default) and, as an experiment,
     /// `difficulty` (the difficulty head's score, fitted on
     /// training-data/outcomes: leaky on those files, fair on AlpacaEval).
     /// docs/EVALUATION.md, "The heads' outputs as success features".
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', default_value = "task")]
     pub head_features: Vec<HeadOutput>,
-    /// With --head-features: the prompt-term inputs the selection tries
-    /// (comma-separated: embedding, embedding+heads, heads). Default: all three.
-    #[arg(long, value_delimiter = ',', requires = "head_features")]
+    /// Read no heads' outputs: the success model sees the embedding alone
+    /// (the default before 2026-11-30 round 6).
+    #[arg(long)]
+    pub no_head_features: bool,
+    /// The prompt-term inputs the selection tries where head features are
+    /// read (comma-separated: embedding, embedding+heads, heads).
+    /// Default: embedding,heads.
+    #[arg(long, value_delimiter = ',')]
     pub prompt_inputs: Vec<PromptInput>,
     /// Embedding cache folder.
     #[arg(long, default_value = "target/embedding-cache")]
@@ -144,20 +149,24 @@ pub enum HeadOutput {
     Difficulty,
 }
 
-/// The selection's prompt inputs for `--head-features` and
-/// `--prompt-inputs`: the default selection's (the embedding) without
-/// head features, else the inputs given or all three.
-pub fn prompt_inputs(heads: &[HeadOutput], inputs: &[PromptInput]) -> Vec<PromptInput> {
-    if heads.is_empty() {
+/// The selection's prompt inputs: `--prompt-inputs`, else the default
+/// selection's (rows without head outputs get the embedding alone).
+pub fn prompt_inputs(inputs: &[PromptInput]) -> Vec<PromptInput> {
+    if inputs.is_empty() {
         Selection::default().inputs
-    } else if inputs.is_empty() {
-        vec![
-            PromptInput::Embedding,
-            PromptInput::EmbeddingAndHeads,
-            PromptInput::Heads,
-        ]
     } else {
         inputs.to_vec()
+    }
+}
+
+impl EvalArgs {
+    /// The heads' outputs to read: none with `--no-head-features`.
+    pub fn head_outputs(&self) -> Vec<HeadOutput> {
+        if self.no_head_features {
+            Vec::new()
+        } else {
+            self.head_features.clone()
+        }
     }
 }
 
@@ -208,15 +217,18 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         bar.set_position(done as u64);
     };
     let heads = paths::resolve(&args.model.heads);
-    anyhow::ensure!(
-        args.head_features.is_empty() || heads.exists(),
-        "--head-features needs the heads at {}",
-        heads.display()
-    );
+    let mut wanted = args.head_outputs();
+    if !wanted.is_empty() && !heads.exists() {
+        eprintln!(
+            "warning: no heads at {}; the success model reads the embedding alone",
+            heads.display()
+        );
+        wanted.clear();
+    }
     // The heads run for the task mixture unless --no-task-head, and for
-    // --head-features either way.
-    let no_task_head = (args.no_task_head || !heads.exists()) && args.head_features.is_empty();
-    if no_task_head && !args.no_task_head {
+    // the head features either way.
+    let no_task_head = (args.no_task_head || !heads.exists()) && wanted.is_empty();
+    if !heads.exists() && !args.no_task_head {
         eprintln!(
             "warning: no task heads at {}; using the encoder alone (one pseudo-task)",
             heads.display()
@@ -253,8 +265,8 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         if args.no_task_head {
             set.one_task();
         }
-        let task = args.head_features.contains(&HeadOutput::Task);
-        let difficulty = args.head_features.contains(&HeadOutput::Difficulty);
+        let task = wanted.contains(&HeadOutput::Task);
+        let difficulty = wanted.contains(&HeadOutput::Difficulty);
         set.keep_head_features(|name| {
             if name == DIFFICULTY_FEATURE {
                 difficulty
@@ -263,7 +275,7 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
             }
         });
     }
-    if args.head_features.contains(&HeadOutput::Difficulty) {
+    if wanted.contains(&HeadOutput::Difficulty) {
         eprintln!(
             "warning: --head-features difficulty: the difficulty head was fitted on training-data/outcomes; on those files its output carries the test rows' outcomes (fair on AlpacaEval only)"
         );
@@ -292,7 +304,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 criterion: args.selection_criterion.unwrap_or(sel.criterion),
                 knn_k: args.selection_knn_k,
                 folds: args.selection_folds,
-                inputs: prompt_inputs(&args.head_features, &args.prompt_inputs),
+                inputs: prompt_inputs(&args.prompt_inputs),
                 ..sel
             }),
             ..Default::default()

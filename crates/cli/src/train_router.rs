@@ -30,9 +30,17 @@ pub struct TrainRouterArgs {
     rank: usize,
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
-    /// Use the encoder alone, without the task head (one pseudo-task).
+    /// Use the encoder alone for the task mixture (one pseudo-task); the
+    /// heads still run for the head features.
     #[arg(long)]
     no_task_head: bool,
+    /// Heads' outputs the success model's selection may read instead of
+    /// the embedding (as `eval --head-features`; default: task).
+    #[arg(long, value_delimiter = ',', default_value = "task")]
+    head_features: Vec<crate::eval::HeadOutput>,
+    /// Read no heads' outputs: the embedding alone.
+    #[arg(long)]
+    no_head_features: bool,
     /// Spaces the stacked kNN estimate is tried in, chosen by
     /// cross-validation (comma-separated): d = the first d principal
     /// components of the stored prompts' embeddings, 0 = the full embedding.
@@ -100,7 +108,8 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         cold_outcomes: None,
         allow_unpriced: true,
         no_task_head: args.no_task_head,
-        head_features: vec![],
+        head_features: args.head_features.clone(),
+        no_head_features: args.no_head_features,
         prompt_inputs: vec![],
         cache_dir: args.cache_dir.clone(),
         ope: Default::default(),

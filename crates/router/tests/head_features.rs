@@ -1,6 +1,6 @@
 //! The heads' outputs as success features (crate::head_features): rows
-//! that carry them change nothing unless the selection is told to try
-//! them; an artifact that reads them records which, round-trips, refuses
+//! without them (and fits told to read the embedding alone) give the
+//! artifact of before; an artifact that reads them records which, round-trips, refuses
 //! to decide without them and fails at load when they are corrupt.
 
 use pointsman_router::{
@@ -57,21 +57,29 @@ fn config(inputs: Vec<PromptInput>) -> TrainConfig {
 }
 
 #[test]
-fn without_the_flag_rows_with_head_outputs_fit_exactly_as_before() {
+fn without_head_outputs_or_with_the_embedding_alone_the_fit_is_as_before() {
     let with = rows(300, &mut Rng(5), true);
     let without = rows(300, &mut Rng(5), false);
+    // The default selection on rows without head outputs (what
+    // `--no-head-features` and `--from-store` give)...
     let cfg = TrainConfig {
         epochs: 100,
         ..Default::default()
     };
+    assert!(cfg
+        .selection
+        .as_ref()
+        .unwrap()
+        .inputs
+        .contains(&PromptInput::Heads));
     let plain = fit(names(), vec!["any".into()], &without, &cfg, "t").unwrap();
-    // Named features on the rows, but the default selection (the
-    // embedding alone): the same artifact, byte for byte.
+    // ...and named features on the rows with the embedding alone tried:
+    // the same artifact, byte for byte.
     let named = fit(
         names(),
         vec!["any".into()],
         &with,
-        &config(Selection::default().inputs),
+        &config(vec![PromptInput::Embedding]),
         "t",
     )
     .unwrap();
