@@ -239,7 +239,7 @@ fn eval_reads_the_task_heads_outputs_unless_told_not_to() {
     let candidates: Vec<&str> = default.split(", ").filter(|c| c.contains("l2=")).collect();
     let on_heads = candidates
         .iter()
-        .filter(|c| c.contains("input=heads"))
+        .filter(|c| c.starts_with("prompt on heads "))
         .count();
     assert!(
         on_heads > 0 && 2 * on_heads == candidates.len(),
@@ -247,13 +247,16 @@ fn eval_reads_the_task_heads_outputs_unless_told_not_to() {
     );
     // --no-head-features: the embedding alone, as before.
     let (plain, _) = selection(&["--no-head-features"]);
-    assert!(!plain.contains("input="), "{plain}");
+    assert!(!plain.contains("prompt on "), "{plain}");
     // The heads' outputs alone: every per-prompt candidate reads them,
     // the warning about the difficulty head is not printed.
     let (heads, err) = selection(&["--prompt-inputs", "heads"]);
     let prompt: Vec<&str> = heads.split(", ").filter(|c| c.contains("l2=")).collect();
     assert!(!prompt.is_empty(), "{heads}");
-    assert!(prompt.iter().all(|c| c.contains("input=heads")), "{heads}");
+    assert!(
+        prompt.iter().all(|c| c.starts_with("prompt on heads ")),
+        "{heads}"
+    );
     assert!(
         !err.contains("leaky") && !err.contains("carries the test rows"),
         "{err}"

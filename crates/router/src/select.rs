@@ -358,14 +358,17 @@ pub(crate) fn fit_selected_with_predictions(
             for &w in weights.iter().filter(|&&w| w > 0.0 || di == 0) {
                 let pairs = stacked(&raw, w as f64);
                 let calib = fit_calibration(&pairs, n, true);
-                let mut name = match w > 0.0 {
-                    true if d < input => format!("prompt l2={l2} knn={w} d={d}"),
-                    true => format!("prompt l2={l2} knn={w}"),
-                    false => format!("prompt l2={l2}"),
+                // "prompt on heads l2=…" where the prompt term reads the
+                // heads' outputs; the plain names as before.
+                let prompt = match prompt_input.uses_heads() {
+                    true => format!("prompt on {}", prompt_input.name()),
+                    false => "prompt".to_string(),
                 };
-                if prompt_input.uses_heads() {
-                    name.push_str(&format!(" input={}", prompt_input.name()));
-                }
+                let name = match w > 0.0 {
+                    true if d < input => format!("{prompt} l2={l2} knn={w} d={d}"),
+                    true => format!("{prompt} l2={l2} knn={w}"),
+                    false => format!("{prompt} l2={l2}"),
+                };
                 let extra = if w > 0.0 { 1.0 } else { 0.0 };
                 let loss = calib.loss(name, &pairs, true, extra);
                 cands.push(Candidate {
