@@ -114,22 +114,18 @@ pub struct EvalArgs {
     /// pseudo-task). The heads still run for --head-features.
     #[arg(long)]
     pub no_task_head: bool,
-    /// Classifier heads' outputs the success model's selection may read
-    /// instead of the embedding (comma-separated): `task` (the task head's
-    /// class probabilities: the default) and, as an experiment,
+    /// Experiment, off by default: classifier heads' outputs the success
+    /// model's selection may read instead of the embedding
+    /// (comma-separated): `task` (the task head's class probabilities) and
     /// `difficulty` (the difficulty head's score, fitted on
     /// training-data/outcomes: leaky on those files, fair on AlpacaEval).
     /// docs/EVALUATION.md, "The heads' outputs as success features".
-    #[arg(long, value_delimiter = ',', default_value = "task")]
-    pub head_features: Vec<HeadOutput>,
-    /// Read no heads' outputs: the success model sees the embedding alone
-    /// (the default before 2026-11-30 round 6).
-    #[arg(long)]
-    pub no_head_features: bool,
-    /// The prompt-term inputs the selection tries where head features are
-    /// read (comma-separated: embedding, embedding+heads, heads).
-    /// Default: embedding,heads.
     #[arg(long, value_delimiter = ',')]
+    pub head_features: Vec<HeadOutput>,
+    /// With --head-features: the prompt-term inputs the selection tries
+    /// (comma-separated: embedding, embedding+heads, heads). Default:
+    /// embedding,heads.
+    #[arg(long, value_delimiter = ',', requires = "head_features")]
     pub prompt_inputs: Vec<PromptInput>,
     /// Embedding cache folder.
     #[arg(long, default_value = "target/embedding-cache")]
@@ -149,24 +145,16 @@ pub enum HeadOutput {
     Difficulty,
 }
 
-/// The selection's prompt inputs: `--prompt-inputs`, else the default
-/// selection's (rows without head outputs get the embedding alone).
-pub fn prompt_inputs(inputs: &[PromptInput]) -> Vec<PromptInput> {
-    if inputs.is_empty() {
-        Selection::default().inputs
-    } else {
+/// The selection's prompt inputs: `--prompt-inputs`; else, with head
+/// features, the embedding or the heads' outputs alone; else the default
+/// selection's (the embedding).
+pub fn prompt_inputs(heads: &[HeadOutput], inputs: &[PromptInput]) -> Vec<PromptInput> {
+    if !inputs.is_empty() {
         inputs.to_vec()
-    }
-}
-
-impl EvalArgs {
-    /// The heads' outputs to read: none with `--no-head-features`.
-    pub fn head_outputs(&self) -> Vec<HeadOutput> {
-        if self.no_head_features {
-            Vec::new()
-        } else {
-            self.head_features.clone()
-        }
+    } else if !heads.is_empty() {
+        vec![PromptInput::Embedding, PromptInput::Heads]
+    } else {
+        Selection::default().inputs
     }
 }
 
@@ -217,7 +205,7 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         bar.set_position(done as u64);
     };
     let heads = paths::resolve(&args.model.heads);
-    let mut wanted = args.head_outputs();
+    let mut wanted = args.head_features.clone();
     if !wanted.is_empty() && !heads.exists() {
         eprintln!(
             "warning: no heads at {}; the success model reads the embedding alone",
@@ -304,7 +292,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 criterion: args.selection_criterion.unwrap_or(sel.criterion),
                 knn_k: args.selection_knn_k,
                 folds: args.selection_folds,
-                inputs: prompt_inputs(&args.prompt_inputs),
+                inputs: prompt_inputs(&args.head_features, &args.prompt_inputs),
                 ..sel
             }),
             ..Default::default()

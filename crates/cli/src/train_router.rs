@@ -34,13 +34,11 @@ pub struct TrainRouterArgs {
     /// heads still run for the head features.
     #[arg(long)]
     no_task_head: bool,
-    /// Heads' outputs the success model's selection may read instead of
-    /// the embedding (as `eval --head-features`; default: task).
-    #[arg(long, value_delimiter = ',', default_value = "task")]
+    /// Experiment, off by default: heads' outputs the success model's
+    /// selection may read instead of the embedding (as `eval
+    /// --head-features`; the selection then tries the embedding or them).
+    #[arg(long, value_delimiter = ',')]
     head_features: Vec<crate::eval::HeadOutput>,
-    /// Read no heads' outputs: the embedding alone.
-    #[arg(long)]
-    no_head_features: bool,
     /// Spaces the stacked kNN estimate is tried in, chosen by
     /// cross-validation (comma-separated): d = the first d principal
     /// components of the stored prompts' embeddings, 0 = the full embedding.
@@ -109,7 +107,6 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         allow_unpriced: true,
         no_task_head: args.no_task_head,
         head_features: args.head_features.clone(),
-        no_head_features: args.no_head_features,
         prompt_inputs: vec![],
         cache_dir: args.cache_dir.clone(),
         ope: Default::default(),
@@ -119,7 +116,10 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
     let cfg = TrainConfig {
         rank: args.rank,
         epochs: args.epochs,
-        selection: selection_with_knn_dims(&args.knn_dims),
+        selection: selection_with_knn_dims(&args.knn_dims).map(|sel| pointsman_router::Selection {
+            inputs: crate::eval::prompt_inputs(&args.head_features, &[]),
+            ..sel
+        }),
         ..Default::default()
     };
     let model = fit_set(&set, &cfg)?;

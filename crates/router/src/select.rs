@@ -41,9 +41,9 @@
 //! stores its prompts projected into it.
 //!
 //! What the prompt term reads is a candidate too (`inputs`): the
-//! embedding (the only one unless rows carry head outputs), the classifier
-//! heads' outputs alone (tried beside it by default), or the embedding
-//! with them ([`crate::head_features`]). Each
+//! embedding (the default, and the only one unless rows carry head
+//! outputs), the classifier heads' outputs alone, or the embedding with
+//! them ([`crate::head_features`]). Each
 //! input is fitted at every ridge and stacked at every kNN weight (the kNN
 //! estimate always reads the embedding); the winner's input is recorded
 //! (`prompt_input`).
@@ -94,8 +94,8 @@ pub struct Selection {
     /// What the prompt term may read ([`PromptInput`]), each tried at
     /// every ridge; inputs with head features only when the training
     /// config names them ([`TrainConfig::head_features`]), so rows without
-    /// head outputs get the embedding alone. Default: the embedding, or
-    /// the head features alone ([`DEFAULT_INPUTS`]).
+    /// head outputs get the embedding alone. Default: the embedding alone
+    /// ([`DEFAULT_INPUTS`]).
     pub inputs: Vec<PromptInput>,
 }
 
@@ -115,14 +115,12 @@ impl Default for Selection {
     }
 }
 
-/// The prompt inputs tried by default: the embedding, or the heads'
-/// outputs alone (the task head's probabilities where `train router` and
-/// `eval` pass them). Measured against the embedding alone and against
-/// adding "embedding+heads" as a third candidate (docs/EVALUATION.md, "The
-/// heads' outputs as success features"): higher AIQ on AlpacaEval (five
-/// fold seeds) and RouterBench (three), the same choice on GSM8K and
-/// RouterDC; the third candidate wins on cross-entropy and routes worse.
-pub const DEFAULT_INPUTS: &[PromptInput] = &[PromptInput::Embedding, PromptInput::Heads];
+/// The prompt inputs tried by default: the embedding alone. The task
+/// head's probabilities as a further candidate (`--head-features task`)
+/// raised AIQ on AlpacaEval and RouterBench, but not on the AlpacaEval
+/// prompts the task head was never trained on (docs/EVALUATION.md, "The
+/// heads' outputs as success features"), so they stay opt-in.
+pub const DEFAULT_INPUTS: &[PromptInput] = &[PromptInput::Embedding];
 
 /// The spaces tried by default (see [`Selection::knn_dims`]): the full
 /// embedding only. Principal-component spaces (`--knn-dims 32,64,128`)

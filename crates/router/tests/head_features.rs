@@ -60,18 +60,12 @@ fn config(inputs: Vec<PromptInput>) -> TrainConfig {
 fn without_head_outputs_or_with_the_embedding_alone_the_fit_is_as_before() {
     let with = rows(300, &mut Rng(5), true);
     let without = rows(300, &mut Rng(5), false);
-    // The default selection on rows without head outputs (what
-    // `--no-head-features` and `--from-store` give)...
+    // The default selection on rows without head outputs (what `eval`,
+    // `train router` and `--from-store` give without --head-features)...
     let cfg = TrainConfig {
         epochs: 100,
         ..Default::default()
     };
-    assert!(cfg
-        .selection
-        .as_ref()
-        .unwrap()
-        .inputs
-        .contains(&PromptInput::Heads));
     let plain = fit(names(), vec!["any".into()], &without, &cfg, "t").unwrap();
     // ...and named features on the rows with the embedding alone tried:
     // the same artifact, byte for byte.
@@ -84,6 +78,15 @@ fn without_head_outputs_or_with_the_embedding_alone_the_fit_is_as_before() {
     )
     .unwrap();
     assert_eq!(plain.to_json(), named.to_json());
+    // The default selection given the named outputs tries the embedding
+    // alone too: head features are opt-in.
+    let default = TrainConfig {
+        epochs: 100,
+        head_features: features(),
+        ..Default::default()
+    };
+    let defaulted = fit(names(), vec!["any".into()], &with, &default, "t").unwrap();
+    assert_eq!(plain.to_json(), defaulted.to_json());
     let json = plain.to_json();
     assert!(
         !json.contains("head_features") && !json.contains("prompt_input"),
