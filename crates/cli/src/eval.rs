@@ -13,7 +13,8 @@ use pointsman_eval::{
     CurveConfig, CurveSize, EvalConfig, EvalSet, Pricing, PromptReader,
 };
 use pointsman_records::Record;
-use pointsman_router::{Catalog, Selection, TrainConfig, Validation};
+use pointsman_router::head_features::DIFFICULTY_FEATURE;
+use pointsman_router::{Catalog, PromptInput, Selection, TrainConfig, Validation};
 
 use crate::{paths, ModelArgs};
 
@@ -109,9 +110,23 @@ pub struct EvalArgs {
     /// Not a flag: set by `train router`, which needs no costs.
     #[arg(skip)]
     pub allow_unpriced: bool,
-    /// Use the encoder alone, without the task head (one pseudo-task).
+    /// Use the encoder alone for the success model's task mixture (one
+    /// pseudo-task). The heads still run for --head-features.
     #[arg(long)]
     pub no_task_head: bool,
+    /// Experiment, off by default: classifier heads' outputs the success
+    /// model's selection may read instead of the embedding
+    /// (comma-separated): `task` (the task head's class probabilities) and
+    /// `difficulty` (the difficulty head's score, fitted on
+    /// training-data/outcomes: leaky on those files, fair on AlpacaEval).
+    /// docs/EVALUATION.md, "The heads' outputs as success features".
+    #[arg(long, value_delimiter = ',')]
+    pub head_features: Vec<HeadOutput>,
+    /// With --head-features: the prompt-term inputs the selection tries
+    /// (comma-separated: embedding, embedding+heads, heads). Default:
+    /// embedding,heads.
+    #[arg(long, value_delimiter = ',', requires = "head_features")]
+    pub prompt_inputs: Vec<PromptInput>,
     /// Embedding cache folder.
     #[arg(long, default_value = "target/embedding-cache")]
     pub cache_dir: PathBuf,
@@ -119,6 +134,28 @@ pub struct EvalArgs {
     pub ope: crate::ope::OpeArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// A classifier head whose output the success model may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeadOutput {
+    /// The task head's probability of each task label.
+    Task,
+    /// The difficulty head's score (leaky on the outcome files it was fitted on).
+    Difficulty,
+}
+
+/// The selection's prompt inputs: `--prompt-inputs`; else, with head
+/// features, the embedding or the heads' outputs alone; else the default
+/// selection's (the embedding).
+pub fn prompt_inputs(heads: &[HeadOutput], inputs: &[PromptInput]) -> Vec<PromptInput> {
+    if !inputs.is_empty() {
+        inputs.to_vec()
+    } else if !heads.is_empty() {
+        vec![PromptInput::Embedding, PromptInput::Heads]
+    } else {
+        Selection::default().inputs
+    }
 }
 
 fn progress_bar() -> indicatif::ProgressBar {
@@ -168,8 +205,18 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         bar.set_position(done as u64);
     };
     let heads = paths::resolve(&args.model.heads);
-    let no_task_head = args.no_task_head || !heads.exists();
-    if no_task_head && !args.no_task_head {
+    let mut wanted = args.head_features.clone();
+    if !wanted.is_empty() && !heads.exists() {
+        eprintln!(
+            "warning: no heads at {}; the success model reads the embedding alone",
+            heads.display()
+        );
+        wanted.clear();
+    }
+    // The heads run for the task mixture unless --no-task-head, and for
+    // the head features either way.
+    let no_task_head = (args.no_task_head || !heads.exists()) && wanted.is_empty();
+    if !heads.exists() && !args.no_task_head {
         eprintln!(
             "warning: no task heads at {}; using the encoder alone (one pseudo-task)",
             heads.display()
@@ -201,6 +248,26 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         )?
     };
     bar.finish_and_clear();
+    let mut sets = sets;
+    for set in &mut sets {
+        if args.no_task_head {
+            set.one_task();
+        }
+        let task = wanted.contains(&HeadOutput::Task);
+        let difficulty = wanted.contains(&HeadOutput::Difficulty);
+        set.keep_head_features(|name| {
+            if name == DIFFICULTY_FEATURE {
+                difficulty
+            } else {
+                task
+            }
+        });
+    }
+    if wanted.contains(&HeadOutput::Difficulty) {
+        eprintln!(
+            "warning: --head-features difficulty: the difficulty head was fitted on training-data/outcomes; on those files its output carries the test rows' outcomes (fair on AlpacaEval only)"
+        );
+    }
     Ok(sets)
 }
 
@@ -225,6 +292,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 criterion: args.selection_criterion.unwrap_or(sel.criterion),
                 knn_k: args.selection_knn_k,
                 folds: args.selection_folds,
+                inputs: prompt_inputs(&args.head_features, &args.prompt_inputs),
                 ..sel
             }),
             ..Default::default()

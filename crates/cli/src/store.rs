@@ -278,6 +278,7 @@ pub fn fit_from_store(path: &str, cfg: &TrainConfig) -> anyhow::Result<(SuccessM
                     .map(|t| d.decision.task_scores.get(t).copied().unwrap_or(0.0))
                     .collect(),
                 outcomes,
+                head_outputs: Vec::new(),
             }
         })
         .collect();

@@ -30,9 +30,15 @@ pub struct TrainRouterArgs {
     rank: usize,
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
-    /// Use the encoder alone, without the task head (one pseudo-task).
+    /// Use the encoder alone for the task mixture (one pseudo-task); the
+    /// heads still run for the head features.
     #[arg(long)]
     no_task_head: bool,
+    /// Experiment, off by default: heads' outputs the success model's
+    /// selection may read instead of the embedding (as `eval
+    /// --head-features`; the selection then tries the embedding or them).
+    #[arg(long, value_delimiter = ',')]
+    head_features: Vec<crate::eval::HeadOutput>,
     /// Spaces the stacked kNN estimate is tried in, chosen by
     /// cross-validation (comma-separated): d = the first d principal
     /// components of the stored prompts' embeddings, 0 = the full embedding.
@@ -100,6 +106,8 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         cold_outcomes: None,
         allow_unpriced: true,
         no_task_head: args.no_task_head,
+        head_features: args.head_features.clone(),
+        prompt_inputs: vec![],
         cache_dir: args.cache_dir.clone(),
         ope: Default::default(),
         model: args.model.clone(),
@@ -108,7 +116,10 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
     let cfg = TrainConfig {
         rank: args.rank,
         epochs: args.epochs,
-        selection: selection_with_knn_dims(&args.knn_dims),
+        selection: selection_with_knn_dims(&args.knn_dims).map(|sel| pointsman_router::Selection {
+            inputs: crate::eval::prompt_inputs(&args.head_features, &[]),
+            ..sel
+        }),
         ..Default::default()
     };
     let model = fit_set(&set, &cfg)?;

@@ -208,6 +208,60 @@ fn eval_chooses_the_ridge_on_training_rows_only() {
 }
 
 #[test]
+fn eval_head_features_are_tried_only_when_asked() {
+    let train = format!("{DATA}/routerbench_train.jsonl");
+    let test = format!("{DATA}/routerbench_test.jsonl");
+    let args = [
+        "eval",
+        "--train",
+        &train,
+        "--test",
+        &test,
+        "--json",
+        "--epochs",
+        "60",
+        "--no-task-head",
+    ];
+    let selection = |extra: &[&str]| {
+        let out = pointsman(&[&args[..], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        stdout_json(&out);
+        let line = err
+            .lines()
+            .find_map(|l| l.strip_prefix("selection: "))
+            .unwrap_or_else(|| panic!("no selection line: {err}"))
+            .to_string();
+        (line, err)
+    };
+    // Default: the embedding alone, no candidate reads the heads.
+    let (plain, _) = selection(&[]);
+    assert!(!plain.contains("prompt on "), "{plain}");
+    // --head-features task: the embedding, or the task head's 11
+    // probabilities alone (the real shipped heads), each at every ridge
+    // and kNN weight.
+    let (both, _) = selection(&["--head-features", "task"]);
+    let candidates: Vec<&str> = both.split(", ").filter(|c| c.contains("l2=")).collect();
+    let on_heads = candidates
+        .iter()
+        .filter(|c| c.starts_with("prompt on heads "))
+        .count();
+    assert!(on_heads > 0 && 2 * on_heads == candidates.len(), "{both}");
+    // The heads' outputs alone: every per-prompt candidate reads them,
+    // the warning about the difficulty head is not printed.
+    let (heads, err) = selection(&["--head-features", "task", "--prompt-inputs", "heads"]);
+    let prompt: Vec<&str> = heads.split(", ").filter(|c| c.contains("l2=")).collect();
+    assert!(!prompt.is_empty(), "{heads}");
+    assert!(
+        prompt.iter().all(|c| c.starts_with("prompt on heads ")),
+        "{heads}"
+    );
+    assert!(!err.contains("carries the test rows"), "{err}");
+    // The difficulty head's score is an explicit, warned experiment.
+    let (_, err) = selection(&["--head-features", "task,difficulty"]);
+    assert!(err.contains("fair on AlpacaEval only"), "{err}");
+}
+
+#[test]
 fn eval_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let train = format!("{DATA}/routerbench_train.jsonl");

@@ -147,6 +147,7 @@ pub fn subsample(set: &EvalSet, size: CurveSize, seed: u64) -> EvalSet {
         models: set.models.clone(),
         tasks: set.tasks.clone(),
         encoder_id: set.encoder_id.clone(),
+        head_features: set.head_features.clone(),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct EvalRow {
     /// P(task | prompt) in [`EvalSet::tasks`] order.
     pub task_scores: Vec<f32>,
     pub outcomes: Vec<Option<Observed>>,
+    /// The classifier heads' outputs in [`EvalSet::head_features`] order
+    /// (empty when the prompts were read by the encoder alone).
+    pub head_outputs: Vec<f32>,
 }
 
 /// Rows plus the model and task lists their vectors are aligned with.
@@ -37,7 +40,34 @@ pub struct EvalSet {
     pub tasks: Vec<String>,
     /// Identifies the embeddings (see the classifier's `encoder_id`).
     pub encoder_id: String,
+    /// Names of each row's `head_outputs` (`task:<label>`, `difficulty`;
+    /// see pointsman_router::head_features); empty: none.
+    pub head_features: Vec<String>,
     pub rows: Vec<EvalRow>,
+}
+
+impl EvalSet {
+    /// One pseudo-task (`any`) for the success model's task mixture, as
+    /// when the prompts are read without the task head; the head outputs
+    /// stay (`eval --no-task-head --head-features`).
+    pub fn one_task(&mut self) {
+        self.tasks = vec!["any".into()];
+        self.rows.iter_mut().for_each(|r| r.task_scores = vec![1.0]);
+    }
+
+    /// Keeps only the head outputs whose names `keep` accepts, in order.
+    pub fn keep_head_features(&mut self, keep: impl Fn(&str) -> bool) {
+        let idx: Vec<usize> = (0..self.head_features.len())
+            .filter(|&i| keep(&self.head_features[i]))
+            .collect();
+        self.head_features = idx.iter().map(|&i| self.head_features[i].clone()).collect();
+        for r in &mut self.rows {
+            r.head_outputs = idx
+                .iter()
+                .filter_map(|&i| r.head_outputs.get(i).copied())
+                .collect();
+        }
+    }
 }
 
 /// Settings of one evaluation.
@@ -171,11 +201,21 @@ pub fn evaluate(
     test: &EvalSet,
     cfg: &EvalConfig,
 ) -> Result<(Vec<RouterResult>, usize), EvalError> {
-    if train.models != test.models || train.tasks != test.tasks {
+    if train.models != test.models
+        || train.tasks != test.tasks
+        || train.head_features != test.head_features
+    {
         return Err(EvalError::Data(
-            "train and test sets must list the same models and tasks".into(),
+            "train and test sets must list the same models, tasks and head features".into(),
         ));
     }
+    let cfg = &EvalConfig {
+        train: TrainConfig {
+            head_features: train.head_features.clone(),
+            ..cfg.train.clone()
+        },
+        ..cfg.clone()
+    };
     let n = train.models.len();
     let train_rows = training_rows(train, cfg)?;
     let train_costs = row_costs(train);
@@ -296,7 +336,8 @@ pub fn evaluate(
     let names: Vec<&str> = train.models.iter().map(String::as_str).collect();
     for row in &rows {
         let obs: Vec<Observed> = row.outcomes.iter().map(|o| o.expect("filtered")).collect();
-        let p_sy = model.predict(&names, &row.embedding, &row.task_scores);
+        let p_sy =
+            model.try_predict(&names, &row.embedding, &row.task_scores, &row.head_outputs)?;
         // What both policies pay by their own estimate: each model's mean
         // cost times the artifact's per-prompt factor (1 when its cost
         // model chose the averages), as `serve` does with catalog prices.
@@ -445,6 +486,7 @@ fn training_rows(train: &EvalSet, cfg: &EvalConfig) -> Result<Vec<TrainingRow>, 
         .map(|(i, r)| TrainingRow {
             embedding: r.embedding.clone(),
             task_scores: r.task_scores.clone(),
+            head_outputs: r.head_outputs.clone(),
             outcomes: r
                 .outcomes
                 .iter()
@@ -598,6 +640,10 @@ impl<'a> Knn<'a> {
 
 /// The fitted success model for a whole set (what `pointsman train router` writes).
 pub fn fit_set(set: &EvalSet, cfg: &TrainConfig) -> Result<SuccessModel, EvalError> {
+    let cfg = &TrainConfig {
+        head_features: set.head_features.clone(),
+        ..cfg.clone()
+    };
     let rows = training_rows(
         set,
         &EvalConfig {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use pointsman_classifier::{Classifier, EmbedCache, Encoder, DEFAULT_BATCH};
 use pointsman_records::Record;
+use pointsman_router::head_features::{task_feature, DIFFICULTY_FEATURE};
 use pointsman_router::{catalog::estimate_tokens, Catalog};
 
 use crate::error::EvalError;
@@ -113,6 +114,17 @@ pub fn build_sets(
         .into_iter()
         .collect();
     let tasks = reader.tasks();
+    // The heads' outputs the success model may read beside the embedding
+    // (pointsman_router::head_features): every task probability, then the
+    // difficulty score.
+    let head_features: Vec<String> = match reader {
+        PromptReader::Classifier(_) => tasks
+            .iter()
+            .map(|t| task_feature(t))
+            .chain(std::iter::once(DIFFICULTY_FEATURE.to_string()))
+            .collect(),
+        PromptReader::EncoderOnly(_) => Vec::new(),
+    };
     let encoder = reader.encoder();
     let mut cache = EmbedCache::open(cache_dir, encoder_id, encoder)?;
     let texts: Vec<&str> = groups.iter().flatten().map(|r| r.prompt.as_str()).collect();
@@ -134,19 +146,22 @@ pub fn build_sets(
         for r in group {
             let embedding = embeddings.next().expect("one embedding per record");
             let view = views.next().expect("one view slot per record");
-            let task_scores = match reader {
+            let (task_scores, head_outputs) = match reader {
                 PromptReader::Classifier(c) => {
                     let p = c.predict_from_embedding(
                         &r.prompt,
                         &embedding,
                         view.as_ref().map(|(h, t)| (h.as_slice(), t.as_slice())),
                     );
-                    tasks
+                    let scores: Vec<f32> = tasks
                         .iter()
                         .map(|t| p.task_scores.get(t).copied().unwrap_or(0.0))
-                        .collect()
+                        .collect();
+                    let mut outputs = scores.clone();
+                    outputs.push(p.difficulty);
+                    (scores, outputs)
                 }
-                PromptReader::EncoderOnly(_) => vec![1.0],
+                PromptReader::EncoderOnly(_) => (vec![1.0], Vec::new()),
             };
             let outcomes = models
                 .iter()
@@ -165,12 +180,14 @@ pub fn build_sets(
                 embedding,
                 task_scores,
                 outcomes,
+                head_outputs,
             });
         }
         sets.push(EvalSet {
             models: models.clone(),
             tasks: tasks.clone(),
             encoder_id: encoder_id.into(),
+            head_features: head_features.clone(),
             rows,
         });
     }

@@ -189,8 +189,20 @@ pub fn candidate_choice(
         )));
     }
     let names: Vec<&str> = row.candidates.iter().map(|c| c.model.as_str()).collect();
-    let tasks = model.task_vector(row.task_scores.iter().map(|(k, v)| (k.as_str(), *v)));
-    let p = model.predict(&names, &row.embedding, &tasks);
+    let scores = || row.task_scores.iter().map(|(k, v)| (k.as_str(), *v));
+    let tasks = model.task_vector(scores());
+    // An artifact reading the task head's outputs takes them from the
+    // logged task_scores (no difficulty is logged here: such an artifact
+    // fails naming it).
+    let heads = match &model.head_features {
+        Some(h) => h
+            .outputs_from(scores(), None)
+            .map_err(|e| EvalError::Data(format!("decision {}: {e}", row.id)))?,
+        None => Vec::new(),
+    };
+    let p = model
+        .try_predict(&names, &row.embedding, &tasks, &heads)
+        .map_err(|e| EvalError::Data(format!("decision {}: {e}", row.id)))?;
     let cost: Vec<f64> = row.candidates.iter().map(|c| c.expected_cost_usd).collect();
     let eligible = vec![true; p.len()];
     let policy = model.resolve_policy(policy);

@@ -30,6 +30,7 @@ fn synthetic(n: usize, models: usize, seed: u64) -> EvalSet {
                 embedding,
                 task_scores: vec![1.0],
                 outcomes,
+                head_outputs: Vec::new(),
             }
         })
         .collect();
@@ -37,6 +38,7 @@ fn synthetic(n: usize, models: usize, seed: u64) -> EvalSet {
         models: (0..models).map(|m| format!("m{m}")).collect(),
         tasks: vec!["any".into()],
         encoder_id: "synthetic".into(),
+        head_features: Vec::new(),
         rows,
     }
 }

@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
         neighbours: None,
         cost: None,
         target_table: None,
+        head_features: None,
     };
     let embedding: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();
     let task_scores = vec![1.0 / tasks as f32; tasks];
@@ -166,6 +167,7 @@ fn bench(c: &mut Criterion) {
                     .collect(),
                 task_scores: vec![1.0 / tasks as f32; tasks],
                 outcomes: (0..n).map(|m| (m, ((i + m) % 3) as f32 / 2.0)).collect(),
+                head_outputs: Vec::new(),
             })
             .collect();
         // The full embedding, then a 64-d principal-component space (the

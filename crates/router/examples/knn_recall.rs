@@ -62,6 +62,7 @@ fn main() {
                     .filter(|&m| nb.scores[i * n + m] != 255)
                     .map(|m| (m, nb.scores[i * n + m] as f32 / 254.0))
                     .collect(),
+                head_outputs: Vec::new(),
             });
         }
     }
@@ -147,6 +148,7 @@ fn against_f32(file: &str, all: &[Vec<f32>], k: usize, n: usize) {
             embedding: e.clone(),
             task_scores: vec![1.0],
             outcomes: (0..n).map(|m| (m, 0.5)).collect(),
+            head_outputs: Vec::new(),
         })
         .collect();
     let nb = Neighbours::build(&rows, n, k, 2.0, 0);

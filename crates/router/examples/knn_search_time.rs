@@ -14,6 +14,7 @@ fn main() {
                     .collect(),
                 task_scores: vec![1.0],
                 outcomes: (0..n).map(|m| (m, ((i + m) % 3) as f32 / 2.0)).collect(),
+                head_outputs: Vec::new(),
             })
             .collect();
         let q: Vec<f32> = (0..dim).map(|j| (j as f32 * 0.11).sin() / 20.0).collect();

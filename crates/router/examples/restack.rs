@@ -39,6 +39,7 @@ fn main() {
                 .filter(|&m| nb.scores[i * n + m] != 255)
                 .map(|m| (m, nb.scores[i * n + m] as f32 / 254.0))
                 .collect(),
+            head_outputs: Vec::new(),
         })
         .collect();
     let mut restacked =

@@ -631,6 +631,7 @@ mod tests {
                 embedding: vec![i as f32, 1.0],
                 task_scores: vec![1.0],
                 outcomes: vec![(0, 1.0)],
+                head_outputs: Vec::new(),
             })
             .collect();
         let mut model = crate::fit_fixed(

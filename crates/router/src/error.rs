@@ -16,6 +16,9 @@ pub enum RouterError {
     /// Training data the success model cannot be fitted on.
     #[error("training: {0}")]
     Training(String),
+    /// A decision input lacks what the artifact reads (its head features).
+    #[error("decision input: {0}")]
+    MissingFeatures(String),
     /// No model in the catalog satisfies the request's constraints.
     #[error("no model satisfies the constraints: {0}")]
     NoEligibleModel(String),

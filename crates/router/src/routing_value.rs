@@ -339,6 +339,7 @@ mod tests {
             embedding: vec![0.0],
             task_scores: vec![1.0],
             outcomes: vec![(0, scores[0]), (1, scores[1])],
+            head_outputs: Vec::new(),
         }
     }
 

@@ -40,6 +40,14 @@
 //! space; the winner's space is recorded (`knn_dim`) and the final model
 //! stores its prompts projected into it.
 //!
+//! What the prompt term reads is a candidate too (`inputs`): the
+//! embedding (the default, and the only one unless rows carry head
+//! outputs), the classifier heads' outputs alone, or the embedding with
+//! them ([`crate::head_features`]). Each
+//! input is fitted at every ridge and stacked at every kNN weight (the kNN
+//! estimate always reads the embedding); the winner's input is recorded
+//! (`prompt_input`).
+//!
 //! Routing value: given costs ([`crate::train::fit_with_costs`]), every
 //! candidate is also scored by the AIQ of its λ sweep on the out-of-fold
 //! rows that hold every model's outcome and cost
@@ -52,6 +60,7 @@ use serde::Serialize;
 
 use crate::cost::RowCosts;
 use crate::error::RouterError;
+use crate::head_features::PromptInput;
 use crate::neighbours::Neighbours;
 use crate::routing_value::{pick, Criterion, RoutingRows, Scored};
 use crate::success::{sigmoid, CandidateLoss, SelectionRecord, SuccessModel};
@@ -82,6 +91,12 @@ pub struct Selection {
     /// criterion is cross-entropy when the fit has no costs or too few
     /// rows with every model's outcome.
     pub criterion: Criterion,
+    /// What the prompt term may read ([`PromptInput`]), each tried at
+    /// every ridge; inputs with head features only when the training
+    /// config names them ([`TrainConfig::head_features`]), so rows without
+    /// head outputs get the embedding alone. Default: the embedding alone
+    /// ([`DEFAULT_INPUTS`]).
+    pub inputs: Vec<PromptInput>,
 }
 
 impl Default for Selection {
@@ -95,9 +110,17 @@ impl Default for Selection {
             knn_prior: 2.0,
             knn_dims: DEFAULT_KNN_DIMS.to_vec(),
             criterion: Criterion::CrossEntropy,
+            inputs: DEFAULT_INPUTS.to_vec(),
         }
     }
 }
+
+/// The prompt inputs tried by default: the embedding alone. The task
+/// head's probabilities as a further candidate (`--head-features task`)
+/// raised AIQ on AlpacaEval and RouterBench, but not on the AlpacaEval
+/// prompts the task head was never trained on (docs/EVALUATION.md, "The
+/// heads' outputs as success features"), so they stay opt-in.
+pub const DEFAULT_INPUTS: &[PromptInput] = &[PromptInput::Embedding];
 
 /// The spaces tried by default (see [`Selection::knn_dims`]): the full
 /// embedding only. Principal-component spaces (`--knn-dims 32,64,128`)
@@ -191,7 +214,7 @@ impl RowPredictions {
             .collect();
         let p = idx
             .iter()
-            .map(|&i| model.predict(&names, &rows[i].embedding, &rows[i].task_scores))
+            .map(|&i| predict_row(model, &names, &rows[i]))
             .collect();
         RowPredictions {
             rows: idx,
@@ -239,7 +262,11 @@ pub(crate) fn fit_selected_with_predictions(
         // Too few rows to measure anything: the per-model averages (the
         // fit's own mean logit per model, so its ability prior still
         // shrinks a model with few outcomes).
-        let mut model = fit_fixed(models, tasks, rows, cfg, encoder_id)?;
+        let c = TrainConfig {
+            prompt_input: PromptInput::Embedding,
+            ..cfg.clone()
+        };
+        let mut model = fit_fixed(models, tasks, rows, &c, encoder_id)?;
         let pairs = in_sample_pairs(&model, rows);
         let calib = fit_calibration(&pairs, n, false);
         model.calibration = calib.platt();
@@ -252,6 +279,7 @@ pub(crate) fn fit_selected_with_predictions(
             knn_dim: 0,
             criterion: Criterion::CrossEntropy,
             routing_rows: 0,
+            prompt_input: PromptInput::Embedding,
             cv_loss: Vec::new(),
         });
         let predictions = RowPredictions::in_sample(&model, rows);
@@ -291,12 +319,18 @@ pub(crate) fn fit_selected_with_predictions(
 
     let routing = costs.and_then(|c| RoutingRows::new(rows, c, n));
     let mut cands: Vec<Candidate> = Vec::new();
-    // Per ridge: each row's out-of-fold P_irt for every model.
-    let mut full_p = Vec::with_capacity(grid.len());
-    for (gi, &l2) in grid.iter().enumerate() {
+    // Per (input, ridge): each row's out-of-fold P_irt for every model.
+    let inputs = prompt_inputs(sel, cfg, rows)?;
+    let fitted: Vec<(PromptInput, f32)> = inputs
+        .iter()
+        .flat_map(|&p| grid.iter().map(move |&l2| (p, l2)))
+        .collect();
+    let mut full_p = Vec::with_capacity(fitted.len());
+    for (gi, &(prompt_input, l2)) in fitted.iter().enumerate() {
         let c = TrainConfig {
             l2_prompt: l2,
             selection: None,
+            prompt_input,
             ..cfg.clone()
         };
         let fits = out_of_fold_fits(&models, &tasks, rows, &fold_of, sel.folds, &c, encoder_id)?;
@@ -314,7 +348,7 @@ pub(crate) fn fit_selected_with_predictions(
                     l2: cfg.l2_prompt,
                     knn_weight: 0.0,
                     calib,
-                    ridge_index: gi,
+                    fit_index: gi,
                     space_index: di,
                 });
             }
@@ -322,10 +356,16 @@ pub(crate) fn fit_selected_with_predictions(
             for &w in weights.iter().filter(|&&w| w > 0.0 || di == 0) {
                 let pairs = stacked(&raw, w as f64);
                 let calib = fit_calibration(&pairs, n, true);
+                // "prompt on heads l2=…" where the prompt term reads the
+                // heads' outputs; the plain names as before.
+                let prompt = match prompt_input.uses_heads() {
+                    true => format!("prompt on {}", prompt_input.name()),
+                    false => "prompt".to_string(),
+                };
                 let name = match w > 0.0 {
-                    true if d < input => format!("prompt l2={l2} knn={w} d={d}"),
-                    true => format!("prompt l2={l2} knn={w}"),
-                    false => format!("prompt l2={l2}"),
+                    true if d < input => format!("{prompt} l2={l2} knn={w} d={d}"),
+                    true => format!("{prompt} l2={l2} knn={w}"),
+                    false => format!("{prompt} l2={l2}"),
                 };
                 let extra = if w > 0.0 { 1.0 } else { 0.0 };
                 let loss = calib.loss(name, &pairs, true, extra);
@@ -336,7 +376,7 @@ pub(crate) fn fit_selected_with_predictions(
                     l2,
                     knn_weight: w,
                     calib,
-                    ridge_index: gi,
+                    fit_index: gi,
                     space_index: di,
                 });
             }
@@ -346,7 +386,7 @@ pub(crate) fn fit_selected_with_predictions(
     if let Some(routing) = &routing {
         for cand in &mut cands {
             let p = winner_predictions(
-                &full_p[cand.ridge_index],
+                &full_p[cand.fit_index],
                 &knn_by_dim[cand.space_index],
                 cand.knn_weight as f64,
                 sel.knn_prior as f64,
@@ -380,15 +420,21 @@ pub(crate) fn fit_selected_with_predictions(
         l2,
         knn_weight: w,
         calib,
-        ridge_index: gi,
+        fit_index: gi,
         space_index: di,
         ..
     } = cands.swap_remove(won);
+    // The averages ignore the prompt: fitted on the embedding as before.
+    let prompt_input = match choice.as_str() {
+        "averages" => PromptInput::Embedding,
+        _ => fitted[gi].0,
+    };
     let knn = &knn_by_dim[di];
     let predictions = winner_predictions(&full_p[gi], knn, w as f64, sel.knn_prior as f64, &calib);
     let c = TrainConfig {
         l2_prompt: l2,
         selection: None,
+        prompt_input,
         ..cfg.clone()
     };
     let mut model = fit_fixed(models, tasks, rows, &c, encoder_id)?;
@@ -414,6 +460,7 @@ pub(crate) fn fit_selected_with_predictions(
         knn_dim,
         criterion,
         routing_rows: routing.as_ref().map_or(0, RoutingRows::len),
+        prompt_input,
         cv_loss: losses,
     });
     Ok((model, predictions))
@@ -427,8 +474,8 @@ struct Candidate {
     l2: f32,
     knn_weight: f32,
     calib: Calib,
-    /// Index of its ridge in the grid.
-    ridge_index: usize,
+    /// Index of its (input, ridge) fit.
+    fit_index: usize,
     /// Index of its kNN space in the spaces tried.
     space_index: usize,
     /// Cross-entropy of each out-of-fold outcome after its calibration.
@@ -553,7 +600,7 @@ fn out_of_fold_fits(
         let m = fit_fixed(models.to_vec(), tasks.to_vec(), &train, cfg, encoder_id)?;
         for i in (0..rows.len()).filter(|&i| fold_of[i] == f) {
             let r = &rows[i];
-            full.push((i, m.predict(&names, &r.embedding, &r.task_scores)));
+            full.push((i, predict_row(&m, &names, r)));
         }
     }
     Ok(full)
@@ -585,12 +632,50 @@ fn in_sample_pairs(model: &SuccessModel, rows: &[TrainingRow]) -> Vec<Pair> {
     let names: Vec<&str> = model.models.iter().map(String::as_str).collect();
     let mut pairs = Vec::new();
     for r in rows {
-        let p = model.predict(&names, &r.embedding, &r.task_scores);
+        let p = predict_row(model, &names, r);
         for &(mi, y) in &r.outcomes {
             pairs.push((mi, logit(p[mi]), y as f64));
         }
     }
     pairs
+}
+
+/// P of every model on a training row, with its head outputs when the
+/// model reads them (the fit checked their count: a mismatch is a bug).
+pub(crate) fn predict_row(model: &SuccessModel, names: &[&str], r: &TrainingRow) -> Vec<f64> {
+    model
+        .try_predict(names, &r.embedding, &r.task_scores, &r.head_outputs)
+        .expect("training rows carry the head outputs the fit read")
+}
+
+/// The inputs the selection tries: `sel.inputs` (the embedding if empty),
+/// those with head features only when `cfg` names some, every row then
+/// carrying that many outputs.
+fn prompt_inputs(
+    sel: &Selection,
+    cfg: &TrainConfig,
+    rows: &[TrainingRow],
+) -> Result<Vec<PromptInput>, RouterError> {
+    let mut inputs: Vec<PromptInput> = Vec::new();
+    for &p in &sel.inputs {
+        if !inputs.contains(&p) && (!p.uses_heads() || !cfg.head_features.is_empty()) {
+            inputs.push(p);
+        }
+    }
+    if inputs.is_empty() {
+        inputs.push(PromptInput::Embedding);
+    }
+    if inputs.iter().any(|p| p.uses_heads()) {
+        let f = cfg.head_features.len();
+        if let Some(i) = rows.iter().position(|r| r.head_outputs.len() != f) {
+            return Err(RouterError::Training(format!(
+                "row {i}: {} head outputs, but the training config names {f} ({})",
+                rows[i].head_outputs.len(),
+                cfg.head_features.join(", ")
+            )));
+        }
+    }
+    Ok(inputs)
 }
 
 /// Newton's method on the penalised cross-entropy of the calibration.

@@ -17,11 +17,16 @@
 //! ([`crate::neighbours`]); its weight w is chosen by cross-validation
 //! ([`crate::select`]) and the prompts are stored only when w > 0. The
 //! per-model calibration applies to the blend.
+//!
+//! An artifact with `head_features` reads the classifier heads' outputs in
+//! x̂ beside (or instead of) the embedding ([`crate::head_features`]); it
+//! decides only through [`SuccessModel::try_predict`] given them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::cost::{dot_f32, CostModel};
 use crate::error::RouterError;
+use crate::head_features::{HeadFeatures, PromptInput};
 use crate::neighbours::Neighbours;
 use crate::policy::Policy;
 use crate::routing_value::Criterion;
@@ -92,6 +97,12 @@ pub struct SuccessModel {
     /// costs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_table: Option<TargetTable>,
+    /// The heads' outputs the prompt term reads beside or instead of the
+    /// embedding ([`crate::head_features`]); absent: the embedding alone
+    /// (every artifact before them, and the default). `difficulty_weights`
+    /// and each row of `traits` then have [`HeadFeatures::width`] values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_features: Option<HeadFeatures>,
 }
 
 /// The choice [`crate::select`] made, as recorded in the artifact.
@@ -124,6 +135,10 @@ pub struct SelectionRecord {
     /// routing values were measured on; 0 when none was.
     #[serde(default)]
     pub routing_rows: usize,
+    /// What the winner's prompt term reads ([`crate::head_features`]).
+    /// Absent (the embedding) in artifacts without head features.
+    #[serde(default, skip_serializing_if = "PromptInput::is_default")]
+    pub prompt_input: PromptInput,
     /// Every candidate's out-of-fold loss, in the order tried.
     pub cv_loss: Vec<CandidateLoss>,
 }
@@ -137,8 +152,12 @@ impl std::fmt::Display for SelectionRecord {
         }
         write!(
             f,
-            "{} (ridge {}, knn weight {}{}, signal weight {:.2}) chosen by {}-fold cross-validation, criterion {}",
+            "{}{} (ridge {}, knn weight {}{}, signal weight {:.2}) chosen by {}-fold cross-validation, criterion {}",
             self.choice,
+            match self.prompt_input {
+                PromptInput::Embedding => String::new(),
+                p => format!(" on {}", p.name()),
+            },
             self.l2_prompt,
             self.knn_weight,
             match self.knn_dim {
@@ -226,11 +245,15 @@ impl SuccessModel {
 
     fn check_shapes(&self) -> Result<(), String> {
         let (n, t, d, k) = (self.models.len(), self.tasks.len(), self.dim, self.rank);
+        if let Some(h) = &self.head_features {
+            h.check()?;
+        }
+        let width = self.input_width();
         let ok = self.feature_mean.len() == d
             && self.feature_scale.len() == d
-            && self.difficulty_weights.len() == d
+            && self.difficulty_weights.len() == width
             && self.traits.len() == k
-            && self.traits.iter().all(|r| r.len() == d)
+            && self.traits.iter().all(|r| r.len() == width)
             && self.ability.len() == n
             && self.ability.iter().all(|r| r.len() == t)
             && self.log_discrimination.len() == n
@@ -287,15 +310,63 @@ impl SuccessModel {
         v
     }
 
-    /// b(x) and z(x) for one embedding (`dim` values).
+    /// Length of the prompt term's input: `dim`, or what
+    /// [`HeadFeatures::width`] says.
+    pub fn input_width(&self) -> usize {
+        self.head_features
+            .as_ref()
+            .map_or(self.dim, |h| h.width(self.dim))
+    }
+
+    /// The head features this artifact reads, in the order
+    /// [`SuccessModel::try_predict`] takes them (empty: none).
+    pub fn head_feature_names(&self) -> &[String] {
+        self.head_features.as_ref().map_or(&[], |h| &h.names)
+    }
+
+    /// b(x) and z(x) for one embedding (`dim` values) and, for an artifact
+    /// that reads them, the heads' outputs (in
+    /// [`SuccessModel::head_feature_names`] order; an error naming the
+    /// field when they are missing).
+    pub fn prompt_terms_with(
+        &self,
+        embedding: &[f32],
+        head_outputs: &[f32],
+    ) -> Result<PromptTerms, RouterError> {
+        match &self.head_features {
+            None => Ok(self.prompt_terms(embedding)),
+            Some(h) => {
+                h.check_outputs(head_outputs)?;
+                assert_eq!(embedding.len(), self.dim, "embedding dimension");
+                let x = h.input(self.standardise(embedding), head_outputs);
+                Ok(self.terms_of(&x, embedding))
+            }
+        }
+    }
+
+    /// b(x) and z(x) for one embedding (`dim` values). For an artifact
+    /// with head features, whose input this lacks, use
+    /// [`SuccessModel::prompt_terms_with`] (here every P would be NaN).
     pub fn prompt_terms(&self, embedding: &[f32]) -> PromptTerms {
         assert_eq!(embedding.len(), self.dim, "embedding dimension");
+        if self.head_features.is_some() {
+            return PromptTerms {
+                difficulty: f32::NAN,
+                traits: vec![f32::NAN; self.rank],
+                neighbours: Vec::new(),
+            };
+        }
         // Standardise once, then one contiguous dot product per term (the
         // loop over traits inside the loop over dimensions it replaced
         // read the trait rows strided and did not vectorise: ~2 µs).
         let x = self.standardise(embedding);
-        let difficulty = self.difficulty_bias + dot_f32(&self.difficulty_weights, &x);
-        let traits = self.traits.iter().map(|row| dot_f32(row, &x)).collect();
+        self.terms_of(&x, embedding)
+    }
+
+    /// The prompt terms of the prompt term's input `x`.
+    fn terms_of(&self, x: &[f32], embedding: &[f32]) -> PromptTerms {
+        let difficulty = self.difficulty_bias + dot_f32(&self.difficulty_weights, x);
+        let traits = self.traits.iter().map(|row| dot_f32(row, x)).collect();
         let neighbours = match &self.neighbours {
             Some(nb) if nb.weight > 0.0 => nb.neighbour_sums(embedding),
             _ => Vec::new(),
@@ -385,14 +456,35 @@ impl SuccessModel {
     }
 
     /// P(success) for each named model on one prompt, in `names` order.
+    /// An artifact with head features needs [`SuccessModel::try_predict`]:
+    /// here its every P is NaN (which every decision path refuses).
     pub fn predict(&self, names: &[&str], embedding: &[f32], task_scores: &[f32]) -> Vec<f64> {
         let terms = self.prompt_terms(embedding);
+        self.predict_terms(names, &terms, task_scores)
+    }
+
+    /// [`SuccessModel::predict`] with the heads' outputs the artifact reads
+    /// (in [`SuccessModel::head_feature_names`] order; ignored by an
+    /// artifact without head features). Fails, naming the field, when they
+    /// do not match.
+    pub fn try_predict(
+        &self,
+        names: &[&str],
+        embedding: &[f32],
+        task_scores: &[f32],
+        head_outputs: &[f32],
+    ) -> Result<Vec<f64>, RouterError> {
+        let terms = self.prompt_terms_with(embedding, head_outputs)?;
+        Ok(self.predict_terms(names, &terms, task_scores))
+    }
+
+    fn predict_terms(&self, names: &[&str], terms: &PromptTerms, task_scores: &[f32]) -> Vec<f64> {
         names
             .iter()
             .enumerate()
             .map(|(i, n)| match self.model_index_near(n, i) {
-                Some(m) => self.p_model(m, &terms, task_scores),
-                None => self.p_named(n, &terms, task_scores),
+                Some(m) => self.p_model(m, terms, task_scores),
+                None => self.p_named(n, terms, task_scores),
             })
             .collect()
     }

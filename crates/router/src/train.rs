@@ -11,6 +11,7 @@
 
 use crate::cost::{fit_cost_model, CostSelection, RowCosts};
 use crate::error::RouterError;
+use crate::head_features::{HeadFeatures, PromptInput};
 use crate::select::{fit_selected_with_predictions, RowPredictions, Selection};
 use crate::success::{sigmoid, SuccessModel, ARTIFACT_VERSION};
 use crate::target::TargetTable;
@@ -24,6 +25,9 @@ pub struct TrainingRow {
     pub task_scores: Vec<f32>,
     /// (model index, score in [0, 1]) for each model observed on the prompt.
     pub outcomes: Vec<(usize, f32)>,
+    /// The classifier heads' outputs named by [`TrainConfig::head_features`]
+    /// (empty when none are given: the default).
+    pub head_outputs: Vec<f32>,
 }
 
 /// Training settings.
@@ -53,6 +57,13 @@ pub struct TrainConfig {
     /// [`crate::cost`]) when [`fit_with_costs`] is given costs. None: no
     /// cost model (every prompt costs its model's mean).
     pub cost: Option<CostSelection>,
+    /// Names of the values in each row's `head_outputs`
+    /// ([`crate::head_features`]: `task:<label>`, `difficulty`); empty:
+    /// the rows carry none.
+    pub head_features: Vec<String>,
+    /// What the prompt term reads in a fit without selection (the
+    /// selection tries [`Selection::inputs`] instead).
+    pub prompt_input: PromptInput,
 }
 
 impl Default for TrainConfig {
@@ -67,12 +78,16 @@ impl Default for TrainConfig {
             seed: 17,
             selection: Some(Selection::default()),
             cost: Some(CostSelection::default()),
+            head_features: Vec::new(),
+            prompt_input: PromptInput::Embedding,
         }
     }
 }
 
 /// Offsets of each parameter block in the flat vector.
 struct Layout {
+    /// Width of the prompt term's input (the embedding's dimension unless
+    /// it reads head features).
     d: usize,
     k: usize,
     n: usize,
@@ -280,20 +295,43 @@ pub fn fit_fixed(
             .for_each(|(s, (e, m))| *s += (e - m).powi(2) / rows.len() as f32);
     }
     scale.iter_mut().for_each(|s| *s = s.sqrt().max(1e-6));
-    let x: Vec<f32> = rows
-        .iter()
-        .flat_map(|r| {
-            r.embedding
-                .iter()
-                .zip(mean.iter().zip(&scale))
-                .map(|(e, (m, s))| (e - m) / s)
-        })
-        .collect();
+    let standardised = |r: &TrainingRow| -> Vec<f32> {
+        r.embedding
+            .iter()
+            .zip(mean.iter().zip(&scale))
+            .map(|(e, (m, s))| (e - m) / s)
+            .collect()
+    };
+    // The prompt term's input: the embedding, or with (or instead of) it
+    // the heads' outputs (crate::head_features).
+    let head = match cfg.prompt_input {
+        PromptInput::Embedding => None,
+        input => {
+            let outputs: Vec<&[f32]> = rows.iter().map(|r| r.head_outputs.as_slice()).collect();
+            Some(HeadFeatures::fit(
+                &cfg.head_features,
+                &outputs,
+                input == PromptInput::EmbeddingAndHeads,
+                d,
+            )?)
+        }
+    };
+    let x: Vec<f32> = match &head {
+        None => rows.iter().flat_map(standardised).collect(),
+        Some(h) => rows
+            .iter()
+            .flat_map(|r| h.input(standardised(r), &r.head_outputs))
+            .collect(),
+    };
+    let lay = Layout {
+        d: head.as_ref().map_or(d, |h| h.width(d)),
+        ..lay
+    };
 
     let mut p = vec![0f32; lay.len()];
     let mut rng = SplitMix(cfg.seed);
     for u in &mut p[lay.u()..lay.theta()] {
-        *u = rng.normal() / (d as f32).sqrt();
+        *u = rng.normal() / (lay.d as f32).sqrt();
     }
     for m in 0..lay.n {
         let rate = if counts[m] > 0 {
@@ -329,8 +367,8 @@ pub fn fit_fixed(
         feature_mean: mean,
         feature_scale: scale,
         difficulty_bias: p[0],
-        difficulty_weights: slice(lay.w(), d),
-        traits: rows_of(lay.u(), lay.k, d),
+        difficulty_weights: slice(lay.w(), lay.d),
+        traits: rows_of(lay.u(), lay.k, lay.d),
         ability,
         log_discrimination: slice(lay.loga(), lay.n),
         loadings: rows_of(lay.v(), lay.n, lay.k),
@@ -341,6 +379,7 @@ pub fn fit_fixed(
         neighbours: None,
         cost: None,
         target_table: None,
+        head_features: head,
     })
 }
 
@@ -507,6 +546,7 @@ mod tests {
                     embedding: vec![x0, rng.normal()],
                     task_scores: vec![1.0],
                     outcomes,
+                    head_outputs: Vec::new(),
                 }
             })
             .collect()

@@ -105,6 +105,7 @@ mod tests {
             neighbours: None,
             cost: None,
             target_table: None,
+            head_features: None,
         }
     }
 

@@ -48,6 +48,7 @@ fn data(n: usize, by_prompt: bool, rng: &mut Rng) -> (Vec<TrainingRow>, Vec<RowC
             embedding,
             task_scores: vec![1.0],
             outcomes,
+            head_outputs: Vec::new(),
         });
         lengths.push(log_len);
     }

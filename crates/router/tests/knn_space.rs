@@ -58,6 +58,7 @@ fn clustered_rows(n: usize, rng: &mut Rng) -> Vec<TrainingRow> {
                 embedding,
                 task_scores: vec![1.0],
                 outcomes,
+                head_outputs: Vec::new(),
             }
         })
         .collect()

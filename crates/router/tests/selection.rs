@@ -7,7 +7,8 @@
 
 use pointsman_router::routing_value::{self, Criterion};
 use pointsman_router::{
-    choose, fit, fit_with_costs, Policy, SuccessModel, TrainConfig, TrainingRow,
+    choose, fit, fit_with_costs, Policy, PromptInput, Selection, SuccessModel, TrainConfig,
+    TrainingRow,
 };
 
 mod common;
@@ -41,6 +42,7 @@ fn drawn_row(embedding: Vec<f32>, logit: impl Fn(usize) -> f64, rng: &mut Rng) -
         embedding,
         task_scores: vec![1.0],
         outcomes,
+        head_outputs: Vec::new(),
     }
 }
 
@@ -83,7 +85,11 @@ fn aiqs(model: &SuccessModel, test: &[TrainingRow]) -> (f64, f64, f64) {
         .collect();
     let ps: Vec<Vec<f64>> = test
         .iter()
-        .map(|r| model.predict(&names, &r.embedding, &[1.0]))
+        .map(|r| {
+            model
+                .try_predict(&names, &r.embedding, &[1.0], &r.head_outputs)
+                .unwrap()
+        })
         .collect();
     let sweep = |policies: Vec<Policy>| {
         let points: Vec<(f64, f64)> = policies
@@ -483,4 +489,71 @@ fn the_selection_records_each_candidates_routing_value() {
     assert!(best.candidate.starts_with("prompt"), "{sel}");
     let back = SuccessModel::from_json(&model.to_json()).unwrap();
     assert_eq!(back.selection, model.selection);
+}
+
+/// Rows whose outcomes follow two of three numbers handed over as head
+/// outputs (as [`rows`] with signal follow the embedding's first two
+/// coordinates), the embedding pure noise.
+fn head_signal_rows(n: usize, rng: &mut Rng) -> Vec<TrainingRow> {
+    (0..n)
+        .map(|_| {
+            let embedding: Vec<f32> = (0..DIM).map(|_| rng.normal() as f32).collect();
+            let heads: Vec<f32> = (0..3).map(|_| rng.normal() as f32).collect();
+            let (h0, h1) = (heads[0] as f64, heads[1] as f64);
+            let logit = |m: usize| ABILITY[m] - 1.5 * h0 + [3.0, 1.5, 0.0][m] * h1;
+            let mut row = drawn_row(embedding, logit, rng);
+            row.head_outputs = heads;
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn head_outputs_that_carry_the_signal_are_chosen() {
+    let mut rng = Rng(21);
+    let train = head_signal_rows(600, &mut rng);
+    let test = head_signal_rows(3000, &mut rng);
+    let names = ["cheap", "mid", "dear"].map(String::from).to_vec();
+    let features: Vec<String> = ["task:a", "task:b", "task:c"].map(String::from).to_vec();
+    let cfg = TrainConfig {
+        head_features: features.clone(),
+        selection: Some(Selection {
+            inputs: vec![
+                PromptInput::Embedding,
+                PromptInput::EmbeddingAndHeads,
+                PromptInput::Heads,
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let model = fit(names, vec!["any".into()], &train, &cfg, "test").unwrap();
+    let sel = model.selection.as_ref().expect("selection recorded");
+    assert!(sel.prompt_input.uses_heads(), "{sel}");
+    assert_eq!(model.head_feature_names(), features.as_slice());
+    // Every input was a candidate at every ridge and kNN weight.
+    let default = Selection::default();
+    assert_eq!(
+        sel.cv_loss.len(),
+        1 + 3 * default.l2_grid.len() * default.knn_weights.len()
+    );
+    let (zero, target, lambda) = aiqs(&model, &test);
+    assert!(
+        target > zero + 0.04 && lambda > zero + 0.04,
+        "zero {zero:.4}, target {target:.4}, lambda {lambda:.4}, {sel}"
+    );
+    // The default (the embedding alone) finds nothing in the same rows.
+    let plain = trained(&train);
+    let (_, plain_target, plain_lambda) = aiqs(&plain, &test);
+    assert!(
+        plain_target < zero + 0.01 && plain_lambda < zero + 0.01,
+        "zero {zero:.4}, embedding alone: target {plain_target:.4}, lambda {plain_lambda:.4}"
+    );
+    // Without the outputs it reads, the artifact refuses to decide.
+    let err = model
+        .try_predict(&["cheap"], &test[0].embedding, &[1.0], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("head_features.names"), "{err}");
+    assert!(model.predict(&["cheap"], &test[0].embedding, &[1.0])[0].is_nan());
 }

@@ -72,6 +72,7 @@ pub fn write_artifact_for(path: &Path, models: &[(&str, f32)]) {
             embedding: (0..384).map(|_| rnd()).collect(),
             task_scores: vec![1.0 / 3.0; 3],
             outcomes: models.iter().enumerate().map(|(i, m)| (i, m.1)).collect(),
+            head_outputs: Vec::new(),
         })
         .collect();
     let cfg = TrainConfig {

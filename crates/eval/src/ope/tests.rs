@@ -34,6 +34,7 @@ fn artifact(seed: u64) -> SuccessModel {
                 embedding: x,
                 task_scores: vec![1.0],
                 outcomes,
+                head_outputs: Vec::new(),
             }
         })
         .collect();

@@ -8,6 +8,7 @@ fn row(e: Vec<f32>, outcomes: Vec<(usize, f32)>) -> TrainingRow {
         embedding: e,
         task_scores: vec![1.0],
         outcomes,
+        head_outputs: Vec::new(),
     }
 }
 

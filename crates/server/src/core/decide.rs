@@ -198,15 +198,30 @@ pub fn decide(
     })
 }
 
-/// P(success) of every catalog model under one artifact.
+/// P(success) of every catalog model under one artifact. An artifact that
+/// reads the heads' outputs (pointsman_router::head_features) takes them
+/// from the classification; when one is missing (heads other than those it
+/// was trained with) the reason, naming the feature, is logged and every P
+/// is NaN, which the callers' probability check refuses.
 fn predict(success: &SuccessModel, names: &[&str], e: &Embedded) -> Vec<f64> {
-    let tasks = success.task_vector(
+    let scores = || {
         e.prediction
             .task_scores
             .iter()
-            .map(|(k, v)| (k.as_str(), *v)),
-    );
-    success.predict(names, &e.embedding, &tasks)
+            .map(|(k, v)| (k.as_str(), *v))
+    };
+    let tasks = success.task_vector(scores());
+    let heads = match &success.head_features {
+        Some(h) => h.outputs_from(scores(), Some(e.prediction.difficulty)),
+        None => Ok(Vec::new()),
+    };
+    match heads.and_then(|h| success.try_predict(names, &e.embedding, &tasks, &h)) {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::error!(error = %err, "the router artifact cannot decide on this classification");
+            vec![f64::NAN; names.len()]
+        }
+    }
 }
 
 /// The other artifact's (success model and version) policy decision for

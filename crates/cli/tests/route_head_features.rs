@@ -1,0 +1,124 @@
+//! `pointsman route` (the decision pipeline `serve` runs) with a router
+//! artifact that reads the task head's outputs: the real classifier's task
+//! scores reach the router by label, and an artifact naming a label the
+//! heads lack refuses to decide.
+
+use pointsman_router::head_features::task_feature;
+use pointsman_router::{fit, PromptInput, Selection, TrainConfig, TrainingRow};
+
+mod serve_support;
+use serve_support::pointsman;
+
+/// The shipped heads' task labels, in their order.
+const LABELS: [&str; 11] = [
+    "code",
+    "math",
+    "reasoning",
+    "knowledge",
+    "extraction",
+    "summarization",
+    "translation",
+    "creative_writing",
+    "brainstorming",
+    "classification",
+    "chat",
+];
+
+/// An artifact over two catalog models that reads only the head outputs
+/// `labels`: `gpt-4-1106-preview` always succeeds, `mistralai/mistral-7b-chat`
+/// only on prompts whose first label's probability is low.
+fn write_artifact(path: &std::path::Path, labels: &[&str]) {
+    let mut seed = 11u64;
+    let mut rnd = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as f32 / (1u64 << 31) as f32
+    };
+    let rows: Vec<TrainingRow> = (0..200)
+        .map(|_| {
+            let heads: Vec<f32> = labels.iter().map(|_| rnd()).collect();
+            let weak = if heads[0] < 0.5 { 1.0 } else { 0.0 };
+            TrainingRow {
+                embedding: (0..384).map(|_| rnd() - 0.5).collect(),
+                task_scores: vec![1.0],
+                outcomes: vec![(0, 1.0), (1, weak)],
+                head_outputs: heads,
+            }
+        })
+        .collect();
+    let cfg = TrainConfig {
+        rank: 0,
+        epochs: 150,
+        head_features: labels.iter().map(|l| task_feature(l)).collect(),
+        selection: Some(Selection {
+            inputs: vec![PromptInput::Heads],
+            knn_weights: vec![0.0],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let names = vec![
+        "gpt-4-1106-preview".into(),
+        "mistralai/mistral-7b-chat".into(),
+    ];
+    let model = fit(names, vec!["any".into()], &rows, &cfg, "").unwrap();
+    assert_eq!(
+        model.selection.as_ref().unwrap().prompt_input,
+        PromptInput::Heads
+    );
+    std::fs::write(path, model.to_json()).unwrap();
+}
+
+/// P(success) of `model` in `route`'s answer for `prompt`.
+fn p_success(router: &str, prompt: &str, model: &str) -> f64 {
+    let out = pointsman(&["route", prompt, "--router", router, "--lambda", "1"]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["model"] == model)
+        .and_then(|c| c["p_success"].as_f64())
+        .unwrap_or_else(|| panic!("{model} in {v}"))
+}
+
+#[test]
+fn route_passes_the_task_heads_outputs_to_an_artifact_that_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heads.json");
+    write_artifact(&path, &LABELS);
+    let router = path.to_str().unwrap();
+    // The weak model fails where the task head says "code".
+    let code = p_success(
+        router,
+        "Write a Python function that reverses a linked list in place.",
+        "mistralai/mistral-7b-chat",
+    );
+    let chat = p_success(
+        router,
+        "Hi! How are you doing today? Tell me about your weekend.",
+        "mistralai/mistral-7b-chat",
+    );
+    assert!(code + 0.2 < chat, "code {code}, chat {chat}");
+
+    // A label the shipped heads do not have: no decision.
+    let bad = dir.path().join("bad.json");
+    write_artifact(&bad, &["no_such_task", "chat"]);
+    let out = pointsman(&[
+        "route",
+        "Hi there",
+        "--router",
+        bad.to_str().unwrap(),
+        "--lambda",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("task:no_such_task"), "{err}");
+}
