@@ -90,6 +90,39 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
     }
 }
 
+/// The smallest `train encoder` settings (MiniLM, one adapted layer,
+/// 16-token window, one epoch) over the data `data` writes under `dir`.
+fn small_encoder_options(dir: &Path, outcomes: Vec<PathBuf>) -> EncoderTrainingOptions {
+    EncoderTrainingOptions {
+        tasks: vec![dir.join("tasks")],
+        eval: dir.join("no-eval"),
+        model_dir: models().join("all-MiniLM-L6-v2"),
+        folds: 0,
+        cv_only: false,
+        layers: 1,
+        rank: 8,
+        alpha: 16.0,
+        targets: None,
+        epochs: 1,
+        select_epochs: None,
+        learning_rate: 1e-3,
+        head_learning_rate: 1e-2,
+        batch_size: 4,
+        window: 16,
+        seed: 17,
+        class_weight_power: 0.5,
+        max_per_source: 0,
+        eval_max_per_source: 0,
+        lower_cache: None,
+        outcomes,
+        outcomes_per_file: 100,
+        difficulty_loss_weight: 1.0,
+        difficulty_pair_weight: 1.0,
+        success_loss_weight: 0.0,
+        difficulty_head_learning_rate: 1e-3,
+    }
+}
+
 #[test]
 fn train_heads_returns_the_heads_and_the_report_as_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,32 +207,9 @@ fn bad_data_and_bad_options_are_typed_errors() {
 
     // Epoch selection without folds, before any training.
     let opts = EncoderTrainingOptions {
-        tasks: vec![dir.path().join("tasks")],
-        eval: dir.path().join("no-eval"),
-        model_dir: models().join("all-MiniLM-L6-v2"),
         folds: 1,
-        cv_only: false,
-        layers: 1,
-        rank: 8,
-        alpha: 16.0,
-        targets: None,
-        epochs: 1,
         select_epochs: Some(vec![1, 2]),
-        learning_rate: 1e-3,
-        head_learning_rate: 1e-2,
-        batch_size: 4,
-        window: 16,
-        seed: 17,
-        class_weight_power: 0.5,
-        max_per_source: 0,
-        eval_max_per_source: 0,
-        lower_cache: None,
-        outcomes: vec![],
-        outcomes_per_file: 100,
-        difficulty_loss_weight: 1.0,
-        difficulty_pair_weight: 1.0,
-        success_loss_weight: 0.0,
-        difficulty_head_learning_rate: 1e-3,
+        ..small_encoder_options(dir.path(), vec![])
     };
     let err = train_encoder(&opts, &Silent).err().expect("refused");
     assert!(
@@ -223,32 +233,8 @@ fn train_encoder_returns_the_adapter_and_the_report_as_data() {
     let dir = tempfile::tempdir().unwrap();
     data(dir.path());
     let opts = EncoderTrainingOptions {
-        tasks: vec![dir.path().join("tasks")],
-        eval: dir.path().join("no-eval"),
-        model_dir: models().join("all-MiniLM-L6-v2"),
         folds: 3,
-        cv_only: false,
-        layers: 1,
-        rank: 8,
-        alpha: 16.0,
-        targets: None,
-        epochs: 1,
-        select_epochs: None,
-        learning_rate: 1e-3,
-        head_learning_rate: 1e-2,
-        batch_size: 4,
-        window: 16,
-        seed: 17,
-        class_weight_power: 0.5,
-        max_per_source: 0,
-        eval_max_per_source: 0,
-        lower_cache: None,
-        outcomes: vec![dir.path().join("outcomes")],
-        outcomes_per_file: 100,
-        difficulty_loss_weight: 1.0,
-        difficulty_pair_weight: 1.0,
-        success_loss_weight: 0.0,
-        difficulty_head_learning_rate: 1e-3,
+        ..small_encoder_options(dir.path(), vec![dir.path().join("outcomes")])
     };
     let trained = train_encoder(&opts, &Silent).unwrap();
     let folds = trained.report.folds.as_ref().expect("3 folds");

@@ -3,26 +3,12 @@
 //! scores reach the router by label, and an artifact naming a label the
 //! heads lack refuses to decide.
 
+use pointsman_classifier::DEFAULT_TASKS;
 use pointsman_router::head_features::task_feature;
 use pointsman_router::{fit, PromptInput, Selection, TrainConfig, TrainingRow};
 
 mod serve_support;
 use serve_support::pointsman;
-
-/// The shipped heads' task labels, in their order.
-const LABELS: [&str; 11] = [
-    "code",
-    "math",
-    "reasoning",
-    "knowledge",
-    "extraction",
-    "summarization",
-    "translation",
-    "creative_writing",
-    "brainstorming",
-    "classification",
-    "chat",
-];
 
 /// An artifact over two catalog models that reads only the head outputs
 /// `labels`: `gpt-4-1106-preview` always succeeds, `mistralai/mistral-7b-chat`
@@ -92,7 +78,7 @@ fn p_success(router: &str, prompt: &str, model: &str) -> f64 {
 fn route_passes_the_task_heads_outputs_to_an_artifact_that_reads_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("heads.json");
-    write_artifact(&path, &LABELS);
+    write_artifact(&path, &DEFAULT_TASKS);
     let router = path.to_str().unwrap();
     // The weak model fails where the task head says "code".
     let code = p_success(
