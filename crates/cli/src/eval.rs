@@ -1,7 +1,6 @@
 //! `pointsman eval`: the success model against the baselines on held-out
 //! outcome rows (see the pointsman-eval crate for the metrics).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -158,20 +157,6 @@ pub fn prompt_inputs(heads: &[HeadOutput], inputs: &[PromptInput]) -> Vec<Prompt
     }
 }
 
-fn progress_bar() -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(0);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "embedding {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta}]",
-        )
-        .expect("valid template"),
-    );
-    b
-}
-
 /// Reads the record files of each group, the catalog and the encoder, and
 /// builds the aligned sets.
 pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<EvalSet>> {
@@ -199,7 +184,7 @@ pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<E
         allow_unpriced: args.allow_unpriced,
     };
     let dir = args.model.open_dir()?;
-    let bar = progress_bar();
+    let bar = crate::progress::bar("embedding");
     let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

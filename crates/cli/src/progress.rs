@@ -1,4 +1,4 @@
-//! The training runs' progress on the terminal: a bar per phase (hidden
+//! Progress on the terminal (training runs and `eval`): a bar per phase (hidden
 //! when stderr is not a terminal) and the runs' notes on stderr.
 
 use std::cell::RefCell;
@@ -43,7 +43,8 @@ impl Progress for Bars {
     }
 }
 
-fn bar(msg: &'static str) -> indicatif::ProgressBar {
+/// A bar on stderr labelled `msg` (hidden when stderr is not a terminal).
+pub(crate) fn bar(msg: &'static str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
