@@ -20,7 +20,7 @@ use pointsman_classifier::bench_prompts::{LONG, SHORT};
 use pointsman_classifier::classifier::instruction_views;
 use pointsman_classifier::{Classifier, DEFAULT_BATCH};
 // numpy's default percentile, like the side-by-side script.
-use pointsman_eval::metrics::percentile;
+use pointsman_eval::metrics::Spread;
 use pointsman_records::read_file;
 use serde_json::{json, Value};
 
@@ -110,15 +110,16 @@ fn file_cases(path: &std::path::Path, batch: usize) -> anyhow::Result<Vec<Case>>
     ])
 }
 
+/// A case's timings as JSON: [`Spread`] in milliseconds rounded to the
+/// microsecond, and every sample with `--samples`.
 fn summary(samples: &[f64], keep: bool) -> Value {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
+    let spread = Spread::of(samples);
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
     let mut v = json!({
-        "median": round(percentile(&s, 50.0)),
-        "p10": round(percentile(&s, 10.0)),
-        "p90": round(percentile(&s, 90.0)),
-        "n": s.len(),
+        "median": round(spread.median),
+        "p10": round(spread.p10),
+        "p90": round(spread.p90),
+        "n": spread.n,
     });
     if keep {
         v["samples"] = json!(samples.iter().map(|&x| round(x)).collect::<Vec<_>>());

@@ -150,6 +150,32 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// Where timing samples lie: the median, the 10th and 90th percentiles
+/// ([`percentile`], numpy's interpolation) and the count. `pointsman bench
+/// classify` reports one per timed case.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub p10: f64,
+    pub p90: f64,
+    /// How many samples (the percentiles are NaN for none).
+    pub n: usize,
+}
+
+impl Spread {
+    /// The spread of `samples`, in any order (they are sorted here).
+    pub fn of(samples: &[f64]) -> Spread {
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        Spread {
+            median: percentile(&s, 50.0),
+            p10: percentile(&s, 10.0),
+            p90: percentile(&s, 90.0),
+            n: s.len(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +193,15 @@ mod tests {
         assert!((percentile(&s, 10.0) - 1.3).abs() < 1e-12);
         assert_eq!(percentile(&[7.0], 90.0), 7.0);
         assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn spread_sorts_its_samples_first() {
+        let s = Spread::of(&[4.0, 1.0, 3.0, 2.0]);
+        assert_eq!((s.median, s.n), (2.5, 4));
+        assert!((s.p10 - 1.3).abs() < 1e-12 && (s.p90 - 3.7).abs() < 1e-12);
+        let empty = Spread::of(&[]);
+        assert!(empty.median.is_nan() && empty.n == 0);
     }
 
     #[test]
