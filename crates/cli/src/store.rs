@@ -1,9 +1,7 @@
 //! `pointsman store export` and `store publish` / `activate` /
-//! `versions`, and reading the store as training rows for `pointsman train
-//! router --from-store`. Every subcommand takes `--store` as `serve` does:
-//! a SQLite file or a PostgreSQL URL.
+//! `versions`. Every subcommand takes `--store` as `serve` does: a SQLite
+//! file or a PostgreSQL URL.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,8 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use pointsman_router::{fit_with_costs, Catalog, RowCosts, SuccessModel, TrainConfig, TrainingRow};
-use pointsman_server::core::named::is_unclassified;
+use pointsman_router::{Catalog, SuccessModel};
 use pointsman_store::{DecisionWithOutcomes, OutcomeStore};
 
 #[derive(Subcommand)]
@@ -177,112 +174,4 @@ fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         pointsman_store::redact_url(&args.store.store)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Fits a success model on the store's logged embeddings, predictions and
-/// outcomes (no prompt text needed), with its cost model and target table
-/// on each outcome's cost: the one the client reported with it, else the
-/// cost the decision expected for that model. Decisions without outcomes are
-/// skipped; when several outcomes for one model are logged on one decision
-/// the last counts. Only decisions logged with the most recent encoder are
-/// used. Models are those with outcomes, tasks those the classifier scored.
-pub fn fit_from_store(path: &str, cfg: &TrainConfig) -> anyhow::Result<(SuccessModel, usize)> {
-    let store = open_existing(path)?;
-    let mut logged = Vec::new();
-    let mut unclassified = 0;
-    store.export(&mut |d| {
-        if d.outcomes.is_empty() {
-            return Ok(());
-        }
-        if is_unclassified(&d.decision) {
-            // A named model's decision: no embedding to fit on.
-            unclassified += 1;
-        } else {
-            logged.push(d);
-        }
-        Ok(())
-    })?;
-    if unclassified > 0 {
-        eprintln!(
-            "skipped {unclassified} decisions with outcomes but no embedding (named models, logged unclassified: docs/GATEWAY.md)"
-        );
-    }
-    anyhow::ensure!(
-        !logged.is_empty(),
-        "--from-store {}: no classified decision has an outcome yet",
-        pointsman_store::redact_url(path)
-    );
-    let encoder_id = logged
-        .last()
-        .and_then(|d| d.decision.versions.get("encoder").cloned())
-        .unwrap_or_default();
-    let before = logged.len();
-    logged.retain(|d| {
-        d.decision
-            .versions
-            .get("encoder")
-            .cloned()
-            .unwrap_or_default()
-            == encoder_id
-    });
-    if logged.len() < before {
-        eprintln!(
-            "skipped {} decisions logged with another encoder",
-            before - logged.len()
-        );
-    }
-    let models: Vec<String> = logged
-        .iter()
-        .flat_map(|d| d.outcomes.iter().map(|o| o.model.clone()))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let tasks: Vec<String> = logged
-        .iter()
-        .flat_map(|d| d.decision.task_scores.keys().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut costs: Vec<RowCosts> = Vec::with_capacity(logged.len());
-    let rows: Vec<TrainingRow> = logged
-        .iter()
-        .map(|d| {
-            let mut outcomes: Vec<(usize, f32)> = Vec::new();
-            let mut row_costs: RowCosts = Vec::new();
-            for o in &d.outcomes {
-                let m = models
-                    .iter()
-                    .position(|n| n == &o.model)
-                    .expect("collected above");
-                outcomes.retain(|(i, _)| *i != m);
-                outcomes.push((m, o.score as f32));
-                // The cost the client reported with the outcome; else what
-                // the decision expected the model to cost.
-                let cost = o.cost_usd.or_else(|| {
-                    d.decision
-                        .candidates
-                        .iter()
-                        .find(|c| c.model == o.model)
-                        .map(|c| c.expected_cost_usd)
-                });
-                row_costs.retain(|(i, _)| *i != m);
-                if let Some(c) = cost.filter(|c| c.is_finite() && *c >= 0.0) {
-                    row_costs.push((m, c));
-                }
-            }
-            costs.push(row_costs);
-            TrainingRow {
-                embedding: d.decision.embedding.clone(),
-                task_scores: tasks
-                    .iter()
-                    .map(|t| d.decision.task_scores.get(t).copied().unwrap_or(0.0))
-                    .collect(),
-                outcomes,
-                head_outputs: Vec::new(),
-            }
-        })
-        .collect();
-    let model = fit_with_costs(models, tasks, &rows, &costs, cfg, &encoder_id)
-        .with_context(|| format!("--from-store {}", pointsman_store::redact_url(path)))?;
-    Ok((model, rows.len()))
 }

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use pointsman_eval::fit_set;
+use pointsman_eval::{fit_logged, fit_set, EvalError, LoggedFit};
 use pointsman_router::{SuccessModel, TrainConfig};
 
 use crate::eval::{load_sets, selection_with_knn_dims, EvalArgs};
+use crate::progress::Bars;
 use crate::ModelArgs;
 
 #[derive(Args)]
@@ -60,7 +61,16 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
             selection: selection_with_knn_dims(&args.knn_dims),
             ..Default::default()
         };
-        let (model, rows) = crate::store::fit_from_store(store, &cfg)?;
+        let opened = crate::store::open_existing(store)?;
+        let LoggedFit { model, rows } = fit_logged(opened.as_ref(), &cfg, &Bars::default())
+            .map_err(|e| match e {
+                // The store's own errors name it already.
+                EvalError::Store(e) => anyhow::Error::from(e),
+                e => anyhow::Error::from(e).context(format!(
+                    "--from-store {}",
+                    pointsman_store::redact_url(store)
+                )),
+            })?;
         if let Some(dir) = args.out.parent() {
             std::fs::create_dir_all(dir)?;
         }

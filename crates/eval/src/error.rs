@@ -29,4 +29,7 @@ pub enum EvalError {
     Router(#[from] pointsman_router::RouterError),
     #[error(transparent)]
     Classifier(#[from] pointsman_classifier::ClassifierError),
+    /// The outcome store failed while being read.
+    #[error(transparent)]
+    Store(#[from] pointsman_store::StoreError),
 }

@@ -4,6 +4,8 @@
 //! diagram), and learning curves of those metrics against training rows.
 //!
 //! Reads the record format of DESIGN.md; any file with `outcomes` works.
+//! Also fits the success model on the outcome store's logged traffic
+//! ([`store_fit`]).
 
 pub mod charts;
 pub mod curve;
@@ -14,6 +16,7 @@ pub mod load;
 pub mod metrics;
 pub mod ope;
 pub mod report;
+pub mod store_fit;
 
 pub use curve::{learning_curve, subsample, CurveConfig, CurveSize, LearningCurve};
 pub use error::EvalError;
@@ -24,3 +27,4 @@ pub use harness::{
 };
 pub use load::{build_sets, read_records, Pricing, PromptReader};
 pub use report::{summarise, RouterSummary, Summary};
+pub use store_fit::{fit_logged, LoggedFit};

@@ -103,6 +103,15 @@ pub struct LoggedDecision {
     pub shadow: Option<ShadowDecision>,
 }
 
+impl LoggedDecision {
+    /// Whether the decision was made without classifying its prompt (a
+    /// named model's, docs/GATEWAY.md): the server logs such a row with an
+    /// empty `embedding`, and training from the store skips it.
+    pub fn is_unclassified(&self) -> bool {
+        self.embedding.is_empty()
+    }
+}
+
 fn certain() -> f64 {
     1.0
 }

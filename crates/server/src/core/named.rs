@@ -7,7 +7,8 @@
 //! The row is marked unclassified by an empty `embedding`; `task` is "",
 //! `task_scores` empty, `difficulty` 0, `candidates` empty (nothing was
 //! predicted), `versions` the catalog's only. Training from the store
-//! skips such rows (it needs an embedding).
+//! skips such rows (it needs an embedding;
+//! `LoggedDecision::is_unclassified`).
 //!
 //! The tenant's policy still applies (docs/ROLLOUT.md, "Tenants"): a model
 //! outside its allowed models is refused, and over budget the request is
@@ -25,12 +26,6 @@ use super::request::RouteRequest;
 use super::validate::check_route;
 use super::Core;
 use crate::error::ServerError;
-
-/// Whether a logged decision was made without classifying its prompt (a
-/// named model's).
-pub fn is_unclassified(d: &LoggedDecision) -> bool {
-    d.embedding.is_empty()
-}
 
 impl Core {
     /// Validates `r` as a route request would be (every field, with the same
