@@ -113,6 +113,16 @@ impl ModelDir {
         })
     }
 
+    /// [`ModelDir::open`], then [`ModelDir::with_adapter`] when an adapter
+    /// is given: the encoder every command that reads prompts loads.
+    pub fn open_with_adapter(path: &Path, adapter: Option<&Path>) -> Result<ModelDir> {
+        let dir = Self::open(path)?;
+        match adapter {
+            Some(a) => dir.with_adapter(a),
+            None => Ok(dir),
+        }
+    }
+
     /// This directory with the LoRA adapter at `adapter` merged into its
     /// weights at load. Refuses an adapter trained on other base weights.
     pub fn with_adapter(mut self, adapter: &Path) -> Result<ModelDir> {

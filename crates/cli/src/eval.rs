@@ -1,20 +1,17 @@
 //! `pointsman eval`: the success model against the baselines on held-out
 //! outcome rows (see the pointsman-eval crate for the metrics).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
-use pointsman_classifier::{classifier::load_encoder, embed_cache, Classifier};
 use pointsman_eval::{
-    build_sets, cross_validate, evaluate, fold_splits, learning_curve, read_records, summarise,
-    CurveConfig, CurveSize, EvalConfig, EvalSet, Pricing, PromptReader,
+    cross_validate, evaluate, fold_splits, learning_curve, load_sets, summarise, CurveConfig,
+    CurveSize, EvalConfig, EvalSet, HeadOutputs, LoadOptions,
 };
-use pointsman_records::Record;
-use pointsman_router::head_features::DIFFICULTY_FEATURE;
-use pointsman_router::{Catalog, PromptInput, Selection, TrainConfig, Validation};
+use pointsman_router::{PromptInput, Selection, TrainConfig, Validation};
 
+use crate::progress::Bars;
 use crate::{paths, ModelArgs};
 
 #[derive(Args)]
@@ -106,9 +103,6 @@ pub struct EvalArgs {
     pub cold_model: Option<String>,
     #[arg(long)]
     pub cold_outcomes: Option<usize>,
-    /// Not a flag: set by `train router`, which needs no costs.
-    #[arg(skip)]
-    pub allow_unpriced: bool,
     /// Use the encoder alone for the success model's task mixture (one
     /// pseudo-task). The heads still run for --head-features.
     #[arg(long)]
@@ -144,125 +138,47 @@ pub enum HeadOutput {
     Difficulty,
 }
 
-/// The selection's prompt inputs: `--prompt-inputs`; else, with head
-/// features, the embedding or the heads' outputs alone; else the default
-/// selection's (the embedding).
-pub fn prompt_inputs(heads: &[HeadOutput], inputs: &[PromptInput]) -> Vec<PromptInput> {
-    if !inputs.is_empty() {
-        inputs.to_vec()
-    } else if !heads.is_empty() {
-        vec![PromptInput::Embedding, PromptInput::Heads]
-    } else {
-        Selection::default().inputs
+impl HeadOutput {
+    /// The library's set of head outputs for a `--head-features` list.
+    pub fn set(list: &[HeadOutput]) -> HeadOutputs {
+        HeadOutputs {
+            task: list.contains(&HeadOutput::Task),
+            difficulty: list.contains(&HeadOutput::Difficulty),
+        }
     }
 }
 
-/// Reads the record files of each group, the catalog and the encoder, and
-/// builds the aligned sets.
-pub fn load_sets(groups: &[&[PathBuf]], args: &EvalArgs) -> anyhow::Result<Vec<EvalSet>> {
-    let records: Vec<Vec<Record>> = groups
-        .iter()
-        .map(|paths| {
-            paths
-                .iter()
-                .map(|p| read_records(p))
-                .collect::<Result<Vec<_>, _>>()
-                .map(|v| v.concat())
-        })
-        .collect::<Result<_, _>>()?;
-    let catalog = match &args.catalog {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
-            Some(Catalog::from_toml_str(&text).with_context(|| p.display().to_string())?)
-        }
-        None => None,
-    };
-    let pricing = Pricing {
-        catalog,
-        output_tokens: args.output_tokens,
-        allow_unpriced: args.allow_unpriced,
-    };
-    let dir = args.model.open_dir()?;
-    let bar = crate::progress::bar("embedding");
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
-    let heads = paths::resolve(&args.model.heads);
-    let mut wanted = args.head_features.clone();
-    if !wanted.is_empty() && !heads.exists() {
-        eprintln!(
-            "warning: no heads at {}; the success model reads the embedding alone",
-            heads.display()
-        );
-        wanted.clear();
+/// The library's loading options for `model` and `cache_dir` (paths
+/// resolved), with no catalog, 256 completion tokens, costs required, the
+/// task head on and no head outputs: callers override what their flags set.
+pub fn load_options(model: &ModelArgs, cache_dir: &Path) -> LoadOptions {
+    LoadOptions {
+        model_dir: paths::resolve(&model.model_dir),
+        adapter: model.adapter.as_deref().map(paths::resolve),
+        heads: paths::resolve(&model.heads),
+        device: model.device,
+        engine: model.engine(),
+        cache_dir: cache_dir.to_path_buf(),
+        catalog: None,
+        output_tokens: 256,
+        allow_unpriced: false,
+        no_task_head: false,
+        head_outputs: HeadOutputs::default(),
     }
-    // The heads run for the task mixture unless --no-task-head, and for
-    // the head features either way.
-    let no_task_head = (args.no_task_head || !heads.exists()) && wanted.is_empty();
-    if !heads.exists() && !args.no_task_head {
-        eprintln!(
-            "warning: no task heads at {}; using the encoder alone (one pseudo-task)",
-            heads.display()
-        );
-    }
-    let sets = if no_task_head {
-        let encoder = load_encoder(&dir, args.model.device, args.model.engine())?;
-        let encoder = encoder.as_ref();
-        let id = embed_cache::encoder_id(encoder, &dir.weights_sha256);
-        build_sets(
-            &records,
-            &PromptReader::EncoderOnly(encoder),
-            &id,
-            &args.cache_dir,
-            &pricing,
-            &progress,
-        )?
-    } else {
-        let classifier =
-            Classifier::from_dir(dir.clone(), &heads, args.model.device, args.model.engine())?;
-        let id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
-        build_sets(
-            &records,
-            &PromptReader::Classifier(&classifier),
-            &id,
-            &args.cache_dir,
-            &pricing,
-            &progress,
-        )?
-    };
-    bar.finish_and_clear();
-    let mut sets = sets;
-    for set in &mut sets {
-        if args.no_task_head {
-            set.one_task();
-        }
-        let task = wanted.contains(&HeadOutput::Task);
-        let difficulty = wanted.contains(&HeadOutput::Difficulty);
-        set.keep_head_features(|name| {
-            if name == DIFFICULTY_FEATURE {
-                difficulty
-            } else {
-                task
-            }
-        });
-    }
-    if wanted.contains(&HeadOutput::Difficulty) {
-        eprintln!(
-            "warning: --head-features difficulty: the difficulty head was fitted on training-data/outcomes; on those files its output carries the test rows' outcomes (fair on AlpacaEval only)"
-        );
-    }
-    Ok(sets)
 }
 
-/// The default selection, with `knn_dims` as the kNN spaces unless empty.
-pub fn selection_with_knn_dims(knn_dims: &[usize]) -> Option<Selection> {
-    let mut sel = Selection::default();
-    if !knn_dims.is_empty() {
-        sel.knn_dims = knn_dims.to_vec();
+impl EvalArgs {
+    /// Reads the record files of each group into aligned sets.
+    fn load_sets(&self, groups: &[&[PathBuf]]) -> anyhow::Result<Vec<EvalSet>> {
+        let opts = LoadOptions {
+            catalog: self.catalog.clone(),
+            output_tokens: self.output_tokens,
+            no_task_head: self.no_task_head,
+            head_outputs: HeadOutput::set(&self.head_features),
+            ..load_options(&self.model, &self.cache_dir)
+        };
+        Ok(load_sets(groups, &opts, &Bars::default())?)
     }
-    Some(sel)
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -273,12 +189,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             l2_prompt: args.l2,
             learning_rate: args.learning_rate,
             ability_prior: args.ability_prior,
-            selection: selection_with_knn_dims(&args.knn_dims).map(|sel| Selection {
-                criterion: args.selection_criterion.unwrap_or(sel.criterion),
-                knn_k: args.selection_knn_k,
-                folds: args.selection_folds,
-                inputs: prompt_inputs(&args.head_features, &args.prompt_inputs),
-                ..sel
+            selection: Some({
+                let sel = Selection::default().with_knn_dims(&args.knn_dims);
+                Selection {
+                    criterion: args.selection_criterion.unwrap_or(sel.criterion),
+                    knn_k: args.selection_knn_k,
+                    folds: args.selection_folds,
+                    inputs: HeadOutput::set(&args.head_features).prompt_inputs(&args.prompt_inputs),
+                    ..sel
+                }
             }),
             ..Default::default()
         },
@@ -298,7 +217,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         return run_learning_curve(&args, &cfg);
     }
     let (results, rows, models) = if let Some(folds) = args.folds {
-        let set = load_sets(&[&args.data], &args)?.remove(0);
+        let set = args.load_sets(&[&args.data])?.remove(0);
         let (res, rows) = cross_validate(&set, folds, &cfg)?;
         if args.ope.explore.is_some() {
             let splits = fold_splits(&set, folds, cfg.seed)?;
@@ -310,7 +229,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             !args.train.is_empty(),
             "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K (or --from-store/--from-export with --candidate)"
         );
-        let mut sets = load_sets(&[&args.train, &args.test], &args)?;
+        let mut sets = args.load_sets(&[&args.train, &args.test])?;
         let test = sets.remove(1);
         let (res, rows) = evaluate(&sets[0], &test, &cfg)?;
         if args.ope.explore.is_some() {
@@ -340,14 +259,14 @@ fn run_learning_curve(args: &EvalArgs, cfg: &EvalConfig) -> anyhow::Result<ExitC
         "--curve-seeds must be at least 1 (got 0)"
     );
     let splits = if let Some(folds) = args.folds {
-        let set = load_sets(&[&args.data], args)?.remove(0);
+        let set = args.load_sets(&[&args.data])?.remove(0);
         fold_splits(&set, folds, cfg.seed)?
     } else {
         anyhow::ensure!(
             !args.train.is_empty(),
             "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K"
         );
-        let mut sets = load_sets(&[&args.train, &args.test], args)?;
+        let mut sets = args.load_sets(&[&args.train, &args.test])?;
         let test = sets.remove(1);
         vec![(sets.remove(0), test)]
     };

@@ -92,11 +92,11 @@ impl ModelArgs {
 
     /// The verified model directory, with `--adapter` merged in when given.
     pub fn open_dir(&self) -> anyhow::Result<ModelDir> {
-        let dir = ModelDir::open(&paths::resolve(&self.model_dir))?;
-        Ok(match &self.adapter {
-            Some(a) => dir.with_adapter(&paths::resolve(a))?,
-            None => dir,
-        })
+        let adapter = self.adapter.as_deref().map(paths::resolve);
+        Ok(ModelDir::open_with_adapter(
+            &paths::resolve(&self.model_dir),
+            adapter.as_deref(),
+        )?)
     }
 }
 

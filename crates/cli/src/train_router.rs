@@ -1,14 +1,14 @@
 //! `pointsman train router`: fit the success model on outcome records and
 //! write the versioned JSON artifact `pointsman route` reads.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use pointsman_eval::{fit_logged, fit_set, EvalError, LoggedFit};
-use pointsman_router::{SuccessModel, TrainConfig};
+use pointsman_eval::{fit_logged, fit_set, load_sets, EvalError, LoadOptions, LoggedFit};
+use pointsman_router::{Selection, SuccessModel, TrainConfig};
 
-use crate::eval::{load_sets, selection_with_knn_dims, EvalArgs};
+use crate::eval::{load_options, HeadOutput};
 use crate::progress::Bars;
 use crate::ModelArgs;
 
@@ -39,7 +39,7 @@ pub struct TrainRouterArgs {
     /// selection may read instead of the embedding (as `eval
     /// --head-features`; the selection then tries the embedding or them).
     #[arg(long, value_delimiter = ',')]
-    head_features: Vec<crate::eval::HeadOutput>,
+    head_features: Vec<HeadOutput>,
     /// Spaces the stacked kNN estimate is tried in, chosen by
     /// cross-validation (comma-separated): d = the first d principal
     /// components of the stored prompts' embeddings, 0 = the full embedding.
@@ -58,7 +58,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         let cfg = TrainConfig {
             rank: args.rank,
             epochs: args.epochs,
-            selection: selection_with_knn_dims(&args.knn_dims),
+            selection: Some(Selection::default().with_knn_dims(&args.knn_dims)),
             ..Default::default()
         };
         let opened = crate::store::open_existing(store)?;
@@ -71,13 +71,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
                     pointsman_store::redact_url(store)
                 )),
             })?;
-        if let Some(dir) = args.out.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        // Write then rename, so a server reloading meanwhile never reads half a file.
-        let tmp = args.out.with_extension("json.tmp");
-        std::fs::write(&tmp, model.to_json())?;
-        std::fs::rename(&tmp, &args.out)?;
+        write_artifact(&model, &args.out)?;
         eprintln!(
             "fitted on {rows} logged decisions, {} outcomes over {} models; wrote {}",
             model.outcome_counts.iter().sum::<usize>(),
@@ -88,55 +82,26 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // Fitting needs no costs, so unpriced outcomes are allowed.
-    let eval_args = EvalArgs {
-        train: vec![],
-        test: vec![],
-        data: args.outcomes.clone(),
-        folds: None,
+    let head_outputs = HeadOutput::set(&args.head_features);
+    let opts = LoadOptions {
         catalog: args.catalog.clone(),
-        output_tokens: 256,
-        json: false,
-        report: None,
-        learning_curve: vec![],
-        curve_seeds: 3,
-        rank: args.rank,
-        epochs: args.epochs,
-        l2: TrainConfig::default().l2_prompt,
-        l2_grid: vec![],
-        calibrate: false,
-        ability_prior: TrainConfig::default().ability_prior,
-        learning_rate: TrainConfig::default().learning_rate,
-        selection_criterion: None,
-        selection_knn_k: pointsman_router::Selection::default().knn_k,
-        selection_folds: pointsman_router::Selection::default().folds,
-        knn_k: 0,
-        knn_dims: args.knn_dims.clone(),
-        seed: 0,
-        cold_model: None,
-        cold_outcomes: None,
         allow_unpriced: true,
         no_task_head: args.no_task_head,
-        head_features: args.head_features.clone(),
-        prompt_inputs: vec![],
-        cache_dir: args.cache_dir.clone(),
-        ope: Default::default(),
-        model: args.model.clone(),
+        head_outputs,
+        ..load_options(&args.model, &args.cache_dir)
     };
-    let set = load_sets(&[&args.outcomes], &eval_args)?.remove(0);
+    let set = load_sets(&[&args.outcomes], &opts, &Bars::default())?.remove(0);
     let cfg = TrainConfig {
         rank: args.rank,
         epochs: args.epochs,
-        selection: selection_with_knn_dims(&args.knn_dims).map(|sel| pointsman_router::Selection {
-            inputs: crate::eval::prompt_inputs(&args.head_features, &[]),
-            ..sel
+        selection: Some(Selection {
+            inputs: head_outputs.prompt_inputs(&[]),
+            ..Selection::default().with_knn_dims(&args.knn_dims)
         }),
         ..Default::default()
     };
     let model = fit_set(&set, &cfg)?;
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, model.to_json())?;
+    write_artifact(&model, &args.out)?;
     eprintln!(
         "fitted on {} prompts, {} outcomes over {} models; wrote {}",
         set.rows.len(),
@@ -146,6 +111,19 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
     );
     print_selection(&model);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the artifact to `out` (its folder created): to a temporary file
+/// beside it, then renamed, so a server reloading meanwhile never reads
+/// half a file.
+fn write_artifact(model: &SuccessModel, out: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, model.to_json())?;
+    std::fs::rename(&tmp, out)?;
+    Ok(())
 }
 
 /// What the cross-validated selection chose (also in the artifact).

@@ -25,6 +25,21 @@ pub enum EvalError {
     /// too few rows, too small an effective sample size).
     #[error("the logs cannot support this estimate: {0}")]
     Unsupported(String),
+    /// A catalog file that cannot be read.
+    #[error("cannot read {}", path.display())]
+    CatalogRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A catalog file that does not parse (the source names the field and
+    /// line).
+    #[error("{}", path.display())]
+    Catalog {
+        path: PathBuf,
+        #[source]
+        source: pointsman_router::RouterError,
+    },
     #[error(transparent)]
     Router(#[from] pointsman_router::RouterError),
     #[error(transparent)]

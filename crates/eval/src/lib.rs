@@ -25,6 +25,8 @@ pub use harness::{
     cross_validate, evaluate, fit_set, fold_splits, EvalConfig, EvalRow, EvalSet, Observed,
     RouterResult,
 };
-pub use load::{build_sets, read_records, Pricing, PromptReader};
+pub use load::{
+    build_sets, load_sets, read_records, HeadOutputs, LoadOptions, Pricing, PromptReader,
+};
 pub use report::{summarise, RouterSummary, Summary};
 pub use store_fit::{fit_logged, LoggedFit};

@@ -1,14 +1,19 @@
 //! From record files to [`EvalSet`]s: embeddings (cached on disk), task
 //! distributions from the classifier's task head, and a cost for every
-//! outcome.
+//! outcome. [`load_sets`] does it all from paths (`pointsman eval` and
+//! `train router`); [`build_sets`] from records and a loaded encoder.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use pointsman_classifier::{Classifier, EmbedCache, Encoder, DEFAULT_BATCH};
+use pointsman_classifier::classifier::load_encoder;
+use pointsman_classifier::training::Progress;
+use pointsman_classifier::{
+    embed_cache, Classifier, DeviceChoice, EmbedCache, Encoder, Engine, ModelDir, DEFAULT_BATCH,
+};
 use pointsman_records::Record;
 use pointsman_router::head_features::{task_feature, DIFFICULTY_FEATURE};
-use pointsman_router::{catalog::estimate_tokens, Catalog};
+use pointsman_router::{catalog::estimate_tokens, Catalog, PromptInput, Selection};
 
 use crate::error::EvalError;
 use crate::harness::{EvalRow, EvalSet, Observed};
@@ -192,4 +197,230 @@ pub fn build_sets(
         });
     }
     Ok(sets)
+}
+
+/// The classifier heads whose outputs the success model may read beside
+/// the embedding (`--head-features`): none by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadOutputs {
+    /// The task head's probability of each task label.
+    pub task: bool,
+    /// The difficulty head's score (leaky on the outcome files it was
+    /// fitted on).
+    pub difficulty: bool,
+}
+
+impl HeadOutputs {
+    /// Whether any head output is wanted.
+    pub fn any(self) -> bool {
+        self.task || self.difficulty
+    }
+
+    /// The selection's prompt inputs: `explicit` unless empty; else, with
+    /// head outputs, the embedding or the heads' outputs alone; else the
+    /// default selection's (the embedding).
+    pub fn prompt_inputs(self, explicit: &[PromptInput]) -> Vec<PromptInput> {
+        if !explicit.is_empty() {
+            explicit.to_vec()
+        } else if self.any() {
+            vec![PromptInput::Embedding, PromptInput::Heads]
+        } else {
+            Selection::default().inputs
+        }
+    }
+}
+
+/// What [`load_sets`] reads the records with. Paths are used as given
+/// (the caller resolves them).
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The encoder (Hugging Face layout).
+    pub model_dir: PathBuf,
+    /// A LoRA adapter merged into the encoder at load.
+    pub adapter: Option<PathBuf>,
+    /// The trained heads; when the file is missing the encoder runs alone
+    /// (one pseudo-task, no head outputs), with a warning.
+    pub heads: PathBuf,
+    pub device: DeviceChoice,
+    pub engine: Engine,
+    /// The embedding cache folder.
+    pub cache_dir: PathBuf,
+    /// A catalog (TOML) pricing outcomes that carry no `cost_usd`.
+    pub catalog: Option<PathBuf>,
+    /// Completion tokens assumed when pricing from the catalog.
+    pub output_tokens: u64,
+    /// Give unpriceable outcomes a NaN cost instead of failing (fitting
+    /// needs no costs).
+    pub allow_unpriced: bool,
+    /// One pseudo-task for the success model's task mixture; the heads
+    /// still run for `head_outputs`.
+    pub no_task_head: bool,
+    /// The head outputs the sets keep (the others are dropped).
+    pub head_outputs: HeadOutputs,
+}
+
+/// Reads the record files of each group (failing on a malformed line), the
+/// catalog and the encoder (with the heads unless not needed or missing),
+/// and builds the aligned sets ([`build_sets`]). Warnings go to `progress`
+/// as notes; the embedding is its phase "embedding".
+pub fn load_sets(
+    groups: &[&[PathBuf]],
+    opts: &LoadOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<EvalSet>, EvalError> {
+    let records: Vec<Vec<Record>> = groups
+        .iter()
+        .map(|paths| {
+            paths
+                .iter()
+                .map(|p| read_records(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| v.concat())
+        })
+        .collect::<Result<_, _>>()?;
+    let catalog = match &opts.catalog {
+        Some(p) => Some(read_catalog(p)?),
+        None => None,
+    };
+    let pricing = Pricing {
+        catalog,
+        output_tokens: opts.output_tokens,
+        allow_unpriced: opts.allow_unpriced,
+    };
+    let dir = ModelDir::open_with_adapter(&opts.model_dir, opts.adapter.as_deref())?;
+    let heads = &opts.heads;
+    let mut wanted = opts.head_outputs;
+    if wanted.any() && !heads.exists() {
+        progress.note(&format!(
+            "warning: no heads at {}; the success model reads the embedding alone",
+            heads.display()
+        ));
+        wanted = HeadOutputs::default();
+    }
+    // The heads run for the task mixture unless no_task_head, and for the
+    // head outputs either way.
+    let no_task_head = (opts.no_task_head || !heads.exists()) && !wanted.any();
+    if !heads.exists() && !opts.no_task_head {
+        progress.note(&format!(
+            "warning: no task heads at {}; using the encoder alone (one pseudo-task)",
+            heads.display()
+        ));
+    }
+    let embedding = |done: usize, total: usize| progress.update(done, total);
+    let sets = if no_task_head {
+        let encoder = load_encoder(&dir, opts.device, opts.engine)?;
+        let encoder = encoder.as_ref();
+        let id = embed_cache::encoder_id(encoder, &dir.weights_sha256);
+        progress.begin("embedding", 0);
+        build_sets(
+            &records,
+            &PromptReader::EncoderOnly(encoder),
+            &id,
+            &opts.cache_dir,
+            &pricing,
+            &embedding,
+        )
+    } else {
+        let classifier = Classifier::from_dir(dir.clone(), heads, opts.device, opts.engine)?;
+        let id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
+        progress.begin("embedding", 0);
+        build_sets(
+            &records,
+            &PromptReader::Classifier(&classifier),
+            &id,
+            &opts.cache_dir,
+            &pricing,
+            &embedding,
+        )
+    };
+    progress.end();
+    let mut sets = sets?;
+    for set in &mut sets {
+        if opts.no_task_head {
+            set.one_task();
+        }
+        set.keep_head_features(|name| {
+            if name == DIFFICULTY_FEATURE {
+                wanted.difficulty
+            } else {
+                wanted.task
+            }
+        });
+    }
+    if wanted.difficulty {
+        progress.note(
+            "warning: --head-features difficulty: the difficulty head was fitted on training-data/outcomes; on those files its output carries the test rows' outcomes (fair on AlpacaEval only)",
+        );
+    }
+    Ok(sets)
+}
+
+/// Reads and parses a catalog file.
+fn read_catalog(path: &Path) -> Result<Catalog, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::CatalogRead {
+        path: path.into(),
+        source,
+    })?;
+    Catalog::from_toml_str(&text).map_err(|source| EvalError::Catalog {
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn head_outputs_choose_the_selections_prompt_inputs() {
+        let none = HeadOutputs::default();
+        let task = HeadOutputs {
+            task: true,
+            difficulty: false,
+        };
+        assert_eq!(none.prompt_inputs(&[]), Selection::default().inputs);
+        assert_eq!(
+            task.prompt_inputs(&[]),
+            [PromptInput::Embedding, PromptInput::Heads]
+        );
+        let explicit = [PromptInput::EmbeddingAndHeads];
+        assert_eq!(task.prompt_inputs(&explicit), explicit);
+        assert_eq!(none.prompt_inputs(&explicit), explicit);
+        assert!(!none.any() && task.any());
+    }
+
+    #[test]
+    fn knn_dims_replace_the_default_spaces_unless_empty() {
+        let default = Selection::default();
+        assert_eq!(default.clone().with_knn_dims(&[]), default);
+        let reduced = Selection::default().with_knn_dims(&[0, 32]);
+        assert_eq!(reduced.knn_dims, [0, 32]);
+        assert_eq!(
+            Selection {
+                knn_dims: default.knn_dims.clone(),
+                ..reduced
+            },
+            default
+        );
+    }
+
+    #[test]
+    fn a_bad_catalog_names_its_path_and_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        let err = read_catalog(&missing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read {}", missing.display())
+        );
+        assert!(err.source().is_some_and(|s| s.is::<std::io::Error>()));
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "not = [toml").unwrap();
+        let err = read_catalog(&bad).unwrap_err();
+        assert_eq!(err.to_string(), bad.display().to_string());
+        let cause = err.source().expect("the parse error").to_string();
+        assert!(cause.contains("line 1"), "{cause}");
+    }
 }

@@ -115,6 +115,20 @@ impl Default for Selection {
     }
 }
 
+impl Selection {
+    /// This selection with `dims` as its kNN spaces ([`Selection::knn_dims`]),
+    /// unless `dims` is empty (then it keeps its own).
+    pub fn with_knn_dims(self, dims: &[usize]) -> Selection {
+        if dims.is_empty() {
+            return self;
+        }
+        Selection {
+            knn_dims: dims.to_vec(),
+            ..self
+        }
+    }
+}
+
 /// The prompt inputs tried by default: the embedding alone. The task
 /// head's probabilities as a further candidate (`--head-features task`)
 /// raised AIQ on AlpacaEval and RouterBench, but not on the AlpacaEval
