@@ -167,7 +167,29 @@ pub fn load_options(model: &ModelArgs, cache_dir: &Path) -> LoadOptions {
     }
 }
 
+/// What `eval` measures on: one set in K folds (`--data --folds`), or a
+/// training and a test set (`--train --test`).
+enum EvalData {
+    Folds(EvalSet, usize),
+    Split(EvalSet, EvalSet),
+}
+
 impl EvalArgs {
+    /// Loads `--data` for `--folds`, else `--train` and `--test` (`missing`
+    /// is the error when neither is given).
+    fn data(&self, missing: &str) -> anyhow::Result<EvalData> {
+        if let Some(folds) = self.folds {
+            return Ok(EvalData::Folds(
+                self.load_sets(&[&self.data])?.remove(0),
+                folds,
+            ));
+        }
+        anyhow::ensure!(!self.train.is_empty(), "{missing}");
+        let mut sets = self.load_sets(&[&self.train, &self.test])?;
+        let test = sets.remove(1);
+        Ok(EvalData::Split(sets.remove(0), test))
+    }
+
     /// Reads the record files of each group into aligned sets.
     fn load_sets(&self, groups: &[&[PathBuf]]) -> anyhow::Result<Vec<EvalSet>> {
         let opts = LoadOptions {
@@ -216,27 +238,26 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if !args.learning_curve.is_empty() {
         return run_learning_curve(&args, &cfg);
     }
-    let (results, rows, models) = if let Some(folds) = args.folds {
-        let set = args.load_sets(&[&args.data])?.remove(0);
-        let (res, rows) = cross_validate(&set, folds, &cfg)?;
-        if args.ope.explore.is_some() {
-            let splits = fold_splits(&set, folds, cfg.seed)?;
-            crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
+    let (results, rows, models) = match args.data(
+        "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K (or --from-store/--from-export with --candidate)",
+    )? {
+        EvalData::Folds(set, folds) => {
+            let (res, rows) = cross_validate(&set, folds, &cfg)?;
+            if args.ope.explore.is_some() {
+                let splits = fold_splits(&set, folds, cfg.seed)?;
+                crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
+            }
+            (res, rows, set.models)
         }
-        (res, rows, set.models)
-    } else {
-        anyhow::ensure!(
-            !args.train.is_empty(),
-            "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K (or --from-store/--from-export with --candidate)"
-        );
-        let mut sets = args.load_sets(&[&args.train, &args.test])?;
-        let test = sets.remove(1);
-        let (res, rows) = evaluate(&sets[0], &test, &cfg)?;
-        if args.ope.explore.is_some() {
-            let splits = [(sets.remove(0), test.clone())];
-            crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
+        EvalData::Split(train, test) => {
+            let (res, rows) = evaluate(&train, &test, &cfg)?;
+            let models = test.models.clone();
+            if args.ope.explore.is_some() {
+                let splits = [(train, test)];
+                crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
+            }
+            (res, rows, models)
         }
-        (res, rows, test.models)
     };
     let summary = summarise(&results, &models, rows);
     if args.json {
@@ -258,18 +279,11 @@ fn run_learning_curve(args: &EvalArgs, cfg: &EvalConfig) -> anyhow::Result<ExitC
         args.curve_seeds >= 1,
         "--curve-seeds must be at least 1 (got 0)"
     );
-    let splits = if let Some(folds) = args.folds {
-        let set = args.load_sets(&[&args.data])?.remove(0);
-        fold_splits(&set, folds, cfg.seed)?
-    } else {
-        anyhow::ensure!(
-            !args.train.is_empty(),
-            "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K"
-        );
-        let mut sets = args.load_sets(&[&args.train, &args.test])?;
-        let test = sets.remove(1);
-        vec![(sets.remove(0), test)]
-    };
+    let splits =
+        match args.data("give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K")? {
+            EvalData::Folds(set, folds) => fold_splits(&set, folds, cfg.seed)?,
+            EvalData::Split(train, test) => vec![(train, test)],
+        };
     let curve = learning_curve(
         &splits,
         &CurveConfig {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use pointsman_eval::ope::{self, OpeConfig};
-use pointsman_eval::{exploration_cost, read_records, EvalConfig, EvalSet, ExplorationCost};
+use pointsman_eval::{exploration_cost_over_splits, read_records, EvalConfig, EvalSet};
 use pointsman_records::Record;
 use pointsman_router::{Policy, SuccessModel};
 
@@ -117,11 +117,7 @@ pub fn print_exploration_cost(
     let Some(rate) = args.explore else {
         return Ok(());
     };
-    let parts = splits
-        .iter()
-        .map(|(train, test)| exploration_cost(train, test, cfg, args.policy(), rate))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cost = ExplorationCost::merge(&parts).expect("at least one split");
+    let cost = exploration_cost_over_splits(splits, cfg, args.policy(), rate)?;
     // With --json, stdout holds one JSON document: the line goes to stderr.
     if json {
         eprint!("{}", cost.line(args.policy()));

@@ -67,6 +67,21 @@ impl ExplorationCost {
     }
 }
 
+/// [`exploration_cost`] on each (train, test) split (a fold, or the one
+/// train/test pair), merged by their rows ([`ExplorationCost::merge`]).
+pub fn exploration_cost_over_splits(
+    splits: &[(EvalSet, EvalSet)],
+    cfg: &EvalConfig,
+    policy: Policy,
+    rate: f64,
+) -> Result<ExplorationCost, EvalError> {
+    let parts = splits
+        .iter()
+        .map(|(train, test)| exploration_cost(train, test, cfg, policy, rate))
+        .collect::<Result<Vec<_>, _>>()?;
+    ExplorationCost::merge(&parts).ok_or_else(|| EvalError::Data("no split to explore on".into()))
+}
+
 /// Fits on `train` and measures exploration at `rate` under `policy` on
 /// `test` (rows with every model's outcome). Decisions price each model at
 /// its mean training cost, as `serve` prices from the catalog.
@@ -143,4 +158,58 @@ pub fn exploration_cost(
         quality: q0 / r,
         quality_explore: q1 / r,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::{EvalRow, Observed};
+
+    /// `n` rows where the cheap model succeeds on every other prompt and
+    /// the dear one always.
+    fn set(n: usize) -> EvalSet {
+        EvalSet {
+            models: vec!["cheap".into(), "dear".into()],
+            tasks: vec!["any".into()],
+            encoder_id: "test".into(),
+            head_features: Vec::new(),
+            rows: (0..n)
+                .map(|i| EvalRow {
+                    id: format!("r{i}"),
+                    embedding: vec![(i % 2) as f32, 1.0, (i % 3) as f32, 0.5],
+                    task_scores: vec![1.0],
+                    outcomes: vec![
+                        Some(Observed {
+                            score: (i % 2) as f64,
+                            cost_usd: 0.001,
+                        }),
+                        Some(Observed {
+                            score: 1.0,
+                            cost_usd: 0.01,
+                        }),
+                    ],
+                    head_outputs: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn splits_merge_by_their_rows() {
+        let cfg = EvalConfig::default();
+        let policy = Policy::Target { target: 0.8 };
+        let splits = [(set(40), set(10)), (set(40), set(30))];
+        let parts: Vec<ExplorationCost> = splits
+            .iter()
+            .map(|(train, test)| exploration_cost(train, test, &cfg, policy, 0.2).unwrap())
+            .collect();
+        let merged = exploration_cost_over_splits(&splits, &cfg, policy, 0.2).unwrap();
+        assert_eq!((parts[0].rows, parts[1].rows, merged.rows), (10, 30, 40));
+        assert_eq!(merged.rate, 0.2);
+        let weighted = (10.0 * parts[0].quality_explore + 30.0 * parts[1].quality_explore) / 40.0;
+        assert!((merged.quality_explore - weighted).abs() < 1e-12);
+        assert!(merged.cost_per_1k_explore_usd > 0.0);
+        let err = exploration_cost_over_splits(&[], &cfg, policy, 0.2).unwrap_err();
+        assert!(matches!(err, EvalError::Data(_)), "{err}");
+    }
 }

@@ -20,7 +20,7 @@ pub mod store_fit;
 
 pub use curve::{learning_curve, subsample, CurveConfig, CurveSize, LearningCurve};
 pub use error::EvalError;
-pub use explore_cost::{exploration_cost, ExplorationCost};
+pub use explore_cost::{exploration_cost, exploration_cost_over_splits, ExplorationCost};
 pub use harness::{
     cross_validate, evaluate, fit_set, fold_splits, EvalConfig, EvalRow, EvalSet, Observed,
     RouterResult,

@@ -306,33 +306,25 @@ pub fn load_sets(
             heads.display()
         ));
     }
-    let embedding = |done: usize, total: usize| progress.update(done, total);
-    let sets = if no_task_head {
-        let encoder = load_encoder(&dir, opts.device, opts.engine)?;
-        let encoder = encoder.as_ref();
-        let id = embed_cache::encoder_id(encoder, &dir.weights_sha256);
-        progress.begin("embedding", 0);
-        build_sets(
-            &records,
-            &PromptReader::EncoderOnly(encoder),
-            &id,
-            &opts.cache_dir,
-            &pricing,
-            &embedding,
-        )
+    // Loaded here so the reader can borrow it.
+    let (encoder, classifier);
+    let reader = if no_task_head {
+        encoder = load_encoder(&dir, opts.device, opts.engine)?;
+        PromptReader::EncoderOnly(encoder.as_ref())
     } else {
-        let classifier = Classifier::from_dir(dir.clone(), heads, opts.device, opts.engine)?;
-        let id = embed_cache::encoder_id(classifier.encoder(), &dir.weights_sha256);
-        progress.begin("embedding", 0);
-        build_sets(
-            &records,
-            &PromptReader::Classifier(&classifier),
-            &id,
-            &opts.cache_dir,
-            &pricing,
-            &embedding,
-        )
+        classifier = Classifier::from_dir(dir.clone(), heads, opts.device, opts.engine)?;
+        PromptReader::Classifier(&classifier)
     };
+    let id = embed_cache::encoder_id(reader.encoder(), &dir.weights_sha256);
+    progress.begin("embedding", 0);
+    let sets = build_sets(
+        &records,
+        &reader,
+        &id,
+        &opts.cache_dir,
+        &pricing,
+        &|done, total| progress.update(done, total),
+    );
     progress.end();
     let mut sets = sets?;
     for set in &mut sets {
