@@ -40,7 +40,9 @@ pub struct OpeArgs {
     pub explore: Option<f64>,
 }
 
-fn explore_rate(s: &str) -> Result<f64, String> {
+/// An exploration rate (`eval --explore`, `serve --explore`): a number in
+/// [0, 1).
+pub fn explore_rate(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
     pointsman_router::explore::check_rate(v)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::embed_cache;
+use pointsman_server::exposure::Listeners;
 use pointsman_server::{
     BatchConfig, Exploration, HttpConfig, Limits, NetLimits, RolloutMode, RolloutSignal, Serve,
     ServeConfig, Stopped,
@@ -93,7 +94,7 @@ pub struct ServeArgs {
     #[arg(long, requires = "http_listen")]
     upstreams: Option<PathBuf>,
     /// Exploration rate ε in [0, 1): this share of decisions goes to another eligible model (same constraints), drawn in proportion to P(success), and every decision logs the probability its model was chosen with (its propensity) for off-policy evaluation (`pointsman eval --from-store`). 0 (the default) never explores; `eval --explore ε` prints what a rate costs.
-    #[arg(long, default_value_t = 0.0, value_parser = explore_rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::ope::explore_rate)]
     explore: f64,
     /// Cold start: with --explore, a catalog model with fewer outcomes than this (those the router artifact was fitted on plus those reported since start) gets half the exploring draws, shared with the other cold models. 0 = off.
     #[arg(long, default_value_t = 0)]
@@ -115,12 +116,6 @@ pub struct ServeArgs {
     spend_sync: f64,
     #[command(flatten)]
     model: ModelArgs,
-}
-
-/// An exploration rate: a number in [0, 1).
-fn explore_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    pointsman_router::explore::check_rate(v)
 }
 
 /// A duration in seconds: finite, > 0 and at most a day.
@@ -201,32 +196,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "the bearer token must be printable ASCII without spaces (it travels in an HTTP header)"
         );
     }
-    let secured = args.tls_cert.is_some() && auth_token.is_some();
-    let open_grpc = !args.listen.ip().is_loopback() && !secured;
-    let open_http = args.http_listen.is_some_and(|h| !h.ip().is_loopback()) && !secured;
-    let open_metrics = args.metrics_listen.is_some_and(|m| !m.ip().is_loopback());
-    if open_grpc || open_http || open_metrics {
-        let missing = match (args.tls_cert.is_some(), auth_token.is_some()) {
-            (false, false) => "TLS (--tls-cert/--tls-key) and a bearer token (--auth-token-file)",
-            (false, true) => "TLS (--tls-cert/--tls-key)",
-            _ => "a bearer token (--auth-token-file or POINTSMAN_AUTH_TOKEN)",
-        };
-        let what = if open_grpc {
-            format!(
-                "--listen {} is beyond loopback without {missing}",
-                args.listen
-            )
-        } else if open_http {
-            format!(
-                "--http-listen {} is beyond loopback without {missing}",
-                args.http_listen.expect("checked")
-            )
-        } else {
-            format!(
-                "--metrics-listen {} is beyond loopback (metrics are plain HTTP without auth)",
-                args.metrics_listen.expect("checked")
-            )
-        };
+    let listeners = Listeners {
+        grpc: args.listen,
+        http: args.http_listen,
+        metrics: args.metrics_listen,
+        tls: args.tls_cert.is_some(),
+        auth_token: auth_token.is_some(),
+    };
+    if let Some(what) = listeners.open() {
         anyhow::ensure!(
             args.insecure,
             "{what}; refusing to start. Add them, listen on 127.0.0.1, or pass --insecure to accept the risk"

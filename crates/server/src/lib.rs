@@ -19,6 +19,7 @@ pub mod codec;
 pub mod conn;
 pub mod core;
 pub mod error;
+pub mod exposure;
 pub mod fields;
 pub mod grpc;
 pub mod http;
