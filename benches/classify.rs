@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pointsman_classifier::bench_prompts::{LONG, SHORT};
+use pointsman_classifier::bench_prompts::{mixed_batch, LONG, SHORT};
 use pointsman_classifier::{Classifier, DeviceChoice, Engine, Precision};
 
 fn classifier(engine: Engine) -> Classifier {
@@ -26,10 +26,7 @@ fn classifier(engine: Engine) -> Classifier {
 /// encoder alone on the full prompt. `POINTSMAN_BENCH_CANDLE=1` adds the
 /// same rows for the candle engine, to show what the native one buys.
 fn bench(c: &mut Criterion) {
-    let long = LONG.to_string();
-    let batch: Vec<&str> = (0..32)
-        .map(|i| if i % 4 == 0 { long.as_str() } else { SHORT })
-        .collect();
+    let batch = mixed_batch();
     let mut engines = vec![("native".to_string(), Engine::default())];
     // POINTSMAN_BENCH_PRECISIONS=bf16,int8 adds the reduced-precision
     // native rows (CPUs without the instructions run them in f32).
@@ -47,16 +44,14 @@ fn bench(c: &mut Criterion) {
         eprintln!(
             "{name}: tokens short {}, long {}",
             clf.encoder().token_count(SHORT).unwrap(),
-            clf.encoder().token_count(&long).unwrap()
+            clf.encoder().token_count(LONG).unwrap()
         );
         let mut g = c.benchmark_group(format!("classify_{name}"));
         g.sample_size(30);
         g.bench_function("batch1_short", |b| {
             b.iter(|| clf.predict(&[SHORT]).unwrap())
         });
-        g.bench_function("batch1_long", |b| {
-            b.iter(|| clf.predict(&[long.as_str()]).unwrap())
-        });
+        g.bench_function("batch1_long", |b| b.iter(|| clf.predict(&[LONG]).unwrap()));
         g.throughput(Throughput::Elements(32));
         g.sample_size(10);
         g.bench_function("batch32_mixed", |b| b.iter(|| clf.predict(&batch).unwrap()));
@@ -66,9 +61,7 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("encoder_{name}"));
         g.sample_size(30);
         g.bench_function("batch1_short", |b| b.iter(|| enc.embed(&[SHORT]).unwrap()));
-        g.bench_function("batch1_long", |b| {
-            b.iter(|| enc.embed(&[long.as_str()]).unwrap())
-        });
+        g.bench_function("batch1_long", |b| b.iter(|| enc.embed(&[LONG]).unwrap()));
         g.finish();
     }
 }

@@ -16,3 +16,11 @@ pub const LONG: &str = "I am getting this error when I run my Flask app in Docke
      twice with --no-cache and the error stays the same. What am I doing wrong, and how should I structure \
      the Dockerfile so that dependencies are cached between builds but still installed correctly? Please \
      explain step by step and show the corrected files.";
+
+/// The 32-prompt batch of the batched measurements: every fourth prompt is
+/// [`LONG`], the others [`SHORT`].
+pub fn mixed_batch() -> Vec<&'static str> {
+    (0..32)
+        .map(|i| if i % 4 == 0 { LONG } else { SHORT })
+        .collect()
+}

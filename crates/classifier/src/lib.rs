@@ -23,6 +23,7 @@ pub mod heads;
 pub mod irt;
 pub mod model_dir;
 pub mod native;
+pub mod speed;
 pub mod taxonomy;
 pub mod tokenize;
 pub mod train;

@@ -9,6 +9,9 @@
 //!   characters it also embeds the prompt's first and last 200 characters
 //!   (the instruction views, when the heads use them), so a long prompt costs
 //!   three encoded sequences, then the heads run.
+//!
+//! The cases and the timing loop are `pointsman_classifier::speed`; this
+//! file reads `--prompts`, picks `--cases` and prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,9 +19,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use pointsman_classifier::bench_prompts::{LONG, SHORT};
-use pointsman_classifier::classifier::instruction_views;
-use pointsman_classifier::{Classifier, DEFAULT_BATCH};
+use pointsman_classifier::speed::{builtin_cases, prompt_cases, time_cases, Case, CaseShape};
+use pointsman_classifier::DEFAULT_BATCH;
 // numpy's default percentile, like the side-by-side script.
 use pointsman_eval::metrics::Spread;
 use pointsman_records::read_file;
@@ -60,32 +62,8 @@ pub struct BenchClassifyArgs {
     model: ModelArgs,
 }
 
-/// A named set of calls; each call is one batch handed to the encoder and
-/// to the classifier, and is timed on its own.
-struct Case {
-    name: String,
-    calls: Vec<Vec<String>>,
-}
-
-fn builtin_cases() -> Vec<Case> {
-    let one = |name: &str, text: &str| Case {
-        name: name.into(),
-        calls: vec![vec![text.to_string()]],
-    };
-    // As in benches/classify.rs: every fourth prompt is the long one.
-    let mixed = (0..32)
-        .map(|i| if i % 4 == 0 { LONG } else { SHORT }.to_string())
-        .collect();
-    vec![
-        one("batch1_short", SHORT),
-        one("batch1_long", LONG),
-        Case {
-            name: "batch32_mixed".into(),
-            calls: vec![mixed],
-        },
-    ]
-}
-
+/// `--prompts`: the file's prompts as cases (every prompt alone, then in
+/// calls of `batch`).
 fn file_cases(path: &std::path::Path, batch: usize) -> anyhow::Result<Vec<Case>> {
     let (records, errors) =
         read_file(path).with_context(|| format!("--prompts {}", path.display()))?;
@@ -98,16 +76,7 @@ fn file_cases(path: &std::path::Path, batch: usize) -> anyhow::Result<Vec<Case>>
         "--prompts {}: no records",
         path.display()
     );
-    Ok(vec![
-        Case {
-            name: "file_batch1".into(),
-            calls: prompts.iter().map(|p| vec![p.clone()]).collect(),
-        },
-        Case {
-            name: format!("file_batch{batch}"),
-            calls: prompts.chunks(batch).map(<[String]>::to_vec).collect(),
-        },
-    ])
+    Ok(prompt_cases(&prompts, batch))
 }
 
 /// A case's timings as JSON: [`Spread`] in milliseconds rounded to the
@@ -154,46 +123,25 @@ fn classify(args: BenchClassifyArgs) -> anyhow::Result<ExitCode> {
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let views = clf.heads().uses_views();
 
-    let mut encoder_ms: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let mut classify_ms: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for round in 0..args.warmup + args.iterations {
-        let timed = round >= args.warmup;
-        for (i, case) in cases.iter().enumerate() {
-            for call in &case.calls {
-                let texts: Vec<&str> = call.iter().map(String::as_str).collect();
-                let (e, c) = time_call(&clf, &texts)?;
-                if timed {
-                    encoder_ms[i].push(e);
-                    classify_ms[i].push(c);
-                }
-            }
-        }
-    }
+    let times = time_cases(&clf, &cases, args.warmup, args.iterations)?;
 
     let mut out = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
-        let prompts: Vec<&str> = case.calls.iter().flatten().map(String::as_str).collect();
-        let tokens: Vec<usize> = prompts
-            .iter()
-            .map(|p| clf.encoder().token_count(p))
-            .collect::<Result<_, _>>()?;
-        let long = prompts
-            .iter()
-            .filter(|p| instruction_views(p).is_some())
-            .count();
+    for (case, t) in cases.iter().zip(&times) {
+        let shape = CaseShape::of(&clf, case)?;
+        let tokens = &shape.tokens;
         let mut v = json!({
             "name": case.name,
-            "calls": case.calls.len(),
-            "prompts": prompts.len(),
+            "calls": shape.calls,
+            "prompts": shape.prompts,
             "tokens_mean": (tokens.iter().sum::<usize>() as f64 / tokens.len() as f64 * 10.0).round() / 10.0,
             "tokens_max": tokens.iter().max(),
-            "prompts_with_views": if views { long } else { 0 },
+            "prompts_with_views": shape.prompts_with_views,
             "sequences_encoded": {
-                "encoder": prompts.len(),
-                "classify": prompts.len() + if views { 2 * long } else { 0 },
+                "encoder": shape.encoder_sequences,
+                "classify": shape.classify_sequences,
             },
-            "encoder_ms": summary(&encoder_ms[i], args.samples),
-            "classify_ms": summary(&classify_ms[i], args.samples),
+            "encoder_ms": summary(&t.encoder_ms, args.samples),
+            "classify_ms": summary(&t.classify_ms, args.samples),
         });
         if args.with_texts {
             v["texts"] = json!(case.calls);
@@ -215,32 +163,4 @@ fn classify(args: BenchClassifyArgs) -> anyhow::Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Milliseconds for the encoder alone, then for classify, on one call.
-fn time_call(clf: &Classifier, texts: &[&str]) -> anyhow::Result<(f64, f64)> {
-    let t = Instant::now();
-    let e = clf.encoder().embed(texts)?;
-    let encoder = t.elapsed().as_secs_f64() * 1e3;
-    std::hint::black_box(e);
-    let t = Instant::now();
-    let p = clf.predict(texts)?;
-    let classify = t.elapsed().as_secs_f64() * 1e3;
-    std::hint::black_box(p);
-    Ok((encoder, classify))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtin_prompts_match_the_criterion_bench() {
-        assert_eq!(LONG.chars().count(), 783);
-        assert!(instruction_views(LONG).is_some() && instruction_views(SHORT).is_none());
-        let cases = builtin_cases();
-        let mixed = &cases[2].calls[0];
-        assert_eq!(mixed.len(), 32);
-        assert_eq!(mixed.iter().filter(|t| t.as_str() == LONG).count(), 8);
-    }
 }
