@@ -95,12 +95,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
         .remove(0);
     let routed = decide(&limits, &encoder_id, &state, "", &request, embedded, plan)?;
     let success = state.success.as_ref().expect("check_route needs one");
-    let unfitted: Vec<&str> = state
-        .catalog
-        .names()
-        .into_iter()
-        .filter(|n| success.model_index(n).is_none())
-        .collect();
+    let unfitted = state.catalog.names_outside(&success.models);
     let mut out = serde_json::to_value(&routed.decision)?;
     out["prediction"] = json!({
         "task": routed.classification.task,

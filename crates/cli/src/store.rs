@@ -116,13 +116,7 @@ fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::from)
                 .and_then(|t| Ok(Catalog::from_toml_str(t)?))
                 .with_context(|| format!("--catalog {}", p.display()))?;
-            let unpriced: Vec<&str> = model
-                .models
-                .iter()
-                .map(String::as_str)
-                .filter(|m| catalog.get(m).is_none())
-                .collect();
-            if unpriced.len() == model.models.len() {
+            if !catalog.lists_any(&model.models) {
                 anyhow::bail!(
                     "--catalog {}: none of the artifact's models ({}) is in it",
                     p.display(),

@@ -174,6 +174,22 @@ impl Catalog {
     pub fn names(&self) -> Vec<&str> {
         self.models.iter().map(|m| m.name.as_str()).collect()
     }
+
+    /// The catalog's models that are not among `fitted` (a router
+    /// artifact's models), in catalog order: the router decides them on
+    /// its prior alone.
+    pub fn names_outside(&self, fitted: &[String]) -> Vec<&str> {
+        self.names()
+            .into_iter()
+            .filter(|n| !fitted.iter().any(|f| f == n))
+            .collect()
+    }
+
+    /// Whether the catalog prices at least one of `models` (a router
+    /// artifact's): a catalog published with an artifact must.
+    pub fn lists_any(&self, models: &[String]) -> bool {
+        models.iter().any(|m| self.get(m).is_some())
+    }
 }
 
 /// A rough token count for pricing: about 4 characters per token for
@@ -256,6 +272,17 @@ tags = ["proprietary"]
         assert_eq!(big.tags, ["proprietary"]);
         assert!((big.cost_usd(1000, 100) - (0.01 + 0.003)).abs() < 1e-12);
         assert_eq!(c.get("small").unwrap().latency_ms, None);
+    }
+
+    #[test]
+    fn models_outside_an_artifact_and_overlap_with_one() {
+        let c = Catalog::from_toml_str(GOOD).unwrap();
+        let fitted = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(c.names_outside(&fitted(&["big", "other"])), ["small"]);
+        assert_eq!(c.names_outside(&fitted(&[])), ["small", "big"]);
+        assert!(c.lists_any(&fitted(&["other", "big"])));
+        assert!(!c.lists_any(&fitted(&["other"])));
+        assert!(!c.lists_any(&fitted(&[])));
     }
 
     #[test]
