@@ -18,76 +18,76 @@ use crate::{paths, ModelArgs};
 pub struct EvalArgs {
     /// Records to fit the success model on (with --test).
     #[arg(long, num_args = 1.., requires = "test", conflicts_with = "data")]
-    pub train: Vec<PathBuf>,
+    train: Vec<PathBuf>,
     /// Records to evaluate on (with --train).
     #[arg(long, num_args = 1.., requires = "train")]
-    pub test: Vec<PathBuf>,
+    test: Vec<PathBuf>,
     /// Records for K-fold cross-validation (with --folds).
     #[arg(long, num_args = 1.., requires = "folds")]
-    pub data: Vec<PathBuf>,
+    data: Vec<PathBuf>,
     /// Number of cross-validation folds.
     #[arg(long)]
-    pub folds: Option<usize>,
+    folds: Option<usize>,
     /// Catalog pricing outcomes that carry no cost_usd (input tokens = prompt chars / 4).
     #[arg(long)]
-    pub catalog: Option<PathBuf>,
+    catalog: Option<PathBuf>,
     /// Completion tokens assumed when pricing from the catalog.
     #[arg(long, default_value_t = 256)]
-    pub output_tokens: u64,
+    output_tokens: u64,
     /// Print one JSON document instead of the table.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
     /// Also write report.md, summary.json, cost_quality.svg and
     /// reliability.svg here (with --learning-curve: learning_curve.md,
     /// learning_curve.json and learning_curve.svg).
     #[arg(long)]
-    pub report: Option<PathBuf>,
+    report: Option<PathBuf>,
     /// Learning curve instead of one evaluation: fit on seeded subsamples of
     /// this many training rows per fold or split (comma-separated; `all` =
     /// every row) and report every router's AIQ (APGR for two models) per size.
     #[arg(long, value_delimiter = ',', num_args = 1)]
-    pub learning_curve: Vec<CurveSize>,
+    learning_curve: Vec<CurveSize>,
     /// Subsamples (seeds) averaged per learning-curve size.
     #[arg(long, default_value_t = 3, requires = "learning_curve")]
-    pub curve_seeds: usize,
+    curve_seeds: usize,
     /// Prompt traits of the success model (0 = plain IRT).
     #[arg(long, default_value_t = TrainConfig::default().rank)]
-    pub rank: usize,
+    rank: usize,
     /// Training epochs of the success model.
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
-    pub epochs: usize,
+    epochs: usize,
     /// Ridge on the success model's prompt weights, per training row.
     #[arg(long, default_value_t = TrainConfig::default().l2_prompt)]
-    pub l2: f32,
+    l2: f32,
     /// Pick the ridge from these values (comma-separated) on a held-out 20%
     /// of the training rows, then refit on all of them.
     #[arg(long, value_delimiter = ',')]
-    pub l2_grid: Vec<f32>,
+    l2_grid: Vec<f32>,
     /// Calibrate each model's P (Platt) on a held-out 20% of the training rows.
     #[arg(long)]
-    pub calibrate: bool,
+    calibrate: bool,
     /// Prior precision of each model's ability around the across-model mean.
     #[arg(long, default_value_t = TrainConfig::default().ability_prior)]
-    pub ability_prior: f32,
+    ability_prior: f32,
     /// Adam step size of the success model.
     #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
-    pub learning_rate: f32,
+    learning_rate: f32,
     /// How the success model's cross-validated selection picks its
     /// candidate: cross-entropy (the default), routing-value or
     /// cross-entropy-then-routing (docs/EVALUATION.md, "Selecting by
     /// routing value").
     #[arg(long)]
-    pub selection_criterion: Option<pointsman_router::routing_value::Criterion>,
+    selection_criterion: Option<pointsman_router::routing_value::Criterion>,
     /// Neighbours per kNN estimate stacked into the success model (the
     /// selection's `knn_k`).
     #[arg(long, default_value_t = pointsman_router::Selection::default().knn_k)]
-    pub selection_knn_k: usize,
+    selection_knn_k: usize,
     /// Inner folds of the success model's selection.
     #[arg(long, default_value_t = pointsman_router::Selection::default().folds)]
-    pub selection_folds: usize,
+    selection_folds: usize,
     /// Neighbours of the knn baseline.
     #[arg(long, default_value_t = 25)]
-    pub knn_k: usize,
+    knn_k: usize,
     /// Spaces the success model's stacked kNN estimate is tried in, chosen by
     /// cross-validation inside the training rows (comma-separated): d = the
     /// first d principal components of the stored prompts' embeddings, 0 =
@@ -95,18 +95,18 @@ pub struct EvalArgs {
     /// docs/EVALUATION.md, "kNN in a reduced space", has what 32,64,128
     /// costs and saves).
     #[arg(long, value_delimiter = ',')]
-    pub knn_dims: Vec<usize>,
+    knn_dims: Vec<usize>,
     #[arg(long, default_value_t = 7)]
-    pub seed: u64,
+    seed: u64,
     /// Cold start: keep only --cold-outcomes training outcomes of this model.
     #[arg(long, requires = "cold_outcomes")]
-    pub cold_model: Option<String>,
+    cold_model: Option<String>,
     #[arg(long)]
-    pub cold_outcomes: Option<usize>,
+    cold_outcomes: Option<usize>,
     /// Use the encoder alone for the success model's task mixture (one
     /// pseudo-task). The heads still run for --head-features.
     #[arg(long)]
-    pub no_task_head: bool,
+    no_task_head: bool,
     /// Experiment, off by default: classifier heads' outputs the success
     /// model's selection may read instead of the embedding
     /// (comma-separated): `task` (the task head's class probabilities) and
@@ -114,19 +114,19 @@ pub struct EvalArgs {
     /// training-data/outcomes: leaky on those files, fair on AlpacaEval).
     /// docs/EVALUATION.md, "The heads' outputs as success features".
     #[arg(long, value_delimiter = ',')]
-    pub head_features: Vec<HeadOutput>,
+    head_features: Vec<HeadOutput>,
     /// With --head-features: the prompt-term inputs the selection tries
     /// (comma-separated: embedding, embedding+heads, heads). Default:
     /// embedding,heads.
     #[arg(long, value_delimiter = ',', requires = "head_features")]
-    pub prompt_inputs: Vec<PromptInput>,
+    prompt_inputs: Vec<PromptInput>,
     /// Embedding cache folder.
     #[arg(long, default_value = "target/embedding-cache")]
-    pub cache_dir: PathBuf,
+    cache_dir: PathBuf,
     #[command(flatten)]
-    pub ope: crate::ope::OpeArgs,
+    ope: crate::ope::OpeArgs,
     #[command(flatten)]
-    pub model: ModelArgs,
+    model: ModelArgs,
 }
 
 /// A classifier head whose output the success model may read.
