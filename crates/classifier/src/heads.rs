@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::difficulty_knn::{KnnBlend, NeighbourBank};
 use crate::error::{ClassifierError, Result};
 use crate::features::FEATURE_NAMES;
+use crate::language::{LanguageDirections, LanguageDirectionsInfo};
 use crate::taxonomy::Taxonomy;
 
 /// A dense layer: `out = W x + b`, `W` row-major `(out, in)`.
@@ -181,6 +182,11 @@ pub struct HeadsMetadata {
     /// `difficulty_knn.*` tensors); absent in heads without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub difficulty_knn: Option<KnnBlend>,
+    /// Language directions removed from the task head's input (the
+    /// `task.language_directions` tensor; [`crate::language`]); absent in
+    /// heads without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_directions: Option<LanguageDirectionsInfo>,
     /// Training settings and data hashes.
     pub training: serde_json::Value,
     /// Held-out metrics measured when the heads were trained.
@@ -192,13 +198,72 @@ pub struct HeadsMetadata {
 pub struct TaskHead {
     pub mlp: Mlp,
     pub labels: Taxonomy,
+    /// Removed from each embedding block of the input before the MLP.
+    pub language: Option<LanguageDirections>,
 }
 
 impl TaskHead {
     /// Softmax scores, one per label, summing to 1.
     pub fn scores(&self, input: &[f32]) -> Vec<f32> {
-        softmax(&self.mlp.forward(input))
+        match &self.language {
+            Some(dirs) => {
+                let mut input = input.to_vec();
+                dirs.remove_from(&mut input);
+                softmax(&self.mlp.forward(&input))
+            }
+            None => softmax(&self.mlp.forward(input)),
+        }
     }
+}
+
+/// Tensor name of the task head's language directions.
+const LANGUAGE_DIRECTIONS: &str = "task.language_directions";
+
+/// The language directions, when the metadata names them: the tensor must
+/// be there, hold orthonormal rows of the embedding's dimension, and leave
+/// fewer surface features than one embedding block.
+fn load_language(
+    tensors: &HashMap<String, Tensor>,
+    metadata: &HeadsMetadata,
+    path: &Path,
+) -> Result<Option<LanguageDirections>> {
+    let corrupt = |reason: String| ClassifierError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Some(info) = &metadata.language_directions else {
+        return if tensors.contains_key(LANGUAGE_DIRECTIONS) {
+            Err(corrupt(format!(
+                "`{LANGUAGE_DIRECTIONS}` present but the metadata names no language_directions"
+            )))
+        } else {
+            Ok(None)
+        };
+    };
+    let t = tensors.get(LANGUAGE_DIRECTIONS).ok_or_else(|| {
+        corrupt(format!(
+            "`{LANGUAGE_DIRECTIONS}` missing (metadata names language_directions)"
+        ))
+    })?;
+    let (rank, dim) = t
+        .dims2()
+        .map_err(|e| corrupt(format!("`{LANGUAGE_DIRECTIONS}`: {e}")))?;
+    let expected = metadata_dim(metadata);
+    if dim != expected || rank != info.rank || metadata.features.len() >= dim {
+        return Err(corrupt(format!(
+            "`{LANGUAGE_DIRECTIONS}` is {rank} × {dim}; the metadata says rank {}, \
+             embedding dimension {expected}, {} surface features",
+            info.rank,
+            metadata.features.len()
+        )));
+    }
+    let rows = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    LanguageDirections::from_rows(rows, dim)
+        .map(Some)
+        .map_err(|e| corrupt(format!("`{LANGUAGE_DIRECTIONS}`: {e}")))
 }
 
 /// Difficulty in [0, 1]: predicted share of models that fail the prompt.
@@ -386,10 +451,12 @@ impl Heads {
             });
         }
         let neighbours = load_bank(&tensors, &metadata, weights)?;
+        let language = load_language(&tensors, &metadata, weights)?;
         Ok(Heads {
             task: TaskHead {
                 mlp: task,
                 labels: metadata.task_labels.clone(),
+                language,
             },
             difficulty: DifficultyHead {
                 mlp: difficulty,
@@ -414,6 +481,16 @@ impl Heads {
             tensors.insert(
                 KNN_TARGETS.into(),
                 Tensor::from_vec(bank.targets.clone(), bank.len(), &Device::Cpu)?,
+            );
+        }
+        if let Some(dirs) = &self.task.language {
+            tensors.insert(
+                LANGUAGE_DIRECTIONS.into(),
+                Tensor::from_vec(
+                    dirs.rows().to_vec(),
+                    (dirs.rank(), dirs.dim()),
+                    &Device::Cpu,
+                )?,
             );
         }
         if let Some(dir) = weights.parent() {
@@ -443,12 +520,14 @@ impl Heads {
 }
 
 fn metadata_inputs(m: &HeadsMetadata) -> usize {
-    let dim = m
-        .training
+    metadata_dim(m) * (1 + m.views.len()) + m.features.len()
+}
+
+fn metadata_dim(m: &HeadsMetadata) -> usize {
+    m.training
         .get("embedding_dim")
         .and_then(|v| v.as_u64())
-        .unwrap_or(384) as usize;
-    dim * (1 + m.views.len()) + m.features.len()
+        .unwrap_or(384) as usize
 }
 
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -482,6 +561,7 @@ mod tests {
                     layers: vec![dense(inputs, 4, 0.0), dense(4, 3, 1.0)],
                 },
                 labels: labels.clone(),
+                language: None,
             },
             difficulty: DifficultyHead {
                 mlp: Mlp {
@@ -503,6 +583,7 @@ mod tests {
                 task_labels: labels,
                 difficulty_target: "test".into(),
                 difficulty_knn: None,
+                language_directions: None,
                 training: serde_json::json!({"embedding_dim": inputs}),
                 metrics: serde_json::json!({}),
             },
@@ -557,6 +638,47 @@ mod tests {
         let head_only = sigmoid(heads.difficulty.mlp.forward(&near_hard)[0]);
         let got = back.difficulty.difficulty(&near_hard);
         assert!((got - (0.5 * head_only + 0.5)).abs() < 1e-6, "{got}");
+    }
+
+    #[test]
+    fn language_directions_survive_save_and_load_and_reach_only_the_task_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heads.safetensors");
+        let mut heads = tiny_heads(5);
+        let dirs = LanguageDirections::from_rows(vec![0.0, 0.0, 0.0, 0.6, 0.8], 5).unwrap();
+        heads.task.language = Some(dirs.clone());
+        heads.metadata.language_directions = Some(LanguageDirectionsInfo {
+            pairs_by_language: [("zh".to_string(), 40)].into(),
+            rank: 1,
+        });
+        heads.save(&path).unwrap();
+        let back = Heads::load(&path).unwrap();
+        assert_eq!(back.task.language, Some(dirs));
+        // Moving the input along the direction changes nothing the task
+        // head sees; the difficulty head still reads it.
+        let x = [0.1, -0.2, 0.3, 0.0, 1.0];
+        let moved = [0.1, -0.2, 0.3, 0.6, 1.8];
+        assert_eq!(back.task.scores(&x), heads.task.scores(&x));
+        let (a, b) = (back.task.scores(&x), back.task.scores(&moved));
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-6),
+            "{a:?} {b:?}"
+        );
+        assert_ne!(
+            back.difficulty.difficulty(&x),
+            back.difficulty.difficulty(&moved)
+        );
+        // Metadata without the tensor, or the tensor without metadata.
+        let mut h = tiny_heads(5);
+        h.metadata.language_directions = heads.metadata.language_directions.clone();
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(err.contains("`task.language_directions` missing"), "{err}");
+        let mut h = tiny_heads(5);
+        h.task.language = heads.task.language.clone();
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(err.contains("names no language_directions"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod features;
 pub mod finetune;
 pub mod heads;
 pub mod irt;
+pub mod language;
 pub mod model_dir;
 pub mod native;
 pub mod speed;

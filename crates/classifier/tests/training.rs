@@ -75,6 +75,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         epochs: 2,
         features: true,
         views: true,
+        language_pairs: None,
         task_cv: true,
         difficulty_cv: true,
         difficulty_cv_only: false,
@@ -169,6 +170,84 @@ fn train_heads_returns_the_heads_and_the_report_as_data() {
         }
         HeadsTraining::Trained { .. } => panic!("no heads with difficulty_cv_only"),
     }
+}
+
+/// German and Chinese translations of every task record `data` writes,
+/// as `train heads --language-pairs` reads them.
+fn translations(root: &Path) -> PathBuf {
+    let mut rows = Vec::new();
+    for (s, source) in ["a", "b", "c"].iter().enumerate() {
+        for i in 0..6 {
+            let (de, zh) = if i % 2 == 0 {
+                (
+                    format!("Schreibe eine Python-Funktion {s}{i}, die eine Liste sortiert."),
+                    format!("写一个对列表排序的 Python 函数 {s}{i}。"),
+                )
+            } else {
+                (
+                    format!("Was ist {i} mal {} plus {s}?", i + 3),
+                    format!("{i} 乘以 {} 加 {s} 等于多少？", i + 3),
+                )
+            };
+            for (lang, prompt) in [("de", de), ("zh", zh)] {
+                rows.push(
+                    serde_json::json!({"id": format!("{lang}/{source}{i}"), "source": source,
+                    "prompt": prompt, "task": if i % 2 == 0 { "code" } else { "math" },
+                    "lang": lang, "translated_from": format!("{source}{i}")}),
+                );
+            }
+        }
+    }
+    let dir = root.join("translated");
+    write_jsonl(&dir.join("translated.jsonl"), &rows);
+    dir
+}
+
+#[test]
+fn language_pairs_change_the_task_head_only() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    let pairs = translations(dir.path());
+    let plain = HeadsTrainingOptions {
+        task_cv: false,
+        difficulty_cv: false,
+        ..heads_options(dir.path())
+    };
+    let with_pairs = HeadsTrainingOptions {
+        language_pairs: Some(pairs.clone()),
+        ..plain.clone()
+    };
+    let trained = |opts: &HeadsTrainingOptions| match train_heads(opts, &Silent).unwrap() {
+        HeadsTraining::Trained { heads, .. } => heads,
+        HeadsTraining::DifficultyCvOnly { .. } => panic!("heads were asked for"),
+    };
+    let (a, b) = (trained(&plain), trained(&with_pairs));
+    let info = b.metadata.language_directions.as_ref().expect("directions");
+    assert_eq!(info.rank, 2);
+    assert_eq!(info.pairs_by_language["de"], 18);
+    assert_eq!(info.pairs_by_language["zh"], 18);
+    assert_eq!(b.task.language.as_ref().map(|d| d.rank()), Some(2));
+    assert!(a.task.language.is_none() && a.metadata.language_directions.is_none());
+    // The difficulty head is the same to the bit; the task head is not.
+    assert_eq!(a.difficulty.mlp, b.difficulty.mlp);
+    assert_ne!(a.task.mlp, b.task.mlp);
+    assert_ne!(a.metadata.version, b.metadata.version);
+
+    // Pairs whose originals are not training records (a leave-one-source-out
+    // fold holding their source out) give no direction; with none left the
+    // run fails, naming the folder.
+    let only_a = dir.path().join("only-a");
+    std::fs::create_dir_all(&only_a).unwrap();
+    std::fs::copy(dir.path().join("tasks/a.jsonl"), only_a.join("a.jsonl")).unwrap();
+    let opts = HeadsTrainingOptions {
+        tasks: vec![only_a],
+        ..with_pairs
+    };
+    let err = train_heads(&opts, &Silent).err().expect("too few pairs");
+    assert!(
+        matches!(&err, ClassifierError::NoTrainingData(m) if m.contains("translated") && m.contains("12 translation pairs")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -75,6 +75,12 @@ pub struct TrainHeadsArgs {
     /// Train on the full-prompt embedding only, without the instruction views.
     #[arg(long)]
     no_views: bool,
+    /// Folder of translation pairs (records with `translated_from` and `lang`,
+    /// e.g. training-data/tasks-translated): the task head then reads the
+    /// embedding less each language's mean offset (docs/EVALUATION.md,
+    /// "Language directions"). The difficulty head is unchanged.
+    #[arg(long, value_name = "FOLDER")]
+    language_pairs: Option<PathBuf>,
     /// Skip the leave-one-source-out runs (faster; the report then has only the eval sources).
     #[arg(long)]
     no_cv: bool,
@@ -136,6 +142,7 @@ impl TrainHeadsArgs {
             epochs: self.epochs,
             features: !self.no_features,
             views: !self.no_views,
+            language_pairs: self.language_pairs.clone(),
             task_cv: !self.no_cv && !self.no_task_cv,
             difficulty_cv: !self.no_cv,
             difficulty_cv_only: self.difficulty_cv_only,

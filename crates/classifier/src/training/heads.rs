@@ -24,6 +24,7 @@ use crate::heads::{
     FORMAT_VERSION,
 };
 use crate::irt::IrtConfig;
+use crate::language::LanguageDirections;
 use crate::model_dir::ModelDir;
 use crate::taxonomy::{Taxonomy, DEFAULT_TASKS};
 use crate::train::{train_classifier, TrainConfig};
@@ -33,6 +34,7 @@ use super::difficulty_cv::{
     difficulty_cv, fit_difficulty, outcome_data, DifficultyCv, DifficultyCvOptions,
 };
 use super::heads_report::HeadsReport;
+use super::language_pairs::language_directions;
 use super::metrics::Confusion;
 use super::progress::Progress;
 use super::records::{
@@ -77,6 +79,10 @@ pub struct HeadsTrainingOptions {
     pub features: bool,
     /// Instruction views in the head input.
     pub views: bool,
+    /// A folder of translation pairs: when given, the task head reads the
+    /// embeddings with each language's mean offset removed
+    /// ([`crate::language`]); the difficulty head is unchanged.
+    pub language_pairs: Option<PathBuf>,
     /// Run the task head's leave-one-source-out.
     pub task_cv: bool,
     /// Run the difficulty head's leave-one-source-out.
@@ -133,11 +139,7 @@ impl HeadsTraining {
 /// Reads the records, embeds them (through the cache), runs the held-out
 /// measurements `opts` asks for and fits the final heads.
 pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Result<HeadsTraining> {
-    let dir = ModelDir::open(&opts.model_dir)?;
-    let dir = match &opts.adapter {
-        Some(a) => dir.with_adapter(a)?,
-        None => dir,
-    };
+    let dir = ModelDir::open_with_adapter(&opts.model_dir, opts.adapter.as_deref())?;
     let encoder = load_encoder(&dir, DeviceChoice::Cpu, Engine::Native(opts.precision))?;
     let encoder = encoder.as_ref();
     let with_features = opts.features;
@@ -194,6 +196,27 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     )?;
     let (x_train, rest) = inputs.split_at(train.len());
     let (x_eval, x_scored) = rest.split_at(evals.len());
+    // The task head's inputs: the same, less the language directions.
+    let language = match &opts.language_pairs {
+        Some(dir) => Some(language_directions(
+            dir,
+            &task_records,
+            encoder,
+            &mut cache,
+            progress,
+        )?),
+        None => None,
+    };
+    let projected = language.as_ref().map(|(dirs, _)| {
+        (
+            without_language(dirs, x_train),
+            without_language(dirs, x_eval),
+        )
+    });
+    let (x_train_task, x_eval_task) = match &projected {
+        Some((train, eval)) => (train.as_slice(), eval.as_slice()),
+        None => (x_train, x_eval),
+    };
 
     let task_cfg = TrainConfig {
         hidden: opts.hidden,
@@ -238,16 +261,22 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     // ---- task head: leave-one-source-out
     let task_cv = if opts.task_cv {
         Some(task_cv(
-            &train, x_train, &labels, &weights, &taxonomy, &task_cfg, progress,
+            &train,
+            x_train_task,
+            &labels,
+            &weights,
+            &taxonomy,
+            &task_cfg,
+            progress,
         )?)
     } else {
         None
     };
 
     // ---- final task head + eval-only sources
-    let task_mlp = train_classifier(x_train, &labels, &weights, taxonomy.len(), &task_cfg)?;
+    let task_mlp = train_classifier(x_train_task, &labels, &weights, taxonomy.len(), &task_cfg)?;
     let mut eval_sources: BTreeMap<String, Confusion> = BTreeMap::new();
-    for (e, x) in evals.iter().zip(x_eval) {
+    for (e, x) in evals.iter().zip(x_eval_task) {
         let c = eval_sources
             .entry(e.source.clone())
             .or_insert_with(|| Confusion::new(taxonomy.labels()));
@@ -338,6 +367,10 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     if encoder.precision() != "f32" {
         settings["precision"] = json!(encoder.precision());
     }
+    // Likewise the language directions, only when on.
+    if let Some((_, info)) = &language {
+        settings["language_pairs"] = json!(info.pairs_by_language);
+    }
     let version = format!(
         "heads-{}",
         &hex::encode(Sha256::digest(format!(
@@ -371,6 +404,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         task_labels: taxonomy.clone(),
         difficulty_target: opts.difficulty_target.describe(),
         difficulty_knn: neighbours.as_ref().map(|b| b.blend),
+        language_directions: language.as_ref().map(|(_, info)| info.clone()),
         training: json!({
             "embedding_dim": encoder.dim(),
             "training_data_sha256": data_sha,
@@ -387,6 +421,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         task: TaskHead {
             mlp: task_mlp,
             labels: taxonomy,
+            language: language.map(|(dirs, _)| dirs),
         },
         difficulty: DifficultyHead {
             mlp: diff_mlp,
@@ -398,6 +433,17 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         heads: Box::new(heads),
         report,
     })
+}
+
+/// Copies of `xs` with the language directions removed.
+fn without_language(dirs: &LanguageDirections, xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    xs.iter()
+        .map(|x| {
+            let mut x = x.clone();
+            dirs.remove_from(&mut x);
+            x
+        })
+        .collect()
 }
 
 /// The task labels: `labels` when given; else the 11 built-in names if the

@@ -23,6 +23,7 @@ pub mod encoder_outcomes;
 pub mod encoder_report;
 pub mod heads;
 pub mod heads_report;
+pub mod language_pairs;
 pub mod metrics;
 pub mod progress;
 pub mod records;
