@@ -47,7 +47,7 @@ impl LanguageDirections {
     /// Directions from `rows` (`rank × dim`, as stored); the reason when
     /// they are not orthonormal (a corrupt or hand-edited file).
     pub fn from_rows(rows: Vec<f32>, dim: usize) -> Result<LanguageDirections, String> {
-        if dim == 0 || rows.len() % dim != 0 {
+        if dim == 0 || !rows.len().is_multiple_of(dim) {
             return Err(format!(
                 "{} values are not whole rows of dimension {dim}",
                 rows.len()
