@@ -76,6 +76,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         features: true,
         views: true,
         language_pairs: None,
+        language_pairs_optional: false,
         task_cv: true,
         difficulty_cv: true,
         difficulty_cv_only: false,
@@ -248,6 +249,17 @@ fn language_pairs_change_the_task_head_only() {
         matches!(&err, ClassifierError::NoTrainingData(m) if m.contains("translated") && m.contains("12 translation pairs")),
         "{err}"
     );
+    // The CLI's default folder is optional: too few pairs, or no folder,
+    // train without directions.
+    for pairs in [pairs, dir.path().join("no-such-folder")] {
+        let optional = HeadsTrainingOptions {
+            language_pairs: Some(pairs),
+            language_pairs_optional: true,
+            ..opts.clone()
+        };
+        let heads = trained(&optional);
+        assert!(heads.task.language.is_none() && heads.metadata.language_directions.is_none());
+    }
 }
 
 #[test]

@@ -75,12 +75,19 @@ pub struct TrainHeadsArgs {
     /// Train on the full-prompt embedding only, without the instruction views.
     #[arg(long)]
     no_views: bool,
-    /// Folder of translation pairs (records with `translated_from` and `lang`,
-    /// e.g. training-data/tasks-translated): the task head then reads the
-    /// embedding less each language's mean offset (docs/EVALUATION.md,
-    /// "Language directions"). The difficulty head is unchanged.
-    #[arg(long, value_name = "FOLDER")]
+    /// Folder of translation pairs (records with `translated_from` naming a
+    /// training record's id, and `lang`): the task head reads the embedding
+    /// less each language's mean translation offset (docs/EVALUATION.md,
+    /// "Language directions"); the difficulty head is unchanged. Default:
+    /// training-data/tasks-translated when it holds pairs for the training
+    /// records (otherwise the heads train without, and say so); a folder
+    /// given here must hold them.
+    #[arg(long, value_name = "FOLDER", conflicts_with = "no_language_pairs")]
     language_pairs: Option<PathBuf>,
+    /// The task head reads the encoder's embedding as it is (the heads
+    /// before 2026-11-30 round 7).
+    #[arg(long)]
+    no_language_pairs: bool,
     /// Skip the leave-one-source-out runs (faster; the report then has only the eval sources).
     #[arg(long)]
     no_cv: bool,
@@ -121,6 +128,9 @@ pub struct TrainHeadsArgs {
     weight_decay: f64,
 }
 
+/// The translation pairs the heads use unless told otherwise.
+const DEFAULT_LANGUAGE_PAIRS: &str = "training-data/tasks-translated";
+
 impl TrainHeadsArgs {
     /// The library's options: the flags, paths resolved.
     fn options(&self) -> HeadsTrainingOptions {
@@ -142,7 +152,12 @@ impl TrainHeadsArgs {
             epochs: self.epochs,
             features: !self.no_features,
             views: !self.no_views,
-            language_pairs: self.language_pairs.clone(),
+            language_pairs: match (&self.language_pairs, self.no_language_pairs) {
+                (_, true) => None,
+                (Some(dir), false) => Some(dir.clone()),
+                (None, false) => Some(PathBuf::from(DEFAULT_LANGUAGE_PAIRS)),
+            },
+            language_pairs_optional: self.language_pairs.is_none(),
             task_cv: !self.no_cv && !self.no_task_cv,
             difficulty_cv: !self.no_cv,
             difficulty_cv_only: self.difficulty_cv_only,

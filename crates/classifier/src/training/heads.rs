@@ -83,6 +83,10 @@ pub struct HeadsTrainingOptions {
     /// embeddings with each language's mean offset removed
     /// ([`crate::language`]); the difficulty head is unchanged.
     pub language_pairs: Option<PathBuf>,
+    /// When `language_pairs` is missing or holds too few pairs for the
+    /// training records, train without directions (a note says why)
+    /// instead of failing.
+    pub language_pairs_optional: bool,
     /// Run the task head's leave-one-source-out.
     pub task_cv: bool,
     /// Run the difficulty head's leave-one-source-out.
@@ -198,13 +202,16 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     let (x_eval, x_scored) = rest.split_at(evals.len());
     // The task head's inputs: the same, less the language directions.
     let language = match &opts.language_pairs {
-        Some(dir) => Some(language_directions(
-            dir,
-            &task_records,
-            encoder,
-            &mut cache,
-            progress,
-        )?),
+        Some(dir) => match language_directions(dir, &task_records, encoder, &mut cache, progress) {
+            Ok(found) => Some(found),
+            Err(e) if opts.language_pairs_optional => {
+                progress.note(&format!(
+                    "no language directions ({e}); the task head reads the embedding as it is"
+                ));
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let projected = language.as_ref().map(|(dirs, _)| {

@@ -65,7 +65,8 @@ pub fn language_directions(
     let (dirs, info) = found.ok_or_else(|| {
         ClassifierError::NoTrainingData(format!(
             "{}: {} translation pairs (records with `translated_from` naming a training \
-             record's id, and `lang`), fewer than {MIN_PAIRS_PER_LANGUAGE} in every language",
+             record's id, and `lang`), fewer than {MIN_PAIRS_PER_LANGUAGE} in every language \
+             (`train heads --no-language-pairs` trains without)",
             dir.display(),
             pairs.len()
         ))
