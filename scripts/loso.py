@@ -13,7 +13,9 @@ run two at a time, each on one thread.
   scripts/loso.py --work /tmp/loso-minilm --sources arc,gsm8k --score-precision int8
   scripts/loso.py --work /tmp/loso-minilm --summary            # tables only
 
-Arguments after `--` go to `pointsman train heads`. Each fold's heads and
+Arguments after `--` go to `pointsman train heads` (whose default uses the
+language directions of training-data/tasks-translated; `-- --no-language-pairs`
+for heads without them; a fold's directions never see its held-out source). Each fold's heads and
 metrics are in WORK/<source>/heads.{safetensors,json};
 `--score-precision P` also scores each fold's held-out source with
 `pointsman classify --precision P` (the fold heads on P embeddings, the
