@@ -40,11 +40,12 @@ def held_texts(evals):
 
 
 class ShippedTranslations(unittest.TestCase):
-    """training-data/tasks-translated/translated.jsonl against the training files it was built from."""
+    """training-data/tasks-translated{,-more}/translated.jsonl against the training files they were built from."""
 
     @classmethod
     def setUpClass(cls):
-        cls.translated = jsonl(ROOT / "training-data" / "tasks-translated" / "translated.jsonl")
+        cls.translated = [r for f in ("tasks-translated", "tasks-translated-more")
+                          for r in jsonl(ROOT / "training-data" / f / "translated.jsonl")]
         cls.originals = {r["id"]: r for f in sorted(glob.glob(str(TASKS / "*.jsonl")))
                          if not f.endswith("translated.jsonl") for r in jsonl(f)}
 

@@ -75,7 +75,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         epochs: 2,
         features: true,
         views: true,
-        language_pairs: None,
+        language_pairs: vec![],
         language_pairs_optional: false,
         task_cv: true,
         difficulty_cv: true,
@@ -215,7 +215,7 @@ fn language_pairs_change_the_task_head_only() {
         ..heads_options(dir.path())
     };
     let with_pairs = HeadsTrainingOptions {
-        language_pairs: Some(pairs.clone()),
+        language_pairs: vec![pairs.clone()],
         ..plain.clone()
     };
     let trained = |opts: &HeadsTrainingOptions| match train_heads(opts, &Silent).unwrap() {
@@ -253,7 +253,7 @@ fn language_pairs_change_the_task_head_only() {
     // train without directions.
     for pairs in [pairs, dir.path().join("no-such-folder")] {
         let optional = HeadsTrainingOptions {
-            language_pairs: Some(pairs),
+            language_pairs: vec![pairs],
             language_pairs_optional: true,
             ..opts.clone()
         };

@@ -75,15 +75,17 @@ pub struct TrainHeadsArgs {
     /// Train on the full-prompt embedding only, without the instruction views.
     #[arg(long)]
     no_views: bool,
-    /// Folder of translation pairs (records with `translated_from` naming a
-    /// training record's id, and `lang`): the task head reads the embedding
-    /// less each language's mean translation offset (docs/EVALUATION.md,
-    /// "Language directions"); the difficulty head is unchanged. Default:
-    /// training-data/tasks-translated when it holds pairs for the training
-    /// records (otherwise the heads train without, and say so); a folder
-    /// given here must hold them.
-    #[arg(long, value_name = "FOLDER", conflicts_with = "no_language_pairs")]
-    language_pairs: Option<PathBuf>,
+    /// Folder(s) of translation pairs (records with `translated_from` naming
+    /// a training record's id, and `lang`): the task head reads the
+    /// embedding less each language's mean translation offset
+    /// (docs/EVALUATION.md, "Language directions"); the difficulty head is
+    /// unchanged. Default: training-data/tasks-translated (8 languages) when
+    /// it holds pairs for the training records (otherwise the heads train
+    /// without, and say so); folders given here must hold them. Add
+    /// training-data/tasks-translated-more for 7 more languages (measured,
+    /// not shipped).
+    #[arg(long, value_name = "FOLDER", num_args = 1.., conflicts_with = "no_language_pairs")]
+    language_pairs: Vec<PathBuf>,
     /// The task head reads the encoder's embedding as it is (the heads
     /// before 2026-11-30 round 7).
     #[arg(long)]
@@ -152,12 +154,12 @@ impl TrainHeadsArgs {
             epochs: self.epochs,
             features: !self.no_features,
             views: !self.no_views,
-            language_pairs: match (&self.language_pairs, self.no_language_pairs) {
-                (_, true) => None,
-                (Some(dir), false) => Some(dir.clone()),
-                (None, false) => Some(PathBuf::from(DEFAULT_LANGUAGE_PAIRS)),
+            language_pairs: match (self.language_pairs.is_empty(), self.no_language_pairs) {
+                (_, true) => vec![],
+                (false, false) => self.language_pairs.clone(),
+                (true, false) => vec![PathBuf::from(DEFAULT_LANGUAGE_PAIRS)],
             },
-            language_pairs_optional: self.language_pairs.is_none(),
+            language_pairs_optional: self.language_pairs.is_empty(),
             task_cv: !self.no_cv && !self.no_task_cv,
             difficulty_cv: !self.no_cv,
             difficulty_cv_only: self.difficulty_cv_only,

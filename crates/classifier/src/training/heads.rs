@@ -79,10 +79,10 @@ pub struct HeadsTrainingOptions {
     pub features: bool,
     /// Instruction views in the head input.
     pub views: bool,
-    /// A folder of translation pairs: when given, the task head reads the
-    /// embeddings with each language's mean offset removed
+    /// Folders of translation pairs: when any are given, the task head
+    /// reads the embeddings with each language's mean offset removed
     /// ([`crate::language`]); the difficulty head is unchanged.
-    pub language_pairs: Option<PathBuf>,
+    pub language_pairs: Vec<PathBuf>,
     /// When `language_pairs` is missing or holds too few pairs for the
     /// training records, train without directions (a note says why)
     /// instead of failing.
@@ -201,8 +201,17 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     let (x_train, rest) = inputs.split_at(train.len());
     let (x_eval, x_scored) = rest.split_at(evals.len());
     // The task head's inputs: the same, less the language directions.
-    let language = match &opts.language_pairs {
-        Some(dir) => match language_directions(dir, &task_records, encoder, &mut cache, progress) {
+    let language = if opts.language_pairs.is_empty() {
+        None
+    } else {
+        let found = language_directions(
+            &opts.language_pairs,
+            &task_records,
+            encoder,
+            &mut cache,
+            progress,
+        );
+        match found {
             Ok(found) => Some(found),
             Err(e) if opts.language_pairs_optional => {
                 progress.note(&format!(
@@ -211,8 +220,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
                 None
             }
             Err(e) => return Err(e),
-        },
-        None => None,
+        }
     };
     let projected = language.as_ref().map(|(dirs, _)| {
         (

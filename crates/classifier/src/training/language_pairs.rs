@@ -7,7 +7,7 @@
 //! originals are held out with it) give no direction.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::PathBuf;
 
 use pointsman_records::Record;
 
@@ -17,23 +17,23 @@ use crate::error::{ClassifierError, Result};
 use crate::language::{LanguageDirections, LanguageDirectionsInfo};
 
 use super::progress::Progress;
-use super::records::read_dir_records;
+use super::records::read_dirs_records;
 
 /// A language needs this many pairs for its own direction: a mean offset
 /// over fewer is mostly the particular prompts' noise.
 pub const MIN_PAIRS_PER_LANGUAGE: usize = 10;
 
-/// The directions from the pairs in `dir` whose originals are in
-/// `training`; an error when none are (a wrong folder, or ids that do not
-/// match).
+/// The directions from the pairs in `dirs` whose originals are in
+/// `training`; an error when too few are (a wrong folder, or ids that do
+/// not match).
 pub fn language_directions(
-    dir: &Path,
+    dirs: &[PathBuf],
     training: &[(String, Record)],
     encoder: &dyn Encoder,
     cache: &mut EmbedCache,
     progress: &dyn Progress,
 ) -> Result<(LanguageDirections, LanguageDirectionsInfo)> {
-    let (records, _) = read_dir_records(dir)?;
+    let (records, _) = read_dirs_records(dirs)?;
     let originals: HashMap<&str, &str> = training
         .iter()
         .map(|(_, r)| (r.id.as_str(), r.prompt.as_str()))
@@ -67,7 +67,10 @@ pub fn language_directions(
             "{}: {} translation pairs (records with `translated_from` naming a training \
              record's id, and `lang`), fewer than {MIN_PAIRS_PER_LANGUAGE} in every language \
              (`train heads --no-language-pairs` trains without)",
-            dir.display(),
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
             pairs.len()
         ))
     })?;
