@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The translated labels (training-data/tasks-translated) scored by
+"""The translated labels (training-data/tasks-translated and
+tasks-translated-more, 552 in 15 languages) scored by
 leave-one-source-out fold heads: each translation by the heads of the fold
 that held out its original's source, so neither the original, nor its
 translation, nor (with language directions) the pairs of that source were
-seen. A held-out measure of the task head on non-English prompts, in 8
+seen. A held-out measure of the task head on non-English prompts, in 15
 languages, for runs of scripts/loso.py that did not train on the
 translations.
 
@@ -20,7 +21,8 @@ import subprocess
 import sys
 
 BIN = "./target/release/pointsman"
-TRANSLATED = "training-data/tasks-translated/translated.jsonl"
+TRANSLATED = ["training-data/tasks-translated/translated.jsonl",  # 8 languages, 377
+              "training-data/tasks-translated-more/translated.jsonl"]  # 7 more, 175
 
 
 def main():
@@ -28,9 +30,10 @@ def main():
     if not runs or any(len(r) != 2 for r in runs):
         sys.exit(__doc__)
     by = collections.defaultdict(list)
-    for line in open(TRANSLATED, encoding="utf-8"):
-        r = json.loads(line)
-        by[r["source"]].append(r)
+    for path in TRANSLATED:
+        for line in open(path, encoding="utf-8"):
+            r = json.loads(line)
+            by[r["source"]].append(r)
     langs = sorted({r["lang"] for rs in by.values() for r in rs})
     print("| run | all | " + " | ".join(langs) + " |")
     print("|---" * (len(langs) + 2) + "|")
