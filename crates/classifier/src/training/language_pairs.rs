@@ -62,7 +62,7 @@ pub fn language_directions(
         .map(|((lang, _, _), e)| (lang.as_str(), e[0].as_slice(), e[1].as_slice()))
         .collect();
     let found = LanguageDirections::from_pairs(&refs, MIN_PAIRS_PER_LANGUAGE);
-    let (dirs, info) = found.ok_or_else(|| {
+    let (directions, info) = found.ok_or_else(|| {
         ClassifierError::NoTrainingData(format!(
             "{}: {} translation pairs (records with `translated_from` naming a training \
              record's id, and `lang`), fewer than {MIN_PAIRS_PER_LANGUAGE} in every language \
@@ -80,5 +80,5 @@ pub fn language_directions(
         refs.len(),
         info.pairs_by_language
     ));
-    Ok((dirs, info))
+    Ok((directions, info))
 }
