@@ -12,6 +12,7 @@ run two at a time, each on one thread.
   scripts/loso.py --work /tmp/loso-int8 --sources arc,gsm8k -- --precision int8
   scripts/loso.py --work /tmp/loso-minilm --sources arc,gsm8k --score-precision int8
   scripts/loso.py --work /tmp/loso-minilm --summary            # tables only
+  scripts/loso.py --work /tmp/loso-ft --fine-tune -- --precision int8   # a LoRA adapter per fold
 
 Arguments after `--` go to `pointsman train heads` (whose default uses the
 language directions of training-data/tasks-translated; `-- --no-language-pairs`
@@ -103,7 +104,16 @@ def env1():
                 MALLOC_TOP_PAD_="1073741824")
 
 
-def run_fold(work, s, extra):
+# The fine-tuned candidates' recipe (docs/EVALUATION.md, "Leave-one-source-out of the fine-tuned
+# encoders"): the shipped e5 adapter's settings, task labels only.
+FINE_TUNE_ARGS = "--layers 1 --window 64 --max-per-source 60"
+
+
+def run_fold(work, s, extra, fine_tune=None):
+    """One fold's heads. With `fine_tune` (extra `train encoder` flags), a LoRA adapter is first
+    trained on the fold's training sources only (`train encoder --folds 0`) and the heads are fitted
+    on the encoder with that adapter merged (`train heads --adapter`), embeddings cached under
+    WORK/cache (each fold's adapter is a different encoder)."""
     d = f"{work}/{s}"
     if os.path.exists(f"{d}/heads.json"):
         return s, 0.0, "done before"
@@ -116,8 +126,20 @@ def run_fold(work, s, extra):
            "--eval", f"{d}/eval", "--outcomes", f"{work}/empty",
            "--out", f"{d}/heads.safetensors", "--report", f"{d}/report.md", *extra]
     with open(f"{d}/log.txt", "w") as log:
-        rc = subprocess.run(cmd, env=env1(), stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=nice10).returncode
+        rc = 0
+        if fine_tune is not None:
+            model = extra[extra.index("--model-dir") + 1] if "--model-dir" in extra else "models/multilingual-e5-small"
+            enc = [BIN, "train", "encoder", "--tasks", f"{d}/tasks", "--eval", f"{work}/empty",
+                   "--folds", "0", "--model-dir", model, "--out", f"{d}/adapter.safetensors",
+                   "--lower-cache", f"{d}/lower.bin", *fine_tune.split()]
+            rc = subprocess.run(enc, env=env1(), stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=nice10).returncode
+            if os.path.exists(f"{d}/lower.bin"):
+                os.remove(f"{d}/lower.bin")  # hundreds of MB, never reused by another fold
+            cmd += ["--adapter", f"{d}/adapter.safetensors", "--cache-dir", f"{work}/cache"]
+        if rc == 0:
+            rc = subprocess.run(cmd, env=env1(), stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=nice10).returncode
     os.remove(f"{d}/running")
     return s, time.time() - t, f"rc {rc}"
 
@@ -256,6 +278,9 @@ def main():
     ap.add_argument("--summary", action="store_true", help="only print the tables of finished folds")
     ap.add_argument("--score-precision", help="score each held-out source with classify --precision P")
     ap.add_argument("--model-args", default="", help="classify's model flags for --score-precision (e.g. '--model-dir X')")
+    ap.add_argument("--fine-tune", nargs="?", const=FINE_TUNE_ARGS, default=None, metavar="ENCODER_FLAGS",
+                    help="train a LoRA adapter per fold (`train encoder` on the fold's training sources, "
+                         f"with these flags; default '{FINE_TUNE_ARGS}') and fit the heads on it")
     a = ap.parse_args(argv)
     by = records_by_source(a.tasks)
     sources = a.sources.split(",") if a.sources else sorted(by)
@@ -268,7 +293,7 @@ def main():
             if a.score_precision:
                 jobs = [pool.submit(score_fold, a.work, s, a.score_precision, a.model_args.split()) for s in sources]
             else:
-                jobs = [pool.submit(run_fold, a.work, s, extra) for s in sources]
+                jobs = [pool.submit(run_fold, a.work, s, extra, a.fine_tune) for s in sources]
             for f in concurrent.futures.as_completed(jobs):
                 s, secs, status = f.result()
                 print(f"{s}: {status} ({secs:.0f} s)", file=sys.stderr, flush=True)

@@ -11,7 +11,9 @@ translations.
   scripts/loso_translated.py base=/tmp/loso-base directions=/tmp/loso-lp
 
 Prints one markdown row per run: accuracy over all translations and per
-language. Scored prompts are kept in WORK/<source>/translated-f32.jsonl.
+language. Scored prompts are kept in WORK/<source>/translated-<precision>.jsonl (the
+precision the fold's heads were fitted at; with the fold's adapter when
+`loso.py --fine-tune` trained one).
 """
 
 import collections
@@ -41,12 +43,17 @@ def main():
         ok, n = collections.Counter(), collections.Counter()
         for s, rs in sorted(by.items()):
             d = f"{work}/{s}"
-            out = f"{d}/translated-f32.jsonl"
+            # The fold's own adapter when it was fine-tuned (`loso.py --fine-tune`), and the
+            # precision its heads were fitted at.
+            settings = json.load(open(f"{d}/heads.json"))["training"]["settings"]
+            precision = settings.get("precision", "f32")
+            adapter = ["--adapter", f"{d}/adapter.safetensors"] if os.path.exists(f"{d}/adapter.safetensors") else []
+            out = f"{d}/translated-{precision}.jsonl"
             if not os.path.exists(out):
                 with open(f"{d}/translated-input.jsonl", "w", encoding="utf-8") as f:
                     f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rs)
                 with open(out + ".part", "w") as f:
-                    subprocess.run([BIN, "classify", "--precision", "f32",
+                    subprocess.run([BIN, "classify", "--precision", precision, *adapter,
                                     "--heads", f"{d}/heads.safetensors",
                                     "--input", f"{d}/translated-input.jsonl"],
                                    stdout=f, check=True,
