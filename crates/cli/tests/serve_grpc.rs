@@ -284,9 +284,13 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
             "decision_id",
         );
 
-        // A deadline that has already passed.
+        // A deadline that has already passed by the server's reckoning: the
+        // server stops 5 ms early (DEADLINE_MARGIN in grpc.rs), so any timeout
+        // under 5 ms is due on arrival. 4 ms, not 1: tonic's client enforces
+        // the same timeout and answers CANCELLED itself when the round trip
+        // takes longer (it did at 1 ms on a loaded 2-core machine).
         let mut req = tonic::Request::new(route_request(PROMPTS[3]));
-        req.set_timeout(Duration::from_millis(1));
+        req.set_timeout(Duration::from_millis(4));
         assert_status(c.route(req).await, Code::DeadlineExceeded, "deadline");
 
         // Still serving after all that.
