@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use pointsman_classifier::difficulty_target::DifficultyTarget;
 use pointsman_classifier::training::records::read_dir_records;
 use pointsman_classifier::training::{
-    train_encoder, train_heads, EncoderTrainingOptions, HeadsTraining, HeadsTrainingOptions, Silent,
+    train_encoder, train_heads, EncoderTrainingOptions, ExampleWeighting, HeadsTraining,
+    HeadsTrainingOptions, Silent,
 };
 use pointsman_classifier::{ClassifierError, Precision};
 
@@ -85,8 +86,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         difficulty_knn_k: vec![10],
         difficulty_knn_weight: vec![0.0],
         difficulty_inner_folds: 3,
-        class_weight_power: 0.5,
-        source_weight_power: 0.0,
+        weighting: ExampleWeighting::default(),
         learning_rate: 1e-3,
         weight_decay: 1e-2,
     }

@@ -10,7 +10,9 @@ use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::difficulty_target::DifficultyTarget;
 use pointsman_classifier::irt::IrtConfig;
-use pointsman_classifier::training::{train_heads, HeadsTraining, HeadsTrainingOptions};
+use pointsman_classifier::training::{
+    train_heads, ExampleWeighting, HeadsTraining, HeadsTrainingOptions,
+};
 use pointsman_classifier::Precision;
 
 use crate::paths;
@@ -125,6 +127,9 @@ pub struct TrainHeadsArgs {
     /// Also multiply by (mean source size / its source's size)^P, so large sources do not dominate.
     #[arg(long, default_value_t = 0.0)]
     source_weight_power: f32,
+    /// Also multiply by (its class's mean count per source / its own source's count of that class)^P: at 1 every source that carries a class weighs the same in it
+    #[arg(long, default_value_t = 0.0)]
+    class_source_weight_power: f32,
     /// AdamW learning rate of both heads.
     #[arg(long, default_value_t = 1e-3)]
     learning_rate: f64,
@@ -171,8 +176,11 @@ impl TrainHeadsArgs {
             difficulty_knn_k: self.difficulty_knn_k.clone(),
             difficulty_knn_weight: self.difficulty_knn_weight.clone(),
             difficulty_inner_folds: self.difficulty_inner_folds,
-            class_weight_power: self.class_weight_power,
-            source_weight_power: self.source_weight_power,
+            weighting: ExampleWeighting {
+                class_power: self.class_weight_power,
+                source_power: self.source_weight_power,
+                class_source_power: self.class_source_weight_power,
+            },
             learning_rate: self.learning_rate,
             weight_decay: self.weight_decay,
         }

@@ -32,7 +32,7 @@ use super::metrics::Confusion;
 use super::progress::Progress;
 use super::records::{
     example_weights, examples, no_labelled_records, read_dirs_records, read_optional_dir_records,
-    sample_per_source,
+    sample_per_source, ExampleWeighting,
 };
 
 /// Everything a `train encoder` run reads and how it trains (the
@@ -207,7 +207,14 @@ pub fn train_encoder(
         cache.lens.iter().sum::<usize>()
     ));
 
-    let all_weights = example_weights(&train, taxonomy.len(), opts.class_weight_power, 0.0);
+    let all_weights = example_weights(
+        &train,
+        taxonomy.len(),
+        ExampleWeighting {
+            class_power: opts.class_weight_power,
+            ..ExampleWeighting::default()
+        },
+    );
     let trainer = Trainer {
         bert: &bert,
         cache: &cache,

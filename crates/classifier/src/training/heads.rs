@@ -39,7 +39,7 @@ use super::metrics::Confusion;
 use super::progress::Progress;
 use super::records::{
     example_weights, examples, no_labelled_records, read_dir_records, read_dirs_records,
-    read_optional_dir_records,
+    read_optional_dir_records, ExampleWeighting,
 };
 use super::task_cv::{argmax, task_cv};
 
@@ -101,10 +101,9 @@ pub struct HeadsTrainingOptions {
     pub difficulty_knn_weight: Vec<f64>,
     /// Folds of training sources in the inner CV that picks k and the weight.
     pub difficulty_inner_folds: usize,
-    /// Task-loss weight ∝ (1 / class share)^P.
-    pub class_weight_power: f32,
-    /// Task-loss weight also ∝ (mean source size / source size)^P.
-    pub source_weight_power: f32,
+    /// How the task loss weights its examples (class share, source size,
+    /// sources within a class).
+    pub weighting: ExampleWeighting,
     /// AdamW learning rate of both heads.
     pub learning_rate: f64,
     /// AdamW weight decay of both heads.
@@ -265,12 +264,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
             epochs: diff_cfg.epochs,
         });
     }
-    let weights = example_weights(
-        &train,
-        taxonomy.len(),
-        opts.class_weight_power,
-        opts.source_weight_power,
-    );
+    let weights = example_weights(&train, taxonomy.len(), opts.weighting);
     let labels: Vec<usize> = train.iter().map(|e| e.label).collect();
 
     // ---- task head: leave-one-source-out
@@ -363,7 +357,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         "seed": opts.seed, "hidden": opts.hidden, "epochs": opts.epochs, "features": with_features, "views": opts.views,
         "outcomes_per_file": opts.outcomes_per_file, "learning_rate": task_cfg.learning_rate,
         "weight_decay": task_cfg.weight_decay, "batch_size": task_cfg.batch_size,
-        "class_weight_power": opts.class_weight_power, "source_weight_power": opts.source_weight_power,
+        "class_weight_power": opts.weighting.class_power, "source_weight_power": opts.weighting.source_power,
         "difficulty_target": opts.difficulty_target.to_string(), "irt_item_ridge": irt.item_ridge,
         "difficulty_pair_weight": opts.difficulty_pair_weight,
         "difficulty_hidden": diff_cfg.hidden, "difficulty_epochs": diff_cfg.epochs,
@@ -375,6 +369,10 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         settings["difficulty_knn_k"] = json!(cv_options.knn_ks);
         settings["difficulty_knn_weight"] = json!(cv_options.knn_weights);
         settings["difficulty_inner_folds"] = json!(cv_options.inner_folds);
+    }
+    // Likewise the within-class source balance, only when on.
+    if opts.weighting.class_source_power != 0.0 {
+        settings["class_source_weight_power"] = json!(opts.weighting.class_source_power);
     }
     // The precision enters the settings (and so the version) only when it is
     // not f32, so heads fitted on f32 embeddings keep the version they had

@@ -32,3 +32,4 @@ pub mod task_cv;
 pub use encoder::{train_encoder, EncoderTraining, EncoderTrainingOptions};
 pub use heads::{train_heads, HeadsTraining, HeadsTrainingOptions};
 pub use progress::{Progress, Silent};
+pub use records::ExampleWeighting;

@@ -110,22 +110,56 @@ pub fn examples(records: &[(String, Record)], taxonomy: &Taxonomy) -> Vec<Exampl
         .collect()
 }
 
-/// Per-example task-loss weights: inverse class frequency to the power
-/// `class_power` (0.5 by default, so rare classes count without drowning the
-/// common ones), times inverse source size to the power `source_power`
-/// (0 by default).
-pub fn example_weights(
-    train: &[Example],
-    classes: usize,
-    class_power: f32,
-    source_power: f32,
-) -> Vec<f32> {
+/// How the task loss weights its examples; see [`example_weights`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExampleWeighting {
+    /// Inverse class share to this power (0.5 by default, so rare classes
+    /// count without drowning the common ones).
+    pub class_power: f32,
+    /// Mean source size over the example's source size, to this power (0 by default).
+    pub source_power: f32,
+    /// Within its class, the mean count per source of that class over the
+    /// count of the example's own source, to this power (0 by default). At 1
+    /// every source that carries a class weighs the same in it, so one
+    /// benchmark's style (Winogrande's for `reasoning`, Dolly's for
+    /// `classification`) does not become the class.
+    pub class_source_power: f32,
+}
+
+impl Default for ExampleWeighting {
+    fn default() -> Self {
+        Self {
+            class_power: 0.5,
+            source_power: 0.0,
+            class_source_power: 0.0,
+        }
+    }
+}
+
+/// Per-example task-loss weights, the product of the three factors of
+/// [`ExampleWeighting`].
+pub fn example_weights(train: &[Example], classes: usize, weighting: ExampleWeighting) -> Vec<f32> {
+    let ExampleWeighting {
+        class_power,
+        source_power,
+        class_source_power,
+    } = weighting;
     let mut counts = vec![0usize; classes];
     train.iter().for_each(|e| counts[e.label] += 1);
     let mut by_source: BTreeMap<&str, usize> = BTreeMap::new();
     train
         .iter()
         .for_each(|e| *by_source.entry(e.source.as_str()).or_default() += 1);
+    let mut by_class_source: BTreeMap<(usize, &str), usize> = BTreeMap::new();
+    train.iter().for_each(|e| {
+        *by_class_source
+            .entry((e.label, e.source.as_str()))
+            .or_default() += 1
+    });
+    let mut sources_of_class = vec![0usize; classes];
+    by_class_source
+        .keys()
+        .for_each(|(c, _)| sources_of_class[*c] += 1);
     let n = train.len() as f32;
     let mean_source = n / by_source.len().max(1) as f32;
     train
@@ -139,7 +173,14 @@ pub fn example_weights(
                 inv.powf(class_power)
             };
             let s = (mean_source / by_source[e.source.as_str()] as f32).powf(source_power);
-            c * s
+            let w = c * s;
+            if class_source_power == 0.0 {
+                // skipped, not multiplied by 1.0, so the default stays bit-for-bit
+                return w;
+            }
+            let mean_in_class = counts[e.label] as f32 / sources_of_class[e.label] as f32;
+            let own = by_class_source[&(e.label, e.source.as_str())] as f32;
+            w * (mean_in_class / own).powf(class_source_power)
         })
         .collect()
 }
@@ -165,4 +206,61 @@ pub fn sample_per_source(examples: Vec<Example>, cap: usize, seed: u64) -> Vec<E
         .zip(keep)
         .filter_map(|(e, k)| k.then_some(e))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(source: &str, label: usize) -> Example {
+        Example {
+            source: source.into(),
+            prompt: String::new(),
+            label,
+        }
+    }
+
+    /// Class 0: 30 from `big`, 10 from `small`; class 1: 40 from `small`.
+    fn data() -> Vec<Example> {
+        let mut v: Vec<Example> = (0..30).map(|_| example("big", 0)).collect();
+        v.extend((0..10).map(|_| example("small", 0)));
+        v.extend((0..40).map(|_| example("small", 1)));
+        v
+    }
+
+    fn class_mass(train: &[Example], w: &[f32], label: usize, source: &str) -> f32 {
+        train
+            .iter()
+            .zip(w)
+            .filter(|(e, _)| e.label == label && e.source == source)
+            .map(|(_, w)| w)
+            .sum()
+    }
+
+    #[test]
+    fn class_source_balance_gives_each_source_of_a_class_the_same_mass() {
+        let train = data();
+        let balanced = example_weights(
+            &train,
+            2,
+            ExampleWeighting {
+                class_source_power: 1.0,
+                ..ExampleWeighting::default()
+            },
+        );
+        let (big, small) = (
+            class_mass(&train, &balanced, 0, "big"),
+            class_mass(&train, &balanced, 0, "small"),
+        );
+        assert!((big - small).abs() < 1e-4, "big {big} small {small}");
+        // a class held by one source is untouched by the factor
+        let plain = example_weights(&train, 2, ExampleWeighting::default());
+        assert_eq!(balanced[79], plain[79]);
+        // unweighted, the big source dominates its class three to one
+        let (big, small) = (
+            class_mass(&train, &plain, 0, "big"),
+            class_mass(&train, &plain, 0, "small"),
+        );
+        assert!((big / small - 3.0).abs() < 1e-4);
+    }
 }
