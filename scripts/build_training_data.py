@@ -141,6 +141,45 @@ def translated(train, evals, label_dir=LABELS, held=None):
     return out
 
 
+WRITTEN_BY = "written by the labelling session (not a real user prompt)"
+WRITTEN_SOURCE = "written_multilingual"
+
+
+def written(evals, label_dir=LABELS, held=None):
+    """Records for `labels/written_*.jsonl`: non-English prompts written from scratch by the
+    labelling session, each labelled by construction (not translations, not real traffic).
+
+    They are one source of their own (`written_multilingual`), so leave-one-source-out holds them
+    out as a fold and every other fold trains on them. Exits naming the file, line and reason when
+    a row is malformed, repeats an evaluation-only prompt, carries an unknown task, an English
+    `lang`, a wrong `written_by`, a duplicate id or an empty prompt.
+    """
+    held = evaluation_texts(evals) if held is None else held
+    out, seen = [], set()
+    for f in sorted(label_dir.glob("written_*.jsonl")):
+        for n, line in enumerate(open(f, encoding="utf-8"), 1):
+            where = f"{f.name}:{n}"
+            try:
+                row = json.loads(line)
+                rid, lang, task, prompt = row["id"], row["lang"], row["task"], row["prompt"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                sys.exit(f"error: {where}: not a written-prompt row ({e})")
+            problem = (
+                f"unknown task {task!r}" if task not in TASKS
+                else "lang must name the prompt's language, not en" if lang == "en"
+                else f"written_by must be {WRITTEN_BY!r}" if row.get("written_by") != WRITTEN_BY
+                else "duplicate id" if rid in seen
+                else "empty prompt" if not str(prompt).strip()
+                else f"repeats an evaluation prompt ({held[up._norm(prompt)]})" if up._norm(prompt) in held
+                else None)
+            if problem:
+                sys.exit(f"error: {where}: {rid}: {problem}")
+            seen.add(rid)
+            out.append(rec(rid, prompt, WRITTEN_SOURCE, task, lang=lang, written_by=WRITTEN_BY,
+                           labelled_by="by construction"))
+    return out
+
+
 # ---------------------------------------------------------------- benchmarks
 def humaneval():
     for line in gzip.open(RAW / "humaneval/HumanEval.jsonl.gz", "rt", encoding="utf-8"):
@@ -509,6 +548,11 @@ def main():
     summary["tasks-translated/translated.jsonl"] = write(OUT / "tasks-translated" / "translated.jsonl", first)
     summary["tasks-translated-more/translated.jsonl"] = write(
         OUT / "tasks-translated-more" / "translated.jsonl", more)
+    # Non-English prompts written from scratch (round 9): their own folder, read only when asked
+    # (`--tasks training-data/tasks training-data/tasks-written`), measured in docs/EVALUATION.md.
+    written_rows = written(evals)
+    check_disjoint({"written": written_rows}, evals)
+    summary["tasks-written/written.jsonl"] = write(OUT / "tasks-written" / "written.jsonl", written_rows)
     for name, rows in evals.items():
         summary[f"eval/{name}.jsonl"] = write(OUT / "eval" / f"{name}.jsonl", rows)
     for gen in (routerdc_outcomes(), routerbench_outcomes(), routellm_outcomes()):
