@@ -170,6 +170,11 @@ pub struct HeadsMetadata {
     pub encoder: EncoderInfo,
     /// Surface feature names appended to the embedding, in order.
     pub features: Vec<String>,
+    /// Whether the task head reads the surface features too (the difficulty
+    /// head always reads them when `features` names any). False: the task
+    /// head reads the embedding blocks only, the input's first values.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub task_features: bool,
     /// Extra embeddings after the full-prompt one, in order (see
     /// [`crate::classifier::instruction_views`]); empty for heads that read
     /// the full-prompt embedding only.
@@ -193,6 +198,14 @@ pub struct HeadsMetadata {
     pub metrics: serde_json::Value,
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// P(task | prompt) over a taxonomy.
 #[derive(Debug, Clone)]
 pub struct TaskHead {
@@ -203,8 +216,11 @@ pub struct TaskHead {
 }
 
 impl TaskHead {
-    /// Softmax scores, one per label, summing to 1.
+    /// Softmax scores, one per label, summing to 1. `input` is the heads'
+    /// input; a task head trained without the surface features reads its
+    /// leading embedding blocks only (the features come last).
     pub fn scores(&self, input: &[f32]) -> Vec<f32> {
+        let input = &input[..self.mlp.inputs().min(input.len())];
         match &self.language {
             Some(dirs) => {
                 let mut input = input.to_vec();
@@ -404,9 +420,14 @@ impl Heads {
             path: weights.to_path_buf(),
             reason,
         };
-        if task.inputs() != inputs || difficulty.inputs() != inputs {
+        let task_inputs = if metadata.task_features {
+            inputs
+        } else {
+            inputs - metadata.features.len()
+        };
+        if task.inputs() != task_inputs || difficulty.inputs() != inputs {
             return Err(corrupt(format!(
-                "heads take {} and {} inputs, metadata says {inputs}",
+                "heads take {} and {} inputs, metadata says {task_inputs} and {inputs}",
                 task.inputs(),
                 difficulty.inputs()
             )));
@@ -579,6 +600,7 @@ mod tests {
                     truncation: "head_and_tail".into(),
                 },
                 features: vec![],
+                task_features: true,
                 views: vec![],
                 task_labels: labels,
                 difficulty_target: "test".into(),
@@ -679,6 +701,54 @@ mod tests {
         h.save(&path).unwrap();
         let err = Heads::load(&path).unwrap_err().to_string();
         assert!(err.contains("names no language_directions"), "{err}");
+    }
+
+    /// Heads over a 4-d embedding and this build's surface features, the
+    /// task head reading the embedding only.
+    fn heads_with_task_on_embedding_only() -> Heads {
+        let features = FEATURE_NAMES.len();
+        let mut h = tiny_heads(4 + features);
+        h.metadata.features = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
+        h.metadata.training = serde_json::json!({"embedding_dim": 4});
+        h.metadata.task_features = false;
+        h.task.mlp = tiny_heads(4).task.mlp;
+        h
+    }
+
+    #[test]
+    fn a_task_head_without_features_ignores_them_and_the_difficulty_head_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heads.safetensors");
+        let heads = heads_with_task_on_embedding_only();
+        heads.save(&path).unwrap();
+        let back = Heads::load(&path).unwrap();
+        assert!(!back.metadata.task_features);
+        let mut x: Vec<f32> = vec![0.1, -0.2, 0.3, 0.5];
+        x.extend(std::iter::repeat(0.0).take(FEATURE_NAMES.len()));
+        let mut other_features = x.clone();
+        other_features[4..].iter_mut().for_each(|f| *f = 3.0);
+        assert_eq!(back.task.scores(&x), back.task.scores(&other_features));
+        assert_eq!(back.task.scores(&x), tiny_heads(4).task.scores(&x[..4]));
+        assert_ne!(
+            back.difficulty.difficulty(&x),
+            back.difficulty.difficulty(&other_features)
+        );
+        // Saved metadata of heads that read the features says nothing new.
+        let json = std::fs::read_to_string(Heads::metadata_path(&path)).unwrap();
+        assert!(json.contains("\"task_features\": false"), "{json}");
+        tiny_heads(5).save(&path).unwrap();
+        let json = std::fs::read_to_string(Heads::metadata_path(&path)).unwrap();
+        assert!(!json.contains("task_features"), "{json}");
+        assert!(Heads::load(&path).unwrap().metadata.task_features);
+        // The metadata and the task head's width must agree.
+        let mut h = heads_with_task_on_embedding_only();
+        h.metadata.task_features = true;
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("heads take 4 and 14 inputs, metadata says 14 and 14"),
+            "{err}"
+        );
     }
 
     #[test]

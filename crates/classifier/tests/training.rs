@@ -75,6 +75,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         hidden: 8,
         epochs: 2,
         features: true,
+        task_features: true,
         views: true,
         language_pairs: vec![],
         language_pairs_optional: false,

@@ -77,6 +77,9 @@ pub struct TrainHeadsArgs {
     /// Train on the embedding alone, without surface features.
     #[arg(long)]
     no_features: bool,
+    /// The task head reads the embedding alone; the difficulty head keeps the surface features
+    #[arg(long, conflicts_with = "no_features")]
+    no_task_features: bool,
     /// Train on the full-prompt embedding only, without the instruction views.
     #[arg(long)]
     no_views: bool,
@@ -161,6 +164,7 @@ impl TrainHeadsArgs {
             hidden: self.hidden,
             epochs: self.epochs,
             features: !self.no_features,
+            task_features: !self.no_task_features,
             views: !self.no_views,
             language_pairs: match (self.language_pairs.is_empty(), self.no_language_pairs) {
                 (_, true) => vec![],

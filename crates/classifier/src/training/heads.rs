@@ -77,6 +77,9 @@ pub struct HeadsTrainingOptions {
     pub epochs: usize,
     /// Surface features in the head input.
     pub features: bool,
+    /// With `features`: whether the task head reads them too (false: the
+    /// difficulty head only).
+    pub task_features: bool,
     /// Instruction views in the head input.
     pub views: bool,
     /// Folders of translation pairs: when any are given, the task head
@@ -231,6 +234,19 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         Some((train, eval)) => (train.as_slice(), eval.as_slice()),
         None => (x_train, x_eval),
     };
+    // A task head without the surface features reads the embedding blocks,
+    // which come first; the difficulty head keeps the full input.
+    let task_reads_features = !with_features || opts.task_features;
+    let blocks_only = (!task_reads_features).then(|| {
+        let keep = x_train[0].len() - FEATURE_NAMES.len();
+        let cut =
+            |xs: &[Vec<f32>]| -> Vec<Vec<f32>> { xs.iter().map(|x| x[..keep].to_vec()).collect() };
+        (cut(x_train_task), cut(x_eval_task))
+    });
+    let (x_train_task, x_eval_task) = match &blocks_only {
+        Some((train, eval)) => (train.as_slice(), eval.as_slice()),
+        None => (x_train_task, x_eval_task),
+    };
 
     let task_cfg = TrainConfig {
         hidden: opts.hidden,
@@ -370,6 +386,10 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         settings["difficulty_knn_weight"] = json!(cv_options.knn_weights);
         settings["difficulty_inner_folds"] = json!(cv_options.inner_folds);
     }
+    // Likewise a task head without the surface features, only when so.
+    if !task_reads_features {
+        settings["task_features"] = json!(false);
+    }
     // Likewise the within-class source balance, only when on.
     if opts.weighting.class_source_power != 0.0 {
         settings["class_source_weight_power"] = json!(opts.weighting.class_source_power);
@@ -409,6 +429,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         } else {
             vec![]
         },
+        task_features: task_reads_features,
         views: if opts.views {
             VIEW_NAMES.iter().map(|s| s.to_string()).collect()
         } else {
