@@ -170,11 +170,11 @@ pub struct HeadsMetadata {
     pub encoder: EncoderInfo,
     /// Surface feature names appended to the embedding, in order.
     pub features: Vec<String>,
-    /// Whether the task head reads the surface features too (the difficulty
-    /// head always reads them when `features` names any). False: the task
-    /// head reads the embedding blocks only, the input's first values.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
-    pub task_features: bool,
+    /// Surface features (of `features`) the task head reads as 0: it was
+    /// trained without them; the difficulty head still reads them. Absent
+    /// in heads whose task head reads every feature.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_features_off: Vec<String>,
     /// Extra embeddings after the full-prompt one, in order (see
     /// [`crate::classifier::instruction_views`]); empty for heads that read
     /// the full-prompt embedding only.
@@ -198,14 +198,6 @@ pub struct HeadsMetadata {
     pub metrics: serde_json::Value,
 }
 
-fn yes() -> bool {
-    true
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
-}
-
 /// P(task | prompt) over a taxonomy.
 #[derive(Debug, Clone)]
 pub struct TaskHead {
@@ -213,22 +205,22 @@ pub struct TaskHead {
     pub labels: Taxonomy,
     /// Removed from each embedding block of the input before the MLP.
     pub language: Option<LanguageDirections>,
+    /// Input positions (surface features) set to 0 before the MLP.
+    pub features_off: Vec<usize>,
 }
 
 impl TaskHead {
-    /// Softmax scores, one per label, summing to 1. `input` is the heads'
-    /// input; a task head trained without the surface features reads its
-    /// leading embedding blocks only (the features come last).
+    /// Softmax scores, one per label, summing to 1.
     pub fn scores(&self, input: &[f32]) -> Vec<f32> {
-        let input = &input[..self.mlp.inputs().min(input.len())];
-        match &self.language {
-            Some(dirs) => {
-                let mut input = input.to_vec();
-                dirs.remove_from(&mut input);
-                softmax(&self.mlp.forward(&input))
-            }
-            None => softmax(&self.mlp.forward(input)),
+        if self.language.is_none() && self.features_off.is_empty() {
+            return softmax(&self.mlp.forward(input));
         }
+        let mut input = input.to_vec();
+        if let Some(dirs) = &self.language {
+            dirs.remove_from(&mut input);
+        }
+        self.features_off.iter().for_each(|&i| input[i] = 0.0);
+        softmax(&self.mlp.forward(&input))
     }
 }
 
@@ -420,18 +412,32 @@ impl Heads {
             path: weights.to_path_buf(),
             reason,
         };
-        let task_inputs = if metadata.task_features {
-            inputs
-        } else {
-            inputs - metadata.features.len()
-        };
-        if task.inputs() != task_inputs || difficulty.inputs() != inputs {
+        if task.inputs() != inputs || difficulty.inputs() != inputs {
             return Err(corrupt(format!(
-                "heads take {} and {} inputs, metadata says {task_inputs} and {inputs}",
+                "heads take {} and {} inputs, metadata says {inputs}",
                 task.inputs(),
                 difficulty.inputs()
             )));
         }
+        let first_feature = inputs - metadata.features.len();
+        let features_off = metadata
+            .task_features_off
+            .iter()
+            .map(|name| {
+                metadata
+                    .features
+                    .iter()
+                    .position(|f| f == name)
+                    .map(|i| first_feature + i)
+                    .ok_or_else(|| ClassifierError::Corrupt {
+                        path: meta_path.clone(),
+                        reason: format!(
+                            "task_features_off names {name:?}, not one of the features {:?}",
+                            metadata.features
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<usize>>>()?;
         if task.outputs() != metadata.task_labels.len() {
             return Err(corrupt(format!(
                 "task head has {} outputs for {} labels",
@@ -478,6 +484,7 @@ impl Heads {
                 mlp: task,
                 labels: metadata.task_labels.clone(),
                 language,
+                features_off,
             },
             difficulty: DifficultyHead {
                 mlp: difficulty,
@@ -583,6 +590,7 @@ mod tests {
                 },
                 labels: labels.clone(),
                 language: None,
+                features_off: vec![],
             },
             difficulty: DifficultyHead {
                 mlp: Mlp {
@@ -600,7 +608,7 @@ mod tests {
                     truncation: "head_and_tail".into(),
                 },
                 features: vec![],
-                task_features: true,
+                task_features_off: vec![],
                 views: vec![],
                 task_labels: labels,
                 difficulty_target: "test".into(),
@@ -704,49 +712,61 @@ mod tests {
     }
 
     /// Heads over a 4-d embedding and this build's surface features, the
-    /// task head reading the embedding only.
-    fn heads_with_task_on_embedding_only() -> Heads {
-        let features = FEATURE_NAMES.len();
-        let mut h = tiny_heads(4 + features);
+    /// task head reading the non-Latin share as 0.
+    fn heads_with_a_feature_off() -> Heads {
+        let mut h = tiny_heads(4 + FEATURE_NAMES.len());
         h.metadata.features = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
         h.metadata.training = serde_json::json!({"embedding_dim": 4});
-        h.metadata.task_features = false;
-        h.task.mlp = tiny_heads(4).task.mlp;
+        h.metadata.task_features_off = vec!["non_latin_share".into()];
         h
     }
 
     #[test]
-    fn a_task_head_without_features_ignores_them_and_the_difficulty_head_reads_them() {
+    fn a_feature_off_reaches_the_difficulty_head_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("heads.safetensors");
-        let heads = heads_with_task_on_embedding_only();
-        heads.save(&path).unwrap();
+        heads_with_a_feature_off().save(&path).unwrap();
         let back = Heads::load(&path).unwrap();
-        assert!(!back.metadata.task_features);
-        let mut x: Vec<f32> = vec![0.1, -0.2, 0.3, 0.5];
-        x.extend(std::iter::repeat(0.0).take(FEATURE_NAMES.len()));
-        let mut other_features = x.clone();
-        other_features[4..].iter_mut().for_each(|f| *f = 3.0);
-        assert_eq!(back.task.scores(&x), back.task.scores(&other_features));
-        assert_eq!(back.task.scores(&x), tiny_heads(4).task.scores(&x[..4]));
+        let off = 4 + FEATURE_NAMES
+            .iter()
+            .position(|f| *f == "non_latin_share")
+            .unwrap();
+        assert_eq!(back.task.features_off, vec![off]);
+        let x: Vec<f32> = (0..4 + FEATURE_NAMES.len())
+            .map(|i| i as f32 * 0.1)
+            .collect();
+        let mut moved = x.clone();
+        moved[off] = 1.0;
+        let mut zeroed = x.clone();
+        zeroed[off] = 0.0;
+        // The task head sees the feature as 0 whatever its value; the
+        // difficulty head reads it.
+        assert_eq!(back.task.scores(&x), back.task.scores(&moved));
+        assert_eq!(
+            back.task.scores(&x),
+            tiny_heads(4 + FEATURE_NAMES.len()).task.scores(&zeroed)
+        );
+        assert_ne!(
+            back.task.scores(&x),
+            tiny_heads(4 + FEATURE_NAMES.len()).task.scores(&x)
+        );
         assert_ne!(
             back.difficulty.difficulty(&x),
-            back.difficulty.difficulty(&other_features)
+            back.difficulty.difficulty(&moved)
         );
-        // Saved metadata of heads that read the features says nothing new.
+        // Heads that read every feature say nothing new in their metadata.
         let json = std::fs::read_to_string(Heads::metadata_path(&path)).unwrap();
-        assert!(json.contains("\"task_features\": false"), "{json}");
+        assert!(json.contains("task_features_off"), "{json}");
         tiny_heads(5).save(&path).unwrap();
         let json = std::fs::read_to_string(Heads::metadata_path(&path)).unwrap();
-        assert!(!json.contains("task_features"), "{json}");
-        assert!(Heads::load(&path).unwrap().metadata.task_features);
-        // The metadata and the task head's width must agree.
-        let mut h = heads_with_task_on_embedding_only();
-        h.metadata.task_features = true;
+        assert!(!json.contains("task_features_off"), "{json}");
+        // A name that is not one of the heads' features fails at load.
+        let mut h = heads_with_a_feature_off();
+        h.metadata.task_features_off = vec!["colour".into()];
         h.save(&path).unwrap();
         let err = Heads::load(&path).unwrap_err().to_string();
         assert!(
-            err.contains("heads take 4 and 14 inputs, metadata says 14 and 14"),
+            err.contains("task_features_off names \"colour\"") && err.contains("heads.json"),
             "{err}"
         );
     }

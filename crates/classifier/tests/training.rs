@@ -75,7 +75,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         hidden: 8,
         epochs: 2,
         features: true,
-        task_features: true,
+        task_features_off: vec![],
         views: true,
         language_pairs: vec![],
         language_pairs_optional: false,

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use pointsman_classifier::difficulty_target::DifficultyTarget;
+use pointsman_classifier::features::FEATURE_NAMES;
 use pointsman_classifier::irt::IrtConfig;
 use pointsman_classifier::training::{
     train_heads, ExampleWeighting, HeadsTraining, HeadsTrainingOptions,
@@ -77,9 +78,9 @@ pub struct TrainHeadsArgs {
     /// Train on the embedding alone, without surface features.
     #[arg(long)]
     no_features: bool,
-    /// The task head reads the embedding alone; the difficulty head keeps the surface features
-    #[arg(long, conflicts_with = "no_features")]
-    no_task_features: bool,
+    /// Surface features the task head trains and runs without (comma-separated names, or `all`); the difficulty head keeps them
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_features")]
+    task_features_off: Vec<String>,
     /// Train on the full-prompt embedding only, without the instruction views.
     #[arg(long)]
     no_views: bool,
@@ -164,7 +165,11 @@ impl TrainHeadsArgs {
             hidden: self.hidden,
             epochs: self.epochs,
             features: !self.no_features,
-            task_features: !self.no_task_features,
+            task_features_off: if self.task_features_off.iter().any(|f| f == "all") {
+                FEATURE_NAMES.iter().map(|f| f.to_string()).collect()
+            } else {
+                self.task_features_off.clone()
+            },
             views: !self.no_views,
             language_pairs: match (self.language_pairs.is_empty(), self.no_language_pairs) {
                 (_, true) => vec![],

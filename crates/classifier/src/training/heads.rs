@@ -77,9 +77,9 @@ pub struct HeadsTrainingOptions {
     pub epochs: usize,
     /// Surface features in the head input.
     pub features: bool,
-    /// With `features`: whether the task head reads them too (false: the
-    /// difficulty head only).
-    pub task_features: bool,
+    /// Surface features the task head is trained (and reads) without, as 0;
+    /// the difficulty head keeps them. Names from [`FEATURE_NAMES`].
+    pub task_features_off: Vec<String>,
     /// Instruction views in the head input.
     pub views: bool,
     /// Folders of translation pairs: when any are given, the task head
@@ -234,16 +234,22 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         Some((train, eval)) => (train.as_slice(), eval.as_slice()),
         None => (x_train, x_eval),
     };
-    // A task head without the surface features reads the embedding blocks,
-    // which come first; the difficulty head keeps the full input.
-    let task_reads_features = !with_features || opts.task_features;
-    let blocks_only = (!task_reads_features).then(|| {
-        let keep = x_train[0].len() - FEATURE_NAMES.len();
-        let cut =
-            |xs: &[Vec<f32>]| -> Vec<Vec<f32>> { xs.iter().map(|x| x[..keep].to_vec()).collect() };
-        (cut(x_train_task), cut(x_eval_task))
+    // Surface features the task head does without: 0 in its inputs, here
+    // and at inference; the difficulty head keeps the full input.
+    let features_off = task_features_off(&opts.task_features_off, with_features, x_train[0].len())?;
+    let zeroed = (!features_off.is_empty()).then(|| {
+        let zero = |xs: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            xs.iter()
+                .map(|x| {
+                    let mut x = x.clone();
+                    features_off.iter().for_each(|&i| x[i] = 0.0);
+                    x
+                })
+                .collect()
+        };
+        (zero(x_train_task), zero(x_eval_task))
     });
-    let (x_train_task, x_eval_task) = match &blocks_only {
+    let (x_train_task, x_eval_task) = match &zeroed {
         Some((train, eval)) => (train.as_slice(), eval.as_slice()),
         None => (x_train_task, x_eval_task),
     };
@@ -386,9 +392,9 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         settings["difficulty_knn_weight"] = json!(cv_options.knn_weights);
         settings["difficulty_inner_folds"] = json!(cv_options.inner_folds);
     }
-    // Likewise a task head without the surface features, only when so.
-    if !task_reads_features {
-        settings["task_features"] = json!(false);
+    // Likewise the features the task head does without, only when any.
+    if !features_off.is_empty() {
+        settings["task_features_off"] = json!(opts.task_features_off);
     }
     // Likewise the within-class source balance, only when on.
     if opts.weighting.class_source_power != 0.0 {
@@ -429,7 +435,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         } else {
             vec![]
         },
-        task_features: task_reads_features,
+        task_features_off: opts.task_features_off.clone(),
         views: if opts.views {
             VIEW_NAMES.iter().map(|s| s.to_string()).collect()
         } else {
@@ -456,6 +462,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
             mlp: task_mlp,
             labels: taxonomy,
             language: language.map(|(dirs, _)| dirs),
+            features_off,
         },
         difficulty: DifficultyHead {
             mlp: diff_mlp,
@@ -467,6 +474,35 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         heads: Box::new(heads),
         report,
     })
+}
+
+/// Input positions of the surface features named in `names` (the features
+/// come last in an input of `inputs` values); an unknown name, or names
+/// without features, are refused.
+fn task_features_off(names: &[String], with_features: bool, inputs: usize) -> Result<Vec<usize>> {
+    if names.is_empty() {
+        return Ok(vec![]);
+    }
+    if !with_features {
+        return Err(ClassifierError::InvalidOption(
+            "task features off, but the heads train without surface features".into(),
+        ));
+    }
+    let first = inputs - FEATURE_NAMES.len();
+    names
+        .iter()
+        .map(|name| {
+            FEATURE_NAMES
+                .iter()
+                .position(|f| f == name)
+                .map(|i| first + i)
+                .ok_or_else(|| {
+                    ClassifierError::InvalidOption(format!(
+                        "task feature off {name:?} is not a surface feature; one of {FEATURE_NAMES:?}"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Copies of `xs` with the language directions removed.
@@ -528,4 +564,31 @@ fn head_inputs(
             head_input(e, views, t, with_features)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_off_are_named_features_placed_after_the_embedding() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let inputs = 8 + FEATURE_NAMES.len();
+        let at = task_features_off(&names(&[FEATURE_NAMES[0], "non_latin_share"]), true, inputs)
+            .unwrap();
+        let nl = FEATURE_NAMES
+            .iter()
+            .position(|f| *f == "non_latin_share")
+            .unwrap();
+        assert_eq!(at, vec![8, 8 + nl]);
+        assert!(task_features_off(&[], false, 8).unwrap().is_empty());
+        let err = task_features_off(&names(&["colour"]), true, inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"colour\" is not a surface feature"), "{err}");
+        let err = task_features_off(&names(&["non_latin_share"]), false, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without surface features"), "{err}");
+    }
 }
