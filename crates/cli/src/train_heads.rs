@@ -78,8 +78,8 @@ pub struct TrainHeadsArgs {
     /// Train on the embedding alone, without surface features.
     #[arg(long)]
     no_features: bool,
-    /// Surface features the task head trains and runs without (comma-separated names, or `all`); the difficulty head keeps them
-    #[arg(long, value_delimiter = ',', conflicts_with = "no_features")]
+    /// Surface features the task head trains and runs without, read as 0 (comma-separated names, `all`, or `none`); the difficulty head keeps them. Default `non_latin_share`: a script-share feature told the task head "translation" for most non-Latin prompts; without it held-out non-English prompts gain and leave-one-source-out holds (docs/EVALUATION.md, "The non-Latin share off the task head")
+    #[arg(long, value_delimiter = ',', default_value = "non_latin_share")]
     task_features_off: Vec<String>,
     /// Train on the full-prompt embedding only, without the instruction views.
     #[arg(long)]
@@ -147,6 +147,19 @@ const DEFAULT_LANGUAGE_PAIRS: &str = "training-data/tasks-translated";
 
 impl TrainHeadsArgs {
     /// The library's options: the flags, paths resolved.
+    /// `--task-features-off` as names: `all` is every feature, `none` (or
+    /// `--no-features`, where there are none to turn off) is none.
+    fn task_features_off(&self) -> Vec<String> {
+        let names = &self.task_features_off;
+        if self.no_features || names.iter().any(|f| f == "none") {
+            vec![]
+        } else if names.iter().any(|f| f == "all") {
+            FEATURE_NAMES.iter().map(|f| f.to_string()).collect()
+        } else {
+            names.clone()
+        }
+    }
+
     fn options(&self) -> HeadsTrainingOptions {
         HeadsTrainingOptions {
             tasks: self.tasks.clone(),
@@ -165,11 +178,7 @@ impl TrainHeadsArgs {
             hidden: self.hidden,
             epochs: self.epochs,
             features: !self.no_features,
-            task_features_off: if self.task_features_off.iter().any(|f| f == "all") {
-                FEATURE_NAMES.iter().map(|f| f.to_string()).collect()
-            } else {
-                self.task_features_off.clone()
-            },
+            task_features_off: self.task_features_off(),
             views: !self.no_views,
             language_pairs: match (self.language_pairs.is_empty(), self.no_language_pairs) {
                 (_, true) => vec![],
