@@ -219,9 +219,36 @@ impl TaskHead {
         if let Some(dirs) = &self.language {
             dirs.remove_from(&mut input);
         }
-        self.features_off.iter().for_each(|&i| input[i] = 0.0);
+        zero_features(&mut input, &self.features_off);
         softmax(&self.mlp.forward(&input))
     }
+}
+
+/// Input positions of the surface features `names`, looked up in
+/// `features`, which fill the last `features.len()` of `inputs` values.
+/// `Err` carries the first name that is not among them.
+pub(crate) fn feature_positions<S: AsRef<str>>(
+    names: &[String],
+    features: &[S],
+    inputs: usize,
+) -> std::result::Result<Vec<usize>, String> {
+    let first = inputs - features.len();
+    names
+        .iter()
+        .map(|name| {
+            features
+                .iter()
+                .position(|f| f.as_ref() == name)
+                .map(|i| first + i)
+                .ok_or_else(|| name.clone())
+        })
+        .collect()
+}
+
+/// Sets the given input positions (surface features a task head does
+/// without) to 0; the same step in training and at inference.
+pub(crate) fn zero_features(input: &mut [f32], positions: &[usize]) {
+    positions.iter().for_each(|&i| input[i] = 0.0);
 }
 
 /// Tensor name of the task head's language directions.
@@ -419,25 +446,16 @@ impl Heads {
                 difficulty.inputs()
             )));
         }
-        let first_feature = inputs - metadata.features.len();
-        let features_off = metadata
-            .task_features_off
-            .iter()
-            .map(|name| {
-                metadata
-                    .features
-                    .iter()
-                    .position(|f| f == name)
-                    .map(|i| first_feature + i)
-                    .ok_or_else(|| ClassifierError::Corrupt {
-                        path: meta_path.clone(),
-                        reason: format!(
-                            "task_features_off names {name:?}, not one of the features {:?}",
-                            metadata.features
-                        ),
-                    })
-            })
-            .collect::<Result<Vec<usize>>>()?;
+        let features_off =
+            feature_positions(&metadata.task_features_off, &metadata.features, inputs).map_err(
+                |name| ClassifierError::Corrupt {
+                    path: meta_path.clone(),
+                    reason: format!(
+                        "task_features_off names {name:?}, not one of the features {:?}",
+                        metadata.features
+                    ),
+                },
+            )?;
         if task.outputs() != metadata.task_labels.len() {
             return Err(corrupt(format!(
                 "task head has {} outputs for {} labels",

@@ -20,8 +20,8 @@ use crate::encoder::Encoder;
 use crate::error::{ClassifierError, Result};
 use crate::features::FEATURE_NAMES;
 use crate::heads::{
-    softmax, Dense, DifficultyHead, EncoderInfo, Heads, HeadsMetadata, Mlp, TaskHead,
-    FORMAT_VERSION,
+    feature_positions, softmax, zero_features, Dense, DifficultyHead, EncoderInfo, Heads,
+    HeadsMetadata, Mlp, TaskHead, FORMAT_VERSION,
 };
 use crate::irt::IrtConfig;
 use crate::language::LanguageDirections;
@@ -238,16 +238,10 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     // and at inference; the difficulty head keeps the full input.
     let features_off = task_features_off(&opts.task_features_off, with_features, x_train[0].len())?;
     let zeroed = (!features_off.is_empty()).then(|| {
-        let zero = |xs: &[Vec<f32>]| -> Vec<Vec<f32>> {
-            xs.iter()
-                .map(|x| {
-                    let mut x = x.clone();
-                    features_off.iter().for_each(|&i| x[i] = 0.0);
-                    x
-                })
-                .collect()
-        };
-        (zero(x_train_task), zero(x_eval_task))
+        (
+            without_features(&features_off, x_train_task),
+            without_features(&features_off, x_eval_task),
+        )
     });
     let (x_train_task, x_eval_task) = match &zeroed {
         Some((train, eval)) => (train.as_slice(), eval.as_slice()),
@@ -488,19 +482,20 @@ fn task_features_off(names: &[String], with_features: bool, inputs: usize) -> Re
             "task features off, but the heads train without surface features".into(),
         ));
     }
-    let first = inputs - FEATURE_NAMES.len();
-    names
-        .iter()
-        .map(|name| {
-            FEATURE_NAMES
-                .iter()
-                .position(|f| f == name)
-                .map(|i| first + i)
-                .ok_or_else(|| {
-                    ClassifierError::InvalidOption(format!(
-                        "task feature off {name:?} is not a surface feature; one of {FEATURE_NAMES:?}"
-                    ))
-                })
+    feature_positions(names, &FEATURE_NAMES, inputs).map_err(|name| {
+        ClassifierError::InvalidOption(format!(
+            "task feature off {name:?} is not a surface feature; one of {FEATURE_NAMES:?}"
+        ))
+    })
+}
+
+/// Copies of `xs` with the given feature positions set to 0.
+fn without_features(positions: &[usize], xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    xs.iter()
+        .map(|x| {
+            let mut x = x.clone();
+            zero_features(&mut x, positions);
+            x
         })
         .collect()
 }
