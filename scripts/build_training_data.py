@@ -93,6 +93,20 @@ TRANSLATED_BY = "translated by the labelling session (not a native user prompt)"
 FIRST_LANGUAGES = {"de", "es", "fr", "ja", "ko", "pt", "ru", "zh"}
 
 
+def label_rows(label_dir, pattern, what, keys):
+    """(`file:line`, row, its `keys` values) for every line of the `pattern` files in `label_dir`,
+    in order; exits naming the file and line when a line is not JSON or lacks a key."""
+    for f in sorted(label_dir.glob(pattern)):
+        for n, line in enumerate(open(f, encoding="utf-8"), 1):
+            where = f"{f.name}:{n}"
+            try:
+                row = json.loads(line)
+                values = tuple(row[k] for k in keys)
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                sys.exit(f"error: {where}: not a {what} row ({e})")
+            yield where, row, values
+
+
 def translated(train, evals, label_dir=LABELS, held=None):
     """Records for `labels/translated_*.jsonl`: translations of labelled training prompts.
 
@@ -109,35 +123,29 @@ def translated(train, evals, label_dir=LABELS, held=None):
     originals = {r["id"]: r for name, rows in train.items() for r in rows}
     held = evaluation_texts(evals) if held is None else held
     out, seen = [], set()
-    for f in sorted(label_dir.glob("translated_*.jsonl")):
-        for n, line in enumerate(open(f, encoding="utf-8"), 1):
-            where = f"{f.name}:{n}"
-            try:
-                row = json.loads(line)
-                rid, orig_id, lang = row["id"], row["translated_from"], row["lang"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                sys.exit(f"error: {where}: not a translated-label row ({e})")
-            o = originals.get(orig_id)
-            problem = (
-                "`translated_from` is not a training prompt" if o is None
-                else f"the original repeats an evaluation prompt ({held[up._norm(o['prompt'])]})"
-                if up._norm(o["prompt"]) in held
-                else f"task {row.get('task')!r} is not the original's {o['task']!r}" if row.get("task") != o["task"]
-                else f"original_source {row.get('original_source')!r} is not the original's {o['source']!r}"
-                if row.get("original_source") != o["source"]
-                else "the original is a translation request" if o["task"] == "translation"
-                else "the original is itself a translation" if o.get("translated_from")
-                else f"translated_by must be {TRANSLATED_BY!r}" if row.get("translated_by") != TRANSLATED_BY
-                else "lang must name the target language, not en" if lang == "en"
-                else "duplicate id" if rid in seen
-                else "empty prompt" if not str(row.get("prompt", "")).strip()
-                else None)
-            if problem:
-                sys.exit(f"error: {where}: {rid}: {problem}")
-            seen.add(rid)
-            extra = {"label_alt": row["alt"]} if row.get("alt") else {}
-            out.append(rec(rid, row["prompt"], o["source"], o["task"], lang=lang, translated_from=orig_id,
-                           translated_by=TRANSLATED_BY, labelled_by="the original's label", **extra))
+    rows = label_rows(label_dir, "translated_*.jsonl", "translated-label", ("id", "translated_from", "lang"))
+    for where, row, (rid, orig_id, lang) in rows:
+        o = originals.get(orig_id)
+        problem = (
+            "`translated_from` is not a training prompt" if o is None
+            else f"the original repeats an evaluation prompt ({held[up._norm(o['prompt'])]})"
+            if up._norm(o["prompt"]) in held
+            else f"task {row.get('task')!r} is not the original's {o['task']!r}" if row.get("task") != o["task"]
+            else f"original_source {row.get('original_source')!r} is not the original's {o['source']!r}"
+            if row.get("original_source") != o["source"]
+            else "the original is a translation request" if o["task"] == "translation"
+            else "the original is itself a translation" if o.get("translated_from")
+            else f"translated_by must be {TRANSLATED_BY!r}" if row.get("translated_by") != TRANSLATED_BY
+            else "lang must name the target language, not en" if lang == "en"
+            else "duplicate id" if rid in seen
+            else "empty prompt" if not str(row.get("prompt", "")).strip()
+            else None)
+        if problem:
+            sys.exit(f"error: {where}: {rid}: {problem}")
+        seen.add(rid)
+        extra = {"label_alt": row["alt"]} if row.get("alt") else {}
+        out.append(rec(rid, row["prompt"], o["source"], o["task"], lang=lang, translated_from=orig_id,
+                       translated_by=TRANSLATED_BY, labelled_by="the original's label", **extra))
     return out
 
 
@@ -156,27 +164,21 @@ def written(evals, label_dir=LABELS, held=None):
     """
     held = evaluation_texts(evals) if held is None else held
     out, seen = [], set()
-    for f in sorted(label_dir.glob("written_*.jsonl")):
-        for n, line in enumerate(open(f, encoding="utf-8"), 1):
-            where = f"{f.name}:{n}"
-            try:
-                row = json.loads(line)
-                rid, lang, task, prompt = row["id"], row["lang"], row["task"], row["prompt"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                sys.exit(f"error: {where}: not a written-prompt row ({e})")
-            problem = (
-                f"unknown task {task!r}" if task not in TASKS
-                else "lang must name the prompt's language, not en" if lang == "en"
-                else f"written_by must be {WRITTEN_BY!r}" if row.get("written_by") != WRITTEN_BY
-                else "duplicate id" if rid in seen
-                else "empty prompt" if not str(prompt).strip()
-                else f"repeats an evaluation prompt ({held[up._norm(prompt)]})" if up._norm(prompt) in held
-                else None)
-            if problem:
-                sys.exit(f"error: {where}: {rid}: {problem}")
-            seen.add(rid)
-            out.append(rec(rid, prompt, WRITTEN_SOURCE, task, lang=lang, written_by=WRITTEN_BY,
-                           labelled_by="by construction"))
+    rows = label_rows(label_dir, "written_*.jsonl", "written-prompt", ("id", "lang", "task", "prompt"))
+    for where, row, (rid, lang, task, prompt) in rows:
+        problem = (
+            f"unknown task {task!r}" if task not in TASKS
+            else "lang must name the prompt's language, not en" if lang == "en"
+            else f"written_by must be {WRITTEN_BY!r}" if row.get("written_by") != WRITTEN_BY
+            else "duplicate id" if rid in seen
+            else "empty prompt" if not str(prompt).strip()
+            else f"repeats an evaluation prompt ({held[up._norm(prompt)]})" if up._norm(prompt) in held
+            else None)
+        if problem:
+            sys.exit(f"error: {where}: {rid}: {problem}")
+        seen.add(rid)
+        out.append(rec(rid, prompt, WRITTEN_SOURCE, task, lang=lang, written_by=WRITTEN_BY,
+                       labelled_by="by construction"))
     return out
 
 
