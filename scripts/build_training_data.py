@@ -97,14 +97,15 @@ def label_rows(label_dir, pattern, what, keys):
     """(`file:line`, row, its `keys` values) for every line of the `pattern` files in `label_dir`,
     in order; exits naming the file and line when a line is not JSON or lacks a key."""
     for f in sorted(label_dir.glob(pattern)):
-        for n, line in enumerate(open(f, encoding="utf-8"), 1):
-            where = f"{f.name}:{n}"
-            try:
-                row = json.loads(line)
-                values = tuple(row[k] for k in keys)
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                sys.exit(f"error: {where}: not a {what} row ({e})")
-            yield where, row, values
+        with open(f, encoding="utf-8") as lines:
+            for n, line in enumerate(lines, 1):
+                where = f"{f.name}:{n}"
+                try:
+                    row = json.loads(line)
+                    values = tuple(row[k] for k in keys)
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    sys.exit(f"error: {where}: not a {what} row ({e})")
+                yield where, row, values
 
 
 def translated(train, evals, label_dir=LABELS, held=None):
