@@ -73,7 +73,7 @@ fn main() {
                     text,
                     h.uses_features(),
                 );
-                let s = h.task.scores(&input);
+                let s = h.task.scores(&input, text);
                 mean.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
                 tally(
                     &mut per_class[m],

@@ -131,7 +131,7 @@ impl Classifier {
             .uses_views()
             .then(|| views.unwrap_or((embedding, embedding)));
         let input = head_input(embedding, views, text, self.heads.uses_features());
-        let scores = self.heads.task.scores(&input);
+        let scores = self.heads.task.scores(&input, text);
         let labels = self.heads.task.labels.labels();
         let best = scores
             .iter()

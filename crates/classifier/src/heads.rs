@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::cues::{operation_cues, CUE_NAMES};
 use crate::difficulty_knn::{KnnBlend, NeighbourBank};
 use crate::error::{ClassifierError, Result};
 use crate::features::FEATURE_NAMES;
@@ -175,6 +176,11 @@ pub struct HeadsMetadata {
     /// in heads whose task head reads every feature.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_features_off: Vec<String>,
+    /// Operation cues ([`crate::cues::CUE_NAMES`]) appended to the task
+    /// head's input after the features; the difficulty head does not read
+    /// them. Absent in heads whose task head reads none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_cues: Vec<String>,
     /// Extra embeddings after the full-prompt one, in order (see
     /// [`crate::classifier::instruction_views`]); empty for heads that read
     /// the full-prompt embedding only.
@@ -207,12 +213,16 @@ pub struct TaskHead {
     pub language: Option<LanguageDirections>,
     /// Input positions (surface features) set to 0 before the MLP.
     pub features_off: Vec<usize>,
+    /// Whether the operation cues of the prompt's text follow the input.
+    pub cues: bool,
 }
 
 impl TaskHead {
-    /// Softmax scores, one per label, summing to 1.
-    pub fn scores(&self, input: &[f32]) -> Vec<f32> {
-        if self.language.is_none() && self.features_off.is_empty() {
+    /// Softmax scores, one per label, summing to 1. `input` is the heads'
+    /// shared input ([`crate::classifier::head_input`]); `text`, the
+    /// prompt, gives the operation cues when the head reads them.
+    pub fn scores(&self, input: &[f32], text: &str) -> Vec<f32> {
+        if self.language.is_none() && self.features_off.is_empty() && !self.cues {
             return softmax(&self.mlp.forward(input));
         }
         let mut input = input.to_vec();
@@ -220,6 +230,9 @@ impl TaskHead {
             dirs.remove_from(&mut input);
         }
         zero_features(&mut input, &self.features_off);
+        if self.cues {
+            input.extend(operation_cues(text));
+        }
         softmax(&self.mlp.forward(&input))
     }
 }
@@ -439,9 +452,19 @@ impl Heads {
             path: weights.to_path_buf(),
             reason,
         };
-        if task.inputs() != inputs || difficulty.inputs() != inputs {
+        if !metadata.task_cues.is_empty() && metadata.task_cues != CUE_NAMES {
+            return Err(ClassifierError::Incompatible {
+                path: weights.to_path_buf(),
+                reason: format!(
+                    "task head trained with cues {:?}, this build computes {CUE_NAMES:?}",
+                    metadata.task_cues
+                ),
+            });
+        }
+        let task_inputs = inputs + metadata.task_cues.len();
+        if task.inputs() != task_inputs || difficulty.inputs() != inputs {
             return Err(corrupt(format!(
-                "heads take {} and {} inputs, metadata says {inputs}",
+                "heads take {} and {} inputs, metadata says {task_inputs} and {inputs}",
                 task.inputs(),
                 difficulty.inputs()
             )));
@@ -503,6 +526,7 @@ impl Heads {
                 labels: metadata.task_labels.clone(),
                 language,
                 features_off,
+                cues: !metadata.task_cues.is_empty(),
             },
             difficulty: DifficultyHead {
                 mlp: difficulty,
@@ -609,6 +633,7 @@ mod tests {
                 labels: labels.clone(),
                 language: None,
                 features_off: vec![],
+                cues: false,
             },
             difficulty: DifficultyHead {
                 mlp: Mlp {
@@ -627,6 +652,7 @@ mod tests {
                 },
                 features: vec![],
                 task_features_off: vec![],
+                task_cues: vec![],
                 views: vec![],
                 task_labels: labels,
                 difficulty_target: "test".into(),
@@ -654,7 +680,7 @@ mod tests {
         heads.save(&path).unwrap();
         let back = Heads::load(&path).unwrap();
         let x = [0.1, -0.2, 0.3, 0.0, 1.0];
-        assert_eq!(back.task.scores(&x), heads.task.scores(&x));
+        assert_eq!(back.task.scores(&x, ""), heads.task.scores(&x, ""));
         assert_eq!(
             back.difficulty.difficulty(&x),
             heads.difficulty.difficulty(&x)
@@ -706,8 +732,8 @@ mod tests {
         // head sees; the difficulty head still reads it.
         let x = [0.1, -0.2, 0.3, 0.0, 1.0];
         let moved = [0.1, -0.2, 0.3, 0.6, 1.8];
-        assert_eq!(back.task.scores(&x), heads.task.scores(&x));
-        let (a, b) = (back.task.scores(&x), back.task.scores(&moved));
+        assert_eq!(back.task.scores(&x, ""), heads.task.scores(&x, ""));
+        let (a, b) = (back.task.scores(&x, ""), back.task.scores(&moved, ""));
         assert!(
             a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-6),
             "{a:?} {b:?}"
@@ -759,14 +785,14 @@ mod tests {
         zeroed[off] = 0.0;
         // The task head sees the feature as 0 whatever its value; the
         // difficulty head reads it.
-        assert_eq!(back.task.scores(&x), back.task.scores(&moved));
+        assert_eq!(back.task.scores(&x, ""), back.task.scores(&moved, ""));
         assert_eq!(
-            back.task.scores(&x),
-            tiny_heads(4 + FEATURE_NAMES.len()).task.scores(&zeroed)
+            back.task.scores(&x, ""),
+            tiny_heads(4 + FEATURE_NAMES.len()).task.scores(&zeroed, "")
         );
         assert_ne!(
-            back.task.scores(&x),
-            tiny_heads(4 + FEATURE_NAMES.len()).task.scores(&x)
+            back.task.scores(&x, ""),
+            tiny_heads(4 + FEATURE_NAMES.len()).task.scores(&x, "")
         );
         assert_ne!(
             back.difficulty.difficulty(&x),

@@ -11,6 +11,7 @@
 
 pub mod bench_prompts;
 pub mod classifier;
+pub mod cues;
 pub mod device;
 pub mod difficulty_knn;
 pub mod difficulty_target;

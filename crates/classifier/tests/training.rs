@@ -76,6 +76,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         epochs: 2,
         features: true,
         task_features_off: vec![],
+        task_cues: false,
         views: true,
         language_pairs: vec![],
         language_pairs_optional: false,

@@ -13,6 +13,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::classifier::{head_input, load_encoder, VIEW_NAMES};
+use crate::cues::{operation_cues, CUE_NAMES};
 use crate::device::{DeviceChoice, Engine, Precision};
 use crate::difficulty_target::{DifficultyTarget, JointDifficulty};
 use crate::embed_cache::{self, EmbedCache};
@@ -39,7 +40,7 @@ use super::metrics::Confusion;
 use super::progress::Progress;
 use super::records::{
     example_weights, examples, no_labelled_records, read_dir_records, read_dirs_records,
-    read_optional_dir_records, ExampleWeighting,
+    read_optional_dir_records, Example, ExampleWeighting,
 };
 use super::task_cv::{argmax, task_cv};
 
@@ -80,6 +81,9 @@ pub struct HeadsTrainingOptions {
     /// Surface features the task head is trained (and reads) without, as 0;
     /// the difficulty head keeps them. Names from [`FEATURE_NAMES`].
     pub task_features_off: Vec<String>,
+    /// The task head also reads the prompt's operation cues
+    /// ([`crate::cues`]); the difficulty head does not.
+    pub task_cues: bool,
     /// Instruction views in the head input.
     pub views: bool,
     /// Folders of translation pairs: when any are given, the task head
@@ -247,6 +251,17 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         Some((train, eval)) => (train.as_slice(), eval.as_slice()),
         None => (x_train_task, x_eval_task),
     };
+    // The operation cues follow, for the task head only.
+    let cued = opts.task_cues.then(|| {
+        (
+            with_cues(&train, x_train_task),
+            with_cues(&evals, x_eval_task),
+        )
+    });
+    let (x_train_task, x_eval_task) = match &cued {
+        Some((train, eval)) => (train.as_slice(), eval.as_slice()),
+        None => (x_train_task, x_eval_task),
+    };
 
     let task_cfg = TrainConfig {
         hidden: opts.hidden,
@@ -390,6 +405,10 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     if !features_off.is_empty() {
         settings["task_features_off"] = json!(opts.task_features_off);
     }
+    // Likewise the operation cues, only when on.
+    if opts.task_cues {
+        settings["task_cues"] = json!(CUE_NAMES);
+    }
     // Likewise the within-class source balance, only when on.
     if opts.weighting.class_source_power != 0.0 {
         settings["class_source_weight_power"] = json!(opts.weighting.class_source_power);
@@ -430,6 +449,11 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
             vec![]
         },
         task_features_off: opts.task_features_off.clone(),
+        task_cues: if opts.task_cues {
+            CUE_NAMES.iter().map(|s| s.to_string()).collect()
+        } else {
+            vec![]
+        },
         views: if opts.views {
             VIEW_NAMES.iter().map(|s| s.to_string()).collect()
         } else {
@@ -457,6 +481,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
             labels: taxonomy,
             language: language.map(|(dirs, _)| dirs),
             features_off,
+            cues: opts.task_cues,
         },
         difficulty: DifficultyHead {
             mlp: diff_mlp,
@@ -501,6 +526,19 @@ fn without_features(positions: &[usize], xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
 }
 
 /// Copies of `xs` with the language directions removed.
+/// Each input with its example's operation cues appended.
+fn with_cues(examples: &[Example], xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    examples
+        .iter()
+        .zip(xs)
+        .map(|(e, x)| {
+            let mut x = x.clone();
+            x.extend(operation_cues(&e.prompt));
+            x
+        })
+        .collect()
+}
+
 fn without_language(dirs: &LanguageDirections, xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     xs.iter()
         .map(|x| {
