@@ -33,6 +33,8 @@ pub const CUE_NAMES: [&str; 8] = [
 /// The words of each cue, lower case, in [`CUE_NAMES`] order. Each list
 /// runs English, Chinese, Japanese, Korean, Russian, Spanish, Portuguese,
 /// German, French, Italian.
+// Kept as compact word lists: one word a line would run to 400 lines.
+#[rustfmt::skip]
 const CUE_WORDS: [&[&str]; 8] = [
     // summarize
     &[
@@ -144,8 +146,12 @@ fn occurs(text: &str, word: &str) -> bool {
     if !spaced {
         return text.contains(word);
     }
-    text.match_indices(word)
-        .any(|(at, _)| !text[..at].chars().next_back().is_some_and(char::is_alphabetic))
+    text.match_indices(word).any(|(at, _)| {
+        !text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphabetic)
+    })
 }
 
 #[cfg(test)]
@@ -183,7 +189,10 @@ mod tests {
             assert_eq!(cues(text), vec!["cue_summarize"], "{text}");
         }
         assert_eq!(cues("把这句话翻译成英文"), vec!["cue_translate"]);
-        assert_eq!(cues("Classez ces fruits : pomme, carotte"), vec!["cue_classify"]);
+        assert_eq!(
+            cues("Classez ces fruits : pomme, carotte"),
+            vec!["cue_classify"]
+        );
         assert!(cues("What is the capital of Peru?").is_empty());
         // Latin and Cyrillic words start a word; Chinese ones match inside.
         assert!(cues("Give me the history of Rome, as always to the point.").is_empty());

@@ -815,6 +815,53 @@ mod tests {
         );
     }
 
+    /// Tiny heads whose task head also reads the operation cues.
+    fn heads_with_cues(inputs: usize) -> Heads {
+        let mut h = tiny_heads(inputs);
+        let cued = tiny_heads(inputs + CUE_NAMES.len());
+        h.task.mlp = cued.task.mlp;
+        h.task.cues = true;
+        h.metadata.task_cues = CUE_NAMES.iter().map(|c| c.to_string()).collect();
+        h
+    }
+
+    #[test]
+    fn operation_cues_survive_save_and_load_and_reach_only_the_task_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heads.safetensors");
+        heads_with_cues(5).save(&path).unwrap();
+        let loaded = Heads::load(&path).unwrap();
+        assert!(loaded.task.cues);
+        let input = [0.3, -0.2, 0.5, 0.1, -0.4];
+        let plain = loaded.task.scores(&input, "What is the capital of Peru?");
+        let asked = loaded
+            .task
+            .scores(&input, "Summarize this article and translate it.");
+        assert_ne!(plain, asked, "the cues must move the task head");
+        assert!((asked.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        // The difficulty head reads the shared input only.
+        assert_eq!(
+            loaded.difficulty.difficulty(&input),
+            tiny_heads(5).difficulty.difficulty(&input)
+        );
+
+        // Cues this build does not compute, or a task head without room
+        // for them, are refused at load with the path.
+        let mut h = heads_with_cues(5);
+        h.metadata.task_cues[0] = "cue_dance".into();
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("heads.safetensors") && err.contains("cue_dance"),
+            "{err}"
+        );
+        let mut h = tiny_heads(5);
+        h.metadata.task_cues = CUE_NAMES.iter().map(|c| c.to_string()).collect();
+        h.save(&path).unwrap();
+        let err = Heads::load(&path).unwrap_err().to_string();
+        assert!(err.contains("metadata says 13 and 5"), "{err}");
+    }
+
     #[test]
     fn corrupt_or_mismatched_heads_fail_with_the_path() {
         let dir = tempfile::tempdir().unwrap();

@@ -81,9 +81,9 @@ pub struct TrainHeadsArgs {
     /// Surface features the task head trains and runs without, read as 0 (comma-separated names, `all`, or `none`); the difficulty head keeps them. Default `non_latin_share`: a script-share feature told the task head "translation" for most non-Latin prompts; without it held-out non-English prompts gain and leave-one-source-out holds (docs/EVALUATION.md, "The non-Latin share off the task head")
     #[arg(long, value_delimiter = ',', default_value = "non_latin_share")]
     task_features_off: Vec<String>,
-    /// The task head also reads the prompt's operation cues: one flag per operation (summarise, extract, translate, classify, list ideas, compose, puzzle, converse) set when the request names it in one of ten languages (crates/classifier/src/cues.rs); the difficulty head does not read them
+    /// The task head reads the embedding alone, without the prompt's operation cues. By default it also reads one flag per operation (summarise, extract, translate, classify, list ideas, compose, puzzle, converse), set when the request names it in one of ten languages (crates/classifier/src/cues.rs): leave-one-source-out gains at two seeds (docs/EVALUATION.md, "Operation cues"). The difficulty head never reads them
     #[arg(long)]
-    task_cues: bool,
+    no_task_cues: bool,
     /// Train on the full-prompt embedding only, without the instruction views.
     #[arg(long)]
     no_views: bool,
@@ -182,7 +182,7 @@ impl TrainHeadsArgs {
             epochs: self.epochs,
             features: !self.no_features,
             task_features_off: self.task_features_off(),
-            task_cues: self.task_cues,
+            task_cues: !self.no_task_cues,
             views: !self.no_views,
             language_pairs: match (self.language_pairs.is_empty(), self.no_language_pairs) {
                 (_, true) => vec![],
