@@ -1,7 +1,8 @@
 //! Encoder plus heads, end to end from text: batch 1 at ~20 and ~200 tokens,
 //! and batch 32, and the difficulty's kNN part alone. Run:
 //! `cargo bench -p pointsman-classifier --bench classify`
-//! (`-- difficulty_knn` for the kNN part only).
+//! (`-- difficulty_knn` for the kNN part only, `-- operation_cues` for the
+//! task head's cue flags alone).
 //! Needs the fetched model (scripts/fetch-model) and the shipped heads.
 
 use std::path::PathBuf;
@@ -91,5 +92,20 @@ fn bench_difficulty_knn(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_difficulty_knn, bench);
+/// The operation cues of one prompt (the task head's word matching, on
+/// the request windows of a long prompt): what the cues add to a
+/// classification beside the encoder passes.
+fn bench_operation_cues(c: &mut Criterion) {
+    use pointsman_classifier::cues::operation_cues;
+    let mut g = c.benchmark_group("operation_cues");
+    g.bench_function("short", |b| {
+        b.iter(|| operation_cues(std::hint::black_box(SHORT)))
+    });
+    g.bench_function("long", |b| {
+        b.iter(|| operation_cues(std::hint::black_box(LONG)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_difficulty_knn, bench_operation_cues, bench);
 criterion_main!(benches);

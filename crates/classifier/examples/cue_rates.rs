@@ -17,8 +17,8 @@ fn main() {
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
         for (n, line) in text.lines().enumerate() {
-            let record: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{file}:{}: {e}", n + 1));
+            let record: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{file}:{}: {e}", n + 1));
             let (Some(prompt), Some(task)) = (record["prompt"].as_str(), record["task"].as_str())
             else {
                 continue;

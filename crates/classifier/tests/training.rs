@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pointsman_classifier::cues::CUE_NAMES;
 use pointsman_classifier::difficulty_target::DifficultyTarget;
 use pointsman_classifier::training::records::read_dir_records;
 use pointsman_classifier::training::{
@@ -262,6 +263,44 @@ fn language_pairs_change_the_task_head_only() {
         let heads = trained(&optional);
         assert!(heads.task.language.is_none() && heads.metadata.language_directions.is_none());
     }
+}
+
+#[test]
+fn operation_cues_widen_the_task_head_only() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    let plain = HeadsTrainingOptions {
+        task_cv: false,
+        difficulty_cv: false,
+        ..heads_options(dir.path())
+    };
+    let cued = HeadsTrainingOptions {
+        task_cues: true,
+        ..plain.clone()
+    };
+    let trained = |opts: &HeadsTrainingOptions| match train_heads(opts, &Silent).unwrap() {
+        HeadsTraining::Trained { heads, .. } => heads,
+        HeadsTraining::DifficultyCvOnly { .. } => panic!("heads were asked for"),
+    };
+    let (a, b) = (trained(&plain), trained(&cued));
+    assert_eq!(b.metadata.task_cues, CUE_NAMES);
+    assert!(a.metadata.task_cues.is_empty() && !a.task.cues && b.task.cues);
+    assert_eq!(b.task.mlp.inputs(), a.task.mlp.inputs() + CUE_NAMES.len());
+    // The difficulty head is the same to the bit; the version tells the two apart.
+    assert_eq!(a.difficulty.mlp, b.difficulty.mlp);
+    assert_ne!(a.metadata.version, b.metadata.version);
+    assert_eq!(
+        b.metadata.training["settings"]["task_cues"][0],
+        CUE_NAMES[0]
+    );
+
+    // Saved and loaded, the heads read the cues again.
+    let path = dir.path().join("cued/task-difficulty.safetensors");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    b.save(&path).unwrap();
+    let loaded = pointsman_classifier::Heads::load(&path).unwrap();
+    assert!(loaded.task.cues);
+    assert_eq!(loaded.metadata.version, b.metadata.version);
 }
 
 #[test]
