@@ -16,6 +16,10 @@
 //! are deliberately short and common. Matching is a case-insensitive
 //! substring test over the request's windows (below).
 
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
+
 use crate::classifier::instruction_views;
 
 /// Names of the cue flags, in the order [`operation_cues`] returns them.
@@ -116,42 +120,79 @@ const CUE_WORDS: [&[&str]; 8] = [
     ],
 ];
 
+/// Every cue word in one automaton: each pattern's cue index and whether
+/// it must start a word (see [`starts_a_word`]). Built once, on first use.
+struct CueMatcher {
+    automaton: AhoCorasick,
+    /// (cue index, must start a word), by pattern id.
+    patterns: Vec<(usize, bool)>,
+}
+
+static MATCHER: LazyLock<CueMatcher> = LazyLock::new(|| {
+    let mut words = Vec::new();
+    let mut patterns = Vec::new();
+    for (cue, list) in CUE_WORDS.iter().enumerate() {
+        for word in *list {
+            words.push(*word);
+            patterns.push((cue, starts_a_word(word)));
+        }
+    }
+    CueMatcher {
+        // Standard semantics, as overlapping search requires: every
+        // occurrence of every word is reported, so a word that is refused
+        // at one place ("story" in "history") can still count elsewhere.
+        automaton: AhoCorasick::new(&words).expect("the cue words build an automaton"),
+        patterns,
+    }
+});
+
 /// The cue flags of one prompt, in [`CUE_NAMES`] order: 1.0 where one of
 /// the cue's words occurs in the request, else 0.0. A long prompt is read
 /// in its instruction views only (its first and last
 /// [`crate::classifier::VIEW_CHARS`] characters), where the request sits:
 /// the middle of a pasted document ("the story", "the poem") would
 /// otherwise name operations nobody asked for.
+///
+/// One pass of an Aho-Corasick automaton over the request (the crate
+/// `aho-corasick`), not a scan per word: about 400 words × 8 cues.
 pub fn operation_cues(text: &str) -> Vec<f32> {
-    let request = match instruction_views(text) {
+    let request = request_text(text);
+    let matcher = &*MATCHER;
+    let mut flags = vec![0.0; CUE_NAMES.len()];
+    for m in matcher.automaton.find_overlapping_iter(&request) {
+        let (cue, spaced) = matcher.patterns[m.pattern().as_usize()];
+        if flags[cue] == 0.0 && (!spaced || !follows_a_letter(&request, m.start())) {
+            flags[cue] = 1.0;
+        }
+    }
+    flags
+}
+
+/// The lower-cased text the cues read: the instruction views of a long
+/// prompt, the whole of a short one.
+fn request_text(text: &str) -> String {
+    match instruction_views(text) {
         Some((head, tail)) => format!("{head}\n{tail}"),
         None => text.to_string(),
     }
-    .to_lowercase();
-    CUE_WORDS
-        .iter()
-        .map(|words| f32::from(words.iter().any(|w| occurs(&request, w))))
-        .collect()
+    .to_lowercase()
 }
 
-/// Whether `word` occurs in `text`. A word in an alphabet with spaces
-/// (Latin, Cyrillic) must start a word: "story" is not in "history", nor
-/// "ways to" in "always to". Chinese and Japanese have no spaces, so
-/// their words match anywhere.
-fn occurs(text: &str, word: &str) -> bool {
-    let spaced = word
-        .chars()
+/// Whether `word` is in an alphabet with spaces (Latin, Cyrillic), where a
+/// match must start a word: "story" is not in "history", nor "ways to" in
+/// "always to". Chinese, Japanese and Korean words match anywhere.
+fn starts_a_word(word: &str) -> bool {
+    word.chars()
         .next()
-        .is_some_and(|c| c.is_alphabetic() && (c as u32) < 0x0530);
-    if !spaced {
-        return text.contains(word);
-    }
-    text.match_indices(word).any(|(at, _)| {
-        !text[..at]
-            .chars()
-            .next_back()
-            .is_some_and(char::is_alphabetic)
-    })
+        .is_some_and(|c| c.is_alphabetic() && (c as u32) < 0x0530)
+}
+
+/// Whether the character before byte `at` of `text` is a letter.
+fn follows_a_letter(text: &str, at: usize) -> bool {
+    text[..at]
+        .chars()
+        .next_back()
+        .is_some_and(char::is_alphabetic)
 }
 
 #[cfg(test)]
@@ -197,6 +238,45 @@ mod tests {
         // Latin and Cyrillic words start a word; Chinese ones match inside.
         assert!(cues("Give me the history of Rome, as always to the point.").is_empty());
         assert_eq!(cues("请给我讲一个故事"), vec!["cue_compose"]);
+    }
+
+    /// The plain definition: a scan per word, each occurrence checked.
+    fn cues_by_scanning(text: &str) -> Vec<f32> {
+        let request = request_text(text);
+        CUE_WORDS
+            .iter()
+            .map(|words| {
+                f32::from(words.iter().any(|w| {
+                    request
+                        .match_indices(w)
+                        .any(|(at, _)| !starts_a_word(w) || !follows_a_letter(&request, at))
+                }))
+            })
+            .collect()
+    }
+
+    /// The automaton gives the plain scan's flags on every prompt in the
+    /// repository's task, evaluation and written sets (the shipped heads
+    /// were trained on the flags of the scan).
+    #[test]
+    fn the_automaton_agrees_with_the_plain_scan() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../training-data");
+        let mut checked = 0;
+        for dir in ["tasks", "eval", "tasks-written", "tasks-translated"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "jsonl") {
+                    continue;
+                }
+                for line in std::fs::read_to_string(&path).unwrap().lines() {
+                    let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let prompt = record["prompt"].as_str().unwrap();
+                    assert_eq!(operation_cues(prompt), cues_by_scanning(prompt), "{prompt}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} prompts");
     }
 
     #[test]
