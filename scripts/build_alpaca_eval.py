@@ -50,22 +50,38 @@ def norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
+def prompt_lines(path: Path):
+    """Each non-blank line of a JSONL record file with its record's prompt; a line that is not a
+    record with a prompt stops the script, naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line, json.loads(line)["prompt"]
+            except (ValueError, KeyError, TypeError) as e:
+                sys.exit(f"error: {path} line {n}: {e}")
+
+
+def copy_without(path: Path, drop: set[str], out) -> tuple[int, int]:
+    """Writes to `out` each record of `path` whose normalised prompt is not in `drop`; returns
+    (kept, dropped)."""
+    kept = dropped = 0
+    for line, prompt in prompt_lines(path):
+        if norm(prompt) in drop:
+            dropped += 1
+        else:
+            out.write(line if line.endswith("\n") else line + "\n")
+            kept += 1
+    return kept, dropped
+
+
 def task_prompts(folder: Path) -> set[str]:
     """The normalised prompts of every task-label record file in `folder`."""
-    seen = set()
     files = sorted(folder.glob("*.jsonl"))
     if not files:
         sys.exit(f"error: no task-label files (*.jsonl) in {folder}")
-    for path in files:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    seen.add(norm(json.loads(line)["prompt"]))
-                except (ValueError, KeyError) as e:
-                    sys.exit(f"error: {path} line {n}: {e}")
-    return seen
+    return {norm(prompt) for path in files for _, prompt in prompt_lines(path)}
 
 
 def main() -> int:

@@ -12,12 +12,11 @@ are then scored on the output.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_alpaca_eval import ROOT, norm, task_prompts  # noqa: E402
+from build_alpaca_eval import ROOT, copy_without, task_prompts  # noqa: E402
 
 
 def main() -> int:
@@ -31,19 +30,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as out:
         for path in args.inputs:
-            with open(path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        prompt = json.loads(line)["prompt"]
-                    except (ValueError, KeyError) as e:
-                        sys.exit(f"error: {path} line {n}: {e}")
-                    if norm(prompt) in seen:
-                        dropped += 1
-                    else:
-                        out.write(line if line.endswith("\n") else line + "\n")
-                        kept += 1
+            k, d = copy_without(path, seen, out)
+            kept, dropped = kept + k, dropped + d
     print(f"kept {kept} records, dropped {dropped} whose prompt is in {args.tasks}; wrote {args.out}",
           file=sys.stderr)
     return 0
