@@ -44,8 +44,9 @@ impl Default for Engine {
 }
 
 /// Number format of the native encoder's dense products (the four Linear
-/// layers of every transformer layer, ~90% of the arithmetic). bf16 and
-/// int8 need AVX-512 BF16 / VNNI; elsewhere the encoder warns and uses f32.
+/// layers of every transformer layer, ~90% of the arithmetic). bf16 needs
+/// AVX-512 BF16; int8 AVX-512 VNNI or AVX2 with FMA (the same results on
+/// either); elsewhere the encoder warns and uses f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]
@@ -57,10 +58,12 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The command line's CPU default: int8 where this CPU runs the int8
-    /// kernel (AVX-512 F, BW, VL and VNNI), f32 elsewhere. int8 is about
-    /// twice as fast as f32 there and keeps held-out task accuracy within
-    /// 0.5 points of it (docs/EVALUATION.md, "int8 as the CPU default").
+    /// The command line's CPU default: int8 where this CPU runs an int8
+    /// kernel (AVX-512 F, BW, VL and VNNI, or AVX2 and FMA), f32
+    /// elsewhere. int8 is about twice as fast as f32 with VNNI and 1.3 to
+    /// 1.5 times with AVX2 (docs/PERFORMANCE.md), and keeps held-out task
+    /// accuracy within 0.5 points of f32 (docs/EVALUATION.md, "int8 as the
+    /// CPU default"); both kernels give the same bits.
     pub fn cpu_default() -> Precision {
         if crate::native::int8_supported() {
             Precision::Int8

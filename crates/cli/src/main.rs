@@ -76,7 +76,7 @@ pub struct ModelArgs {
     /// Where the encoder runs: cpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
-    /// Number format of the CPU encoder's dense products: f32; bf16 (AVX-512 BF16 CPUs) or int8 (AVX-512 VNNI CPUs), faster with embeddings moved slightly (f32, with a warning, on other CPUs). Default: int8 where the CPU has AVX-512 VNNI, else f32. See docs/PERFORMANCE.md.
+    /// Number format of the CPU encoder's dense products: f32; bf16 (AVX-512 BF16 CPUs) or int8 (AVX-512 VNNI, or AVX2 with FMA: the same results), faster with embeddings moved slightly (f32, with a warning, on other CPUs). Default: int8 where the CPU has AVX-512 VNNI or AVX2 with FMA, else f32. See docs/PERFORMANCE.md.
     #[arg(long)]
     pub precision: Option<Precision>,
     /// A LoRA adapter (from `pointsman train encoder`) merged into the encoder weights at load; the heads must be trained for it (`train heads --adapter`). Default: none.

@@ -79,33 +79,35 @@ fn a_prompts_file_gives_batch1_and_batched_cases() {
     check_timing(&cases[1], "encoder_ms", 2);
 }
 
-/// Whether this CPU has what the int8 kernel needs (AVX-512 F, BW, VL,
-/// VNNI), read from /proc/cpuinfo where there is one, so the check does not
-/// share the code under test (std's feature detection).
-fn cpu_has_vnni() -> bool {
+/// Whether this CPU runs an int8 kernel (AVX-512 F, BW, VL and VNNI; or
+/// AVX2 and FMA), read from /proc/cpuinfo where there is one, so the check
+/// does not share the code under test (std's feature detection).
+fn cpu_has_int8() -> bool {
     if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
         if let Some(flags) = info.lines().find(|l| l.starts_with("flags")) {
             let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-            return has("avx512f") && has("avx512bw") && has("avx512vl") && has("avx512_vnni");
+            return (has("avx512f") && has("avx512bw") && has("avx512vl") && has("avx512_vnni"))
+                || (has("avx2") && has("fma"));
         }
     }
     #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx512f")
+    return (std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("avx512vnni");
+        && std::is_x86_feature_detected!("avx512vnni"))
+        || (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"));
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
 
 #[test]
-fn default_precision_is_int8_where_the_cpu_has_vnni_else_f32() {
-    let vnni = cpu_has_vnni();
+fn default_precision_is_int8_where_the_cpu_runs_an_int8_kernel_else_f32() {
+    let int8 = cpu_has_int8();
     let v = bench(&["--cases", "batch1_short"]);
     assert_eq!(
         v["precision"],
-        if vnni { "int8" } else { "f32" },
-        "the CPU default: int8 with AVX-512 VNNI (this CPU: {vnni}), else f32"
+        if int8 { "int8" } else { "f32" },
+        "the CPU default: int8 with AVX-512 VNNI or AVX2 + FMA (this CPU: {int8}), else f32"
     );
     let v = bench(&["--cases", "batch1_short", "--precision", "f32"]);
     assert_eq!(
@@ -117,8 +119,8 @@ fn default_precision_is_int8_where_the_cpu_has_vnni_else_f32() {
 #[test]
 fn precision_is_reported_and_falls_back_where_unsupported() {
     let v = bench(&["--cases", "batch1_short", "--precision", "int8"]);
-    // A CPU without AVX-512 VNNI runs f32 (with a warning) and says so.
-    assert_eq!(v["precision"], if cpu_has_vnni() { "int8" } else { "f32" });
+    // A CPU without an int8 kernel runs f32 (with a warning) and says so.
+    assert_eq!(v["precision"], if cpu_has_int8() { "int8" } else { "f32" });
     check_timing(&v["cases"][0], "classify_ms", 1);
 }
 

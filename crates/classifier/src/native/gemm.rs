@@ -9,7 +9,7 @@
 //! registers. Other CPUs take a portable kernel of the same shape.
 
 use super::bf16::PackedPairs;
-use super::int8::PackedQuads;
+use super::int8::{Kernel, PackedQuads};
 
 /// Columns of C per packed panel (two 8-lane AVX registers).
 pub const NR: usize = 16;
@@ -79,14 +79,24 @@ impl PackedB {
         true
     }
 
-    /// Switches this product to the AVX-512 VNNI int8 kernel, dropping the
-    /// f32 copy. Returns false, and changes nothing, on CPUs without it.
+    /// Switches this product to the int8 kernel this CPU runs (AVX-512
+    /// VNNI, else AVX2), dropping the f32 copy. Returns false, and changes
+    /// nothing, on CPUs with neither.
     pub fn use_int8(&mut self) -> bool {
-        if !super::int8::supported() {
+        match Kernel::detect() {
+            Some(kernel) => self.use_int8_kernel(kernel),
+            None => false,
+        }
+    }
+
+    /// [`PackedB::use_int8`] with a chosen kernel (tests compare them);
+    /// false, changing nothing, where the CPU cannot run it.
+    pub fn use_int8_kernel(&mut self, kernel: Kernel) -> bool {
+        if !kernel.runs_here() {
             return false;
         }
         if self.pairs.is_none() && self.quads.is_none() {
-            self.quads = Some(PackedQuads::from_f32(self));
+            self.quads = Some(PackedQuads::from_f32(self, kernel));
             self.data = Vec::new();
         }
         true

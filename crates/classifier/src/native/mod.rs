@@ -75,9 +75,9 @@ impl NativeBertEncoder {
     }
 
     /// [`NativeBertEncoder::load`], with the dense products in `precision`
-    /// where the CPU has the instructions for it (AVX-512 BF16 for bf16,
-    /// AVX-512 VNNI for int8), else in f32 with a warning. Attention, layer
-    /// norms and activations stay f32.
+    /// where the CPU has the instructions for it (AVX-512 BF16 for bf16;
+    /// AVX-512 VNNI, or else AVX2 and FMA, for int8), else in f32 with a
+    /// warning. Attention, layer norms and activations stay f32.
     pub fn load_with(dir: &ModelDir, precision: Precision) -> Result<NativeBertEncoder> {
         let config = BertConfig::read(&dir.config_path())?;
         let arch = config.architecture(&dir.config_path())?;
@@ -93,10 +93,16 @@ impl NativeBertEncoder {
             precision
         } else {
             tracing::warn!(
-                "this CPU lacks the AVX-512 instructions for {precision}; the native encoder runs in f32"
+                "this CPU lacks the instructions for {precision}; the native encoder runs in f32"
             );
             Precision::F32
         };
+        if precision == Precision::Int8 {
+            tracing::debug!(
+                kernel = int8::Kernel::detect().map_or("none", |k| k.name()),
+                "int8 products"
+            );
+        }
         tracing::debug!(
             bytes = weights.word_embeddings.bytes(),
             vocab = weights.vocab,
