@@ -15,7 +15,7 @@
 //! scan below reads every row once, 64 bytes per instruction for 16
 //! rows, and is exact (docs/PERFORMANCE.md, "Stacked decision").
 
-use super::kernels::{self, BLOCK};
+use super::kernels::{self, Scan, BLOCK};
 
 /// Reusable buffers of one search (one per thread: no allocation per
 /// decision once warm).
@@ -40,6 +40,10 @@ pub(super) struct BlockedRows {
     groups: usize,
     rows: usize,
     dim: usize,
+    /// Whether a stored value is -128 (a code of 0), which the AVX2 scan
+    /// cannot take; our own quantisation never writes one (it clamps to
+    /// ±127), but an artifact's rows are only checked to be i8.
+    has_minimum: bool,
 }
 
 impl BlockedRows {
@@ -55,6 +59,7 @@ impl BlockedRows {
             }
         }
         BlockedRows {
+            has_minimum: embeddings[..rows * dim].contains(&i8::MIN),
             codes,
             groups,
             rows,
@@ -66,7 +71,14 @@ impl BlockedRows {
     /// lower index winning a tie) in `s.exact[..k]`, in no set order. Each
     /// row scores Σ (r + 128) q = r·q + 128 Σ q: the exact dot product
     /// shifted by one constant, so the same order and the same ties.
-    pub(super) fn search(&self, k: usize, use_vnni: bool, s: &mut Scratch) {
+    ///
+    /// `scan` comes from [`Scan::detect`] (or is `Portable`); the AVX2 scan
+    /// falls back to the portable one for rows holding a -128.
+    pub(super) fn search(&self, k: usize, scan: Scan, s: &mut Scratch) {
+        let scan = match scan {
+            Scan::Avx2 if self.has_minimum => Scan::Portable,
+            other => other,
+        };
         debug_assert!(s.q.len() == self.dim && (1..=self.rows).contains(&k));
         s.quads.clear();
         let q = &s.q;
@@ -76,9 +88,9 @@ impl BlockedRows {
         }));
         let blocks = self.rows.div_ceil(BLOCK);
         s.scores.resize(blocks * BLOCK, 0);
-        kernels::block_scores(&self.codes, self.groups, &s.quads, use_vnni, &mut s.scores);
+        kernels::block_scores(&self.codes, self.groups, &s.quads, scan, &mut s.scores);
         let threshold = threshold_for(&s.scores[..self.rows], k);
-        kernels::at_least(&s.scores, self.rows, threshold, use_vnni, &mut s.cands);
+        kernels::at_least(&s.scores, self.rows, threshold, scan, &mut s.cands);
         s.exact.clear();
         s.exact
             .extend(s.cands.iter().map(|&i| (s.scores[i as usize], i)));
@@ -197,32 +209,44 @@ mod tests {
     }
 
     #[test]
-    fn the_portable_and_the_vnni_scan_keep_the_same_top_k() {
+    fn every_scan_keeps_the_same_top_k() {
         let mut rng = SplitMix(3);
         let (rows, dim) = (301, 50);
-        let emb: Vec<i8> = (0..rows * dim)
+        let mut emb: Vec<i8> = (0..rows * dim)
             .map(|_| ((rng.next_f32() * 255.0) as i32 - 127) as i8)
             .collect();
+        // One artifact row with a -128 (never written by our own
+        // quantisation): the AVX2 scan must then step aside.
+        emb[7 * dim + 3] = i8::MIN;
         let blocked = BlockedRows::build(&emb, rows, dim);
-        let mut reference = Vec::new();
+        assert!(blocked.has_minimum);
+        let clean: Vec<i8> = emb.iter().map(|&x| x.max(-127)).collect();
+        let clean_blocked = BlockedRows::build(&clean, rows, dim);
+        assert!(!clean_blocked.has_minimum);
+        let top = |emb: &[i8], q: &[i8]| -> Vec<u32> {
+            let mut reference = Vec::new();
+            kernels::all_dots_portable(emb, dim, q, &mut reference);
+            reference.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut want: Vec<u32> = reference[..17].iter().map(|r| r.1).collect();
+            want.sort_unstable();
+            want
+        };
         for _ in 0..20 {
             let q: Vec<i8> = (0..dim)
                 .map(|_| ((rng.next_f32() * 255.0) as i32 - 127) as i8)
                 .collect();
-            kernels::all_dots_portable(&emb, dim, &q, &mut reference);
-            reference.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            let mut want: Vec<u32> = reference[..17].iter().map(|r| r.1).collect();
-            want.sort_unstable();
-            reference.clear();
-            for use_vnni in [false, kernels::vnni()] {
-                let mut s = Scratch {
-                    q: q.clone(),
-                    ..Scratch::default()
-                };
-                blocked.search(17, use_vnni, &mut s);
-                let mut got: Vec<u32> = s.exact[..17].iter().map(|r| r.1).collect();
-                got.sort_unstable();
-                assert_eq!(got, want, "vnni {use_vnni}");
+            for (rows, emb) in [(&blocked, &emb), (&clean_blocked, &clean)] {
+                let want = top(emb, &q);
+                for scan in [Scan::Portable, Scan::detect()] {
+                    let mut s = Scratch {
+                        q: q.clone(),
+                        ..Scratch::default()
+                    };
+                    rows.search(17, scan, &mut s);
+                    let mut got: Vec<u32> = s.exact[..17].iter().map(|r| r.1).collect();
+                    got.sort_unstable();
+                    assert_eq!(got, want, "{scan:?}, a -128 stored: {}", rows.has_minimum);
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Integer kernels of the neighbour search, each with a portable version
-//! that defines its result and an AVX-512 one that must equal it (tests
-//! below compare them on random inputs).
+//! that defines its result and AVX-512 and AVX2 ones that must equal it
+//! (tests below compare them on random inputs).
 //!
 //! Why by hand: a decision reads every stored prompt (2,225 × 384 bytes in
 //! the shipped artifact), and `vpdpbusd` (AVX-512 VNNI) multiplies 64 byte
@@ -11,6 +11,41 @@
 
 /// Rows per block of the scan's layout: four 16-lane vectors of i32 sums.
 pub(super) const BLOCK: usize = 64;
+
+/// Which kernel scores the blocked layout ([`block_scores`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// `vpdpbusd`: AVX-512 F, BW and VNNI.
+    Vnni,
+    /// `vpmaddubsw` with the sign trick: AVX2. Exact only where no stored
+    /// value is -128 (see [`block_scores_avx2`]).
+    Avx2,
+    Portable,
+}
+
+impl Scan {
+    /// The fastest scan this CPU runs.
+    pub(super) fn detect() -> Scan {
+        if vnni() {
+            Scan::Vnni
+        } else if avx2() {
+            Scan::Avx2
+        } else {
+            Scan::Portable
+        }
+    }
+}
+
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Whether the VNNI kernels may run on this CPU.
 pub(super) fn vnni() -> bool {
@@ -97,11 +132,14 @@ pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 /// query's `groups` signed 4-byte groups (as i32). Row r of block b gets
 /// Σ_g Σ_t codes[b][g][r][t] · quad_g[t], written to `out[b * BLOCK + r]`
 /// (no i32 overflow below 66,000 dimensions).
+///
+/// `scan` must come from [`Scan::detect`] (or be `Portable`), and
+/// `Scan::Avx2` only for codes without a 0 (a stored -128).
 pub(super) fn block_scores(
     codes: &[u8],
     groups: usize,
     quads: &[i32],
-    use_vnni: bool,
+    scan: Scan,
     out: &mut [i32],
 ) {
     let step = BLOCK * 4;
@@ -112,12 +150,17 @@ pub(super) fn block_scores(
             && out.len() == blocks * BLOCK
     );
     #[cfg(target_arch = "x86_64")]
-    if use_vnni {
-        // SAFETY: callers pass `use_vnni` only as [`vnni()`] returned it,
-        // so the CPU has AVX-512 F/BW/VNNI; lengths asserted just above.
-        return unsafe { block_scores_vnni(codes, quads, out) };
+    match scan {
+        // SAFETY: callers pass `Scan::Vnni` only as [`Scan::detect`]
+        // returned it, so the CPU has AVX-512 F/BW/VNNI; lengths asserted
+        // just above.
+        Scan::Vnni => return unsafe { block_scores_vnni(codes, quads, out) },
+        // SAFETY: likewise the CPU has AVX2, the lengths are asserted, and
+        // callers pass `Scan::Avx2` only for codes without a 0.
+        Scan::Avx2 => return unsafe { block_scores_avx2(codes, quads, out) },
+        Scan::Portable => {}
     }
-    let _ = use_vnni;
+    let _ = scan;
     block_scores_portable(codes, groups, quads, out)
 }
 
@@ -179,6 +222,67 @@ unsafe fn block_scores_vnni(codes: &[u8], quads: &[i32], out: &mut [i32]) {
     }
 }
 
+/// # Safety
+/// The CPU has AVX2; `codes.len() == blocks * quads.len() * 256` and
+/// `out.len() == blocks * 64` for some whole `blocks`; no code is 0.
+///
+/// AVX2 has no unsigned × signed byte product into i32 that cannot
+/// saturate: `vpmaddubsw` adds two u8 · i8 products into an i16, and
+/// 2 · 255 · 127 overflows it. So each code is read as the signed value
+/// it stores (x = code − 128, in −127..=127 when no code is 0), the query
+/// byte's sign moves onto x (`vpsignb`) and its magnitude (at most 127:
+/// queries are quantised to ±127) is the unsigned operand: the pair
+/// sums stay within 2 · 127 · 127 < 2¹⁵, exact. `vpmaddwd` with ones adds
+/// the pairs into one i32 per row (8 rows a register, 8 registers a
+/// block), and 128 · Σq, added at the end, makes Σ x·q the portable
+/// kernel's Σ code·q.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn block_scores_avx2(codes: &[u8], quads: &[i32], out: &mut [i32]) {
+    use std::arch::x86_64::*;
+    const LANES: usize = BLOCK / 8;
+    let blocks = out.len() / BLOCK;
+    let q_sum: i32 = quads
+        .iter()
+        .flat_map(|q| q.to_le_bytes())
+        .map(|b| b as i8 as i32)
+        .sum();
+    let offset = _mm256_set1_epi32(128 * q_sum);
+    let (flip, ones) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi16(1));
+    let mut src = codes.as_ptr();
+    for b in 0..blocks {
+        let mut acc = [_mm256_setzero_si256(); LANES];
+        for &quad in quads {
+            // A prefetch never faults: past the end it is harmless.
+            for line in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(PREFETCH + line * 64) as *const i8);
+            }
+            let q = _mm256_set1_epi32(quad);
+            let magnitude = _mm256_abs_epi8(q);
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `src` advances 256 bytes per (block, group), so
+                // it has passed b * groups + g whole steps; the 32 bytes at
+                // j * 32 < 256 lie inside codes (blocks * groups * 256).
+                let v = unsafe { _mm256_loadu_si256(src.add(j * 32) as *const __m256i) };
+                let x = _mm256_xor_si256(v, flip);
+                let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x, q));
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(pairs, ones));
+            }
+            // SAFETY: stays within (or one past the end of) `codes`.
+            src = unsafe { src.add(BLOCK * 4) };
+        }
+        for (j, a) in acc.iter().enumerate() {
+            // SAFETY: b * 64 + j * 8 + 8 <= blocks * 64 = out.len().
+            unsafe {
+                _mm256_storeu_si256(
+                    out.as_mut_ptr().add(b * BLOCK + j * 8) as *mut __m256i,
+                    _mm256_add_epi32(*a, offset),
+                )
+            };
+        }
+    }
+}
+
 /// How many of `scores` are at least `threshold`.
 pub(super) fn count_at_least(scores: &[i32], threshold: i32) -> usize {
     #[cfg(target_arch = "x86_64")]
@@ -208,22 +312,16 @@ fn count_at_least_portable(scores: &[i32], threshold: i32) -> usize {
 
 /// Indices i < `n` with `scores[i] >= threshold`, in increasing order,
 /// into `out` (cleared first).
-pub(super) fn at_least(
-    scores: &[i32],
-    n: usize,
-    threshold: i32,
-    use_vnni: bool,
-    out: &mut Vec<u32>,
-) {
+pub(super) fn at_least(scores: &[i32], n: usize, threshold: i32, scan: Scan, out: &mut Vec<u32>) {
     out.clear();
     let scores = &scores[..n];
     #[cfg(target_arch = "x86_64")]
-    if use_vnni {
-        // SAFETY: `use_vnni` comes from [`vnni()`], which includes
+    if scan == Scan::Vnni {
+        // SAFETY: `Scan::Vnni` comes from [`Scan::detect`], which checked
         // AVX-512 F (all this kernel needs).
         return unsafe { at_least_avx512(scores, threshold, out) };
     }
-    let _ = use_vnni;
+    let _ = scan;
     out.extend((0..n as u32).filter(|&i| scores[i as usize] >= threshold));
 }
 
@@ -297,7 +395,7 @@ mod tests {
                     .map(|_| i32::from_le_bytes(bytes(&mut rng, 4).try_into().unwrap()))
                     .collect();
                 let (mut a, mut b) = (vec![0; blocks * BLOCK], vec![0; blocks * BLOCK]);
-                block_scores(&codes, groups, &quads, true, &mut a);
+                block_scores(&codes, groups, &quads, Scan::Vnni, &mut a);
                 block_scores_portable(&codes, groups, &quads, &mut b);
                 assert_eq!(a, b, "groups {groups}, blocks {blocks}");
             }
@@ -315,9 +413,55 @@ mod tests {
         for n in [0, 1, 15, 16, 17, 100] {
             let scores: Vec<i32> = (0..n).map(|_| (rng.next_f32() * 100.0) as i32).collect();
             let (mut a, mut b) = (Vec::new(), Vec::new());
-            at_least(&scores, n, 50, true, &mut a);
-            at_least(&scores, n, 50, false, &mut b);
+            at_least(&scores, n, 50, Scan::Vnni, &mut a);
+            at_least(&scores, n, 50, Scan::Portable, &mut b);
             assert_eq!(a, b, "n {n}");
+        }
+    }
+
+    #[test]
+    fn avx2_scan_equals_the_portable_one() {
+        if !avx2() {
+            eprintln!("no AVX2 here: only the portable kernels run");
+            return;
+        }
+        let mut rng = SplitMix(13);
+        // Codes 1..=255 (stored values -127..=127, as BlockedRows holds
+        // them), and the extremes in every lane: all 1s, all 255s against
+        // queries of ±127, the largest pair sums the sign trick meets.
+        for groups in [96, 16, 8, 3] {
+            for blocks in [1, 4, 9] {
+                let n = blocks * groups * BLOCK * 4;
+                let mut cases: Vec<(Vec<u8>, Vec<i32>)> = Vec::new();
+                let random: Vec<u8> = bytes(&mut rng, n).iter().map(|&c| c.max(1)).collect();
+                let quads = |rng: &mut SplitMix| -> Vec<i32> {
+                    (0..groups)
+                        .map(|_| {
+                            i32::from_le_bytes(
+                                signed(rng, 4)
+                                    .iter()
+                                    .map(|&x| x as u8)
+                                    .collect::<Vec<_>>()
+                                    .try_into()
+                                    .unwrap(),
+                            )
+                        })
+                        .collect()
+                };
+                cases.push((random, quads(&mut rng)));
+                for code in [1u8, 255] {
+                    for q in [127i8, -127] {
+                        let quad = i32::from_le_bytes([q as u8; 4]);
+                        cases.push((vec![code; n], vec![quad; groups]));
+                    }
+                }
+                for (codes, quads) in cases {
+                    let (mut a, mut b) = (vec![0; blocks * BLOCK], vec![0; blocks * BLOCK]);
+                    block_scores(&codes, groups, &quads, Scan::Avx2, &mut a);
+                    block_scores_portable(&codes, groups, &quads, &mut b);
+                    assert_eq!(a, b, "groups {groups}, blocks {blocks}");
+                }
+            }
         }
     }
 }

@@ -323,7 +323,7 @@ impl Neighbours {
                     s.exact.clear();
                     s.exact.extend((0..k as u32).map(|i| (0, i)));
                 }
-                SearchMode::Blocked => self.blocked().search(k, kernels::vnni(), s),
+                SearchMode::Blocked => self.blocked().search(k, kernels::Scan::detect(), s),
                 _ => {
                     kernels::all_dots(&self.embeddings, space, &s.q, &mut s.exact);
                     // Highest similarity first; the lower index wins a tie.
