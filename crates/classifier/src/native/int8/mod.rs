@@ -286,9 +286,10 @@ unsafe fn panel_product(
         let rows = mr.min(m - row);
         // SAFETY: for the `add`s and the tile contract's A and C: row < m,
         // so row * lda4 < m * lda4, within the kernel's buffer (our
-        // contract); the other buffer is never read, so its pointer is only
-        // formed with `wrapping_add`. The last A value the tile reads,
-        // (row + rows - 1) * lda4 + 4 * b.k4 - 1, is at most m * lda4 - 1.
+        // contract); the other buffer is never read, so its pointer is just
+        // its start (dangling when empty, never dereferenced). The last A
+        // value the tile reads, (row + rows - 1) * lda4 + 4 * b.k4 - 1, is
+        // at most m * lda4 - 1.
         // C as in gemm::panel_product: col < b.n, so the tile's values end
         // at (m - 1) * ldc + b.n - 1 at most, and those columns are ours.
         // B is the whole panel (bounds-checked slice).
