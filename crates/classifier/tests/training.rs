@@ -84,6 +84,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         task_cv: true,
         difficulty_cv: true,
         difficulty_cv_only: false,
+        difficulty_within_source_folds: 0,
         difficulty_hidden: 8,
         difficulty_epochs: 2,
         difficulty_knn_k: vec![10],
@@ -163,6 +164,7 @@ fn train_heads_returns_the_heads_and_the_report_as_data() {
     // The difficulty CV alone: the same folds, no heads.
     let cv_only = HeadsTrainingOptions {
         difficulty_cv_only: true,
+        difficulty_within_source_folds: 0,
         ..opts
     };
     match train_heads(&cv_only, &Silent).unwrap() {

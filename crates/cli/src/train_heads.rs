@@ -108,6 +108,11 @@ pub struct TrainHeadsArgs {
     /// Only the difficulty head's leave-one-source-out: no heads are trained or written, the report is.
     #[arg(long, conflicts_with = "no_cv")]
     difficulty_cv_only: bool,
+    /// With --difficulty-cv-only: K folds inside each outcome source instead of leave-one-source-out (the head trains on
+    /// every other row, the source's other folds included): how well the head orders a source once its own outcomes are
+    /// in training, e.g. an operator's logged traffic. The head alone (--difficulty-knn-weight 0).
+    #[arg(long, requires = "difficulty_cv_only", value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
+    difficulty_cv_within_source: Option<u64>,
     /// Hidden width of the difficulty head (0 = linear); chosen by leave-one-source-out.
     #[arg(long, default_value_t = 64)]
     difficulty_hidden: usize,
@@ -193,6 +198,7 @@ impl TrainHeadsArgs {
             task_cv: !self.no_cv && !self.no_task_cv,
             difficulty_cv: !self.no_cv,
             difficulty_cv_only: self.difficulty_cv_only,
+            difficulty_within_source_folds: self.difficulty_cv_within_source.unwrap_or(0) as usize,
             difficulty_hidden: self.difficulty_hidden,
             difficulty_epochs: self.difficulty_epochs,
             difficulty_knn_k: self.difficulty_knn_k.clone(),

@@ -126,6 +126,10 @@ pub struct KnnPart {
 #[derive(Serialize)]
 pub struct DifficultyCv {
     pub target: String,
+    /// `Some(K)`: K folds inside each source
+    /// ([`super::difficulty_within`]), not leave-one-source-out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_source_folds: Option<usize>,
     pub per_source: BTreeMap<String, HeldOutSource>,
     pub mean_spearman: f64,
     pub min_spearman: f64,
@@ -286,6 +290,7 @@ pub fn difficulty_cv(
     }
     Ok(DifficultyCv {
         target,
+        within_source_folds: None,
         mean_spearman: values.iter().sum::<f64>() / values.len().max(1) as f64,
         min_spearman: values.iter().copied().fold(f64::INFINITY, f64::min),
         pooled_spearman_vs_joint_irt: spearman(&pooled_pred, &pooled_truth),
@@ -320,20 +325,31 @@ pub fn held_out_split(
     irt: &IrtConfig,
     kind: DifficultyTarget,
 ) -> Result<HeldOutSplit> {
+    held_out_rows(data, keys, &|i| held(&data.rows[i].source), irt, kind)
+}
+
+/// The same protocol with the held-out rows named one by one (indices
+/// into `data.rows`), so part of a source can be held out
+/// ([`super::difficulty_within`]).
+pub fn held_out_rows(
+    data: &OutcomeData,
+    keys: &[String],
+    held: &dyn Fn(usize) -> bool,
+    irt: &IrtConfig,
+    kind: DifficultyTarget,
+) -> Result<HeldOutSplit> {
     let rows = &data.rows;
-    let held_keys: HashSet<&str> = rows
+    let held_keys: HashSet<&str> = keys
         .iter()
-        .zip(keys)
-        .filter(|(r, k)| held(&r.source) && !k.is_empty())
+        .enumerate()
+        .filter(|(i, k)| held(*i) && !k.is_empty())
         .map(|(_, k)| k.as_str())
         .collect();
-    let kept: Vec<usize> = (0..rows.len())
-        .filter(|&i| !held(&rows[i].source))
-        .collect();
+    let kept: Vec<usize> = (0..rows.len()).filter(|&i| !held(i)).collect();
     let position: HashMap<usize, usize> = kept.iter().enumerate().map(|(p, &i)| (i, p)).collect();
     let (mut train_at, mut test_at, mut dropped) = (Vec::new(), Vec::new(), 0);
     for (j, &i) in data.sample.iter().enumerate() {
-        if held(&rows[i].source) {
+        if held(i) {
             test_at.push(j);
         } else if held_keys.contains(keys[i].as_str()) {
             dropped += 1;
@@ -369,15 +385,27 @@ pub fn held_out_split(
 impl DifficultyCv {
     /// The report section.
     pub fn markdown(&self) -> String {
-        let mut out = format!(
-            "\n### Difficulty, leave-one-source-out (target `{}`)\n\n\
-             Spearman correlation between predicted difficulty and the held-out source's failure \
-             rate (1 - mean score across its models), per held-out source. Each fold refits the \
-             joint IRT model without the held-out source and drops from training every prompt the \
-             held-out source also holds (`dropped`).\n\n\
-             | held-out source | n | dropped | Spearman |\n|---|---|---|---|\n",
-            self.target
-        );
+        let mut out = match self.within_source_folds {
+            None => format!(
+                "\n### Difficulty, leave-one-source-out (target `{}`)\n\n\
+                 Spearman correlation between predicted difficulty and the held-out source's failure \
+                 rate (1 - mean score across its models), per held-out source. Each fold refits the \
+                 joint IRT model without the held-out source and drops from training every prompt the \
+                 held-out source also holds (`dropped`).\n\n",
+                self.target
+            ),
+            Some(k) => format!(
+                "\n### Difficulty, {k} folds within each source (target `{}`)\n\n\
+                 Spearman correlation between predicted difficulty and the source's failure rate \
+                 (1 - mean score across its models), over each source's out-of-fold predictions. \
+                 Each fold holds out a {k}th of one source: the joint IRT model is refitted without \
+                 those rows and every training prompt they also hold is dropped (`dropped`, summed \
+                 over the folds); the head trains on everything else, the source's other folds \
+                 included.\n\n",
+                self.target
+            ),
+        };
+        out += "| held-out source | n | dropped | Spearman |\n|---|---|---|---|\n";
         let with_knn = self.per_source.values().any(|r| r.knn.is_some());
         if with_knn {
             out = out.replace(

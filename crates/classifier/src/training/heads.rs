@@ -34,6 +34,7 @@ use super::difficulty_blend::final_knn;
 use super::difficulty_cv::{
     difficulty_cv, fit_difficulty, outcome_data, DifficultyCv, DifficultyCvOptions,
 };
+use super::difficulty_within::difficulty_within_source_cv;
 use super::heads_report::HeadsReport;
 use super::language_pairs::language_directions;
 use super::metrics::Confusion;
@@ -100,6 +101,10 @@ pub struct HeadsTrainingOptions {
     pub difficulty_cv: bool,
     /// Only the difficulty head's leave-one-source-out; no heads are trained.
     pub difficulty_cv_only: bool,
+    /// With `difficulty_cv_only`: K > 0 runs K folds inside each outcome
+    /// source instead of leave-one-source-out
+    /// ([`super::difficulty_within`]); 0 = leave-one-source-out.
+    pub difficulty_within_source_folds: usize,
     pub difficulty_hidden: usize,
     pub difficulty_epochs: usize,
     /// Neighbour counts tried for the difficulty's kNN part.
@@ -288,7 +293,18 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         inner_folds: opts.difficulty_inner_folds,
     };
     if opts.difficulty_cv_only {
-        let cv = difficulty_cv(&outcomes, x_scored, &cv_options, &irt, &diff_cfg, progress)?;
+        let cv = match opts.difficulty_within_source_folds {
+            0 => difficulty_cv(&outcomes, x_scored, &cv_options, &irt, &diff_cfg, progress)?,
+            k => difficulty_within_source_cv(
+                &outcomes,
+                x_scored,
+                &cv_options,
+                k,
+                &irt,
+                &diff_cfg,
+                progress,
+            )?,
+        };
         return Ok(HeadsTraining::DifficultyCvOnly {
             cv,
             hidden: diff_cfg.hidden,

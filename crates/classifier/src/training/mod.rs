@@ -17,6 +17,7 @@
 
 pub mod difficulty_blend;
 pub mod difficulty_cv;
+pub mod difficulty_within;
 pub mod encoder;
 pub mod encoder_folds;
 pub mod encoder_outcomes;
