@@ -70,7 +70,9 @@ pub fn difficulty_within_source_cv(
     let rows = &data.rows;
     let keys: Vec<String> = rows.iter().map(|r| item_key(&r.prompt)).collect();
     let full = JointDifficulty::fit_rows(rows, irt)?;
-    // Sample positions of each source, shuffled once (seeded).
+    // Sample positions of each source, shuffled once, seeded by the seed
+    // and the source's name: adding or removing another source leaves a
+    // source's folds as they were.
     let mut by_source: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (j, &i) in data.sample.iter().enumerate() {
         by_source
@@ -78,8 +80,8 @@ pub fn difficulty_within_source_cv(
             .or_default()
             .push(j);
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x5eed_f01d);
-    for at in by_source.values_mut() {
+    for (s, at) in by_source.iter_mut() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ fnv1a(s));
         at.shuffle(&mut rng);
     }
     let sources: BTreeSet<&str> = by_source
@@ -161,5 +163,13 @@ pub fn difficulty_within_source_cv(
         pooled_spearman_vs_joint_irt: spearman(&pooled_pred, &pooled_truth),
         joint_fit: full.summary(rows),
         per_source,
+    })
+}
+
+/// FNV-1a of `s`: a fixed, platform-independent hash (std's is seeded
+/// per process).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })
 }
