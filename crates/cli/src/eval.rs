@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use pointsman_eval::{
-    cross_validate, evaluate, fold_splits, learning_curve, load_sets, summarise, CurveConfig,
-    CurveSize, EvalConfig, EvalSet, HeadOutputs, LoadOptions,
+    cross_validate_rows, evaluate_rows, fold_splits, learning_curve, load_sets, summarise,
+    write_predictions, CurveConfig, CurveSize, EvalConfig, EvalSet, HeadOutputs, LoadOptions,
 };
 use pointsman_router::{PromptInput, Selection, TrainConfig, Validation};
 
@@ -42,6 +42,11 @@ pub struct EvalArgs {
     /// learning_curve.json and learning_curve.svg).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write the trained router's estimates for every held-out row here, one JSON object a line (id, then per model:
+    /// P(success), expected cost, observed score and cost); with --folds each row's out-of-fold estimate. Not with
+    /// --learning-curve.
+    #[arg(long, value_name = "FILE", conflicts_with = "learning_curve")]
+    predictions: Option<PathBuf>,
     /// Learning curve instead of one evaluation: fit on seeded subsamples of
     /// this many training rows per fold or split (comma-separated; `all` =
     /// every row) and report every router's AIQ (APGR for two models) per size.
@@ -238,28 +243,36 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if !args.learning_curve.is_empty() {
         return run_learning_curve(&args, &cfg);
     }
-    let (results, rows, models) = match args.data(
+    let (evaluated, models) = match args.data(
         "give --train A.jsonl --test B.jsonl, or --data F.jsonl --folds K (or --from-store/--from-export with --candidate)",
     )? {
         EvalData::Folds(set, folds) => {
-            let (res, rows) = cross_validate(&set, folds, &cfg)?;
+            let evaluated = cross_validate_rows(&set, folds, &cfg)?;
             if args.ope.explore.is_some() {
                 let splits = fold_splits(&set, folds, cfg.seed)?;
                 crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
             }
-            (res, rows, set.models)
+            (evaluated, set.models)
         }
         EvalData::Split(train, test) => {
-            let (res, rows) = evaluate(&train, &test, &cfg)?;
+            let evaluated = evaluate_rows(&train, &test, &cfg)?;
             let models = test.models.clone();
             if args.ope.explore.is_some() {
                 let splits = [(train, test)];
                 crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
             }
-            (res, rows, models)
+            (evaluated, models)
         }
     };
-    let summary = summarise(&results, &models, rows);
+    if let Some(path) = &args.predictions {
+        write_predictions(path, &models, &evaluated.predictions)?;
+        eprintln!(
+            "{} rows' predictions written to {}",
+            evaluated.predictions.len(),
+            path.display()
+        );
+    }
+    let summary = summarise(&evaluated.results, &models, evaluated.rows);
     if args.json {
         println!("{}", summary.to_json());
     } else {

@@ -443,3 +443,69 @@ fn a_router_with_a_corrupt_knn_projection_fails_at_load_naming_file_and_field() 
         "{err}"
     );
 }
+
+#[test]
+fn eval_writes_each_held_out_rows_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("predictions.jsonl");
+    let data = format!("{DATA}/routellm_gsm8k.jsonl");
+    let v = stdout_json(&pointsman(&[
+        "eval",
+        "--data",
+        &data,
+        "--folds",
+        "2",
+        "--json",
+        "--epochs",
+        "100",
+        "--catalog",
+        "models/catalogs/routellm.toml",
+        "--predictions",
+        file.to_str().unwrap(),
+    ]));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // One line per held-out row, each row once (out of fold).
+    assert_eq!(lines.len() as u64, v["rows"].as_u64().unwrap());
+    let ids: std::collections::HashSet<&str> =
+        lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), lines.len());
+    // The observed scores are the file's own, row by row.
+    let records: std::collections::HashMap<String, serde_json::Value> =
+        std::fs::read_to_string(serve_support::repo().join(&data))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                (r["id"].as_str().unwrap().to_string(), r)
+            })
+            .collect();
+    for l in &lines {
+        let models = l["p"].as_object().unwrap();
+        assert_eq!(models.len(), 2);
+        for (m, p) in models {
+            let p = p.as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{p}");
+            assert!(l["expected_cost_usd"][m].as_f64().unwrap() > 0.0);
+            let want = &records[l["id"].as_str().unwrap()]["outcomes"][m]["score"];
+            assert_eq!(l["score"][m].as_f64(), want.as_f64(), "{m}");
+        }
+    }
+    // Not with a learning curve (which fits many routers per row).
+    let out = pointsman(&[
+        "eval",
+        "--data",
+        &data,
+        "--folds",
+        "2",
+        "--learning-curve",
+        "10",
+        "--predictions",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--learning-curve"));
+}

@@ -20,6 +20,8 @@ pub struct Observed {
     pub cost_usd: f64,
 }
 
+pub use crate::predictions::{Evaluated, RowPrediction};
+
 /// One prompt with its features and outcomes, aligned with [`EvalSet::models`].
 #[derive(Debug, Clone)]
 pub struct EvalRow {
@@ -201,6 +203,15 @@ pub fn evaluate(
     test: &EvalSet,
     cfg: &EvalConfig,
 ) -> Result<(Vec<RouterResult>, usize), EvalError> {
+    evaluate_rows(train, test, cfg).map(|e| (e.results, e.rows))
+}
+
+/// [`evaluate`], with what the trained router predicted for each test row.
+pub fn evaluate_rows(
+    train: &EvalSet,
+    test: &EvalSet,
+    cfg: &EvalConfig,
+) -> Result<Evaluated, EvalError> {
     if train.models != test.models
         || train.tasks != test.tasks
         || train.head_features != test.head_features
@@ -334,6 +345,7 @@ pub fn evaluate(
     let mut rng = StdRng::seed_from_u64(cfg.seed);
 
     let names: Vec<&str> = train.models.iter().map(String::as_str).collect();
+    let mut predictions = Vec::with_capacity(rows.len());
     for row in &rows {
         let obs: Vec<Observed> = row.outcomes.iter().map(|o| o.expect("filtered")).collect();
         let p_sy =
@@ -347,6 +359,7 @@ pub fn evaluate(
             .zip(&mean_cost)
             .map(|(f, c)| f * c)
             .collect();
+        predictions.push(RowPrediction::new(&row.id, &p_sy, &cost_sy, &obs));
         let (p_kn, cost_kn) = knn.predict(&row.embedding, &mean_quality, &mean_cost);
         for (m, o) in obs.iter().enumerate() {
             sy.calibration.as_mut().unwrap().add(p_sy[m], o.score);
@@ -398,7 +411,11 @@ pub fn evaluate(
     }
     let mut out = vec![sy, wtp, kn, random, cheap, best_single, oracle, sy_cost];
     out.extend(singles);
-    Ok((out, rows.len()))
+    Ok(Evaluated {
+        results: out,
+        rows: rows.len(),
+        predictions,
+    })
 }
 
 /// K-fold cross-validation: rows shuffled with `cfg.seed`, each fold
@@ -408,17 +425,32 @@ pub fn cross_validate(
     folds: usize,
     cfg: &EvalConfig,
 ) -> Result<(Vec<RouterResult>, usize), EvalError> {
-    let mut pooled: Option<Vec<RouterResult>> = None;
-    let mut used = 0;
+    cross_validate_rows(data, folds, cfg).map(|e| (e.results, e.rows))
+}
+
+/// [`cross_validate`], with every row's out-of-fold prediction (in fold
+/// order).
+pub fn cross_validate_rows(
+    data: &EvalSet,
+    folds: usize,
+    cfg: &EvalConfig,
+) -> Result<Evaluated, EvalError> {
+    let mut pooled: Option<Evaluated> = None;
     for (train, test) in fold_splits(data, folds, cfg.seed)? {
-        let (res, n) = evaluate(&train, &test, cfg)?;
-        used += n;
+        let fold = evaluate_rows(&train, &test, cfg)?;
         match &mut pooled {
-            None => pooled = Some(res),
-            Some(p) => p.iter_mut().zip(&res).for_each(|(a, b)| a.merge(b)),
+            None => pooled = Some(fold),
+            Some(p) => {
+                p.results
+                    .iter_mut()
+                    .zip(&fold.results)
+                    .for_each(|(a, b)| a.merge(b));
+                p.rows += fold.rows;
+                p.predictions.extend(fold.predictions);
+            }
         }
     }
-    Ok((pooled.expect("folds >= 2"), used))
+    Ok(pooled.expect("folds >= 2"))
 }
 
 /// The (train, test) pairs of K-fold cross-validation: rows shuffled with

@@ -15,6 +15,7 @@ pub mod harness;
 pub mod load;
 pub mod metrics;
 pub mod ope;
+pub mod predictions;
 pub mod report;
 pub mod store_fit;
 
@@ -22,11 +23,12 @@ pub use curve::{learning_curve, subsample, CurveConfig, CurveSize, LearningCurve
 pub use error::EvalError;
 pub use explore_cost::{exploration_cost, exploration_cost_over_splits, ExplorationCost};
 pub use harness::{
-    cross_validate, evaluate, fit_set, fold_splits, EvalConfig, EvalRow, EvalSet, Observed,
-    RouterResult,
+    cross_validate, cross_validate_rows, evaluate, evaluate_rows, fit_set, fold_splits, EvalConfig,
+    EvalRow, EvalSet, Observed, RouterResult,
 };
 pub use load::{
     build_sets, load_sets, read_records, HeadOutputs, LoadOptions, Pricing, PromptReader,
 };
+pub use predictions::{write_predictions, Evaluated, RowPrediction};
 pub use report::{summarise, RouterSummary, Summary};
 pub use store_fit::{fit_logged, LoggedFit};

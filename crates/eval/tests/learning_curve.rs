@@ -1,5 +1,5 @@
-//! The learning-curve and reliability-diagram parts of the harness on small
-//! synthetic sets (no encoder: embeddings are drawn directly), so they run
+//! The learning-curve, reliability-diagram and per-row prediction parts of
+//! the harness on small synthetic sets (no encoder: embeddings are drawn directly), so they run
 //! in seconds.
 
 use pointsman_eval::{
@@ -186,4 +186,64 @@ fn report_draws_the_reliability_diagram() {
         .unwrap();
     assert_eq!(bins.len(), sy.reliability.len());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cross_validation_returns_each_rows_out_of_fold_prediction() {
+    let set = synthetic(120, 3, 5);
+    let cfg = quick();
+    let e = pointsman_eval::cross_validate_rows(&set, 3, &cfg).unwrap();
+    let (results, rows) = pointsman_eval::cross_validate(&set, 3, &cfg).unwrap();
+    assert_eq!((e.rows, e.predictions.len()), (rows, 120));
+    assert_eq!(
+        summarise(&e.results, &set.models, e.rows).to_json(),
+        summarise(&results, &set.models, rows).to_json()
+    );
+    let by_id: std::collections::HashMap<&str, &EvalRow> =
+        set.rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    assert_eq!(
+        e.predictions
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        120
+    );
+    // Each prediction is its own row's: the observed scores match, and
+    // model m's P is higher where the embedding points its way (the
+    // synthetic truth), so the rows are not shuffled against the P.
+    for m in 0..3 {
+        let (mut hi, mut lo) = (Vec::new(), Vec::new());
+        for p in &e.predictions {
+            let row = by_id[p.id.as_str()];
+            assert_eq!(p.score[m], row.outcomes[m].unwrap().score);
+            match row.embedding[m] {
+                x if x > 0.2 => hi.push(p.p[m]),
+                x if x < -0.2 => lo.push(p.p[m]),
+                _ => {}
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(
+            mean(&hi) > mean(&lo) + 0.05,
+            "model {m}: {} vs {}",
+            mean(&hi),
+            mean(&lo)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.jsonl");
+    pointsman_eval::write_predictions(&path, &set.models, &e.predictions).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 120);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["p"].as_object().unwrap().len(), 3);
+    let err = pointsman_eval::write_predictions(
+        &dir.path().join("no/such/dir/p.jsonl"),
+        &set.models,
+        &e.predictions,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no/such/dir"), "{err}");
 }
