@@ -101,6 +101,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
         "task": routed.classification.task,
         "difficulty": routed.classification.difficulty,
     });
+    out["typical_failure"] = json!(routed.typical_failure);
     out["estimated_input_tokens"] = json!(routed.input_tokens);
     out["models_on_prior"] = json!(unfitted);
     println!("{out}");

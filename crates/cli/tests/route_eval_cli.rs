@@ -43,6 +43,18 @@ fn route_prints_a_decision_with_candidates_and_fallbacks() {
         assert!((0.0..=1.0).contains(&p));
         assert!(c["expected_cost_usd"].as_f64().unwrap() > 0.0);
     }
+    // All 11 catalog models are candidates: the router's difficulty is
+    // 1 − their mean P.
+    let mean_p = candidates
+        .iter()
+        .map(|c| c["p_success"].as_f64().unwrap())
+        .sum::<f64>()
+        / 11.0;
+    let typical = v["typical_failure"].as_f64().unwrap();
+    assert!(
+        (typical - (1.0 - mean_p)).abs() < 1e-9,
+        "{typical} {mean_p}"
+    );
     // The shipped artifact has a target table: target 0.7 is the λ rule
     // at the λ its table gives, named in the decision, and the chosen
     // model maximises P - λ x cost over the candidates.

@@ -142,6 +142,16 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
             .iter()
             .all(|c| (0.0..=1.0).contains(&c.p_success) && c.expected_cost_usd > 0.0));
         assert!(r.candidates[0].expected_cost_usd < r.candidates[1].expected_cost_usd);
+        // Both catalog models are candidates here: the router's difficulty
+        // is 1 − their mean P.
+        let mean_p = r.candidates.iter().map(|c| c.p_success).sum::<f64>() / 2.0;
+        assert!(mean_p < 1.0 && r.typical_failure > 0.0, "{r:?}");
+        assert!(
+            (r.typical_failure - (1.0 - mean_p)).abs() < 1e-9,
+            "{} vs {}",
+            r.typical_failure,
+            1.0 - mean_p
+        );
         let v = r.versions.clone().unwrap();
         assert_eq!(v.generation, 1);
         assert!(v.router_artifact.starts_with("router.json@"), "{v:?}");
@@ -155,6 +165,8 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
         let r2 = c.route(req).await.unwrap().into_inner();
         assert_eq!(r2.model, "strong");
         assert!(r2.excluded.contains_key("cheap"));
+        // A property of the prompt, not of the request's allowed models.
+        assert_eq!(r2.typical_failure, r.typical_failure);
 
         // ReportOutcome.
         let rep = |id: &str, model: &str, score: f64| pb::ReportOutcomeRequest {

@@ -99,6 +99,7 @@ fn route_response(r: Routed) -> pb::RouteResponse {
     pb::RouteResponse {
         explored: r.logged.explored,
         propensity: r.logged.propensity,
+        typical_failure: r.typical_failure,
         decision_id: r.decision_id,
         model: r.decision.model,
         fallbacks: r.decision.fallbacks,

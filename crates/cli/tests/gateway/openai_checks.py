@@ -176,6 +176,10 @@ d = r.json()
 for key in ["decision_id", "model", "fallbacks", "p_success", "expected_cost_usd", "candidates", "classification", "versions", "reason"]:
     assert key in d, (key, d)
 assert d["target"] == 0.5 and d["versions"]["generation"] == 1, d
+# The router's difficulty, 1 - the mean P of every catalog model; with no
+# constraints every catalog model is a candidate.
+mean_p = sum(c["p_success"] for c in d["candidates"]) / len(d["candidates"])
+assert abs(d["typical_failure"] - (1 - mean_p)) < 1e-9, d
 r = http.post("/v1/route", json={"prompt": "x", "target": 2}, headers=auth)
 assert r.status_code == 400 and error_of(r)["param"] == "target", r.text
 r = http.post("/v1/route", json={"prompt": "x", "constraints": {"max_cost_usd": "cheap"}}, headers=auth)

@@ -75,6 +75,9 @@ pub fn decide(
     // the first model and poison the store: never emit one.
     pointsman_router::validate::check_probabilities(&names, &p)
         .map_err(|e| ServerError::Internal(e.to_string()))?;
+    // Over every catalog model, before constraints: a property of the
+    // prompt, not of this request's allowed models.
+    let typical_failure = (1.0 - p.iter().sum::<f64>() / p.len().max(1) as f64).clamp(0.0, 1.0);
     let input_tokens = estimate_tokens(&r.prompt);
     let output_tokens = r
         .expected_output_tokens
@@ -192,6 +195,7 @@ pub fn decide(
         versions,
         input_tokens,
         saved_usd,
+        typical_failure,
         tenant: r.tenant.clone(),
         arm,
         logged,

@@ -55,6 +55,9 @@ pub struct Routed {
     pub input_tokens: u64,
     /// Expected cost of the highest-P eligible model minus the chosen one's.
     pub saved_usd: f64,
+    /// 1 − the mean P(success) of every catalog model under the deciding
+    /// artifact: the probability that a typical catalog model fails.
+    pub typical_failure: f64,
     pub tenant: Option<String>,
     /// Which artifact decided: the live one, or the candidate under canary
     /// (`versions.router_artifact` names its version).

@@ -120,6 +120,7 @@ pub fn routed_json(r: &Routed) -> Value {
         "reason": d.reason,
         "explored": r.logged.explored,
         "propensity": r.logged.propensity,
+        "typical_failure": r.typical_failure,
         "target": r.target(),
         "classification": {
             "task": r.classification.task,
