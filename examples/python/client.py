@@ -60,6 +60,11 @@ def main():
     print("route:", r.model, "fallbacks:", list(r.fallbacks), "decision:", r.decision_id)
     for cand in r.candidates:
         print(f"  {cand.model}: P={cand.p_success:.3f} cost=${cand.expected_cost_usd:.6f}")
+    # The router's own difficulty: 1 - the mean P over every catalog model.
+    print(f"typical failure: {r.typical_failure:.4f}")
+    if not r.excluded:  # every catalog model is a candidate
+        mean_p = sum(c.p_success for c in r.candidates) / len(r.candidates)
+        assert abs(r.typical_failure - (1 - mean_p)) < 1e-9, (r.typical_failure, mean_p)
 
     ack = router.ReportOutcome(
         router_pb2.ReportOutcomeRequest(decision_id=r.decision_id, model=r.model, score=1.0, latency_ms=850.0),

@@ -56,6 +56,7 @@ fn python_grpcio_client_routes_reports_and_sees_bad_inputs_refused() {
     assert!(stdout.contains("health: SERVING"), "{stdout}");
     assert!(stdout.contains("classify: code"), "{stdout}");
     assert!(stdout.contains("route: cheap"), "{stdout}");
+    assert!(stdout.contains("typical failure: 0."), "{stdout}");
     assert!(stdout.contains("outcomes for this decision: 1"), "{stdout}");
     assert!(stdout.contains("bad inputs: all refused"), "{stdout}");
 }
