@@ -322,9 +322,25 @@ fn health_reflection_classify_route_report_and_bad_inputs() {
             "pointsman_queue_depth",
             "pointsman_routes_total{model=\"cheap\"}",
             "pointsman_cost_saved_usd_total",
+            "pointsman_typical_failure_bucket{le=\"0.05\"}",
         ] {
             assert!(body.contains(want), "metrics lack {want}:\n{body}");
         }
+        // Every decision is observed once: each successful Route (counted
+        // by pointsman_requests_total{code="Ok",method="Route"}) and each
+        // answered item of the RouteBatch above.
+        let value = |name: &str| -> f64 {
+            body.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+                .parse()
+                .unwrap()
+        };
+        let routed = value("pointsman_requests_total{code=\"Ok\",method=\"Route\"}");
+        assert!(routed >= 2.0, "{routed}");
+        assert_eq!(value("pointsman_typical_failure_count"), routed + 1.0);
+        assert!(value("pointsman_typical_failure_sum") > 0.0);
     });
 }
 

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub cost_saved_usd: Counter,
     /// Σ expected cost of the chosen models, USD.
     pub expected_cost_usd: Counter,
+    /// The router's difficulty of each routed prompt (`typical_failure`):
+    /// a shift in it says the traffic got harder or easier.
+    pub typical_failure: Histogram,
     /// Outcomes reported, by model.
     pub outcomes: IntCounterVec,
     /// Successful reloads and rollbacks of the catalog/artifact.
@@ -130,6 +133,14 @@ impl Metrics {
             )
             .unwrap(),
             expected_cost_usd: Counter::new("pointsman_expected_cost_usd_total", "Expected cost of the chosen models, summed (USD)").unwrap(),
+            typical_failure: Histogram::with_opts(
+                HistogramOpts::new(
+                    "pointsman_typical_failure",
+                    "Routed prompts' typical_failure: 1 - the mean P(success) of every catalog model",
+                )
+                .buckets((1..=20).map(|i| i as f64 / 20.0).collect()),
+            )
+            .unwrap(),
             outcomes: IntCounterVec::new(Opts::new("pointsman_outcomes_total", "Outcomes reported, by model"), &["model"]).unwrap(),
             reloads: CounterVec::new(Opts::new("pointsman_reloads_total", "Catalog/artifact swaps, by kind"), &["kind"]).unwrap(),
             generation: Gauge::new("pointsman_state_generation", "Generation of the loaded catalog/artifact").unwrap(),
@@ -185,6 +196,7 @@ impl Metrics {
         r.register(Box::new(m.routes.clone())).unwrap();
         r.register(Box::new(m.cost_saved_usd.clone())).unwrap();
         r.register(Box::new(m.expected_cost_usd.clone())).unwrap();
+        r.register(Box::new(m.typical_failure.clone())).unwrap();
         r.register(Box::new(m.outcomes.clone())).unwrap();
         r.register(Box::new(m.reloads.clone())).unwrap();
         r.register(Box::new(m.generation.clone())).unwrap();

@@ -297,6 +297,7 @@ impl Core {
         m.expected_cost_usd
             .inc_by(r.decision.expected_cost_usd.max(0.0));
         m.cost_saved_usd.inc_by(r.saved_usd);
+        m.typical_failure.observe(r.typical_failure);
         self.count_rollout_and_spend(r);
         tracing::info!(decision_id = %r.decision_id, model = %r.decision.model, p = r.decision.p_success, tenant = ?r.tenant, "routed");
     }
