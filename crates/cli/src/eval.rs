@@ -238,6 +238,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     if args.ope.wanted() {
+        anyhow::ensure!(
+            args.predictions.is_none(),
+            "--predictions writes a --data or --train/--test evaluation's rows; an off-policy estimate (--from-store, --from-export) has none"
+        );
         return crate::ope::run(&args.ope, args.json, args.seed);
     }
     if !args.learning_curve.is_empty() {

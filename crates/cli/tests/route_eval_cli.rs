@@ -520,4 +520,20 @@ fn eval_writes_each_held_out_rows_predictions() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--learning-curve"));
+    // Nor with an off-policy estimate, which has no evaluation rows.
+    let out = pointsman(&[
+        "eval",
+        "--from-export",
+        "no-such-export.jsonl",
+        "--candidate",
+        "models/router/routerbench-e5.json",
+        "--predictions",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--predictions") && err.contains("off-policy"),
+        "{err}"
+    );
 }

@@ -207,4 +207,7 @@ fn within_source_folds_refuse_the_knn_blend_and_one_fold() {
     assert!(err.contains("--difficulty-knn-weight 0"), "{err}");
     let err = within(&data, &x, vec![0.0], 1).err().unwrap().to_string();
     assert!(err.contains("at least 2 folds"), "{err}");
+    // 120 prompts a source: 13 folds of ten would need 130.
+    let err = within(&data, &x, vec![0.0], 13).err().unwrap().to_string();
+    assert!(err.contains("130 sampled prompts"), "{err}");
 }

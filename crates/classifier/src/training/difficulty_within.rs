@@ -86,9 +86,25 @@ pub fn difficulty_within_source_cv(
     }
     let sources: BTreeSet<&str> = by_source
         .iter()
-        .filter(|(_, at)| enough(at.len(), folds))
+        .filter(|(s, at)| {
+            let ok = enough(at.len(), folds);
+            if !ok {
+                progress.note(&format!(
+                    "difficulty within {s}: skipped, {} sampled prompts for {folds} folds (at least {} needed)",
+                    at.len(),
+                    10 * folds
+                ));
+            }
+            ok
+        })
         .map(|(s, _)| *s)
         .collect();
+    if sources.is_empty() {
+        return Err(ClassifierError::InvalidOption(format!(
+            "--difficulty-cv-within-source {folds}: no outcome source has the {} sampled prompts it needs (raise --outcomes-per-file or lower K)",
+            10 * folds
+        )));
+    }
     let total = sources.len() * folds;
     progress.begin("within-source folds (difficulty)", total);
     let mut per_source = BTreeMap::new();
