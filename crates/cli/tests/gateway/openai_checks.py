@@ -64,6 +64,11 @@ assert raw.headers["x-pointsman-model"] == "ok", raw.headers
 assert completion.choices[0].message.content == "route me: alpha", completion
 assert completion.usage.completion_tokens == 3, completion.usage
 ids["routed"] = raw.headers["x-pointsman-decision-id"]
+# The router's difficulty of the prompt, as /v1/route gives it (over every
+# catalog model, whatever the allowed ones).
+typical = float(raw.headers["x-pointsman-typical-failure"])
+decided = http.post("/v1/route", json={"prompt": "route me: alpha"}, headers=auth).json()
+assert 0.0 < typical < 1.0 and abs(typical - decided["typical_failure"]) < 1e-12, (typical, decided)
 sent = httpx.get(stub + "/stats").json()["last_request"]["stub-ok"]
 assert "pointsman" not in sent, "the pointsman object must be stripped before forwarding"
 assert sent["model"] == "stub-ok", sent
@@ -84,6 +89,7 @@ raw = client.chat.completions.with_raw_response.create(model="strong", messages=
 assert raw.headers["x-pointsman-model"] == "strong", raw.headers
 assert raw.parse().choices[0].message.content == "named"
 ids["named"] = raw.headers["x-pointsman-decision-id"]
+assert "x-pointsman-typical-failure" not in raw.headers, raw.headers  # no encoder pass, no estimate
 print("ok named")
 
 # Each fallback case: the faulty (cheaper) model is tried, then `ok` answers.
@@ -105,6 +111,7 @@ raw = client.chat.completions.with_raw_response.create(
 )
 assert raw.headers["content-type"].startswith("text/event-stream"), raw.headers
 ids["streamed"] = raw.headers["x-pointsman-decision-id"]
+assert 0.0 <= float(raw.headers["x-pointsman-typical-failure"]) <= 1.0, raw.headers
 text, usage = "", None
 for chunk in raw.parse():
     if chunk.choices and chunk.choices[0].delta.content:

@@ -20,7 +20,9 @@ use serde_json::{Map, Value};
 
 use super::error::{error_response, ApiError};
 use super::wire::{parse, RouteJson};
-use super::{decision_headers, exploration_headers, json_response, Gateway, AUTO_MODELS};
+use super::{
+    decision_headers, difficulty_header, exploration_headers, json_response, Gateway, AUTO_MODELS,
+};
 use crate::core::calls::UpstreamCall;
 use crate::core::validate::check_prompt;
 use crate::error::ServerError;
@@ -245,7 +247,7 @@ pub(super) async fn chat_completions(
         }
     }
     let deadline = Instant::now() + gw.request_timeout;
-    let (decision_id, chain, explored, propensity) = if auto {
+    let (decision_id, chain, explored, propensity, typical_failure) = if auto {
         let routed = gw.core.route(&request, Some(deadline)).await?;
         let chain: Vec<String> = std::iter::once(routed.decision.model.clone())
             .chain(routed.decision.fallbacks.iter().cloned())
@@ -256,13 +258,15 @@ pub(super) async fn chat_completions(
             chain,
             logged.explored,
             logged.propensity,
+            Some(routed.typical_failure),
         )
     } else {
         // A named model is forwarded as is, with no encoder pass on the
         // way: its decision is logged unclassified (core/named.rs).
         let id = gw.core.log_named(&request, &model, Some(deadline)).await?;
-        // The client chose the model: no exploration, propensity 1.
-        (id, vec![model.clone()], false, 1.0)
+        // The client chose the model: no exploration, propensity 1, and
+        // no router estimate (no encoder pass).
+        (id, vec![model.clone()], false, 1.0, None)
     };
     let first_choice = chain[0].clone();
     let forwarded = upstreams
@@ -292,6 +296,7 @@ pub(super) async fn chat_completions(
             );
             decision_headers(resp.headers_mut(), &decision_id, &model);
             exploration_headers(resp.headers_mut(), explored, propensity);
+            difficulty_header(resp.headers_mut(), typical_failure);
             Ok(resp)
         }
         Ok(Forwarded::Stream {
@@ -338,6 +343,7 @@ pub(super) async fn chat_completions(
             );
             decision_headers(h, &decision_id, &model);
             exploration_headers(h, explored, propensity);
+            difficulty_header(h, typical_failure);
             Ok(resp)
         }
         Err(e) => {
@@ -347,6 +353,7 @@ pub(super) async fn chat_completions(
             let mut resp = error_response(&ServerError::Upstream(e));
             decision_headers(resp.headers_mut(), &decision_id, &first_choice);
             exploration_headers(resp.headers_mut(), explored, propensity);
+            difficulty_header(resp.headers_mut(), typical_failure);
             Ok(resp.into_response())
         }
     }

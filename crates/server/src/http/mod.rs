@@ -223,6 +223,15 @@ fn exploration_headers(headers: &mut HeaderMap, explored: bool, propensity: f64)
     }
 }
 
+/// The router's difficulty of a routed prompt (`x-pointsman-typical-failure`:
+/// 1 − the mean P(success) of every catalog model); absent for a named
+/// model, which is forwarded without an encoder pass.
+fn difficulty_header(headers: &mut HeaderMap, typical_failure: Option<f64>) {
+    if let Some(Ok(v)) = typical_failure.map(|t| t.to_string().parse()) {
+        headers.insert("x-pointsman-typical-failure", v);
+    }
+}
+
 /// A JSON answer with a status.
 fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut resp = Response::new(Body::from(body));
