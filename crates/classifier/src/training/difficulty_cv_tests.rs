@@ -9,16 +9,29 @@ use rand::Rng;
 /// 12 random numbers; when `signal`, its IRT difficulty is 2.5 · x[0]
 /// plus a per-source level, else independent noise.
 fn synthetic(signal: bool, seed: u64) -> (OutcomeData, Vec<Vec<f32>>) {
+    sources(seed, |s, v, rng| {
+        let b = if signal {
+            2.5 * v[0] as f64
+        } else {
+            rng.random_range(-1.5..1.5)
+        };
+        b + (s as f64 - 1.5) * 0.8
+    })
+}
+
+/// Four sources of 120 prompts, five models each, inputs 12 random
+/// numbers; `difficulty(source, input, rng)` gives each prompt's IRT
+/// difficulty.
+fn sources(
+    seed: u64,
+    difficulty: impl Fn(usize, &[f32], &mut rand::rngs::StdRng) -> f64,
+) -> (OutcomeData, Vec<Vec<f32>>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (mut rows, mut x) = (Vec::new(), Vec::new());
     for s in 0..4 {
         for i in 0..120 {
             let v: Vec<f32> = (0..12).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let b = if signal {
-                2.5 * v[0] as f64
-            } else {
-                rng.random_range(-1.5..1.5)
-            } + (s as f64 - 1.5) * 0.8;
+            let b = difficulty(s, &v, &mut rng);
             let scores = (0..5)
                 .map(|m| {
                     let p = 1.0 / (1.0 + (-(m as f64 - 2.0) * 0.7 + b).exp());
@@ -120,32 +133,13 @@ fn no_order_is_invented_where_the_inputs_carry_none() {
 /// Four sources of 120 prompts; only source 3's difficulty is in the
 /// inputs (2.5 · x[1]); the others' is noise.
 fn one_source_signal(seed: u64) -> (OutcomeData, Vec<Vec<f32>>) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let (mut rows, mut x) = (Vec::new(), Vec::new());
-    for s in 0..4 {
-        for i in 0..120 {
-            let v: Vec<f32> = (0..12).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let b = if s == 3 {
-                2.5 * v[1] as f64
-            } else {
-                rng.random_range(-1.5..1.5)
-            };
-            let scores = (0..5)
-                .map(|m| {
-                    let p = 1.0 / (1.0 + (-(m as f64 - 2.0) * 0.7 + b).exp());
-                    (format!("model-{m}"), p)
-                })
-                .collect();
-            rows.push(OutcomeRow {
-                source: format!("source-{s}"),
-                prompt: format!("synthetic prompt number {i} of source {s}"),
-                scores,
-            });
-            x.push(v);
+    sources(seed, |s, v, rng| {
+        if s == 3 {
+            2.5 * v[1] as f64
+        } else {
+            rng.random_range(-1.5..1.5)
         }
-    }
-    let sample = (0..rows.len()).collect();
-    (OutcomeData { rows, sample }, x)
+    })
 }
 
 fn within(data: &OutcomeData, x: &[Vec<f32>], knn: Vec<f64>, folds: usize) -> Result<DifficultyCv> {
