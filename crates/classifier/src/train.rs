@@ -23,6 +23,16 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     pub batch_size: usize,
     pub seed: u64,
+    /// Members of a seed ensemble: each trains from
+    /// its own seed and the head's logits are their mean, stored as one
+    /// wider MLP ([`mean_of_logits`]). 1 = a single head, member 0 always
+    /// from `seed`, so 1 gives the heads trained before ensembles existed.
+    #[serde(default = "one_member")]
+    pub members: usize,
+}
+
+fn one_member() -> usize {
+    1
 }
 
 impl Default for TrainConfig {
@@ -34,6 +44,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-2,
             batch_size: 64,
             seed: 17,
+            members: 1,
         }
     }
 }
@@ -156,8 +167,117 @@ fn rows(x: &[Vec<f32>], idx: &[usize]) -> Result<Tensor> {
 }
 
 /// Trains a softmax classifier. `weights` scales each example's loss (use it
-/// to balance classes or sources). Returns logits-producing layers.
+/// to balance classes or sources). Returns logits-producing layers: with
+/// `cfg.members` > 1, one MLP whose logits are the mean of that many heads,
+/// member i trained from seed `cfg.seed + i * MEMBER_SEED_STEP`.
 pub fn train_classifier(
+    x: &[Vec<f32>],
+    labels: &[usize],
+    weights: &[f32],
+    classes: usize,
+    cfg: &TrainConfig,
+) -> Result<Mlp> {
+    ensemble(cfg, |c| {
+        train_one_classifier(x, labels, weights, classes, c)
+    })
+}
+
+/// `train_one` once per member of `cfg.members` (member i from seed
+/// `cfg.seed + i * MEMBER_SEED_STEP`), merged by [`mean_of_logits`]; one
+/// member is `train_one(cfg)` itself.
+pub fn ensemble(cfg: &TrainConfig, train_one: impl Fn(&TrainConfig) -> Result<Mlp>) -> Result<Mlp> {
+    if cfg.members <= 1 {
+        return train_one(cfg);
+    }
+    let members = (0..cfg.members as u64)
+        .map(|i| {
+            let seed = cfg.seed.wrapping_add(i * MEMBER_SEED_STEP);
+            train_one(&TrainConfig {
+                seed,
+                ..cfg.clone()
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    mean_of_logits(&members)
+}
+
+/// Seed distance between ensemble members: far from the +1 the difficulty
+/// head's seed takes, so no member repeats another head's draws.
+pub const MEMBER_SEED_STEP: u64 = 1_000;
+
+/// One MLP whose outputs are the mean of `members`' outputs, exactly up to
+/// float rounding: for one hidden layer the hidden units are stacked (a
+/// member's units see only its own output weights, scaled by 1/N) and the
+/// output biases averaged; linear members are averaged weight by weight.
+/// So an ensemble loads, saves and runs as a plain head, N times wider.
+pub fn mean_of_logits(members: &[Mlp]) -> Result<Mlp> {
+    let first = members
+        .first()
+        .ok_or_else(|| ClassifierError::InvalidInput("an ensemble needs members".into()))?;
+    let shape = |m: &Mlp| {
+        m.layers
+            .iter()
+            .map(|l| (l.inputs, l.outputs))
+            .collect::<Vec<_>>()
+    };
+    if members.iter().any(|m| shape(m) != shape(first)) {
+        return Err(ClassifierError::InvalidInput(
+            "ensemble members have different shapes".into(),
+        ));
+    }
+    let n = members.len() as f32;
+    let mean = |pick: &dyn Fn(&Mlp) -> &Vec<f32>| -> Vec<f32> {
+        let mut acc = vec![0.0f32; pick(first).len()];
+        for m in members {
+            acc.iter_mut().zip(pick(m)).for_each(|(a, v)| *a += v / n);
+        }
+        acc
+    };
+    match first.layers.len() {
+        1 => Ok(Mlp {
+            layers: vec![Dense {
+                weight: mean(&|m| &m.layers[0].weight),
+                bias: mean(&|m| &m.layers[0].bias),
+                ..first.layers[0].clone()
+            }],
+        }),
+        2 => {
+            let (h, out) = (first.layers[0].outputs, first.layers[1].outputs);
+            let hidden = Dense {
+                weight: members
+                    .iter()
+                    .flat_map(|m| m.layers[0].weight.clone())
+                    .collect(),
+                bias: members
+                    .iter()
+                    .flat_map(|m| m.layers[0].bias.clone())
+                    .collect(),
+                inputs: first.layers[0].inputs,
+                outputs: h * members.len(),
+            };
+            let mut weight = Vec::with_capacity(out * h * members.len());
+            for o in 0..out {
+                for m in members {
+                    weight.extend(m.layers[1].weight[o * h..(o + 1) * h].iter().map(|w| w / n));
+                }
+            }
+            let output = Dense {
+                weight,
+                bias: mean(&|m| &m.layers[1].bias),
+                inputs: h * members.len(),
+                outputs: out,
+            };
+            Ok(Mlp {
+                layers: vec![hidden, output],
+            })
+        }
+        k => Err(ClassifierError::InvalidInput(format!(
+            "cannot merge an ensemble of {k}-layer heads"
+        ))),
+    }
+}
+
+fn train_one_classifier(
     x: &[Vec<f32>],
     labels: &[usize],
     weights: &[f32],
@@ -369,6 +489,77 @@ mod tests {
         assert_eq!(mlp, again, "same seed must give the same weights");
         let other = train_classifier(&x, &y, &w, 3, &TrainConfig { seed: 99, ..cfg }).unwrap();
         assert_ne!(mlp, other);
+    }
+
+    #[test]
+    fn an_ensemble_is_one_head_whose_logits_are_its_members_mean() {
+        let (x, y) = blobs();
+        let w = vec![1.0; x.len()];
+        for hidden in [0, 8] {
+            let cfg = TrainConfig {
+                hidden,
+                epochs: 5,
+                learning_rate: 1e-2,
+                ..Default::default()
+            };
+            let single = train_classifier(&x, &y, &w, 3, &cfg).unwrap();
+            let one = train_classifier(
+                &x,
+                &y,
+                &w,
+                3,
+                &TrainConfig {
+                    members: 1,
+                    ..cfg.clone()
+                },
+            );
+            assert_eq!(single, one.unwrap(), "one member is the plain head");
+            let members: Vec<Mlp> = (0..3u64)
+                .map(|i| {
+                    let seed = cfg.seed + i * MEMBER_SEED_STEP;
+                    train_classifier(
+                        &x,
+                        &y,
+                        &w,
+                        3,
+                        &TrainConfig {
+                            seed,
+                            ..cfg.clone()
+                        },
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let three = TrainConfig {
+                members: 3,
+                ..cfg.clone()
+            };
+            let ensemble = train_classifier(&x, &y, &w, 3, &three).unwrap();
+            assert_eq!(ensemble, train_classifier(&x, &y, &w, 3, &three).unwrap());
+            assert_eq!(ensemble.inputs(), 2);
+            assert_eq!(ensemble.outputs(), 3);
+            assert_ne!(ensemble, single);
+            for xi in x.iter().step_by(7) {
+                let got = ensemble.forward(xi);
+                for (c, g) in got.iter().enumerate() {
+                    let want = members.iter().map(|m| m.forward(xi)[c]).sum::<f32>() / 3.0;
+                    assert!((g - want).abs() < 1e-5, "hidden {hidden}: {g} vs {want}");
+                }
+            }
+        }
+        let deep = Mlp {
+            layers: vec![
+                Dense {
+                    weight: vec![1.0],
+                    bias: vec![0.0],
+                    inputs: 1,
+                    outputs: 1
+                };
+                3
+            ],
+        };
+        assert!(mean_of_logits(&[deep.clone(), deep]).is_err());
+        assert!(mean_of_logits(&[]).is_err());
     }
 
     #[test]

@@ -75,6 +75,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         seed: 17,
         hidden: 8,
         epochs: 2,
+        task_members: 1,
         features: true,
         task_features_off: vec![],
         task_cues: false,
@@ -87,6 +88,7 @@ fn heads_options(root: &Path) -> HeadsTrainingOptions {
         difficulty_within_source_folds: 0,
         difficulty_hidden: 8,
         difficulty_epochs: 2,
+        difficulty_members: 1,
         difficulty_knn_k: vec![10],
         difficulty_knn_weight: vec![0.0],
         difficulty_inner_folds: 3,
@@ -207,6 +209,48 @@ fn translations(root: &Path) -> PathBuf {
     let dir = root.join("translated");
     write_jsonl(&dir.join("translated.jsonl"), &rows);
     dir
+}
+
+#[test]
+fn seed_ensembles_are_wider_heads_recorded_in_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    data(dir.path());
+    let single = HeadsTrainingOptions {
+        task_cv: false,
+        difficulty_cv: false,
+        ..heads_options(dir.path())
+    };
+    let trained = |opts: &HeadsTrainingOptions| match train_heads(opts, &Silent).unwrap() {
+        HeadsTraining::Trained { heads, .. } => heads,
+        HeadsTraining::DifficultyCvOnly { .. } => panic!("heads were asked for"),
+    };
+    let one = trained(&single);
+    let settings = &one.metadata.training["settings"];
+    assert!(settings.get("task_members").is_none() && settings.get("difficulty_members").is_none());
+    let many = trained(&HeadsTrainingOptions {
+        task_members: 3,
+        difficulty_members: 2,
+        ..single.clone()
+    });
+    // hidden 8 in both heads: the members' units side by side.
+    assert_eq!(one.task.mlp.layers[0].outputs, 8);
+    assert_eq!(many.task.mlp.layers[0].outputs, 24);
+    assert_eq!(many.difficulty.mlp.layers[0].outputs, 16);
+    // Member 0 is the single head: its units are the ensemble's first eight.
+    assert_eq!(
+        many.task.mlp.layers[0].weight[..one.task.mlp.layers[0].weight.len()],
+        one.task.mlp.layers[0].weight[..]
+    );
+    let settings = &many.metadata.training["settings"];
+    assert_eq!(settings["task_members"], 3);
+    assert_eq!(settings["difficulty_members"], 2);
+    assert_ne!(one.metadata.version, many.metadata.version);
+    // It saves and loads as any heads file.
+    let path = dir.path().join("many.safetensors");
+    many.save(&path).unwrap();
+    let loaded = pointsman_classifier::Heads::load(&path).unwrap();
+    assert_eq!(loaded.task.mlp, many.task.mlp);
+    assert_eq!(loaded.difficulty.mlp, many.difficulty.mlp);
 }
 
 #[test]

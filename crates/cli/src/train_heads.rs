@@ -75,6 +75,10 @@ pub struct TrainHeadsArgs {
     /// "The task head's epochs"); longer training fits each source's style.
     #[arg(long, default_value_t = 15)]
     epochs: usize,
+    /// Task heads trained from successive seeds (seed, seed + 1000, ...) whose mean logits are the task head, stored as one
+    /// head N times wider.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    task_members: u64,
     /// Train on the embedding alone, without surface features.
     #[arg(long)]
     no_features: bool,
@@ -119,6 +123,9 @@ pub struct TrainHeadsArgs {
     /// Epochs of the difficulty head; chosen by leave-one-source-out.
     #[arg(long, default_value_t = 10)]
     difficulty_epochs: usize,
+    /// Difficulty heads trained from successive seeds whose mean logit is the difficulty head (as --task-members).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    difficulty_members: u64,
     /// Neighbour counts tried for the difficulty's kNN part (comma-separated; inner CV over the training sources picks one).
     #[arg(long, value_delimiter = ',', default_value = "10,30,100")]
     difficulty_knn_k: Vec<usize>,
@@ -185,6 +192,7 @@ impl TrainHeadsArgs {
             seed: self.seed,
             hidden: self.hidden,
             epochs: self.epochs,
+            task_members: self.task_members as usize,
             features: !self.no_features,
             task_features_off: self.task_features_off(),
             task_cues: !self.no_task_cues,
@@ -201,6 +209,7 @@ impl TrainHeadsArgs {
             difficulty_within_source_folds: self.difficulty_cv_within_source.unwrap_or(0) as usize,
             difficulty_hidden: self.difficulty_hidden,
             difficulty_epochs: self.difficulty_epochs,
+            difficulty_members: self.difficulty_members as usize,
             difficulty_knn_k: self.difficulty_knn_k.clone(),
             difficulty_knn_weight: self.difficulty_knn_weight.clone(),
             difficulty_inner_folds: self.difficulty_inner_folds,

@@ -21,7 +21,7 @@ use crate::difficulty_target::{
 use crate::error::Result;
 use crate::heads::{sigmoid, Mlp};
 use crate::irt::IrtConfig;
-use crate::train::{train_ranker, train_regressor, TrainConfig, DIFFICULTY_PAIR_MARGIN};
+use crate::train::{ensemble, train_ranker, train_regressor, TrainConfig, DIFFICULTY_PAIR_MARGIN};
 
 use super::difficulty_blend::{inner_choice, neighbours_of, KnnContext};
 use super::metrics::spearman;
@@ -83,7 +83,8 @@ impl OutcomeData {
 }
 
 /// The difficulty head: plain soft-target regression, or with a
-/// within-source pairwise ranking term when `pair_weight` > 0.
+/// within-source pairwise ranking term when `pair_weight` > 0; the mean
+/// logit of `cfg.members` such heads when more than one.
 pub fn fit_difficulty(
     x: &[Vec<f32>],
     targets: &[f32],
@@ -91,10 +92,12 @@ pub fn fit_difficulty(
     pair_weight: f64,
     cfg: &TrainConfig,
 ) -> Result<Mlp> {
-    Ok(if pair_weight > 0.0 {
-        train_ranker(x, targets, groups, pair_weight, DIFFICULTY_PAIR_MARGIN, cfg)?
-    } else {
-        train_regressor(x, targets, &vec![1.0; targets.len()], cfg)?
+    ensemble(cfg, |cfg| {
+        if pair_weight > 0.0 {
+            train_ranker(x, targets, groups, pair_weight, DIFFICULTY_PAIR_MARGIN, cfg)
+        } else {
+            train_regressor(x, targets, &vec![1.0; targets.len()], cfg)
+        }
     })
 }
 

@@ -77,6 +77,9 @@ pub struct HeadsTrainingOptions {
     /// Hidden width of the task head (0 = linear).
     pub hidden: usize,
     pub epochs: usize,
+    /// Task heads in the seed ensemble (1 = one head; see
+    /// [`crate::train::mean_of_logits`]).
+    pub task_members: usize,
     /// Surface features in the head input.
     pub features: bool,
     /// Surface features the task head is trained (and reads) without, as 0;
@@ -107,6 +110,8 @@ pub struct HeadsTrainingOptions {
     pub difficulty_within_source_folds: usize,
     pub difficulty_hidden: usize,
     pub difficulty_epochs: usize,
+    /// Difficulty heads in the seed ensemble (1 = one head).
+    pub difficulty_members: usize,
     /// Neighbour counts tried for the difficulty's kNN part.
     pub difficulty_knn_k: Vec<usize>,
     /// Blend weights tried (`[0.0]`: the head alone, no bank).
@@ -274,6 +279,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         seed: opts.seed,
         learning_rate: opts.learning_rate,
         weight_decay: opts.weight_decay,
+        members: opts.task_members.max(1),
         ..Default::default()
     };
     let diff_cfg = TrainConfig {
@@ -282,6 +288,7 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
         seed: opts.seed + 1,
         learning_rate: opts.learning_rate,
         weight_decay: opts.weight_decay,
+        members: opts.difficulty_members.max(1),
         ..Default::default()
     };
     let cv_options = DifficultyCvOptions {
@@ -420,6 +427,13 @@ pub fn train_heads(opts: &HeadsTrainingOptions, progress: &dyn Progress) -> Resu
     // Likewise the features the task head does without, only when any.
     if !features_off.is_empty() {
         settings["task_features_off"] = json!(opts.task_features_off);
+    }
+    // Likewise the task head's ensemble, only when it has more than one member.
+    if task_cfg.members > 1 {
+        settings["task_members"] = json!(task_cfg.members);
+    }
+    if diff_cfg.members > 1 {
+        settings["difficulty_members"] = json!(diff_cfg.members);
     }
     // Likewise the operation cues, only when on.
     if opts.task_cues {
