@@ -114,15 +114,18 @@ pub struct EvalArgs {
     no_task_head: bool,
     /// Experiment, off by default: classifier heads' outputs the success
     /// model's selection may read instead of the embedding
-    /// (comma-separated): `task` (the task head's class probabilities) and
+    /// (comma-separated): `task` (the task head's class probabilities),
     /// `difficulty` (the difficulty head's score, fitted on
-    /// training-data/outcomes: leaky on those files, fair on AlpacaEval).
-    /// docs/EVALUATION.md, "The heads' outputs as success features".
+    /// training-data/outcomes: leaky on those files, fair on AlpacaEval)
+    /// and `surface` (ten numbers from the prompt's text: length, code,
+    /// digits, ...; read beside the embedding). docs/EVALUATION.md, "The
+    /// heads' outputs as success features" and "The prompt's surface
+    /// features as success features".
     #[arg(long, value_delimiter = ',')]
     head_features: Vec<HeadOutput>,
     /// With --head-features: the prompt-term inputs the selection tries
     /// (comma-separated: embedding, embedding+heads, heads). Default:
-    /// embedding,heads.
+    /// embedding,heads; embedding,embedding+heads for `surface` alone.
     #[arg(long, value_delimiter = ',', requires = "head_features")]
     prompt_inputs: Vec<PromptInput>,
     /// Embedding cache folder.
@@ -141,6 +144,8 @@ pub enum HeadOutput {
     Task,
     /// The difficulty head's score (leaky on the outcome files it was fitted on).
     Difficulty,
+    /// The prompt's surface features (length in characters and lines, code, digit and maths shares, ...), from the text alone.
+    Surface,
 }
 
 impl HeadOutput {
@@ -149,6 +154,7 @@ impl HeadOutput {
         HeadOutputs {
             task: list.contains(&HeadOutput::Task),
             difficulty: list.contains(&HeadOutput::Difficulty),
+            surface: list.contains(&HeadOutput::Surface),
         }
     }
 }

@@ -37,8 +37,10 @@ pub struct TrainRouterArgs {
     no_task_head: bool,
     /// Experiment, off by default: heads' outputs the success model's
     /// selection may read instead of the embedding (as `eval
-    /// --head-features`; the selection then tries the embedding or them).
-    #[arg(long, value_delimiter = ',')]
+    /// --head-features`; the selection then tries the embedding or them;
+    /// `surface` alone: the embedding, or the embedding and them). Not
+    /// with --from-store (the store logs no prompt text to compute them).
+    #[arg(long, value_delimiter = ',', conflicts_with = "from_store")]
     head_features: Vec<HeadOutput>,
     /// Spaces the stacked kNN estimate is tried in, chosen by
     /// cross-validation (comma-separated): d = the first d principal

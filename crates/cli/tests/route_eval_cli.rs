@@ -271,6 +271,32 @@ fn eval_head_features_are_tried_only_when_asked() {
     // The difficulty head's score is an explicit, warned experiment.
     let (_, err) = selection(&["--head-features", "task,difficulty"]);
     assert!(err.contains("fair on AlpacaEval only"), "{err}");
+    // The surface features (from the text; no head): the embedding, or the
+    // embedding followed by them, each at every ridge and kNN weight.
+    let (surface, _) = selection(&["--head-features", "surface"]);
+    let candidates: Vec<&str> = surface.split(", ").filter(|c| c.contains("l2=")).collect();
+    let with_surface = candidates
+        .iter()
+        .filter(|c| c.starts_with("prompt on embedding+heads "))
+        .count();
+    assert!(
+        with_surface > 0 && 2 * with_surface == candidates.len(),
+        "{surface}"
+    );
+    // Retraining from a store has no prompt text to compute them from.
+    let out = pointsman(&[
+        "train",
+        "router",
+        "--from-store",
+        "unused.db",
+        "--head-features",
+        "surface",
+        "--out",
+        "unused.json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--head-features"), "{err}");
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! `pointsman route` (the decision pipeline `serve` runs) with a router
 //! artifact that reads the task head's outputs: the real classifier's task
 //! scores reach the router by label, and an artifact naming a label the
-//! heads lack refuses to decide.
+//! heads lack refuses to decide. Likewise the prompt's surface features,
+//! computed from its text.
 
+use pointsman_classifier::features::surface_features;
 use pointsman_classifier::DEFAULT_TASKS;
-use pointsman_router::head_features::task_feature;
+use pointsman_router::head_features::{surface_feature, task_feature};
 use pointsman_router::{fit, PromptInput, Selection, TrainConfig, TrainingRow};
 
 mod serve_support;
@@ -107,4 +109,66 @@ fn route_passes_the_task_heads_outputs_to_an_artifact_that_reads_them() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("task:no_such_task"), "{err}");
+}
+
+/// An artifact over the same two models that reads the embedding and one
+/// surface feature, the prompt's length (`surface:log_chars`): the weak
+/// model succeeds on prompts under 60 words only. The training prompts
+/// are real texts, their feature computed as `serve` computes it.
+fn write_length_artifact(path: &std::path::Path) {
+    let rows: Vec<TrainingRow> = (0..240)
+        .map(|i| {
+            let words = 1 + (i * 7919) % 400;
+            let text = "word ".repeat(words);
+            let weak = if words < 60 { 1.0 } else { 0.0 };
+            TrainingRow {
+                embedding: (0..384)
+                    .map(|d| ((i * 31 + d * 17) % 97) as f32 / 97.0 - 0.5)
+                    .collect(),
+                task_scores: vec![1.0],
+                outcomes: vec![(0, 1.0), (1, weak)],
+                head_outputs: vec![surface_features(&text)[0]],
+            }
+        })
+        .collect();
+    let cfg = TrainConfig {
+        rank: 0,
+        epochs: 150,
+        head_features: vec![surface_feature("log_chars")],
+        selection: Some(Selection {
+            inputs: vec![PromptInput::EmbeddingAndHeads],
+            knn_weights: vec![0.0],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let names = vec![
+        "gpt-4-1106-preview".into(),
+        "mistralai/mistral-7b-chat".into(),
+    ];
+    let model = fit(names, vec!["any".into()], &rows, &cfg, "").unwrap();
+    assert_eq!(
+        model.selection.as_ref().unwrap().prompt_input,
+        PromptInput::EmbeddingAndHeads
+    );
+    std::fs::write(path, model.to_json()).unwrap();
+}
+
+#[test]
+fn route_computes_the_surface_features_an_artifact_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("length.json");
+    write_length_artifact(&path);
+    let router = path.to_str().unwrap();
+    let short = p_success(
+        router,
+        "Hi, what is the capital of France?",
+        "mistralai/mistral-7b-chat",
+    );
+    let long_prompt = format!(
+        "Please review the following design document carefully. {}",
+        "The service keeps one queue per tenant and drains them in turn. ".repeat(40)
+    );
+    let long = p_success(router, &long_prompt, "mistralai/mistral-7b-chat");
+    assert!(long + 0.3 < short, "short {short}, long {long}");
 }

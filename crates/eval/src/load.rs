@@ -7,12 +7,16 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use pointsman_classifier::classifier::load_encoder;
+use pointsman_classifier::features::{surface_features, FEATURE_NAMES};
 use pointsman_classifier::training::Progress;
 use pointsman_classifier::{
     embed_cache, Classifier, DeviceChoice, EmbedCache, Encoder, Engine, ModelDir, DEFAULT_BATCH,
 };
 use pointsman_records::Record;
-use pointsman_router::head_features::{task_feature, DIFFICULTY_FEATURE};
+use pointsman_router::head_features::{
+    surface_feature, task_feature, DIFFICULTY_FEATURE, SURFACE_PREFIX,
+};
+
 use pointsman_router::{catalog::estimate_tokens, Catalog, PromptInput, Selection};
 
 use crate::error::EvalError;
@@ -122,7 +126,7 @@ pub fn build_sets(
     // The heads' outputs the success model may read beside the embedding
     // (pointsman_router::head_features): every task probability, then the
     // difficulty score.
-    let head_features: Vec<String> = match reader {
+    let mut head_features: Vec<String> = match reader {
         PromptReader::Classifier(_) => tasks
             .iter()
             .map(|t| task_feature(t))
@@ -130,6 +134,8 @@ pub fn build_sets(
             .collect(),
         PromptReader::EncoderOnly(_) => Vec::new(),
     };
+    // Then the surface features, which any reader has (the text alone).
+    head_features.extend(FEATURE_NAMES.iter().map(|n| surface_feature(n)));
     let encoder = reader.encoder();
     let mut cache = EmbedCache::open(cache_dir, encoder_id, encoder)?;
     let texts: Vec<&str> = groups.iter().flatten().map(|r| r.prompt.as_str()).collect();
@@ -168,6 +174,8 @@ pub fn build_sets(
                 }
                 PromptReader::EncoderOnly(_) => (vec![1.0], Vec::new()),
             };
+            let mut head_outputs = head_outputs;
+            head_outputs.extend(surface_features(&r.prompt));
             let outcomes = models
                 .iter()
                 .map(|m| match r.outcomes.get(m) {
@@ -208,20 +216,33 @@ pub struct HeadOutputs {
     /// The difficulty head's score (leaky on the outcome files it was
     /// fitted on).
     pub difficulty: bool,
+    /// The prompt's surface features (its length in characters and lines,
+    /// code and maths shares, ...: `pointsman_classifier::features`),
+    /// computed from the text alone; no head needed.
+    pub surface: bool,
 }
 
 impl HeadOutputs {
     /// Whether any head output is wanted.
     pub fn any(self) -> bool {
+        self.task || self.difficulty || self.surface
+    }
+
+    /// Whether any wanted output comes from a classifier head.
+    pub fn needs_heads(self) -> bool {
         self.task || self.difficulty
     }
 
     /// The selection's prompt inputs: `explicit` unless empty; else, with
-    /// head outputs, the embedding or the heads' outputs alone; else the
-    /// default selection's (the embedding).
+    /// the surface features alone, the embedding or the embedding followed
+    /// by them (ten numbers are too few to read alone); with head outputs,
+    /// the embedding or the heads' outputs alone; else the default
+    /// selection's (the embedding).
     pub fn prompt_inputs(self, explicit: &[PromptInput]) -> Vec<PromptInput> {
         if !explicit.is_empty() {
             explicit.to_vec()
+        } else if self.surface && !self.needs_heads() {
+            vec![PromptInput::Embedding, PromptInput::EmbeddingAndHeads]
         } else if self.any() {
             vec![PromptInput::Embedding, PromptInput::Heads]
         } else {
@@ -290,16 +311,19 @@ pub fn load_sets(
     let dir = ModelDir::open_with_adapter(&opts.model_dir, opts.adapter.as_deref())?;
     let heads = &opts.heads;
     let mut wanted = opts.head_outputs;
-    if wanted.any() && !heads.exists() {
+    if wanted.needs_heads() && !heads.exists() {
         progress.note(&format!(
             "warning: no heads at {}; the success model reads the embedding alone",
             heads.display()
         ));
-        wanted = HeadOutputs::default();
+        wanted = HeadOutputs {
+            surface: wanted.surface,
+            ..HeadOutputs::default()
+        };
     }
     // The heads run for the task mixture unless no_task_head, and for the
     // head outputs either way.
-    let no_task_head = (opts.no_task_head || !heads.exists()) && !wanted.any();
+    let no_task_head = (opts.no_task_head || !heads.exists()) && !wanted.needs_heads();
     if !heads.exists() && !opts.no_task_head {
         progress.note(&format!(
             "warning: no task heads at {}; using the encoder alone (one pseudo-task)",
@@ -334,6 +358,8 @@ pub fn load_sets(
         set.keep_head_features(|name| {
             if name == DIFFICULTY_FEATURE {
                 wanted.difficulty
+            } else if name.starts_with(SURFACE_PREFIX) {
+                wanted.surface
             } else {
                 wanted.task
             }
@@ -370,8 +396,17 @@ mod tests {
         let none = HeadOutputs::default();
         let task = HeadOutputs {
             task: true,
-            difficulty: false,
+            ..HeadOutputs::default()
         };
+        let surface = HeadOutputs {
+            surface: true,
+            ..HeadOutputs::default()
+        };
+        assert_eq!(
+            surface.prompt_inputs(&[]),
+            [PromptInput::Embedding, PromptInput::EmbeddingAndHeads]
+        );
+        assert!(surface.any() && !surface.needs_heads() && task.needs_heads());
         assert_eq!(none.prompt_inputs(&[]), Selection::default().inputs);
         assert_eq!(
             task.prompt_inputs(&[]),

@@ -192,11 +192,11 @@ pub fn candidate_choice(
     let scores = || row.task_scores.iter().map(|(k, v)| (k.as_str(), *v));
     let tasks = model.task_vector(scores());
     // An artifact reading the task head's outputs takes them from the
-    // logged task_scores (no difficulty is logged here: such an artifact
-    // fails naming it).
+    // logged task_scores (no difficulty or surface features are logged
+    // here: such an artifact fails naming the feature).
     let heads = match &model.head_features {
         Some(h) => h
-            .outputs_from(scores(), None)
+            .outputs_from(scores(), None, &[])
             .map_err(|e| EvalError::Data(format!("decision {}: {e}", row.id)))?,
         None => Vec::new(),
     };

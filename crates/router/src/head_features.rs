@@ -86,6 +86,16 @@ pub fn task_feature(label: &str) -> String {
 /// The name of the difficulty head's score.
 pub const DIFFICULTY_FEATURE: &str = "difficulty";
 
+/// The prefix of the prompt's surface features (`surface:log_chars`, ...):
+/// numbers the caller computes from the prompt's text alone (in `serve`,
+/// `pointsman_classifier::features`), needing no head.
+pub const SURFACE_PREFIX: &str = "surface:";
+
+/// The name of the surface feature `name` (`surface:<name>`).
+pub fn surface_feature(name: &str) -> String {
+    format!("{SURFACE_PREFIX}{name}")
+}
+
 /// The head features an artifact's prompt term reads (the artifact's
 /// `head_features` field).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,17 +200,36 @@ impl HeadFeatures {
         Ok(())
     }
 
+    /// Whether any feature is a surface feature (the caller must then pass
+    /// them to [`HeadFeatures::outputs_from`]).
+    pub fn reads_surface(&self) -> bool {
+        self.names.iter().any(|n| n.starts_with(SURFACE_PREFIX))
+    }
+
     /// The head outputs in `names` order from a classification: the task
-    /// head's scores by label and the difficulty head's score. A feature
-    /// the classification lacks is an error naming it.
+    /// head's scores by label, the difficulty head's score and the prompt's
+    /// surface features by name (without the prefix). A feature the
+    /// classification lacks is an error naming it.
     pub fn outputs_from<'a>(
         &self,
         task_scores: impl IntoIterator<Item = (&'a str, f32)> + Clone,
         difficulty: Option<f32>,
+        surface: &[(&str, f32)],
     ) -> Result<Vec<f32>, RouterError> {
         self.names
             .iter()
             .map(|name| {
+                if let Some(feature) = name.strip_prefix(SURFACE_PREFIX) {
+                    return surface
+                        .iter()
+                        .find(|(k, _)| *k == feature)
+                        .map(|(_, v)| *v)
+                        .ok_or_else(|| {
+                            RouterError::MissingFeatures(format!(
+                                "the router artifact reads the prompt's surface feature `{name}` but none was computed for this decision (the prompt's text is needed)"
+                            ))
+                        });
+                }
                 if name == DIFFICULTY_FEATURE {
                     return difficulty.ok_or_else(|| {
                         RouterError::MissingFeatures(
@@ -279,11 +308,11 @@ mod tests {
         let h = features();
         let scores = [("math", 0.7f32), ("code", 0.2)];
         assert_eq!(
-            h.outputs_from(scores.iter().copied(), None).unwrap(),
+            h.outputs_from(scores.iter().copied(), None, &[]).unwrap(),
             [0.2, 0.7]
         );
         let err = h
-            .outputs_from([("code", 1.0f32)].iter().copied(), None)
+            .outputs_from([("code", 1.0f32)].iter().copied(), None, &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("task:math"), "{err}");

@@ -136,10 +136,13 @@ fn a_head_feature_artifact_records_them_round_trips_and_refuses_without_them() {
     let h = back.head_features.as_ref().unwrap();
     let scores = [("chat", 0.6f32), ("code", 0.4)];
     assert_eq!(
-        h.outputs_from(scores.iter().copied(), Some(0.7)).unwrap(),
+        h.outputs_from(scores.iter().copied(), Some(0.7), &[])
+            .unwrap(),
         [0.4, 0.7]
     );
-    let err = h.outputs_from(scores.iter().copied(), None).unwrap_err();
+    let err = h
+        .outputs_from(scores.iter().copied(), None, &[])
+        .unwrap_err();
     assert!(err.to_string().contains("difficulty"), "{err}");
 }
 

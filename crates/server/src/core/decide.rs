@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use pointsman_classifier::features::{surface_features, FEATURE_NAMES};
 use pointsman_classifier::Embedded;
 use pointsman_router::catalog::estimate_tokens;
 use pointsman_router::{policy, Decision, RouterError, SuccessModel};
@@ -70,7 +71,7 @@ pub fn decide(
         (Some(a), Arm::Canary) => (&a.candidate.success, &a.candidate.version),
         _ => (live, &state.versions.router_artifact),
     };
-    let p = predict(success, &names, &embedded);
+    let p = predict(success, &names, &embedded, &r.prompt);
     // Artifacts are checked at load, but a decision on a NaN would pick
     // the first model and poison the store: never emit one.
     pointsman_router::validate::check_probabilities(&names, &p)
@@ -137,7 +138,7 @@ pub fn decide(
             other,
             catalog,
             &names,
-            &embedded,
+            (&embedded, &r.prompt),
             &cost,
             policy,
             &constraints,
@@ -207,7 +208,7 @@ pub fn decide(
 /// from the classification; when one is missing (heads other than those it
 /// was trained with) the reason, naming the feature, is logged and every P
 /// is NaN, which the callers' probability check refuses.
-fn predict(success: &SuccessModel, names: &[&str], e: &Embedded) -> Vec<f64> {
+fn predict(success: &SuccessModel, names: &[&str], e: &Embedded, prompt: &str) -> Vec<f64> {
     let scores = || {
         e.prediction
             .task_scores
@@ -216,7 +217,18 @@ fn predict(success: &SuccessModel, names: &[&str], e: &Embedded) -> Vec<f64> {
     };
     let tasks = success.task_vector(scores());
     let heads = match &success.head_features {
-        Some(h) => h.outputs_from(scores(), Some(e.prediction.difficulty)),
+        Some(h) => {
+            // Computed only for an artifact that reads them: a pass over the text.
+            let surface: Vec<(&str, f32)> = if h.reads_surface() {
+                FEATURE_NAMES
+                    .into_iter()
+                    .zip(surface_features(prompt))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            h.outputs_from(scores(), Some(e.prediction.difficulty), &surface)
+        }
         None => Ok(Vec::new()),
     };
     match heads.and_then(|h| success.try_predict(names, &e.embedding, &tasks, &h)) {
@@ -235,12 +247,12 @@ fn shadow_decision(
     (success, version): (&SuccessModel, &String),
     catalog: &pointsman_router::Catalog,
     names: &[&str],
-    e: &Embedded,
+    (e, prompt): (&Embedded, &str),
     cost: &[f64],
     policy: pointsman_router::Policy,
     constraints: &pointsman_router::Constraints,
 ) -> Option<ShadowDecision> {
-    let p = predict(success, names, e);
+    let p = predict(success, names, e, prompt);
     let made = pointsman_router::validate::check_probabilities(names, &p)
         .map_err(|e| e.to_string())
         .and_then(|()| {
