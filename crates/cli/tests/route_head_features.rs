@@ -35,12 +35,24 @@ fn write_artifact(path: &std::path::Path, labels: &[&str]) {
             }
         })
         .collect();
+    let features = labels.iter().map(|l| task_feature(l)).collect();
+    fit_and_write(path, &rows, features, PromptInput::Heads);
+}
+
+/// Fits the two-model artifact on `rows`, its prompt term reading
+/// `features` as `input` (no kNN part), and writes it to `path`.
+fn fit_and_write(
+    path: &std::path::Path,
+    rows: &[TrainingRow],
+    features: Vec<String>,
+    input: PromptInput,
+) {
     let cfg = TrainConfig {
         rank: 0,
         epochs: 150,
-        head_features: labels.iter().map(|l| task_feature(l)).collect(),
+        head_features: features,
         selection: Some(Selection {
-            inputs: vec![PromptInput::Heads],
+            inputs: vec![input],
             knn_weights: vec![0.0],
             ..Default::default()
         }),
@@ -50,11 +62,8 @@ fn write_artifact(path: &std::path::Path, labels: &[&str]) {
         "gpt-4-1106-preview".into(),
         "mistralai/mistral-7b-chat".into(),
     ];
-    let model = fit(names, vec!["any".into()], &rows, &cfg, "").unwrap();
-    assert_eq!(
-        model.selection.as_ref().unwrap().prompt_input,
-        PromptInput::Heads
-    );
+    let model = fit(names, vec!["any".into()], rows, &cfg, "").unwrap();
+    assert_eq!(model.selection.as_ref().unwrap().prompt_input, input);
     std::fs::write(path, model.to_json()).unwrap();
 }
 
@@ -131,27 +140,8 @@ fn write_length_artifact(path: &std::path::Path) {
             }
         })
         .collect();
-    let cfg = TrainConfig {
-        rank: 0,
-        epochs: 150,
-        head_features: vec![surface_feature("log_chars")],
-        selection: Some(Selection {
-            inputs: vec![PromptInput::EmbeddingAndHeads],
-            knn_weights: vec![0.0],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let names = vec![
-        "gpt-4-1106-preview".into(),
-        "mistralai/mistral-7b-chat".into(),
-    ];
-    let model = fit(names, vec!["any".into()], &rows, &cfg, "").unwrap();
-    assert_eq!(
-        model.selection.as_ref().unwrap().prompt_input,
-        PromptInput::EmbeddingAndHeads
-    );
-    std::fs::write(path, model.to_json()).unwrap();
+    let features = vec![surface_feature("log_chars")];
+    fit_and_write(path, &rows, features, PromptInput::EmbeddingAndHeads);
 }
 
 #[test]

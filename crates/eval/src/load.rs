@@ -16,7 +16,6 @@ use pointsman_records::Record;
 use pointsman_router::head_features::{
     surface_feature, task_feature, DIFFICULTY_FEATURE, SURFACE_PREFIX,
 };
-
 use pointsman_router::{catalog::estimate_tokens, Catalog, PromptInput, Selection};
 
 use crate::error::EvalError;
@@ -157,7 +156,7 @@ pub fn build_sets(
         for r in group {
             let embedding = embeddings.next().expect("one embedding per record");
             let view = views.next().expect("one view slot per record");
-            let (task_scores, head_outputs) = match reader {
+            let (task_scores, mut head_outputs) = match reader {
                 PromptReader::Classifier(c) => {
                     let p = c.predict_from_embedding(
                         &r.prompt,
@@ -174,7 +173,6 @@ pub fn build_sets(
                 }
                 PromptReader::EncoderOnly(_) => (vec![1.0], Vec::new()),
             };
-            let mut head_outputs = head_outputs;
             head_outputs.extend(surface_features(&r.prompt));
             let outcomes = models
                 .iter()
