@@ -26,6 +26,14 @@ prompts) and writes target/eval-data/alpaca_eval-no-task-overlaps.jsonl
 unless --out says otherwise. Use it whenever the encoder was trained on the
 task labels (a LoRA adapter from `pointsman train encoder`), for every
 encoder in the comparison, so both are scored on the same rows.
+
+--training-only-models also writes the outcomes of every other AlpacaEval
+model (not NullModel or gpt4_gamed, which game the judge) with cost_usd 0:
+they have no list price and are never routed to. `eval --route-models`
+must then name the catalog's models; the others only fit the success
+model's shared prompt term. Written to
+target/eval-data/alpaca_eval-training-only-models.jsonl unless --out says
+otherwise.
 """
 
 import argparse
@@ -38,6 +46,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Adversarial entries that game the judge: never written.
+GAMED = {"NullModel", "gpt4_gamed"}
 
 
 def tokens(chars: int) -> int:
@@ -94,10 +104,17 @@ def main() -> int:
         action="store_true",
         help="leave out instructions that are also task-label training prompts (training-data/tasks/)",
     )
+    ap.add_argument(
+        "--training-only-models",
+        action="store_true",
+        help="also write every other model's outcomes (cost 0, for eval --route-models)",
+    )
     ap.add_argument("--tasks", type=Path, default=ROOT / "training-data/tasks")
     args = ap.parse_args()
     if args.out is None:
         name = "alpaca_eval-no-task-overlaps.jsonl" if args.drop_task_overlaps else "alpaca_eval.jsonl"
+        if args.training_only_models:
+            name = name.replace(".jsonl", "-training-only-models.jsonl")
         args.out = ROOT / "target/eval-data" / name
 
     if "training-data" in args.out.resolve().parts:
@@ -120,7 +137,8 @@ def main() -> int:
     with open(args.raw / "preferences_long.csv", newline="") as f:
         for n, row in enumerate(csv.DictReader(f), 2):
             model = row["model"]
-            if model not in prices:
+            priced = model in prices
+            if not priced and (not args.training_only_models or model in GAMED):
                 continue
             try:
                 idx = int(row["instruction_idx"])
@@ -133,7 +151,7 @@ def main() -> int:
             if not 1.0 <= pref <= 2.0:
                 sys.exit(f"error: preferences_long.csv line {n}: preference {pref} outside [1, 2]")
             prompt, _ = instructions[idx]
-            inp, out = prices[model]
+            inp, out = prices.get(model, (0.0, 0.0))
             t_in, t_out = tokens(len(prompt)), tokens(answer_chars)
             outcomes[idx][model] = {
                 "score": round(pref - 1.0, 6),
@@ -159,7 +177,7 @@ def main() -> int:
     with open(args.out, "w") as f:
         for idx in sorted(instructions):
             prompt, dataset = instructions[idx]
-            complete += len(outcomes[idx]) == len(prices)
+            complete += all(m in outcomes[idx] for m in prices)
             rec = {
                 "id": f"alpaca_eval/{idx}",
                 "prompt": prompt,

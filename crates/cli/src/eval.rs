@@ -103,6 +103,12 @@ pub struct EvalArgs {
     knn_dims: Vec<usize>,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// The models every router chooses among and is scored on
+    /// (comma-separated); the data's other models are training-only: their
+    /// outcomes fit the success model's shared prompt term (difficulty and
+    /// traits) and nothing else. Default: every model in the data.
+    #[arg(long, value_delimiter = ',')]
+    route_models: Vec<String>,
     /// Cold start: keep only --cold-outcomes training outcomes of this model.
     #[arg(long, requires = "cold_outcomes")]
     cold_model: Option<String>,
@@ -232,6 +238,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                     ..sel
                 }
             }),
+            routed_models: args.route_models.clone(),
             ..Default::default()
         },
         knn_k: args.knn_k,
@@ -243,6 +250,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             calibrate: args.calibrate,
         }),
     };
+    anyhow::ensure!(
+        args.route_models.is_empty()
+            || (args.learning_curve.is_empty() && args.ope.explore.is_none()),
+        "--route-models works with a plain --data or --train/--test evaluation, not with --learning-curve or --explore"
+    );
     if args.ope.wanted() {
         anyhow::ensure!(
             args.predictions.is_none(),
@@ -262,11 +274,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 let splits = fold_splits(&set, folds, cfg.seed)?;
                 crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
             }
-            (evaluated, set.models)
+            (evaluated, routed_names(set.models, &args.route_models))
         }
         EvalData::Split(train, test) => {
             let evaluated = evaluate_rows(&train, &test, &cfg)?;
-            let models = test.models.clone();
+            let models = routed_names(test.models.clone(), &args.route_models);
             if args.ope.explore.is_some() {
                 let splits = [(train, test)];
                 crate::ope::print_exploration_cost(&args.ope, &splits, &cfg, args.json)?;
@@ -293,6 +305,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         eprintln!("report written to {}", dir.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The models the results are aligned with: `--route-models` in its
+/// order, else every model of the data.
+fn routed_names(all: Vec<String>, routed: &[String]) -> Vec<String> {
+    if routed.is_empty() {
+        all
+    } else {
+        routed.to_vec()
+    }
 }
 
 /// `eval --learning-curve`: the same splits as the plain evaluation, each

@@ -49,6 +49,13 @@ pub struct TrainRouterArgs {
     /// reduced space", has what 32,64,128 costs and saves).
     #[arg(long, value_delimiter = ',')]
     knn_dims: Vec<usize>,
+    /// The models `serve` will route among (comma-separated), when the
+    /// outcomes hold more (a model since dropped from the catalog): the
+    /// target table (τ → λ) is built over them and the selection is scored
+    /// on their outcomes; the others still fit the shared prompt term.
+    /// Default: every model with outcomes.
+    #[arg(long, value_delimiter = ',')]
+    route_models: Vec<String>,
     #[arg(long, default_value = "target/embedding-cache")]
     cache_dir: PathBuf,
     #[command(flatten)]
@@ -61,6 +68,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
             rank: args.rank,
             epochs: args.epochs,
             selection: Some(Selection::default().with_knn_dims(&args.knn_dims)),
+            routed_models: args.route_models.clone(),
             ..Default::default()
         };
         let opened = crate::store::open_existing(store)?;
@@ -100,6 +108,7 @@ pub fn run(args: TrainRouterArgs) -> anyhow::Result<ExitCode> {
             inputs: head_outputs.prompt_inputs(&[]),
             ..Selection::default().with_knn_dims(&args.knn_dims)
         }),
+        routed_models: args.route_models.clone(),
         ..Default::default()
     };
     let model = fit_set(&set, &cfg)?;

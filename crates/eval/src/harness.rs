@@ -229,7 +229,10 @@ pub fn evaluate_rows(
     };
     let n = train.models.len();
     let train_rows = training_rows(train, cfg)?;
-    let train_costs = row_costs(train);
+    // The models every router chooses among; the others only train the
+    // success model's shared prompt term, and their costs are not read.
+    let routed = routed_indices(train, &cfg.train.routed_models)?;
+    let train_costs = row_costs(train, &routed);
     let mut model = match &cfg.validation {
         Some(v) => {
             let fitted = fit_validated(
@@ -282,16 +285,19 @@ pub fn evaluate_rows(
     let rows: Vec<&EvalRow> = test
         .rows
         .iter()
-        .filter(|r| r.outcomes.iter().all(Option::is_some))
+        .filter(|r| routed.iter().all(|&m| r.outcomes[m].is_some()))
         .collect();
     if rows.is_empty() {
         return Err(EvalError::Data(
-            "no test row has an outcome for every model".into(),
+            "no test row has an outcome for every routed model".into(),
         ));
     }
 
     // What each baseline knows from training: mean cost and quality per model.
     let (mean_cost, mean_quality) = train_means(&train_rows, train, n);
+    let pick = |v: &[f64]| -> Vec<f64> { routed.iter().map(|&m| v[m]).collect() };
+    let (mean_cost, mean_quality) = (pick(&mean_cost), pick(&mean_quality));
+    let n = routed.len();
     let cheapest = argmin(&mean_cost);
     let best = argmax(&mean_quality);
     let all = vec![true; n];
@@ -337,30 +343,36 @@ pub fn evaluate_rows(
     let mut cheap = RouterResult::new("cheapest", "none", vec![0.0], false);
     let mut best_single = RouterResult::new("best_single", "none", vec![0.0], false);
     let mut oracle = RouterResult::new("oracle", "none", vec![0.0], false);
-    let mut singles: Vec<RouterResult> = train
-        .models
+    let mut singles: Vec<RouterResult> = routed
         .iter()
-        .map(|m| RouterResult::new(&format!("model:{m}"), "none", vec![0.0], false))
+        .map(|&m| {
+            let name = &train.models[m];
+            RouterResult::new(&format!("model:{name}"), "none", vec![0.0], false)
+        })
         .collect();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
 
     let names: Vec<&str> = train.models.iter().map(String::as_str).collect();
     let mut predictions = Vec::with_capacity(rows.len());
     for row in &rows {
-        let obs: Vec<Observed> = row.outcomes.iter().map(|o| o.expect("filtered")).collect();
-        let p_sy =
+        let obs: Vec<Observed> = routed
+            .iter()
+            .map(|&m| row.outcomes[m].expect("filtered"))
+            .collect();
+        let p_all =
             model.try_predict(&names, &row.embedding, &row.task_scores, &row.head_outputs)?;
+        let p_sy = pick(&p_all);
         // What both policies pay by their own estimate: each model's mean
         // cost times the artifact's per-prompt factor (1 when its cost
         // model chose the averages), as `serve` does with catalog prices.
-        let cost_sy: Vec<f64> = model
-            .cost_factors(&names, &row.embedding)
+        let factors = model.cost_factors(&names, &row.embedding);
+        let cost_sy: Vec<f64> = pick(&factors)
             .iter()
             .zip(&mean_cost)
             .map(|(f, c)| f * c)
             .collect();
         predictions.push(RowPrediction::new(&row.id, &p_sy, &cost_sy, &obs));
-        let (p_kn, cost_kn) = knn.predict(&row.embedding, &mean_quality, &mean_cost);
+        let (p_kn, cost_kn) = knn.predict(&row.embedding, &routed, &mean_quality, &mean_cost);
         for (m, o) in obs.iter().enumerate() {
             sy.calibration.as_mut().unwrap().add(p_sy[m], o.score);
             kn.calibration.as_mut().unwrap().add(p_kn[m], o.score);
@@ -487,6 +499,26 @@ pub fn fold_splits(
         .collect())
 }
 
+/// Indices into `set.models` of the `routed` names, in that order; every
+/// model when empty. A routed name without outcomes in the set is an error
+/// naming it.
+pub(crate) fn routed_indices(set: &EvalSet, routed: &[String]) -> Result<Vec<usize>, EvalError> {
+    if routed.is_empty() {
+        return Ok((0..set.models.len()).collect());
+    }
+    routed
+        .iter()
+        .map(|name| {
+            set.models.iter().position(|m| m == name).ok_or_else(|| {
+                EvalError::Data(format!(
+                    "--route-models: `{name}` has no outcomes in the data (models: {})",
+                    set.models.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
 /// The success model's training rows; applies the cold-start cut.
 fn training_rows(train: &EvalSet, cfg: &EvalConfig) -> Result<Vec<TrainingRow>, EvalError> {
     let cold = match &cfg.cold_start {
@@ -536,15 +568,15 @@ fn training_rows(train: &EvalSet, cfg: &EvalConfig) -> Result<Vec<TrainingRow>, 
 /// The observed costs of each training row's outcomes, for the cost model
 /// (all of them: the cold-start cut applies to scores, and
 /// [`train_means`] prices from all outcomes too).
-fn row_costs(train: &EvalSet) -> Vec<RowCosts> {
+/// Only the `routed` models' costs are kept.
+fn row_costs(train: &EvalSet, routed: &[usize]) -> Vec<RowCosts> {
     train
         .rows
         .iter()
         .map(|r| {
-            r.outcomes
+            routed
                 .iter()
-                .enumerate()
-                .filter_map(|(m, o)| o.map(|o| (m, o.cost_usd)))
+                .filter_map(|&m| r.outcomes[m].map(|o| (m, o.cost_usd)))
                 .collect()
         })
         .collect()
@@ -630,7 +662,14 @@ impl<'a> Knn<'a> {
 
     /// (P, cost) per model; a model none of the neighbours has falls back
     /// to `prior` and `prior_cost`.
-    fn predict(&self, e: &[f32], prior: &[f64], prior_cost: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    /// Only the `routed` models' estimates are returned, in that order.
+    fn predict(
+        &self,
+        e: &[f32],
+        routed: &[usize],
+        prior: &[f64],
+        prior_cost: &[f64],
+    ) -> (Vec<f64>, Vec<f64>) {
         let qn = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         let mut sims: Vec<(f32, usize)> = self
             .rows
@@ -661,9 +700,13 @@ impl<'a> Knn<'a> {
             }
         }
         let mean = |v: &[(f64, usize)], prior: &[f64]| {
-            v.iter()
+            routed
+                .iter()
                 .zip(prior)
-                .map(|(&(s, c), &p)| if c > 0 { s / c as f64 } else { p })
+                .map(|(&m, &p)| match v[m] {
+                    (s, c) if c > 0 => s / c as f64,
+                    _ => p,
+                })
                 .collect()
         };
         (mean(&sum, prior), mean(&cost, prior_cost))
@@ -687,7 +730,7 @@ pub fn fit_set(set: &EvalSet, cfg: &TrainConfig) -> Result<SuccessModel, EvalErr
         set.models.clone(),
         set.tasks.clone(),
         &rows,
-        &row_costs(set),
+        &row_costs(set, &routed_indices(set, &cfg.routed_models)?),
         cfg,
         &set.encoder_id,
     )?)

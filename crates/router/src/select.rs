@@ -332,6 +332,12 @@ pub(crate) fn fit_selected_with_predictions(
     };
 
     let routing = costs.and_then(|c| RoutingRows::new(rows, c, n));
+    // The candidates are compared on the routed models' outcomes only
+    // (every model's when none are named): the others' outcomes fit the
+    // shared prompt term but are not what the policy will choose among.
+    let scored_model = routed_mask(&models, &cfg.routed_models);
+    let routed_pairs =
+        |pairs: &[Pair]| -> Vec<Pair> { pairs.iter().copied().filter(|p| scored_model[p.0]).collect() };
     let mut cands: Vec<Candidate> = Vec::new();
     // Per (input, ridge): each row's out-of-fold P_irt for every model.
     let inputs = prompt_inputs(sel, cfg, rows)?;
@@ -354,9 +360,10 @@ pub(crate) fn fit_selected_with_predictions(
                 // Per-model averages, measured on the first ridge's centres.
                 let pairs = stacked(&raw, 0.0);
                 let calib = fit_calibration(&pairs, n, false);
-                let loss = calib.loss("averages".into(), &pairs, false, 0.0);
+                let scored = routed_pairs(&pairs);
+                let loss = calib.loss("averages".into(), &scored, false, 0.0);
                 cands.push(Candidate {
-                    per_outcome: per_outcome(&calib, &pairs),
+                    per_outcome: per_outcome(&calib, &scored),
                     loss,
                     choice: "averages".into(),
                     l2: cfg.l2_prompt,
@@ -382,9 +389,10 @@ pub(crate) fn fit_selected_with_predictions(
                     false => format!("{prompt} l2={l2}"),
                 };
                 let extra = if w > 0.0 { 1.0 } else { 0.0 };
-                let loss = calib.loss(name, &pairs, true, extra);
+                let scored = routed_pairs(&pairs);
+                let loss = calib.loss(name, &scored, true, extra);
                 cands.push(Candidate {
-                    per_outcome: per_outcome(&calib, &pairs),
+                    per_outcome: per_outcome(&calib, &scored),
                     loss,
                     choice: "prompt".into(),
                     l2,
@@ -541,6 +549,14 @@ fn winner_predictions(
 }
 
 /// The logit of (1 − w) · P_irt + w · P_knn for every raw pair.
+/// Per model: whether it is one of `routed` (every model when empty).
+fn routed_mask(models: &[String], routed: &[String]) -> Vec<bool> {
+    models
+        .iter()
+        .map(|m| routed.is_empty() || routed.contains(m))
+        .collect()
+}
+
 fn stacked(raw: &[Raw], w: f64) -> Vec<Pair> {
     raw.iter()
         .map(|&(m, p, k, y)| {

@@ -64,6 +64,13 @@ pub struct TrainConfig {
     /// What the prompt term reads in a fit without selection (the
     /// selection tries [`Selection::inputs`] instead).
     pub prompt_input: PromptInput,
+    /// The models a policy will choose among (`eval --route-models`, a
+    /// catalog that lists fewer models than the outcomes): the target
+    /// table is built over them alone, and the selection compares its
+    /// candidates on their outcomes alone. The other models' outcomes
+    /// still fit the shared prompt term (difficulty and traits). Empty:
+    /// every model.
+    pub routed_models: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -80,6 +87,7 @@ impl Default for TrainConfig {
             cost: Some(CostSelection::default()),
             head_features: Vec::new(),
             prompt_input: PromptInput::Embedding,
+            routed_models: Vec::new(),
         }
     }
 }
@@ -186,21 +194,35 @@ pub fn fit_with_costs(
             cfg.seed,
         ));
     }
-    model.target_table = target_table(&model, rows, costs, &predictions);
+    model.target_table = target_table(&model, rows, costs, &predictions, &cfg.routed_models)?;
     Ok(model)
 }
 
 /// The target table on `predictions`' rows, each model priced at its mean
 /// cost over the outcomes in `costs` (the cost model's c̄_m when it has
 /// one) times the model's per-prompt cost factor. None when no outcome
-/// has a cost.
+/// has a cost. Built over the `routed` models only (all when empty): the
+/// table answers what a target costs among the models a policy picks from.
 fn target_table(
     model: &SuccessModel,
     rows: &[TrainingRow],
     costs: &[RowCosts],
     predictions: &RowPredictions,
-) -> Option<TargetTable> {
+    routed: &[String],
+) -> Result<Option<TargetTable>, RouterError> {
     let n = model.models.len();
+    let keep: Vec<usize> = if routed.is_empty() {
+        (0..n).collect()
+    } else {
+        routed
+            .iter()
+            .map(|name| {
+                model.models.iter().position(|m| m == name).ok_or_else(|| {
+                    RouterError::Training(format!("routed model `{name}` has no outcomes"))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
     let mean = match &model.cost {
         Some(c) => c.mean_cost_usd.clone(),
         None => {
@@ -216,23 +238,24 @@ fn target_table(
                 .collect()
         }
     };
-    if mean.iter().all(|&c| c <= 0.0) {
-        return None;
+    if keep.iter().all(|&m| mean[m] <= 0.0) {
+        return Ok(None);
     }
     let names: Vec<&str> = model.models.iter().map(String::as_str).collect();
     let cost: Vec<Vec<f64>> = predictions
         .rows
         .iter()
         .map(|&i| {
-            model
-                .cost_factors(&names, &rows[i].embedding)
-                .iter()
-                .zip(&mean)
-                .map(|(f, c)| f * c)
-                .collect()
+            let factors = model.cost_factors(&names, &rows[i].embedding);
+            keep.iter().map(|&m| factors[m] * mean[m]).collect()
         })
         .collect();
-    TargetTable::build(&predictions.p, &cost, predictions.out_of_fold)
+    let p: Vec<Vec<f64>> = predictions
+        .p
+        .iter()
+        .map(|row| keep.iter().map(|&m| row[m]).collect())
+        .collect();
+    Ok(TargetTable::build(&p, &cost, predictions.out_of_fold))
 }
 
 /// One fit with `cfg.l2_prompt`, P used as fitted (no selection, no

@@ -557,3 +557,45 @@ fn head_outputs_that_carry_the_signal_are_chosen() {
     assert!(err.contains("head_features.names"), "{err}");
     assert!(model.predict(&["cheap"], &test[0].embedding, &[1.0])[0].is_nan());
 }
+
+/// With `routed_models` the target table answers for the models a policy
+/// chooses among: without the most able model its best mean P is lower,
+/// since the table is built over those columns alone. A routed model with
+/// no outcomes is refused by name.
+#[test]
+fn the_target_table_is_built_over_the_routed_models() {
+    let mut rng = Rng(33);
+    let train = rows(600, true, &mut rng);
+    let names = ["cheap", "mid", "dear"].map(String::from).to_vec();
+    let costs: Vec<Vec<(usize, f64)>> = train
+        .iter()
+        .map(|r| r.outcomes.iter().map(|&(m, _)| (m, COST[m])).collect())
+        .collect();
+    let fit = |routed: &[&str]| {
+        fit_with_costs(
+            names.clone(),
+            vec!["any".into()],
+            &train,
+            &costs,
+            &TrainConfig {
+                routed_models: routed.iter().map(|s| s.to_string()).collect(),
+                ..TrainConfig::default()
+            },
+            "test",
+        )
+    };
+    let all = fit(&[]).unwrap();
+    let two = fit(&["cheap", "mid"]).unwrap();
+    let (t_all, t_two) = (
+        all.target_table.as_ref().unwrap(),
+        two.target_table.as_ref().unwrap(),
+    );
+    assert!(
+        t_two.best_mean_p < t_all.best_mean_p - 0.01,
+        "routed {} vs all {}",
+        t_two.best_mean_p,
+        t_all.best_mean_p
+    );
+    let err = fit(&["cheap", "gpt-9"]).unwrap_err().to_string();
+    assert!(err.contains("gpt-9"), "{err}");
+}
