@@ -2,43 +2,11 @@
 //! models; the others only train the success model. Synthetic sets (no
 //! encoder), so they run in seconds.
 
-use pointsman_eval::{evaluate, summarise, EvalConfig, EvalRow, EvalSet, Observed};
+use pointsman_eval::{evaluate, summarise, EvalConfig, EvalRow, EvalSet};
 use pointsman_router::TrainConfig;
-use rand::{rngs::StdRng, Rng, SeedableRng};
 
-/// `n` prompts, 8-d embeddings; model m succeeds more often on prompts whose
-/// embedding points its way, and costs 10^m times the cheapest.
-fn synthetic(n: usize, models: usize, seed: u64) -> EvalSet {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let rows = (0..n)
-        .map(|i| {
-            let embedding: Vec<f32> = (0..8).map(|_| rng.random::<f32>() - 0.5).collect();
-            let outcomes = (0..models)
-                .map(|m| {
-                    let p = (0.3 + 0.1 * m as f32 + embedding[m]).clamp(0.05, 0.95);
-                    Some(Observed {
-                        score: f64::from(u8::from(rng.random::<f32>() < p)),
-                        cost_usd: 1e-4 * 10f64.powi(m as i32),
-                    })
-                })
-                .collect();
-            EvalRow {
-                id: format!("row{i}"),
-                embedding,
-                task_scores: vec![1.0],
-                outcomes,
-                head_outputs: Vec::new(),
-            }
-        })
-        .collect();
-    EvalSet {
-        models: (0..models).map(|m| format!("m{m}")).collect(),
-        tasks: vec!["any".into()],
-        encoder_id: "synthetic".into(),
-        head_features: Vec::new(),
-        rows,
-    }
-}
+mod common;
+use common::synthetic;
 
 fn config(routed: &[&str]) -> EvalConfig {
     EvalConfig {
@@ -92,12 +60,8 @@ fn the_baselines_see_only_the_routed_models() {
     let names: Vec<String> = keep.iter().map(|&m| train.models[m].clone()).collect();
     let routed: Vec<&str> = names.iter().map(String::as_str).collect();
     let (with, rows) = evaluate(&train, &test, &config(&routed)).unwrap();
-    let (without, rows_without) = evaluate(
-        &only(&train, &keep),
-        &only(&test, &keep),
-        &config(&[]),
-    )
-    .unwrap();
+    let (without, rows_without) =
+        evaluate(&only(&train, &keep), &only(&test, &keep), &config(&[])).unwrap();
     assert_eq!(rows, rows_without);
     let a = summarise(&with, &names, rows).to_json();
     let b = summarise(&without, &names, rows).to_json();
@@ -121,5 +85,8 @@ fn an_unknown_routed_model_is_named() {
     let err = evaluate(&train, &test, &config(&["m0", "gpt-9"]))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("gpt-9") && err.contains("--route-models"), "{err}");
+    assert!(
+        err.contains("gpt-9") && err.contains("--route-models"),
+        "{err}"
+    );
 }

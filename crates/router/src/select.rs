@@ -336,8 +336,13 @@ pub(crate) fn fit_selected_with_predictions(
     // (every model's when none are named): the others' outcomes fit the
     // shared prompt term but are not what the policy will choose among.
     let scored_model = routed_mask(&models, &cfg.routed_models);
-    let routed_pairs =
-        |pairs: &[Pair]| -> Vec<Pair> { pairs.iter().copied().filter(|p| scored_model[p.0]).collect() };
+    let routed_pairs = |pairs: &[Pair]| -> Vec<Pair> {
+        pairs
+            .iter()
+            .copied()
+            .filter(|p| scored_model[p.0])
+            .collect()
+    };
     let mut cands: Vec<Candidate> = Vec::new();
     // Per (input, ridge): each row's out-of-fold P_irt for every model.
     let inputs = prompt_inputs(sel, cfg, rows)?;
