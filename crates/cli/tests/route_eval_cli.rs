@@ -563,3 +563,63 @@ fn eval_writes_each_held_out_rows_predictions() {
         "{err}"
     );
 }
+
+#[test]
+fn train_router_route_models_records_them_and_a_different_catalog_is_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("router.json");
+    let routed = "gpt-4-1106-preview,gpt-3.5-turbo-1106";
+    let run = pointsman(&[
+        "train",
+        "router",
+        "--outcomes",
+        &format!("{DATA}/routerbench_train.jsonl"),
+        "--no-task-head",
+        "--epochs",
+        "50",
+        "--route-models",
+        routed,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        v["target_table"]["models"],
+        serde_json::json!(["gpt-4-1106-preview", "gpt-3.5-turbo-1106"])
+    );
+    // Every model's outcomes were fitted, not only the routed two.
+    assert_eq!(v["models"].as_array().unwrap().len(), 11);
+    // The 11-model catalog: routed, with a warning naming what differs.
+    let run = pointsman(&["route", "hello there", "--router", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("target table") && err.contains("claude-v2"),
+        "{err}"
+    );
+    // A catalog of the two routed models: no warning.
+    let catalog = dir.path().join("two.toml");
+    std::fs::write(
+        &catalog,
+        "[[models]]\nname = \"gpt-4-1106-preview\"\ninput_usd_per_mtok = 10.0\noutput_usd_per_mtok = 30.0\ncontext_window = 128000\n\n\
+         [[models]]\nname = \"gpt-3.5-turbo-1106\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 2.0\ncontext_window = 16000\n",
+    )
+    .unwrap();
+    let run = pointsman(&[
+        "route",
+        "hello there",
+        "--router",
+        out.to_str().unwrap(),
+        "--catalog",
+        catalog.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{err}");
+    assert!(!err.contains("target table"), "{err}");
+}

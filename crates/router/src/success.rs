@@ -271,6 +271,11 @@ impl SuccessModel {
         }
         if let Some(t) = &self.target_table {
             t.check()?;
+            if let Some(m) = t.models.iter().find(|m| !self.models.contains(m)) {
+                return Err(format!(
+                    "target_table: models names `{m}`, which the artifact has not fitted"
+                ));
+            }
         }
         match &self.neighbours {
             Some(nb) => nb.check(n, d),
@@ -283,6 +288,41 @@ impl SuccessModel {
     /// a target under an artifact without a table) is returned unchanged.
     pub fn resolve_policy(&self, policy: Policy) -> Policy {
         crate::target::resolve(self.target_table.as_ref(), policy)
+    }
+
+    /// Why a target τ would not mean what the artifact measured when
+    /// routing among `routable` (the catalog's models): its target table
+    /// was built over another set of models (recorded, or else all the
+    /// artifact's). None when the sets agree or there is no table. The
+    /// policy still works; its τ → λ map was measured on other choices.
+    pub fn target_table_mismatch(&self, routable: &[&str]) -> Option<String> {
+        let table = self.target_table.as_ref()?;
+        let built: Vec<&str> = match table.models.is_empty() {
+            true => self.models.iter().map(String::as_str).collect(),
+            false => table.models.iter().map(String::as_str).collect(),
+        };
+        let missing: Vec<&str> = routable
+            .iter()
+            .copied()
+            .filter(|m| !built.contains(m))
+            .collect();
+        let extra: Vec<&str> = built
+            .iter()
+            .copied()
+            .filter(|m| !routable.contains(m))
+            .collect();
+        if missing.is_empty() && extra.is_empty() {
+            return None;
+        }
+        let list = |v: &[&str]| match v.is_empty() {
+            true => "none".to_string(),
+            false => v.join(", "),
+        };
+        Some(format!(
+            "the target table (τ → λ) was built over other models than the catalog routes among (in the catalog only: {}; in the table only: {}): a target τ is then only approximate; retrain with `pointsman train router --route-models` naming the catalog's models",
+            list(&missing),
+            list(&extra)
+        ))
     }
 
     /// Index of a fitted model.

@@ -63,6 +63,13 @@ pub struct TargetTable {
     pub out_of_fold: bool,
     /// λ ascending, `target` strictly descending.
     pub points: Vec<TargetPoint>,
+    /// The models the table was built over (`train router
+    /// --route-models`); empty: every model of the artifact (all tables
+    /// before the flag). A catalog that routes among other models gets a
+    /// τ → λ map measured on a different choice set: `serve` warns at load
+    /// ([`crate::SuccessModel::target_table_mismatch`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 /// One entry: every λ of the grid in [`lambda_low`, `lambda_high`] makes
@@ -138,6 +145,7 @@ impl TargetTable {
             rows: p.len(),
             out_of_fold,
             points,
+            models: Vec::new(),
         })
     }
 

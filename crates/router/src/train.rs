@@ -255,7 +255,12 @@ fn target_table(
         .iter()
         .map(|row| keep.iter().map(|&m| row[m]).collect())
         .collect();
-    Ok(TargetTable::build(&p, &cost, predictions.out_of_fold))
+    Ok(
+        TargetTable::build(&p, &cost, predictions.out_of_fold).map(|t| TargetTable {
+            models: routed.to_vec(),
+            ..t
+        }),
+    )
 }
 
 /// One fit with `cfg.l2_prompt`, P used as fitted (no selection, no

@@ -596,6 +596,26 @@ fn the_target_table_is_built_over_the_routed_models() {
         t_two.best_mean_p,
         t_all.best_mean_p
     );
+    // The table records the models it was built over, and the artifact
+    // says when a catalog routes among others.
+    assert_eq!(t_two.models, ["cheap", "mid"]);
+    assert!(t_all.models.is_empty());
+    assert_eq!(two.target_table_mismatch(&["mid", "cheap"]), None);
+    assert_eq!(all.target_table_mismatch(&["cheap", "mid", "dear"]), None);
+    let why = two
+        .target_table_mismatch(&["cheap", "mid", "dear"])
+        .unwrap();
+    assert!(why.contains("in the catalog only: dear"), "{why}");
+    let why = all.target_table_mismatch(&["cheap", "mid"]).unwrap();
+    assert!(why.contains("in the table only: dear"), "{why}");
+    // A recorded model the artifact never fitted fails at load.
+    let mut bad = two.clone();
+    bad.target_table.as_mut().unwrap().models[1] = "gpt-9".into();
+    let err = SuccessModel::from_json(&bad.to_json()).unwrap_err();
+    assert!(
+        err.to_string().contains("target_table") && err.to_string().contains("gpt-9"),
+        "{err}"
+    );
     let err = fit(&["cheap", "gpt-9"]).unwrap_err().to_string();
     assert!(err.contains("gpt-9"), "{err}");
 }

@@ -226,6 +226,10 @@ fn build_state(
         None => (None, String::new()),
         Some((bytes, from, name)) => {
             let (model, version) = check_artifact(source, bytes, from, name)?;
+            // Served anyway: the policy works, τ is only approximate.
+            if let Some(why) = model.target_table_mismatch(&catalog.names()) {
+                tracing::warn!(artifact = %version, catalog = %catalog_from, "{why}");
+            }
             (Some(model), version)
         }
     };
