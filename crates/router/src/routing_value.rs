@@ -285,24 +285,9 @@ pub(crate) struct Scored<'a> {
     pub routing_value: f64,
 }
 
-/// The index of the winner among `cands` (not empty; `cands[0]` is the
-/// per-model averages) under `criterion`. Without routing values (NaN)
-/// every criterion is cross-entropy. With them, a winner whose routing
-/// value is below the averages' gives way to the averages: per-prompt
-/// signal is used only where the training rows' out-of-fold decisions
-/// show it pays (docs/EVALUATION.md, "The rank of the prompt traits").
+/// The index of the winner among `cands` (not empty) under `criterion`.
+/// Without routing values (NaN) every criterion is cross-entropy.
 pub(crate) fn pick(cands: &[Scored], criterion: Criterion) -> usize {
-    let won = pick_by(cands, criterion);
-    let (value, averages) = (cands[won].routing_value, cands[0].routing_value);
-    if value.is_finite() && averages.is_finite() && value < averages {
-        0
-    } else {
-        won
-    }
-}
-
-/// The winner under `criterion` alone.
-fn pick_by(cands: &[Scored], criterion: Criterion) -> usize {
     let by_ce = (0..cands.len())
         .min_by(|&a, &b| cands[a].penalised.total_cmp(&cands[b].penalised))
         .expect("candidates");
@@ -448,31 +433,6 @@ mod tests {
             .iter_mut()
             .for_each(|c| c.routing_value = f64::NAN);
         assert_eq!(pick(&unmeasured, Criterion::RoutingValue), 0);
-    }
-
-    /// A winner that routes worse than the averages (candidate 0) on the
-    /// training rows gives way to them under every criterion; unmeasured
-    /// routing values leave the choice to the criterion.
-    #[test]
-    fn a_winner_below_the_averages_routing_value_gives_way_to_them() {
-        let losses = [0.6, 0.5, 0.55].map(|l| vec![l; 10]);
-        let cands = |values: [f64; 3]| -> Vec<Scored> {
-            (0..3)
-                .map(|i| Scored {
-                    penalised: losses[i][0],
-                    per_outcome: &losses[i],
-                    routing_value: values[i],
-                })
-                .collect()
-        };
-        // Candidate 1 has the lowest loss but routes below the averages.
-        let below = cands([0.30, 0.28, 0.33]);
-        assert_eq!(pick(&below, Criterion::CrossEntropy), 0);
-        assert_eq!(pick(&below, Criterion::RoutingValue), 2);
-        // At or above the averages it wins as before.
-        assert_eq!(pick(&cands([0.30, 0.30, 0.33]), Criterion::CrossEntropy), 1);
-        assert_eq!(pick(&cands([0.30, 0.31, 0.33]), Criterion::CrossEntropy), 1);
-        assert_eq!(pick(&cands([f64::NAN; 3]), Criterion::CrossEntropy), 1);
     }
 
     #[test]
