@@ -410,30 +410,36 @@ fn bad_catalog_errors_name_field_and_line() {
     );
 }
 
-#[test]
-fn train_router_tries_the_knn_spaces_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("router.json");
-    let run = pointsman(&[
+/// `train router` (100 epochs, no task head) on the 30 RouterBench sample
+/// rows with `extra` flags, into `out`; the artifact as JSON.
+fn train_router_on_sample(out: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let outcomes = format!("{DATA}/routerbench_train.jsonl");
+    let mut args = vec![
         "train",
         "router",
         "--outcomes",
-        &format!("{DATA}/routerbench_train.jsonl"),
+        &outcomes,
         "--no-task-head",
         "--epochs",
         "100",
-        "--knn-dims",
-        "8",
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let run = pointsman(&args);
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+#[test]
+fn train_router_tries_the_knn_spaces_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("router.json");
+    let v = train_router_on_sample(&out, &["--knn-dims", "8"]);
     let candidates: Vec<&str> = v["selection"]["cv_loss"]
         .as_array()
         .unwrap()
@@ -568,27 +574,10 @@ fn eval_writes_each_held_out_rows_predictions() {
 fn train_router_route_models_records_them_and_a_different_catalog_is_warned() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("router.json");
-    let routed = "gpt-4-1106-preview,gpt-3.5-turbo-1106";
-    let run = pointsman(&[
-        "train",
-        "router",
-        "--outcomes",
-        &format!("{DATA}/routerbench_train.jsonl"),
-        "--no-task-head",
-        "--epochs",
-        "50",
-        "--route-models",
-        routed,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let v = train_router_on_sample(
+        &out,
+        &["--route-models", "gpt-4-1106-preview,gpt-3.5-turbo-1106"],
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(
         v["target_table"]["models"],
         serde_json::json!(["gpt-4-1106-preview", "gpt-3.5-turbo-1106"])

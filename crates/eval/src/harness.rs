@@ -502,21 +502,13 @@ pub fn fold_splits(
 /// Indices into `set.models` of the `routed` names, in that order; every
 /// model when empty. A routed name without outcomes in the set is an error
 /// naming it.
-pub(crate) fn routed_indices(set: &EvalSet, routed: &[String]) -> Result<Vec<usize>, EvalError> {
-    if routed.is_empty() {
-        return Ok((0..set.models.len()).collect());
-    }
-    routed
-        .iter()
-        .map(|name| {
-            set.models.iter().position(|m| m == name).ok_or_else(|| {
-                EvalError::Data(format!(
-                    "--route-models: `{name}` has no outcomes in the data (models: {})",
-                    set.models.join(", ")
-                ))
-            })
-        })
-        .collect()
+fn routed_indices(set: &EvalSet, routed: &[String]) -> Result<Vec<usize>, EvalError> {
+    pointsman_router::routed_indices(&set.models, routed).map_err(|e| {
+        EvalError::Data(format!(
+            "--route-models: {e} in the data (models: {})",
+            set.models.join(", ")
+        ))
+    })
 }
 
 /// The success model's training rows; applies the cold-start cut.

@@ -30,4 +30,4 @@ pub use policy::{choose, Candidate, Constraints, Decision, Policy};
 pub use select::Selection;
 pub use success::{CandidateLoss, SelectionRecord, SuccessModel, ARTIFACT_VERSION};
 pub use target::{TargetPoint, TargetTable};
-pub use train::{fit, fit_fixed, fit_with_costs, TrainConfig, TrainingRow};
+pub use train::{fit, fit_fixed, fit_with_costs, routed_indices, TrainConfig, TrainingRow};

@@ -335,7 +335,10 @@ pub(crate) fn fit_selected_with_predictions(
     // The candidates are compared on the routed models' outcomes only
     // (every model's when none are named): the others' outcomes fit the
     // shared prompt term but are not what the policy will choose among.
-    let scored_model = routed_mask(&models, &cfg.routed_models);
+    let mut scored_model = vec![false; n];
+    for m in crate::train::routed_indices(&models, &cfg.routed_models)? {
+        scored_model[m] = true;
+    }
     let routed_pairs = |pairs: &[Pair]| -> Vec<Pair> {
         pairs
             .iter()
@@ -554,14 +557,6 @@ fn winner_predictions(
 }
 
 /// The logit of (1 − w) · P_irt + w · P_knn for every raw pair.
-/// Per model: whether it is one of `routed` (every model when empty).
-fn routed_mask(models: &[String], routed: &[String]) -> Vec<bool> {
-    models
-        .iter()
-        .map(|m| routed.is_empty() || routed.contains(m))
-        .collect()
-}
-
 fn stacked(raw: &[Raw], w: f64) -> Vec<Pair> {
     raw.iter()
         .map(|&(m, p, k, y)| {

@@ -198,6 +198,23 @@ pub fn fit_with_costs(
     Ok(model)
 }
 
+/// Indices into `models` of the `routed` names ([`TrainConfig::routed_models`]),
+/// in their order; every model when `routed` is empty. A name with no
+/// outcomes (not in `models`) is an error naming it.
+pub fn routed_indices(models: &[String], routed: &[String]) -> Result<Vec<usize>, RouterError> {
+    if routed.is_empty() {
+        return Ok((0..models.len()).collect());
+    }
+    routed
+        .iter()
+        .map(|name| {
+            models.iter().position(|m| m == name).ok_or_else(|| {
+                RouterError::Training(format!("routed model `{name}` has no outcomes"))
+            })
+        })
+        .collect()
+}
+
 /// The target table on `predictions`' rows, each model priced at its mean
 /// cost over the outcomes in `costs` (the cost model's c̄_m when it has
 /// one) times the model's per-prompt cost factor. None when no outcome
@@ -211,18 +228,7 @@ fn target_table(
     routed: &[String],
 ) -> Result<Option<TargetTable>, RouterError> {
     let n = model.models.len();
-    let keep: Vec<usize> = if routed.is_empty() {
-        (0..n).collect()
-    } else {
-        routed
-            .iter()
-            .map(|name| {
-                model.models.iter().position(|m| m == name).ok_or_else(|| {
-                    RouterError::Training(format!("routed model `{name}` has no outcomes"))
-                })
-            })
-            .collect::<Result<_, _>>()?
-    };
+    let keep = routed_indices(&model.models, routed)?;
     let mean = match &model.cost {
         Some(c) => c.mean_cost_usd.clone(),
         None => {
