@@ -108,7 +108,7 @@ fn cuda_matches_the_cpu_across_lengths_batched_and_alone() {
 }
 
 #[test]
-fn cuda_encoder_reports_its_device_for_auto() {
+fn device_auto_takes_the_gpu() {
     // `--device auto` takes the GPU in a CUDA build when one answers.
     let device = pointsman_classifier::DeviceChoice::Auto.resolve().unwrap();
     assert!(device.is_cuda(), "auto resolved to {device:?}");
