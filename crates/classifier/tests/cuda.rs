@@ -20,6 +20,8 @@
 //! table over 64 MB as int8 blocks, exact only for e5's 4-bit rows.)
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -37,28 +39,6 @@ fn model_dir() -> PathBuf {
 fn gpu() -> Device {
     Device::new_cuda(0)
         .unwrap_or_else(|e| panic!("built with `cuda` but CUDA device 0 does not answer: {e}"))
-}
-
-/// Prompts of every length up to the window (the last ones are cut to it).
-fn prompts() -> Vec<String> {
-    let words = "the quick brown fox jumps over the lazy dog while a compiler reports error E0277 in main.rs";
-    let mut out: Vec<String> = vec![
-        "hi".into(),
-        "Translate to French: where is the station?".into(),
-        "def f(x):\n    return [i**2 for i in range(x)]  # why is this slow?".into(),
-        "Résumé: 東京は日本の首都です。Объясни, пожалуйста.".into(),
-    ];
-    for n in [10, 40, 90, 150, 250, 400] {
-        out.push(
-            words
-                .split(' ')
-                .cycle()
-                .take(n)
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-    }
-    out
 }
 
 /// Largest |a − b| over two embeddings.
@@ -81,7 +61,7 @@ fn cuda_matches_the_cpu_across_lengths_batched_and_alone() {
     let cuda = BertEncoder::load(&dir, gpu()).unwrap();
     let cpu = BertEncoder::load(&dir, Device::Cpu).unwrap();
     assert_eq!((cuda.dim(), cuda.window()), (cpu.dim(), cpu.window()));
-    let prompts = prompts();
+    let prompts = common::prompts_across_lengths();
     let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let lengths: Vec<usize> = texts.iter().map(|t| cpu.token_count(t).unwrap()).collect();
     assert!(

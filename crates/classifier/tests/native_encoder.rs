@@ -2,6 +2,8 @@
 //! sentence-transformers values pinned in tests/data, and candle on the same
 //! weights for prompts of every length the window allows.
 
+mod common;
+
 use std::path::PathBuf;
 
 use pointsman_classifier::{
@@ -54,34 +56,12 @@ fn native_matches_sentence_transformers() {
     }
 }
 
-fn prompts() -> Vec<String> {
-    let words = "the quick brown fox jumps over the lazy dog while a compiler reports error E0277 in main.rs";
-    let mut out: Vec<String> = vec![
-        "hi".into(),
-        "Translate to French: where is the station?".into(),
-        "def f(x):\n    return [i**2 for i in range(x)]  # why is this slow?".into(),
-        "Résumé: 東京は日本の首都です。Объясни, пожалуйста.".into(),
-    ];
-    // Lengths across the window, including prompts cut to it.
-    for n in [10, 40, 90, 150, 250, 400] {
-        out.push(
-            words
-                .split(' ')
-                .cycle()
-                .take(n)
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-    }
-    out
-}
-
 #[test]
 fn native_matches_candle_across_lengths() {
     let dir = ModelDir::open(&model_dir()).unwrap();
     let candle = BertEncoder::load(&dir, candle_core::Device::Cpu).unwrap();
     let enc = native();
-    let prompts = prompts();
+    let prompts = common::prompts_across_lengths();
     let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let lengths: Vec<usize> = texts.iter().map(|t| enc.token_count(t).unwrap()).collect();
     assert!(
@@ -117,7 +97,7 @@ fn native_matches_candle_across_lengths() {
 fn reduced_precision_stays_close_to_f32() {
     let dir = ModelDir::open(&model_dir()).unwrap();
     let f32_enc = native();
-    let prompts = prompts();
+    let prompts = common::prompts_across_lengths();
     let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let want = f32_enc.embed(&texts).unwrap();
     // Measured on 500 real ShareGPT prompts (docs/PERFORMANCE.md): bf16
